@@ -1,0 +1,124 @@
+//! Monotonic counters shared by many writer threads without locks.
+//!
+//! Event and token counts are integers, so they live in an `AtomicU64` and stay
+//! exact up to 2**64-1 (they saturate there instead of wrapping). Sums of floats
+//! (latency seconds, USD cost) are kept as the bits of an `f64` and updated with
+//! a compare-and-swap loop: every writer performs exactly the IEEE-754 addition
+//! `total + amount` that `prometheus_client` performs under its mutex, so a
+//! single-threaded sequence of calls produces the very same bits, and concurrent
+//! writers only reorder additions (never lose one).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// An integer counter that only goes up.
+#[derive(Debug, Default)]
+pub struct Counter {
+    value: AtomicU64,
+}
+
+impl Counter {
+    /// Adds `amount`, saturating at `u64::MAX` rather than wrapping to a small value.
+    #[inline]
+    pub fn add(&self, amount: u64) {
+        let previous = self.value.fetch_add(amount, Ordering::Relaxed);
+        if previous.checked_add(amount).is_none() {
+            // Overflow is a 2**64-token event; pinning the value beats reporting a reset.
+            self.value.store(u64::MAX, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// The current value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+/// A float accumulator with the same rounding as a Python `float` counter.
+#[derive(Debug, Default)]
+pub struct FloatCounter {
+    bits: AtomicU64,
+}
+
+impl FloatCounter {
+    /// Adds `amount` with one IEEE-754 addition, retried until no other writer intervened.
+    #[inline]
+    pub fn add(&self, amount: f64) {
+        let mut current = self.bits.load(Ordering::Relaxed);
+        loop {
+            let next = (f64::from_bits(current) + amount).to_bits();
+            match self.bits.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// The current sum.
+    #[inline]
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.bits.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::thread;
+
+    #[test]
+    fn counter_adds_and_saturates() {
+        let counter = Counter::default();
+        counter.inc();
+        counter.add(41);
+        assert_eq!(counter.get(), 42);
+        counter.add(u64::MAX);
+        assert_eq!(counter.get(), u64::MAX);
+    }
+
+    #[test]
+    fn float_counter_matches_sequential_python_sum() {
+        let sum = FloatCounter::default();
+        let mut expected = 0.0_f64;
+        for amount in [0.1, 0.2, 0.3, 1e-9, 61.0, 0.05] {
+            sum.add(amount);
+            expected += amount;
+        }
+        assert_eq!(sum.get().to_bits(), expected.to_bits());
+    }
+
+    #[test]
+    fn concurrent_adds_are_not_lost() {
+        let counter = Arc::new(Counter::default());
+        let sum = Arc::new(FloatCounter::default());
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let counter = Arc::clone(&counter);
+                let sum = Arc::clone(&sum);
+                thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        counter.inc();
+                        sum.add(1.0);
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        assert_eq!(counter.get(), 40_000);
+        assert_eq!(sum.get(), 40_000.0);
+    }
+}

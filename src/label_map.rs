@@ -1,0 +1,277 @@
+//! An insert-only map from a tuple of label values to a series, with lock-free reads.
+//!
+//! New label sets are rare next to updates of existing ones, so reads must not
+//! take a lock and writers may. The map is an open-addressing table of pointers
+//! to entries. Entries are allocated once and never move or die before the map,
+//! which lets a reader hand out `&V` for as long as it borrows the map. A writer
+//! (under the mutex) publishes a new entry with one release store into an empty
+//! slot; when the table is half full it builds a bigger one and swaps the table
+//! pointer. Readers still walking an old table finish safely because old tables
+//! are kept until the map is dropped (together they are never larger than the
+//! current one). Equal hashes are confirmed by comparing the label values.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Mutex;
+
+use foldhash::fast::FixedState;
+
+const INITIAL_CAPACITY: usize = 16;
+const HASH_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// One label set and its series.
+pub struct Entry<V> {
+    hash: u64,
+    labels: Box<[Box<str>]>,
+    /// The series stored under these labels.
+    pub value: V,
+}
+
+impl<V> Entry<V> {
+    /// Label values in the order the map's key was declared.
+    pub fn label_values(&self) -> &[Box<str>] {
+        &self.labels
+    }
+}
+
+struct Table<V> {
+    slots: Box<[AtomicPtr<Entry<V>>]>,
+}
+
+impl<V> Table<V> {
+    fn with_capacity(capacity: usize) -> Self {
+        let slots = (0..capacity).map(|_| AtomicPtr::new(ptr::null_mut())).collect();
+        Table { slots }
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// Stores `entry` in the first empty slot of its probe sequence.
+    fn place(&self, entry: NonNull<Entry<V>>) {
+        let hash = unsafe { entry.as_ref() }.hash;
+        let mut index = hash as usize & self.mask();
+        while !self.slots[index].load(Ordering::Relaxed).is_null() {
+            index = (index + 1) & self.mask();
+        }
+        self.slots[index].store(entry.as_ptr(), Ordering::Release);
+    }
+}
+
+struct WriterState<V> {
+    /// Every entry, in the order it was inserted; the map owns them.
+    entries: Vec<NonNull<Entry<V>>>,
+    /// The current table and every table it replaced; the map owns them.
+    tables: Vec<NonNull<Table<V>>>,
+}
+
+/// Insert-only label map with lock-free lookups.
+pub struct LabelMap<V> {
+    current: AtomicPtr<Table<V>>,
+    writer: Mutex<WriterState<V>>,
+}
+
+// SAFETY: entries and tables are only freed in `Drop`, which has exclusive access;
+// until then they are shared immutably (slots are atomics), so sharing the map
+// across threads is sound whenever the values themselves may be shared.
+unsafe impl<V: Send + Sync> Send for LabelMap<V> {}
+unsafe impl<V: Send + Sync> Sync for LabelMap<V> {}
+
+/// Hashes a label tuple; the same function serves lookups and inserts.
+#[inline]
+pub fn hash_labels(labels: &[&str]) -> u64 {
+    let mut hasher = FixedState::with_seed(HASH_SEED).build_hasher();
+    for label in labels {
+        label.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+impl<V> Default for LabelMap<V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<V> LabelMap<V> {
+    /// An empty map.
+    pub fn new() -> Self {
+        let table = NonNull::from(Box::leak(Box::new(Table::with_capacity(INITIAL_CAPACITY))));
+        LabelMap {
+            current: AtomicPtr::new(table.as_ptr()),
+            writer: Mutex::new(WriterState {
+                entries: Vec::new(),
+                tables: vec![table],
+            }),
+        }
+    }
+
+    /// The value stored under `labels`, without taking a lock.
+    #[inline]
+    pub fn get(&self, labels: &[&str]) -> Option<&V> {
+        self.get_hashed(hash_labels(labels), labels)
+    }
+
+    /// Like [`LabelMap::get`] when the caller already has `hash_labels(labels)`.
+    #[inline]
+    pub fn get_hashed(&self, hash: u64, labels: &[&str]) -> Option<&V> {
+        // SAFETY: the table pointer always refers to a table owned by `self`.
+        let table = unsafe { &*self.current.load(Ordering::Acquire) };
+        let mask = table.mask();
+        let mut index = hash as usize & mask;
+        loop {
+            let slot = table.slots[index].load(Ordering::Acquire);
+            if slot.is_null() {
+                return None;
+            }
+            // SAFETY: published entries live as long as `self`.
+            let entry = unsafe { &*slot };
+            if entry.hash == hash
+                && entry.labels.len() == labels.len()
+                && entry.labels.iter().zip(labels).all(|(a, b)| **a == **b)
+            {
+                return Some(&entry.value);
+            }
+            index = (index + 1) & mask;
+        }
+    }
+
+    /// The value under `labels`, inserting `make()` first if the labels are new.
+    ///
+    /// Racing inserts of the same labels create one entry: the loser finds the
+    /// winner's entry under the writer lock and `make` is not called.
+    pub fn get_or_insert_with(&self, labels: &[&str], make: impl FnOnce() -> V) -> &V {
+        let hash = hash_labels(labels);
+        if let Some(value) = self.get_hashed(hash, labels) {
+            return value;
+        }
+        let mut state = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(value) = self.get_hashed(hash, labels) {
+            return value;
+        }
+        let entry = NonNull::from(Box::leak(Box::new(Entry {
+            hash,
+            labels: labels.iter().map(|label| Box::<str>::from(*label)).collect(),
+            value: make(),
+        })));
+        state.entries.push(entry);
+        // SAFETY: the current table is owned by `self` and only replaced under this lock.
+        let table = unsafe { &*self.current.load(Ordering::Relaxed) };
+        if state.entries.len() * 2 > table.slots.len() {
+            let bigger = Table::with_capacity(table.slots.len() * 2);
+            for existing in &state.entries {
+                bigger.place(*existing);
+            }
+            let bigger = NonNull::from(Box::leak(Box::new(bigger)));
+            state.tables.push(bigger);
+            self.current.store(bigger.as_ptr(), Ordering::Release);
+        } else {
+            table.place(entry);
+        }
+        // SAFETY: the entry was just published and lives as long as `self`.
+        &unsafe { &*entry.as_ptr() }.value
+    }
+
+    /// The entries in insertion order; the lock is held only while the pointers are copied.
+    pub fn snapshot(&self) -> Vec<&Entry<V>> {
+        let state = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // SAFETY: entries live as long as `self`.
+        state.entries.iter().map(|entry| unsafe { &*entry.as_ptr() }).collect()
+    }
+
+    /// Number of label sets.
+    pub fn len(&self) -> usize {
+        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).entries.len()
+    }
+
+    /// Whether no label set was inserted yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<V> Drop for LabelMap<V> {
+    fn drop(&mut self) {
+        let state = self.writer.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // SAFETY: `&mut self` means no reader holds a reference; each pointer came
+        // from `Box::leak` and is freed exactly once here.
+        unsafe {
+            for entry in state.entries.drain(..) {
+                drop(Box::from_raw(entry.as_ptr()));
+            }
+            for table in state.tables.drain(..) {
+                drop(Box::from_raw(table.as_ptr()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::thread;
+
+    #[test]
+    fn lookups_confirm_values_and_keep_insertion_order() {
+        let map = LabelMap::new();
+        assert!(map.get(&["a", "b"]).is_none());
+        assert_eq!(*map.get_or_insert_with(&["a", "b"], || 1), 1);
+        assert_eq!(*map.get_or_insert_with(&["a", "b"], || 2), 1);
+        assert_eq!(*map.get_or_insert_with(&["ab", ""], || 3), 3);
+        assert_eq!(map.get(&["a", "b"]), Some(&1));
+        assert_eq!(map.get(&["ab", ""]), Some(&3));
+        assert!(map.get(&["a"]).is_none());
+        let order: Vec<Vec<&str>> = map
+            .snapshot()
+            .iter()
+            .map(|e| e.label_values().iter().map(|l| &**l).collect())
+            .collect();
+        assert_eq!(order, vec![vec!["a", "b"], vec!["ab", ""]]);
+    }
+
+    #[test]
+    fn growing_keeps_every_entry_reachable() {
+        let map = LabelMap::new();
+        let names: Vec<String> = (0..5_000).map(|i| format!("model-{i}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            map.get_or_insert_with(&[name.as_str()], || i);
+        }
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(map.get(&[name.as_str()]), Some(&i));
+        }
+        assert_eq!(map.len(), 5_000);
+    }
+
+    #[test]
+    fn racing_first_use_makes_one_entry() {
+        let map = Arc::new(LabelMap::new());
+        let made = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let map = Arc::clone(&map);
+                let made = Arc::clone(&made);
+                thread::spawn(move || {
+                    for i in 0..2_000 {
+                        let key = format!("k{}", i % 500);
+                        map.get_or_insert_with(&[key.as_str(), "x"], || {
+                            made.fetch_add(1, Ordering::Relaxed);
+                            i % 500
+                        });
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        assert_eq!(made.load(Ordering::Relaxed), 500);
+        assert_eq!(map.len(), 500);
+        for i in 0..500 {
+            assert_eq!(map.get(&[format!("k{i}").as_str(), "x"]), Some(&i));
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! gateway-metrics: Prometheus metrics for LLM gateways on a lock-free store.
+//!
+//! The core is plain Rust, one module per concept, so `cargo test` runs without
+//! Python; the `python` feature adds the PyO3 binding that the
+//! `gateway_metrics` package loads as `gateway_metrics._core`.
+
+pub mod counter;
+pub mod exposition;
+pub mod histogram;
+pub mod label_map;
+pub mod pricing;
+pub mod store;
+
+#[cfg(feature = "python")]
+mod python;

@@ -1,0 +1,80 @@
+//! Per-model token prices and the cost formula of the reference middleware.
+//!
+//! The Python package owns the pricing table (its defaults and the caller's
+//! overrides); it hands the core one [`Price`] per model so that computing the
+//! cost of a request needs no call back into Python.
+
+use std::collections::HashMap;
+
+/// USD per one million input and output tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    /// USD per 1M input (prompt) tokens.
+    pub input_per_million: f64,
+    /// USD per 1M output (completion) tokens.
+    pub output_per_million: f64,
+}
+
+impl Price {
+    /// Cost of one request, evaluated in the reference's order of operations
+    /// (`in * p_in / 1e6 + out * p_out / 1e6`) so the result has the same bits.
+    #[inline]
+    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        input_tokens as f64 * self.input_per_million / 1_000_000.0
+            + output_tokens as f64 * self.output_per_million / 1_000_000.0
+    }
+}
+
+/// Prices by model name; a model that is absent costs nothing.
+#[derive(Debug, Clone, Default)]
+pub struct PriceTable {
+    prices: HashMap<Box<str>, Price>,
+}
+
+impl PriceTable {
+    /// Builds a table from `(model, price)` pairs; a later pair for the same model wins.
+    pub fn new<'a>(entries: impl IntoIterator<Item = (&'a str, Price)>) -> Self {
+        PriceTable {
+            prices: entries
+                .into_iter()
+                .map(|(model, price)| (Box::from(model), price))
+                .collect(),
+        }
+    }
+
+    /// The price of `model`, if it has one.
+    pub fn get(&self, model: &str) -> Option<Price> {
+        self.prices.get(model).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_has_the_reference_bits() {
+        let gpt_4o = Price {
+            input_per_million: 2.5,
+            output_per_million: 10.0,
+        };
+        // The reference prints 0.0045000000000000005 for 1000 in / 200 out.
+        assert_eq!(gpt_4o.cost(1000, 200), 0.0045000000000000005);
+        assert_eq!(gpt_4o.cost(0, 0), 0.0);
+    }
+
+    #[test]
+    fn later_entries_win_and_unknown_models_have_no_price() {
+        let cheap = Price {
+            input_per_million: 0.1,
+            output_per_million: 0.4,
+        };
+        let dear = Price {
+            input_per_million: 9.0,
+            output_per_million: 9.0,
+        };
+        let table = PriceTable::new([("m", cheap), ("m", dear)]);
+        assert_eq!(table.get("m"), Some(dear));
+        assert_eq!(table.get("unknown"), None);
+    }
+}

@@ -1,0 +1,569 @@
+//! The gateway's seven metric families and what each recording call adds to them.
+//!
+//! One `record_request` makes a single lock-free lookup: the requests series,
+//! keyed by all four request labels, holds shared handles to the duration
+//! histogram and to the per-model state (price, token and cost series) it feeds,
+//! so the other families are only searched the first time a label set appears.
+//! Token and cost series are created on their first positive amount, exactly
+//! when the reference middleware would create them, so samples come out in the
+//! same order. Label values are stored, and declared, in the alphabetical order
+//! in which the exposition prints them.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::counter::{Counter, FloatCounter};
+use crate::histogram::{Histogram, HistogramSnapshot, BUCKET_COUNT, LATENCY_BOUNDS};
+use crate::label_map::{Entry, LabelMap};
+use crate::pricing::{Price, PriceTable};
+
+/// Whether a family is a counter or a histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FamilyKind {
+    /// A monotonic counter, exposed with the `_total` suffix.
+    Counter,
+    /// A bucketed histogram, exposed as `_bucket`, `_count` and `_sum`.
+    Histogram,
+}
+
+impl FamilyKind {
+    /// The type name used in `# TYPE` lines.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            FamilyKind::Counter => "counter",
+            FamilyKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// Name, help text and label names of one family.
+#[derive(Debug)]
+pub struct FamilyDesc {
+    /// The family name as `prometheus_client` knows it (a counter's without `_total`).
+    pub name: &'static str,
+    /// The help text, byte for byte the reference's.
+    pub help: &'static str,
+    /// Counter or histogram.
+    pub kind: FamilyKind,
+    /// Label names in alphabetical (exposition) order.
+    pub label_names: &'static [&'static str],
+}
+
+/// `ractogateway_requests_total{model,operation,provider,status}`.
+pub const REQUESTS: FamilyDesc = FamilyDesc {
+    name: "ractogateway_requests",
+    help: "Total LLM requests by provider / model / operation / status.",
+    kind: FamilyKind::Counter,
+    label_names: &["model", "operation", "provider", "status"],
+};
+/// `ractogateway_request_duration_seconds{model,operation,provider}`.
+pub const DURATION: FamilyDesc = FamilyDesc {
+    name: "ractogateway_request_duration_seconds",
+    help: "LLM request wall-clock latency in seconds.",
+    kind: FamilyKind::Histogram,
+    label_names: &["model", "operation", "provider"],
+};
+/// `ractogateway_tokens_total{model,provider,token_type}`.
+pub const TOKENS: FamilyDesc = FamilyDesc {
+    name: "ractogateway_tokens",
+    help: "Total tokens consumed \u{2014} labelled by token_type (input / output).",
+    kind: FamilyKind::Counter,
+    label_names: &["model", "provider", "token_type"],
+};
+/// `ractogateway_cost_usd_total{model,provider}`.
+pub const COST: FamilyDesc = FamilyDesc {
+    name: "ractogateway_cost_usd",
+    help: "Total estimated cost in USD.",
+    kind: FamilyKind::Counter,
+    label_names: &["model", "provider"],
+};
+/// `ractogateway_cache_hits_total{cache_type}`.
+pub const CACHE_HITS: FamilyDesc = FamilyDesc {
+    name: "ractogateway_cache_hits",
+    help: "Total cache hits by cache type (exact / semantic).",
+    kind: FamilyKind::Counter,
+    label_names: &["cache_type"],
+};
+/// `ractogateway_cache_misses_total{cache_type}`.
+pub const CACHE_MISSES: FamilyDesc = FamilyDesc {
+    name: "ractogateway_cache_misses",
+    help: "Total cache misses by cache type (exact / semantic).",
+    kind: FamilyKind::Counter,
+    label_names: &["cache_type"],
+};
+/// `ractogateway_tool_calls_total{tool_name}`.
+pub const TOOL_CALLS: FamilyDesc = FamilyDesc {
+    name: "ractogateway_tool_calls",
+    help: "Total tool calls executed, labelled by tool name.",
+    kind: FamilyKind::Counter,
+    label_names: &["tool_name"],
+};
+
+/// Every family in the order the reference registers (and prints) them.
+pub const FAMILIES: [&FamilyDesc; 7] = [
+    &REQUESTS,
+    &DURATION,
+    &TOKENS,
+    &COST,
+    &CACHE_HITS,
+    &CACHE_MISSES,
+    &TOOL_CALLS,
+];
+
+/// The `le` label of each bucket, formatted as `prometheus_client` formats bounds.
+pub const BUCKET_LABELS: [&str; BUCKET_COUNT] = [
+    "0.05", "0.1", "0.25", "0.5", "1.0", "2.0", "5.0", "10.0", "30.0", "60.0", "+Inf",
+];
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+}
+
+/// A counter series and the time it was created (its `_created` sample).
+#[derive(Debug)]
+pub struct CounterSeries {
+    /// The count.
+    pub value: Counter,
+    /// Unix time of creation in seconds.
+    pub created: f64,
+}
+
+impl CounterSeries {
+    fn new() -> Self {
+        CounterSeries {
+            value: Counter::default(),
+            created: unix_now(),
+        }
+    }
+}
+
+/// The USD cost series of one provider and model.
+#[derive(Debug)]
+pub struct CostSeries {
+    /// The accumulated cost.
+    pub value: FloatCounter,
+    /// Unix time of creation in seconds.
+    pub created: f64,
+}
+
+/// The latency histogram of one provider, model and operation.
+#[derive(Debug)]
+pub struct HistogramSeries {
+    /// The buckets and sum.
+    pub histogram: Histogram,
+    /// Unix time of creation in seconds.
+    pub created: f64,
+}
+
+/// State shared by every request of one provider and model.
+struct ModelState {
+    price: Option<Price>,
+    input_tokens: OnceLock<Arc<CounterSeries>>,
+    output_tokens: OnceLock<Arc<CounterSeries>>,
+    cost: OnceLock<Arc<CostSeries>>,
+}
+
+/// The requests counter of one label set and handles to every series it feeds.
+pub struct RequestSeries {
+    requests: CounterSeries,
+    duration: Arc<HistogramSeries>,
+    model: Arc<ModelState>,
+}
+
+/// Label values of one request; `&str` borrowed from the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLabels<'a> {
+    /// Provider, e.g. `"openai"`.
+    pub provider: &'a str,
+    /// Model, e.g. `"gpt-4o"`.
+    pub model: &'a str,
+    /// Operation, e.g. `"chat"`.
+    pub operation: &'a str,
+    /// Status, e.g. `"ok"`.
+    pub status: &'a str,
+}
+
+/// The measured values of one request, already validated.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestValues {
+    /// Latency in seconds: finite and not negative.
+    pub latency_s: f64,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+}
+
+/// Receives the samples of a scrape, family by family.
+pub trait SampleVisitor {
+    /// A family starts.
+    fn family(&mut self, desc: &FamilyDesc);
+    /// One sample of the current family. `suffix` completes the family name
+    /// (`_total`, `_bucket`, `_count`, `_sum`, `_created`); `le` is set for buckets.
+    fn sample(
+        &mut self,
+        desc: &FamilyDesc,
+        suffix: &'static str,
+        le: Option<&'static str>,
+        labels: &[Box<str>],
+        value: f64,
+    );
+    /// The current family ends.
+    fn end_family(&mut self, desc: &FamilyDesc);
+}
+
+/// All metric state of one middleware.
+pub struct Store {
+    prices: PriceTable,
+    /// Keyed by model, operation, provider, status.
+    requests: LabelMap<RequestSeries>,
+    /// Keyed by model, operation, provider.
+    durations: LabelMap<Arc<HistogramSeries>>,
+    /// Keyed by model, provider.
+    models: LabelMap<Arc<ModelState>>,
+    /// Keyed by model, provider, token_type.
+    tokens: LabelMap<Arc<CounterSeries>>,
+    /// Keyed by model, provider.
+    costs: LabelMap<Arc<CostSeries>>,
+    cache_hits: LabelMap<CounterSeries>,
+    cache_misses: LabelMap<CounterSeries>,
+    tool_calls: LabelMap<CounterSeries>,
+}
+
+impl Store {
+    /// An empty store that prices requests with `prices`.
+    pub fn new(prices: PriceTable) -> Self {
+        Store {
+            prices,
+            requests: LabelMap::new(),
+            durations: LabelMap::new(),
+            models: LabelMap::new(),
+            tokens: LabelMap::new(),
+            costs: LabelMap::new(),
+            cache_hits: LabelMap::new(),
+            cache_misses: LabelMap::new(),
+            tool_calls: LabelMap::new(),
+        }
+    }
+
+    /// The requests series of `labels`, created (with the series it feeds) on first use.
+    #[inline]
+    fn request_series(&self, labels: &RequestLabels<'_>) -> &RequestSeries {
+        let RequestLabels {
+            provider,
+            model,
+            operation,
+            status,
+        } = *labels;
+        self.requests
+            .get_or_insert_with(&[model, operation, provider, status], || {
+                let duration = self
+                    .durations
+                    .get_or_insert_with(&[model, operation, provider], || {
+                        Arc::new(HistogramSeries {
+                            histogram: Histogram::default(),
+                            created: unix_now(),
+                        })
+                    })
+                    .clone();
+                let model_state = self
+                    .models
+                    .get_or_insert_with(&[model, provider], || {
+                        Arc::new(ModelState {
+                            price: self.prices.get(model),
+                            input_tokens: OnceLock::new(),
+                            output_tokens: OnceLock::new(),
+                            cost: OnceLock::new(),
+                        })
+                    })
+                    .clone();
+                RequestSeries {
+                    requests: CounterSeries::new(),
+                    duration,
+                    model: model_state,
+                }
+            })
+    }
+
+    /// Records one completed request: its count, latency, tokens and cost.
+    ///
+    /// Tool calls are recorded separately with [`Store::record_tool_call`], after
+    /// the caller has validated every name.
+    #[inline]
+    pub fn record_request(&self, labels: &RequestLabels<'_>, values: &RequestValues) {
+        let series = self.request_series(labels);
+        series.requests.value.inc();
+        series.duration.histogram.observe(values.latency_s);
+        let model = &series.model;
+        if values.input_tokens > 0 {
+            self.token_series(&model.input_tokens, labels, "input")
+                .value
+                .add(values.input_tokens);
+        }
+        if values.output_tokens > 0 {
+            self.token_series(&model.output_tokens, labels, "output")
+                .value
+                .add(values.output_tokens);
+        }
+        if let Some(price) = model.price {
+            let cost = price.cost(values.input_tokens, values.output_tokens);
+            if cost > 0.0 {
+                model
+                    .cost
+                    .get_or_init(|| {
+                        self.costs
+                            .get_or_insert_with(&[labels.model, labels.provider], || {
+                                Arc::new(CostSeries {
+                                    value: FloatCounter::default(),
+                                    created: unix_now(),
+                                })
+                            })
+                            .clone()
+                    })
+                    .value
+                    .add(cost);
+            }
+        }
+    }
+
+    fn token_series<'s>(
+        &'s self,
+        slot: &'s OnceLock<Arc<CounterSeries>>,
+        labels: &RequestLabels<'_>,
+        token_type: &str,
+    ) -> &'s CounterSeries {
+        slot.get_or_init(|| {
+            self.tokens
+                .get_or_insert_with(&[labels.model, labels.provider, token_type], || {
+                    Arc::new(CounterSeries::new())
+                })
+                .clone()
+        })
+    }
+
+    /// Adds one tool call named `tool_name`.
+    #[inline]
+    pub fn record_tool_call(&self, tool_name: &str) {
+        self.tool_calls
+            .get_or_insert_with(&[tool_name], CounterSeries::new)
+            .value
+            .inc();
+    }
+
+    /// Adds one cache hit of `cache_type`.
+    #[inline]
+    pub fn record_cache_hit(&self, cache_type: &str) {
+        self.cache_hits
+            .get_or_insert_with(&[cache_type], CounterSeries::new)
+            .value
+            .inc();
+    }
+
+    /// Adds one cache miss of `cache_type`.
+    #[inline]
+    pub fn record_cache_miss(&self, cache_type: &str) {
+        self.cache_misses
+            .get_or_insert_with(&[cache_type], CounterSeries::new)
+            .value
+            .inc();
+    }
+
+    /// Number of distinct request label sets seen so far.
+    pub fn request_label_sets(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Walks every family and sample in exposition order, reading each series once.
+    pub fn visit(&self, include_created: bool, visitor: &mut impl SampleVisitor) {
+        visit_counters(
+            &REQUESTS,
+            &self.requests.snapshot(),
+            |series| (series.requests.value.get() as f64, series.requests.created),
+            include_created,
+            visitor,
+        );
+
+        visitor.family(&DURATION);
+        for entry in self.durations.snapshot() {
+            let labels = entry.label_values();
+            let snapshot: HistogramSnapshot = entry.value.histogram.snapshot();
+            for (bucket, le) in snapshot.cumulative.iter().zip(BUCKET_LABELS) {
+                visitor.sample(&DURATION, "_bucket", Some(le), labels, *bucket as f64);
+            }
+            visitor.sample(&DURATION, "_count", None, labels, snapshot.count() as f64);
+            visitor.sample(&DURATION, "_sum", None, labels, snapshot.sum);
+            if include_created {
+                visitor.sample(&DURATION, "_created", None, labels, entry.value.created);
+            }
+        }
+        visitor.end_family(&DURATION);
+
+        visit_counters(
+            &TOKENS,
+            &self.tokens.snapshot(),
+            |series| (series.value.get() as f64, series.created),
+            include_created,
+            visitor,
+        );
+        visit_counters(
+            &COST,
+            &self.costs.snapshot(),
+            |series| (series.value.get(), series.created),
+            include_created,
+            visitor,
+        );
+        for (desc, map) in [
+            (&CACHE_HITS, &self.cache_hits),
+            (&CACHE_MISSES, &self.cache_misses),
+            (&TOOL_CALLS, &self.tool_calls),
+        ] {
+            visit_counters(
+                desc,
+                &map.snapshot(),
+                |series| (series.value.get() as f64, series.created),
+                include_created,
+                visitor,
+            );
+        }
+    }
+}
+
+fn visit_counters<V>(
+    desc: &FamilyDesc,
+    entries: &[&Entry<V>],
+    read: impl Fn(&V) -> (f64, f64),
+    include_created: bool,
+    visitor: &mut impl SampleVisitor,
+) {
+    visitor.family(desc);
+    for entry in entries {
+        let (value, created) = read(&entry.value);
+        let labels = entry.label_values();
+        visitor.sample(desc, "_total", None, labels, value);
+        if include_created {
+            visitor.sample(desc, "_created", None, labels, created);
+        }
+    }
+    visitor.end_family(desc);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects `(family, suffix, le, labels, value)` for assertions.
+    #[derive(Default)]
+    struct Recorder(Vec<(String, Option<&'static str>, Vec<String>, f64)>);
+
+    impl SampleVisitor for Recorder {
+        fn family(&mut self, _desc: &FamilyDesc) {}
+        fn sample(
+            &mut self,
+            desc: &FamilyDesc,
+            suffix: &'static str,
+            le: Option<&'static str>,
+            labels: &[Box<str>],
+            value: f64,
+        ) {
+            let labels = labels.iter().map(|l| l.to_string()).collect();
+            self.0.push((format!("{}{}", desc.name, suffix), le, labels, value));
+        }
+        fn end_family(&mut self, _desc: &FamilyDesc) {}
+    }
+
+    fn gpt_4o_store() -> Store {
+        Store::new(PriceTable::new([(
+            "gpt-4o",
+            Price {
+                input_per_million: 2.5,
+                output_per_million: 10.0,
+            },
+        )]))
+    }
+
+    const OPENAI_CHAT: RequestLabels<'static> = RequestLabels {
+        provider: "openai",
+        model: "gpt-4o",
+        operation: "chat",
+        status: "ok",
+    };
+
+    #[test]
+    fn a_request_feeds_every_family_it_touches() {
+        let store = gpt_4o_store();
+        let values = RequestValues {
+            latency_s: 0.3,
+            input_tokens: 1000,
+            output_tokens: 200,
+        };
+        store.record_request(&OPENAI_CHAT, &values);
+        store.record_tool_call("search");
+        let mut recorder = Recorder::default();
+        store.visit(false, &mut recorder);
+        let find = |name: &str, le: Option<&str>, labels: &[&str]| {
+            recorder
+                .0
+                .iter()
+                .find(|(n, l, v, _)| n == name && *l == le && v == labels)
+                .map(|sample| sample.3)
+        };
+        let four = ["gpt-4o", "chat", "openai", "ok"];
+        assert_eq!(find("ractogateway_requests_total", None, &four), Some(1.0));
+        let three = ["gpt-4o", "chat", "openai"];
+        let duration = "ractogateway_request_duration_seconds";
+        assert_eq!(find(&format!("{duration}_bucket"), Some("0.25"), &three), Some(0.0));
+        assert_eq!(find(&format!("{duration}_bucket"), Some("0.5"), &three), Some(1.0));
+        assert_eq!(find(&format!("{duration}_count"), None, &three), Some(1.0));
+        assert_eq!(find(&format!("{duration}_sum"), None, &three), Some(0.3));
+        let tokens = "ractogateway_tokens_total";
+        assert_eq!(find(tokens, None, &["gpt-4o", "openai", "input"]), Some(1000.0));
+        assert_eq!(find(tokens, None, &["gpt-4o", "openai", "output"]), Some(200.0));
+        let cost = find("ractogateway_cost_usd_total", None, &["gpt-4o", "openai"]);
+        assert_eq!(cost, Some(0.0045000000000000005));
+        assert_eq!(find("ractogateway_tool_calls_total", None, &["search"]), Some(1.0));
+    }
+
+    #[test]
+    fn zero_tokens_and_unknown_models_create_no_series() {
+        let store = gpt_4o_store();
+        let unknown = RequestLabels {
+            model: "mystery",
+            ..OPENAI_CHAT
+        };
+        let values = RequestValues {
+            latency_s: 1.0,
+            input_tokens: 5,
+            output_tokens: 0,
+        };
+        store.record_request(&unknown, &values);
+        let mut recorder = Recorder::default();
+        store.visit(false, &mut recorder);
+        let names: Vec<&str> = recorder.0.iter().map(|s| s.0.as_str()).collect();
+        assert!(names.contains(&"ractogateway_tokens_total"));
+        assert!(!names.contains(&"ractogateway_cost_usd_total"));
+        assert_eq!(
+            recorder.0.iter().filter(|s| s.0 == "ractogateway_tokens_total").count(),
+            1
+        );
+    }
+
+    #[test]
+    fn created_samples_follow_each_series_when_asked() {
+        let store = gpt_4o_store();
+        store.record_cache_hit("exact");
+        let mut recorder = Recorder::default();
+        store.visit(true, &mut recorder);
+        let hits: Vec<&str> = recorder
+            .0
+            .iter()
+            .filter(|s| s.0.starts_with("ractogateway_cache_hits"))
+            .map(|s| s.0.as_str())
+            .collect();
+        assert_eq!(hits, ["ractogateway_cache_hits_total", "ractogateway_cache_hits_created"]);
+        let created = recorder.0.iter().find(|s| s.0 == "ractogateway_cache_hits_created");
+        let age = unix_now() - created.map_or(0.0, |s| s.3);
+        assert!((0.0..60.0).contains(&age), "created {age} s ago");
+    }
+}
