@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::counter::{Counter, FloatCounter};
-use crate::histogram::{Histogram, HistogramSnapshot, BUCKET_COUNT, LATENCY_BOUNDS};
+use crate::histogram::{Histogram, HistogramSnapshot, BUCKET_COUNT};
 use crate::label_map::{Entry, LabelMap};
 use crate::pricing::{Price, PriceTable};
 

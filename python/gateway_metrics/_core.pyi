@@ -1,0 +1,79 @@
+"""The native core of gateway-metrics. Private: use the ``gateway_metrics`` package."""
+
+from collections.abc import Iterable
+from typing import Any
+
+FAMILIES: list[tuple[str, str, str]]
+"""``(name, help, type)`` of each metric family, in exposition order."""
+
+HISTOGRAM_BUCKETS: list[float]
+"""Upper bounds of the latency histogram buckets in seconds (``+Inf`` implied)."""
+
+class MetricsStore:
+    """The lock-free metric store behind ``GatewayMetricsMiddleware``.
+
+    Every method validates all its arguments before it records anything: a call
+    that raises leaves the metrics exactly as they were.
+    """
+
+    def __new__(
+        cls, prices: list[tuple[str, float, float]], *args: Any, **kwargs: Any
+    ) -> MetricsStore:
+        """Creates an empty store; ``prices`` lists ``(model, input_per_million, output_per_million)``."""
+
+    def record_request(
+        self,
+        *,
+        provider: str,
+        model: str,
+        operation: str,
+        status: str,
+        latency_s: float,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        tool_calls: Iterable[Any] | None = None,
+    ) -> None:
+        """Records one completed LLM request.
+
+        Adds 1 to ``ractogateway_requests_total``, observes ``latency_s`` in
+        ``ractogateway_request_duration_seconds``, adds positive token counts to
+        ``ractogateway_tokens_total``, the priced cost to
+        ``ractogateway_cost_usd_total`` and 1 per tool call (by its ``.name``;
+        ``"unknown"`` when missing or empty) to ``ractogateway_tool_calls_total``.
+
+        Raises ``TypeError`` for a label that is not ``str``, a latency that is not
+        a real number, a token count that is not an ``int`` or ``tool_calls`` that
+        is not an iterable; ``ValueError`` for a label that is not valid UTF-8, a
+        NaN, infinite or negative latency, a negative token count or one past
+        2**64-1.
+
+        Example::
+
+            metrics.record_request(provider="openai", model="gpt-4o",
+                                   operation="chat", status="ok", latency_s=0.42,
+                                   input_tokens=1000, output_tokens=200)
+        """
+
+    def record_cache_hit(self, cache_type: str) -> None:
+        """Adds one to ``ractogateway_cache_hits_total{cache_type}``.
+
+        Example::
+
+            metrics.record_cache_hit("exact")
+        """
+
+    def record_cache_miss(self, cache_type: str) -> None:
+        """Adds one to ``ractogateway_cache_misses_total{cache_type}``.
+
+        Example::
+
+            metrics.record_cache_miss("semantic")
+        """
+
+    def _render_text(self, include_created: bool) -> bytes:
+        """Every family in the Prometheus text format (0.0.4)."""
+
+    def _collect(
+        self, include_created: bool, sample_type: type
+    ) -> list[tuple[str, str, str, list[Any]]]:
+        """Every family as ``(name, help, type, samples)`` built with ``sample_type``."""

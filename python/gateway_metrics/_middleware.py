@@ -1,0 +1,124 @@
+"""GatewayMetricsMiddleware: the drop-in middleware and its registry collector."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import prometheus_client
+import prometheus_client.metrics as _prometheus_metrics
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.samples import Sample
+
+from gateway_metrics._core import FAMILIES, MetricsStore
+from gateway_metrics._pricing import ModelPricing, merged_price_table
+
+
+def _created_series_enabled() -> bool:
+    # prometheus_client keeps this switch (PROMETHEUS_DISABLE_CREATED_SERIES,
+    # disable_created_metrics()) in a module global; reading it per scrape keeps
+    # our output in step with every other metric of the process.
+    return bool(getattr(_prometheus_metrics, "_use_created", True))
+
+
+class _GatewayCollector(Collector):
+    """Shows a middleware's families to a ``prometheus_client`` registry."""
+
+    def __init__(self, store: MetricsStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        for name, documentation, kind, samples in self._store._collect(
+            _created_series_enabled(), Sample
+        ):
+            family = Metric(name, documentation, kind)
+            family.samples = samples
+            yield family
+
+    def describe(self) -> list[Metric]:
+        return [Metric(name, documentation, kind) for name, documentation, kind in FAMILIES]
+
+
+class GatewayMetricsMiddleware(MetricsStore):
+    """Prometheus metrics for LLM requests; pass it as ``metrics=`` to a gateway kit.
+
+    A drop-in replacement for ``ractogateway.telemetry.GatewayMetricsMiddleware``:
+    the same seven ``ractogateway_*`` families, labels, help texts, buckets and
+    values, recorded by a lock-free native core. One instance can be shared by
+    many kits and threads. Its data reaches ``registry`` (the global
+    ``prometheus_client.REGISTRY`` when ``None``) through a collector, so every
+    ``prometheus_client`` exposition helper sees it. A second middleware on the
+    same registry raises ``ValueError``.
+
+    Example::
+
+        from prometheus_client import CollectorRegistry
+        from gateway_metrics import GatewayMetricsMiddleware
+
+        metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
+        metrics.record_request(provider="openai", model="gpt-4o", operation="chat",
+                               status="ok", latency_s=0.42,
+                               input_tokens=1000, output_tokens=200)
+        print(metrics.generate_latest())
+    """
+
+    _price_table: dict[str, ModelPricing]
+    _registry: CollectorRegistry
+    _collector: _GatewayCollector
+
+    def __new__(
+        cls,
+        *,
+        price_table: Mapping[str, ModelPricing] | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> GatewayMetricsMiddleware:
+        table = merged_price_table(price_table)
+        prices = [
+            (model, pricing.input_per_million, pricing.output_per_million)
+            for model, pricing in table.items()
+        ]
+        self = super().__new__(cls, prices)
+        self._price_table = table
+        return self
+
+    def __init__(
+        self,
+        *,
+        price_table: Mapping[str, ModelPricing] | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._registry = prometheus_client.REGISTRY if registry is None else registry
+        self._collector = _GatewayCollector(self)
+        self._registry.register(self._collector)
+
+    @property
+    def price_table(self) -> Mapping[str, ModelPricing]:
+        """The prices in use: ``DEFAULT_COST_TABLE`` merged with the caller's table."""
+        return dict(self._price_table)
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The registry this middleware's collector is registered with."""
+        return self._registry
+
+    def generate_latest(self) -> str:
+        """This middleware's metrics in the Prometheus text format.
+
+        Byte for byte what ``prometheus_client.generate_latest`` prints for these
+        families, rendered natively. Other collectors of the registry (such as the
+        process metrics of the global registry) are not included: serve the whole
+        registry with ``PrometheusExporter`` or ``prometheus_client`` for those.
+
+        Example::
+
+            text = metrics.generate_latest()
+            assert "ractogateway_requests_total" in text
+        """
+        return self._render_text(_created_series_enabled()).decode("utf-8")
+
+    def unregister(self) -> None:
+        """Removes this middleware's collector from its registry."""
+        self._registry.unregister(self._collector)
+
+    def __repr__(self) -> str:
+        return f"<GatewayMetricsMiddleware models_priced={len(self._price_table)}>"

@@ -1,0 +1,184 @@
+"""Model prices and the per-request cost formula."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+
+class ModelPricing:
+    """USD price per one million input and output tokens of one model.
+
+    Use it to extend or override ``DEFAULT_COST_TABLE`` through
+    ``GatewayMetricsMiddleware(price_table=...)`` or ``compute_cost(extra_table=...)``.
+    Both prices must be finite and greater than zero.
+
+    Example::
+
+        ModelPricing(input_per_million=2.0, output_per_million=8.0)
+    """
+
+    __slots__ = ("input_per_million", "output_per_million")
+
+    input_per_million: float
+    output_per_million: float
+
+    def __init__(self, input_per_million: float, output_per_million: float) -> None:
+        for name, value in (
+            ("input_per_million", input_per_million),
+            ("output_per_million", output_per_million),
+        ):
+            if isinstance(value, (str, bytes, bool)) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a real number, not {type(value).__name__}")
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be finite and greater than 0, got {value!r}")
+            object.__setattr__(self, name, float(value))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"ModelPricing is immutable; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"ModelPricing is immutable; cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ModelPricing):
+            return NotImplemented
+        return (self.input_per_million, self.output_per_million) == (
+            other.input_per_million,
+            other.output_per_million,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.input_per_million, self.output_per_million))
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelPricing(input_per_million={self.input_per_million!r}, "
+            f"output_per_million={self.output_per_million!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ModelPricing, (self.input_per_million, self.output_per_million))
+
+
+def _price(input_per_million: float, output_per_million: float) -> ModelPricing:
+    return ModelPricing(input_per_million, output_per_million)
+
+
+#: USD per 1M tokens (input, output) by model identifier.
+#:
+#: The first block keeps every entry and price of the middleware this package
+#: replaces, unchanged, so costs stay comparable with it. The second block adds
+#: models at the providers' standard-tier list prices (prompts up to 200k tokens,
+#: no caching or batch discount), checked on 2026-11-27.
+DEFAULT_COST_TABLE: dict[str, ModelPricing] = {
+    # OpenAI
+    "gpt-4o": _price(2.50, 10.00),
+    "gpt-4o-mini": _price(0.15, 0.60),
+    "gpt-4-turbo": _price(10.00, 30.00),
+    "gpt-4": _price(30.00, 60.00),
+    "gpt-3.5-turbo": _price(0.50, 1.50),
+    "o1": _price(15.00, 60.00),
+    "o1-mini": _price(3.00, 12.00),
+    "o3-mini": _price(1.10, 4.40),
+    # Anthropic
+    "claude-opus-4-6": _price(15.00, 75.00),
+    "claude-sonnet-4-6": _price(3.00, 15.00),
+    "claude-haiku-4-5-20251001": _price(0.80, 4.00),
+    "claude-sonnet-4-5-20250929": _price(3.00, 15.00),
+    "claude-3-5-sonnet-20241022": _price(3.00, 15.00),
+    "claude-3-5-haiku-20241022": _price(0.80, 4.00),
+    "claude-3-opus-20240229": _price(15.00, 75.00),
+    "claude-3-haiku-20240307": _price(0.25, 1.25),
+    # Google
+    "gemini-2.0-flash": _price(0.10, 0.40),
+    "gemini-2.0-flash-lite": _price(0.075, 0.30),
+    "gemini-2.5-pro": _price(1.25, 10.00),
+    "gemini-1.5-pro": _price(1.25, 5.00),
+    "gemini-1.5-flash": _price(0.075, 0.30),
+    "gemini-1.5-flash-8b": _price(0.0375, 0.15),
+    "gemini-1.0-pro": _price(0.50, 1.50),
+    # Added models: list prices checked on 2026-11-27.
+    # OpenAI
+    "gpt-5.4": _price(2.50, 15.00),
+    "gpt-5.4-mini": _price(0.75, 4.50),
+    "gpt-5.2": _price(1.75, 14.00),
+    "gpt-5.1": _price(1.25, 10.00),
+    "gpt-5": _price(1.25, 10.00),
+    "gpt-5-mini": _price(0.25, 2.00),
+    "gpt-5-nano": _price(0.05, 0.40),
+    "gpt-4.1": _price(2.00, 8.00),
+    "gpt-4.1-mini": _price(0.40, 1.60),
+    "gpt-4.1-nano": _price(0.10, 0.40),
+    "o3": _price(2.00, 8.00),
+    "o3-pro": _price(20.00, 80.00),
+    "o4-mini": _price(1.10, 4.40),
+    # Anthropic
+    "claude-opus-4-5": _price(5.00, 25.00),
+    "claude-opus-4-5-20251101": _price(5.00, 25.00),
+    "claude-sonnet-4-5": _price(3.00, 15.00),
+    "claude-haiku-4-5": _price(1.00, 5.00),
+    "claude-opus-4-1": _price(15.00, 75.00),
+    "claude-opus-4-1-20250805": _price(15.00, 75.00),
+    "claude-opus-4-20250514": _price(15.00, 75.00),
+    "claude-sonnet-4-20250514": _price(3.00, 15.00),
+    "claude-3-7-sonnet-20250219": _price(3.00, 15.00),
+    # Google
+    "gemini-3-pro-preview": _price(2.00, 12.00),
+    "gemini-2.5-flash": _price(0.30, 2.50),
+    "gemini-2.5-flash-lite": _price(0.10, 0.40),
+}
+
+
+def merged_price_table(extra_table: Mapping[str, Any] | None) -> dict[str, ModelPricing]:
+    """``DEFAULT_COST_TABLE`` with ``extra_table`` laid over it (the extra entries win).
+
+    Values may be ``ModelPricing`` or any object with ``input_per_million`` and
+    ``output_per_million`` attributes (such as the reference package's pydantic model).
+    """
+    if extra_table is None:
+        return dict(DEFAULT_COST_TABLE)
+    if not isinstance(extra_table, Mapping):
+        raise TypeError(
+            f"price_table must be a mapping of model name to ModelPricing, "
+            f"not {type(extra_table).__name__}"
+        )
+    table = dict(DEFAULT_COST_TABLE)
+    for model, pricing in extra_table.items():
+        if not isinstance(model, str):
+            raise TypeError(f"price_table keys must be str, not {type(model).__name__}")
+        if not isinstance(pricing, ModelPricing):
+            try:
+                pricing = ModelPricing(pricing.input_per_million, pricing.output_per_million)
+            except AttributeError:
+                raise TypeError(
+                    f"price_table[{model!r}] must be a ModelPricing, "
+                    f"not {type(pricing).__name__}"
+                ) from None
+        table[model] = pricing
+    return table
+
+
+def compute_cost(
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    extra_table: Mapping[str, ModelPricing] | None = None,
+) -> float:
+    """Estimated USD cost of one call; ``0.0`` for a model with no price.
+
+    Use it to show a cost next to a response; the middleware computes the same
+    figure natively for ``ractogateway_cost_usd_total``.
+
+    Example::
+
+        compute_cost("gpt-4o", 1000, 200)  # 0.0045000000000000005
+    """
+    pricing = merged_price_table(extra_table).get(model)
+    if pricing is None:
+        return 0.0
+    return (
+        input_tokens * pricing.input_per_million / 1_000_000
+        + output_tokens * pricing.output_per_million / 1_000_000
+    )

@@ -1,0 +1,366 @@
+//! The PyO3 binding: `gateway_metrics._core`.
+//!
+//! Only argument validation and conversion live here; every recording and
+//! rendering decision is made by the plain-Rust [`Store`]. Each recording call
+//! validates all of its arguments before it touches the store, so a call that
+//! raises leaves the metrics exactly as they were.
+
+use pyo3::exceptions::{PyAttributeError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+use crate::exposition::render_text;
+use crate::pricing::{Price, PriceTable};
+use crate::store::{
+    FamilyDesc, RequestLabels, RequestValues, SampleVisitor, Store, FAMILIES,
+};
+
+/// An optional keyword argument that tells "not passed" apart from an explicit `None`.
+enum Optional<'py> {
+    Missing,
+    Given(Bound<'py, PyAny>),
+}
+
+impl<'py> FromPyObject<'py> for Optional<'py> {
+    fn extract_bound(value: &Bound<'py, PyAny>) -> PyResult<Self> {
+        Ok(Optional::Given(value.clone()))
+    }
+}
+
+fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value
+        .get_type()
+        .name()
+        .map_or_else(|_| "object".to_owned(), |name| name.to_string())
+}
+
+/// Borrows the UTF-8 text of a label value, or explains which argument is wrong.
+fn label<'a>(value: &'a Bound<'_, PyAny>, argument: &str) -> PyResult<&'a str> {
+    let text = value.downcast::<PyString>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{argument} must be str, not {}",
+            type_name(value)
+        ))
+    })?;
+    text.to_str().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{argument} must be valid UTF-8 text (it contains a lone surrogate): {}",
+            text.to_string_lossy().escape_debug()
+        ))
+    })
+}
+
+fn latency_seconds(value: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let seconds = if let Ok(float) = value.downcast_exact::<PyFloat>() {
+        float.value()
+    } else if value.is_instance_of::<PyString>() || value.is_instance_of::<PyBytes>() {
+        return Err(PyTypeError::new_err(format!(
+            "latency_s must be a real number, not {}",
+            type_name(value)
+        )));
+    } else {
+        value.extract::<f64>().map_err(|error| {
+            if error.is_instance_of::<PyOverflowError>(value.py()) {
+                PyValueError::new_err("latency_s must be finite, got an int too large for a float")
+            } else {
+                PyTypeError::new_err(format!(
+                    "latency_s must be a real number, not {}",
+                    type_name(value)
+                ))
+            }
+        })?
+    };
+    if seconds.is_nan() || seconds.is_infinite() {
+        return Err(PyValueError::new_err(format!(
+            "latency_s must be finite, got {seconds}"
+        )));
+    }
+    if seconds < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "latency_s must not be negative, got {seconds}"
+        )));
+    }
+    Ok(seconds)
+}
+
+fn token_count(value: &Optional<'_>, argument: &str) -> PyResult<u64> {
+    let value = match value {
+        Optional::Missing => return Ok(0),
+        Optional::Given(value) => value,
+    };
+    if !value.is_instance_of::<PyInt>() && value.is_instance_of::<PyFloat>() {
+        return Err(PyTypeError::new_err(format!(
+            "{argument} must be an int, not {}",
+            type_name(value)
+        )));
+    }
+    value.extract::<u64>().map_err(|error| {
+        if !error.is_instance_of::<PyOverflowError>(value.py()) {
+            PyTypeError::new_err(format!(
+                "{argument} must be an int, not {}",
+                type_name(value)
+            ))
+        } else if value.lt(0).unwrap_or(false) {
+            PyValueError::new_err(format!("{argument} must not be negative, got {value}"))
+        } else {
+            PyValueError::new_err(format!("{argument} must be at most 2**64-1, got {value}"))
+        }
+    })
+}
+
+/// The name objects of the tool calls (`None` standing for `"unknown"`), all validated.
+fn tool_call_names<'py>(
+    tool_calls: &Option<Bound<'py, PyAny>>,
+) -> PyResult<Vec<Option<Bound<'py, PyString>>>> {
+    let Some(tool_calls) = tool_calls else {
+        return Ok(Vec::new());
+    };
+    if tool_calls.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(
+            "tool_calls must be None or an iterable of tool calls, not str",
+        ));
+    }
+    let items = tool_calls.try_iter().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "tool_calls must be None or an iterable of tool calls, not {}",
+            type_name(tool_calls)
+        ))
+    })?;
+    let py = tool_calls.py();
+    let mut names = Vec::new();
+    for (index, item) in items.enumerate() {
+        let name = match item?.getattr(intern!(py, "name")) {
+            Ok(name) => name,
+            Err(error) if error.is_instance_of::<PyAttributeError>(py) => {
+                names.push(None);
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        if name.is_none() || !name.is_truthy()? {
+            names.push(None);
+            continue;
+        }
+        let argument = format!("tool_calls[{index}].name");
+        label(&name, &argument)?;
+        names.push(Some(name.downcast_into::<PyString>()?));
+    }
+    Ok(names)
+}
+
+/// The lock-free metric store behind `GatewayMetricsMiddleware`.
+#[pyclass(frozen, subclass, name = "MetricsStore", module = "gateway_metrics._core")]
+pub struct PyMetricsStore {
+    store: Store,
+}
+
+#[pymethods]
+impl PyMetricsStore {
+    /// Creates an empty store pricing requests with `prices`: `(model, input_per_million, output_per_million)`.
+    #[new]
+    #[pyo3(signature = (prices, *_args, **_kwargs))]
+    fn new(
+        prices: Vec<(String, f64, f64)>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> Self {
+        let table = PriceTable::new(prices.iter().map(|(model, input, output)| {
+            (
+                model.as_str(),
+                Price {
+                    input_per_million: *input,
+                    output_per_million: *output,
+                },
+            )
+        }));
+        PyMetricsStore {
+            store: Store::new(table),
+        }
+    }
+
+    /// Records one completed LLM request.
+    #[pyo3(signature = (
+        *, provider, model, operation, status, latency_s,
+        input_tokens = Optional::Missing, output_tokens = Optional::Missing, tool_calls = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn record_request(
+        &self,
+        provider: &Bound<'_, PyAny>,
+        model: &Bound<'_, PyAny>,
+        operation: &Bound<'_, PyAny>,
+        status: &Bound<'_, PyAny>,
+        latency_s: &Bound<'_, PyAny>,
+        input_tokens: Optional<'_>,
+        output_tokens: Optional<'_>,
+        tool_calls: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let labels = RequestLabels {
+            provider: label(provider, "provider")?,
+            model: label(model, "model")?,
+            operation: label(operation, "operation")?,
+            status: label(status, "status")?,
+        };
+        let values = RequestValues {
+            latency_s: latency_seconds(latency_s)?,
+            input_tokens: token_count(&input_tokens, "input_tokens")?,
+            output_tokens: token_count(&output_tokens, "output_tokens")?,
+        };
+        let tool_names = tool_call_names(&tool_calls)?;
+        self.store.record_request(&labels, &values);
+        for name in &tool_names {
+            let name = match name {
+                Some(name) => name.to_str()?,
+                None => "unknown",
+            };
+            self.store.record_tool_call(name);
+        }
+        Ok(())
+    }
+
+    /// Adds one cache hit of `cache_type` (`"exact"` or `"semantic"`).
+    fn record_cache_hit(&self, cache_type: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.store.record_cache_hit(label(cache_type, "cache_type")?);
+        Ok(())
+    }
+
+    /// Adds one cache miss of `cache_type` (`"exact"` or `"semantic"`).
+    fn record_cache_miss(&self, cache_type: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.store.record_cache_miss(label(cache_type, "cache_type")?);
+        Ok(())
+    }
+
+    /// The text exposition (format 0.0.4) of every family, as UTF-8 bytes.
+    fn _render_text<'py>(&self, py: Python<'py>, include_created: bool) -> Bound<'py, PyBytes> {
+        let text = py.allow_threads(|| render_text(&self.store, include_created));
+        PyBytes::new(py, text.as_bytes())
+    }
+
+    /// Every family as `(name, help, type, samples)` with `prometheus_client` `Sample`s.
+    fn _collect<'py>(
+        &self,
+        py: Python<'py>,
+        include_created: bool,
+        sample_type: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let mut builder = SampleBuilder {
+            py,
+            sample_type: sample_type.clone(),
+            families: PyList::empty(py),
+            samples: PyList::empty(py),
+            sample_names: Vec::new(),
+            label_names: Vec::new(),
+            last_labels: None,
+            error: None,
+        };
+        self.store.visit(include_created, &mut builder);
+        match builder.error {
+            Some(error) => Err(error),
+            None => Ok(builder.families),
+        }
+    }
+}
+
+/// Turns visited samples into `prometheus_client` `Sample` tuples.
+struct SampleBuilder<'py> {
+    py: Python<'py>,
+    sample_type: Bound<'py, PyAny>,
+    families: Bound<'py, PyList>,
+    samples: Bound<'py, PyList>,
+    /// Interned full sample names of the current family, by suffix.
+    sample_names: Vec<(&'static str, Bound<'py, PyString>)>,
+    label_names: Vec<Bound<'py, PyString>>,
+    /// The label values of the series being visited, converted once for all its samples.
+    last_labels: Option<(*const Box<str>, Vec<Bound<'py, PyString>>)>,
+    error: Option<PyErr>,
+}
+
+impl<'py> SampleBuilder<'py> {
+    fn sample_name(&mut self, desc: &FamilyDesc, suffix: &'static str) -> Bound<'py, PyString> {
+        if let Some((_, name)) = self.sample_names.iter().find(|(known, _)| *known == suffix) {
+            return name.clone();
+        }
+        let name = PyString::new(self.py, &format!("{}{suffix}", desc.name));
+        self.sample_names.push((suffix, name.clone()));
+        name
+    }
+
+    fn build(
+        &mut self,
+        desc: &FamilyDesc,
+        suffix: &'static str,
+        le: Option<&'static str>,
+        labels: &[Box<str>],
+        value: f64,
+    ) -> PyResult<()> {
+        let name = self.sample_name(desc, suffix);
+        let reuse = matches!(&self.last_labels, Some((ptr, _)) if *ptr == labels.as_ptr());
+        if !reuse {
+            let values = labels.iter().map(|v| PyString::new(self.py, v)).collect();
+            self.last_labels = Some((labels.as_ptr(), values));
+        }
+        let dict = PyDict::new(self.py);
+        if let Some(le) = le {
+            dict.set_item(intern!(self.py, "le"), le)?;
+        }
+        if let Some((_, values)) = &self.last_labels {
+            for (key, value) in self.label_names.iter().zip(values) {
+                dict.set_item(key, value)?;
+            }
+        }
+        let sample = self.sample_type.call1((name, dict, value))?;
+        self.samples.append(sample)
+    }
+}
+
+impl SampleVisitor for SampleBuilder<'_> {
+    fn family(&mut self, desc: &FamilyDesc) {
+        self.samples = PyList::empty(self.py);
+        self.sample_names.clear();
+        self.last_labels = None;
+        self.label_names = desc
+            .label_names
+            .iter()
+            .map(|name| PyString::intern(self.py, name))
+            .collect();
+    }
+
+    fn sample(
+        &mut self,
+        desc: &FamilyDesc,
+        suffix: &'static str,
+        le: Option<&'static str>,
+        labels: &[Box<str>],
+        value: f64,
+    ) {
+        if self.error.is_none() {
+            if let Err(error) = self.build(desc, suffix, le, labels, value) {
+                self.error = Some(error);
+            }
+        }
+    }
+
+    fn end_family(&mut self, desc: &FamilyDesc) {
+        let family = (desc.name, desc.help, desc.kind.type_name(), self.samples.clone());
+        if let Err(error) = self.families.append(family) {
+            self.error.get_or_insert(error);
+        }
+    }
+}
+
+/// The gateway-metrics native core.
+#[pymodule]
+fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_class::<PyMetricsStore>()?;
+    let families: Vec<(&str, &str, &str)> = FAMILIES
+        .iter()
+        .map(|desc| (desc.name, desc.help, desc.kind.type_name()))
+        .collect();
+    module.add("FAMILIES", families)?;
+    module.add(
+        "HISTOGRAM_BUCKETS",
+        crate::histogram::LATENCY_BOUNDS.to_vec(),
+    )?;
+    Ok(())
+}
