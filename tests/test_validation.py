@@ -1,0 +1,140 @@
+"""Bad input: a clear error naming the argument, and nothing recorded."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+from conftest import ToolCall, parse
+
+GOOD = {
+    "provider": "openai",
+    "model": "gpt-4o",
+    "operation": "chat",
+    "status": "ok",
+    "latency_s": 0.25,
+    "input_tokens": 10,
+    "output_tokens": 5,
+}
+
+
+class ExplodingName:
+    @property
+    def name(self):
+        raise RuntimeError("tool name lookup failed")
+
+
+class Truthy:
+    """A non-str name object."""
+
+    def __bool__(self) -> bool:
+        return True
+
+
+BAD_CALLS = [
+    ({"latency_s": math.nan}, ValueError, "latency_s"),
+    ({"latency_s": math.inf}, ValueError, "latency_s"),
+    ({"latency_s": -math.inf}, ValueError, "latency_s"),
+    ({"latency_s": -0.001}, ValueError, "latency_s"),
+    ({"latency_s": -1}, ValueError, "latency_s"),
+    ({"latency_s": 10**400}, ValueError, "latency_s"),
+    ({"latency_s": "0.3"}, TypeError, "latency_s"),
+    ({"latency_s": b"0.3"}, TypeError, "latency_s"),
+    ({"latency_s": None}, TypeError, "latency_s"),
+    ({"latency_s": [0.3]}, TypeError, "latency_s"),
+    ({"input_tokens": -1}, ValueError, "input_tokens"),
+    ({"output_tokens": -(2**70)}, ValueError, "output_tokens"),
+    ({"input_tokens": 2**64}, ValueError, "input_tokens"),
+    ({"output_tokens": 10**30}, ValueError, "output_tokens"),
+    ({"input_tokens": 1.0}, TypeError, "input_tokens"),
+    ({"input_tokens": 1.5}, TypeError, "input_tokens"),
+    ({"output_tokens": "3"}, TypeError, "output_tokens"),
+    ({"output_tokens": None}, TypeError, "output_tokens"),
+    ({"input_tokens": Decimal(3)}, TypeError, "input_tokens"),
+    ({"provider": 1}, TypeError, "provider"),
+    ({"model": None}, TypeError, "model"),
+    ({"operation": b"chat"}, TypeError, "operation"),
+    ({"status": ["ok"]}, TypeError, "status"),
+    ({"provider": "bad\ud800"}, ValueError, "provider"),
+    ({"model": "\udfff"}, ValueError, "model"),
+    ({"operation": "x\udc80y"}, ValueError, "operation"),
+    ({"status": "\ud83d"}, ValueError, "status"),
+    ({"tool_calls": "search"}, TypeError, "tool_calls"),
+    ({"tool_calls": 3}, TypeError, "tool_calls"),
+    ({"tool_calls": [ToolCall("ok"), ToolCall("bad\ud800")]}, ValueError, r"tool_calls\[1\]"),
+    ({"tool_calls": [ToolCall(7)]}, TypeError, r"tool_calls\[0\].name"),
+    ({"tool_calls": [ToolCall(Truthy())]}, TypeError, r"tool_calls\[0\].name"),
+    ({"tool_calls": [ExplodingName()]}, RuntimeError, "tool name lookup failed"),
+]
+
+
+@pytest.mark.parametrize(("override", "error", "message"), BAD_CALLS)
+def test_bad_request_raises_and_records_nothing(metrics, override, error, message, no_created):
+    metrics.record_request(**GOOD, tool_calls=[ToolCall("search")])
+    before = metrics.generate_latest()
+    with pytest.raises(error, match=message):
+        metrics.record_request(**{**GOOD, **override})
+    assert metrics.generate_latest() == before
+    with pytest.raises(error, match=message):
+        metrics.record_request(**{**GOOD, "model": "fresh-model", **override})
+    assert metrics.generate_latest() == before
+
+
+def test_a_failing_generator_of_tool_calls_records_nothing(metrics, no_created):
+    def tool_calls():
+        yield ToolCall("a")
+        raise KeyError("generator broke")
+
+    before = metrics.generate_latest()
+    with pytest.raises(KeyError, match="generator broke"):
+        metrics.record_request(**GOOD, tool_calls=tool_calls())
+    assert metrics.generate_latest() == before
+
+
+@pytest.mark.parametrize("method", ["record_cache_hit", "record_cache_miss"])
+@pytest.mark.parametrize(
+    ("value", "error"), [(None, TypeError), (1, TypeError), (b"x", TypeError), ("\ud800", ValueError)]
+)
+def test_bad_cache_type_raises_and_records_nothing(metrics, method, value, error, no_created):
+    before = metrics.generate_latest()
+    with pytest.raises(error, match="cache_type"):
+        getattr(metrics, method)(value)
+    assert metrics.generate_latest() == before
+
+
+def test_missing_or_unknown_keywords_raise_type_error(metrics):
+    with pytest.raises(TypeError, match="latency_s"):
+        metrics.record_request(provider="p", model="m", operation="o", status="s")
+    with pytest.raises(TypeError, match="colour"):
+        metrics.record_request(**GOOD, colour="blue")
+    with pytest.raises(TypeError):
+        metrics.record_request("openai", "gpt-4o", "chat", "ok", 0.1)
+
+
+def test_a_lone_surrogate_never_breaks_later_scrapes(metrics, registry, no_created):
+    with pytest.raises(ValueError):
+        metrics.record_request(**{**GOOD, "model": "\ud800"})
+    metrics.record_request(**GOOD)
+    families = parse(metrics.generate_latest())
+    assert families[0][3][0][2] == 1.0
+
+
+@pytest.mark.parametrize(
+    "latency", [0, 1, True, Fraction(1, 4), Decimal("0.25"), 0.0, 1e300]
+)
+def test_real_numbers_are_accepted_as_latency(metrics, latency, no_created):
+    metrics.record_request(**{**GOOD, "latency_s": latency})
+    families = dict((f[0], f[3]) for f in parse(metrics.generate_latest()))
+    count = [s for s in families["ractogateway_request_duration_seconds"] if s[0].endswith("_count")]
+    assert count[0][2] == 1.0
+
+
+def test_int_like_token_counts_are_accepted(metrics, no_created):
+    import numpy as np
+
+    metrics.record_request(**{**GOOD, "input_tokens": np.int64(7), "output_tokens": 2**64 - 1})
+    families = dict((f[0], f[3]) for f in parse(metrics.generate_latest()))
+    tokens = {s[1]["token_type"]: s[2] for s in families["ractogateway_tokens"]}
+    assert tokens == {"input": 7.0, "output": float(2**64 - 1)}
