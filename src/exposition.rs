@@ -71,9 +71,12 @@ pub fn write_value(out: &mut String, value: f64) {
         let integer_digits = exponent as usize + 1;
         let digits_after_lead = rest.len();
         out.push_str(lead);
-        if digits_after_lead + 1 <= integer_digits {
+        if digits_after_lead < integer_digits {
             out.push_str(rest);
-            out.extend(std::iter::repeat_n('0', integer_digits - 1 - digits_after_lead));
+            out.extend(std::iter::repeat_n(
+                '0',
+                integer_digits - 1 - digits_after_lead,
+            ));
             out.push_str(".0");
         } else {
             out.push_str(&rest[..integer_digits - 1]);

@@ -41,7 +41,9 @@ struct Table<V> {
 
 impl<V> Table<V> {
     fn with_capacity(capacity: usize) -> Self {
-        let slots = (0..capacity).map(|_| AtomicPtr::new(ptr::null_mut())).collect();
+        let slots = (0..capacity)
+            .map(|_| AtomicPtr::new(ptr::null_mut()))
+            .collect();
         Table { slots }
     }
 
@@ -147,13 +149,19 @@ impl<V> LabelMap<V> {
         if let Some(value) = self.get_hashed(hash, labels) {
             return value;
         }
-        let mut state = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(value) = self.get_hashed(hash, labels) {
             return value;
         }
         let entry = NonNull::from(Box::leak(Box::new(Entry {
             hash,
-            labels: labels.iter().map(|label| Box::<str>::from(*label)).collect(),
+            labels: labels
+                .iter()
+                .map(|label| Box::<str>::from(*label))
+                .collect(),
             value: make(),
         })));
         state.entries.push(entry);
@@ -176,14 +184,25 @@ impl<V> LabelMap<V> {
 
     /// The entries in insertion order; the lock is held only while the pointers are copied.
     pub fn snapshot(&self) -> Vec<&Entry<V>> {
-        let state = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let state = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // SAFETY: entries live as long as `self`.
-        state.entries.iter().map(|entry| unsafe { &*entry.as_ptr() }).collect()
+        state
+            .entries
+            .iter()
+            .map(|entry| unsafe { &*entry.as_ptr() })
+            .collect()
     }
 
     /// Number of label sets.
     pub fn len(&self) -> usize {
-        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).entries.len()
+        self.writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entries
+            .len()
     }
 
     /// Whether no label set was inserted yet.
@@ -194,7 +213,10 @@ impl<V> LabelMap<V> {
 
 impl<V> Drop for LabelMap<V> {
     fn drop(&mut self) {
-        let state = self.writer.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let state = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // SAFETY: `&mut self` means no reader holds a reference; each pointer came
         // from `Box::leak` and is freed exactly once here.
         unsafe {

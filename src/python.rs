@@ -12,9 +12,7 @@ use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::exposition::render_text;
 use crate::pricing::{Price, PriceTable};
-use crate::store::{
-    FamilyDesc, RequestLabels, RequestValues, SampleVisitor, Store, FAMILIES,
-};
+use crate::store::{FamilyDesc, RequestLabels, RequestValues, SampleVisitor, Store, FAMILIES};
 
 /// An optional keyword argument that tells "not passed" apart from an explicit `None`.
 enum Optional<'py> {
@@ -38,10 +36,7 @@ fn type_name(value: &Bound<'_, PyAny>) -> String {
 /// Borrows the UTF-8 text of a label value, or explains which argument is wrong.
 fn label<'a>(value: &'a Bound<'_, PyAny>, argument: &str) -> PyResult<&'a str> {
     let text = value.downcast::<PyString>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{argument} must be str, not {}",
-            type_name(value)
-        ))
+        PyTypeError::new_err(format!("{argument} must be str, not {}", type_name(value)))
     })?;
     text.to_str().map_err(|_| {
         PyValueError::new_err(format!(
@@ -150,7 +145,12 @@ fn tool_call_names<'py>(
 }
 
 /// The lock-free metric store behind `GatewayMetricsMiddleware`.
-#[pyclass(frozen, subclass, name = "MetricsStore", module = "gateway_metrics._core")]
+#[pyclass(
+    frozen,
+    subclass,
+    name = "MetricsStore",
+    module = "gateway_metrics._core"
+)]
 pub struct PyMetricsStore {
     store: Store,
 }
@@ -221,13 +221,15 @@ impl PyMetricsStore {
 
     /// Adds one cache hit of `cache_type` (`"exact"` or `"semantic"`).
     fn record_cache_hit(&self, cache_type: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.store.record_cache_hit(label(cache_type, "cache_type")?);
+        self.store
+            .record_cache_hit(label(cache_type, "cache_type")?);
         Ok(())
     }
 
     /// Adds one cache miss of `cache_type` (`"exact"` or `"semantic"`).
     fn record_cache_miss(&self, cache_type: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.store.record_cache_miss(label(cache_type, "cache_type")?);
+        self.store
+            .record_cache_miss(label(cache_type, "cache_type")?);
         Ok(())
     }
 
@@ -342,7 +344,12 @@ impl SampleVisitor for SampleBuilder<'_> {
     }
 
     fn end_family(&mut self, desc: &FamilyDesc) {
-        let family = (desc.name, desc.help, desc.kind.type_name(), self.samples.clone());
+        let family = (
+            desc.name,
+            desc.help,
+            desc.kind.type_name(),
+            self.samples.clone(),
+        );
         if let Err(error) = self.families.append(family) {
             self.error.get_or_insert(error);
         }

@@ -468,7 +468,8 @@ mod tests {
             value: f64,
         ) {
             let labels = labels.iter().map(|l| l.to_string()).collect();
-            self.0.push((format!("{}{}", desc.name, suffix), le, labels, value));
+            self.0
+                .push((format!("{}{}", desc.name, suffix), le, labels, value));
         }
         fn end_family(&mut self, _desc: &FamilyDesc) {}
     }
@@ -513,16 +514,31 @@ mod tests {
         assert_eq!(find("ractogateway_requests_total", None, &four), Some(1.0));
         let three = ["gpt-4o", "chat", "openai"];
         let duration = "ractogateway_request_duration_seconds";
-        assert_eq!(find(&format!("{duration}_bucket"), Some("0.25"), &three), Some(0.0));
-        assert_eq!(find(&format!("{duration}_bucket"), Some("0.5"), &three), Some(1.0));
+        assert_eq!(
+            find(&format!("{duration}_bucket"), Some("0.25"), &three),
+            Some(0.0)
+        );
+        assert_eq!(
+            find(&format!("{duration}_bucket"), Some("0.5"), &three),
+            Some(1.0)
+        );
         assert_eq!(find(&format!("{duration}_count"), None, &three), Some(1.0));
         assert_eq!(find(&format!("{duration}_sum"), None, &three), Some(0.3));
         let tokens = "ractogateway_tokens_total";
-        assert_eq!(find(tokens, None, &["gpt-4o", "openai", "input"]), Some(1000.0));
-        assert_eq!(find(tokens, None, &["gpt-4o", "openai", "output"]), Some(200.0));
+        assert_eq!(
+            find(tokens, None, &["gpt-4o", "openai", "input"]),
+            Some(1000.0)
+        );
+        assert_eq!(
+            find(tokens, None, &["gpt-4o", "openai", "output"]),
+            Some(200.0)
+        );
         let cost = find("ractogateway_cost_usd_total", None, &["gpt-4o", "openai"]);
         assert_eq!(cost, Some(0.0045000000000000005));
-        assert_eq!(find("ractogateway_tool_calls_total", None, &["search"]), Some(1.0));
+        assert_eq!(
+            find("ractogateway_tool_calls_total", None, &["search"]),
+            Some(1.0)
+        );
     }
 
     #[test]
@@ -544,7 +560,11 @@ mod tests {
         assert!(names.contains(&"ractogateway_tokens_total"));
         assert!(!names.contains(&"ractogateway_cost_usd_total"));
         assert_eq!(
-            recorder.0.iter().filter(|s| s.0 == "ractogateway_tokens_total").count(),
+            recorder
+                .0
+                .iter()
+                .filter(|s| s.0 == "ractogateway_tokens_total")
+                .count(),
             1
         );
     }
@@ -561,8 +581,17 @@ mod tests {
             .filter(|s| s.0.starts_with("ractogateway_cache_hits"))
             .map(|s| s.0.as_str())
             .collect();
-        assert_eq!(hits, ["ractogateway_cache_hits_total", "ractogateway_cache_hits_created"]);
-        let created = recorder.0.iter().find(|s| s.0 == "ractogateway_cache_hits_created");
+        assert_eq!(
+            hits,
+            [
+                "ractogateway_cache_hits_total",
+                "ractogateway_cache_hits_created"
+            ]
+        );
+        let created = recorder
+            .0
+            .iter()
+            .find(|s| s.0 == "ractogateway_cache_hits_created");
         let age = unix_now() - created.map_or(0.0, |s| s.3);
         assert!((0.0..60.0).contains(&age), "created {age} s ago");
     }

@@ -11,10 +11,9 @@ from typing import Any
 
 import prometheus_client.metrics
 import pytest
+from gateway_metrics import GatewayMetricsMiddleware
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-
-from gateway_metrics import GatewayMetricsMiddleware
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,13 @@ def test_no_increment_is_lost_and_first_use_races_make_one_series(metrics, no_cr
         start.wait()
         for i in range(CALLS_PER_THREAD):
             metrics.record_request(
-                provider="openai", model=f"model-{i % 50}", operation="chat", status="ok",
-                latency_s=0.5, input_tokens=3, output_tokens=1,
+                provider="openai",
+                model=f"model-{i % 50}",
+                operation="chat",
+                status="ok",
+                latency_s=0.5,
+                input_tokens=3,
+                output_tokens=1,
                 tool_calls=[ToolCall("search")],
             )
             metrics.record_cache_hit("exact")
@@ -38,7 +43,9 @@ def test_no_increment_is_lost_and_first_use_races_make_one_series(metrics, no_cr
         ("ractogateway_cache_hits_total", {"cache_type": "exact"}, float(total))
     ]
     assert families["ractogateway_tool_calls"][0][2] == float(total)
-    sums = [s[2] for s in families["ractogateway_request_duration_seconds"] if s[0].endswith("_sum")]
+    sums = [
+        s[2] for s in families["ractogateway_request_duration_seconds"] if s[0].endswith("_sum")
+    ]
     assert sum(sums) == 0.5 * total
     tokens = {s[1]["token_type"]: 0.0 for s in families["ractogateway_tokens"]}
     for s in families["ractogateway_tokens"]:
@@ -54,7 +61,10 @@ def test_scrapes_during_writes_are_consistent(metrics, no_created):
         i = 0
         while not stop.is_set() and i < 400_000 and time.monotonic() < deadline:
             metrics.record_request(
-                provider="p", model=f"m{(i + offset) % 7}", operation="chat", status="ok",
+                provider="p",
+                model=f"m{(i + offset) % 7}",
+                operation="chat",
+                status="ok",
                 latency_s=(i % 13) * 0.9,
             )
             i += 1

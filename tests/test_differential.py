@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 from conftest import Nameless, ToolCall, assert_same_families
+from gateway_metrics import GatewayMetricsMiddleware
+from gateway_metrics._core import HISTOGRAM_BUCKETS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from ractogateway.telemetry import ModelPricing as ReferencePricing
 from ractogateway.telemetry.metrics import GatewayMetricsMiddleware as ReferenceMiddleware
 
-from gateway_metrics import GatewayMetricsMiddleware
-from gateway_metrics._core import HISTOGRAM_BUCKETS
-
 LABEL_VALUES = st.one_of(
     st.sampled_from(
         ["openai", "anthropic", "google", "", 'we"ird', "back\\slash", "new\nline", "ünï", "日本語"]
     ),
-    st.text(
-        alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=12
-    ),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=12),
 )
 MODELS = st.one_of(
     st.sampled_from(
-        ["gpt-4o", "gemini-2.0-flash", "claude-3-haiku-20240307", "custom-a", "custom-b",
-         "unknown-model", 'mo"del\n']
+        [
+            "gpt-4o",
+            "gemini-2.0-flash",
+            "claude-3-haiku-20240307",
+            "custom-a",
+            "custom-b",
+            "unknown-model",
+            'mo"del\n',
+        ]
     ),
     LABEL_VALUES,
 )
@@ -89,14 +93,18 @@ def replay(target, calls) -> None:
             target.record_cache_miss(payload)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(calls=CALLS, prices=PRICE_TABLES)
 def test_random_workloads_match_the_reference(calls, prices, no_created):
     table = (
         None
         if prices is None
-        else {model: ReferencePricing(input_per_million=i, output_per_million=o)
-              for model, (i, o) in prices.items()}
+        else {
+            model: ReferencePricing(input_per_million=i, output_per_million=o)
+            for model, (i, o) in prices.items()
+        }
     )
     ours = GatewayMetricsMiddleware(price_table=table, registry=CollectorRegistry())
     reference = ReferenceMiddleware(price_table=table, registry=CollectorRegistry())
@@ -117,16 +125,21 @@ def test_a_long_fixed_workload_is_byte_identical(no_created):
     models = ["gpt-4o", "gpt-4o-mini", "claude-3-haiku-20240307", "gemini-1.5-flash-8b", "mystery"]
     calls = []
     for i in range(2_000):
-        calls.append(("request", {
-            "provider": ["openai", "anthropic", "google"][i % 3],
-            "model": models[i % len(models)],
-            "operation": ["chat", "stream", "embed"][i % 3],
-            "status": "error" if i % 17 == 0 else "ok",
-            "latency_s": (i % 97) * 0.731,
-            "input_tokens": (i * 7919) % 4000,
-            "output_tokens": (i * 104729) % 900,
-            "tool_calls": [ToolCall(f"tool-{i % 4}")] if i % 5 == 0 else None,
-        }))
+        calls.append(
+            (
+                "request",
+                {
+                    "provider": ["openai", "anthropic", "google"][i % 3],
+                    "model": models[i % len(models)],
+                    "operation": ["chat", "stream", "embed"][i % 3],
+                    "status": "error" if i % 17 == 0 else "ok",
+                    "latency_s": (i % 97) * 0.731,
+                    "input_tokens": (i * 7919) % 4000,
+                    "output_tokens": (i * 104729) % 900,
+                    "tool_calls": [ToolCall(f"tool-{i % 4}")] if i % 5 == 0 else None,
+                },
+            )
+        )
         if i % 11 == 0:
             calls.append(("hit", "exact"))
     replay(ours, calls)

@@ -8,13 +8,12 @@ from pathlib import Path
 import prometheus_client
 import pytest
 from conftest import Nameless, ToolCall, parse, promtool_check, sample_value
+from gateway_metrics import GatewayMetricsMiddleware
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
-
-from gateway_metrics import GatewayMetricsMiddleware
 
 SAMPLE = Path(__file__).parent / "data" / "reference-exposition-sample.txt"
 
@@ -22,16 +21,29 @@ SAMPLE = Path(__file__).parent / "data" / "reference-exposition-sample.txt"
 def record_reference_sample(metrics: GatewayMetricsMiddleware) -> None:
     """The calls whose reference output is in tests/data/reference-exposition-sample.txt."""
     metrics.record_request(
-        provider="openai", model="gpt-4o", operation="chat", status="ok", latency_s=0.3,
-        input_tokens=1000, output_tokens=200, tool_calls=[ToolCall("search"), ToolCall(None)],
+        provider="openai",
+        model="gpt-4o",
+        operation="chat",
+        status="ok",
+        latency_s=0.3,
+        input_tokens=1000,
+        output_tokens=200,
+        tool_calls=[ToolCall("search"), ToolCall(None)],
     )
     metrics.record_request(
-        provider="anthropic", model='we"ird\\mo\ndel', operation="stream", status="error",
+        provider="anthropic",
+        model='we"ird\\mo\ndel',
+        operation="stream",
+        status="error",
         latency_s=61,
     )
     metrics.record_request(
-        provider="google", model="gemini-2.0-flash", operation="embed", status="ok",
-        latency_s=0.05, input_tokens=300,
+        provider="google",
+        model="gemini-2.0-flash",
+        operation="embed",
+        status="ok",
+        latency_s=0.05,
+        input_tokens=300,
     )
     metrics.record_cache_hit("exact")
     metrics.record_cache_miss("semantic")
@@ -69,8 +81,11 @@ def test_created_series_follow_prometheus_client(metrics, registry):
     assert "# TYPE ractogateway_requests_created gauge\n" in text
     assert (
         sample_value(
-            text, "ractogateway_request_duration_seconds_created",
-            model="gpt-4o", operation="chat", provider="openai",
+            text,
+            "ractogateway_request_duration_seconds_created",
+            model="gpt-4o",
+            operation="chat",
+            provider="openai",
         )
         is not None
     )
@@ -87,16 +102,23 @@ def test_collector_serves_prometheus_client_helpers(metrics, registry):
         "ractogateway_cost_usd_total", {"model": "gpt-4o", "provider": "openai"}
     )
     assert value == 0.0045000000000000005
-    assert registry.get_sample_value(
-        "ractogateway_request_duration_seconds_bucket",
-        {"model": "gpt-4o", "operation": "chat", "provider": "openai", "le": "0.5"},
-    ) == 1.0
+    assert (
+        registry.get_sample_value(
+            "ractogateway_request_duration_seconds_bucket",
+            {"model": "gpt-4o", "operation": "chat", "provider": "openai", "le": "0.5"},
+        )
+        == 1.0
+    )
     assert registry.get_sample_value("ractogateway_tool_calls_total", {"tool_name": "unknown"}) == 1
 
 
 def test_tool_calls_without_a_usable_name_count_as_unknown(metrics, no_created):
     metrics.record_request(
-        provider="p", model="m", operation="chat", status="ok", latency_s=0.1,
+        provider="p",
+        model="m",
+        operation="chat",
+        status="ok",
+        latency_s=0.1,
         tool_calls=(ToolCall(""), ToolCall(None), Nameless(), ToolCall("lookup")),
     )
     text = metrics.generate_latest()
@@ -119,9 +141,12 @@ def test_global_registry_is_the_default():
     try:
         assert metrics.registry is prometheus_client.REGISTRY
         metrics.record_cache_hit("global-default-test")
-        assert prometheus_client.REGISTRY.get_sample_value(
-            "ractogateway_cache_hits_total", {"cache_type": "global-default-test"}
-        ) == 1.0
+        assert (
+            prometheus_client.REGISTRY.get_sample_value(
+                "ractogateway_cache_hits_total", {"cache_type": "global-default-test"}
+            )
+            == 1.0
+        )
     finally:
         metrics.unregister()
 
@@ -129,8 +154,13 @@ def test_global_registry_is_the_default():
 def test_promtool_reports_nothing(metrics):
     record_reference_sample(metrics)
     metrics.record_request(
-        provider="openai", model="ünï\\cödé \"q\"", operation="stream", status="ok",
-        latency_s=1e-9, input_tokens=2**60, output_tokens=7,
+        provider="openai",
+        model='ünï\\cödé "q"',
+        operation="stream",
+        status="ok",
+        latency_s=1e-9,
+        input_tokens=2**60,
+        output_tokens=7,
     )
     assert promtool_check(metrics.generate_latest()) == ""
 
@@ -149,7 +179,11 @@ def test_openmetrics_rendering_parses(metrics, registry):
 
 def test_large_values_use_go_float_formatting(metrics, registry, no_created):
     metrics.record_request(
-        provider="p", model="m", operation="chat", status="ok", latency_s=1234567.5,
+        provider="p",
+        model="m",
+        operation="chat",
+        status="ok",
+        latency_s=1234567.5,
         input_tokens=10**7,
     )
     text = metrics.generate_latest()
@@ -165,4 +199,6 @@ def test_registries_are_independent():
     GatewayMetricsMiddleware(registry=second)
     a.record_cache_miss("exact")
     assert first.get_sample_value("ractogateway_cache_misses_total", {"cache_type": "exact"}) == 1
-    assert second.get_sample_value("ractogateway_cache_misses_total", {"cache_type": "exact"}) is None
+    assert (
+        second.get_sample_value("ractogateway_cache_misses_total", {"cache_type": "exact"}) is None
+    )

@@ -95,7 +95,8 @@ def test_a_failing_generator_of_tool_calls_records_nothing(metrics, no_created):
 
 @pytest.mark.parametrize("method", ["record_cache_hit", "record_cache_miss"])
 @pytest.mark.parametrize(
-    ("value", "error"), [(None, TypeError), (1, TypeError), (b"x", TypeError), ("\ud800", ValueError)]
+    ("value", "error"),
+    [(None, TypeError), (1, TypeError), (b"x", TypeError), ("\ud800", ValueError)],
 )
 def test_bad_cache_type_raises_and_records_nothing(metrics, method, value, error, no_created):
     before = metrics.generate_latest()
@@ -121,13 +122,13 @@ def test_a_lone_surrogate_never_breaks_later_scrapes(metrics, registry, no_creat
     assert families[0][3][0][2] == 1.0
 
 
-@pytest.mark.parametrize(
-    "latency", [0, 1, True, Fraction(1, 4), Decimal("0.25"), 0.0, 1e300]
-)
+@pytest.mark.parametrize("latency", [0, 1, True, Fraction(1, 4), Decimal("0.25"), 0.0, 1e300])
 def test_real_numbers_are_accepted_as_latency(metrics, latency, no_created):
     metrics.record_request(**{**GOOD, "latency_s": latency})
     families = dict((f[0], f[3]) for f in parse(metrics.generate_latest()))
-    count = [s for s in families["ractogateway_request_duration_seconds"] if s[0].endswith("_count")]
+    count = [
+        s for s in families["ractogateway_request_duration_seconds"] if s[0].endswith("_count")
+    ]
     assert count[0][2] == 1.0
 
 

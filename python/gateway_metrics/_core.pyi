@@ -19,7 +19,10 @@ class MetricsStore:
     def __new__(
         cls, prices: list[tuple[str, float, float]], *args: Any, **kwargs: Any
     ) -> MetricsStore:
-        """Creates an empty store; ``prices`` lists ``(model, input_per_million, output_per_million)``."""
+        """Creates an empty store.
+
+        ``prices`` lists ``(model, input_per_million, output_per_million)``.
+        """
 
     def record_request(
         self,

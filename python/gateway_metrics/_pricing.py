@@ -153,8 +153,7 @@ def merged_price_table(extra_table: Mapping[str, Any] | None) -> dict[str, Model
                 pricing = ModelPricing(pricing.input_per_million, pricing.output_per_million)
             except AttributeError:
                 raise TypeError(
-                    f"price_table[{model!r}] must be a ModelPricing, "
-                    f"not {type(pricing).__name__}"
+                    f"price_table[{model!r}] must be a ModelPricing, not {type(pricing).__name__}"
                 ) from None
         table[model] = pricing
     return table

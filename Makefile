@@ -1,0 +1,38 @@
+# The task runner: build, test, bench, lint, demo. See README.md.
+PYTHON ?= python3
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends
+
+.PHONY: build deps test bench lint demo
+
+## build: compile the Rust extension (release profile) and install the package in editable mode
+build:
+	$(PYTHON) -m pip install -e .
+
+## deps: the package with its test dependencies, and Debian's promtool when it is missing
+deps:
+	$(PYTHON) -m pip install -e '.[test]'
+	@command -v promtool >/dev/null 2>&1 || { $(SUDO) apt-get update && $(APT_INSTALL) prometheus; }
+
+## test: everything CI runs: Rust unit tests, then pytest over tests/ and benches/ (benchmarks not timed)
+test: deps
+	cargo test
+	$(PYTHON) -m pytest tests benches --benchmark-disable -q
+
+## bench: the benchmark suite against the reference and the do-nothing floor
+bench: deps
+	$(PYTHON) -m pytest benches --benchmark-only --benchmark-sort=mean \
+		--benchmark-columns=min,median,mean,stddev,rounds -q
+
+## lint: rustfmt, clippy (warnings are errors) and ruff
+lint: deps
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features python -- -D warnings
+	$(PYTHON) -m ruff check python tests benches
+	$(PYTHON) -m ruff format --check python tests benches
+
+## demo: simulated gateway traffic recorded, served, scraped and summarised
+demo: build
+	$(PYTHON) -m pip install 'rich>=13'
+	$(PYTHON) -m gateway_metrics demo

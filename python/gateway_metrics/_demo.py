@@ -1,0 +1,212 @@
+"""The demo: simulated gateway traffic through the middleware, scraped over HTTP."""
+
+from __future__ import annotations
+
+import random
+import time
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway_metrics._exporter import PrometheusExporter
+from gateway_metrics._middleware import GatewayMetricsMiddleware
+
+#: (provider, model, typical latency in seconds, typical output tokens)
+TRAFFIC = [
+    ("openai", "gpt-4o", 0.9, 350),
+    ("openai", "gpt-4o-mini", 0.4, 250),
+    ("anthropic", "claude-sonnet-4-5", 1.2, 420),
+    ("anthropic", "claude-haiku-4-5", 0.35, 180),
+    ("google", "gemini-2.5-flash", 0.5, 300),
+    ("google", "gemini-2.5-pro", 2.4, 600),
+]
+TOOLS = ["search", "calculator", "calendar", "weather"]
+
+
+@dataclass(frozen=True)
+class SimulatedToolCall:
+    """What the kits pass as a tool call: only ``.name`` matters to the metrics."""
+
+    id: str
+    name: str
+
+
+def simulate_request(metrics: GatewayMetricsMiddleware, rng: random.Random) -> None:
+    """One request as a kit would record it: cache lookups, then the call or a cache hit."""
+    provider, model, latency, output = rng.choice(TRAFFIC)
+    if rng.random() < 0.15:
+        metrics.record_cache_hit(rng.choice(["exact", "semantic"]))
+        return
+    metrics.record_cache_miss("exact")
+    operation = rng.choices(["chat", "stream", "embed"], weights=[6, 3, 1])[0]
+    seconds = rng.lognormvariate(0, 0.6) * latency
+    if rng.random() < 0.04:
+        metrics.record_request(
+            provider=provider,
+            model=model,
+            operation=operation,
+            status="error",
+            latency_s=min(seconds * 3, 65.0),
+        )
+        return
+    tool_calls = None
+    if operation != "embed" and rng.random() < 0.2:
+        tool_calls = [
+            SimulatedToolCall(id=str(i), name=rng.choice(TOOLS)) for i in range(rng.randint(1, 3))
+        ]
+    metrics.record_request(
+        provider=provider,
+        model=model,
+        operation=operation,
+        status="ok",
+        latency_s=seconds,
+        input_tokens=rng.randint(50, 3000),
+        output_tokens=0 if operation == "embed" else int(rng.expovariate(1 / output)),
+        tool_calls=tool_calls,
+    )
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return response.read().decode("utf-8")
+
+
+def histogram_quantile(quantile: float, buckets: list[tuple[float, float]]) -> float:
+    """Estimates a quantile from cumulative buckets, interpolating as PromQL does."""
+    buckets = sorted(buckets)
+    total = buckets[-1][1]
+    if total == 0:
+        return float("nan")
+    rank = quantile * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            share = (rank - lower_count) / (count - lower_count) if count > lower_count else 0
+            return lower_bound + (bound - lower_bound) * share
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+def summarise(text: str) -> dict[str, dict[str, float]]:
+    """Per model: requests, errors, p50/p95 latency, tokens and cost, from one scrape."""
+    rows: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            model = sample.labels.get("model")
+            if model is None:
+                continue
+            row = rows[model]
+            if sample.name == "ractogateway_requests_total":
+                row["requests"] += sample.value
+                if sample.labels["status"] == "error":
+                    row["errors"] += sample.value
+            elif sample.name == "ractogateway_request_duration_seconds_bucket":
+                buckets[model][float(sample.labels["le"])] += sample.value
+            elif sample.name == "ractogateway_tokens_total":
+                row[f"{sample.labels['token_type']}_tokens"] += sample.value
+            elif sample.name == "ractogateway_cost_usd_total":
+                row["cost"] += sample.value
+    for model, by_bound in buckets.items():
+        cumulative = list(by_bound.items())
+        rows[model]["p50"] = histogram_quantile(0.5, cumulative)
+        rows[model]["p95"] = histogram_quantile(0.95, cumulative)
+    return rows
+
+
+def run_demo(*, duration: float, port: int, addr: str, seed: int, serve: bool) -> int:
+    """Runs the demo and prints the summary; returns the process exit code."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    console = Console()
+    registry = CollectorRegistry()
+    metrics = GatewayMetricsMiddleware(registry=registry)
+    exporter = PrometheusExporter(port, registry=registry, addr=addr)
+    exporter.start()
+    scrape_port = exporter.port
+    console.print(f"Exporter on http://{addr}:{scrape_port}/metrics")
+    rng = random.Random(seed)
+    recorded = 0
+    scrapes = 0
+    try:
+        with Progress(
+            TextColumn("[bold]simulated traffic"),
+            BarColumn(),
+            TextColumn("{task.fields[requests]:>9,} calls  {task.fields[scraped]}"),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("traffic", total=duration, requests=0, scraped="")
+            started = time.monotonic()
+            next_scrape = started
+            while (elapsed := time.monotonic() - started) < duration:
+                for _ in range(200):
+                    simulate_request(metrics, rng)
+                recorded += 200
+                time.sleep(0.002)
+                if time.monotonic() >= next_scrape:
+                    seen = summarise(scrape(scrape_port))
+                    scrapes += 1
+                    total = sum(row["requests"] for row in seen.values())
+                    scraped = f"scrape #{scrapes}: {total:,.0f} requests"
+                    next_scrape += 1.0
+                    progress.update(task, scraped=scraped)
+                progress.update(task, completed=min(elapsed, duration), requests=recorded)
+            progress.update(task, completed=duration, requests=recorded)
+
+        text = scrape(scrape_port)
+        rows = summarise(text)
+        table = Table(
+            title=f"Gateway traffic: {recorded:,} calls in {duration:g} s, scraped over HTTP"
+        )
+        for column in (
+            "model",
+            "requests",
+            "errors",
+            "p50",
+            "p95",
+            "tokens in",
+            "tokens out",
+            "USD",
+        ):
+            table.add_column(column, justify="left" if column == "model" else "right")
+        for model, row in sorted(rows.items(), key=lambda item: -item[1]["cost"]):
+            table.add_row(
+                model,
+                f"{row['requests']:,.0f}",
+                f"{row['errors']:,.0f}",
+                f"{row['p50']:.2f} s",
+                f"{row['p95']:.2f} s",
+                f"{row['input_tokens']:,.0f}",
+                f"{row['output_tokens']:,.0f}",
+                f"{row['cost']:,.4f}",
+            )
+        console.print(table)
+        hits = sum(
+            s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name == "ractogateway_cache_hits_total"
+        )
+        console.print(f"cache hits: {hits:,.0f}   exposition: {len(text):,} bytes")
+        if serve:
+            console.print(
+                f"Serving http://{addr}:{scrape_port}/metrics for Prometheus; Ctrl-C stops."
+            )
+            try:
+                while True:
+                    for _ in range(50):
+                        simulate_request(metrics, rng)
+                    time.sleep(0.05)
+            except KeyboardInterrupt:
+                console.print("stopped")
+    finally:
+        exporter.stop()
+    return 0

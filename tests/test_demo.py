@@ -1,0 +1,32 @@
+"""The demo command runs end to end: traffic, an exporter it scrapes, a summary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from gateway_metrics._demo import histogram_quantile
+
+
+def test_demo_prints_a_summary_scraped_over_http():
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway_metrics", "demo", "--duration", "1.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={"COLUMNS": "160", "PATH": "/usr/bin:/bin"},
+    )
+    out = result.stdout
+    assert "Exporter on http://127.0.0.1:" in out
+    assert "scraped over HTTP" in out
+    for model in ("gpt-4o", "claude-sonnet-4-5", "gemini-2.5-pro"):
+        assert model in out
+    assert "cache hits:" in out
+
+
+def test_histogram_quantile_interpolates_within_a_bucket():
+    buckets = [(0.5, 0.0), (1.0, 10.0), (2.0, 20.0), (float("inf"), 20.0)]
+    assert histogram_quantile(0.5, buckets) == 1.0
+    assert histogram_quantile(0.75, buckets) == 1.5
+    assert histogram_quantile(0.25, buckets) == 0.75
