@@ -1,0 +1,114 @@
+"""The benchmark suite: gateway-metrics against the reference and the do-nothing floor.
+
+``make bench`` times every group; CI runs this file with ``--benchmark-disable``,
+which calls each workload once, so the assertions below keep it correct.
+"""
+
+from __future__ import annotations
+
+import prometheus_client
+import pytest
+from conftest import FIGURES
+from gateway_metrics import _bench
+
+CONTENDERS = ["floor", "reference", "ours"]
+
+
+@pytest.fixture(scope="module")
+def middlewares():
+    return {"ours": _bench.new_middleware("ours"), "reference": _bench.new_middleware("reference")}
+
+
+def recorder(contender: str, middlewares, floor):
+    return floor if contender == "floor" else middlewares[contender].record_request
+
+
+def requests_seen(middleware, model: str, provider: str = "openai") -> float:
+    return middleware._registry.get_sample_value(
+        "ractogateway_requests_total",
+        {"provider": provider, "model": model, "operation": "chat", "status": "ok"},
+    )
+
+
+@pytest.mark.parametrize("contender", CONTENDERS)
+def test_record_request_fixed_labels_one_tool_call(measure, middlewares, contender):
+    record = recorder(contender, middlewares, _bench.floor_record_request)
+    measure("record_request fixed + 1 tool", contender, _bench.fixed_request(record))
+    if contender != "floor":
+        assert requests_seen(middlewares[contender], "gpt-4o") >= 1
+
+
+@pytest.mark.parametrize("contender", CONTENDERS)
+def test_record_request_four_models_in_turn(measure, middlewares, contender):
+    record = recorder(contender, middlewares, _bench.floor_record_request)
+    measure(
+        "record_request 4 models", contender, _bench.four_model_requests(record), calls_per_round=4
+    )
+    if contender != "floor":
+        assert requests_seen(middlewares[contender], "gemini-2.0-flash", "google") >= 1
+
+
+@pytest.mark.parametrize("contender", CONTENDERS)
+def test_record_cache_hit(measure, middlewares, contender):
+    hit = (
+        _bench.floor_one_argument
+        if contender == "floor"
+        else middlewares[contender].record_cache_hit
+    )
+    measure("record_cache_hit", contender, lambda: hit("exact"))
+    if contender != "floor":
+        registry = middlewares[contender]._registry
+        hits = registry.get_sample_value("ractogateway_cache_hits_total", {"cache_type": "exact"})
+        assert hits >= 1
+
+
+@pytest.mark.parametrize("contender", ["reference", "ours"])
+def test_first_use_of_a_new_label_set(measure, contender):
+    middleware = _bench.new_middleware(contender)
+    measure("new label set", contender, _bench.new_label_set_requests(middleware.record_request))
+    assert requests_seen(middleware, "model-0") == 1
+
+
+@pytest.fixture(scope="module")
+def populated():
+    populated = {}
+    for contender in ("reference", "ours"):
+        middleware = _bench.new_middleware(contender)
+        _bench.populate_for_scrape(middleware)
+        populated[contender] = middleware
+    return populated
+
+
+@pytest.mark.parametrize("contender", ["reference", "ours"])
+def test_generate_latest_2500_models(measure, populated, contender):
+    text = measure("generate_latest 2500 models", contender, populated[contender].generate_latest)
+    assert text.count("\n") > 45_000
+    assert (
+        'ractogateway_tokens_total{model="model-02499",provider="openai",token_type="input"}'
+        in text
+    )
+
+
+def test_prometheus_client_renders_the_collector(measure, populated):
+    registry = populated["ours"]._registry
+    body = measure(
+        "generate_latest 2500 models",
+        "ours via prometheus_client",
+        lambda: prometheus_client.generate_latest(registry),
+    )
+    assert body.decode() == populated["ours"].generate_latest()
+
+
+@pytest.mark.parametrize("contender", ["reference", "ours"])
+def test_resident_memory_per_label_set(benchmark, contender):
+    benchmark.group = "memory per label set (bytes)"
+    label_sets = _bench.MEMORY_LABEL_SETS if benchmark.enabled else 2_000
+    per_label_set = benchmark.pedantic(
+        _bench.rss_per_label_set, args=(contender, label_sets), rounds=1, iterations=1
+    )
+    benchmark.extra_info["bytes_per_label_set"] = per_label_set
+    FIGURES[("RSS bytes per label set", contender)] = per_label_set
+    reference = FIGURES.get(("RSS bytes per label set", "reference"))
+    if contender == "ours" and reference:
+        benchmark.extra_info["fraction_of_reference"] = per_label_set / reference
+    assert per_label_set < 50_000
