@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import prometheus_client
 import pytest
-from conftest import FIGURES
 from gateway_metrics import _bench
+from timings import FIGURES
 
 CONTENDERS = ["floor", "reference", "ours"]
 

@@ -6,11 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-#: Seconds per call by (group, contender), filled as the benchmarks run.
-TIMINGS: dict[tuple[str, str], float] = {}
-#: Other measured figures by (group, contender), e.g. bytes per label set.
-FIGURES: dict[tuple[str, str], float] = {}
+from timings import FIGURES, TIMINGS
 
 
 def record_ratios(group: str, contender: str, extra_info: dict[str, Any]) -> None:

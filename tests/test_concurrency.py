@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from conftest import ToolCall, parse
+from support import ToolCall, parse
 
 THREADS = 8
 CALLS_PER_THREAD = 5_000

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from conftest import Nameless, ToolCall, assert_same_families
 from gateway_metrics import GatewayMetricsMiddleware
 from gateway_metrics._core import HISTOGRAM_BUCKETS
 from hypothesis import HealthCheck, given, settings
@@ -10,6 +9,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from ractogateway.telemetry import ModelPricing as ReferencePricing
 from ractogateway.telemetry.metrics import GatewayMetricsMiddleware as ReferenceMiddleware
+from support import Nameless, ToolCall, assert_same_families
 
 LABEL_VALUES = st.one_of(
     st.sampled_from(

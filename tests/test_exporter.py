@@ -6,11 +6,11 @@ import gzip
 import urllib.request
 
 import pytest
-from conftest import sample_value
 from gateway_metrics import PrometheusExporter
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
+from support import sample_value
 
 
 def fetch(port: int, accept: str | None = None, encoding: str | None = None):

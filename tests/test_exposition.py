@@ -7,13 +7,13 @@ from pathlib import Path
 
 import prometheus_client
 import pytest
-from conftest import Nameless, ToolCall, parse, promtool_check, sample_value
 from gateway_metrics import GatewayMetricsMiddleware
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
+from support import Nameless, ToolCall, parse, promtool_check, sample_value
 
 SAMPLE = Path(__file__).parent / "data" / "reference-exposition-sample.txt"
 

@@ -7,11 +7,11 @@ raising), as the kits' own tests do; everything else is the kits' own code.
 from __future__ import annotations
 
 import pytest
-from conftest import sample_value
 from ractogateway import anthropic_developer_kit, google_developer_kit, openai_developer_kit
 from ractogateway.adapters.base import FinishReason, LLMResponse, ToolCallResult
 from ractogateway.cache.exact_cache import ExactMatchCache
 from ractogateway.prompts.engine import RactoPrompt
+from support import sample_value
 
 PROMPT = RactoPrompt(
     role="assistant", aim="answer", constraints=["be brief"], tone="plain", output_format="text"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import sample_value
 from gateway_metrics import DEFAULT_COST_TABLE, GatewayMetricsMiddleware, ModelPricing, compute_cost
 from prometheus_client import CollectorRegistry
 from ractogateway.telemetry import ModelPricing as ReferencePricing
 from ractogateway.telemetry._pricing import DEFAULT_COST_TABLE as REFERENCE_TABLE
 from ractogateway.telemetry._pricing import compute_cost as reference_cost
+from support import sample_value
 
 
 def test_every_reference_entry_and_price_is_kept():

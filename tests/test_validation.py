@@ -7,7 +7,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
-from conftest import ToolCall, parse
+from support import ToolCall, parse
 
 GOOD = {
     "provider": "openai",
