@@ -10,21 +10,11 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
+use smallvec::SmallVec;
+
 use crate::exposition::render_text;
 use crate::pricing::{Price, PriceTable};
 use crate::store::{FamilyDesc, RequestLabels, RequestValues, SampleVisitor, Store, FAMILIES};
-
-/// An optional keyword argument that tells "not passed" apart from an explicit `None`.
-enum Optional<'py> {
-    Missing,
-    Given(Bound<'py, PyAny>),
-}
-
-impl<'py> FromPyObject<'py> for Optional<'py> {
-    fn extract_bound(value: &Bound<'py, PyAny>) -> PyResult<Self> {
-        Ok(Optional::Given(value.clone()))
-    }
-}
 
 fn type_name(value: &Bound<'_, PyAny>) -> String {
     value
@@ -79,10 +69,10 @@ fn latency_seconds(value: &Bound<'_, PyAny>) -> PyResult<f64> {
     Ok(seconds)
 }
 
-fn token_count(value: &Optional<'_>, argument: &str) -> PyResult<u64> {
-    let value = match value {
-        Optional::Missing => return Ok(0),
-        Optional::Given(value) => value,
+/// A token count; `None` means the keyword was not passed (an explicit `None` is an error).
+fn token_count(value: Option<&Bound<'_, PyAny>>, argument: &str) -> PyResult<u64> {
+    let Some(value) = value else {
+        return Ok(0);
     };
     if !value.is_instance_of::<PyInt>() && value.is_instance_of::<PyFloat>() {
         return Err(PyTypeError::new_err(format!(
@@ -104,12 +94,14 @@ fn token_count(value: &Optional<'_>, argument: &str) -> PyResult<u64> {
     })
 }
 
+/// Tool-call names of one request; most requests have none or a few, kept inline.
+type ToolNames<'py> = SmallVec<[Option<Bound<'py, PyString>>; 4]>;
+
 /// The name objects of the tool calls (`None` standing for `"unknown"`), all validated.
-fn tool_call_names<'py>(
-    tool_calls: &Option<Bound<'py, PyAny>>,
-) -> PyResult<Vec<Option<Bound<'py, PyString>>>> {
-    let Some(tool_calls) = tool_calls else {
-        return Ok(Vec::new());
+fn tool_call_names<'py>(tool_calls: Option<&Bound<'py, PyAny>>) -> PyResult<ToolNames<'py>> {
+    let mut names = ToolNames::new();
+    let Some(tool_calls) = tool_calls.filter(|value| !value.is_none()) else {
+        return Ok(names);
     };
     if tool_calls.is_instance_of::<PyString>() {
         return Err(PyTypeError::new_err(
@@ -123,7 +115,6 @@ fn tool_call_names<'py>(
         ))
     })?;
     let py = tool_calls.py();
-    let mut names = Vec::new();
     for (index, item) in items.enumerate() {
         let name = match item?.getattr(intern!(py, "name")) {
             Ok(name) => name,
@@ -179,46 +170,6 @@ impl PyMetricsStore {
         }
     }
 
-    /// Records one completed LLM request.
-    #[pyo3(signature = (
-        *, provider, model, operation, status, latency_s,
-        input_tokens = Optional::Missing, output_tokens = Optional::Missing, tool_calls = None
-    ))]
-    #[allow(clippy::too_many_arguments)]
-    fn record_request(
-        &self,
-        provider: &Bound<'_, PyAny>,
-        model: &Bound<'_, PyAny>,
-        operation: &Bound<'_, PyAny>,
-        status: &Bound<'_, PyAny>,
-        latency_s: &Bound<'_, PyAny>,
-        input_tokens: Optional<'_>,
-        output_tokens: Optional<'_>,
-        tool_calls: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let labels = RequestLabels {
-            provider: label(provider, "provider")?,
-            model: label(model, "model")?,
-            operation: label(operation, "operation")?,
-            status: label(status, "status")?,
-        };
-        let values = RequestValues {
-            latency_s: latency_seconds(latency_s)?,
-            input_tokens: token_count(&input_tokens, "input_tokens")?,
-            output_tokens: token_count(&output_tokens, "output_tokens")?,
-        };
-        let tool_names = tool_call_names(&tool_calls)?;
-        self.store.record_request(&labels, &values);
-        for name in &tool_names {
-            let name = match name {
-                Some(name) => name.to_str()?,
-                None => "unknown",
-            };
-            self.store.record_tool_call(name);
-        }
-        Ok(())
-    }
-
     /// Adds one cache hit of `cache_type` (`"exact"` or `"semantic"`).
     fn record_cache_hit(&self, cache_type: &Bound<'_, PyAny>) -> PyResult<()> {
         self.store
@@ -261,6 +212,44 @@ impl PyMetricsStore {
             Some(error) => Err(error),
             None => Ok(builder.families),
         }
+    }
+}
+
+impl PyMetricsStore {
+    /// Validates every argument of `record_request`, then records it.
+    #[allow(clippy::too_many_arguments)]
+    fn record_request(
+        &self,
+        provider: &Bound<'_, PyAny>,
+        model: &Bound<'_, PyAny>,
+        operation: &Bound<'_, PyAny>,
+        status: &Bound<'_, PyAny>,
+        latency_s: &Bound<'_, PyAny>,
+        input_tokens: Option<&Bound<'_, PyAny>>,
+        output_tokens: Option<&Bound<'_, PyAny>>,
+        tool_calls: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let labels = RequestLabels {
+            provider: label(provider, "provider")?,
+            model: label(model, "model")?,
+            operation: label(operation, "operation")?,
+            status: label(status, "status")?,
+        };
+        let values = RequestValues {
+            latency_s: latency_seconds(latency_s)?,
+            input_tokens: token_count(input_tokens, "input_tokens")?,
+            output_tokens: token_count(output_tokens, "output_tokens")?,
+        };
+        let tool_names = tool_call_names(tool_calls)?;
+        self.store.record_request(&labels, &values);
+        for name in &tool_names {
+            let name = match name {
+                Some(name) => name.to_str()?,
+                None => "unknown",
+            };
+            self.store.record_tool_call(name);
+        }
+        Ok(())
     }
 }
 
@@ -356,10 +345,13 @@ impl SampleVisitor for SampleBuilder<'_> {
     }
 }
 
+mod fast_call;
+
 /// The gateway-metrics native core.
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<PyMetricsStore>()?;
+    fast_call::install_record_request(&module.py().get_type::<PyMetricsStore>())?;
     let families: Vec<(&str, &str, &str)> = FAMILIES
         .iter()
         .map(|desc| (desc.name, desc.help, desc.kind.type_name()))

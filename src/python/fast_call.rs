@@ -1,0 +1,180 @@
+//! `record_request` as a raw `METH_FASTCALL | METH_KEYWORDS` method.
+//!
+//! Profiling showed PyO3's generic argument parser to be the largest single
+//! cost of a call: it decodes each keyword name to UTF-8 and compares it with
+//! every parameter name. Call sites pass keyword names as interned `str`
+//! objects, so here each name is first matched by pointer against our own
+//! interned copies (one compare in the usual order), with a string comparison
+//! only as the fallback. Everything after argument matching is the shared
+//! validation and recording code of [`PyMetricsStore::record_request`].
+
+use std::ffi::{c_char, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+use pyo3::exceptions::{PyTypeError, PySystemError};
+use pyo3::ffi;
+use pyo3::panic::PanicException;
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyString, PyType};
+
+use super::PyMetricsStore;
+
+/// Keyword parameters in signature order; the first five are required.
+const KEYWORDS: [&str; 8] = [
+    "provider",
+    "model",
+    "operation",
+    "status",
+    "latency_s",
+    "input_tokens",
+    "output_tokens",
+    "tool_calls",
+];
+const REQUIRED: usize = 5;
+
+const NAME: &CStr = c"record_request";
+/// `__text_signature__` (for `inspect.signature`) followed by the docstring.
+const DOC: &CStr = c"record_request($self, /, *, provider, model, operation, status, latency_s, input_tokens=0, output_tokens=0, tool_calls=None)
+--
+
+Records one completed LLM request.
+
+Adds 1 to ractogateway_requests_total, observes latency_s in
+ractogateway_request_duration_seconds, adds positive token counts to
+ractogateway_tokens_total, the priced cost to ractogateway_cost_usd_total and
+1 per tool call (by its .name; \"unknown\" when missing or empty) to
+ractogateway_tool_calls_total. Every argument is validated before anything is
+recorded: a call that raises records nothing.";
+
+static INTERNED_KEYWORDS: GILOnceCell<[Py<PyString>; 8]> = GILOnceCell::new();
+
+fn interned_keywords(py: Python<'_>) -> &[Py<PyString>; 8] {
+    INTERNED_KEYWORDS.get_or_init(py, || KEYWORDS.map(|name| PyString::intern(py, name).unbind()))
+}
+
+/// Index of the parameter called `name`: by identity first, then by value.
+fn keyword_index(py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let interned = interned_keywords(py);
+    if let Some(index) = interned.iter().position(|k| k.as_ptr() == name.as_ptr()) {
+        return Ok(index);
+    }
+    let text = name.downcast::<PyString>()?.to_cow()?;
+    KEYWORDS
+        .iter()
+        .position(|keyword| *keyword == text)
+        .ok_or_else(|| {
+            PyTypeError::new_err(format!(
+                "record_request() got an unexpected keyword argument '{text}'"
+            ))
+        })
+}
+
+/// Matches the vectorcall arguments to parameters and records the request.
+///
+/// # Safety
+/// `args` holds `nargs` positional values followed by one value per name in
+/// `kwnames` (a tuple or null), all borrowed for the duration of the call.
+unsafe fn record_request_call(
+    py: Python<'_>,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<()> {
+    if nargs != 0 {
+        return Err(PyTypeError::new_err(format!(
+            "record_request() takes 0 positional arguments but {nargs} were given"
+        )));
+    }
+    let mut slots: [Option<Bound<'_, PyAny>>; 8] = Default::default();
+    if !kwnames.is_null() {
+        let count = ffi::PyTuple_GET_SIZE(kwnames);
+        for position in 0..count {
+            let name = Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, position));
+            let index = keyword_index(py, &name)?;
+            if slots[index].is_some() {
+                return Err(PyTypeError::new_err(format!(
+                    "record_request() got multiple values for argument '{}'",
+                    KEYWORDS[index]
+                )));
+            }
+            slots[index] = Some(Bound::from_borrowed_ptr(py, *args.offset(position)));
+        }
+    }
+    let missing: Vec<&str> = (0..REQUIRED)
+        .filter(|&index| slots[index].is_none())
+        .map(|index| KEYWORDS[index])
+        .collect();
+    let [Some(provider), Some(model), Some(operation), Some(status), Some(latency_s), input_tokens, output_tokens, tool_calls] =
+        &slots
+    else {
+        return Err(PyTypeError::new_err(format!(
+            "record_request() missing required keyword argument(s): '{}'",
+            missing.join("', '")
+        )));
+    };
+    let store = Bound::from_borrowed_ptr(py, slf);
+    let store = store.downcast::<PyMetricsStore>()?.get();
+    store.record_request(
+        provider,
+        model,
+        operation,
+        status,
+        latency_s,
+        input_tokens.as_ref(),
+        output_tokens.as_ref(),
+        tool_calls.as_ref(),
+    )
+}
+
+/// The C entry point: turns errors and panics into a raised Python exception.
+unsafe extern "C" fn record_request_fastcall(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let py = Python::assume_gil_acquired();
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        record_request_call(py, slf, args, nargs, kwnames)
+    }));
+    let error = match outcome {
+        Ok(Ok(())) => return ffi::Py_NewRef(ffi::Py_None()),
+        Ok(Err(error)) => error,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|text| text.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic in record_request".to_owned());
+            PanicException::new_err(message)
+        }
+    };
+    error.restore(py);
+    ptr::null_mut()
+}
+
+/// Adds `record_request` to the class as a method descriptor.
+pub(super) fn install_record_request(class: &Bound<'_, PyType>) -> PyResult<()> {
+    let definition = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: NAME.as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: record_request_fastcall,
+        },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: DOC.as_ptr() as *const c_char,
+    }));
+    let py = class.py();
+    // SAFETY: the definition is leaked, so it outlives the descriptor.
+    let descriptor = unsafe {
+        let raw = ffi::PyDescr_NewMethod(class.as_type_ptr(), definition);
+        if raw.is_null() {
+            return Err(PyErr::take(py)
+                .unwrap_or_else(|| PySystemError::new_err("PyDescr_NewMethod failed")));
+        }
+        Bound::from_owned_ptr(py, raw)
+    };
+    class.setattr("record_request", descriptor)
+}
