@@ -24,7 +24,16 @@ fn type_name(value: &Bound<'_, PyAny>) -> String {
 }
 
 /// Borrows the UTF-8 text of a label value, or explains which argument is wrong.
-fn label<'a>(value: &'a Bound<'_, PyAny>, argument: &str) -> PyResult<&'a str> {
+/// The argument named in errors about a tool call's name, formatted only on error.
+struct ToolCallName(usize);
+
+impl std::fmt::Display for ToolCallName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tool_calls[{}].name", self.0)
+    }
+}
+
+fn label<'a>(value: &'a Bound<'_, PyAny>, argument: impl std::fmt::Display) -> PyResult<&'a str> {
     let text = value.downcast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!("{argument} must be str, not {}", type_name(value)))
     })?;
@@ -108,31 +117,46 @@ fn tool_call_names<'py>(tool_calls: Option<&Bound<'py, PyAny>>) -> PyResult<Tool
             "tool_calls must be None or an iterable of tool calls, not str",
         ));
     }
+    if let Ok(list) = tool_calls.downcast::<PyList>() {
+        for (index, item) in list.iter().enumerate() {
+            names.push(tool_name(&item, index)?);
+        }
+        return Ok(names);
+    }
     let items = tool_calls.try_iter().map_err(|_| {
         PyTypeError::new_err(format!(
             "tool_calls must be None or an iterable of tool calls, not {}",
             type_name(tool_calls)
         ))
     })?;
-    let py = tool_calls.py();
     for (index, item) in items.enumerate() {
-        let name = match item?.getattr(intern!(py, "name")) {
-            Ok(name) => name,
-            Err(error) if error.is_instance_of::<PyAttributeError>(py) => {
-                names.push(None);
-                continue;
-            }
-            Err(error) => return Err(error),
-        };
-        if name.is_none() || !name.is_truthy()? {
-            names.push(None);
-            continue;
-        }
-        let argument = format!("tool_calls[{index}].name");
-        label(&name, &argument)?;
-        names.push(Some(name.downcast_into::<PyString>()?));
+        names.push(tool_name(&item?, index)?);
     }
     Ok(names)
+}
+
+/// The validated name of one tool call; `None` stands for `"unknown"`.
+fn tool_name<'py>(
+    item: &Bound<'py, PyAny>,
+    index: usize,
+) -> PyResult<Option<Bound<'py, PyString>>> {
+    let py = item.py();
+    let name = match item.getattr(intern!(py, "name")) {
+        Ok(name) => name,
+        Err(error) if error.is_instance_of::<PyAttributeError>(py) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    if let Ok(text) = name.downcast::<PyString>() {
+        if text.len()? == 0 {
+            return Ok(None);
+        }
+        label(&name, ToolCallName(index))?;
+        return Ok(Some(name.downcast_into::<PyString>()?));
+    }
+    if name.is_none() || !name.is_truthy()? {
+        return Ok(None);
+    }
+    label(&name, ToolCallName(index)).map(|_| None)
 }
 
 /// The lock-free metric store behind `GatewayMetricsMiddleware`.

@@ -12,7 +12,7 @@ use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
-use pyo3::exceptions::{PyTypeError, PySystemError};
+use pyo3::exceptions::{PySystemError, PyTypeError};
 use pyo3::ffi;
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
@@ -51,7 +51,9 @@ recorded: a call that raises records nothing.";
 static INTERNED_KEYWORDS: GILOnceCell<[Py<PyString>; 8]> = GILOnceCell::new();
 
 fn interned_keywords(py: Python<'_>) -> &[Py<PyString>; 8] {
-    INTERNED_KEYWORDS.get_or_init(py, || KEYWORDS.map(|name| PyString::intern(py, name).unbind()))
+    INTERNED_KEYWORDS.get_or_init(py, || {
+        KEYWORDS.map(|name| PyString::intern(py, name).unbind())
+    })
 }
 
 /// Index of the parameter called `name`: by identity first, then by value.
