@@ -39,6 +39,10 @@ pub fn write_value(out: &mut String, value: f64) {
         out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
         return;
     }
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        write_integral_value(out, value);
+        return;
+    }
     // Rust's `{:e}` gives the shortest digits that round-trip, as Python's repr does.
     let mut scientific = Digits {
         bytes: [0; 40],
@@ -91,6 +95,32 @@ pub fn write_value(out: &mut String, value: f64) {
     }
 }
 
+/// The common case of counts: an integral value below 1e15, printed without float formatting.
+fn write_integral_value(out: &mut String, value: f64) {
+    let integer = value as i64;
+    if integer == 0 && value.is_sign_negative() {
+        out.push_str("-0.0");
+    } else if integer >= 1_000_000 {
+        // Go's exponent form, as floatToGoString switches to it from 1e6 up.
+        let mut digits = Digits {
+            bytes: [0; 40],
+            len: 0,
+        };
+        write!(digits, "{integer}").expect("an i64 fits in 40 bytes");
+        let text = std::str::from_utf8(&digits.bytes[..digits.len]).unwrap_or("0");
+        let exponent = text.len() - 1;
+        let significant = text.trim_end_matches('0');
+        out.push_str(&significant[..1]);
+        if significant.len() > 1 {
+            out.push('.');
+            out.push_str(&significant[1..]);
+        }
+        let _ = write!(out, "e+{exponent:02}");
+    } else {
+        let _ = write!(out, "{integer}.0");
+    }
+}
+
 /// Appends a label value with `\`, newline and `"` escaped.
 pub fn write_label_value(out: &mut String, value: &str) {
     let mut start = 0;
@@ -121,34 +151,39 @@ fn write_help(out: &mut String, name: &str, suffix: &str, help: &str) {
     out.push('\n');
 }
 
-fn write_sample(
-    out: &mut String,
-    desc: &FamilyDesc,
-    suffix: &str,
-    le: Option<&str>,
-    labels: &[Box<str>],
-    value: f64,
-) {
-    out.push_str(desc.name);
-    out.push_str(suffix);
-    out.push('{');
-    let mut first = true;
-    if let Some(le) = le {
-        out.push_str("le=\"");
-        out.push_str(le);
-        out.push('"');
-        first = false;
-    }
-    for (name, label) in desc.label_names.iter().zip(labels) {
-        if !first {
+/// Appends `name="value",...` for the labels of one series.
+fn write_labels(out: &mut String, desc: &FamilyDesc, labels: &[Box<str>]) {
+    for (index, (name, label)) in desc.label_names.iter().zip(labels).enumerate() {
+        if index > 0 {
             out.push(',');
         }
-        first = false;
         out.push_str(name);
         out.push_str("=\"");
         write_label_value(out, label);
         out.push('"');
     }
+}
+
+fn write_sample(
+    out: &mut String,
+    desc: &FamilyDesc,
+    suffix: &str,
+    le: Option<&str>,
+    rendered_labels: &str,
+    value: f64,
+) {
+    out.push_str(desc.name);
+    out.push_str(suffix);
+    out.push('{');
+    if let Some(le) = le {
+        out.push_str("le=\"");
+        out.push_str(le);
+        out.push('"');
+        if !rendered_labels.is_empty() {
+            out.push(',');
+        }
+    }
+    out.push_str(rendered_labels);
     out.push_str("} ");
     write_value(out, value);
     out.push('\n');
@@ -159,6 +194,9 @@ fn write_sample(
 pub struct TextEncoder {
     out: String,
     created: String,
+    /// The escaped labels of the series being visited, rendered once for all its samples.
+    series_labels: String,
+    series: Option<*const Box<str>>,
 }
 
 impl SampleVisitor for TextEncoder {
@@ -184,15 +222,21 @@ impl SampleVisitor for TextEncoder {
         labels: &[Box<str>],
         value: f64,
     ) {
+        if self.series != Some(labels.as_ptr()) {
+            self.series = Some(labels.as_ptr());
+            self.series_labels.clear();
+            write_labels(&mut self.series_labels, desc, labels);
+        }
         let out = if suffix == "_created" {
             &mut self.created
         } else {
             &mut self.out
         };
-        write_sample(out, desc, suffix, le, labels, value);
+        write_sample(out, desc, suffix, le, &self.series_labels, value);
     }
 
     fn end_family(&mut self, desc: &FamilyDesc) {
+        self.series = None;
         if self.created.is_empty() {
             return;
         }
@@ -207,7 +251,7 @@ impl SampleVisitor for TextEncoder {
 pub fn render_text(store: &Store, include_created: bool) -> String {
     let mut encoder = TextEncoder {
         out: String::with_capacity(4096),
-        created: String::new(),
+        ..TextEncoder::default()
     };
     store.visit(include_created, &mut encoder);
     encoder.out
@@ -241,6 +285,10 @@ mod tests {
             (1000000.0, "1e+06"),
             (1234567.0, "1.234567e+06"),
             (1234567.25, "1.23456725e+06"),
+            (10000000.0, "1e+07"),
+            (120000000.0, "1.2e+08"),
+            (999999999999999.0, "9.99999999999999e+14"),
+            (123.0, "123.0"),
             (1e15, "1e+15"),
             (1e16, "1e+16"),
             (1.8446744073709552e19, "1.8446744073709552e+19"),
