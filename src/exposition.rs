@@ -152,7 +152,7 @@ fn write_help(out: &mut String, name: &str, suffix: &str, help: &str) {
 }
 
 /// Appends `name="value",...` for the labels of one series.
-fn write_labels(out: &mut String, desc: &FamilyDesc, labels: &[Box<str>]) {
+fn write_labels(out: &mut String, desc: &FamilyDesc, labels: &[&str]) {
     for (index, (name, label)) in desc.label_names.iter().zip(labels).enumerate() {
         if index > 0 {
             out.push(',');
@@ -196,7 +196,7 @@ pub struct TextEncoder {
     created: String,
     /// The escaped labels of the series being visited, rendered once for all its samples.
     series_labels: String,
-    series: Option<*const Box<str>>,
+    series: Option<usize>,
 }
 
 impl SampleVisitor for TextEncoder {
@@ -219,11 +219,12 @@ impl SampleVisitor for TextEncoder {
         desc: &FamilyDesc,
         suffix: &'static str,
         le: Option<&'static str>,
-        labels: &[Box<str>],
+        series: usize,
+        labels: &[&str],
         value: f64,
     ) {
-        if self.series != Some(labels.as_ptr()) {
-            self.series = Some(labels.as_ptr());
+        if self.series != Some(series) {
+            self.series = Some(series);
             self.series_labels.clear();
             write_labels(&mut self.series_labels, desc, labels);
         }

@@ -16,22 +16,60 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Mutex;
 
 use foldhash::fast::FixedState;
+use smallvec::SmallVec;
 
 const INITIAL_CAPACITY: usize = 16;
 const HASH_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// One label set and its series.
+///
+/// The label values share one allocation (`text`, split at `ends`): a label set
+/// costs a single small string on top of the entry itself.
 pub struct Entry<V> {
     hash: u64,
-    labels: Box<[Box<str>]>,
+    text: Box<str>,
+    ends: SmallVec<[u32; 4]>,
     /// The series stored under these labels.
     pub value: V,
 }
 
 impl<V> Entry<V> {
+    fn new(hash: u64, labels: &[&str], value: V) -> Self {
+        let mut text = String::with_capacity(labels.iter().map(|label| label.len()).sum());
+        let mut ends = SmallVec::new();
+        for label in labels {
+            text.push_str(label);
+            // Label values come from Python `str` objects, far below 4 GiB each.
+            ends.push(u32::try_from(text.len()).unwrap_or(u32::MAX));
+        }
+        Entry {
+            hash,
+            text: text.into_boxed_str(),
+            ends,
+            value,
+        }
+    }
+
     /// Label values in the order the map's key was declared.
-    pub fn label_values(&self) -> &[Box<str>] {
-        &self.labels
+    pub fn label_values(&self) -> impl Iterator<Item = &str> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(start, end)| &self.text[start as usize..end as usize])
+    }
+
+    /// The `index`-th label value.
+    pub fn label(&self, index: usize) -> &str {
+        let start = if index == 0 {
+            0
+        } else {
+            self.ends[index - 1] as usize
+        };
+        &self.text[start..self.ends[index] as usize]
+    }
+
+    fn has_labels(&self, labels: &[&str]) -> bool {
+        self.ends.len() == labels.len() && self.label_values().zip(labels).all(|(a, b)| a == *b)
     }
 }
 
@@ -110,15 +148,15 @@ impl<V> LabelMap<V> {
         }
     }
 
-    /// The value stored under `labels`, without taking a lock.
+    /// The entry stored under `labels`, without taking a lock.
     #[inline]
-    pub fn get(&self, labels: &[&str]) -> Option<&V> {
+    pub fn get(&self, labels: &[&str]) -> Option<&Entry<V>> {
         self.get_hashed(hash_labels(labels), labels)
     }
 
     /// Like [`LabelMap::get`] when the caller already has `hash_labels(labels)`.
     #[inline]
-    pub fn get_hashed(&self, hash: u64, labels: &[&str]) -> Option<&V> {
+    pub fn get_hashed(&self, hash: u64, labels: &[&str]) -> Option<&Entry<V>> {
         // SAFETY: the table pointer always refers to a table owned by `self`.
         let table = unsafe { &*self.current.load(Ordering::Acquire) };
         let mask = table.mask();
@@ -130,21 +168,18 @@ impl<V> LabelMap<V> {
             }
             // SAFETY: published entries live as long as `self`.
             let entry = unsafe { &*slot };
-            if entry.hash == hash
-                && entry.labels.len() == labels.len()
-                && entry.labels.iter().zip(labels).all(|(a, b)| **a == **b)
-            {
-                return Some(&entry.value);
+            if entry.hash == hash && entry.has_labels(labels) {
+                return Some(entry);
             }
             index = (index + 1) & mask;
         }
     }
 
-    /// The value under `labels`, inserting `make()` first if the labels are new.
+    /// The entry under `labels`, inserting `make()` first if the labels are new.
     ///
     /// Racing inserts of the same labels create one entry: the loser finds the
     /// winner's entry under the writer lock and `make` is not called.
-    pub fn get_or_insert_with(&self, labels: &[&str], make: impl FnOnce() -> V) -> &V {
+    pub fn get_or_insert_with(&self, labels: &[&str], make: impl FnOnce() -> V) -> &Entry<V> {
         let hash = hash_labels(labels);
         if let Some(value) = self.get_hashed(hash, labels) {
             return value;
@@ -156,14 +191,7 @@ impl<V> LabelMap<V> {
         if let Some(value) = self.get_hashed(hash, labels) {
             return value;
         }
-        let entry = NonNull::from(Box::leak(Box::new(Entry {
-            hash,
-            labels: labels
-                .iter()
-                .map(|label| Box::<str>::from(*label))
-                .collect(),
-            value: make(),
-        })));
+        let entry = NonNull::from(Box::leak(Box::new(Entry::new(hash, labels, make()))));
         state.entries.push(entry);
         // SAFETY: the current table is owned by `self` and only replaced under this lock.
         let table = unsafe { &*self.current.load(Ordering::Relaxed) };
@@ -179,7 +207,7 @@ impl<V> LabelMap<V> {
             table.place(entry);
         }
         // SAFETY: the entry was just published and lives as long as `self`.
-        &unsafe { &*entry.as_ptr() }.value
+        unsafe { &*entry.as_ptr() }
     }
 
     /// The entries in insertion order; the lock is held only while the pointers are copied.
@@ -241,16 +269,17 @@ mod tests {
     fn lookups_confirm_values_and_keep_insertion_order() {
         let map = LabelMap::new();
         assert!(map.get(&["a", "b"]).is_none());
-        assert_eq!(*map.get_or_insert_with(&["a", "b"], || 1), 1);
-        assert_eq!(*map.get_or_insert_with(&["a", "b"], || 2), 1);
-        assert_eq!(*map.get_or_insert_with(&["ab", ""], || 3), 3);
-        assert_eq!(map.get(&["a", "b"]), Some(&1));
-        assert_eq!(map.get(&["ab", ""]), Some(&3));
+        assert_eq!(map.get_or_insert_with(&["a", "b"], || 1).value, 1);
+        assert_eq!(map.get_or_insert_with(&["a", "b"], || 2).value, 1);
+        assert_eq!(map.get_or_insert_with(&["ab", ""], || 3).value, 3);
+        assert_eq!(map.get(&["a", "b"]).map(|e| e.value), Some(1));
+        assert_eq!(map.get(&["ab", ""]).map(|e| e.value), Some(3));
+        assert_eq!(map.get(&["ab", ""]).map(|e| e.label(1)), Some(""));
         assert!(map.get(&["a"]).is_none());
         let order: Vec<Vec<&str>> = map
             .snapshot()
             .iter()
-            .map(|e| e.label_values().iter().map(|l| &**l).collect())
+            .map(|e| e.label_values().collect())
             .collect();
         assert_eq!(order, vec![vec!["a", "b"], vec!["ab", ""]]);
     }
@@ -263,7 +292,7 @@ mod tests {
             map.get_or_insert_with(&[name.as_str()], || i);
         }
         for (i, name) in names.iter().enumerate() {
-            assert_eq!(map.get(&[name.as_str()]), Some(&i));
+            assert_eq!(map.get(&[name.as_str()]).map(|e| e.value), Some(i));
         }
         assert_eq!(map.len(), 5_000);
     }
@@ -293,7 +322,10 @@ mod tests {
         assert_eq!(made.load(Ordering::Relaxed), 500);
         assert_eq!(map.len(), 500);
         for i in 0..500 {
-            assert_eq!(map.get(&[format!("k{i}").as_str(), "x"]), Some(&i));
+            assert_eq!(
+                map.get(&[format!("k{i}").as_str(), "x"]).map(|e| e.value),
+                Some(i)
+            );
         }
     }
 }

@@ -14,7 +14,10 @@ use smallvec::SmallVec;
 
 use crate::exposition::render_text;
 use crate::pricing::{Price, PriceTable};
-use crate::store::{FamilyDesc, RequestLabels, RequestValues, SampleVisitor, Store, FAMILIES};
+use crate::store::{
+    CounterSeries, FamilyDesc, RequestEntry, RequestLabels, RequestValues, SampleVisitor, Store,
+    FAMILIES,
+};
 
 fn type_name(value: &Bound<'_, PyAny>) -> String {
     value
@@ -103,11 +106,24 @@ fn token_count(value: Option<&Bound<'_, PyAny>>, argument: &str) -> PyResult<u64
     })
 }
 
-/// Tool-call names of one request; most requests have none or a few, kept inline.
-type ToolNames<'py> = SmallVec<[Option<Bound<'py, PyString>>; 4]>;
+/// The tool-call series a request feeds, resolved as far as validation allows.
+enum ToolName<'py, 's> {
+    /// A missing, `None` or empty name.
+    Unknown,
+    /// A name whose series the identity cache already knew.
+    Cached(&'s CounterSeries),
+    /// A validated name seen for the first time through this object.
+    New(Bound<'py, PyString>),
+}
+
+/// Tool calls of one request; most requests have none or a few, kept inline.
+type ToolNames<'py, 's> = SmallVec<[ToolName<'py, 's>; 4]>;
 
 /// The name objects of the tool calls (`None` standing for `"unknown"`), all validated.
-fn tool_call_names<'py>(tool_calls: Option<&Bound<'py, PyAny>>) -> PyResult<ToolNames<'py>> {
+fn tool_call_names<'py, 's>(
+    tool_calls: Option<&Bound<'py, PyAny>>,
+    cache: &'s IdentityCache<CounterSeries, 1>,
+) -> PyResult<ToolNames<'py, 's>> {
     let mut names = ToolNames::new();
     let Some(tool_calls) = tool_calls.filter(|value| !value.is_none()) else {
         return Ok(names);
@@ -119,7 +135,7 @@ fn tool_call_names<'py>(tool_calls: Option<&Bound<'py, PyAny>>) -> PyResult<Tool
     }
     if let Ok(list) = tool_calls.downcast::<PyList>() {
         for (index, item) in list.iter().enumerate() {
-            names.push(tool_name(&item, index)?);
+            names.push(tool_name(&item, index, cache)?);
         }
         return Ok(names);
     }
@@ -130,33 +146,37 @@ fn tool_call_names<'py>(tool_calls: Option<&Bound<'py, PyAny>>) -> PyResult<Tool
         ))
     })?;
     for (index, item) in items.enumerate() {
-        names.push(tool_name(&item?, index)?);
+        names.push(tool_name(&item?, index, cache)?);
     }
     Ok(names)
 }
 
-/// The validated name of one tool call; `None` stands for `"unknown"`.
-fn tool_name<'py>(
+/// The validated name of one tool call.
+fn tool_name<'py, 's>(
     item: &Bound<'py, PyAny>,
     index: usize,
-) -> PyResult<Option<Bound<'py, PyString>>> {
+    cache: &'s IdentityCache<CounterSeries, 1>,
+) -> PyResult<ToolName<'py, 's>> {
     let py = item.py();
     let name = match item.getattr(intern!(py, "name")) {
         Ok(name) => name,
-        Err(error) if error.is_instance_of::<PyAttributeError>(py) => return Ok(None),
+        Err(error) if error.is_instance_of::<PyAttributeError>(py) => return Ok(ToolName::Unknown),
         Err(error) => return Err(error),
     };
+    if let Some(series) = cache.get(py, [&name]) {
+        return Ok(ToolName::Cached(series));
+    }
     if let Ok(text) = name.downcast::<PyString>() {
         if text.len()? == 0 {
-            return Ok(None);
+            return Ok(ToolName::Unknown);
         }
         label(&name, ToolCallName(index))?;
-        return Ok(Some(name.downcast_into::<PyString>()?));
+        return Ok(ToolName::New(name.downcast_into::<PyString>()?));
     }
     if name.is_none() || !name.is_truthy()? {
-        return Ok(None);
+        return Ok(ToolName::Unknown);
     }
-    label(&name, ToolCallName(index)).map(|_| None)
+    label(&name, ToolCallName(index)).map(|_| ToolName::Unknown)
 }
 
 /// The lock-free metric store behind `GatewayMetricsMiddleware`.
@@ -168,6 +188,11 @@ fn tool_name<'py>(
 )]
 pub struct PyMetricsStore {
     store: Store,
+    /// Request label objects (provider, model, operation, status) to their entry.
+    request_entries: IdentityCache<RequestEntry, 4>,
+    cache_hits: IdentityCache<CounterSeries, 1>,
+    cache_misses: IdentityCache<CounterSeries, 1>,
+    tool_calls: IdentityCache<CounterSeries, 1>,
 }
 
 #[pymethods]
@@ -191,20 +216,28 @@ impl PyMetricsStore {
         }));
         PyMetricsStore {
             store: Store::new(table),
+            request_entries: IdentityCache::new(),
+            cache_hits: IdentityCache::new(),
+            cache_misses: IdentityCache::new(),
+            tool_calls: IdentityCache::new(),
         }
     }
 
     /// Adds one cache hit of `cache_type` (`"exact"` or `"semantic"`).
     fn record_cache_hit(&self, cache_type: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.store
-            .record_cache_hit(label(cache_type, "cache_type")?);
+        let series = cached_series(&self.cache_hits, cache_type, |text| {
+            self.store.cache_hit_series(text)
+        })?;
+        series.value.inc();
         Ok(())
     }
 
     /// Adds one cache miss of `cache_type` (`"exact"` or `"semantic"`).
     fn record_cache_miss(&self, cache_type: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.store
-            .record_cache_miss(label(cache_type, "cache_type")?);
+        let series = cached_series(&self.cache_misses, cache_type, |text| {
+            self.store.cache_miss_series(text)
+        })?;
+        series.value.inc();
         Ok(())
     }
 
@@ -253,28 +286,72 @@ impl PyMetricsStore {
         output_tokens: Option<&Bound<'_, PyAny>>,
         tool_calls: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let labels = RequestLabels {
-            provider: label(provider, "provider")?,
-            model: label(model, "model")?,
-            operation: label(operation, "operation")?,
-            status: label(status, "status")?,
+        let py = provider.py();
+        let label_objects = [provider, model, operation, status];
+        // A cached entry, or the validated labels of one to look up once all is valid.
+        let resolved = match self.request_entries.get(py, label_objects) {
+            Some(entry) => Ok(entry),
+            None => Err(RequestLabels {
+                provider: label(provider, "provider")?,
+                model: label(model, "model")?,
+                operation: label(operation, "operation")?,
+                status: label(status, "status")?,
+            }),
         };
         let values = RequestValues {
             latency_s: latency_seconds(latency_s)?,
             input_tokens: token_count(input_tokens, "input_tokens")?,
             output_tokens: token_count(output_tokens, "output_tokens")?,
         };
-        let tool_names = tool_call_names(tool_calls)?;
-        self.store.record_request(&labels, &values);
+        let tool_names = tool_call_names(tool_calls, &self.tool_calls)?;
+        // Everything is valid: from here on the call records.
+        let entry = match resolved {
+            Ok(entry) => entry,
+            Err(labels) => {
+                let entry = self.store.request_entry(&labels);
+                // The labels were validated above, so each object is a `str`.
+                let strings = label_objects.map(|object| object.downcast::<PyString>());
+                if let [Ok(p), Ok(m), Ok(o), Ok(s)] = strings {
+                    // SAFETY: entries live as long as the store, which lives as long as the cache.
+                    unsafe { self.request_entries.insert(py, [p, m, o, s], entry) };
+                }
+                entry
+            }
+        };
+        self.store.record_request_on(entry, &values);
         for name in &tool_names {
-            let name = match name {
-                Some(name) => name.to_str()?,
-                None => "unknown",
+            let series = match name {
+                ToolName::Unknown => self.store.tool_call_series("unknown"),
+                ToolName::Cached(series) => series,
+                ToolName::New(name) => {
+                    let series = self.store.tool_call_series(name.to_str()?);
+                    // SAFETY: series live as long as the store, which lives as long as the cache.
+                    unsafe { self.tool_calls.insert(py, [name], series) };
+                    series
+                }
             };
-            self.store.record_tool_call(name);
+            series.value.inc();
         }
         Ok(())
     }
+}
+
+/// The series of a one-label family for `value`, through its identity cache.
+fn cached_series<'s>(
+    cache: &'s IdentityCache<CounterSeries, 1>,
+    value: &Bound<'_, PyAny>,
+    series_of: impl FnOnce(&str) -> &'s CounterSeries,
+) -> PyResult<&'s CounterSeries> {
+    let py = value.py();
+    if let Some(series) = cache.get(py, [value]) {
+        return Ok(series);
+    }
+    let series = series_of(label(value, "cache_type")?);
+    if let Ok(text) = value.downcast::<PyString>() {
+        // SAFETY: series live as long as the store, which lives as long as the cache.
+        unsafe { cache.insert(py, [text], series) };
+    }
+    Ok(series)
 }
 
 /// Turns visited samples into `prometheus_client` `Sample` tuples.
@@ -287,7 +364,7 @@ struct SampleBuilder<'py> {
     sample_names: Vec<(&'static str, Bound<'py, PyString>)>,
     label_names: Vec<Bound<'py, PyString>>,
     /// The label values of the series being visited, converted once for all its samples.
-    last_labels: Option<(*const Box<str>, Vec<Bound<'py, PyString>>)>,
+    last_labels: Option<(usize, Vec<Bound<'py, PyString>>)>,
     error: Option<PyErr>,
 }
 
@@ -306,14 +383,15 @@ impl<'py> SampleBuilder<'py> {
         desc: &FamilyDesc,
         suffix: &'static str,
         le: Option<&'static str>,
-        labels: &[Box<str>],
+        series: usize,
+        labels: &[&str],
         value: f64,
     ) -> PyResult<()> {
         let name = self.sample_name(desc, suffix);
-        let reuse = matches!(&self.last_labels, Some((ptr, _)) if *ptr == labels.as_ptr());
+        let reuse = matches!(&self.last_labels, Some((known, _)) if *known == series);
         if !reuse {
             let values = labels.iter().map(|v| PyString::new(self.py, v)).collect();
-            self.last_labels = Some((labels.as_ptr(), values));
+            self.last_labels = Some((series, values));
         }
         let dict = PyDict::new(self.py);
         if let Some(le) = le {
@@ -346,11 +424,12 @@ impl SampleVisitor for SampleBuilder<'_> {
         desc: &FamilyDesc,
         suffix: &'static str,
         le: Option<&'static str>,
-        labels: &[Box<str>],
+        series: usize,
+        labels: &[&str],
         value: f64,
     ) {
         if self.error.is_none() {
-            if let Err(error) = self.build(desc, suffix, le, labels, value) {
+            if let Err(error) = self.build(desc, suffix, le, series, labels, value) {
                 self.error = Some(error);
             }
         }
@@ -370,6 +449,9 @@ impl SampleVisitor for SampleBuilder<'_> {
 }
 
 mod fast_call;
+mod identity_cache;
+
+use identity_cache::IdentityCache;
 
 /// The gateway-metrics native core.
 #[pymodule]

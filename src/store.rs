@@ -1,16 +1,19 @@
 //! The gateway's seven metric families and what each recording call adds to them.
 //!
 //! One `record_request` makes a single lock-free lookup: the requests series,
-//! keyed by all four request labels, holds shared handles to the duration
-//! histogram and to the per-model state (price, token and cost series) it feeds,
-//! so the other families are only searched the first time a label set appears.
-//! Token and cost series are created on their first positive amount, exactly
-//! when the reference middleware would create them, so samples come out in the
-//! same order. Label values are stored, and declared, in the alphabetical order
-//! in which the exposition prints them.
+//! keyed by all four request labels, holds the model's price and direct
+//! references to the duration histogram and to the token and cost series it
+//! feeds, so the other families are only searched the first time a label set
+//! appears. Token and cost series are created on their first positive amount,
+//! exactly when the reference middleware would create them, so samples come out
+//! in the same order. Label values are stored, and declared, in the alphabetical
+//! order in which the exposition prints them.
 
-use std::sync::{Arc, OnceLock};
+use std::ptr::NonNull;
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use smallvec::SmallVec;
 
 use crate::counter::{Counter, FloatCounter};
 use crate::histogram::{Histogram, HistogramSnapshot, BUCKET_COUNT};
@@ -121,6 +124,32 @@ fn unix_now() -> f64 {
         .map_or(0.0, |elapsed| elapsed.as_secs_f64())
 }
 
+/// A reference from one series to another series of the same [`Store`].
+///
+/// Series live in insert-only [`LabelMap`]s that never move or free an entry
+/// before the map is dropped, and every map belongs to the same `Store` as the
+/// series holding the reference; references are only followed through `&Store`.
+/// Plain references would need a self-referential lifetime; this is that
+/// reference, minus the reference count an `Arc` would add to every label set.
+struct SeriesRef<T>(NonNull<T>);
+
+// SAFETY: the target is shared immutably (all mutation is through atomics) and
+// outlives every holder, as explained on the type.
+unsafe impl<T: Sync> Send for SeriesRef<T> {}
+unsafe impl<T: Sync> Sync for SeriesRef<T> {}
+
+impl<T> SeriesRef<T> {
+    fn new(target: &T) -> Self {
+        SeriesRef(NonNull::from(target))
+    }
+
+    #[inline]
+    fn get(&self) -> &T {
+        // SAFETY: see the type's documentation.
+        unsafe { self.0.as_ref() }
+    }
+}
+
 /// A counter series and the time it was created (its `_created` sample).
 #[derive(Debug)]
 pub struct CounterSeries {
@@ -157,20 +186,19 @@ pub struct HistogramSeries {
     pub created: f64,
 }
 
-/// State shared by every request of one provider and model.
-struct ModelState {
-    price: Option<Price>,
-    input_tokens: OnceLock<Arc<CounterSeries>>,
-    output_tokens: OnceLock<Arc<CounterSeries>>,
-    cost: OnceLock<Arc<CostSeries>>,
-}
-
-/// The requests counter of one label set and handles to every series it feeds.
+/// The requests counter of one label set, its model's price and the series it feeds.
 pub struct RequestSeries {
     requests: CounterSeries,
-    duration: Arc<HistogramSeries>,
-    model: Arc<ModelState>,
+    price: Option<Price>,
+    duration: SeriesRef<HistogramSeries>,
+    input_tokens: OnceLock<SeriesRef<CounterSeries>>,
+    output_tokens: OnceLock<SeriesRef<CounterSeries>>,
+    cost: OnceLock<SeriesRef<CostSeries>>,
 }
+
+/// The position of each request label in a requests entry (alphabetical order).
+const MODEL: usize = 0;
+const PROVIDER: usize = 2;
 
 /// Label values of one request; `&str` borrowed from the caller.
 #[derive(Debug, Clone, Copy)]
@@ -196,18 +224,23 @@ pub struct RequestValues {
     pub output_tokens: u64,
 }
 
+/// One label set of the requests family, as returned by [`Store::request_entry`].
+pub type RequestEntry = Entry<RequestSeries>;
+
 /// Receives the samples of a scrape, family by family.
 pub trait SampleVisitor {
     /// A family starts.
     fn family(&mut self, desc: &FamilyDesc);
     /// One sample of the current family. `suffix` completes the family name
-    /// (`_total`, `_bucket`, `_count`, `_sum`, `_created`); `le` is set for buckets.
+    /// (`_total`, `_bucket`, `_count`, `_sum`, `_created`); `le` is set for
+    /// buckets; `series` is the same for every sample of one series.
     fn sample(
         &mut self,
         desc: &FamilyDesc,
         suffix: &'static str,
         le: Option<&'static str>,
-        labels: &[Box<str>],
+        series: usize,
+        labels: &[&str],
         value: f64,
     );
     /// The current family ends.
@@ -220,13 +253,11 @@ pub struct Store {
     /// Keyed by model, operation, provider, status.
     requests: LabelMap<RequestSeries>,
     /// Keyed by model, operation, provider.
-    durations: LabelMap<Arc<HistogramSeries>>,
-    /// Keyed by model, provider.
-    models: LabelMap<Arc<ModelState>>,
+    durations: LabelMap<HistogramSeries>,
     /// Keyed by model, provider, token_type.
-    tokens: LabelMap<Arc<CounterSeries>>,
+    tokens: LabelMap<CounterSeries>,
     /// Keyed by model, provider.
-    costs: LabelMap<Arc<CostSeries>>,
+    costs: LabelMap<CostSeries>,
     cache_hits: LabelMap<CounterSeries>,
     cache_misses: LabelMap<CounterSeries>,
     tool_calls: LabelMap<CounterSeries>,
@@ -239,7 +270,6 @@ impl Store {
             prices,
             requests: LabelMap::new(),
             durations: LabelMap::new(),
-            models: LabelMap::new(),
             tokens: LabelMap::new(),
             costs: LabelMap::new(),
             cache_hits: LabelMap::new(),
@@ -248,9 +278,9 @@ impl Store {
         }
     }
 
-    /// The requests series of `labels`, created (with the series it feeds) on first use.
+    /// The requests entry of `labels`, created (with its histogram) on first use.
     #[inline]
-    fn request_series(&self, labels: &RequestLabels<'_>) -> &RequestSeries {
+    pub fn request_entry(&self, labels: &RequestLabels<'_>) -> &RequestEntry {
         let RequestLabels {
             provider,
             model,
@@ -259,30 +289,19 @@ impl Store {
         } = *labels;
         self.requests
             .get_or_insert_with(&[model, operation, provider, status], || {
-                let duration = self
-                    .durations
-                    .get_or_insert_with(&[model, operation, provider], || {
-                        Arc::new(HistogramSeries {
+                let duration =
+                    self.durations
+                        .get_or_insert_with(&[model, operation, provider], || HistogramSeries {
                             histogram: Histogram::default(),
                             created: unix_now(),
-                        })
-                    })
-                    .clone();
-                let model_state = self
-                    .models
-                    .get_or_insert_with(&[model, provider], || {
-                        Arc::new(ModelState {
-                            price: self.prices.get(model),
-                            input_tokens: OnceLock::new(),
-                            output_tokens: OnceLock::new(),
-                            cost: OnceLock::new(),
-                        })
-                    })
-                    .clone();
+                        });
                 RequestSeries {
                     requests: CounterSeries::new(),
-                    duration,
-                    model: model_state,
+                    price: self.prices.get(model),
+                    duration: SeriesRef::new(&duration.value),
+                    input_tokens: OnceLock::new(),
+                    output_tokens: OnceLock::new(),
+                    cost: OnceLock::new(),
                 }
             })
     }
@@ -293,35 +312,39 @@ impl Store {
     /// the caller has validated every name.
     #[inline]
     pub fn record_request(&self, labels: &RequestLabels<'_>, values: &RequestValues) {
-        let series = self.request_series(labels);
+        self.record_request_on(self.request_entry(labels), values);
+    }
+
+    /// Records one request on an entry obtained from [`Store::request_entry`] of this store.
+    #[inline]
+    pub fn record_request_on(&self, entry: &RequestEntry, values: &RequestValues) {
+        let series = &entry.value;
         series.requests.value.inc();
-        series.duration.histogram.observe(values.latency_s);
-        let model = &series.model;
+        series.duration.get().histogram.observe(values.latency_s);
         if values.input_tokens > 0 {
-            self.token_series(&model.input_tokens, labels, "input")
+            self.token_series(&series.input_tokens, entry, "input")
                 .value
                 .add(values.input_tokens);
         }
         if values.output_tokens > 0 {
-            self.token_series(&model.output_tokens, labels, "output")
+            self.token_series(&series.output_tokens, entry, "output")
                 .value
                 .add(values.output_tokens);
         }
-        if let Some(price) = model.price {
+        if let Some(price) = series.price {
             let cost = price.cost(values.input_tokens, values.output_tokens);
             if cost > 0.0 {
-                model
+                series
                     .cost
                     .get_or_init(|| {
-                        self.costs
-                            .get_or_insert_with(&[labels.model, labels.provider], || {
-                                Arc::new(CostSeries {
-                                    value: FloatCounter::default(),
-                                    created: unix_now(),
-                                })
-                            })
-                            .clone()
+                        let key = [entry.label(MODEL), entry.label(PROVIDER)];
+                        let created = self.costs.get_or_insert_with(&key, || CostSeries {
+                            value: FloatCounter::default(),
+                            created: unix_now(),
+                        });
+                        SeriesRef::new(&created.value)
                     })
+                    .get()
                     .value
                     .add(cost);
             }
@@ -330,44 +353,65 @@ impl Store {
 
     fn token_series<'s>(
         &'s self,
-        slot: &'s OnceLock<Arc<CounterSeries>>,
-        labels: &RequestLabels<'_>,
+        slot: &'s OnceLock<SeriesRef<CounterSeries>>,
+        entry: &RequestEntry,
         token_type: &str,
     ) -> &'s CounterSeries {
         slot.get_or_init(|| {
-            self.tokens
-                .get_or_insert_with(&[labels.model, labels.provider, token_type], || {
-                    Arc::new(CounterSeries::new())
-                })
-                .clone()
+            let key = [entry.label(MODEL), entry.label(PROVIDER), token_type];
+            SeriesRef::new(
+                &self
+                    .tokens
+                    .get_or_insert_with(&key, CounterSeries::new)
+                    .value,
+            )
         })
+        .get()
+    }
+
+    /// The tool-call series of `tool_name`, created on first use.
+    #[inline]
+    pub fn tool_call_series(&self, tool_name: &str) -> &CounterSeries {
+        &self
+            .tool_calls
+            .get_or_insert_with(&[tool_name], CounterSeries::new)
+            .value
     }
 
     /// Adds one tool call named `tool_name`.
     #[inline]
     pub fn record_tool_call(&self, tool_name: &str) {
-        self.tool_calls
-            .get_or_insert_with(&[tool_name], CounterSeries::new)
+        self.tool_call_series(tool_name).value.inc();
+    }
+
+    /// The cache-hit series of `cache_type`, created on first use.
+    #[inline]
+    pub fn cache_hit_series(&self, cache_type: &str) -> &CounterSeries {
+        &self
+            .cache_hits
+            .get_or_insert_with(&[cache_type], CounterSeries::new)
             .value
-            .inc();
+    }
+
+    /// The cache-miss series of `cache_type`, created on first use.
+    #[inline]
+    pub fn cache_miss_series(&self, cache_type: &str) -> &CounterSeries {
+        &self
+            .cache_misses
+            .get_or_insert_with(&[cache_type], CounterSeries::new)
+            .value
     }
 
     /// Adds one cache hit of `cache_type`.
     #[inline]
     pub fn record_cache_hit(&self, cache_type: &str) {
-        self.cache_hits
-            .get_or_insert_with(&[cache_type], CounterSeries::new)
-            .value
-            .inc();
+        self.cache_hit_series(cache_type).value.inc();
     }
 
     /// Adds one cache miss of `cache_type`.
     #[inline]
     pub fn record_cache_miss(&self, cache_type: &str) {
-        self.cache_misses
-            .get_or_insert_with(&[cache_type], CounterSeries::new)
-            .value
-            .inc();
+        self.cache_miss_series(cache_type).value.inc();
     }
 
     /// Number of distinct request label sets seen so far.
@@ -387,15 +431,25 @@ impl Store {
 
         visitor.family(&DURATION);
         for entry in self.durations.snapshot() {
-            let labels = entry.label_values();
+            let labels: SmallVec<[&str; 4]> = entry.label_values().collect();
+            let series = entry as *const _ as usize;
             let snapshot: HistogramSnapshot = entry.value.histogram.snapshot();
             for (bucket, le) in snapshot.cumulative.iter().zip(BUCKET_LABELS) {
-                visitor.sample(&DURATION, "_bucket", Some(le), labels, *bucket as f64);
+                visitor.sample(
+                    &DURATION,
+                    "_bucket",
+                    Some(le),
+                    series,
+                    &labels,
+                    *bucket as f64,
+                );
             }
-            visitor.sample(&DURATION, "_count", None, labels, snapshot.count() as f64);
-            visitor.sample(&DURATION, "_sum", None, labels, snapshot.sum);
+            let count = snapshot.count() as f64;
+            visitor.sample(&DURATION, "_count", None, series, &labels, count);
+            visitor.sample(&DURATION, "_sum", None, series, &labels, snapshot.sum);
             if include_created {
-                visitor.sample(&DURATION, "_created", None, labels, entry.value.created);
+                let created = entry.value.created;
+                visitor.sample(&DURATION, "_created", None, series, &labels, created);
             }
         }
         visitor.end_family(&DURATION);
@@ -440,10 +494,11 @@ fn visit_counters<V>(
     visitor.family(desc);
     for entry in entries {
         let (value, created) = read(&entry.value);
-        let labels = entry.label_values();
-        visitor.sample(desc, "_total", None, labels, value);
+        let labels: SmallVec<[&str; 4]> = entry.label_values().collect();
+        let series = *entry as *const _ as usize;
+        visitor.sample(desc, "_total", None, series, &labels, value);
         if include_created {
-            visitor.sample(desc, "_created", None, labels, created);
+            visitor.sample(desc, "_created", None, series, &labels, created);
         }
     }
     visitor.end_family(desc);
@@ -464,7 +519,8 @@ mod tests {
             desc: &FamilyDesc,
             suffix: &'static str,
             le: Option<&'static str>,
-            labels: &[Box<str>],
+            _series: usize,
+            labels: &[&str],
             value: f64,
         ) {
             let labels = labels.iter().map(|l| l.to_string()).collect();

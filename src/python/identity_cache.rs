@@ -1,0 +1,84 @@
+//! A small cache from the identity of label `str` objects to their series.
+//!
+//! Call sites pass the same `str` objects again and again: a kit's provider
+//! constant, its configured model name, literal operations and statuses. While
+//! the cache holds a strong reference to a `str`, no other object can live at
+//! its address, and a `str` never changes, so equal pointers prove equal text:
+//! a hit skips UTF-8 decoding, hashing and comparing the label values. The
+//! cache is guarded by the GIL rather than a lock (every caller holds the GIL).
+//! Entries are only ever replaced, never invalidated, because series are never
+//! removed from the store.
+
+use std::cell::RefCell;
+use std::ptr::NonNull;
+
+use pyo3::prelude::*;
+use pyo3::sync::GILProtected;
+use pyo3::types::PyString;
+
+/// Number of slots; a power of two. Enough for the label sets a process cycles
+/// through in a tight loop, small enough to stay in a few cache lines.
+const SLOTS: usize = 16;
+
+struct Slot<T, const N: usize> {
+    keys: [Py<PyString>; N],
+    value: NonNull<T>,
+}
+
+// SAFETY: `value` points to `Sync` data that outlives the cache (see `insert`);
+// the slot is only reached with the GIL held.
+unsafe impl<T: Sync, const N: usize> Send for Slot<T, N> {}
+
+/// Maps `N` label objects, by identity, to a `&T` in the store that owns the cache.
+pub(super) struct IdentityCache<T, const N: usize> {
+    slots: GILProtected<RefCell<[Option<Slot<T, N>>; SLOTS]>>,
+}
+
+fn slot_index(pointers: impl IntoIterator<Item = usize>) -> usize {
+    let mixed = pointers.into_iter().fold(0_u64, |hash, pointer| {
+        (hash ^ (pointer as u64 >> 4)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    });
+    (mixed >> (64 - SLOTS.trailing_zeros())) as usize
+}
+
+impl<T, const N: usize> IdentityCache<T, N> {
+    pub(super) fn new() -> Self {
+        IdentityCache {
+            slots: GILProtected::new(RefCell::new(std::array::from_fn(|_| None))),
+        }
+    }
+
+    /// The value cached for exactly these objects, if any.
+    #[inline]
+    pub(super) fn get<'a>(&'a self, py: Python<'_>, keys: [&Bound<'_, PyAny>; N]) -> Option<&'a T> {
+        let index = slot_index(keys.iter().map(|key| key.as_ptr() as usize));
+        let slots = self.slots.get(py).borrow();
+        let slot = slots[index].as_ref()?;
+        let same = slot
+            .keys
+            .iter()
+            .zip(keys)
+            .all(|(cached, key)| cached.as_ptr() == key.as_ptr());
+        // SAFETY: `insert`'s contract keeps the target alive as long as `self`.
+        if same {
+            Some(unsafe { slot.value.as_ref() })
+        } else {
+            None
+        }
+    }
+
+    /// Remembers `value` for these (validated) label objects.
+    ///
+    /// # Safety
+    /// `value` must stay valid, at the same address, for as long as `self` lives.
+    pub(super) unsafe fn insert(&self, py: Python<'_>, keys: [&Bound<'_, PyString>; N], value: &T) {
+        let index = slot_index(keys.iter().map(|key| key.as_ptr() as usize));
+        let slot = Slot {
+            keys: keys.map(|key| key.clone().unbind()),
+            value: NonNull::from(value),
+        };
+        // The replaced slot's `str` references are dropped after the borrow ends.
+        let replaced = self.slots.get(py).borrow_mut()[index].replace(slot);
+        drop(replaced);
+    }
+}
