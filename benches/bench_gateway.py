@@ -33,7 +33,12 @@ def requests_seen(middleware, model: str, provider: str = "openai") -> float:
 @pytest.mark.parametrize("contender", CONTENDERS)
 def test_record_request_fixed_labels_one_tool_call(measure, middlewares, contender):
     record = recorder(contender, middlewares, _bench.floor_record_request)
-    measure("record_request fixed + 1 tool", contender, _bench.fixed_request(record))
+    measure(
+        "record_request fixed + 1 tool",
+        contender,
+        _bench.fixed_request(record),
+        calls_per_round=_bench.CALLS_PER_ROUND,
+    )
     if contender != "floor":
         assert requests_seen(middlewares[contender], "gpt-4o") >= 1
 
@@ -42,7 +47,10 @@ def test_record_request_fixed_labels_one_tool_call(measure, middlewares, contend
 def test_record_request_four_models_in_turn(measure, middlewares, contender):
     record = recorder(contender, middlewares, _bench.floor_record_request)
     measure(
-        "record_request 4 models", contender, _bench.four_model_requests(record), calls_per_round=4
+        "record_request 4 models",
+        contender,
+        _bench.four_model_requests(record),
+        calls_per_round=_bench.CALLS_PER_ROUND,
     )
     if contender != "floor":
         assert requests_seen(middlewares[contender], "gemini-2.0-flash", "google") >= 1
@@ -55,7 +63,12 @@ def test_record_cache_hit(measure, middlewares, contender):
         if contender == "floor"
         else middlewares[contender].record_cache_hit
     )
-    measure("record_cache_hit", contender, lambda: hit("exact"))
+    measure(
+        "record_cache_hit",
+        contender,
+        _bench.cache_hits(hit),
+        calls_per_round=_bench.CALLS_PER_ROUND,
+    )
     if contender != "floor":
         registry = middlewares[contender]._registry
         hits = registry.get_sample_value("ractogateway_cache_hits_total", {"cache_type": "exact"})
@@ -65,7 +78,12 @@ def test_record_cache_hit(measure, middlewares, contender):
 @pytest.mark.parametrize("contender", ["reference", "ours"])
 def test_first_use_of_a_new_label_set(measure, contender):
     middleware = _bench.new_middleware(contender)
-    measure("new label set", contender, _bench.new_label_set_requests(middleware.record_request))
+    measure(
+        "new label set",
+        contender,
+        _bench.new_label_set_requests(middleware.record_request),
+        calls_per_round=_bench.CALLS_PER_ROUND,
+    )
     assert requests_seen(middleware, "model-0") == 1
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m gateway_metrics demo``."""
+"""Command line: ``python -m gateway_metrics demo`` and ``python -m gateway_metrics bench``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,15 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument(
         "--serve", action="store_true", help="keep the exporter up after the summary (Ctrl-C ends)"
     )
+    commands.add_parser(
+        "bench", help="compare the hot path and a scrape with the reference and the floor"
+    )
     args = parser.parse_args(argv)
+
+    if args.command == "bench":
+        from gateway_metrics._bench_report import print_comparison
+
+        return print_comparison()
 
     from gateway_metrics._demo import run_demo
 

@@ -74,85 +74,105 @@ def new_middleware(contender: str) -> Any:
     return reference(registry=CollectorRegistry())
 
 
-def fixed_request(record: Callable[..., Any]) -> Callable[[], Any]:
-    """One call with fixed labels, tokens and one tool call."""
-
-    def call() -> Any:
-        return record(
-            provider="openai",
-            model="gpt-4o",
-            operation="chat",
-            status="ok",
-            latency_s=0.42,
-            input_tokens=1200,
-            output_tokens=350,
-            tool_calls=ONE_TOOL_CALL,
-        )
-
-    return call
+#: Calls per timed round of the call workloads, so that the harness's own
+#: overhead per round is spread over many calls.
+CALLS_PER_ROUND = 48
+_ROUND = range(CALLS_PER_ROUND)
+_QUARTER_ROUND = range(CALLS_PER_ROUND // 4)
 
 
-def four_model_requests(record: Callable[..., Any]) -> Callable[[], Any]:
-    """Four calls, one per model in turn, without tool calls (timed as one round)."""
+def fixed_request(record: Callable[..., Any]) -> Callable[[], None]:
+    """A round of calls with fixed labels, tokens and one tool call."""
+
+    def calls() -> None:
+        for _ in _ROUND:
+            record(
+                provider="openai",
+                model="gpt-4o",
+                operation="chat",
+                status="ok",
+                latency_s=0.42,
+                input_tokens=1200,
+                output_tokens=350,
+                tool_calls=ONE_TOOL_CALL,
+            )
+
+    return calls
+
+
+def four_model_requests(record: Callable[..., Any]) -> Callable[[], None]:
+    """A round of calls cycling through four models, without tool calls."""
     a, b, c, d = FOUR_MODELS
 
-    def call() -> Any:
-        record(
-            provider="openai",
-            model=a,
-            operation="chat",
-            status="ok",
-            latency_s=0.42,
-            input_tokens=1200,
-            output_tokens=350,
-        )
-        record(
-            provider="anthropic",
-            model=b,
-            operation="chat",
-            status="ok",
-            latency_s=1.3,
-            input_tokens=900,
-            output_tokens=410,
-        )
-        record(
-            provider="google",
-            model=c,
-            operation="chat",
-            status="ok",
-            latency_s=0.21,
-            input_tokens=300,
-            output_tokens=80,
-        )
-        record(
-            provider="openai",
-            model=d,
-            operation="chat",
-            status="ok",
-            latency_s=0.09,
-            input_tokens=100,
-            output_tokens=20,
-        )
+    def calls() -> None:
+        for _ in _QUARTER_ROUND:
+            record(
+                provider="openai",
+                model=a,
+                operation="chat",
+                status="ok",
+                latency_s=0.42,
+                input_tokens=1200,
+                output_tokens=350,
+            )
+            record(
+                provider="anthropic",
+                model=b,
+                operation="chat",
+                status="ok",
+                latency_s=1.3,
+                input_tokens=900,
+                output_tokens=410,
+            )
+            record(
+                provider="google",
+                model=c,
+                operation="chat",
+                status="ok",
+                latency_s=0.21,
+                input_tokens=300,
+                output_tokens=80,
+            )
+            record(
+                provider="openai",
+                model=d,
+                operation="chat",
+                status="ok",
+                latency_s=0.09,
+                input_tokens=100,
+                output_tokens=20,
+            )
 
-    return call
+    return calls
 
 
-def new_label_set_requests(record: Callable[..., Any]) -> Callable[[], Any]:
-    """Each call uses a model never seen before: the cost of creating a label set."""
+def cache_hits(hit: Callable[[str], Any]) -> Callable[[], None]:
+    """A round of ``record_cache_hit("exact")`` calls."""
+
+    def calls() -> None:
+        for _ in _ROUND:
+            hit("exact")
+
+    return calls
+
+
+def new_label_set_requests(record: Callable[..., Any]) -> Callable[[], None]:
+    """A round of calls each with a model never seen before: the cost of a new label set."""
     names = (f"model-{i}" for i in itertools.count())
 
-    def call() -> Any:
-        return record(
-            provider="openai",
-            model=next(names),
-            operation="chat",
-            status="ok",
-            latency_s=0.42,
-            input_tokens=1200,
-            output_tokens=350,
-        )
+    def calls() -> None:
+        for name in itertools.islice(names, CALLS_PER_ROUND):
+            record(
+                provider="openai",
+                model=name,
+                operation="chat",
+                status="ok",
+                latency_s=0.42,
+                input_tokens=1200,
+                output_tokens=350,
+            )
 
-    return call
+    return calls
 
 
 def populate_for_scrape(middleware: Any, models: int = SCRAPE_MODELS) -> None:
@@ -190,14 +210,14 @@ def measure_rss_per_label_set(contender: str, label_sets: int = MEMORY_LABEL_SET
     """RSS growth per new label set, in bytes, inside this process."""
     middleware = new_middleware(contender)
     record = new_label_set_requests(middleware.record_request)
-    for _ in range(100):
-        record()
+    record()
     gc.collect()
     before = resident_bytes()
-    for _ in range(label_sets):
+    rounds = max(1, label_sets // CALLS_PER_ROUND)
+    for _ in range(rounds):
         record()
     gc.collect()
-    return (resident_bytes() - before) / label_sets
+    return (resident_bytes() - before) / (rounds * CALLS_PER_ROUND)
 
 
 def rss_per_label_set(contender: str, label_sets: int = MEMORY_LABEL_SETS) -> float:
@@ -212,12 +232,100 @@ def rss_per_label_set(contender: str, label_sets: int = MEMORY_LABEL_SETS) -> fl
     return float(result.stdout.strip())
 
 
-def best_seconds_per_call(
-    call: Callable[[], Any], *, calls_per_round: int = 1, budget_s: float = 0.4
+def median_seconds_per_call(
+    workload: Callable[[], Any], *, calls_per_round: int = CALLS_PER_ROUND, budget_s: float = 0.5
 ) -> float:
-    """The best of several timing rounds, in seconds per call (for the CLI table)."""
-    timer = timeit.Timer(call)
+    """The median of repeated timings of ``workload``, in seconds per call."""
+    timer = timeit.Timer(workload)
     number, elapsed = timer.autorange()
-    rounds = max(3, min(15, int(budget_s / max(elapsed, 1e-9))))
-    best = min(timer.repeat(repeat=rounds, number=number))
-    return best / number / calls_per_round
+    repeats = max(5, min(21, int(budget_s / max(elapsed, 1e-9))))
+    timings = sorted(timer.repeat(repeat=repeats, number=number))
+    return timings[len(timings) // 2] / number / calls_per_round
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One row of the comparison table; times in seconds per call, memory in bytes."""
+
+    group: str
+    ours: float
+    reference: float | None
+    floor: float | None
+    unit: str = "s"
+
+
+def compare(*, include_reference: bool = True) -> list[Comparison]:
+    """Measures every group for ``python -m gateway_metrics bench`` (well under a minute)."""
+    reference_available = include_reference and reference_middleware_class() is not None
+    contenders = ["ours", "reference"] if reference_available else ["ours"]
+    rows = []
+    call_groups: list[tuple[str, Callable[[Callable[..., Any]], Callable[[], None]], bool]] = [
+        ("record_request, fixed labels + 1 tool call", fixed_request, False),
+        ("record_request, 4 models in turn", four_model_requests, False),
+        ("record_cache_hit", cache_hits, True),
+    ]
+    for group, workload, one_argument in call_groups:
+        measured: dict[str, float] = {}
+        for contender in contenders:
+            middleware = new_middleware(contender)
+            target = middleware.record_cache_hit if one_argument else middleware.record_request
+            measured[contender] = median_seconds_per_call(workload(target))
+        floor = floor_one_argument if one_argument else floor_record_request
+        rows.append(
+            Comparison(
+                group,
+                measured["ours"],
+                measured.get("reference"),
+                median_seconds_per_call(workload(floor)),
+            )
+        )
+    new_sets = {
+        contender: median_seconds_per_call(
+            new_label_set_requests(new_middleware(contender).record_request), budget_s=0.2
+        )
+        for contender in contenders
+    }
+    rows.append(
+        Comparison(
+            "first use of a new label set", new_sets["ours"], new_sets.get("reference"), None
+        )
+    )
+    populated = {}
+    for contender in contenders:
+        populated[contender] = new_middleware(contender)
+        populate_for_scrape(populated[contender])
+    scrape = {
+        contender: median_seconds_per_call(
+            middleware.generate_latest, calls_per_round=1, budget_s=1.0
+        )
+        for contender, middleware in populated.items()
+    }
+    rows.append(
+        Comparison(
+            f"generate_latest(), {SCRAPE_MODELS:,} models",
+            scrape["ours"],
+            scrape.get("reference"),
+            None,
+        )
+    )
+    from prometheus_client import generate_latest
+
+    registry = populated["ours"]._registry
+    collector = median_seconds_per_call(
+        lambda: generate_latest(registry), calls_per_round=1, budget_s=1.0
+    )
+    rows.append(
+        Comparison(
+            "prometheus_client.generate_latest via the collector",
+            collector,
+            scrape.get("reference"),
+            None,
+        )
+    )
+    memory = {contender: rss_per_label_set(contender) for contender in contenders}
+    rows.append(
+        Comparison(
+            "resident memory per label set", memory["ours"], memory.get("reference"), None, unit="B"
+        )
+    )
+    return rows
