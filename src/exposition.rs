@@ -43,20 +43,30 @@ pub fn write_value(out: &mut String, value: f64) {
         write_integral_value(out, value);
         return;
     }
-    // Rust's `{:e}` gives the shortest digits that round-trip, as Python's repr does.
-    let mut scientific = Digits {
+    // Ryu gives the shortest digits that round-trip and, when two are equally
+    // close, the even one: the digits Python's `repr` chooses. (Rust's own `{:e}`
+    // rounds such ties up: 74576834028684.625 would end in 63 instead of 62.)
+    let mut shortest = ryu::Buffer::new();
+    let (negative, significant, exponent) = decompose(shortest.format_finite(value));
+    let mut digits = Digits {
         bytes: [0; 40],
         len: 0,
     };
-    write!(scientific, "{value:e}").expect("a finite f64 fits in 40 bytes");
-    let text = std::str::from_utf8(&scientific.bytes[..scientific.len]).unwrap_or("0e0");
-    let (mantissa, exponent) = text.split_once('e').unwrap_or((text, "0"));
-    let exponent: i32 = exponent.parse().unwrap_or(0);
-    let (negative, mantissa) = match mantissa.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, mantissa),
+    let _ = digits.write_str(significant.0);
+    let _ = digits.write_str(significant.1);
+    let all = std::str::from_utf8(&digits.bytes[..digits.len]).unwrap_or("0");
+    let all = all.trim_start_matches('0');
+    let skipped = significant.0.len() + significant.1.len() - all.len();
+    let all = match all.trim_end_matches('0') {
+        "" => "0",
+        trimmed => trimmed,
     };
-    let (lead, rest) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let exponent = if all == "0" {
+        0
+    } else {
+        exponent - skipped as i32
+    };
+    let (lead, rest) = all.split_at(1);
 
     if negative {
         out.push('-');
@@ -93,6 +103,22 @@ pub fn write_value(out: &mut String, value: f64) {
         out.push_str(lead);
         out.push_str(rest);
     }
+}
+
+/// Splits a Ryu rendering into its sign, the digits before and after the point,
+/// and the decimal exponent of the first of those digits.
+fn decompose(text: &str) -> (bool, (&str, &str), i32) {
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, shift) = match text.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i32>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    let (integer, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let exponent = integer.len() as i32 - 1 + shift;
+    (negative, (integer, fraction), exponent)
 }
 
 /// The common case of counts: an integral value below 1e15, printed without float formatting.
@@ -287,6 +313,11 @@ mod tests {
             (1234567.0, "1.234567e+06"),
             (1234567.25, "1.23456725e+06"),
             (10000000.0, "1e+07"),
+            (74576834028684.0 + 0.625, "7.457683402868462e+13"),
+            (2250993423003049.2, "2.2509934230030492e+15"),
+            (0.125, "0.125"),
+            (1.5e-7, "1.5e-07"),
+            (123456789012345680.0, "1.2345678901234568e+17"),
             (120000000.0, "1.2e+08"),
             (999999999999999.0, "9.99999999999999e+14"),
             (123.0, "123.0"),

@@ -223,24 +223,6 @@ impl PyMetricsStore {
         }
     }
 
-    /// Adds one cache hit of `cache_type` (`"exact"` or `"semantic"`).
-    fn record_cache_hit(&self, cache_type: &Bound<'_, PyAny>) -> PyResult<()> {
-        let series = cached_series(&self.cache_hits, cache_type, |text| {
-            self.store.cache_hit_series(text)
-        })?;
-        series.value.inc();
-        Ok(())
-    }
-
-    /// Adds one cache miss of `cache_type` (`"exact"` or `"semantic"`).
-    fn record_cache_miss(&self, cache_type: &Bound<'_, PyAny>) -> PyResult<()> {
-        let series = cached_series(&self.cache_misses, cache_type, |text| {
-            self.store.cache_miss_series(text)
-        })?;
-        series.value.inc();
-        Ok(())
-    }
-
     /// The text exposition (format 0.0.4) of every family, as UTF-8 bytes.
     fn _render_text<'py>(&self, py: Python<'py>, include_created: bool) -> Bound<'py, PyBytes> {
         let text = py.allow_threads(|| render_text(&self.store, include_created));
@@ -273,6 +255,24 @@ impl PyMetricsStore {
 }
 
 impl PyMetricsStore {
+    /// Adds one cache hit of `cache_type` (`"exact"` or `"semantic"`).
+    fn record_cache_hit(&self, cache_type: &Bound<'_, PyAny>) -> PyResult<()> {
+        let series = cached_series(&self.cache_hits, cache_type, |text| {
+            self.store.cache_hit_series(text)
+        })?;
+        series.value.inc();
+        Ok(())
+    }
+
+    /// Adds one cache miss of `cache_type` (`"exact"` or `"semantic"`).
+    fn record_cache_miss(&self, cache_type: &Bound<'_, PyAny>) -> PyResult<()> {
+        let series = cached_series(&self.cache_misses, cache_type, |text| {
+            self.store.cache_miss_series(text)
+        })?;
+        series.value.inc();
+        Ok(())
+    }
+
     /// Validates every argument of `record_request`, then records it.
     #[allow(clippy::too_many_arguments)]
     fn record_request(
@@ -457,7 +457,7 @@ use identity_cache::IdentityCache;
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<PyMetricsStore>()?;
-    fast_call::install_record_request(&module.py().get_type::<PyMetricsStore>())?;
+    fast_call::install_recording_methods(&module.py().get_type::<PyMetricsStore>())?;
     let families: Vec<(&str, &str, &str)> = FAMILIES
         .iter()
         .map(|desc| (desc.name, desc.help, desc.kind.type_name()))

@@ -8,6 +8,8 @@ from pathlib import Path
 import prometheus_client
 import pytest
 from gateway_metrics import GatewayMetricsMiddleware
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.openmetrics.parser import (
@@ -202,3 +204,31 @@ def test_registries_are_independent():
     assert (
         second.get_sample_value("ractogateway_cache_misses_total", {"cache_type": "exact"}) is None
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    latencies=st.lists(
+        st.one_of(
+            st.floats(min_value=0.0, allow_nan=False, allow_infinity=False),
+            st.integers(min_value=0, max_value=2**53).map(lambda n: n / 1024),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_every_float_prints_as_prometheus_client_prints_it(latencies):
+    from prometheus_client.utils import floatToGoString
+
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
+    for index, latency in enumerate(latencies):
+        metrics.record_request(
+            provider="p", model=f"m{index}", operation="o", status="s", latency_s=latency
+        )
+    text = metrics.generate_latest()
+    for index, latency in enumerate(latencies):
+        line = (
+            f'ractogateway_request_duration_seconds_sum{{model="m{index}",operation="o",'
+            f'provider="p"}} {floatToGoString(latency)}\n'
+        )
+        assert line in text

@@ -7,7 +7,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
-from support import ToolCall, parse
+from support import ToolCall, parse, sample_value
 
 GOOD = {
     "provider": "openai",
@@ -139,3 +139,31 @@ def test_int_like_token_counts_are_accepted(metrics, no_created):
     families = dict((f[0], f[3]) for f in parse(metrics.generate_latest()))
     tokens = {s[1]["token_type"]: s[2] for s in families["ractogateway_tokens"]}
     assert tokens == {"input": 7.0, "output": float(2**64 - 1)}
+
+
+def test_cache_methods_take_one_argument_by_position_or_keyword(metrics, no_created):
+    metrics.record_cache_hit("exact")
+    metrics.record_cache_hit(cache_type="exact")
+    metrics.record_cache_miss(cache_type="semantic")
+    before = metrics.generate_latest()
+    for call in (
+        lambda: metrics.record_cache_hit(),
+        lambda: metrics.record_cache_hit("a", "b"),
+        lambda: metrics.record_cache_hit("a", cache_type="b"),
+        lambda: metrics.record_cache_miss(kind="exact"),
+    ):
+        with pytest.raises(TypeError):
+            call()
+    assert metrics.generate_latest() == before
+    assert sample_value(before, "ractogateway_cache_hits_total", cache_type="exact") == 2.0
+    assert sample_value(before, "ractogateway_cache_misses_total", cache_type="semantic") == 1.0
+
+
+def test_signatures_are_introspectable(metrics):
+    import inspect
+
+    assert str(inspect.signature(metrics.record_request)) == (
+        "(*, provider, model, operation, status, latency_s, input_tokens=0, output_tokens=0, "
+        "tool_calls=None)"
+    )
+    assert str(inspect.signature(metrics.record_cache_hit)) == "(cache_type)"

@@ -1,12 +1,15 @@
-//! `record_request` as a raw `METH_FASTCALL | METH_KEYWORDS` method.
+//! The recording methods as raw CPython methods, installed on the class.
 //!
 //! Profiling showed PyO3's generic argument parser to be the largest single
 //! cost of a call: it decodes each keyword name to UTF-8 and compares it with
-//! every parameter name. Call sites pass keyword names as interned `str`
-//! objects, so here each name is first matched by pointer against our own
-//! interned copies (one compare in the usual order), with a string comparison
-//! only as the fallback. Everything after argument matching is the shared
-//! validation and recording code of [`PyMetricsStore::record_request`].
+//! every parameter name. `record_request` is a `METH_FASTCALL | METH_KEYWORDS`
+//! method instead: call sites pass keyword names as interned `str` objects, so
+//! each name is first matched by pointer against our own interned copies, with
+//! a string comparison only as the fallback. `record_cache_hit` and
+//! `record_cache_miss` use the same convention, which reads their one argument
+//! (positional, or the `cache_type` keyword) without building a tuple.
+//! Everything after argument matching is the shared validation and recording
+//! code of [`PyMetricsStore`].
 
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -34,9 +37,8 @@ const KEYWORDS: [&str; 8] = [
 ];
 const REQUIRED: usize = 5;
 
-const NAME: &CStr = c"record_request";
 /// `__text_signature__` (for `inspect.signature`) followed by the docstring.
-const DOC: &CStr = c"record_request($self, /, *, provider, model, operation, status, latency_s, input_tokens=0, output_tokens=0, tool_calls=None)
+const RECORD_REQUEST_DOC: &CStr = c"record_request($self, /, *, provider, model, operation, status, latency_s, input_tokens=0, output_tokens=0, tool_calls=None)
 --
 
 Records one completed LLM request.
@@ -47,6 +49,14 @@ ractogateway_tokens_total, the priced cost to ractogateway_cost_usd_total and
 1 per tool call (by its .name; \"unknown\" when missing or empty) to
 ractogateway_tool_calls_total. Every argument is validated before anything is
 recorded: a call that raises records nothing.";
+const RECORD_CACHE_HIT_DOC: &CStr = c"record_cache_hit($self, /, cache_type)
+--
+
+Adds one to ractogateway_cache_hits_total{cache_type} (\"exact\" or \"semantic\").";
+const RECORD_CACHE_MISS_DOC: &CStr = c"record_cache_miss($self, /, cache_type)
+--
+
+Adds one to ractogateway_cache_misses_total{cache_type} (\"exact\" or \"semantic\").";
 
 static INTERNED_KEYWORDS: GILOnceCell<[Py<PyString>; 8]> = GILOnceCell::new();
 
@@ -118,8 +128,7 @@ unsafe fn record_request_call(
         )));
     };
     let store = Bound::from_borrowed_ptr(py, slf);
-    let store = store.downcast::<PyMetricsStore>()?.get();
-    store.record_request(
+    store.downcast::<PyMetricsStore>()?.get().record_request(
         provider,
         model,
         operation,
@@ -131,26 +140,21 @@ unsafe fn record_request_call(
     )
 }
 
-/// The C entry point: turns errors and panics into a raised Python exception.
-unsafe extern "C" fn record_request_fastcall(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    let py = Python::assume_gil_acquired();
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        record_request_call(py, slf, args, nargs, kwnames)
-    }));
-    let error = match outcome {
-        Ok(Ok(())) => return ffi::Py_NewRef(ffi::Py_None()),
+/// Runs `call` for a C entry point: `None` on success, else the error (or the
+/// panic, as `PanicException`) raised in Python and a null return.
+fn trampoline(call: impl FnOnce(Python<'_>) -> PyResult<()>) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls methods with the GIL held.
+    let py = unsafe { Python::assume_gil_acquired() };
+    let error = match catch_unwind(AssertUnwindSafe(|| call(py))) {
+        // SAFETY: `Py_None` is immortal in spirit; returning a new reference to it.
+        Ok(Ok(())) => return unsafe { ffi::Py_NewRef(ffi::Py_None()) },
         Ok(Err(error)) => error,
         Err(payload) => {
             let message = payload
                 .downcast_ref::<&str>()
                 .map(|text| text.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic in record_request".to_owned());
+                .unwrap_or_else(|| "panic in gateway_metrics".to_owned());
             PanicException::new_err(message)
         }
     };
@@ -158,15 +162,93 @@ unsafe extern "C" fn record_request_fastcall(
     ptr::null_mut()
 }
 
-/// Adds `record_request` to the class as a method descriptor.
-pub(super) fn install_record_request(class: &Bound<'_, PyType>) -> PyResult<()> {
+unsafe extern "C" fn record_request_fastcall(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    trampoline(|py| record_request_call(py, slf, args, nargs, kwnames))
+}
+
+/// The `cache_type` argument of a cache method, given by position or keyword.
+///
+/// # Safety
+/// As for [`record_request_call`].
+unsafe fn cache_type_argument<'py>(
+    py: Python<'py>,
+    method: &str,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<Bound<'py, PyAny>> {
+    let keywords = if kwnames.is_null() {
+        0
+    } else {
+        ffi::PyTuple_GET_SIZE(kwnames)
+    };
+    if nargs + keywords != 1 {
+        return Err(PyTypeError::new_err(format!(
+            "{method}() takes exactly one argument (cache_type), {} given",
+            nargs + keywords
+        )));
+    }
+    if keywords == 1 {
+        let name = Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, 0));
+        if name.downcast::<PyString>()?.to_cow()? != "cache_type" {
+            return Err(PyTypeError::new_err(format!(
+                "{method}() got an unexpected keyword argument '{name}'"
+            )));
+        }
+    }
+    Ok(Bound::from_borrowed_ptr(py, *args))
+}
+
+unsafe extern "C" fn record_cache_hit_fastcall(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    trampoline(|py| {
+        let cache_type = cache_type_argument(py, "record_cache_hit", args, nargs, kwnames)?;
+        let store = Bound::from_borrowed_ptr(py, slf);
+        store
+            .downcast::<PyMetricsStore>()?
+            .get()
+            .record_cache_hit(&cache_type)
+    })
+}
+
+unsafe extern "C" fn record_cache_miss_fastcall(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    trampoline(|py| {
+        let cache_type = cache_type_argument(py, "record_cache_miss", args, nargs, kwnames)?;
+        let store = Bound::from_borrowed_ptr(py, slf);
+        store
+            .downcast::<PyMetricsStore>()?
+            .get()
+            .record_cache_miss(&cache_type)
+    })
+}
+
+/// Adds one raw method to the class as a method descriptor.
+fn install(
+    class: &Bound<'_, PyType>,
+    name: &'static CStr,
+    method: ffi::PyMethodDefPointer,
+    flags: std::os::raw::c_int,
+    doc: &'static CStr,
+) -> PyResult<()> {
     let definition = Box::leak(Box::new(ffi::PyMethodDef {
-        ml_name: NAME.as_ptr(),
-        ml_meth: ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: record_request_fastcall,
-        },
-        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-        ml_doc: DOC.as_ptr() as *const c_char,
+        ml_name: name.as_ptr(),
+        ml_meth: method,
+        ml_flags: flags,
+        ml_doc: doc.as_ptr() as *const c_char,
     }));
     let py = class.py();
     // SAFETY: the definition is leaked, so it outlives the descriptor.
@@ -178,5 +260,36 @@ pub(super) fn install_record_request(class: &Bound<'_, PyType>) -> PyResult<()> 
         }
         Bound::from_owned_ptr(py, raw)
     };
-    class.setattr("record_request", descriptor)
+    class.setattr(name.to_str()?, descriptor)
+}
+
+/// Adds `record_request`, `record_cache_hit` and `record_cache_miss` to the class.
+pub(super) fn install_recording_methods(class: &Bound<'_, PyType>) -> PyResult<()> {
+    install(
+        class,
+        c"record_request",
+        ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: record_request_fastcall,
+        },
+        ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        RECORD_REQUEST_DOC,
+    )?;
+    install(
+        class,
+        c"record_cache_hit",
+        ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: record_cache_hit_fastcall,
+        },
+        ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        RECORD_CACHE_HIT_DOC,
+    )?;
+    install(
+        class,
+        c"record_cache_miss",
+        ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: record_cache_miss_fastcall,
+        },
+        ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        RECORD_CACHE_MISS_DOC,
+    )
 }
