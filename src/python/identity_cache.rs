@@ -16,9 +16,9 @@ use pyo3::prelude::*;
 use pyo3::sync::GILProtected;
 use pyo3::types::PyString;
 
-/// Number of slots; a power of two. Enough for the label sets a process cycles
-/// through in a tight loop, small enough to stay in a few cache lines.
-const SLOTS: usize = 16;
+/// Number of slots; a power of two. A key may sit in its home slot or the next
+/// one, so a handful of label sets used in turn rarely evict each other.
+const SLOTS: usize = 64;
 
 struct Slot<T, const N: usize> {
     keys: [Py<PyString>; N],
@@ -51,20 +51,18 @@ impl<T, const N: usize> IdentityCache<T, N> {
     /// The value cached for exactly these objects, if any.
     #[inline]
     pub(super) fn get<'a>(&'a self, py: Python<'_>, keys: [&Bound<'_, PyAny>; N]) -> Option<&'a T> {
-        let index = slot_index(keys.iter().map(|key| key.as_ptr() as usize));
+        let home = slot_index(keys.iter().map(|key| key.as_ptr() as usize));
         let slots = self.slots.get(py).borrow();
-        let slot = slots[index].as_ref()?;
-        let same = slot
-            .keys
-            .iter()
-            .zip(keys)
-            .all(|(cached, key)| cached.as_ptr() == key.as_ptr());
-        // SAFETY: `insert`'s contract keeps the target alive as long as `self`.
-        if same {
-            Some(unsafe { slot.value.as_ref() })
-        } else {
-            None
-        }
+        [home, (home + 1) % SLOTS].into_iter().find_map(|index| {
+            let slot = slots[index].as_ref()?;
+            let same = slot
+                .keys
+                .iter()
+                .zip(keys)
+                .all(|(cached, key)| cached.as_ptr() == key.as_ptr());
+            // SAFETY: `insert`'s contract keeps the target alive as long as `self`.
+            same.then_some(unsafe { slot.value.as_ref() })
+        })
     }
 
     /// Remembers `value` for these (validated) label objects.
@@ -72,13 +70,21 @@ impl<T, const N: usize> IdentityCache<T, N> {
     /// # Safety
     /// `value` must stay valid, at the same address, for as long as `self` lives.
     pub(super) unsafe fn insert(&self, py: Python<'_>, keys: [&Bound<'_, PyString>; N], value: &T) {
-        let index = slot_index(keys.iter().map(|key| key.as_ptr() as usize));
+        let home = slot_index(keys.iter().map(|key| key.as_ptr() as usize));
         let slot = Slot {
             keys: keys.map(|key| key.clone().unbind()),
             value: NonNull::from(value),
         };
-        // The replaced slot's `str` references are dropped after the borrow ends.
-        let replaced = self.slots.get(py).borrow_mut()[index].replace(slot);
+        let mut slots = self.slots.get(py).borrow_mut();
+        // The home slot when free, else the next one (evicting its occupant).
+        let index = if slots[home].is_none() {
+            home
+        } else {
+            (home + 1) % SLOTS
+        };
+        let replaced = slots[index].replace(slot);
+        drop(slots);
+        // The evicted `str` references are released after the borrow ends.
         drop(replaced);
     }
 }
