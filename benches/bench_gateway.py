@@ -117,6 +117,15 @@ def test_prometheus_client_renders_the_collector(measure, populated):
     assert body.decode() == populated["ours"].generate_latest()
 
 
+def test_prometheus_client_formatting_alone(measure, populated):
+    body = measure(
+        "generate_latest 2500 models",
+        "prometheus_client formatting alone",
+        _bench.formatting_only(populated["ours"]),
+    )
+    assert body.decode() == populated["ours"].generate_latest()
+
+
 @pytest.mark.parametrize("contender", ["reference", "ours"])
 def test_resident_memory_per_label_set(benchmark, contender):
     benchmark.group = "memory per label set (bytes)"
