@@ -49,7 +49,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
     groups = list(dict.fromkeys(group for group, _ in TIMINGS))
     if groups:
         write(
-            f"{'group':<34}{'ours':>12}{'reference':>12}{'floor':>10}{'x floor':>9}{'x faster':>10}"
+            f"{'group':<62}{'ours':>12}{'reference':>12}{'floor':>10}{'x floor':>9}{'x faster':>10}"
         )
     for group in groups:
         for contender in [c for g, c in TIMINGS if g == group and c not in ("reference", "floor")]:
@@ -58,7 +58,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
             floor = TIMINGS.get((group, "floor"))
             label = group if contender == "ours" else f"{group} [{contender}]"
             write(
-                f"{label:<34}{ours * 1e6:>10.3f}us"
+                f"{label:<62}{ours * 1e6:>10.3f}us"
                 + (f"{reference * 1e6:>10.1f}us" if reference else f"{'-':>12}")
                 + (f"{floor * 1e6:>8.3f}us" if floor else f"{'-':>10}")
                 + (f"{ours / floor:>9.2f}" if floor else f"{'-':>9}")
