@@ -10,6 +10,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
+use std::fmt::Display;
+
 use smallvec::SmallVec;
 
 use crate::exposition::render_text;
@@ -27,16 +29,24 @@ fn type_name(value: &Bound<'_, PyAny>) -> String {
 }
 
 /// Borrows the UTF-8 text of a label value, or explains which argument is wrong.
-/// The argument named in errors about a tool call's name, formatted only on error.
-struct ToolCallName(usize);
+/// The argument named in errors about a tool call's name (`tool_calls[i].name`, or
+/// `tool_calls[row][i].name` in a batch), formatted only on error.
+#[derive(Clone, Copy)]
+struct ToolCallName {
+    row: Option<usize>,
+    index: usize,
+}
 
-impl std::fmt::Display for ToolCallName {
+impl Display for ToolCallName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "tool_calls[{}].name", self.0)
+        match self.row {
+            Some(row) => write!(f, "tool_calls[{row}][{}].name", self.index),
+            None => write!(f, "tool_calls[{}].name", self.index),
+        }
     }
 }
 
-fn label<'a>(value: &'a Bound<'_, PyAny>, argument: impl std::fmt::Display) -> PyResult<&'a str> {
+fn label<'a>(value: &'a Bound<'_, PyAny>, argument: impl Display) -> PyResult<&'a str> {
     let text = value.downcast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!("{argument} must be str, not {}", type_name(value)))
     })?;
@@ -48,34 +58,41 @@ fn label<'a>(value: &'a Bound<'_, PyAny>, argument: impl std::fmt::Display) -> P
     })
 }
 
-fn latency_seconds(value: &Bound<'_, PyAny>) -> PyResult<f64> {
+fn latency_seconds(value: &Bound<'_, PyAny>, argument: impl Display + Copy) -> PyResult<f64> {
     let seconds = if let Ok(float) = value.downcast_exact::<PyFloat>() {
         float.value()
     } else if value.is_instance_of::<PyString>() || value.is_instance_of::<PyBytes>() {
         return Err(PyTypeError::new_err(format!(
-            "latency_s must be a real number, not {}",
+            "{argument} must be a real number, not {}",
             type_name(value)
         )));
     } else {
         value.extract::<f64>().map_err(|error| {
             if error.is_instance_of::<PyOverflowError>(value.py()) {
-                PyValueError::new_err("latency_s must be finite, got an int too large for a float")
+                PyValueError::new_err(format!(
+                    "{argument} must be finite, got an int too large for a float"
+                ))
             } else {
                 PyTypeError::new_err(format!(
-                    "latency_s must be a real number, not {}",
+                    "{argument} must be a real number, not {}",
                     type_name(value)
                 ))
             }
         })?
     };
+    checked_latency(seconds, argument)
+}
+
+/// `seconds` if it is a usable latency: finite and not negative.
+fn checked_latency(seconds: f64, argument: impl Display) -> PyResult<f64> {
     if seconds.is_nan() || seconds.is_infinite() {
         return Err(PyValueError::new_err(format!(
-            "latency_s must be finite, got {seconds}"
+            "{argument} must be finite, got {seconds}"
         )));
     }
     if seconds < 0.0 {
         return Err(PyValueError::new_err(format!(
-            "latency_s must not be negative, got {seconds}"
+            "{argument} must not be negative, got {seconds}"
         )));
     }
     Ok(seconds)
@@ -83,9 +100,14 @@ fn latency_seconds(value: &Bound<'_, PyAny>) -> PyResult<f64> {
 
 /// A token count; `None` means the keyword was not passed (an explicit `None` is an error).
 fn token_count(value: Option<&Bound<'_, PyAny>>, argument: &str) -> PyResult<u64> {
-    let Some(value) = value else {
-        return Ok(0);
-    };
+    match value {
+        Some(value) => token_value(value, argument),
+        None => Ok(0),
+    }
+}
+
+/// A token count given as a Python object: an `int` from 0 to 2**64-1.
+fn token_value(value: &Bound<'_, PyAny>, argument: impl Display) -> PyResult<u64> {
     if !value.is_instance_of::<PyInt>() && value.is_instance_of::<PyFloat>() {
         return Err(PyTypeError::new_err(format!(
             "{argument} must be an int, not {}",
@@ -120,33 +142,39 @@ enum ToolName<'py, 's> {
 type ToolNames<'py, 's> = SmallVec<[ToolName<'py, 's>; 4]>;
 
 /// The name objects of the tool calls (`None` standing for `"unknown"`), all validated.
+///
+/// `row` is set for a row of a batch, for error messages.
 fn tool_call_names<'py, 's>(
     tool_calls: Option<&Bound<'py, PyAny>>,
+    row: Option<usize>,
     cache: &'s IdentityCache<CounterSeries, 1>,
 ) -> PyResult<ToolNames<'py, 's>> {
     let mut names = ToolNames::new();
     let Some(tool_calls) = tool_calls.filter(|value| !value.is_none()) else {
         return Ok(names);
     };
+    let not_iterable = || {
+        let argument = row.map_or_else(
+            || "tool_calls".to_owned(),
+            |row| format!("tool_calls[{row}]"),
+        );
+        PyTypeError::new_err(format!(
+            "{argument} must be None or an iterable of tool calls, not {}",
+            type_name(tool_calls)
+        ))
+    };
     if tool_calls.is_instance_of::<PyString>() {
-        return Err(PyTypeError::new_err(
-            "tool_calls must be None or an iterable of tool calls, not str",
-        ));
+        return Err(not_iterable());
     }
     if let Ok(list) = tool_calls.downcast::<PyList>() {
         for (index, item) in list.iter().enumerate() {
-            names.push(tool_name(&item, index, cache)?);
+            names.push(tool_name(&item, ToolCallName { row, index }, cache)?);
         }
         return Ok(names);
     }
-    let items = tool_calls.try_iter().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "tool_calls must be None or an iterable of tool calls, not {}",
-            type_name(tool_calls)
-        ))
-    })?;
+    let items = tool_calls.try_iter().map_err(|_| not_iterable())?;
     for (index, item) in items.enumerate() {
-        names.push(tool_name(&item?, index, cache)?);
+        names.push(tool_name(&item?, ToolCallName { row, index }, cache)?);
     }
     Ok(names)
 }
@@ -154,7 +182,7 @@ fn tool_call_names<'py, 's>(
 /// The validated name of one tool call.
 fn tool_name<'py, 's>(
     item: &Bound<'py, PyAny>,
-    index: usize,
+    argument: ToolCallName,
     cache: &'s IdentityCache<CounterSeries, 1>,
 ) -> PyResult<ToolName<'py, 's>> {
     let py = item.py();
@@ -170,13 +198,13 @@ fn tool_name<'py, 's>(
         if text.len()? == 0 {
             return Ok(ToolName::Unknown);
         }
-        label(&name, ToolCallName(index))?;
+        label(&name, argument)?;
         return Ok(ToolName::New(name.downcast_into::<PyString>()?));
     }
     if name.is_none() || !name.is_truthy()? {
         return Ok(ToolName::Unknown);
     }
-    label(&name, ToolCallName(index)).map(|_| ToolName::Unknown)
+    label(&name, argument).map(|_| ToolName::Unknown)
 }
 
 /// The lock-free metric store behind `GatewayMetricsMiddleware`.
@@ -223,6 +251,33 @@ impl PyMetricsStore {
         }
     }
 
+    /// Records `n` requests given as columns; returns `n`.
+    #[pyo3(signature = (
+        *, provider, model, operation, status, latency_s,
+        input_tokens = None, output_tokens = None, tool_calls = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn record_batch(
+        &self,
+        provider: &Bound<'_, PyAny>,
+        model: &Bound<'_, PyAny>,
+        operation: &Bound<'_, PyAny>,
+        status: &Bound<'_, PyAny>,
+        latency_s: &Bound<'_, PyAny>,
+        input_tokens: Option<&Bound<'_, PyAny>>,
+        output_tokens: Option<&Bound<'_, PyAny>>,
+        tool_calls: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let columns = batch::Columns {
+            labels: [provider, model, operation, status],
+            latency_s,
+            input_tokens,
+            output_tokens,
+            tool_calls,
+        };
+        self.record_columns(&columns)
+    }
+
     /// The text exposition (format 0.0.4) of every family, as UTF-8 bytes.
     fn _render_text<'py>(&self, py: Python<'py>, include_created: bool) -> Bound<'py, PyBytes> {
         let text = py.allow_threads(|| render_text(&self.store, include_created));
@@ -255,6 +310,24 @@ impl PyMetricsStore {
 }
 
 impl PyMetricsStore {
+    /// Adds one to the series of each (validated) tool call.
+    fn record_tool_calls(&self, py: Python<'_>, tool_names: &ToolNames<'_, '_>) -> PyResult<()> {
+        for name in tool_names {
+            let series = match name {
+                ToolName::Unknown => self.store.tool_call_series("unknown"),
+                ToolName::Cached(series) => series,
+                ToolName::New(name) => {
+                    let series = self.store.tool_call_series(name.to_str()?);
+                    // SAFETY: series live as long as the store, which lives as long as the cache.
+                    unsafe { self.tool_calls.insert(py, [name], series) };
+                    series
+                }
+            };
+            series.value.inc();
+        }
+        Ok(())
+    }
+
     /// Adds one cache hit of `cache_type` (`"exact"` or `"semantic"`).
     fn record_cache_hit(&self, cache_type: &Bound<'_, PyAny>) -> PyResult<()> {
         let series = cached_series(&self.cache_hits, cache_type, |text| {
@@ -273,6 +346,51 @@ impl PyMetricsStore {
         Ok(())
     }
 
+    /// The cached entry of these label objects, or their validated text (to look
+    /// up once the whole call is known to be valid). `row` names a batch row in errors.
+    fn resolve_labels<'s, 'a>(
+        &'s self,
+        py: Python<'_>,
+        [provider, model, operation, status]: [&'a Bound<'_, PyAny>; 4],
+        row: Option<usize>,
+    ) -> PyResult<Resolved<'s, 'a>> {
+        if let Some(entry) = self
+            .request_entries
+            .get(py, [provider, model, operation, status])
+        {
+            return Ok(Resolved::Cached(entry));
+        }
+        let argument = |name| ColumnArgument { name, row };
+        Ok(Resolved::Labels(RequestLabels {
+            provider: label(provider, argument("provider"))?,
+            model: label(model, argument("model"))?,
+            operation: label(operation, argument("operation"))?,
+            status: label(status, argument("status"))?,
+        }))
+    }
+
+    /// The entry of resolved labels, created and cached on first use.
+    fn request_entry<'s>(
+        &'s self,
+        py: Python<'_>,
+        resolved: Resolved<'s, '_>,
+        label_objects: [&Bound<'_, PyAny>; 4],
+    ) -> &'s RequestEntry {
+        match resolved {
+            Resolved::Cached(entry) => entry,
+            Resolved::Labels(labels) => {
+                let entry = self.store.request_entry(&labels);
+                // The labels were validated, so each object is a `str`.
+                let strings = label_objects.map(|object| object.downcast::<PyString>());
+                if let [Ok(p), Ok(m), Ok(o), Ok(s)] = strings {
+                    // SAFETY: entries live as long as the store, which lives as long as the cache.
+                    unsafe { self.request_entries.insert(py, [p, m, o, s], entry) };
+                }
+                entry
+            }
+        }
+    }
+
     /// Validates every argument of `record_request`, then records it.
     #[allow(clippy::too_many_arguments)]
     fn record_request(
@@ -288,51 +406,40 @@ impl PyMetricsStore {
     ) -> PyResult<()> {
         let py = provider.py();
         let label_objects = [provider, model, operation, status];
-        // A cached entry, or the validated labels of one to look up once all is valid.
-        let resolved = match self.request_entries.get(py, label_objects) {
-            Some(entry) => Ok(entry),
-            None => Err(RequestLabels {
-                provider: label(provider, "provider")?,
-                model: label(model, "model")?,
-                operation: label(operation, "operation")?,
-                status: label(status, "status")?,
-            }),
-        };
+        let resolved = self.resolve_labels(py, label_objects, None)?;
         let values = RequestValues {
-            latency_s: latency_seconds(latency_s)?,
+            latency_s: latency_seconds(latency_s, "latency_s")?,
             input_tokens: token_count(input_tokens, "input_tokens")?,
             output_tokens: token_count(output_tokens, "output_tokens")?,
         };
-        let tool_names = tool_call_names(tool_calls, &self.tool_calls)?;
+        let tool_names = tool_call_names(tool_calls, None, &self.tool_calls)?;
         // Everything is valid: from here on the call records.
-        let entry = match resolved {
-            Ok(entry) => entry,
-            Err(labels) => {
-                let entry = self.store.request_entry(&labels);
-                // The labels were validated above, so each object is a `str`.
-                let strings = label_objects.map(|object| object.downcast::<PyString>());
-                if let [Ok(p), Ok(m), Ok(o), Ok(s)] = strings {
-                    // SAFETY: entries live as long as the store, which lives as long as the cache.
-                    unsafe { self.request_entries.insert(py, [p, m, o, s], entry) };
-                }
-                entry
-            }
-        };
+        let entry = self.request_entry(py, resolved, label_objects);
         self.store.record_request_on(entry, &values);
-        for name in &tool_names {
-            let series = match name {
-                ToolName::Unknown => self.store.tool_call_series("unknown"),
-                ToolName::Cached(series) => series,
-                ToolName::New(name) => {
-                    let series = self.store.tool_call_series(name.to_str()?);
-                    // SAFETY: series live as long as the store, which lives as long as the cache.
-                    unsafe { self.tool_calls.insert(py, [name], series) };
-                    series
-                }
-            };
-            series.value.inc();
-        }
+        self.record_tool_calls(py, &tool_names)?;
         Ok(())
+    }
+}
+
+/// Request labels resolved by identity, or validated text still to be looked up.
+enum Resolved<'s, 'a> {
+    Cached(&'s RequestEntry),
+    Labels(RequestLabels<'a>),
+}
+
+/// An argument, or one row of a column argument, as named in error messages.
+#[derive(Clone, Copy)]
+struct ColumnArgument {
+    name: &'static str,
+    row: Option<usize>,
+}
+
+impl Display for ColumnArgument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.row {
+            Some(row) => write!(f, "{}[{row}]", self.name),
+            None => f.write_str(self.name),
+        }
     }
 }
 
@@ -448,6 +555,7 @@ impl SampleVisitor for SampleBuilder<'_> {
     }
 }
 
+mod batch;
 mod fast_call;
 mod identity_cache;
 

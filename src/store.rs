@@ -9,6 +9,7 @@
 //! in the same order. Label values are stored, and declared, in the alphabetical
 //! order in which the exposition prints them.
 
+use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use smallvec::SmallVec;
 
 use crate::counter::{Counter, FloatCounter};
-use crate::histogram::{Histogram, HistogramSnapshot, BUCKET_COUNT};
+use crate::histogram::{bucket_index, Histogram, HistogramSnapshot, BUCKET_COUNT};
 use crate::label_map::{Entry, LabelMap};
 use crate::pricing::{Price, PriceTable};
 
@@ -334,21 +335,25 @@ impl Store {
         if let Some(price) = series.price {
             let cost = price.cost(values.input_tokens, values.output_tokens);
             if cost > 0.0 {
-                series
-                    .cost
-                    .get_or_init(|| {
-                        let key = [entry.label(MODEL), entry.label(PROVIDER)];
-                        let created = self.costs.get_or_insert_with(&key, || CostSeries {
-                            value: FloatCounter::default(),
-                            created: unix_now(),
-                        });
-                        SeriesRef::new(&created.value)
-                    })
-                    .get()
-                    .value
-                    .add(cost);
+                self.cost_series(&series.cost, entry).value.add(cost);
             }
         }
+    }
+
+    fn cost_series<'s>(
+        &'s self,
+        slot: &'s OnceLock<SeriesRef<CostSeries>>,
+        entry: &RequestEntry,
+    ) -> &'s CostSeries {
+        slot.get_or_init(|| {
+            let key = [entry.label(MODEL), entry.label(PROVIDER)];
+            let created = self.costs.get_or_insert_with(&key, || CostSeries {
+                value: FloatCounter::default(),
+                created: unix_now(),
+            });
+            SeriesRef::new(&created.value)
+        })
+        .get()
     }
 
     fn token_series<'s>(
@@ -400,6 +405,15 @@ impl Store {
             .cache_misses
             .get_or_insert_with(&[cache_type], CounterSeries::new)
             .value
+    }
+
+    /// Starts a batch of requests to be recorded together (see [`Batch`]).
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            store: self,
+            totals: Vec::new(),
+            index: HashMap::default(),
+        }
     }
 
     /// Adds one cache hit of `cache_type`.
@@ -480,6 +494,114 @@ impl Store {
                 include_created,
                 visitor,
             );
+        }
+    }
+}
+
+/// What the rows of one batch add to one requests entry.
+struct EntryTotals<'s> {
+    entry: &'s RequestEntry,
+    requests: u64,
+    buckets: [u64; BUCKET_COUNT],
+    latency_sum: f64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost: f64,
+}
+
+/// Many requests recorded as one: totals per label set, applied once at the end.
+///
+/// The result equals one `record_request_on` per row, in row order: the same
+/// counts, and sums equal up to the order of float additions. Series that a row
+/// creates (token and cost series) are created while the rows are added, so
+/// they appear in the exposition in the same order as with single calls.
+pub struct Batch<'s> {
+    store: &'s Store,
+    totals: Vec<EntryTotals<'s>>,
+    index: HashMap<usize, usize, foldhash::fast::RandomState>,
+}
+
+impl<'s> Batch<'s> {
+    /// The position of `entry` (an entry of this batch's store) in the batch.
+    pub fn slot(&mut self, entry: &'s RequestEntry) -> usize {
+        let next = self.totals.len();
+        let slot = *self
+            .index
+            .entry(entry as *const RequestEntry as usize)
+            .or_insert(next);
+        if slot == next {
+            self.totals.push(EntryTotals {
+                entry,
+                requests: 0,
+                buckets: [0; BUCKET_COUNT],
+                latency_sum: 0.0,
+                input_tokens: 0,
+                output_tokens: 0,
+                cost: 0.0,
+            });
+        }
+        slot
+    }
+
+    /// Adds one row for `entry`, an entry of this batch's store.
+    pub fn add(&mut self, entry: &'s RequestEntry, values: &RequestValues) {
+        let slot = self.slot(entry);
+        self.add_to(slot, values);
+    }
+
+    /// Adds one row to the entry at `slot`, a position returned by [`Batch::slot`].
+    #[inline]
+    pub fn add_to(&mut self, slot: usize, values: &RequestValues) {
+        let store = self.store;
+        let totals = &mut self.totals[slot];
+        let entry = totals.entry;
+        let series = &entry.value;
+        totals.requests += 1;
+        totals.buckets[bucket_index(values.latency_s)] += 1;
+        totals.latency_sum += values.latency_s;
+        // A series is created by the first row that needs it, as with single calls.
+        if values.input_tokens > 0 {
+            if totals.input_tokens == 0 {
+                store.token_series(&series.input_tokens, entry, "input");
+            }
+            totals.input_tokens = totals.input_tokens.saturating_add(values.input_tokens);
+        }
+        if values.output_tokens > 0 {
+            if totals.output_tokens == 0 {
+                store.token_series(&series.output_tokens, entry, "output");
+            }
+            totals.output_tokens = totals.output_tokens.saturating_add(values.output_tokens);
+        }
+        if let Some(price) = series.price {
+            let cost = price.cost(values.input_tokens, values.output_tokens);
+            if cost > 0.0 {
+                if totals.cost == 0.0 {
+                    store.cost_series(&series.cost, entry);
+                }
+                totals.cost += cost;
+            }
+        }
+    }
+
+    /// Applies the totals to the store.
+    pub fn finish(self) {
+        for totals in self.totals {
+            let series = &totals.entry.value;
+            series.requests.value.add(totals.requests);
+            series
+                .duration
+                .get()
+                .histogram
+                .merge(&totals.buckets, totals.latency_sum);
+            if let Some(input) = series.input_tokens.get() {
+                input.get().value.add(totals.input_tokens);
+            }
+            if let Some(output) = series.output_tokens.get() {
+                output.get().value.add(totals.output_tokens);
+            }
+            if let Some(cost) = series.cost.get() {
+                cost.get().value.add(totals.cost);
+            }
         }
     }
 }
@@ -595,6 +717,37 @@ mod tests {
             find("ractogateway_tool_calls_total", None, &["search"]),
             Some(1.0)
         );
+    }
+
+    #[test]
+    fn a_batch_records_what_single_calls_record() {
+        let single = gpt_4o_store();
+        let batched = gpt_4o_store();
+        let rows = [
+            ("gpt-4o", 0.3, 10, 0),
+            ("mystery", 61.0, 0, 5),
+            ("gpt-4o", 0.05, 0, 7),
+            ("mystery", 0.2, 3, 0),
+        ];
+        let mut batch = batched.batch();
+        for (model, latency_s, input_tokens, output_tokens) in rows {
+            let labels = RequestLabels {
+                model,
+                ..OPENAI_CHAT
+            };
+            let values = RequestValues {
+                latency_s,
+                input_tokens,
+                output_tokens,
+            };
+            single.record_request(&labels, &values);
+            batch.add(batched.request_entry(&labels), &values);
+        }
+        batch.finish();
+        let (mut expected, mut actual) = (Recorder::default(), Recorder::default());
+        single.visit(false, &mut expected);
+        batched.visit(false, &mut actual);
+        assert_eq!(actual.0, expected.0);
     }
 
     #[test]

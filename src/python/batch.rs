@@ -1,0 +1,382 @@
+//! `record_batch`: many requests in one call, given as columns.
+//!
+//! Each argument is a scalar that applies to every row, or a column of `n`
+//! values: a list or tuple, or for the numeric arguments any 1-dimensional
+//! object with the buffer protocol (a numpy array, an `array.array`). Every row
+//! is validated before any is recorded; rows then go through a [`Batch`], which
+//! adds each label set's totals once.
+//!
+//! [`Batch`]: crate::store::Batch
+
+use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
+use pyo3::buffer::{Element, PyBuffer};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
+
+use super::{
+    checked_latency, latency_seconds, token_value, tool_call_names, type_name, ColumnArgument,
+    PyMetricsStore, Resolved, ToolNames,
+};
+use crate::store::RequestValues;
+
+/// Up to this many distinct label combinations, a batch finds a row's combination
+/// by scanning them; past it, by hashing.
+const RECENT_COMBINATIONS: usize = 8;
+
+/// A list or tuple column, or `None` for a scalar argument.
+fn sequence_items<'py>(value: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
+    if let Ok(list) = value.downcast::<PyList>() {
+        Some(list.iter().collect())
+    } else if let Ok(tuple) = value.downcast::<PyTuple>() {
+        Some(tuple.iter().collect())
+    } else {
+        None
+    }
+}
+
+/// A label argument: one object for every row, or one per row.
+enum LabelArgument<'py> {
+    Scalar(Bound<'py, PyAny>),
+    Column(Vec<Bound<'py, PyAny>>),
+}
+
+impl<'py> LabelArgument<'py> {
+    fn new(value: &Bound<'py, PyAny>, name: &str) -> PyResult<Self> {
+        if value.is_instance_of::<PyString>() {
+            return Ok(LabelArgument::Scalar(value.clone()));
+        }
+        sequence_items(value)
+            .map(LabelArgument::Column)
+            .ok_or_else(|| {
+                PyTypeError::new_err(format!(
+                    "{name} must be str or a list or tuple of str, not {}",
+                    type_name(value)
+                ))
+            })
+    }
+
+    fn rows(&self) -> Option<usize> {
+        match self {
+            LabelArgument::Scalar(_) => None,
+            LabelArgument::Column(items) => Some(items.len()),
+        }
+    }
+
+    fn at(&self, row: usize) -> &Bound<'py, PyAny> {
+        match self {
+            LabelArgument::Scalar(value) => value,
+            LabelArgument::Column(items) => &items[row],
+        }
+    }
+
+    fn is_column(&self) -> bool {
+        matches!(self, LabelArgument::Column(_))
+    }
+}
+
+/// A numeric argument: one value for every row, or one per row.
+enum Numbers<T> {
+    Scalar(T),
+    Column(Vec<T>),
+}
+
+impl<T: Copy> Numbers<T> {
+    fn rows(&self) -> Option<usize> {
+        match self {
+            Numbers::Scalar(_) => None,
+            Numbers::Column(values) => Some(values.len()),
+        }
+    }
+
+    #[inline]
+    fn at(&self, row: usize) -> T {
+        match self {
+            Numbers::Scalar(value) => *value,
+            Numbers::Column(values) => values[row],
+        }
+    }
+}
+
+/// The elements of a 1-dimensional buffer of `T`, if `value` is one.
+fn buffer_values<T: Element + Copy>(
+    value: &Bound<'_, PyAny>,
+    name: &str,
+) -> PyResult<Option<Vec<T>>> {
+    let Ok(buffer) = PyBuffer::<T>::get(value) else {
+        return Ok(None);
+    };
+    if buffer.dimensions() != 1 {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be 1-dimensional, got {} dimensions",
+            buffer.dimensions()
+        )));
+    }
+    buffer.to_vec(value.py()).map(Some)
+}
+
+fn supports_buffer(value: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: a type check on a live object.
+    unsafe { pyo3::ffi::PyObject_CheckBuffer(value.as_ptr()) == 1 }
+}
+
+fn is_text(value: &Bound<'_, PyAny>) -> bool {
+    value.is_instance_of::<PyString>()
+        || value.is_instance_of::<PyBytes>()
+        || value.is_instance_of::<PyByteArray>()
+}
+
+/// The `latency_s` argument, every row checked.
+fn latencies(value: &Bound<'_, PyAny>) -> PyResult<Numbers<f64>> {
+    let name = "latency_s";
+    let column = |row| ColumnArgument {
+        name,
+        row: Some(row),
+    };
+    if let Some(items) = sequence_items(value) {
+        let values = items
+            .iter()
+            .enumerate()
+            .map(|(row, item)| latency_seconds(item, column(row)))
+            .collect::<PyResult<_>>()?;
+        return Ok(Numbers::Column(values));
+    }
+    if is_text(value) || !supports_buffer(value) {
+        return Ok(Numbers::Scalar(latency_seconds(value, name)?));
+    }
+    let values = if let Some(values) = buffer_values::<f64>(value, name)? {
+        values
+    } else if let Some(values) = buffer_values::<f32>(value, name)? {
+        values.into_iter().map(f64::from).collect()
+    } else if let Some(values) = buffer_values::<i64>(value, name)? {
+        values.into_iter().map(|v| v as f64).collect()
+    } else if let Some(values) = buffer_values::<i32>(value, name)? {
+        values.into_iter().map(f64::from).collect()
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "{name} has an unsupported element type: use float64, float32, int64 or int32"
+        )));
+    };
+    for (row, seconds) in values.iter().enumerate() {
+        checked_latency(*seconds, column(row))?;
+    }
+    Ok(Numbers::Column(values))
+}
+
+/// Converts signed buffer elements, rejecting negative ones.
+fn non_negative<T: Copy + Into<i64>>(values: Vec<T>, name: &'static str) -> PyResult<Vec<u64>> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(row, value)| {
+            u64::try_from(value.into()).map_err(|_| {
+                let argument = ColumnArgument {
+                    name,
+                    row: Some(row),
+                };
+                PyValueError::new_err(format!(
+                    "{argument} must not be negative, got {}",
+                    value.into()
+                ))
+            })
+        })
+        .collect()
+}
+
+/// A token-count argument (`input_tokens` or `output_tokens`), every row checked.
+fn token_counts(value: Option<&Bound<'_, PyAny>>, name: &'static str) -> PyResult<Numbers<u64>> {
+    let Some(value) = value.filter(|value| !value.is_none()) else {
+        return Ok(Numbers::Scalar(0));
+    };
+    if let Some(items) = sequence_items(value) {
+        let values = items
+            .iter()
+            .enumerate()
+            .map(|(row, item)| {
+                token_value(
+                    item,
+                    ColumnArgument {
+                        name,
+                        row: Some(row),
+                    },
+                )
+            })
+            .collect::<PyResult<_>>()?;
+        return Ok(Numbers::Column(values));
+    }
+    if is_text(value) || !supports_buffer(value) {
+        return Ok(Numbers::Scalar(token_value(value, name)?));
+    }
+    let values = if let Some(values) = buffer_values::<u64>(value, name)? {
+        values
+    } else if let Some(values) = buffer_values::<i64>(value, name)? {
+        non_negative(values, name)?
+    } else if let Some(values) = buffer_values::<u32>(value, name)? {
+        values.into_iter().map(u64::from).collect()
+    } else if let Some(values) = buffer_values::<i32>(value, name)? {
+        non_negative(values, name)?
+    } else if let Some(values) = buffer_values::<u16>(value, name)? {
+        values.into_iter().map(u64::from).collect()
+    } else if let Some(values) = buffer_values::<i16>(value, name)? {
+        non_negative(values, name)?
+    } else if let Some(values) = buffer_values::<u8>(value, name)? {
+        values.into_iter().map(u64::from).collect()
+    } else if let Some(values) = buffer_values::<i8>(value, name)? {
+        non_negative(values, name)?
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "{name} has an unsupported element type: token counts must be integers"
+        )));
+    };
+    Ok(Numbers::Column(values))
+}
+
+/// The row count shared by every column argument (1 when all are scalars).
+fn row_count(columns: &[(&str, Option<usize>)]) -> PyResult<usize> {
+    let mut rows: Option<(&str, usize)> = None;
+    for (name, length) in columns {
+        let Some(length) = *length else { continue };
+        match rows {
+            None => rows = Some((name, length)),
+            Some((first, expected)) if expected != length => {
+                return Err(PyValueError::new_err(format!(
+                    "columns differ in length: {first} has {expected} rows, {name} has {length}"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(rows.map_or(1, |(_, length)| length))
+}
+
+/// The arguments of `record_batch`, as passed.
+pub(super) struct Columns<'a, 'py> {
+    /// provider, model, operation, status.
+    pub(super) labels: [&'a Bound<'py, PyAny>; 4],
+    pub(super) latency_s: &'a Bound<'py, PyAny>,
+    pub(super) input_tokens: Option<&'a Bound<'py, PyAny>>,
+    pub(super) output_tokens: Option<&'a Bound<'py, PyAny>>,
+    pub(super) tool_calls: Option<&'a Bound<'py, PyAny>>,
+}
+
+impl PyMetricsStore {
+    /// Validates every row of `columns`, then records them all; returns the row count.
+    pub(super) fn record_columns(&self, columns: &Columns<'_, '_>) -> PyResult<usize> {
+        let [provider, model, operation, status] = columns.labels;
+        let py = provider.py();
+        let (latency_s, input_tokens, output_tokens, tool_calls) = (
+            columns.latency_s,
+            columns.input_tokens,
+            columns.output_tokens,
+            columns.tool_calls,
+        );
+        let labels = [
+            LabelArgument::new(provider, "provider")?,
+            LabelArgument::new(model, "model")?,
+            LabelArgument::new(operation, "operation")?,
+            LabelArgument::new(status, "status")?,
+        ];
+        let latency = latencies(latency_s)?;
+        let input = token_counts(input_tokens, "input_tokens")?;
+        let output = token_counts(output_tokens, "output_tokens")?;
+        let tool_column = match tool_calls.filter(|value| !value.is_none()) {
+            None => None,
+            Some(value) => Some(sequence_items(value).ok_or_else(|| {
+                PyTypeError::new_err(format!(
+                    "tool_calls must be None or a list or tuple with one iterable of tool \
+                     calls (or None) per row, not {}",
+                    type_name(value)
+                ))
+            })?),
+        };
+        let rows = row_count(&[
+            ("provider", labels[0].rows()),
+            ("model", labels[1].rows()),
+            ("operation", labels[2].rows()),
+            ("status", labels[3].rows()),
+            ("latency_s", latency.rows()),
+            ("input_tokens", input.rows()),
+            ("output_tokens", output.rows()),
+            ("tool_calls", tool_column.as_ref().map(Vec::len)),
+        ])?;
+
+        // Validate the labels: each distinct combination of label objects once. With
+        // scalar labels the whole batch is one combination; otherwise each row
+        // records which combination it uses.
+        let mut combinations: Vec<(usize, Resolved<'_, '_>)> = Vec::new();
+        let mut row_combination: Vec<u32> = Vec::new();
+        if labels.iter().any(LabelArgument::is_column) {
+            let mut known: HashMap<[usize; 4], u32, RandomState> = HashMap::default();
+            let mut recent: Vec<[usize; 4]> = Vec::with_capacity(RECENT_COMBINATIONS);
+            let mut previous: Option<([usize; 4], u32)> = None;
+            row_combination.reserve(rows);
+            for row in 0..rows {
+                let objects = [0, 1, 2, 3].map(|i| labels[i].at(row));
+                let key = objects.map(|object| object.as_ptr() as usize);
+                let combination = match previous {
+                    Some((previous_key, combination)) if previous_key == key => combination,
+                    // A few combinations are the common case: a scan beats hashing them.
+                    _ => match if recent.len() < RECENT_COMBINATIONS {
+                        recent
+                            .iter()
+                            .position(|known_key| *known_key == key)
+                            .map(|c| c as u32)
+                    } else {
+                        known.get(&key).copied()
+                    } {
+                        Some(combination) => combination,
+                        None => {
+                            let combination = u32::try_from(combinations.len())
+                                .map_err(|_| PyValueError::new_err("too many label sets"))?;
+                            combinations.push((row, self.resolve_labels(py, objects, Some(row))?));
+                            known.insert(key, combination);
+                            if recent.len() < RECENT_COMBINATIONS {
+                                recent.push(key);
+                            }
+                            combination
+                        }
+                    },
+                };
+                previous = Some((key, combination));
+                row_combination.push(combination);
+            }
+        } else {
+            let objects = [0, 1, 2, 3].map(|i| labels[i].at(0));
+            combinations.push((0, self.resolve_labels(py, objects, None)?));
+        }
+        let tool_names: Vec<ToolNames<'_, '_>> = match &tool_column {
+            None => Vec::new(),
+            Some(items) => items
+                .iter()
+                .enumerate()
+                .map(|(row, item)| tool_call_names(Some(item), Some(row), &self.tool_calls))
+                .collect::<PyResult<_>>()?,
+        };
+
+        // Everything is valid: record. Entries are created in order of first use.
+        let mut batch = self.store.batch();
+        let slots: Vec<usize> = combinations
+            .into_iter()
+            .map(|(first_row, resolved)| {
+                let objects = [0, 1, 2, 3].map(|i| labels[i].at(first_row));
+                batch.slot(self.request_entry(py, resolved, objects))
+            })
+            .collect();
+        for row in 0..rows {
+            let combination = row_combination.get(row).map_or(0, |c| *c as usize);
+            let values = RequestValues {
+                latency_s: latency.at(row),
+                input_tokens: input.at(row),
+                output_tokens: output.at(row),
+            };
+            batch.add_to(slots[combination], &values);
+            if let Some(names) = tool_names.get(row) {
+                self.record_tool_calls(py, names)?;
+            }
+        }
+        batch.finish();
+        Ok(rows)
+    }
+}
