@@ -44,12 +44,13 @@ def sample_value(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def assert_same_families(ours: str, reference: str) -> None:
+def assert_same_families(ours: str, reference: str, float_tolerance: float = 0.0) -> None:
     """Parsed expositions are equal family by family and sample by sample.
 
     Token totals are compared with a relative tolerance: the reference adds them
     as floats, we add integers (exact) and convert once, which can differ in the
-    last bit once a total passes 2**53.
+    last bit once a total passes 2**53. ``float_tolerance`` allows the same for
+    float sums (latency sums and cost), whose additions a batch groups differently.
     """
     ours_families, reference_families = parse(ours), parse(reference)
     assert [f[:3] for f in ours_families] == [f[:3] for f in reference_families]
@@ -58,6 +59,8 @@ def assert_same_families(ours: str, reference: str) -> None:
         for (name, labels, value), (_, _, expected) in zip(mine[3], theirs[3]):
             if name == "ractogateway_tokens_total":
                 assert math.isclose(value, expected, rel_tol=1e-12), (name, labels)
+            elif float_tolerance and name.endswith(("_sum", "cost_usd_total")):
+                assert math.isclose(value, expected, rel_tol=float_tolerance), (name, labels)
             else:
                 assert value == expected, (name, labels, value, expected)
 

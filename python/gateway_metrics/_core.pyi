@@ -1,6 +1,6 @@
 """The native core of gateway-metrics. Private: use the ``gateway_metrics`` package."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 FAMILIES: list[tuple[str, str, str]]
@@ -55,6 +55,37 @@ class MetricsStore:
             metrics.record_request(provider="openai", model="gpt-4o",
                                    operation="chat", status="ok", latency_s=0.42,
                                    input_tokens=1000, output_tokens=200)
+        """
+
+    def record_batch(
+        self,
+        *,
+        provider: str | Sequence[str],
+        model: str | Sequence[str],
+        operation: str | Sequence[str],
+        status: str | Sequence[str],
+        latency_s: float | Sequence[float] | Any,
+        input_tokens: int | Sequence[int] | Any | None = 0,
+        output_tokens: int | Sequence[int] | Any | None = 0,
+        tool_calls: Sequence[Iterable[Any] | None] | None = None,
+    ) -> int:
+        """Records many requests in one call, given as columns; returns the row count.
+
+        For batch-inference jobs that account for thousands of requests at once.
+        Each argument is a scalar that applies to every row, or a column with one
+        value per row: a list or tuple, or for ``latency_s`` and the token counts
+        any 1-dimensional buffer (a numpy array, an ``array.array``). ``tool_calls``
+        is None or a column holding, per row, an iterable of tool calls or None.
+        ``None`` token counts mean 0. The result equals one ``record_request`` per
+        row in row order (sums up to float rounding). Every row is validated before
+        any is recorded; an error names the argument and the row.
+
+        Example::
+
+            metrics.record_batch(provider="openai", model="gpt-4o", operation="chat",
+                                 status="ok", latency_s=numpy_latencies,
+                                 input_tokens=numpy_prompt_tokens,
+                                 output_tokens=numpy_completion_tokens)
         """
 
     def record_cache_hit(self, cache_type: str) -> None:
