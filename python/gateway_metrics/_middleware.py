@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import prometheus_client
 import prometheus_client.metrics as _prometheus_metrics
+from prometheus_client.exposition import default_handler
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
@@ -115,6 +117,92 @@ class GatewayMetricsMiddleware(MetricsStore):
             assert "ractogateway_requests_total" in text
         """
         return self._render_text(_created_series_enabled()).decode("utf-8")
+
+    def push_to_gateway(
+        self,
+        gateway: str,
+        *,
+        job: str,
+        grouping_key: Mapping[str, Any] | None = None,
+        timeout: float | None = 30.0,
+        handler: Callable[..., Any] | None = None,
+    ) -> None:
+        """Pushes this middleware's metrics to a Pushgateway, replacing the group (PUT).
+
+        For batch jobs that end before Prometheus could scrape them. Semantics,
+        grouping-key encoding and ``handler`` are those of
+        ``prometheus_client.push_to_gateway``.
+
+        Example::
+
+            metrics.push_to_gateway("localhost:9091", job="nightly-eval",
+                                    grouping_key={"shard": "3"})
+        """
+        prometheus_client.push_to_gateway(
+            gateway,
+            job=job,
+            registry=self._push_registry(),
+            grouping_key=grouping_key,
+            timeout=timeout,
+            handler=handler or default_handler,
+        )
+
+    def pushadd_to_gateway(
+        self,
+        gateway: str,
+        *,
+        job: str,
+        grouping_key: Mapping[str, Any] | None = None,
+        timeout: float | None = 30.0,
+        handler: Callable[..., Any] | None = None,
+    ) -> None:
+        """Pushes this middleware's metrics, replacing only same-named metrics (POST).
+
+        As ``prometheus_client.pushadd_to_gateway``.
+
+        Example::
+
+            metrics.pushadd_to_gateway("localhost:9091", job="nightly-eval")
+        """
+        prometheus_client.pushadd_to_gateway(
+            gateway,
+            job=job,
+            registry=self._push_registry(),
+            grouping_key=grouping_key,
+            timeout=timeout,
+            handler=handler or default_handler,
+        )
+
+    def delete_from_gateway(
+        self,
+        gateway: str,
+        *,
+        job: str,
+        grouping_key: Mapping[str, Any] | None = None,
+        timeout: float | None = 30.0,
+        handler: Callable[..., Any] | None = None,
+    ) -> None:
+        """Deletes the group of ``job`` and ``grouping_key`` from a Pushgateway (DELETE).
+
+        As ``prometheus_client.delete_from_gateway``.
+
+        Example::
+
+            metrics.delete_from_gateway("localhost:9091", job="nightly-eval")
+        """
+        prometheus_client.delete_from_gateway(
+            gateway,
+            job=job,
+            grouping_key=grouping_key,
+            timeout=timeout,
+            handler=handler or default_handler,
+        )
+
+    def _push_registry(self) -> CollectorRegistry:
+        """A registry holding only this middleware's data, for a push."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_GatewayCollector(self))
+        return registry
 
     def unregister(self) -> None:
         """Removes this middleware's collector from its registry."""
