@@ -23,8 +23,9 @@ test: deps
 	$(PYTHON) -m pytest tests benches --benchmark-disable -q
 
 ## bench: the benchmark suite against the reference and the do-nothing floor
+## (numpy's BLAS threads are kept from spinning on the second core while timing)
 bench: deps
-	$(PYTHON) -m pytest benches --benchmark-only --benchmark-sort=mean \
+	OPENBLAS_NUM_THREADS=1 $(PYTHON) -m pytest benches --benchmark-only --benchmark-sort=mean \
 		--benchmark-columns=min,median,mean,stddev,rounds -q
 
 ## lint: rustfmt, clippy (warnings are errors) and ruff

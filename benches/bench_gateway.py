@@ -87,6 +87,25 @@ def test_first_use_of_a_new_label_set(measure, contender):
     assert requests_seen(middleware, "model-0") == 1
 
 
+@pytest.mark.parametrize("contender", ["floor", "ours, scalar labels", "ours, model column"])
+def test_record_batch_100k_rows(measure, middlewares, contender):
+    group = "record_batch 100k rows (per row)"
+    if contender == "floor":
+        measure(
+            group,
+            contender,
+            _bench.fixed_request(_bench.floor_record_request),
+            calls_per_round=_bench.CALLS_PER_ROUND,
+        )
+        return
+    columns = _bench.batch_columns(model_column=contender.endswith("model column"))
+    record_batch = middlewares["ours"].record_batch
+    rows = measure(
+        group, contender, lambda: record_batch(**columns), calls_per_round=_bench.BATCH_ROWS
+    )
+    assert rows == _bench.BATCH_ROWS
+
+
 @pytest.fixture(scope="module")
 def populated():
     populated = {}

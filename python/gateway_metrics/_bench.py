@@ -175,6 +175,32 @@ def new_label_set_requests(record: Callable[..., Any]) -> Callable[[], None]:
     return calls
 
 
+BATCH_ROWS = 100_000
+
+
+def batch_columns(rows: int = BATCH_ROWS, *, model_column: bool) -> dict[str, Any]:
+    """Columns of a batch-inference job: numpy latencies and token counts.
+
+    ``model_column`` gives each row one of four models in turn; otherwise the
+    model is one scalar for all rows.
+    """
+    import numpy as np
+
+    generator = np.random.default_rng(7)
+    model: Any = "gpt-4o"
+    if model_column:
+        model = [FOUR_MODELS[row % len(FOUR_MODELS)] for row in range(rows)]
+    return {
+        "provider": "openai",
+        "model": model,
+        "operation": "chat",
+        "status": "ok",
+        "latency_s": generator.lognormal(0.0, 0.6, rows),
+        "input_tokens": generator.integers(50, 4000, rows),
+        "output_tokens": generator.integers(1, 800, rows),
+    }
+
+
 def populate_for_scrape(middleware: Any, models: int = SCRAPE_MODELS) -> None:
     """Two requests per model (ok with tokens and an error): about 20 sample lines each."""
     for i in range(models):
