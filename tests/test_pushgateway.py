@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from gateway_metrics import GatewayMetricsMiddleware
@@ -138,3 +140,35 @@ def test_a_custom_handler_is_used(metrics):
     assert method == "PUT"
     assert url == "http://127.0.0.1:1/metrics/job@base64/ai94"
     assert b'ractogateway_cache_hits_total{cache_type="exact"} 1.0' in data
+
+
+def test_the_batch_inference_example_pushes_its_result(pushgateway):
+    example = Path(__file__).parent.parent / "examples" / "batch_inference.py"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(example),
+            "--prompts",
+            "12000",
+            "--workers",
+            "2",
+            "--pushgateway",
+            pushgateway,
+            "--job",
+            "example-test",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert "Batch job summary" in result.stdout
+    samples = pushed_samples(pushgateway, "example-test")
+    requests = sum(
+        count for (name, _), count in samples.items() if name == "ractogateway_requests_total"
+    )
+    assert requests == 12_000.0
+    tool_calls = sum(
+        count for (name, _), count in samples.items() if name == "ractogateway_tool_calls_total"
+    )
+    assert tool_calls > 0
