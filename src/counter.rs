@@ -10,8 +10,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::slots::SlotValue;
+
 /// An integer counter that only goes up.
 #[derive(Debug, Default)]
+#[repr(transparent)]
 pub struct Counter {
     value: AtomicU64,
 }
@@ -42,6 +45,7 @@ impl Counter {
 
 /// A float accumulator with the same rounding as a Python `float` counter.
 #[derive(Debug, Default)]
+#[repr(transparent)]
 pub struct FloatCounter {
     bits: AtomicU64,
 }
@@ -70,6 +74,16 @@ impl FloatCounter {
     pub fn get(&self) -> f64 {
         f64::from_bits(self.bits.load(Ordering::Relaxed))
     }
+}
+
+// SAFETY: one `AtomicU64`, `repr(transparent)`, zero is the empty counter.
+unsafe impl SlotValue for Counter {
+    const SLOTS: usize = 1;
+}
+
+// SAFETY: one `AtomicU64`, `repr(transparent)`, zero bits are 0.0.
+unsafe impl SlotValue for FloatCounter {
+    const SLOTS: usize = 1;
 }
 
 #[cfg(test)]

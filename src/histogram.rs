@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::counter::FloatCounter;
+use crate::slots::SlotValue;
 
 /// Upper bounds of the latency buckets in seconds, as the reference middleware declares them.
 pub const LATENCY_BOUNDS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
@@ -17,6 +18,7 @@ pub const BUCKET_COUNT: usize = LATENCY_BOUNDS.len() + 1;
 
 /// Observations per bucket plus their sum.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub struct Histogram {
     buckets: [AtomicU64; BUCKET_COUNT],
     sum: FloatCounter,
@@ -80,6 +82,32 @@ impl Histogram {
             cumulative,
             sum: self.sum.get(),
         }
+    }
+}
+
+// SAFETY: `repr(C)`: `BUCKET_COUNT` `AtomicU64`s then one `FloatCounter`
+// (a transparent `AtomicU64`); all zero is the empty histogram.
+unsafe impl SlotValue for Histogram {
+    const SLOTS: usize = BUCKET_COUNT + 1;
+}
+
+impl HistogramSnapshot {
+    /// A snapshot from raw slot values: the bucket counts (not cumulative), then
+    /// the bits of the sum; `None` when the slot count is wrong.
+    pub fn from_slots(slots: &[u64]) -> Option<HistogramSnapshot> {
+        if slots.len() != BUCKET_COUNT + 1 {
+            return None;
+        }
+        let mut cumulative = [0_u64; BUCKET_COUNT];
+        let mut running = 0_u64;
+        for (slot, count) in cumulative.iter_mut().zip(slots) {
+            running = running.saturating_add(*count);
+            *slot = running;
+        }
+        Some(HistogramSnapshot {
+            cumulative,
+            sum: f64::from_bits(slots[BUCKET_COUNT]),
+        })
     }
 }
 

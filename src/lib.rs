@@ -9,6 +9,8 @@ pub mod exposition;
 pub mod histogram;
 pub mod label_map;
 pub mod pricing;
+pub mod shared_file;
+pub mod slots;
 pub mod store;
 
 #[cfg(feature = "python")]

@@ -20,6 +20,7 @@ use crate::counter::{Counter, FloatCounter};
 use crate::histogram::{bucket_index, Histogram, HistogramSnapshot, BUCKET_COUNT};
 use crate::label_map::{Entry, LabelMap};
 use crate::pricing::{Price, PriceTable};
+use crate::slots::{SeriesDescription, Slot, SlotArena};
 
 /// Whether a family is a counter or a histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,8 @@ impl FamilyKind {
 /// Name, help text and label names of one family.
 #[derive(Debug)]
 pub struct FamilyDesc {
+    /// The family's identifier in multi-process files; its index in [`FAMILIES`].
+    pub id: u8,
     /// The family name as `prometheus_client` knows it (a counter's without `_total`).
     pub name: &'static str,
     /// The help text, byte for byte the reference's.
@@ -55,6 +58,7 @@ pub struct FamilyDesc {
 
 /// `ractogateway_requests_total{model,operation,provider,status}`.
 pub const REQUESTS: FamilyDesc = FamilyDesc {
+    id: 0,
     name: "ractogateway_requests",
     help: "Total LLM requests by provider / model / operation / status.",
     kind: FamilyKind::Counter,
@@ -62,6 +66,7 @@ pub const REQUESTS: FamilyDesc = FamilyDesc {
 };
 /// `ractogateway_request_duration_seconds{model,operation,provider}`.
 pub const DURATION: FamilyDesc = FamilyDesc {
+    id: 1,
     name: "ractogateway_request_duration_seconds",
     help: "LLM request wall-clock latency in seconds.",
     kind: FamilyKind::Histogram,
@@ -69,6 +74,7 @@ pub const DURATION: FamilyDesc = FamilyDesc {
 };
 /// `ractogateway_tokens_total{model,provider,token_type}`.
 pub const TOKENS: FamilyDesc = FamilyDesc {
+    id: 2,
     name: "ractogateway_tokens",
     help: "Total tokens consumed \u{2014} labelled by token_type (input / output).",
     kind: FamilyKind::Counter,
@@ -76,6 +82,7 @@ pub const TOKENS: FamilyDesc = FamilyDesc {
 };
 /// `ractogateway_cost_usd_total{model,provider}`.
 pub const COST: FamilyDesc = FamilyDesc {
+    id: 3,
     name: "ractogateway_cost_usd",
     help: "Total estimated cost in USD.",
     kind: FamilyKind::Counter,
@@ -83,6 +90,7 @@ pub const COST: FamilyDesc = FamilyDesc {
 };
 /// `ractogateway_cache_hits_total{cache_type}`.
 pub const CACHE_HITS: FamilyDesc = FamilyDesc {
+    id: 4,
     name: "ractogateway_cache_hits",
     help: "Total cache hits by cache type (exact / semantic).",
     kind: FamilyKind::Counter,
@@ -90,6 +98,7 @@ pub const CACHE_HITS: FamilyDesc = FamilyDesc {
 };
 /// `ractogateway_cache_misses_total{cache_type}`.
 pub const CACHE_MISSES: FamilyDesc = FamilyDesc {
+    id: 5,
     name: "ractogateway_cache_misses",
     help: "Total cache misses by cache type (exact / semantic).",
     kind: FamilyKind::Counter,
@@ -97,6 +106,7 @@ pub const CACHE_MISSES: FamilyDesc = FamilyDesc {
 };
 /// `ractogateway_tool_calls_total{tool_name}`.
 pub const TOOL_CALLS: FamilyDesc = FamilyDesc {
+    id: 6,
     name: "ractogateway_tool_calls",
     help: "Total tool calls executed, labelled by tool name.",
     kind: FamilyKind::Counter,
@@ -152,37 +162,39 @@ impl<T> SeriesRef<T> {
 }
 
 /// A counter series and the time it was created (its `_created` sample).
-#[derive(Debug)]
 pub struct CounterSeries {
     /// The count.
-    pub value: Counter,
+    pub value: Slot<Counter>,
     /// Unix time of creation in seconds.
     pub created: f64,
 }
 
 impl CounterSeries {
-    fn new() -> Self {
+    fn new(arena: &SlotArena, family: &FamilyDesc, labels: &[&str]) -> Self {
+        let created = unix_now();
         CounterSeries {
-            value: Counter::default(),
-            created: unix_now(),
+            value: arena.allocate(&SeriesDescription {
+                family: family.id,
+                labels,
+                created,
+            }),
+            created,
         }
     }
 }
 
 /// The USD cost series of one provider and model.
-#[derive(Debug)]
 pub struct CostSeries {
     /// The accumulated cost.
-    pub value: FloatCounter,
+    pub value: Slot<FloatCounter>,
     /// Unix time of creation in seconds.
     pub created: f64,
 }
 
 /// The latency histogram of one provider, model and operation.
-#[derive(Debug)]
 pub struct HistogramSeries {
     /// The buckets and sum.
-    pub histogram: Histogram,
+    pub histogram: Slot<Histogram>,
     /// Unix time of creation in seconds.
     pub created: f64,
 }
@@ -251,6 +263,9 @@ pub trait SampleVisitor {
 /// All metric state of one middleware.
 pub struct Store {
     prices: PriceTable,
+    /// Where every value lives; dropped after the maps (field order), which
+    /// hold the only references into it.
+    arena: SlotArena,
     /// Keyed by model, operation, provider, status.
     requests: LabelMap<RequestSeries>,
     /// Keyed by model, operation, provider.
@@ -265,10 +280,16 @@ pub struct Store {
 }
 
 impl Store {
-    /// An empty store that prices requests with `prices`.
+    /// An empty store that prices requests with `prices`, its values on the heap.
     pub fn new(prices: PriceTable) -> Self {
+        Self::with_arena(prices, SlotArena::heap())
+    }
+
+    /// An empty store whose values live in `arena` (a shared file in multi-process mode).
+    pub fn with_arena(prices: PriceTable, arena: SlotArena) -> Self {
         Store {
             prices,
+            arena,
             requests: LabelMap::new(),
             durations: LabelMap::new(),
             tokens: LabelMap::new(),
@@ -290,14 +311,24 @@ impl Store {
         } = *labels;
         self.requests
             .get_or_insert_with(&[model, operation, provider, status], || {
-                let duration =
-                    self.durations
-                        .get_or_insert_with(&[model, operation, provider], || HistogramSeries {
-                            histogram: Histogram::default(),
-                            created: unix_now(),
-                        });
+                let key = [model, operation, provider];
+                let duration = self.durations.get_or_insert_with(&key, || {
+                    let created = unix_now();
+                    HistogramSeries {
+                        histogram: self.arena.allocate(&SeriesDescription {
+                            family: DURATION.id,
+                            labels: &key,
+                            created,
+                        }),
+                        created,
+                    }
+                });
                 RequestSeries {
-                    requests: CounterSeries::new(),
+                    requests: CounterSeries::new(
+                        &self.arena,
+                        &REQUESTS,
+                        &[model, operation, provider, status],
+                    ),
                     price: self.prices.get(model),
                     duration: SeriesRef::new(&duration.value),
                     input_tokens: OnceLock::new(),
@@ -347,9 +378,16 @@ impl Store {
     ) -> &'s CostSeries {
         slot.get_or_init(|| {
             let key = [entry.label(MODEL), entry.label(PROVIDER)];
-            let created = self.costs.get_or_insert_with(&key, || CostSeries {
-                value: FloatCounter::default(),
-                created: unix_now(),
+            let created = self.costs.get_or_insert_with(&key, || {
+                let created = unix_now();
+                CostSeries {
+                    value: self.arena.allocate(&SeriesDescription {
+                        family: COST.id,
+                        labels: &key,
+                        created,
+                    }),
+                    created,
+                }
             });
             SeriesRef::new(&created.value)
         })
@@ -367,7 +405,7 @@ impl Store {
             SeriesRef::new(
                 &self
                     .tokens
-                    .get_or_insert_with(&key, CounterSeries::new)
+                    .get_or_insert_with(&key, || CounterSeries::new(&self.arena, &TOKENS, &key))
                     .value,
             )
         })
@@ -379,7 +417,9 @@ impl Store {
     pub fn tool_call_series(&self, tool_name: &str) -> &CounterSeries {
         &self
             .tool_calls
-            .get_or_insert_with(&[tool_name], CounterSeries::new)
+            .get_or_insert_with(&[tool_name], || {
+                CounterSeries::new(&self.arena, &TOOL_CALLS, &[tool_name])
+            })
             .value
     }
 
@@ -394,7 +434,9 @@ impl Store {
     pub fn cache_hit_series(&self, cache_type: &str) -> &CounterSeries {
         &self
             .cache_hits
-            .get_or_insert_with(&[cache_type], CounterSeries::new)
+            .get_or_insert_with(&[cache_type], || {
+                CounterSeries::new(&self.arena, &CACHE_HITS, &[cache_type])
+            })
             .value
     }
 
@@ -403,7 +445,9 @@ impl Store {
     pub fn cache_miss_series(&self, cache_type: &str) -> &CounterSeries {
         &self
             .cache_misses
-            .get_or_insert_with(&[cache_type], CounterSeries::new)
+            .get_or_insert_with(&[cache_type], || {
+                CounterSeries::new(&self.arena, &CACHE_MISSES, &[cache_type])
+            })
             .value
     }
 

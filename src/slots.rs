@@ -1,0 +1,158 @@
+//! Where series values live: atomics handed out by a per-store arena.
+//!
+//! Every value of a series (a counter, a float sum, a histogram's buckets and
+//! sum) is a run of `AtomicU64` slots allocated once, when the series is
+//! created, and never moved or freed before the store. In a single process the
+//! slots come from heap slabs; in multi-process mode they come from the
+//! process's memory-mapped file (see [`crate::shared_file`]), so other processes
+//! read them and a killed process loses nothing it recorded.
+
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use crate::shared_file::SharedFile;
+
+/// Values made only of `AtomicU64`s, so they can be laid over allocated slots.
+///
+/// # Safety
+/// The type must be `#[repr(C)]` or `#[repr(transparent)]`, consist of exactly
+/// `SLOTS` `AtomicU64`s, and be valid when every slot is zero.
+pub unsafe trait SlotValue {
+    /// Number of `AtomicU64` slots the value occupies.
+    const SLOTS: usize;
+}
+
+/// A value living in an arena's slots.
+pub struct Slot<T>(NonNull<T>);
+
+// SAFETY: the target is made of atomics and outlives every `Slot` (the arena
+// frees nothing before the store that holds both is dropped).
+unsafe impl<T: Sync> Send for Slot<T> {}
+unsafe impl<T: Sync> Sync for Slot<T> {}
+
+impl<T> Deref for Slot<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: see the `Send`/`Sync` justification.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+/// Slots per heap slab; a slab holds the values of a few hundred series.
+const SLAB_SLOTS: usize = 4096;
+
+enum Backing {
+    Heap,
+    File(SharedFile),
+}
+
+struct ArenaState {
+    backing: Backing,
+    /// Heap slabs (also the fallback when the file cannot grow), freed on drop.
+    slabs: Vec<NonNull<[AtomicU64]>>,
+    slab_used: usize,
+    /// The first error met while writing the shared file, for the caller to report.
+    file_error: Option<String>,
+}
+
+// SAFETY: the slabs are owned by the arena and only handed out as shared
+// references to atomics; the file is only touched under the mutex.
+unsafe impl Send for ArenaState {}
+
+/// Hands out zeroed slots for new series.
+pub struct SlotArena {
+    state: Mutex<ArenaState>,
+}
+
+/// What a new series is, for the record that describes it in a shared file.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesDescription<'a> {
+    /// The family's identifier (see [`crate::store::FamilyDesc::id`]).
+    pub family: u8,
+    /// Label values in the family's label order.
+    pub labels: &'a [&'a str],
+    /// Unix time of creation in seconds.
+    pub created: f64,
+}
+
+impl SlotArena {
+    /// An arena of heap slabs, for a single process.
+    pub fn heap() -> Self {
+        Self::with_backing(Backing::Heap)
+    }
+
+    /// An arena inside a shared file, for multi-process mode.
+    pub fn file(file: SharedFile) -> Self {
+        Self::with_backing(Backing::File(file))
+    }
+
+    fn with_backing(backing: Backing) -> Self {
+        SlotArena {
+            state: Mutex::new(ArenaState {
+                backing,
+                slabs: Vec::new(),
+                slab_used: SLAB_SLOTS,
+                file_error: None,
+            }),
+        }
+    }
+
+    /// Zeroed slots for a new value of type `T`.
+    ///
+    /// Should the shared file fail to grow (a full disk), the value lives on the
+    /// heap instead, unseen by other processes, and [`SlotArena::file_error`]
+    /// tells why: a metrics problem must not stop the recording process.
+    pub fn allocate<T: SlotValue>(&self, series: &SeriesDescription<'_>) -> Slot<T> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Backing::File(file) = &mut state.backing {
+            match file.append_series(series, T::SLOTS) {
+                // SAFETY: `T::SLOTS` zeroed atomics that live as long as the file.
+                Ok(start) => return Slot(start.cast()),
+                Err(error) => {
+                    state.file_error.get_or_insert(error.to_string());
+                }
+            }
+        }
+        if state.slab_used + T::SLOTS > SLAB_SLOTS {
+            let slab: Box<[AtomicU64]> = (0..SLAB_SLOTS).map(|_| AtomicU64::new(0)).collect();
+            state.slabs.push(NonNull::from(Box::leak(slab)));
+            state.slab_used = 0;
+        }
+        let used = state.slab_used;
+        state.slab_used += T::SLOTS;
+        let slab = state.slabs[state.slabs.len() - 1];
+        // SAFETY: `used + T::SLOTS <= SLAB_SLOTS`: zeroed atomics of a slab the
+        // arena owns until it is dropped, laid over by a `SlotValue`.
+        Slot(unsafe { slab.cast::<AtomicU64>().add(used) }.cast())
+    }
+
+    /// The first error met writing the shared file, if any.
+    pub fn file_error(&self) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .file_error
+            .clone()
+    }
+}
+
+impl Drop for SlotArena {
+    fn drop(&mut self) {
+        let state = self
+            .state
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for slab in state.slabs.drain(..) {
+            // SAFETY: each slab came from `Box::leak` and is freed once, after
+            // every `Slot` into it is gone (they live in the same store).
+            drop(unsafe { Box::from_raw(slab.as_ptr()) });
+        }
+    }
+}
