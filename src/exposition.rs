@@ -274,6 +274,13 @@ impl SampleVisitor for TextEncoder {
     }
 }
 
+impl TextEncoder {
+    /// The text written so far.
+    pub fn into_text(self) -> String {
+        self.out
+    }
+}
+
 /// Renders every family of `store` in the text format.
 pub fn render_text(store: &Store, include_created: bool) -> String {
     let mut encoder = TextEncoder {

@@ -8,6 +8,7 @@ pub mod counter;
 pub mod exposition;
 pub mod histogram;
 pub mod label_map;
+pub mod multiprocess;
 pub mod pricing;
 pub mod shared_file;
 pub mod slots;

@@ -133,6 +133,46 @@ impl SlotArena {
         Slot(unsafe { slab.cast::<AtomicU64>().add(used) }.cast())
     }
 
+    /// `count` zeroed slots described in the shared file, or the error writing it.
+    pub fn allocate_raw(
+        &self,
+        series: &SeriesDescription<'_>,
+        count: usize,
+    ) -> std::io::Result<NonNull<AtomicU64>> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &mut state.backing {
+            Backing::File(file) => file.append_series(series, count),
+            Backing::Heap => Err(std::io::Error::other("a heap arena has no file")),
+        }
+    }
+
+    /// The path of the shared file; the arena (and its lock on the file) ends here.
+    pub fn into_file_path(self) -> std::io::Result<std::path::PathBuf> {
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &state.backing {
+            Backing::File(file) => Ok(file.path().to_path_buf()),
+            Backing::Heap => Err(std::io::Error::other("a heap arena has no file")),
+        }
+    }
+
+    /// The path of the shared file, if the arena has one.
+    pub fn file_path(&self) -> Option<std::path::PathBuf> {
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &state.backing {
+            Backing::File(file) => Some(file.path().to_path_buf()),
+            Backing::Heap => None,
+        }
+    }
+
     /// The first error met writing the shared file, if any.
     pub fn file_error(&self) -> Option<String> {
         self.state

@@ -479,67 +479,100 @@ impl Store {
 
     /// Walks every family and sample in exposition order, reading each series once.
     pub fn visit(&self, include_created: bool, visitor: &mut impl SampleVisitor) {
-        visit_counters(
-            &REQUESTS,
-            &self.requests.snapshot(),
-            |series| (series.requests.value.get() as f64, series.requests.created),
-            include_created,
-            visitor,
-        );
-
-        visitor.family(&DURATION);
-        for entry in self.durations.snapshot() {
-            let labels: SmallVec<[&str; 4]> = entry.label_values().collect();
-            let series = entry as *const _ as usize;
-            let snapshot: HistogramSnapshot = entry.value.histogram.snapshot();
-            for (bucket, le) in snapshot.cumulative.iter().zip(BUCKET_LABELS) {
-                visitor.sample(
-                    &DURATION,
-                    "_bucket",
-                    Some(le),
-                    series,
-                    &labels,
-                    *bucket as f64,
-                );
-            }
-            let count = snapshot.count() as f64;
-            visitor.sample(&DURATION, "_count", None, series, &labels, count);
-            visitor.sample(&DURATION, "_sum", None, series, &labels, snapshot.sum);
-            if include_created {
-                let created = entry.value.created;
-                visitor.sample(&DURATION, "_created", None, series, &labels, created);
-            }
+        fn views<'m, V>(
+            map: &'m LabelMap<V>,
+            read: impl Fn(&V) -> (Reading, f64) + 'm,
+        ) -> impl Iterator<Item = SeriesView<'m>> + 'm {
+            map.snapshot().into_iter().map(move |entry| {
+                let (reading, created) = read(&entry.value);
+                SeriesView {
+                    id: entry as *const Entry<V> as usize,
+                    labels: entry.label_values().collect(),
+                    reading,
+                    created,
+                }
+            })
         }
-        visitor.end_family(&DURATION);
-
-        visit_counters(
+        let count =
+            |series: &CounterSeries| (Reading::Value(series.value.get() as f64), series.created);
+        let requests = views(&self.requests, |series: &RequestSeries| {
+            count(&series.requests)
+        });
+        visit_family(&REQUESTS, requests, include_created, visitor);
+        let durations = views(&self.durations, |series: &HistogramSeries| {
+            (
+                Reading::Histogram(series.histogram.snapshot()),
+                series.created,
+            )
+        });
+        visit_family(&DURATION, durations, include_created, visitor);
+        visit_family(
             &TOKENS,
-            &self.tokens.snapshot(),
-            |series| (series.value.get() as f64, series.created),
+            views(&self.tokens, count),
             include_created,
             visitor,
         );
-        visit_counters(
-            &COST,
-            &self.costs.snapshot(),
-            |series| (series.value.get(), series.created),
-            include_created,
-            visitor,
-        );
+        let costs = views(&self.costs, |series: &CostSeries| {
+            (Reading::Value(series.value.get()), series.created)
+        });
+        visit_family(&COST, costs, include_created, visitor);
         for (desc, map) in [
             (&CACHE_HITS, &self.cache_hits),
             (&CACHE_MISSES, &self.cache_misses),
             (&TOOL_CALLS, &self.tool_calls),
         ] {
-            visit_counters(
-                desc,
-                &map.snapshot(),
-                |series| (series.value.get() as f64, series.created),
-                include_created,
-                visitor,
-            );
+            visit_family(desc, views(map, count), include_created, visitor);
         }
     }
+}
+
+/// What a scrape read from one series.
+#[derive(Debug, Clone, Copy)]
+pub enum Reading {
+    /// A counter's value.
+    Value(f64),
+    /// A histogram's buckets and sum.
+    Histogram(HistogramSnapshot),
+}
+
+/// One series as a scrape sees it.
+pub struct SeriesView<'a> {
+    /// The same for every sample of the series, different between series of a family.
+    pub id: usize,
+    /// Label values in the family's label order.
+    pub labels: SmallVec<[&'a str; 4]>,
+    /// The values read.
+    pub reading: Reading,
+    /// Unix time of creation in seconds.
+    pub created: f64,
+}
+
+/// Hands the samples of one family's series to `visitor`, in exposition order.
+pub fn visit_family<'a>(
+    desc: &FamilyDesc,
+    series: impl IntoIterator<Item = SeriesView<'a>>,
+    include_created: bool,
+    visitor: &mut impl SampleVisitor,
+) {
+    visitor.family(desc);
+    for view in series {
+        let (id, labels) = (view.id, &view.labels[..]);
+        match view.reading {
+            Reading::Value(value) => visitor.sample(desc, "_total", None, id, labels, value),
+            Reading::Histogram(snapshot) => {
+                for (bucket, le) in snapshot.cumulative.iter().zip(BUCKET_LABELS) {
+                    visitor.sample(desc, "_bucket", Some(le), id, labels, *bucket as f64);
+                }
+                let count = snapshot.count() as f64;
+                visitor.sample(desc, "_count", None, id, labels, count);
+                visitor.sample(desc, "_sum", None, id, labels, snapshot.sum);
+            }
+        }
+        if include_created {
+            visitor.sample(desc, "_created", None, id, labels, view.created);
+        }
+    }
+    visitor.end_family(desc);
 }
 
 /// What the rows of one batch add to one requests entry.
@@ -648,26 +681,6 @@ impl<'s> Batch<'s> {
             }
         }
     }
-}
-
-fn visit_counters<V>(
-    desc: &FamilyDesc,
-    entries: &[&Entry<V>],
-    read: impl Fn(&V) -> (f64, f64),
-    include_created: bool,
-    visitor: &mut impl SampleVisitor,
-) {
-    visitor.family(desc);
-    for entry in entries {
-        let (value, created) = read(&entry.value);
-        let labels: SmallVec<[&str; 4]> = entry.label_values().collect();
-        let series = *entry as *const _ as usize;
-        visitor.sample(desc, "_total", None, series, &labels, value);
-        if include_created {
-            visitor.sample(desc, "_created", None, series, &labels, created);
-        }
-    }
-    visitor.end_family(desc);
 }
 
 #[cfg(test)]
