@@ -5,7 +5,9 @@
 //! validates all of its arguments before it touches the store, so a call that
 //! raises leaves the metrics exactly as they were.
 
-use pyo3::exceptions::{PyAttributeError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyAttributeError, PyOSError, PyOverflowError, PyRuntimeWarning, PyTypeError, PyValueError,
+};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
@@ -14,8 +16,15 @@ use std::fmt::Display;
 
 use smallvec::SmallVec;
 
-use crate::exposition::render_text;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+use crate::exposition::{render_text, TextEncoder};
+use crate::multiprocess::{self, Aggregate};
 use crate::pricing::{Price, PriceTable};
+use crate::shared_file::SharedFile;
+use crate::slots::SlotArena;
 use crate::store::{
     CounterSeries, FamilyDesc, RequestEntry, RequestLabels, RequestValues, SampleVisitor, Store,
     FAMILIES,
@@ -215,7 +224,11 @@ fn tool_name<'py, 's>(
     module = "gateway_metrics._core"
 )]
 pub struct PyMetricsStore {
-    store: Store,
+    /// The store being recorded into; replaced (the old one leaked on purpose)
+    /// only when a forked child of a multi-process store records for the first time.
+    store: AtomicPtr<Store>,
+    /// Set in multi-process mode.
+    multiprocess: Option<Multiprocess>,
     /// Request label objects (provider, model, operation, status) to their entry.
     request_entries: IdentityCache<RequestEntry, 4>,
     cache_hits: IdentityCache<CounterSeries, 1>,
@@ -227,12 +240,13 @@ pub struct PyMetricsStore {
 impl PyMetricsStore {
     /// Creates an empty store pricing requests with `prices`: `(model, input_per_million, output_per_million)`.
     #[new]
-    #[pyo3(signature = (prices, *_args, **_kwargs))]
+    #[pyo3(signature = (prices, multiprocess_dir = None, *_args, **_kwargs))]
     fn new(
         prices: Vec<(String, f64, f64)>,
+        multiprocess_dir: Option<PathBuf>,
         _args: &Bound<'_, PyTuple>,
         _kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> Self {
+    ) -> PyResult<Self> {
         let table = PriceTable::new(prices.iter().map(|(model, input, output)| {
             (
                 model.as_str(),
@@ -242,13 +256,39 @@ impl PyMetricsStore {
                 },
             )
         }));
-        PyMetricsStore {
-            store: Store::new(table),
+        let (store, multiprocess) = match multiprocess_dir {
+            None => (Store::new(table), None),
+            Some(directory) => {
+                let store = Multiprocess::new_store(&directory, table.clone())?;
+                let state = Multiprocess {
+                    directory,
+                    prices: table,
+                    forked: AtomicBool::new(false),
+                };
+                (store, Some(state))
+            }
+        };
+        Ok(PyMetricsStore {
+            store: AtomicPtr::new(Box::into_raw(Box::new(store))),
+            multiprocess,
             request_entries: IdentityCache::new(),
             cache_hits: IdentityCache::new(),
             cache_misses: IdentityCache::new(),
             tool_calls: IdentityCache::new(),
+        })
+    }
+
+    /// Called in a forked child: the next recording call moves to a file of its own.
+    fn _after_fork_in_child(&self) {
+        if let Some(multiprocess) = &self.multiprocess {
+            multiprocess.forked.store(true, Ordering::Release);
         }
+    }
+
+    /// The path of this process's metrics file in multi-process mode, else None.
+    fn _multiprocess_file(&self) -> Option<PathBuf> {
+        self.multiprocess.as_ref()?;
+        self.store().arena_file_path()
     }
 
     /// Records `n` requests given as columns; returns `n`.
@@ -279,9 +319,21 @@ impl PyMetricsStore {
     }
 
     /// The text exposition (format 0.0.4) of every family, as UTF-8 bytes.
-    fn _render_text<'py>(&self, py: Python<'py>, include_created: bool) -> Bound<'py, PyBytes> {
-        let text = py.allow_threads(|| render_text(&self.store, include_created));
-        PyBytes::new(py, text.as_bytes())
+    fn _render_text<'py>(
+        &self,
+        py: Python<'py>,
+        include_created: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let text = match &self.multiprocess {
+            None => py.allow_threads(|| render_text(self.store(), include_created)),
+            Some(multiprocess) => {
+                let sum = multiprocess.aggregate(py)?;
+                let mut encoder = TextEncoder::default();
+                sum.visit(include_created, &mut encoder);
+                encoder.into_text()
+            }
+        };
+        Ok(PyBytes::new(py, text.as_bytes()))
     }
 
     /// Every family as `(name, help, type, samples)` with `prometheus_client` `Sample`s.
@@ -301,7 +353,12 @@ impl PyMetricsStore {
             last_labels: None,
             error: None,
         };
-        self.store.visit(include_created, &mut builder);
+        match &self.multiprocess {
+            None => self.store().visit(include_created, &mut builder),
+            Some(multiprocess) => multiprocess
+                .aggregate(py)?
+                .visit(include_created, &mut builder),
+        }
         match builder.error {
             Some(error) => Err(error),
             None => Ok(builder.families),
@@ -309,15 +366,53 @@ impl PyMetricsStore {
     }
 }
 
+impl Drop for PyMetricsStore {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from `Box::into_raw` and is freed once, here;
+        // stores replaced after a fork are leaked on purpose (see `follow_fork`).
+        drop(unsafe { Box::from_raw(*self.store.get_mut()) });
+    }
+}
+
 impl PyMetricsStore {
+    /// The store being recorded into.
+    #[inline]
+    fn store(&self) -> &Store {
+        // SAFETY: the pointer is always a live store owned (or leaked) by `self`.
+        unsafe { &*self.store.load(Ordering::Acquire) }
+    }
+
+    /// In a forked child of a multi-process store, moves recording to a new file
+    /// of this process, so that what the parent recorded counts once.
+    #[inline]
+    fn follow_fork(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(multiprocess) = &self.multiprocess else {
+            return Ok(());
+        };
+        if !multiprocess.forked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let store = Multiprocess::new_store(&multiprocess.directory, multiprocess.prices.clone())?;
+        // The parent's store stays mapped but unused: leaking it keeps every
+        // reference into it valid without tracking who might still hold one.
+        self.store
+            .store(Box::into_raw(Box::new(store)), Ordering::Release);
+        self.request_entries.clear(py);
+        self.cache_hits.clear(py);
+        self.cache_misses.clear(py);
+        self.tool_calls.clear(py);
+        multiprocess.forked.store(false, Ordering::Release);
+        Ok(())
+    }
+
     /// Adds one to the series of each (validated) tool call.
     fn record_tool_calls(&self, py: Python<'_>, tool_names: &ToolNames<'_, '_>) -> PyResult<()> {
         for name in tool_names {
             let series = match name {
-                ToolName::Unknown => self.store.tool_call_series("unknown"),
+                ToolName::Unknown => self.store().tool_call_series("unknown"),
                 ToolName::Cached(series) => series,
                 ToolName::New(name) => {
-                    let series = self.store.tool_call_series(name.to_str()?);
+                    let series = self.store().tool_call_series(name.to_str()?);
                     // SAFETY: series live as long as the store, which lives as long as the cache.
                     unsafe { self.tool_calls.insert(py, [name], series) };
                     series
@@ -330,8 +425,9 @@ impl PyMetricsStore {
 
     /// Adds one cache hit of `cache_type` (`"exact"` or `"semantic"`).
     fn record_cache_hit(&self, cache_type: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.follow_fork(cache_type.py())?;
         let series = cached_series(&self.cache_hits, cache_type, |text| {
-            self.store.cache_hit_series(text)
+            self.store().cache_hit_series(text)
         })?;
         series.value.inc();
         Ok(())
@@ -339,8 +435,9 @@ impl PyMetricsStore {
 
     /// Adds one cache miss of `cache_type` (`"exact"` or `"semantic"`).
     fn record_cache_miss(&self, cache_type: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.follow_fork(cache_type.py())?;
         let series = cached_series(&self.cache_misses, cache_type, |text| {
-            self.store.cache_miss_series(text)
+            self.store().cache_miss_series(text)
         })?;
         series.value.inc();
         Ok(())
@@ -379,7 +476,7 @@ impl PyMetricsStore {
         match resolved {
             Resolved::Cached(entry) => entry,
             Resolved::Labels(labels) => {
-                let entry = self.store.request_entry(&labels);
+                let entry = self.store().request_entry(&labels);
                 // The labels were validated, so each object is a `str`.
                 let strings = label_objects.map(|object| object.downcast::<PyString>());
                 if let [Ok(p), Ok(m), Ok(o), Ok(s)] = strings {
@@ -405,6 +502,7 @@ impl PyMetricsStore {
         tool_calls: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let py = provider.py();
+        self.follow_fork(py)?;
         let label_objects = [provider, model, operation, status];
         let resolved = self.resolve_labels(py, label_objects, None)?;
         let values = RequestValues {
@@ -415,10 +513,65 @@ impl PyMetricsStore {
         let tool_names = tool_call_names(tool_calls, None, &self.tool_calls)?;
         // Everything is valid: from here on the call records.
         let entry = self.request_entry(py, resolved, label_objects);
-        self.store.record_request_on(entry, &values);
+        self.store().record_request_on(entry, &values);
         self.record_tool_calls(py, &tool_names)?;
         Ok(())
     }
+}
+
+/// Where a multi-process store records and what a scrape sums.
+struct Multiprocess {
+    directory: PathBuf,
+    prices: PriceTable,
+    /// Set by `_after_fork_in_child`; the next recording call follows the fork.
+    forked: AtomicBool,
+}
+
+impl Multiprocess {
+    fn new_store(directory: &Path, prices: PriceTable) -> PyResult<Store> {
+        let file = SharedFile::create(directory).map_err(|error| {
+            PyOSError::new_err(format!(
+                "cannot create a metrics file in {}: {error}",
+                directory.display()
+            ))
+        })?;
+        Ok(Store::with_arena(prices, SlotArena::file(file)))
+    }
+
+    /// The sum over the directory's files, warning about each file left out.
+    fn aggregate(&self, py: Python<'_>) -> PyResult<Aggregate> {
+        let directory = self.directory.clone();
+        let sum = py
+            .allow_threads(|| multiprocess::aggregate(&directory))
+            .map_err(|error| PyOSError::new_err(error.to_string()))?;
+        for (path, reason) in &sum.skipped {
+            let message = format!("skipped metrics file {}: {reason}", path.display());
+            PyErr::warn(
+                py,
+                &py.get_type::<PyRuntimeWarning>(),
+                &CString::new(message)?,
+                1,
+            )?;
+        }
+        Ok(sum)
+    }
+}
+
+/// Folds the files of processes that are gone into one; returns
+/// `(files folded, torn files discarded, path of the new file or None)`.
+#[pyfunction]
+fn compact(py: Python<'_>, directory: PathBuf) -> PyResult<(usize, usize, Option<PathBuf>)> {
+    let done = py
+        .allow_threads(|| multiprocess::compact(&directory))
+        .map_err(|error| PyOSError::new_err(error.to_string()))?;
+    Ok((done.folded, done.discarded, done.into))
+}
+
+/// Removes the files of processes that are gone; returns how many.
+#[pyfunction]
+fn cleanup(py: Python<'_>, directory: PathBuf) -> PyResult<usize> {
+    py.allow_threads(|| multiprocess::cleanup(&directory))
+        .map_err(|error| PyOSError::new_err(error.to_string()))
 }
 
 /// Request labels resolved by identity, or validated text still to be looked up.
@@ -565,6 +718,8 @@ use identity_cache::IdentityCache;
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<PyMetricsStore>()?;
+    module.add_function(wrap_pyfunction!(compact, module)?)?;
+    module.add_function(wrap_pyfunction!(cleanup, module)?)?;
     fast_call::install_recording_methods(&module.py().get_type::<PyMetricsStore>())?;
     let families: Vec<(&str, &str, &str)> = FAMILIES
         .iter()

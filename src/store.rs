@@ -472,6 +472,11 @@ impl Store {
         self.cache_miss_series(cache_type).value.inc();
     }
 
+    /// The path of the shared file the values live in, if any.
+    pub fn arena_file_path(&self) -> Option<std::path::PathBuf> {
+        self.arena.file_path()
+    }
+
     /// Number of distinct request label sets seen so far.
     pub fn request_label_sets(&self) -> usize {
         self.requests.len()

@@ -6,6 +6,12 @@ from typing import Any
 FAMILIES: list[tuple[str, str, str]]
 """``(name, help, type)`` of each metric family, in exposition order."""
 
+def compact(directory: str) -> tuple[int, int, str | None]:
+    """Folds the files of processes that are gone: ``(folded, discarded, new file)``."""
+
+def cleanup(directory: str) -> int:
+    """Removes the files of processes that are gone; returns how many."""
+
 HISTOGRAM_BUCKETS: list[float]
 """Upper bounds of the latency histogram buckets in seconds (``+Inf`` implied)."""
 
@@ -17,12 +23,23 @@ class MetricsStore:
     """
 
     def __new__(
-        cls, prices: list[tuple[str, float, float]], *args: Any, **kwargs: Any
+        cls,
+        prices: list[tuple[str, float, float]],
+        multiprocess_dir: str | None = None,
+        *args: Any,
+        **kwargs: Any,
     ) -> MetricsStore:
         """Creates an empty store.
 
-        ``prices`` lists ``(model, input_per_million, output_per_million)``.
+        ``prices`` lists ``(model, input_per_million, output_per_million)``. With
+        ``multiprocess_dir`` the values live in a file of that directory.
         """
+
+    def _after_fork_in_child(self) -> None:
+        """Marks the store so that its next recording call moves to a new file."""
+
+    def _multiprocess_file(self) -> str | None:
+        """This process's metrics file in multi-process mode."""
 
     def record_request(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -41,6 +43,22 @@ class _GatewayCollector(Collector):
         return [Metric(name, documentation, kind) for name, documentation, kind in FAMILIES]
 
 
+#: The environment variable naming the multi-process directory when the
+#: constructor's ``multiprocess_dir`` is None.
+MULTIPROCESS_DIR_VARIABLE = "GATEWAY_METRICS_MULTIPROC_DIR"
+
+#: Multi-process middlewares of this process, told when a child is forked.
+_MULTIPROCESS_MIDDLEWARES: weakref.WeakSet[MetricsStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for middleware in list(_MULTIPROCESS_MIDDLEWARES):
+        middleware._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class GatewayMetricsMiddleware(MetricsStore):
     """Prometheus metrics for LLM requests; pass it as ``metrics=`` to a gateway kit.
 
@@ -51,6 +69,11 @@ class GatewayMetricsMiddleware(MetricsStore):
     ``prometheus_client.REGISTRY`` when ``None``) through a collector, so every
     ``prometheus_client`` exposition helper sees it. A second middleware on the
     same registry raises ``ValueError``.
+
+    With ``multiprocess_dir`` (or, when it is None, the environment variable
+    ``GATEWAY_METRICS_MULTIPROC_DIR``) each process records into its own
+    memory-mapped file in that directory, and a scrape of any process shows the
+    sum over every file there; see ``gateway_metrics.multiprocess``.
 
     Example::
 
@@ -73,14 +96,20 @@ class GatewayMetricsMiddleware(MetricsStore):
         *,
         price_table: Mapping[str, ModelPricing] | None = None,
         registry: CollectorRegistry | None = None,
+        multiprocess_dir: str | os.PathLike[str] | None = None,
     ) -> GatewayMetricsMiddleware:
         table = merged_price_table(price_table)
         prices = [
             (model, pricing.input_per_million, pricing.output_per_million)
             for model, pricing in table.items()
         ]
-        self = super().__new__(cls, prices)
+        if multiprocess_dir is None:
+            multiprocess_dir = os.environ.get(MULTIPROCESS_DIR_VARIABLE) or None
+        self = super().__new__(cls, prices, multiprocess_dir)
         self._price_table = table
+        self._multiprocess_dir = None if multiprocess_dir is None else os.fspath(multiprocess_dir)
+        if multiprocess_dir is not None:
+            _MULTIPROCESS_MIDDLEWARES.add(self)
         return self
 
     def __init__(
@@ -88,6 +117,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         *,
         price_table: Mapping[str, ModelPricing] | None = None,
         registry: CollectorRegistry | None = None,
+        multiprocess_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self._registry = prometheus_client.REGISTRY if registry is None else registry
         self._collector = _GatewayCollector(self)
@@ -97,6 +127,11 @@ class GatewayMetricsMiddleware(MetricsStore):
     def price_table(self) -> Mapping[str, ModelPricing]:
         """The prices in use: ``DEFAULT_COST_TABLE`` merged with the caller's table."""
         return dict(self._price_table)
+
+    @property
+    def multiprocess_dir(self) -> str | None:
+        """The directory whose files a scrape sums, in multi-process mode; else None."""
+        return self._multiprocess_dir
 
     @property
     def registry(self) -> CollectorRegistry:

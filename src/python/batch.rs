@@ -266,6 +266,7 @@ impl PyMetricsStore {
     pub(super) fn record_columns(&self, columns: &Columns<'_, '_>) -> PyResult<usize> {
         let [provider, model, operation, status] = columns.labels;
         let py = provider.py();
+        self.follow_fork(py)?;
         let (latency_s, input_tokens, output_tokens, tool_calls) = (
             columns.latency_s,
             columns.input_tokens,
@@ -356,7 +357,7 @@ impl PyMetricsStore {
         };
 
         // Everything is valid: record. Entries are created in order of first use.
-        let mut batch = self.store.batch();
+        let mut batch = self.store().batch();
         let slots: Vec<usize> = combinations
             .into_iter()
             .map(|(first_row, resolved)| {

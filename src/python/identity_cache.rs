@@ -65,6 +65,15 @@ impl<T, const N: usize> IdentityCache<T, N> {
         })
     }
 
+    /// Forgets every entry (their targets belong to a store no longer recorded into).
+    pub(super) fn clear(&self, py: Python<'_>) {
+        let emptied = std::mem::replace(
+            &mut *self.slots.get(py).borrow_mut(),
+            std::array::from_fn(|_| None),
+        );
+        drop(emptied);
+    }
+
     /// Remembers `value` for these (validated) label objects.
     ///
     /// # Safety
