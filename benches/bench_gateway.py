@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import prometheus_client
 import pytest
-from gateway_metrics import _bench
-from timings import FIGURES
+from gateway_metrics import GatewayMetricsMiddleware, _bench
+from prometheus_client import CollectorRegistry
+from timings import FIGURES, TIMINGS
 
 CONTENDERS = ["floor", "reference", "ours"]
 
@@ -85,6 +86,51 @@ def test_first_use_of_a_new_label_set(measure, contender):
         calls_per_round=_bench.CALLS_PER_ROUND,
     )
     assert requests_seen(middleware, "model-0") == 1
+
+
+@pytest.mark.parametrize("contender", ["floor", "ours", "ours, multi-process"])
+def test_record_request_in_multi_process_mode(measure, middlewares, tmp_path, contender):
+    group = "record_request multi-process"
+    if contender == "floor":
+        record = _bench.floor_record_request
+    elif contender == "ours":
+        record = middlewares["ours"].record_request
+    else:
+        metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), multiprocess_dir=tmp_path)
+        record = metrics.record_request
+    measure(group, contender, _bench.fixed_request(record), calls_per_round=_bench.CALLS_PER_ROUND)
+    if contender == "ours, multi-process":
+        assert requests_seen(metrics, "gpt-4o") >= _bench.CALLS_PER_ROUND
+        single = TIMINGS.get((group, "ours"))
+        mine = TIMINGS.get((group, contender))
+        if single and mine:
+            FIGURES[("record_request multi-process / single-process", "ratio")] = mine / single
+
+
+@pytest.fixture(scope="module")
+def process_files(tmp_path_factory):
+    directories = {}
+    for kind in ("ours", "prometheus_client"):
+        directory = str(tmp_path_factory.mktemp(f"files-{kind.replace('_', '-')}"))
+        _bench.write_process_files(kind, directory)
+        directories[kind] = directory
+    return directories
+
+
+@pytest.mark.parametrize("contender", ["reference", "ours"])
+def test_scrape_over_64_processes_files(measure, process_files, contender):
+    group = "scrape 64 processes' files"
+    if contender == "reference":
+        scrape = _bench.prometheus_client_multiprocess_scrape(process_files["prometheus_client"])
+    else:
+        metrics = GatewayMetricsMiddleware(
+            registry=CollectorRegistry(), multiprocess_dir=process_files["ours"]
+        )
+        scrape = metrics.generate_latest
+    text = measure(group, contender, scrape)
+    text = text.decode() if isinstance(text, bytes) else text
+    labels = 'model="model-0",operation="chat",provider="openai",status="ok"'
+    assert f"ractogateway_requests_total{{{labels}}} {float(_bench.SCRAPE_PROCESSES)}\n" in text
 
 
 @pytest.mark.parametrize("contender", ["floor", "ours, scalar labels", "ours, model column"])

@@ -65,4 +65,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
                 + (f"{reference / ours:>10.1f}" if reference else f"{'-':>10}")
             )
     for (group, contender), value in FIGURES.items():
-        write(f"{group} [{contender}]: {value:,.0f}")
+        write(
+            f"{group} [{contender}]: {value:,.2f}"
+            if value < 100
+            else f"{group} [{contender}]: {value:,.0f}"
+        )

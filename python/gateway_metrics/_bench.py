@@ -240,6 +240,59 @@ def formatting_only(middleware: GatewayMetricsMiddleware) -> Callable[[], bytes]
     return lambda: generate_latest(Collected())
 
 
+SCRAPE_PROCESSES = 64
+PROCESS_MODELS = 50
+
+_WRITE_PROCESS_FILES = """
+import os, sys
+kind, directory, processes, models = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+prefix = "PROMETHEUS" if kind == "prometheus_client" else "GATEWAY_METRICS"
+os.environ[prefix + "_MULTIPROC_DIR"] = directory
+from prometheus_client import CollectorRegistry
+if kind == "prometheus_client":
+    from ractogateway.telemetry.metrics import GatewayMetricsMiddleware
+else:
+    from gateway_metrics import GatewayMetricsMiddleware
+children = []
+for _ in range(processes):
+    pid = os.fork()
+    if pid == 0:
+        metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
+        for index in range(models):
+            metrics.record_request(provider="openai", model=f"model-{index}", operation="chat",
+                                   status="ok", latency_s=0.3, input_tokens=100, output_tokens=20)
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.waitpid(pid, 0)
+"""
+
+
+def write_process_files(
+    kind: str, directory: str, processes: int = SCRAPE_PROCESSES, models: int = PROCESS_MODELS
+) -> None:
+    """Has ``processes`` forked processes record the same series into ``directory``.
+
+    ``kind`` is ``"ours"`` (our multi-process files) or ``"prometheus_client"``
+    (the reference middleware in ``PROMETHEUS_MULTIPROC_DIR`` mode).
+    """
+    subprocess.run(
+        [sys.executable, "-c", _WRITE_PROCESS_FILES, kind, directory, str(processes), str(models)],
+        check=True,
+        timeout=300,
+    )
+
+
+def prometheus_client_multiprocess_scrape(directory: str) -> Callable[[], bytes]:
+    """A scrape through ``prometheus_client``'s multiprocess collector."""
+    from prometheus_client import generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)
+    return lambda: generate_latest(registry)
+
+
 def resident_bytes() -> int:
     """This process's resident set size in bytes (Linux)."""
     with open("/proc/self/statm") as statm:
