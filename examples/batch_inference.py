@@ -1,10 +1,10 @@
 """A batch-inference job: worker processes answer N prompts, the job reports once at the end.
 
-Each worker runs a simulated model over its share of the prompts and hands back
-columns (model, latency, prompt and completion tokens, tool calls). The parent
-records every chunk with one ``record_batch`` call, shows progress, prints a
-summary scraped from the middleware and, with ``--pushgateway``, pushes the
-result to a Prometheus Pushgateway before exiting.
+The job uses gateway-metrics' multi-process mode: every worker records into its
+own file of a metrics directory, with one ``record_batch`` call per chunk of
+prompts it ran through a simulated model. The parent shows progress, folds the
+workers' files together at the end, prints a summary from the sum and, with
+``--pushgateway``, pushes that sum to a Prometheus Pushgateway before exiting.
 
     python examples/batch_inference.py --prompts 200000 --workers 4
     python examples/batch_inference.py --pushgateway 127.0.0.1:9091
@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import random
+import tempfile
 import time
 from dataclasses import dataclass
 
-from gateway_metrics import GatewayMetricsMiddleware
+from gateway_metrics import GatewayMetricsMiddleware, multiprocess
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
@@ -42,9 +43,23 @@ class ToolCall:
     name: str
 
 
-def run_chunk(task: tuple[int, int, int]) -> dict[str, list]:
-    """Simulates the model on prompts ``[start, start + count)``; returns columns."""
-    seed, start, count = task
+#: This worker process's middleware, created on its first chunk.
+_worker_metrics: GatewayMetricsMiddleware | None = None
+
+
+def run_chunk(task: tuple[str, int, int, int]) -> int:
+    """Runs prompts ``[start, start + count)`` and records them; returns how many."""
+    global _worker_metrics
+    directory, seed, start, count = task
+    if _worker_metrics is None:
+        _worker_metrics = GatewayMetricsMiddleware(
+            registry=CollectorRegistry(), multiprocess_dir=directory
+        )
+    return _worker_metrics.record_batch(operation="chat", **simulate(seed, start, count))
+
+
+def simulate(seed: int, start: int, count: int) -> dict[str, list]:
+    """The simulated model on prompts ``[start, start + count)``, as columns."""
     rng = random.Random(seed * 1_000_003 + start)
     columns: dict[str, list] = {
         "provider": [],
@@ -108,12 +123,21 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1, help="random seed")
     parser.add_argument("--pushgateway", metavar="HOST:PORT", help="push the result there")
     parser.add_argument("--job", default="batch_inference", help="Pushgateway job name")
+    parser.add_argument(
+        "--metrics-dir", help="multi-process metrics directory (default: a temporary one)"
+    )
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="batch-metrics-") as temporary:
+        return run_job(args, args.metrics_dir or temporary)
 
+
+def run_job(args: argparse.Namespace, directory: str) -> int:
+    """Runs the job with its metrics in ``directory``; returns the exit code."""
     console = Console()
-    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
+    multiprocess.cleanup(directory)
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), multiprocess_dir=directory)
     tasks = [
-        (args.seed, start, min(CHUNK, args.prompts - start))
+        (directory, args.seed, start, min(CHUNK, args.prompts - start))
         for start in range(0, args.prompts, CHUNK)
     ]
     started = time.monotonic()
@@ -128,9 +152,10 @@ def main() -> int:
         multiprocessing.Pool(args.workers) as pool,
     ):
         task = progress.add_task("prompts", total=args.prompts)
-        for columns in pool.imap_unordered(run_chunk, tasks):
-            recorded = metrics.record_batch(operation="chat", **columns)
+        for recorded in pool.imap_unordered(run_chunk, tasks):
             progress.advance(task, recorded)
+    folded = multiprocess.compact(directory)
+    console.print(f"worker files folded into one: {folded.folded}")
     console.print(summary_table(metrics, time.monotonic() - started))
     if args.pushgateway:
         metrics.push_to_gateway(

@@ -209,3 +209,17 @@ def test_compaction_while_workers_write_and_a_scraper_reads(tmp_path):
     assert sum(done.folded for done in compactions) >= short_workers
     # The scraper's own file is live; everything else is folded into one file.
     assert len(files(tmp_path)) == 2
+
+
+def test_a_push_sends_the_sum_over_processes(tmp_path):
+    pushing, other = mp_middleware(tmp_path), mp_middleware(tmp_path)
+    record(pushing, 2)
+    record(other, 3)
+    bodies = []
+
+    def capture(url, method, timeout, headers, data):
+        return lambda: bodies.append(data.decode())
+
+    pushing.push_to_gateway("127.0.0.1:1", job="sum", handler=capture)
+    labels = {**REQUEST, "model": "gpt-4o"}
+    assert sample_value(bodies[0], "ractogateway_requests_total", **labels) == 5.0
