@@ -117,7 +117,14 @@ fn token_count(value: Option<&Bound<'_, PyAny>>, argument: &str) -> PyResult<u64
 
 /// A token count given as a Python object: an `int` from 0 to 2**64-1.
 fn token_value(value: &Bound<'_, PyAny>, argument: impl Display) -> PyResult<u64> {
-    if !value.is_instance_of::<PyInt>() && value.is_instance_of::<PyFloat>() {
+    if value.is_exact_instance_of::<PyInt>() {
+        // An exact `int` needs no `__index__` call: read it directly.
+        // SAFETY: `value` is a live `int`.
+        let count = unsafe { pyo3::ffi::PyLong_AsUnsignedLongLong(value.as_ptr()) };
+        if count != u64::MAX || PyErr::take(value.py()).is_none() {
+            return Ok(count);
+        }
+    } else if value.is_instance_of::<PyFloat>() {
         return Err(PyTypeError::new_err(format!(
             "{argument} must be an int, not {}",
             type_name(value)

@@ -115,13 +115,13 @@ unsafe fn record_request_call(
             slots[index] = Some(Bound::from_borrowed_ptr(py, *args.offset(position)));
         }
     }
-    let missing: Vec<&str> = (0..REQUIRED)
-        .filter(|&index| slots[index].is_none())
-        .map(|index| KEYWORDS[index])
-        .collect();
     let [Some(provider), Some(model), Some(operation), Some(status), Some(latency_s), input_tokens, output_tokens, tool_calls] =
         &slots
     else {
+        let missing: Vec<&str> = (0..REQUIRED)
+            .filter(|&index| slots[index].is_none())
+            .map(|index| KEYWORDS[index])
+            .collect();
         return Err(PyTypeError::new_err(format!(
             "record_request() missing required keyword argument(s): '{}'",
             missing.join("', '")
