@@ -9,12 +9,14 @@
 //! [`Batch`]: crate::store::Batch
 
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use foldhash::fast::RandomState;
 use pyo3::buffer::{Element, PyBuffer};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
+use smallvec::SmallVec;
 
 use super::{
     checked_latency, latency_seconds, token_value, tool_call_names, type_name, ColumnArgument,
@@ -233,6 +235,55 @@ fn token_counts(value: Option<&Bound<'_, PyAny>>, name: &'static str) -> PyResul
     Ok(Numbers::Column(values))
 }
 
+/// Finds each row's combination of label objects: the first row of each new
+/// combination is resolved (validated) with `resolve`, and `row_combination`
+/// gets, per row, the index of its combination in `combinations`.
+fn group_rows<'s, 'a, K: Copy + Eq + Hash>(
+    rows: usize,
+    key_of: impl Fn(usize) -> K,
+    resolve: &mut impl FnMut(usize) -> PyResult<Resolved<'s, 'a>>,
+    combinations: &mut Vec<(usize, Resolved<'s, 'a>)>,
+    row_combination: &mut Vec<u32>,
+) -> PyResult<()> {
+    let mut known: HashMap<K, u32, RandomState> = HashMap::default();
+    // A few combinations are the common case: scanning them beats hashing.
+    let mut recent: SmallVec<[K; RECENT_COMBINATIONS]> = SmallVec::new();
+    let mut previous: Option<(K, u32)> = None;
+    row_combination.reserve(rows);
+    for row in 0..rows {
+        let key = key_of(row);
+        let combination = match previous {
+            Some((previous_key, combination)) if previous_key == key => combination,
+            _ => {
+                let found = if recent.len() < RECENT_COMBINATIONS {
+                    recent
+                        .iter()
+                        .position(|known_key| *known_key == key)
+                        .map(|c| c as u32)
+                } else {
+                    known.get(&key).copied()
+                };
+                match found {
+                    Some(combination) => combination,
+                    None => {
+                        let combination = u32::try_from(combinations.len())
+                            .map_err(|_| PyValueError::new_err("too many label sets"))?;
+                        combinations.push((row, resolve(row)?));
+                        known.insert(key, combination);
+                        if recent.len() < RECENT_COMBINATIONS {
+                            recent.push(key);
+                        }
+                        combination
+                    }
+                }
+            }
+        };
+        previous = Some((key, combination));
+        row_combination.push(combination);
+    }
+    Ok(())
+}
+
 /// The row count shared by every column argument (1 when all are scalars).
 fn row_count(columns: &[(&str, Option<usize>)]) -> PyResult<usize> {
     let mut rows: Option<(&str, usize)> = None;
@@ -308,44 +359,32 @@ impl PyMetricsStore {
         // records which combination it uses.
         let mut combinations: Vec<(usize, Resolved<'_, '_>)> = Vec::new();
         let mut row_combination: Vec<u32> = Vec::new();
-        if labels.iter().any(LabelArgument::is_column) {
-            let mut known: HashMap<[usize; 4], u32, RandomState> = HashMap::default();
-            let mut recent: Vec<[usize; 4]> = Vec::with_capacity(RECENT_COMBINATIONS);
-            let mut previous: Option<([usize; 4], u32)> = None;
-            row_combination.reserve(rows);
-            for row in 0..rows {
-                let objects = [0, 1, 2, 3].map(|i| labels[i].at(row));
-                let key = objects.map(|object| object.as_ptr() as usize);
-                let combination = match previous {
-                    Some((previous_key, combination)) if previous_key == key => combination,
-                    // A few combinations are the common case: a scan beats hashing them.
-                    _ => match if recent.len() < RECENT_COMBINATIONS {
-                        recent
-                            .iter()
-                            .position(|known_key| *known_key == key)
-                            .map(|c| c as u32)
-                    } else {
-                        known.get(&key).copied()
-                    } {
-                        Some(combination) => combination,
-                        None => {
-                            let combination = u32::try_from(combinations.len())
-                                .map_err(|_| PyValueError::new_err("too many label sets"))?;
-                            combinations.push((row, self.resolve_labels(py, objects, Some(row))?));
-                            known.insert(key, combination);
-                            if recent.len() < RECENT_COMBINATIONS {
-                                recent.push(key);
-                            }
-                            combination
-                        }
-                    },
-                };
-                previous = Some((key, combination));
-                row_combination.push(combination);
-            }
+        let columns: SmallVec<[usize; 4]> = (0..4).filter(|&i| labels[i].is_column()).collect();
+        let mut resolve = |row: usize| {
+            let objects = [0, 1, 2, 3].map(|i| labels[i].at(row));
+            self.resolve_labels(py, objects, (!columns.is_empty()).then_some(row))
+        };
+        if let [column] = columns[..] {
+            // One label column (a model per row, say): its object alone is the key.
+            let key = |row| labels[column].at(row).as_ptr() as usize;
+            group_rows(
+                rows,
+                key,
+                &mut resolve,
+                &mut combinations,
+                &mut row_combination,
+            )?;
+        } else if !columns.is_empty() {
+            let key = |row| [0, 1, 2, 3].map(|i| labels[i].at(row).as_ptr() as usize);
+            group_rows(
+                rows,
+                key,
+                &mut resolve,
+                &mut combinations,
+                &mut row_combination,
+            )?;
         } else {
-            let objects = [0, 1, 2, 3].map(|i| labels[i].at(0));
-            combinations.push((0, self.resolve_labels(py, objects, None)?));
+            combinations.push((0, resolve(0)?));
         }
         let tool_names: Vec<ToolNames<'_, '_>> = match &tool_column {
             None => Vec::new(),
