@@ -39,6 +39,7 @@ def test_record_request_fixed_labels_one_tool_call(measure, middlewares, contend
         contender,
         _bench.fixed_request(record),
         calls_per_round=_bench.CALLS_PER_ROUND,
+        floor=_bench.fixed_request(_bench.floor_record_request) if contender == "ours" else None,
     )
     if contender != "floor":
         assert requests_seen(middlewares[contender], "gpt-4o") >= 1
@@ -52,6 +53,9 @@ def test_record_request_four_models_in_turn(measure, middlewares, contender):
         contender,
         _bench.four_model_requests(record),
         calls_per_round=_bench.CALLS_PER_ROUND,
+        floor=(
+            _bench.four_model_requests(_bench.floor_record_request) if contender == "ours" else None
+        ),
     )
     if contender != "floor":
         assert requests_seen(middlewares[contender], "gemini-2.0-flash", "google") >= 1
@@ -69,6 +73,7 @@ def test_record_cache_hit(measure, middlewares, contender):
         contender,
         _bench.cache_hits(hit),
         calls_per_round=_bench.CALLS_PER_ROUND,
+        floor=_bench.cache_hits(_bench.floor_one_argument) if contender == "ours" else None,
     )
     if contender != "floor":
         registry = middlewares[contender]._registry

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import timeit
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from timings import FIGURES, TIMINGS
+from timings import FIGURES, INTERLEAVED, TIMINGS
 
 
 def record_ratios(group: str, contender: str, extra_info: dict[str, Any]) -> None:
@@ -26,7 +27,13 @@ def record_ratios(group: str, contender: str, extra_info: dict[str, Any]) -> Non
 def measure(benchmark) -> Callable[..., Any]:
     """Times ``call`` for ``contender`` in ``group``; ``calls_per_round`` normalises per call."""
 
-    def run(group: str, contender: str, call: Callable[[], Any], calls_per_round: int = 1):
+    def run(
+        group: str,
+        contender: str,
+        call: Callable[[], Any],
+        calls_per_round: int = 1,
+        floor: Callable[[], Any] | None = None,
+    ):
         benchmark.group = group
         benchmark.extra_info["contender"] = contender
         result = benchmark(call)
@@ -36,9 +43,27 @@ def measure(benchmark) -> Callable[..., Any]:
             TIMINGS[(group, contender)] = per_call
             benchmark.extra_info["seconds_per_call"] = per_call
             record_ratios(group, contender, benchmark.extra_info)
+            if floor is not None:
+                ratio = interleaved_ratio(call, floor)
+                INTERLEAVED[(group, contender)] = ratio
+                benchmark.extra_info["ratio_to_floor_interleaved"] = ratio
         return result
 
     return run
+
+
+def interleaved_ratio(call: Callable[[], Any], floor: Callable[[], Any], rounds: int = 15) -> float:
+    """``call``'s time over ``floor``'s, timed in alternation and best of ``rounds`` each.
+
+    On a shared machine the speed drifts between benchmarks; alternating the two
+    workloads makes them meet the same conditions, so their ratio holds.
+    """
+    number = max(1, timeit.Timer(call).autorange()[0] // 4)
+    best_call = best_floor = float("inf")
+    for _ in range(rounds):
+        best_call = min(best_call, timeit.timeit(call, number=number))
+        best_floor = min(best_floor, timeit.timeit(floor, number=number))
+    return best_call / best_floor
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
@@ -64,6 +89,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
                 + (f"{ours / floor:>9.2f}" if floor else f"{'-':>9}")
                 + (f"{reference / ours:>10.1f}" if reference else f"{'-':>10}")
             )
+    for (group, contender), ratio in INTERLEAVED.items():
+        write(f"{group} [{contender}] / floor, timed in alternation (best of 15): {ratio:.2f}")
     for (group, contender), value in FIGURES.items():
         write(
             f"{group} [{contender}]: {value:,.2f}"

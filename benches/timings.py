@@ -6,3 +6,5 @@ from __future__ import annotations
 TIMINGS: dict[tuple[str, str], float] = {}
 #: Other measured figures by (group, contender), e.g. bytes per label set.
 FIGURES: dict[tuple[str, str], float] = {}
+#: Ratio to the floor timed in alternation with it, by (group, contender).
+INTERLEAVED: dict[tuple[str, str], float] = {}

@@ -2,15 +2,32 @@
 //!
 //! Event and token counts are integers, so they live in an `AtomicU64` and stay
 //! exact up to 2**64-1 (they saturate there instead of wrapping). Sums of floats
-//! (latency seconds, USD cost) are kept as the bits of an `f64` and updated with
-//! a compare-and-swap loop: every writer performs exactly the IEEE-754 addition
-//! `total + amount` that `prometheus_client` performs under its mutex, so a
-//! single-threaded sequence of calls produces the very same bits, and concurrent
-//! writers only reorder additions (never lose one).
+//! (latency seconds, USD cost) are kept as the bits of an `f64`: every writer
+//! performs exactly the IEEE-754 addition `total + amount` that
+//! `prometheus_client` performs under its mutex, so a single-threaded sequence
+//! of calls produces the very same bits.
+//!
+//! How writers update a value depends on [`Writers`]. Concurrent writers use
+//! read-modify-write instructions (`fetch_add`, a compare-and-swap loop for
+//! floats), so none is lost. When the caller guarantees that writers never
+//! overlap (the Python binding records only while holding the GIL), a plain
+//! atomic load and store is enough and avoids the locked instructions, which
+//! cost more than the rest of a recording call together. Either way readers,
+//! which never take that guarantee, always load whole values.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::slots::SlotValue;
+
+/// How the writers of a value are coordinated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writers {
+    /// Any number of threads may write at once.
+    Concurrent,
+    /// Writes never overlap: the caller serializes them (a misuse loses
+    /// increments but never tears a value).
+    Serialized,
+}
 
 /// An integer counter that only goes up.
 #[derive(Debug, Default)]
@@ -22,18 +39,26 @@ pub struct Counter {
 impl Counter {
     /// Adds `amount`, saturating at `u64::MAX` rather than wrapping to a small value.
     #[inline]
-    pub fn add(&self, amount: u64) {
-        let previous = self.value.fetch_add(amount, Ordering::Relaxed);
-        if previous.checked_add(amount).is_none() {
-            // Overflow is a 2**64-token event; pinning the value beats reporting a reset.
-            self.value.store(u64::MAX, Ordering::Relaxed);
+    pub fn add(&self, amount: u64, writers: Writers) {
+        match writers {
+            Writers::Concurrent => {
+                let previous = self.value.fetch_add(amount, Ordering::Relaxed);
+                if previous.checked_add(amount).is_none() {
+                    // Overflow is a 2**64-token event; pinning the value beats a reset.
+                    self.value.store(u64::MAX, Ordering::Relaxed);
+                }
+            }
+            Writers::Serialized => {
+                let total = self.value.load(Ordering::Relaxed).saturating_add(amount);
+                self.value.store(total, Ordering::Relaxed);
+            }
         }
     }
 
     /// Adds one.
     #[inline]
-    pub fn inc(&self) {
-        self.add(1);
+    pub fn inc(&self, writers: Writers) {
+        self.add(1, writers);
     }
 
     /// The current value.
@@ -51,10 +76,16 @@ pub struct FloatCounter {
 }
 
 impl FloatCounter {
-    /// Adds `amount` with one IEEE-754 addition, retried until no other writer intervened.
+    /// Adds `amount` with one IEEE-754 addition (retried, for concurrent writers,
+    /// until no other writer intervened).
     #[inline]
-    pub fn add(&self, amount: f64) {
+    pub fn add(&self, amount: f64, writers: Writers) {
         let mut current = self.bits.load(Ordering::Relaxed);
+        if writers == Writers::Serialized {
+            let total = (f64::from_bits(current) + amount).to_bits();
+            self.bits.store(total, Ordering::Relaxed);
+            return;
+        }
         loop {
             let next = (f64::from_bits(current) + amount).to_bits();
             match self.bits.compare_exchange_weak(
@@ -94,23 +125,27 @@ mod tests {
 
     #[test]
     fn counter_adds_and_saturates() {
-        let counter = Counter::default();
-        counter.inc();
-        counter.add(41);
-        assert_eq!(counter.get(), 42);
-        counter.add(u64::MAX);
-        assert_eq!(counter.get(), u64::MAX);
+        for writers in [Writers::Concurrent, Writers::Serialized] {
+            let counter = Counter::default();
+            counter.inc(writers);
+            counter.add(41, writers);
+            assert_eq!(counter.get(), 42);
+            counter.add(u64::MAX, writers);
+            assert_eq!(counter.get(), u64::MAX);
+        }
     }
 
     #[test]
     fn float_counter_matches_sequential_python_sum() {
-        let sum = FloatCounter::default();
-        let mut expected = 0.0_f64;
-        for amount in [0.1, 0.2, 0.3, 1e-9, 61.0, 0.05] {
-            sum.add(amount);
-            expected += amount;
+        for writers in [Writers::Concurrent, Writers::Serialized] {
+            let sum = FloatCounter::default();
+            let mut expected = 0.0_f64;
+            for amount in [0.1, 0.2, 0.3, 1e-9, 61.0, 0.05] {
+                sum.add(amount, writers);
+                expected += amount;
+            }
+            assert_eq!(sum.get().to_bits(), expected.to_bits());
         }
-        assert_eq!(sum.get().to_bits(), expected.to_bits());
     }
 
     #[test]
@@ -123,8 +158,8 @@ mod tests {
                 let sum = Arc::clone(&sum);
                 thread::spawn(move || {
                     for _ in 0..10_000 {
-                        counter.inc();
-                        sum.add(1.0);
+                        counter.inc(Writers::Concurrent);
+                        sum.add(1.0, Writers::Concurrent);
                     }
                 })
             })

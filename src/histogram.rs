@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::counter::FloatCounter;
+use crate::counter::{FloatCounter, Writers};
 use crate::slots::SlotValue;
 
 /// Upper bounds of the latency buckets in seconds, as the reference middleware declares them.
@@ -55,19 +55,35 @@ pub fn bucket_index(value: f64) -> usize {
 impl Histogram {
     /// Records one observation; `value` must already be validated as finite and non-negative.
     #[inline]
-    pub fn observe(&self, value: f64) {
-        self.buckets[bucket_index(value)].fetch_add(1, Ordering::Relaxed);
-        self.sum.add(value);
+    pub fn observe(&self, value: f64, writers: Writers) {
+        let bucket = &self.buckets[bucket_index(value)];
+        match writers {
+            Writers::Concurrent => {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+            Writers::Serialized => {
+                bucket.store(bucket.load(Ordering::Relaxed) + 1, Ordering::Relaxed)
+            }
+        }
+        self.sum.add(value, writers);
     }
 
     /// Adds observations counted elsewhere: `counts` per bucket (not cumulative) and their sum.
-    pub fn merge(&self, counts: &[u64; BUCKET_COUNT], sum: f64) {
+    pub fn merge(&self, counts: &[u64; BUCKET_COUNT], sum: f64, writers: Writers) {
         for (bucket, count) in self.buckets.iter().zip(counts) {
             if *count > 0 {
-                bucket.fetch_add(*count, Ordering::Relaxed);
+                match writers {
+                    Writers::Concurrent => {
+                        bucket.fetch_add(*count, Ordering::Relaxed);
+                    }
+                    Writers::Serialized => {
+                        let total = bucket.load(Ordering::Relaxed).saturating_add(*count);
+                        bucket.store(total, Ordering::Relaxed);
+                    }
+                }
             }
         }
-        self.sum.add(sum);
+        self.sum.add(sum, writers);
     }
 
     /// Copies the buckets (made cumulative) and the sum.
@@ -131,11 +147,11 @@ mod tests {
         let mut counts = [0; BUCKET_COUNT];
         let mut sum = 0.0;
         for value in [0.01, 0.3, 0.3, 7.0, 100.0] {
-            one_by_one.observe(value);
+            one_by_one.observe(value, Writers::Concurrent);
             counts[bucket_index(value)] += 1;
             sum += value;
         }
-        merged.merge(&counts, sum);
+        merged.merge(&counts, sum, Writers::Serialized);
         assert_eq!(merged.snapshot(), one_by_one.snapshot());
     }
 
@@ -143,7 +159,7 @@ mod tests {
     fn snapshot_is_cumulative_and_counts_match() {
         let histogram = Histogram::default();
         for value in [0.3, 61.0, 0.05, 0.3] {
-            histogram.observe(value);
+            histogram.observe(value, Writers::Concurrent);
         }
         let snapshot = histogram.snapshot();
         assert_eq!(snapshot.cumulative, [1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 4]);

@@ -281,6 +281,7 @@ pub fn cleanup(directory: &Path) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::counter::Writers;
     use crate::exposition::TextEncoder;
     use crate::pricing::{Price, PriceTable};
     use crate::store::{RequestLabels, RequestValues, Store};
@@ -299,6 +300,7 @@ mod tests {
         Store::with_arena(
             prices(),
             SlotArena::file(SharedFile::create(directory).unwrap()),
+            Writers::Concurrent,
         )
     }
 

@@ -20,6 +20,7 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
+use crate::counter::Writers;
 use crate::exposition::{render_text, TextEncoder};
 use crate::multiprocess::{self, Aggregate};
 use crate::pricing::{Price, PriceTable};
@@ -249,6 +250,7 @@ impl PyMetricsStore {
     #[new]
     #[pyo3(signature = (prices, multiprocess_dir = None, *_args, **_kwargs))]
     fn new(
+        py: Python<'_>,
         prices: Vec<(String, f64, f64)>,
         multiprocess_dir: Option<PathBuf>,
         _args: &Bound<'_, PyTuple>,
@@ -264,9 +266,12 @@ impl PyMetricsStore {
             )
         }));
         let (store, multiprocess) = match multiprocess_dir {
-            None => (Store::new(table), None),
+            None => (
+                Store::with_arena(table, SlotArena::heap(), recording_writers(py)?),
+                None,
+            ),
             Some(directory) => {
-                let store = Multiprocess::new_store(&directory, table.clone())?;
+                let store = Multiprocess::new_store(py, &directory, table.clone())?;
                 let state = Multiprocess {
                     directory,
                     prices: table,
@@ -399,7 +404,8 @@ impl PyMetricsStore {
         if !multiprocess.forked.load(Ordering::Acquire) {
             return Ok(());
         }
-        let store = Multiprocess::new_store(&multiprocess.directory, multiprocess.prices.clone())?;
+        let store =
+            Multiprocess::new_store(py, &multiprocess.directory, multiprocess.prices.clone())?;
         // The parent's store stays mapped but unused: leaking it keeps every
         // reference into it valid without tracking who might still hold one.
         self.store
@@ -425,7 +431,7 @@ impl PyMetricsStore {
                     series
                 }
             };
-            series.value.inc();
+            self.store().count(series);
         }
         Ok(())
     }
@@ -436,7 +442,7 @@ impl PyMetricsStore {
         let series = cached_series(&self.cache_hits, cache_type, |text| {
             self.store().cache_hit_series(text)
         })?;
-        series.value.inc();
+        self.store().count(series);
         Ok(())
     }
 
@@ -446,7 +452,7 @@ impl PyMetricsStore {
         let series = cached_series(&self.cache_misses, cache_type, |text| {
             self.store().cache_miss_series(text)
         })?;
-        series.value.inc();
+        self.store().count(series);
         Ok(())
     }
 
@@ -526,6 +532,24 @@ impl PyMetricsStore {
     }
 }
 
+/// How the stores of this interpreter are written to.
+///
+/// Every recording method runs while holding the GIL and calls no Python code
+/// once it starts writing, so with a GIL its writes never overlap and plain
+/// atomic stores suffice. A free-threaded interpreter gets concurrent writers.
+fn recording_writers(py: Python<'_>) -> PyResult<Writers> {
+    let sys = py.import("sys")?;
+    let gil = match sys.getattr("_is_gil_enabled") {
+        Ok(is_gil_enabled) => is_gil_enabled.call0()?.is_truthy()?,
+        Err(_) => true,
+    };
+    Ok(if gil {
+        Writers::Serialized
+    } else {
+        Writers::Concurrent
+    })
+}
+
 /// Where a multi-process store records and what a scrape sums.
 struct Multiprocess {
     directory: PathBuf,
@@ -535,14 +559,18 @@ struct Multiprocess {
 }
 
 impl Multiprocess {
-    fn new_store(directory: &Path, prices: PriceTable) -> PyResult<Store> {
+    fn new_store(py: Python<'_>, directory: &Path, prices: PriceTable) -> PyResult<Store> {
         let file = SharedFile::create(directory).map_err(|error| {
             PyOSError::new_err(format!(
                 "cannot create a metrics file in {}: {error}",
                 directory.display()
             ))
         })?;
-        Ok(Store::with_arena(prices, SlotArena::file(file)))
+        Ok(Store::with_arena(
+            prices,
+            SlotArena::file(file),
+            recording_writers(py)?,
+        ))
     }
 
     /// The sum over the directory's files, warning about each file left out.

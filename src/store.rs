@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use smallvec::SmallVec;
 
-use crate::counter::{Counter, FloatCounter};
+use crate::counter::{Counter, FloatCounter, Writers};
 use crate::histogram::{bucket_index, Histogram, HistogramSnapshot, BUCKET_COUNT};
 use crate::label_map::{Entry, LabelMap};
 use crate::pricing::{Price, PriceTable};
@@ -263,6 +263,8 @@ pub trait SampleVisitor {
 /// All metric state of one middleware.
 pub struct Store {
     prices: PriceTable,
+    /// How recording calls are coordinated.
+    writers: Writers,
     /// Where every value lives; dropped after the maps (field order), which
     /// hold the only references into it.
     arena: SlotArena,
@@ -280,15 +282,18 @@ pub struct Store {
 }
 
 impl Store {
-    /// An empty store that prices requests with `prices`, its values on the heap.
+    /// An empty store that prices requests with `prices`, its values on the heap,
+    /// for any number of concurrent writers.
     pub fn new(prices: PriceTable) -> Self {
-        Self::with_arena(prices, SlotArena::heap())
+        Self::with_arena(prices, SlotArena::heap(), Writers::Concurrent)
     }
 
-    /// An empty store whose values live in `arena` (a shared file in multi-process mode).
-    pub fn with_arena(prices: PriceTable, arena: SlotArena) -> Self {
+    /// An empty store whose values live in `arena` (a shared file in
+    /// multi-process mode), recorded into as `writers` says.
+    pub fn with_arena(prices: PriceTable, arena: SlotArena, writers: Writers) -> Self {
         Store {
             prices,
+            writers,
             arena,
             requests: LabelMap::new(),
             durations: LabelMap::new(),
@@ -351,22 +356,29 @@ impl Store {
     #[inline]
     pub fn record_request_on(&self, entry: &RequestEntry, values: &RequestValues) {
         let series = &entry.value;
-        series.requests.value.inc();
-        series.duration.get().histogram.observe(values.latency_s);
+        let writers = self.writers;
+        series.requests.value.inc(writers);
+        series
+            .duration
+            .get()
+            .histogram
+            .observe(values.latency_s, writers);
         if values.input_tokens > 0 {
             self.token_series(&series.input_tokens, entry, "input")
                 .value
-                .add(values.input_tokens);
+                .add(values.input_tokens, writers);
         }
         if values.output_tokens > 0 {
             self.token_series(&series.output_tokens, entry, "output")
                 .value
-                .add(values.output_tokens);
+                .add(values.output_tokens, writers);
         }
         if let Some(price) = series.price {
             let cost = price.cost(values.input_tokens, values.output_tokens);
             if cost > 0.0 {
-                self.cost_series(&series.cost, entry).value.add(cost);
+                self.cost_series(&series.cost, entry)
+                    .value
+                    .add(cost, writers);
             }
         }
     }
@@ -426,7 +438,7 @@ impl Store {
     /// Adds one tool call named `tool_name`.
     #[inline]
     pub fn record_tool_call(&self, tool_name: &str) {
-        self.tool_call_series(tool_name).value.inc();
+        self.count(self.tool_call_series(tool_name));
     }
 
     /// The cache-hit series of `cache_type`, created on first use.
@@ -460,16 +472,22 @@ impl Store {
         }
     }
 
+    /// Adds one to a counter series of this store.
+    #[inline]
+    pub fn count(&self, series: &CounterSeries) {
+        series.value.inc(self.writers);
+    }
+
     /// Adds one cache hit of `cache_type`.
     #[inline]
     pub fn record_cache_hit(&self, cache_type: &str) {
-        self.cache_hit_series(cache_type).value.inc();
+        self.count(self.cache_hit_series(cache_type));
     }
 
     /// Adds one cache miss of `cache_type`.
     #[inline]
     pub fn record_cache_miss(&self, cache_type: &str) {
-        self.cache_miss_series(cache_type).value.inc();
+        self.count(self.cache_miss_series(cache_type));
     }
 
     /// The path of the shared file the values live in, if any.
@@ -669,20 +687,21 @@ impl<'s> Batch<'s> {
     pub fn finish(self) {
         for totals in self.totals {
             let series = &totals.entry.value;
-            series.requests.value.add(totals.requests);
+            let writers = self.store.writers;
+            series.requests.value.add(totals.requests, writers);
             series
                 .duration
                 .get()
                 .histogram
-                .merge(&totals.buckets, totals.latency_sum);
+                .merge(&totals.buckets, totals.latency_sum, writers);
             if let Some(input) = series.input_tokens.get() {
-                input.get().value.add(totals.input_tokens);
+                input.get().value.add(totals.input_tokens, writers);
             }
             if let Some(output) = series.output_tokens.get() {
-                output.get().value.add(totals.output_tokens);
+                output.get().value.add(totals.output_tokens, writers);
             }
             if let Some(cost) = series.cost.get() {
-                cost.get().value.add(totals.cost);
+                cost.get().value.add(totals.cost, writers);
             }
         }
     }
