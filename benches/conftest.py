@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import timeit
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from timings import FIGURES, INTERLEAVED, TIMINGS
+from timings import FIGURES, INTERLEAVED, TIMINGS, interleaved_ratio
 
 
 def record_ratios(group: str, contender: str, extra_info: dict[str, Any]) -> None:
@@ -50,20 +49,6 @@ def measure(benchmark) -> Callable[..., Any]:
         return result
 
     return run
-
-
-def interleaved_ratio(call: Callable[[], Any], floor: Callable[[], Any], rounds: int = 15) -> float:
-    """``call``'s time over ``floor``'s, timed in alternation and best of ``rounds`` each.
-
-    On a shared machine the speed drifts between benchmarks; alternating the two
-    workloads makes them meet the same conditions, so their ratio holds.
-    """
-    number = max(1, timeit.Timer(call).autorange()[0] // 4)
-    best_call = best_floor = float("inf")
-    for _ in range(rounds):
-        best_call = min(best_call, timeit.timeit(call, number=number))
-        best_floor = min(best_floor, timeit.timeit(floor, number=number))
-    return best_call / best_floor
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
