@@ -295,7 +295,7 @@ pub fn render_text(store: &Store, include_created: bool) -> String {
 mod tests {
     use super::*;
     use crate::pricing::PriceTable;
-    use crate::store::{RequestLabels, RequestValues};
+    use crate::store::{CacheOutcome, RequestLabels, RequestValues};
 
     fn formatted(value: f64) -> String {
         let mut out = String::new();
@@ -368,7 +368,7 @@ mod tests {
             output_tokens: 0,
         };
         store.record_request(&labels, &values);
-        store.record_cache_hit("exact");
+        store.record_cache(CacheOutcome::Hit, "exact");
         let text = render_text(&store, false);
         assert!(text.starts_with(
             "# HELP ractogateway_requests_total Total LLM requests by provider / model / operation / status.\n\
@@ -397,7 +397,7 @@ mod tests {
     #[test]
     fn created_samples_form_a_gauge_family_after_their_family() {
         let store = Store::new(PriceTable::default());
-        store.record_cache_miss("semantic");
+        store.record_cache(CacheOutcome::Miss, "semantic");
         let text = render_text(&store, true);
         let block = "# TYPE ractogateway_cache_misses_total counter\n\
              ractogateway_cache_misses_total{cache_type=\"semantic\"} 1.0\n\

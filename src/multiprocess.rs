@@ -284,7 +284,7 @@ mod tests {
     use crate::counter::Writers;
     use crate::exposition::TextEncoder;
     use crate::pricing::{Price, PriceTable};
-    use crate::store::{RequestLabels, RequestValues, Store};
+    use crate::store::{CacheOutcome, RequestLabels, RequestValues, Store};
 
     fn prices() -> PriceTable {
         PriceTable::new([(
@@ -317,7 +317,7 @@ mod tests {
             output_tokens: 200,
         };
         store.record_request(&labels, &values);
-        store.record_cache_hit("exact");
+        store.record_cache(CacheOutcome::Hit, "exact");
     }
 
     /// The exposition's lines, sorted: files are summed in name order, which is random.

@@ -27,8 +27,8 @@ use crate::pricing::{Price, PriceTable};
 use crate::shared_file::SharedFile;
 use crate::slots::SlotArena;
 use crate::store::{
-    CounterSeries, FamilyDesc, RequestEntry, RequestLabels, RequestValues, SampleVisitor, Store,
-    FAMILIES,
+    CacheOutcome, CounterSeries, FamilyDesc, RequestEntry, RequestLabels, RequestValues,
+    SampleVisitor, Store, FAMILIES,
 };
 
 fn type_name(value: &Bound<'_, PyAny>) -> String {
@@ -436,22 +436,27 @@ impl PyMetricsStore {
         Ok(())
     }
 
-    /// Adds one cache hit of `cache_type` (`"exact"` or `"semantic"`).
-    fn record_cache_hit(&self, cache_type: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.follow_fork(cache_type.py())?;
-        let series = cached_series(&self.cache_hits, cache_type, |text| {
-            self.store().cache_hit_series(text)
-        })?;
-        self.store().count(series);
-        Ok(())
-    }
-
-    /// Adds one cache miss of `cache_type` (`"exact"` or `"semantic"`).
-    fn record_cache_miss(&self, cache_type: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.follow_fork(cache_type.py())?;
-        let series = cached_series(&self.cache_misses, cache_type, |text| {
-            self.store().cache_miss_series(text)
-        })?;
+    /// Adds one cache hit or miss of `cache_type` (`"exact"` or `"semantic"`).
+    fn record_cache(&self, outcome: CacheOutcome, cache_type: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = cache_type.py();
+        self.follow_fork(py)?;
+        let cache = match outcome {
+            CacheOutcome::Hit => &self.cache_hits,
+            CacheOutcome::Miss => &self.cache_misses,
+        };
+        let series = match cache.get(py, [cache_type]) {
+            Some(series) => series,
+            None => {
+                let series = self
+                    .store()
+                    .cache_series(outcome, label(cache_type, "cache_type")?);
+                if let Ok(text) = cache_type.downcast::<PyString>() {
+                    // SAFETY: series live as long as the store, which lives as long as the cache.
+                    unsafe { cache.insert(py, [text], series) };
+                }
+                series
+            }
+        };
         self.store().count(series);
         Ok(())
     }
@@ -629,24 +634,6 @@ impl Display for ColumnArgument {
             None => f.write_str(self.name),
         }
     }
-}
-
-/// The series of a one-label family for `value`, through its identity cache.
-fn cached_series<'s>(
-    cache: &'s IdentityCache<CounterSeries, 1>,
-    value: &Bound<'_, PyAny>,
-    series_of: impl FnOnce(&str) -> &'s CounterSeries,
-) -> PyResult<&'s CounterSeries> {
-    let py = value.py();
-    if let Some(series) = cache.get(py, [value]) {
-        return Ok(series);
-    }
-    let series = series_of(label(value, "cache_type")?);
-    if let Ok(text) = value.downcast::<PyString>() {
-        // SAFETY: series live as long as the store, which lives as long as the cache.
-        unsafe { cache.insert(py, [text], series) };
-    }
-    Ok(series)
 }
 
 /// Turns visited samples into `prometheus_client` `Sample` tuples.

@@ -213,6 +213,15 @@ pub struct RequestSeries {
 const MODEL: usize = 0;
 const PROVIDER: usize = 2;
 
+/// Whether a cache lookup found its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// `ractogateway_cache_hits_total`.
+    Hit,
+    /// `ractogateway_cache_misses_total`.
+    Miss,
+}
+
 /// Label values of one request; `&str` borrowed from the caller.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLabels<'a> {
@@ -441,26 +450,17 @@ impl Store {
         self.count(self.tool_call_series(tool_name));
     }
 
-    /// The cache-hit series of `cache_type`, created on first use.
+    /// The cache-hit or cache-miss series of `cache_type`, created on first use.
     #[inline]
-    pub fn cache_hit_series(&self, cache_type: &str) -> &CounterSeries {
-        &self
-            .cache_hits
-            .get_or_insert_with(&[cache_type], || {
-                CounterSeries::new(&self.arena, &CACHE_HITS, &[cache_type])
-            })
-            .value
-    }
-
-    /// The cache-miss series of `cache_type`, created on first use.
-    #[inline]
-    pub fn cache_miss_series(&self, cache_type: &str) -> &CounterSeries {
-        &self
-            .cache_misses
-            .get_or_insert_with(&[cache_type], || {
-                CounterSeries::new(&self.arena, &CACHE_MISSES, &[cache_type])
-            })
-            .value
+    pub fn cache_series(&self, outcome: CacheOutcome, cache_type: &str) -> &CounterSeries {
+        let (map, family) = match outcome {
+            CacheOutcome::Hit => (&self.cache_hits, &CACHE_HITS),
+            CacheOutcome::Miss => (&self.cache_misses, &CACHE_MISSES),
+        };
+        &map.get_or_insert_with(&[cache_type], || {
+            CounterSeries::new(&self.arena, family, &[cache_type])
+        })
+        .value
     }
 
     /// Starts a batch of requests to be recorded together (see [`Batch`]).
@@ -478,16 +478,10 @@ impl Store {
         series.value.inc(self.writers);
     }
 
-    /// Adds one cache hit of `cache_type`.
+    /// Adds one cache hit or miss of `cache_type`.
     #[inline]
-    pub fn record_cache_hit(&self, cache_type: &str) {
-        self.count(self.cache_hit_series(cache_type));
-    }
-
-    /// Adds one cache miss of `cache_type`.
-    #[inline]
-    pub fn record_cache_miss(&self, cache_type: &str) {
-        self.count(self.cache_miss_series(cache_type));
+    pub fn record_cache(&self, outcome: CacheOutcome, cache_type: &str) {
+        self.count(self.cache_series(outcome, cache_type));
     }
 
     /// The path of the shared file the values live in, if any.
@@ -862,7 +856,7 @@ mod tests {
     #[test]
     fn created_samples_follow_each_series_when_asked() {
         let store = gpt_4o_store();
-        store.record_cache_hit("exact");
+        store.record_cache(CacheOutcome::Hit, "exact");
         let mut recorder = Recorder::default();
         store.visit(true, &mut recorder);
         let hits: Vec<&str> = recorder

@@ -166,21 +166,15 @@ class GatewayMetricsMiddleware(MetricsStore):
 
         For batch jobs that end before Prometheus could scrape them. Semantics,
         grouping-key encoding and ``handler`` are those of
-        ``prometheus_client.push_to_gateway``.
+        ``prometheus_client.push_to_gateway``; in multi-process mode the sum over
+        the directory is pushed.
 
         Example::
 
             metrics.push_to_gateway("localhost:9091", job="nightly-eval",
                                     grouping_key={"shard": "3"})
         """
-        prometheus_client.push_to_gateway(
-            gateway,
-            job=job,
-            registry=self._push_registry(),
-            grouping_key=grouping_key,
-            timeout=timeout,
-            handler=handler or default_handler,
-        )
+        self._send(prometheus_client.push_to_gateway, gateway, job, grouping_key, timeout, handler)
 
     def pushadd_to_gateway(
         self,
@@ -199,13 +193,8 @@ class GatewayMetricsMiddleware(MetricsStore):
 
             metrics.pushadd_to_gateway("localhost:9091", job="nightly-eval")
         """
-        prometheus_client.pushadd_to_gateway(
-            gateway,
-            job=job,
-            registry=self._push_registry(),
-            grouping_key=grouping_key,
-            timeout=timeout,
-            handler=handler or default_handler,
+        self._send(
+            prometheus_client.pushadd_to_gateway, gateway, job, grouping_key, timeout, handler
         )
 
     def delete_from_gateway(
@@ -233,11 +222,26 @@ class GatewayMetricsMiddleware(MetricsStore):
             handler=handler or default_handler,
         )
 
-    def _push_registry(self) -> CollectorRegistry:
-        """A registry holding only this middleware's data, for a push."""
+    def _send(
+        self,
+        push: Callable[..., None],
+        gateway: str,
+        job: str,
+        grouping_key: Mapping[str, Any] | None,
+        timeout: float | None,
+        handler: Callable[..., Any] | None,
+    ) -> None:
+        """Calls a prometheus_client push function with a registry of this middleware only."""
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_GatewayCollector(self))
-        return registry
+        push(
+            gateway,
+            job=job,
+            registry=registry,
+            grouping_key=grouping_key,
+            timeout=timeout,
+            handler=handler or default_handler,
+        )
 
     def unregister(self) -> None:
         """Removes this middleware's collector from its registry."""

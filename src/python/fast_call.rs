@@ -23,6 +23,7 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyString, PyType};
 
 use super::PyMetricsStore;
+use crate::store::CacheOutcome;
 
 /// Keyword parameters in signature order; the first five are required.
 const KEYWORDS: [&str; 8] = [
@@ -204,35 +205,25 @@ unsafe fn cache_type_argument<'py>(
     Ok(Bound::from_borrowed_ptr(py, *args))
 }
 
-unsafe extern "C" fn record_cache_hit_fastcall(
+/// `record_cache_hit` (`HIT`) or `record_cache_miss`.
+unsafe extern "C" fn record_cache_fastcall<const HIT: bool>(
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
+    let (method, outcome) = if HIT {
+        ("record_cache_hit", CacheOutcome::Hit)
+    } else {
+        ("record_cache_miss", CacheOutcome::Miss)
+    };
     trampoline(|py| {
-        let cache_type = cache_type_argument(py, "record_cache_hit", args, nargs, kwnames)?;
+        let cache_type = cache_type_argument(py, method, args, nargs, kwnames)?;
         let store = Bound::from_borrowed_ptr(py, slf);
         store
             .downcast::<PyMetricsStore>()?
             .get()
-            .record_cache_hit(&cache_type)
-    })
-}
-
-unsafe extern "C" fn record_cache_miss_fastcall(
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    trampoline(|py| {
-        let cache_type = cache_type_argument(py, "record_cache_miss", args, nargs, kwnames)?;
-        let store = Bound::from_borrowed_ptr(py, slf);
-        store
-            .downcast::<PyMetricsStore>()?
-            .get()
-            .record_cache_miss(&cache_type)
+            .record_cache(outcome, &cache_type)
     })
 }
 
@@ -278,7 +269,7 @@ pub(super) fn install_recording_methods(class: &Bound<'_, PyType>) -> PyResult<(
         class,
         c"record_cache_hit",
         ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: record_cache_hit_fastcall,
+            PyCFunctionFastWithKeywords: record_cache_fastcall::<true>,
         },
         ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
         RECORD_CACHE_HIT_DOC,
@@ -287,7 +278,7 @@ pub(super) fn install_recording_methods(class: &Bound<'_, PyType>) -> PyResult<(
         class,
         c"record_cache_miss",
         ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: record_cache_miss_fastcall,
+            PyCFunctionFastWithKeywords: record_cache_fastcall::<false>,
         },
         ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
         RECORD_CACHE_MISS_DOC,
