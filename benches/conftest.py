@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from timings import FIGURES, INTERLEAVED, TIMINGS, interleaved_ratio
+from gateway_metrics._bench import interleaved_ratio
+from timings import FIGURES, INTERLEAVED, TIMINGS
 
 
 def record_ratios(group: str, contender: str, extra_info: dict[str, Any]) -> None:
