@@ -339,7 +339,7 @@ impl PyMetricsStore {
         let text = match &self.multiprocess {
             None => py.allow_threads(|| render_text(self.store(), include_created)),
             Some(multiprocess) => {
-                let sum = multiprocess.aggregate(py)?;
+                let sum = multiprocess.aggregate(py, self.store())?;
                 let mut encoder = TextEncoder::default();
                 sum.visit(include_created, &mut encoder);
                 encoder.into_text()
@@ -368,7 +368,7 @@ impl PyMetricsStore {
         match &self.multiprocess {
             None => self.store().visit(include_created, &mut builder),
             Some(multiprocess) => multiprocess
-                .aggregate(py)?
+                .aggregate(py, self.store())?
                 .visit(include_created, &mut builder),
         }
         match builder.error {
@@ -579,13 +579,22 @@ impl Multiprocess {
     }
 
     /// The sum over the directory's files, warning about each file left out.
-    fn aggregate(&self, py: Python<'_>) -> PyResult<Aggregate> {
+    ///
+    /// Also warns when this process's own file could not grow, so that series
+    /// created since then are missing from every process's scrape.
+    fn aggregate(&self, py: Python<'_>, store: &Store) -> PyResult<Aggregate> {
         let directory = self.directory.clone();
         let sum = py
             .allow_threads(|| multiprocess::aggregate(&directory))
             .map_err(|error| PyOSError::new_err(error.to_string()))?;
-        for (path, reason) in &sum.skipped {
-            let message = format!("skipped metrics file {}: {reason}", path.display());
+        let skipped = sum
+            .skipped
+            .iter()
+            .map(|(path, reason)| format!("skipped metrics file {}: {reason}", path.display()));
+        let own = store.file_error().map(|error| {
+            format!("new series of this process are not shared (metrics file full): {error}")
+        });
+        for message in skipped.chain(own) {
             PyErr::warn(
                 py,
                 &py.get_type::<PyRuntimeWarning>(),

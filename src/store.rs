@@ -489,9 +489,9 @@ impl Store {
         self.arena.file_path()
     }
 
-    /// Number of distinct request label sets seen so far.
-    pub fn request_label_sets(&self) -> usize {
-        self.requests.len()
+    /// Why the shared file stopped taking new series (they live on the heap instead), if it did.
+    pub fn file_error(&self) -> Option<String> {
+        self.arena.file_error()
     }
 
     /// Walks every family and sample in exposition order, reading each series once.
