@@ -9,10 +9,15 @@
 //! pointer. Readers still walking an old table finish safely because old tables
 //! are kept until the map is dropped (together they are never larger than the
 //! current one). Equal hashes are confirmed by comparing the label values.
+//!
+//! Entries are also listed in insertion order, in an append-only list that a
+//! scrape copies without the lock either: a scrape runs without the GIL, and a
+//! process forked while a scrape held a lock would find that lock held forever
+//! in the child.
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use foldhash::fast::FixedState;
@@ -100,16 +105,43 @@ impl<V> Table<V> {
     }
 }
 
-struct WriterState<V> {
-    /// Every entry, in the order it was inserted; the map owns them.
-    entries: Vec<NonNull<Entry<V>>>,
-    /// The current table and every table it replaced; the map owns them.
-    tables: Vec<NonNull<Table<V>>>,
+/// Entries in insertion order: the first `len` slots are published.
+struct OrderList<V> {
+    slots: Box<[AtomicPtr<Entry<V>>]>,
+    len: AtomicUsize,
 }
 
-/// Insert-only label map with lock-free lookups.
+impl<V> OrderList<V> {
+    fn with_capacity(capacity: usize) -> Self {
+        OrderList {
+            slots: (0..capacity)
+                .map(|_| AtomicPtr::new(ptr::null_mut()))
+                .collect(),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// The published entries' pointers.
+    fn entries(&self) -> impl Iterator<Item = NonNull<Entry<V>>> + '_ {
+        let len = self.len.load(Ordering::Acquire);
+        self.slots[..len]
+            .iter()
+            .filter_map(|slot| NonNull::new(slot.load(Ordering::Acquire)))
+    }
+}
+
+struct WriterState<V> {
+    /// The current table and every table it replaced; the map owns them.
+    tables: Vec<NonNull<Table<V>>>,
+    /// The current order list and every list it replaced; the map owns them,
+    /// and the entries the current one lists.
+    order_lists: Vec<NonNull<OrderList<V>>>,
+}
+
+/// Insert-only label map with lock-free lookups and snapshots.
 pub struct LabelMap<V> {
     current: AtomicPtr<Table<V>>,
+    order: AtomicPtr<OrderList<V>>,
     writer: Mutex<WriterState<V>>,
 }
 
@@ -139,11 +171,15 @@ impl<V> LabelMap<V> {
     /// An empty map.
     pub fn new() -> Self {
         let table = NonNull::from(Box::leak(Box::new(Table::with_capacity(INITIAL_CAPACITY))));
+        let order = NonNull::from(Box::leak(Box::new(OrderList::with_capacity(
+            INITIAL_CAPACITY,
+        ))));
         LabelMap {
             current: AtomicPtr::new(table.as_ptr()),
+            order: AtomicPtr::new(order.as_ptr()),
             writer: Mutex::new(WriterState {
-                entries: Vec::new(),
                 tables: vec![table],
+                order_lists: vec![order],
             }),
         }
     }
@@ -192,13 +228,14 @@ impl<V> LabelMap<V> {
             return value;
         }
         let entry = NonNull::from(Box::leak(Box::new(Entry::new(hash, labels, make()))));
-        state.entries.push(entry);
+        let count = self.append_in_order(&mut state, entry);
         // SAFETY: the current table is owned by `self` and only replaced under this lock.
         let table = unsafe { &*self.current.load(Ordering::Relaxed) };
-        if state.entries.len() * 2 > table.slots.len() {
+        if count * 2 > table.slots.len() {
             let bigger = Table::with_capacity(table.slots.len() * 2);
-            for existing in &state.entries {
-                bigger.place(*existing);
+            // SAFETY: the order list is owned by `self` and only replaced under this lock.
+            for existing in unsafe { &*self.order.load(Ordering::Relaxed) }.entries() {
+                bigger.place(existing);
             }
             let bigger = NonNull::from(Box::leak(Box::new(bigger)));
             state.tables.push(bigger);
@@ -210,27 +247,43 @@ impl<V> LabelMap<V> {
         unsafe { &*entry.as_ptr() }
     }
 
-    /// The entries in insertion order; the lock is held only while the pointers are copied.
+    /// Lists `entry` after the others (under the writer lock); returns the count.
+    fn append_in_order(&self, state: &mut WriterState<V>, entry: NonNull<Entry<V>>) -> usize {
+        // SAFETY: the order list is owned by `self` and only replaced under this lock.
+        let mut list = unsafe { &*self.order.load(Ordering::Relaxed) };
+        let len = list.len.load(Ordering::Relaxed);
+        if len == list.slots.len() {
+            let bigger = OrderList::with_capacity(len * 2);
+            for (slot, existing) in bigger.slots.iter().zip(list.entries()) {
+                slot.store(existing.as_ptr(), Ordering::Relaxed);
+            }
+            bigger.len.store(len, Ordering::Relaxed);
+            let bigger = NonNull::from(Box::leak(Box::new(bigger)));
+            state.order_lists.push(bigger);
+            self.order.store(bigger.as_ptr(), Ordering::Release);
+            // SAFETY: just published; owned by `self`.
+            list = unsafe { bigger.as_ref() };
+        }
+        list.slots[len].store(entry.as_ptr(), Ordering::Release);
+        list.len.store(len + 1, Ordering::Release);
+        len + 1
+    }
+
+    /// The entries in insertion order, copied without taking a lock.
     pub fn snapshot(&self) -> Vec<&Entry<V>> {
-        let state = self
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // SAFETY: entries live as long as `self`.
-        state
-            .entries
-            .iter()
+        // SAFETY: order lists and the entries they list live as long as `self`.
+        let list = unsafe { &*self.order.load(Ordering::Acquire) };
+        list.entries()
             .map(|entry| unsafe { &*entry.as_ptr() })
             .collect()
     }
 
     /// Number of label sets.
     pub fn len(&self) -> usize {
-        self.writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entries
-            .len()
+        // SAFETY: order lists live as long as `self`.
+        unsafe { &*self.order.load(Ordering::Acquire) }
+            .len
+            .load(Ordering::Acquire)
     }
 
     /// Whether no label set was inserted yet.
@@ -246,10 +299,14 @@ impl<V> Drop for LabelMap<V> {
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         // SAFETY: `&mut self` means no reader holds a reference; each pointer came
-        // from `Box::leak` and is freed exactly once here.
+        // from `Box::leak` and is freed exactly once here: entries through the
+        // current order list, which lists each of them once.
         unsafe {
-            for entry in state.entries.drain(..) {
+            for entry in (*self.order.load(Ordering::Relaxed)).entries() {
                 drop(Box::from_raw(entry.as_ptr()));
+            }
+            for list in state.order_lists.drain(..) {
+                drop(Box::from_raw(list.as_ptr()));
             }
             for table in state.tables.drain(..) {
                 drop(Box::from_raw(table.as_ptr()));

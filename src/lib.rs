@@ -4,8 +4,11 @@
 //! Python; the `python` feature adds the PyO3 binding that the
 //! `gateway_metrics` package loads as `gateway_metrics._core`.
 
+pub mod column_format;
 pub mod counter;
+pub mod directory_lock;
 pub mod exposition;
+pub mod fork_guard;
 pub mod histogram;
 pub mod label_map;
 pub mod multiprocess;

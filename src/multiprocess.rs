@@ -4,52 +4,38 @@
 //! them reads all the files of the directory, live and dead processes alike,
 //! and adds them up series by series. Compaction folds the files of processes
 //! that are gone (nobody holds their lock) into one, so a scrape does not slow
-//! down as workers come and go. A directory lock, shared by scrapes and held
-//! exclusively by compaction and cleanup, keeps a scrape from reading a folded
-//! file together with the file it was folded into.
+//! down as workers come and go.
+//!
+//! Compaction is atomic however it ends. The folded file is written whole under
+//! a hidden name, lists the files it absorbs, and is published by one rename;
+//! only then are the absorbed files removed. A reader skips every file that a
+//! published file lists, so whether a compaction is killed before, during or
+//! after the removals (or a removal fails), each value is counted once. The
+//! directory lock, shared by scrapes and held exclusively by compaction and
+//! cleanup, keeps a scrape from listing the directory halfway through a
+//! compaction; a scrape that cannot get it within a few seconds reads without it
+//! and says so.
 
-use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::collections::{HashMap, HashSet};
+use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use smallvec::SmallVec;
 
+use crate::directory_lock::{Access, DirectoryLock};
 use crate::histogram::{HistogramSnapshot, BUCKET_COUNT};
-use crate::shared_file::{list_files, read_file, try_lock, FileSeries, SharedFile};
-use crate::slots::{SeriesDescription, SlotArena};
+use crate::shared_file::{
+    is_dead, list_files, list_temporary_files, read_file, FileContents, FileSeries, ReadError,
+    SeriesDescription, SharedFile,
+};
 use crate::store::{visit_family, FamilyDesc, Reading, SampleVisitor, SeriesView, FAMILIES};
 
-const DIRECTORY_LOCK: &str = ".gateway_metrics.lock";
-
-/// The directory lock: shared for reading, exclusive for compaction and cleanup.
-/// Held until dropped (closing the file releases the `flock`).
-struct DirectoryLock {
-    _file: File,
-}
-
-impl DirectoryLock {
-    fn take(directory: &Path, exclusive: bool) -> io::Result<Self> {
-        fs::create_dir_all(directory)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(directory.join(DIRECTORY_LOCK))?;
-        let operation = if exclusive {
-            libc::LOCK_EX
-        } else {
-            libc::LOCK_SH
-        };
-        // SAFETY: a valid descriptor; blocks until the lock is granted.
-        if unsafe { libc::flock(file.as_raw_fd(), operation) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(DirectoryLock { _file: file })
-    }
-}
+/// How long a scrape waits for a compaction before reading without the lock.
+const SCRAPE_LOCK_WAIT: Duration = Duration::from_secs(5);
+/// Times a scrape reads the directory again when a listed file vanished meanwhile.
+const READ_ATTEMPTS: usize = 3;
 
 /// How each family's slots add up: which slots hold the bits of an `f64`.
 fn float_slot(family: &FamilyDesc, slot: usize) -> bool {
@@ -68,6 +54,67 @@ fn slot_count(family: &FamilyDesc) -> usize {
     }
 }
 
+fn file_name(path: &Path) -> &str {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("")
+}
+
+/// What one reading of a directory found.
+struct DirectoryReading {
+    /// Files read whole, by name.
+    files: Vec<(PathBuf, FileContents)>,
+    /// Files that could not be read, and why.
+    unreadable: Vec<(PathBuf, ReadError)>,
+    /// Every name listed, read or not.
+    listed: HashSet<String>,
+}
+
+impl DirectoryReading {
+    fn read(directory: &Path) -> io::Result<Self> {
+        let mut reading = DirectoryReading {
+            files: Vec::new(),
+            unreadable: Vec::new(),
+            listed: HashSet::new(),
+        };
+        let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
+        for path in list_files(directory)? {
+            reading.listed.insert(file_name(&path).to_owned());
+            match read_file(&path) {
+                Ok(contents) => match seen.get(&contents.identity) {
+                    // A hard link: the same values under a second name.
+                    Some(first) => {
+                        let reason = format!("the same file as {}", first.display());
+                        reading
+                            .unreadable
+                            .push((path, ReadError::NotRegular(reason)));
+                    }
+                    None => {
+                        seen.insert(contents.identity, path.clone());
+                        reading.files.push((path, contents));
+                    }
+                },
+                Err(error) => reading.unreadable.push((path, error)),
+            }
+        }
+        Ok(reading)
+    }
+
+    /// Names of the files whose values a published file holds.
+    fn absorbed(&self) -> HashSet<&str> {
+        self.files
+            .iter()
+            .flat_map(|(_, contents)| contents.absorbed.iter().map(String::as_str))
+            .collect()
+    }
+
+    fn vanished(&self) -> bool {
+        self.unreadable
+            .iter()
+            .any(|(_, error)| *error == ReadError::Vanished)
+    }
+}
+
 struct SummedSeries {
     labels: Vec<String>,
     slots: Vec<u64>,
@@ -81,10 +128,12 @@ type SummedFamily = (Vec<SummedSeries>, HashMap<Vec<String>, usize>);
 #[derive(Default)]
 pub struct Aggregate {
     families: Vec<SummedFamily>,
-    /// Files left out, with the reason (torn, truncated or unreadable).
+    /// Files left out, with the reason (torn, truncated, unreadable, not a file).
     pub skipped: Vec<(PathBuf, String)>,
     /// Number of files summed.
     pub files: usize,
+    /// Why this sum may be incomplete although no file was skipped, if it may.
+    pub caveat: Option<String>,
 }
 
 impl Aggregate {
@@ -93,20 +142,34 @@ impl Aggregate {
             families: FAMILIES.iter().map(|_| Default::default()).collect(),
             skipped: Vec::new(),
             files: 0,
+            caveat: None,
         }
     }
 
+    /// The sum of a directory reading: every file no other file absorbed.
+    fn of(reading: &DirectoryReading) -> Self {
+        let mut sum = Aggregate::new();
+        let absorbed = reading.absorbed();
+        for (path, contents) in &reading.files {
+            if !absorbed.contains(file_name(path)) {
+                sum.add_file(path, &contents.series);
+            }
+        }
+        for (path, error) in &reading.unreadable {
+            sum.skipped.push((path.clone(), error.to_string()));
+        }
+        sum
+    }
+
     /// Checks a whole file before adding any of it, so a bad file adds nothing.
-    fn add_file(&mut self, path: &Path, series: Vec<FileSeries>) {
-        let malformed = series.iter().find_map(|one| {
-            let family = FAMILIES.get(usize::from(one.family))?;
-            (one.labels.len() != family.label_names.len() || one.slots.len() != slot_count(family))
-                .then_some(())
-        });
-        let unknown = series
-            .iter()
-            .any(|one| FAMILIES.get(usize::from(one.family)).is_none());
-        if malformed.is_some() || unknown {
+    fn add_file(&mut self, path: &Path, series: &[FileSeries]) {
+        let matches_family = |one: &FileSeries| {
+            FAMILIES.get(usize::from(one.family)).is_some_and(|family| {
+                one.labels.len() == family.label_names.len()
+                    && one.slots.len() == slot_count(family)
+            })
+        };
+        if !series.iter().all(matches_family) {
             self.skipped.push((
                 path.to_path_buf(),
                 "a record does not match its family".to_owned(),
@@ -119,7 +182,7 @@ impl Aggregate {
         }
     }
 
-    fn add_series(&mut self, series: FileSeries) {
+    fn add_series(&mut self, series: &FileSeries) {
         let family = FAMILIES[usize::from(series.family)];
         let (summed, index) = &mut self.families[usize::from(series.family)];
         match index.get(&series.labels) {
@@ -138,8 +201,8 @@ impl Aggregate {
             None => {
                 index.insert(series.labels.clone(), summed.len());
                 summed.push(SummedSeries {
-                    labels: series.labels,
-                    slots: series.slots,
+                    labels: series.labels.clone(),
+                    slots: series.slots.clone(),
                     created: series.created,
                 });
             }
@@ -174,9 +237,14 @@ impl Aggregate {
         }
     }
 
-    /// Writes the sum into a new file of `directory` (for compaction).
-    fn write_to(&self, directory: &Path) -> io::Result<PathBuf> {
-        let arena = SlotArena::file(SharedFile::create(directory)?);
+    /// Writes the sum, and the names of the files it absorbs, into a new file
+    /// of `directory`, published whole.
+    fn write_to<'n>(
+        &self,
+        directory: &Path,
+        absorbed: impl IntoIterator<Item = &'n str>,
+    ) -> io::Result<PathBuf> {
+        let mut file = SharedFile::create_unpublished(directory)?;
         for (family, (summed, _)) in FAMILIES.iter().zip(&self.families) {
             for series in summed {
                 let labels: SmallVec<[&str; 4]> =
@@ -186,45 +254,42 @@ impl Aggregate {
                     labels: &labels,
                     created: series.created,
                 };
-                let first = arena.allocate_raw(&description, series.slots.len())?;
+                let first = file.append_series(&description, series.slots.len())?;
                 for (index, value) in series.slots.iter().enumerate() {
-                    // SAFETY: `allocate_raw` returned `slots.len()` slots.
+                    // SAFETY: `append_series` returned `slots.len()` slots.
                     unsafe { first.add(index).as_ref() }
                         .store(*value, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }
-        arena.into_file_path()
+        for name in absorbed {
+            file.append_absorbed(name)?;
+        }
+        file.publish()?;
+        Ok(file.path().to_path_buf())
     }
 }
 
 /// Sums every metrics file of `directory`.
 pub fn aggregate(directory: &Path) -> io::Result<Aggregate> {
-    let _shared = DirectoryLock::take(directory, false)?;
-    let mut sum = Aggregate::new();
-    for path in list_files(directory)? {
-        match read_file(&path) {
-            Ok(series) => sum.add_file(&path, series),
-            Err(reason) => sum.skipped.push((path, reason)),
+    let lock = DirectoryLock::take(directory, Access::Shared, SCRAPE_LOCK_WAIT);
+    let caveat = lock.as_ref().err().map(|error| {
+        format!(
+            "read {} without its lock ({error}): files a compaction moved meanwhile may be missing",
+            directory.display()
+        )
+    });
+    let mut attempt = 1;
+    let reading = loop {
+        let reading = DirectoryReading::read(directory)?;
+        if !reading.vanished() || attempt == READ_ATTEMPTS {
+            break reading;
         }
-    }
+        attempt += 1;
+    };
+    let mut sum = Aggregate::of(&reading);
+    sum.caveat = caveat;
     Ok(sum)
-}
-
-/// The files of `directory` whose owner is gone, each opened and locked.
-fn dead_files(directory: &Path) -> io::Result<Vec<(PathBuf, File)>> {
-    let mut dead = Vec::new();
-    for path in list_files(directory)? {
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
-            Err(error) => return Err(error),
-        };
-        if try_lock(&file)? {
-            dead.push((path, file));
-        }
-    }
-    Ok(dead)
 }
 
 /// What a compaction did.
@@ -232,50 +297,180 @@ fn dead_files(directory: &Path) -> io::Result<Vec<(PathBuf, File)>> {
 pub struct Compaction {
     /// Files of processes that were gone, now folded.
     pub folded: usize,
-    /// Torn files removed without being folded.
+    /// Damaged files of processes that were gone, removed without being folded.
     pub discarded: usize,
     /// The file they were folded into, if any.
     pub into: Option<PathBuf>,
+    /// Files that could not be removed, and why. Their values are still counted
+    /// once: a published file lists them, and the next compaction retries.
+    pub not_removed: Vec<(PathBuf, String)>,
+}
+
+/// Removes each of `paths`, noting the ones that stay.
+fn remove_all<'p>(
+    paths: impl IntoIterator<Item = &'p PathBuf>,
+    remove: &mut impl FnMut(&Path) -> io::Result<()>,
+    not_removed: &mut Vec<(PathBuf, String)>,
+) -> usize {
+    let mut removed = 0;
+    for path in paths {
+        match remove(path) {
+            Ok(()) => removed += 1,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => removed += 1,
+            Err(error) => not_removed.push((path.clone(), error.to_string())),
+        }
+    }
+    removed
+}
+
+/// Removes hidden files left by writers that were killed before publishing.
+fn remove_abandoned(
+    directory: &Path,
+    remove: &mut impl FnMut(&Path) -> io::Result<()>,
+    not_removed: &mut Vec<(PathBuf, String)>,
+) -> io::Result<()> {
+    let abandoned: Vec<PathBuf> = list_temporary_files(directory)?
+        .into_iter()
+        .filter(|path| is_dead(path) == Ok(true))
+        .collect();
+    remove_all(&abandoned, remove, not_removed);
+    Ok(())
 }
 
 /// Folds the files of processes that are gone into one new file.
 ///
-/// Safe while workers write (their files are locked, so they are left alone)
-/// and while other processes scrape (they wait for the directory lock).
-pub fn compact(directory: &Path) -> io::Result<Compaction> {
-    let _exclusive = DirectoryLock::take(directory, true)?;
-    let dead = dead_files(directory)?;
-    if dead.len() < 2 {
-        return Ok(Compaction::default());
-    }
-    let mut sum = Aggregate::new();
-    let mut discarded = Vec::new();
-    for (path, _) in &dead {
-        match read_file(path) {
-            Ok(series) => sum.add_file(path, series),
-            Err(_) => discarded.push(path.clone()),
+/// Safe while workers write (their files are locked, so they are left alone),
+/// while other processes scrape (they wait for the directory lock), and if it
+/// is killed at any point (see the module documentation). Waits at most `wait`
+/// for the directory lock.
+pub fn compact(directory: &Path, wait: Duration) -> io::Result<Compaction> {
+    compact_with(directory, wait, |path| fs::remove_file(path))
+}
+
+/// [`compact`] with the file removal given, so that its failures can be tested.
+pub fn compact_with(
+    directory: &Path,
+    wait: Duration,
+    mut remove: impl FnMut(&Path) -> io::Result<()>,
+) -> io::Result<Compaction> {
+    let _exclusive = DirectoryLock::take(directory, Access::Exclusive, wait)?;
+    let mut done = Compaction::default();
+    remove_abandoned(directory, &mut remove, &mut done.not_removed)?;
+    let reading = DirectoryReading::read(directory)?;
+    let absorbed = reading.absorbed();
+    let dead = |path: &Path| is_dead(path) == Ok(true);
+    // Files a published file already holds: only their removal is left to do.
+    let mut redundant = Vec::new();
+    let mut foldable = Vec::new();
+    for (path, contents) in &reading.files {
+        if !dead(path) {
+            continue;
+        }
+        if absorbed.contains(file_name(path)) {
+            redundant.push(path.clone());
+        } else {
+            foldable.push((path, contents));
         }
     }
-    discarded.extend(sum.skipped.iter().map(|(path, _)| path.clone()));
-    let into = sum.write_to(directory)?;
-    for (path, _) in &dead {
-        fs::remove_file(path)?;
+    let damaged: Vec<PathBuf> = reading
+        .unreadable
+        .iter()
+        .filter(|(path, error)| matches!(error, ReadError::Damaged(_)) && dead(path))
+        .map(|(path, _)| path.clone())
+        .collect();
+    if foldable.len() >= 2 {
+        let mut sum = Aggregate::new();
+        for (path, contents) in &foldable {
+            sum.add_file(path, &contents.series);
+        }
+        // Every name the folded files absorbed themselves, should one still be
+        // there, passes to the new file: it alone will list them.
+        let mut names: Vec<&str> = Vec::new();
+        for (path, contents) in &foldable {
+            names.push(file_name(path));
+            let still_listed = contents.absorbed.iter().map(String::as_str);
+            names.extend(still_listed.filter(|name| reading.listed.contains(*name)));
+        }
+        done.into = Some(sum.write_to(directory, names)?);
+        done.folded = foldable.len();
+        let folded: Vec<PathBuf> = foldable
+            .iter()
+            .map(|(path, _)| path.to_path_buf())
+            .collect();
+        remove_all(&folded, &mut remove, &mut done.not_removed);
     }
-    Ok(Compaction {
-        folded: dead.len() - discarded.len(),
-        discarded: discarded.len(),
-        into: Some(into),
-    })
+    remove_all(&redundant, &mut remove, &mut done.not_removed);
+    done.discarded = remove_all(&damaged, &mut remove, &mut done.not_removed);
+    Ok(done)
+}
+
+/// A live process still holds a file of the directory.
+#[derive(Debug)]
+pub struct LiveFile {
+    /// The process that wrote the file.
+    pub pid: u64,
+    /// The file.
+    pub path: PathBuf,
+}
+
+/// What [`cleanup`] found.
+#[derive(Debug)]
+pub enum Cleanup {
+    /// The number of files removed.
+    Removed(usize),
+    /// Nothing was removed: a live process holds this file.
+    Refused(LiveFile),
 }
 
 /// Removes the files of every process that is gone: the start of a new job.
-pub fn cleanup(directory: &Path) -> io::Result<usize> {
-    let _exclusive = DirectoryLock::take(directory, true)?;
-    let dead = dead_files(directory)?;
-    for (path, _) in &dead {
-        fs::remove_file(path)?;
+///
+/// Unless `force` is set, removes nothing when a live process still holds a
+/// file of the directory: removing the files of dead workers under a running
+/// server makes its totals fall. Waits at most `wait` for the directory lock.
+pub fn cleanup(directory: &Path, force: bool, wait: Duration) -> io::Result<Cleanup> {
+    let _exclusive = DirectoryLock::take(directory, Access::Exclusive, wait)?;
+    let mut not_removed = Vec::new();
+    let mut remove = |path: &Path| fs::remove_file(path);
+    let reading = DirectoryReading::read(directory)?;
+    if !force {
+        let live = reading
+            .files
+            .iter()
+            .find(|(path, _)| is_dead(path) == Ok(false));
+        if let Some((path, contents)) = live {
+            return Ok(Cleanup::Refused(LiveFile {
+                pid: contents.pid,
+                path: path.clone(),
+            }));
+        }
     }
-    Ok(dead.len())
+    remove_abandoned(directory, &mut remove, &mut not_removed)?;
+    let absorbed = reading.absorbed();
+    let damaged = reading
+        .unreadable
+        .iter()
+        .filter(|(_, error)| matches!(error, ReadError::Damaged(_)))
+        .map(|(path, _)| path);
+    let dead: Vec<&PathBuf> = reading
+        .files
+        .iter()
+        .map(|(path, _)| path)
+        .chain(damaged)
+        .filter(|path| is_dead(path) == Ok(true))
+        .collect();
+    // Absorbed files go first: should a removal fail or the process be killed
+    // midway, the files left never count a value twice.
+    let (first, then): (Vec<&PathBuf>, Vec<&PathBuf>) = dead
+        .into_iter()
+        .partition(|path| absorbed.contains(file_name(path)));
+    let removed = remove_all(first.into_iter().chain(then), &mut remove, &mut not_removed);
+    match not_removed.first() {
+        None => Ok(Cleanup::Removed(removed)),
+        Some((path, error)) => Err(io::Error::other(format!(
+            "removed {removed} files but not {}: {error}",
+            path.display()
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -284,7 +479,10 @@ mod tests {
     use crate::counter::Writers;
     use crate::exposition::TextEncoder;
     use crate::pricing::{Price, PriceTable};
+    use crate::slots::SlotArena;
     use crate::store::{CacheOutcome, RequestLabels, RequestValues, Store};
+
+    const WAIT: Duration = Duration::from_secs(10);
 
     fn prices() -> PriceTable {
         PriceTable::new([(
@@ -361,12 +559,20 @@ mod tests {
         single.visit(false, &mut expected);
         assert_eq!(text(&before), lines(expected.into_text()));
 
-        let compaction = compact(&directory).unwrap();
+        let compaction = compact(&directory, WAIT).unwrap();
         assert_eq!((compaction.folded, compaction.discarded), (3, 0));
         let after = aggregate(&directory).unwrap();
         assert_eq!(after.files, 2);
         assert_eq!(text(&after), text(&before));
-        assert_eq!(cleanup(&directory).unwrap(), 1);
+        assert!(matches!(
+            cleanup(&directory, false, WAIT).unwrap(),
+            Cleanup::Refused(LiveFile { pid, .. }) if pid == u64::from(std::process::id())
+        ));
+        assert_eq!(aggregate(&directory).unwrap().files, 2);
+        assert!(matches!(
+            cleanup(&directory, true, WAIT).unwrap(),
+            Cleanup::Removed(1)
+        ));
         assert_eq!(aggregate(&directory).unwrap().files, 1);
         drop(live);
         fs::remove_dir_all(directory).unwrap();
@@ -386,6 +592,69 @@ mod tests {
         assert_eq!(sum.skipped.len(), 1);
         let hits = "ractogateway_cache_hits_total{cache_type=\"exact\"} 1.0".to_owned();
         assert!(text(&sum).contains(&hits));
+        fs::remove_dir_all(directory).unwrap();
+    }
+
+    fn requests(directory: &Path) -> f64 {
+        let mut total = 0.0;
+        for line in text(&aggregate(directory).unwrap()) {
+            if let Some(rest) = line.strip_prefix("ractogateway_requests_total{") {
+                total += rest.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+            }
+        }
+        total
+    }
+
+    fn dead_files(directory: &Path, count: usize) {
+        for index in 0..count {
+            record(&file_store(directory), "gpt-4o", 0.1 * index as f64);
+        }
+    }
+
+    #[test]
+    fn a_compaction_whose_removals_fail_still_counts_every_file_once() {
+        let directory = directory("removal");
+        dead_files(&directory, 4);
+        assert_eq!(requests(&directory), 4.0);
+        let failing = |_: &Path| Err(io::Error::other("refused"));
+        let first = compact_with(&directory, WAIT, failing).unwrap();
+        assert_eq!((first.folded, first.not_removed.len()), (4, 4));
+        assert_eq!(requests(&directory), 4.0);
+        // The next compaction (again refused) folds the folded file once more,
+        // taking over the names it absorbed.
+        dead_files(&directory, 2);
+        let second = compact_with(&directory, WAIT, failing).unwrap();
+        assert_eq!(second.folded, 3);
+        assert_eq!(requests(&directory), 6.0);
+        // Once removals work, what was absorbed goes and the sum stays.
+        let third = compact(&directory, WAIT).unwrap();
+        assert!(third.not_removed.is_empty());
+        assert_eq!(requests(&directory), 6.0);
+        assert_eq!(list_files(&directory).unwrap().len(), 1);
+        fs::remove_dir_all(directory).unwrap();
+    }
+
+    #[test]
+    fn files_left_by_a_killed_compaction_are_counted_once_and_tidied() {
+        let directory = directory("killed");
+        dead_files(&directory, 3);
+        let sources = list_files(&directory).unwrap();
+        // A compaction killed after publishing: the folded file and its sources.
+        let mut sum = Aggregate::new();
+        for path in &sources {
+            sum.add_file(path, &read_file(path).unwrap().series);
+        }
+        sum.write_to(&directory, sources.iter().map(|path| file_name(path)))
+            .unwrap();
+        // And one killed while writing: a hidden file nobody holds.
+        let abandoned = SharedFile::create_unpublished(&directory).unwrap();
+        drop(abandoned);
+        assert_eq!(requests(&directory), 3.0);
+        let done = compact(&directory, WAIT).unwrap();
+        assert_eq!(done.folded, 0);
+        assert_eq!(requests(&directory), 3.0);
+        assert_eq!(list_files(&directory).unwrap().len(), 1);
+        assert!(list_temporary_files(&directory).unwrap().is_empty());
         fs::remove_dir_all(directory).unwrap();
     }
 }

@@ -6,7 +6,8 @@
 //! raises leaves the metrics exactly as they were.
 
 use pyo3::exceptions::{
-    PyAttributeError, PyOSError, PyOverflowError, PyRuntimeWarning, PyTypeError, PyValueError,
+    PyAttributeError, PyOSError, PyOverflowError, PyRuntimeError, PyRuntimeWarning, PyTimeoutError,
+    PyTypeError, PyValueError,
 };
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -18,10 +19,12 @@ use smallvec::SmallVec;
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::counter::Writers;
 use crate::exposition::{render_text, TextEncoder};
+use crate::fork_guard;
 use crate::multiprocess::{self, Aggregate};
 use crate::pricing::{Price, PriceTable};
 use crate::shared_file::SharedFile;
@@ -38,7 +41,6 @@ fn type_name(value: &Bound<'_, PyAny>) -> String {
         .map_or_else(|_| "object".to_owned(), |name| name.to_string())
 }
 
-/// Borrows the UTF-8 text of a label value, or explains which argument is wrong.
 /// The argument named in errors about a tool call's name (`tool_calls[i].name`, or
 /// `tool_calls[row][i].name` in a batch), formatted only on error.
 #[derive(Clone, Copy)]
@@ -56,16 +58,42 @@ impl Display for ToolCallName {
     }
 }
 
-fn label<'a>(value: &'a Bound<'_, PyAny>, argument: impl Display) -> PyResult<&'a str> {
-    let text = value.downcast::<PyString>().map_err(|_| {
-        PyTypeError::new_err(format!("{argument} must be str, not {}", type_name(value)))
-    })?;
+/// A label value as `prometheus_client` takes it: a `str` as it is, a `str`
+/// subclass as `str()` makes it (the reference calls `str()` on every label).
+fn label_object<'py>(
+    value: &Bound<'py, PyAny>,
+    argument: impl Display,
+) -> PyResult<Bound<'py, PyString>> {
+    if value.is_exact_instance_of::<PyString>() {
+        return Ok(value.clone().downcast_into::<PyString>()?);
+    }
+    if value.is_instance_of::<PyString>() {
+        return value.str();
+    }
+    Err(PyTypeError::new_err(format!(
+        "{argument} must be str, not {}",
+        type_name(value)
+    )))
+}
+
+/// The UTF-8 text of a label object, or which argument is wrong.
+fn label_text<'a>(text: &'a Bound<'_, PyString>, argument: impl Display) -> PyResult<&'a str> {
     text.to_str().map_err(|_| {
         PyValueError::new_err(format!(
             "{argument} must be valid UTF-8 text (it contains a lone surrogate): {}",
             text.to_string_lossy().escape_debug()
         ))
     })
+}
+
+/// A validated label object: its text as the exposition shows it.
+fn label<'py>(
+    value: &Bound<'py, PyAny>,
+    argument: impl Display + Copy,
+) -> PyResult<Bound<'py, PyString>> {
+    let text = label_object(value, argument)?;
+    label_text(&text, argument)?;
+    Ok(text)
 }
 
 fn latency_seconds(value: &Bound<'_, PyAny>, argument: impl Display + Copy) -> PyResult<f64> {
@@ -151,8 +179,12 @@ enum ToolName<'py, 's> {
     Unknown,
     /// A name whose series the identity cache already knew.
     Cached(&'s CounterSeries),
-    /// A validated name seen for the first time through this object.
-    New(Bound<'py, PyString>),
+    /// A validated name seen for the first time through this object; `cacheable`
+    /// when it is the call's own `str` (not what `str()` made of a subclass).
+    New {
+        text: Bound<'py, PyString>,
+        cacheable: bool,
+    },
 }
 
 /// Tool calls of one request; most requests have none or a few, kept inline.
@@ -215,8 +247,10 @@ fn tool_name<'py, 's>(
         if text.len()? == 0 {
             return Ok(ToolName::Unknown);
         }
-        label(&name, argument)?;
-        return Ok(ToolName::New(name.downcast_into::<PyString>()?));
+        return Ok(ToolName::New {
+            text: label(&name, argument)?,
+            cacheable: name.is_exact_instance_of::<PyString>(),
+        });
     }
     if name.is_none() || !name.is_truthy()? {
         return Ok(ToolName::Unknown);
@@ -271,11 +305,12 @@ impl PyMetricsStore {
                 None,
             ),
             Some(directory) => {
+                let epoch = fork_guard::epoch();
                 let store = Multiprocess::new_store(py, &directory, table.clone())?;
                 let state = Multiprocess {
                     directory,
                     prices: table,
-                    forked: AtomicBool::new(false),
+                    epoch: AtomicU64::new(epoch),
                 };
                 (store, Some(state))
             }
@@ -288,13 +323,6 @@ impl PyMetricsStore {
             cache_misses: IdentityCache::new(),
             tool_calls: IdentityCache::new(),
         })
-    }
-
-    /// Called in a forked child: the next recording call moves to a file of its own.
-    fn _after_fork_in_child(&self) {
-        if let Some(multiprocess) = &self.multiprocess {
-            multiprocess.forked.store(true, Ordering::Release);
-        }
     }
 
     /// The path of this process's metrics file in multi-process mode, else None.
@@ -401,7 +429,8 @@ impl PyMetricsStore {
         let Some(multiprocess) = &self.multiprocess else {
             return Ok(());
         };
-        if !multiprocess.forked.load(Ordering::Acquire) {
+        let epoch = fork_guard::epoch();
+        if multiprocess.epoch.load(Ordering::Relaxed) == epoch {
             return Ok(());
         }
         let store =
@@ -414,7 +443,7 @@ impl PyMetricsStore {
         self.cache_hits.clear(py);
         self.cache_misses.clear(py);
         self.tool_calls.clear(py);
-        multiprocess.forked.store(false, Ordering::Release);
+        multiprocess.epoch.store(epoch, Ordering::Relaxed);
         Ok(())
     }
 
@@ -424,10 +453,12 @@ impl PyMetricsStore {
             let series = match name {
                 ToolName::Unknown => self.store().tool_call_series("unknown"),
                 ToolName::Cached(series) => series,
-                ToolName::New(name) => {
-                    let series = self.store().tool_call_series(name.to_str()?);
-                    // SAFETY: series live as long as the store, which lives as long as the cache.
-                    unsafe { self.tool_calls.insert(py, [name], series) };
+                ToolName::New { text, cacheable } => {
+                    let series = self.store().tool_call_series(text.to_str()?);
+                    if *cacheable {
+                        // SAFETY: series live as long as the store, which lives as long as the cache.
+                        unsafe { self.tool_calls.insert(py, [text], series) };
+                    }
                     series
                 }
             };
@@ -447,12 +478,11 @@ impl PyMetricsStore {
         let series = match cache.get(py, [cache_type]) {
             Some(series) => series,
             None => {
-                let series = self
-                    .store()
-                    .cache_series(outcome, label(cache_type, "cache_type")?);
-                if let Ok(text) = cache_type.downcast::<PyString>() {
+                let text = label(cache_type, "cache_type")?;
+                let series = self.store().cache_series(outcome, text.to_str()?);
+                if cache_type.is_exact_instance_of::<PyString>() {
                     // SAFETY: series live as long as the store, which lives as long as the cache.
-                    unsafe { cache.insert(py, [text], series) };
+                    unsafe { cache.insert(py, [&text], series) };
                 }
                 series
             }
@@ -463,12 +493,12 @@ impl PyMetricsStore {
 
     /// The cached entry of these label objects, or their validated text (to look
     /// up once the whole call is known to be valid). `row` names a batch row in errors.
-    fn resolve_labels<'s, 'a>(
+    fn resolve_labels<'s, 'py>(
         &'s self,
-        py: Python<'_>,
-        [provider, model, operation, status]: [&'a Bound<'_, PyAny>; 4],
+        py: Python<'py>,
+        [provider, model, operation, status]: [&Bound<'py, PyAny>; 4],
         row: Option<usize>,
-    ) -> PyResult<Resolved<'s, 'a>> {
+    ) -> PyResult<Resolved<'s, 'py>> {
         if let Some(entry) = self
             .request_entries
             .get(py, [provider, model, operation, status])
@@ -476,34 +506,44 @@ impl PyMetricsStore {
             return Ok(Resolved::Cached(entry));
         }
         let argument = |name| ColumnArgument { name, row };
-        Ok(Resolved::Labels(RequestLabels {
-            provider: label(provider, argument("provider"))?,
-            model: label(model, argument("model"))?,
-            operation: label(operation, argument("operation"))?,
-            status: label(status, argument("status"))?,
-        }))
+        Ok(Resolved::Labels([
+            label(provider, argument("provider"))?,
+            label(model, argument("model"))?,
+            label(operation, argument("operation"))?,
+            label(status, argument("status"))?,
+        ]))
     }
 
-    /// The entry of resolved labels, created and cached on first use.
+    /// The entry of resolved labels, created on first use, and cached when the
+    /// call's label objects are `str`s themselves.
     fn request_entry<'s>(
         &'s self,
         py: Python<'_>,
         resolved: Resolved<'s, '_>,
         label_objects: [&Bound<'_, PyAny>; 4],
-    ) -> &'s RequestEntry {
-        match resolved {
-            Resolved::Cached(entry) => entry,
-            Resolved::Labels(labels) => {
-                let entry = self.store().request_entry(&labels);
-                // The labels were validated, so each object is a `str`.
-                let strings = label_objects.map(|object| object.downcast::<PyString>());
-                if let [Ok(p), Ok(m), Ok(o), Ok(s)] = strings {
-                    // SAFETY: entries live as long as the store, which lives as long as the cache.
-                    unsafe { self.request_entries.insert(py, [p, m, o, s], entry) };
-                }
-                entry
-            }
+    ) -> PyResult<&'s RequestEntry> {
+        let [provider, model, operation, status] = match resolved {
+            Resolved::Cached(entry) => return Ok(entry),
+            Resolved::Labels(texts) => texts,
+        };
+        let labels = RequestLabels {
+            provider: provider.to_str()?,
+            model: model.to_str()?,
+            operation: operation.to_str()?,
+            status: status.to_str()?,
+        };
+        let entry = self.store().request_entry(&labels);
+        if label_objects
+            .iter()
+            .all(|object| object.is_exact_instance_of::<PyString>())
+        {
+            // SAFETY: entries live as long as the store, which lives as long as the cache.
+            unsafe {
+                self.request_entries
+                    .insert(py, [&provider, &model, &operation, &status], entry)
+            };
         }
+        Ok(entry)
     }
 
     /// Validates every argument of `record_request`, then records it.
@@ -530,7 +570,7 @@ impl PyMetricsStore {
         };
         let tool_names = tool_call_names(tool_calls, None, &self.tool_calls)?;
         // Everything is valid: from here on the call records.
-        let entry = self.request_entry(py, resolved, label_objects);
+        let entry = self.request_entry(py, resolved, label_objects)?;
         self.store().record_request_on(entry, &values);
         self.record_tool_calls(py, &tool_names)?;
         Ok(())
@@ -559,8 +599,10 @@ fn recording_writers(py: Python<'_>) -> PyResult<Writers> {
 struct Multiprocess {
     directory: PathBuf,
     prices: PriceTable,
-    /// Set by `_after_fork_in_child`; the next recording call follows the fork.
-    forked: AtomicBool,
+    /// The fork epoch of the process that made the store being recorded into:
+    /// when the current one differs, this is a forked child, and the next
+    /// recording call moves to a file of its own.
+    epoch: AtomicU64,
 }
 
 impl Multiprocess {
@@ -594,7 +636,7 @@ impl Multiprocess {
         let own = store.file_error().map(|error| {
             format!("new series of this process are not shared (metrics file full): {error}")
         });
-        for message in skipped.chain(own) {
+        for message in skipped.chain(own).chain(sum.caveat.clone()) {
             PyErr::warn(
                 py,
                 &py.get_type::<PyRuntimeWarning>(),
@@ -606,27 +648,65 @@ impl Multiprocess {
     }
 }
 
-/// Folds the files of processes that are gone into one; returns
-/// `(files folded, torn files discarded, path of the new file or None)`.
+/// An I/O error of the multi-process tools as a Python exception.
+fn io_error(error: std::io::Error) -> PyErr {
+    if error.kind() == std::io::ErrorKind::TimedOut {
+        PyTimeoutError::new_err(error.to_string())
+    } else {
+        PyOSError::new_err(error.to_string())
+    }
+}
+
+fn lock_wait(timeout: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(timeout).map_err(|_| {
+        PyValueError::new_err(format!(
+            "timeout must be a non-negative number of seconds, got {timeout}"
+        ))
+    })
+}
+
+/// What `compact` reports: files folded, damaged files discarded, the new
+/// file, and the files that could not be removed with the reason.
+type CompactionReport = (usize, usize, Option<PathBuf>, Vec<(PathBuf, String)>);
+
+/// Folds the files of processes that are gone into one; returns `(files folded,
+/// damaged files discarded, path of the new file or None, [(path, why) of files
+/// that could not be removed]`.
 #[pyfunction]
-fn compact(py: Python<'_>, directory: PathBuf) -> PyResult<(usize, usize, Option<PathBuf>)> {
+#[pyo3(signature = (directory, *, timeout))]
+fn compact(py: Python<'_>, directory: PathBuf, timeout: f64) -> PyResult<CompactionReport> {
+    let wait = lock_wait(timeout)?;
     let done = py
-        .allow_threads(|| multiprocess::compact(&directory))
-        .map_err(|error| PyOSError::new_err(error.to_string()))?;
-    Ok((done.folded, done.discarded, done.into))
+        .allow_threads(|| multiprocess::compact(&directory, wait))
+        .map_err(io_error)?;
+    Ok((done.folded, done.discarded, done.into, done.not_removed))
 }
 
-/// Removes the files of processes that are gone; returns how many.
+/// Removes the files of processes that are gone; returns how many. Unless
+/// `force`, raises `RuntimeError` (removing nothing) while a live process holds a file.
 #[pyfunction]
-fn cleanup(py: Python<'_>, directory: PathBuf) -> PyResult<usize> {
-    py.allow_threads(|| multiprocess::cleanup(&directory))
-        .map_err(|error| PyOSError::new_err(error.to_string()))
+#[pyo3(signature = (directory, *, force, timeout))]
+fn cleanup(py: Python<'_>, directory: PathBuf, force: bool, timeout: f64) -> PyResult<usize> {
+    let wait = lock_wait(timeout)?;
+    let outcome = py
+        .allow_threads(|| multiprocess::cleanup(&directory, force, wait))
+        .map_err(io_error)?;
+    match outcome {
+        multiprocess::Cleanup::Removed(count) => Ok(count),
+        multiprocess::Cleanup::Refused(live) => Err(PyRuntimeError::new_err(format!(
+            "{} (written by process {}) is held by a live process: cleanup() would make the \
+             totals it serves fall; stop the process first, or pass force=True",
+            live.path.display(),
+            live.pid
+        ))),
+    }
 }
 
-/// Request labels resolved by identity, or validated text still to be looked up.
-enum Resolved<'s, 'a> {
+/// Request labels resolved by identity, or validated label objects (provider,
+/// model, operation, status) still to be looked up.
+enum Resolved<'s, 'py> {
     Cached(&'s RequestEntry),
-    Labels(RequestLabels<'a>),
+    Labels([Bound<'py, PyString>; 4]),
 }
 
 /// An argument, or one row of a column argument, as named in error messages.
@@ -740,6 +820,7 @@ impl SampleVisitor for SampleBuilder<'_> {
 }
 
 mod batch;
+mod buffer_column;
 mod fast_call;
 mod identity_cache;
 
@@ -748,6 +829,7 @@ use identity_cache::IdentityCache;
 /// The gateway-metrics native core.
 #[pymodule]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    fork_guard::install();
     module.add_class::<PyMetricsStore>()?;
     module.add_function(wrap_pyfunction!(compact, module)?)?;
     module.add_function(wrap_pyfunction!(cleanup, module)?)?;

@@ -11,29 +11,39 @@
 //! Layout, little-endian, every record 8-byte aligned:
 //!
 //! ```text
-//! header (64 bytes): magic "GWMFILE1" | used: u64 (atomic) | pid: u64 | id: u64 | created: f64
+//! header (64 bytes): magic "GWMFILE2" | used: u64 (atomic) | pid: u64 | id: u64 | created: f64
 //! record: len: u32 | family: u8 | label count: u8 | slot count: u16 | created: f64
 //!         | per label: byte length u32, UTF-8 bytes | padding to 8 | slots: u64 each
 //! ```
 //!
 //! A writer appends a record, then publishes it by storing the new end in
-//! `used` (release); readers load `used` (acquire) and parse only up to it, so
-//! they never see a half-written record. The file grows in separately mapped
-//! chunks, so slots handed out earlier never move; a record never straddles two
-//! chunks (the rest of a chunk is filled with a padding record).
+//! `used` (release); readers load `used` and parse only up to it, so they never
+//! see a half-written record. The file grows in separately mapped chunks, so
+//! slots handed out earlier never move; a record never straddles two chunks
+//! (the rest of a chunk is filled with a padding record). A file made by
+//! compaction also lists, in `absorbed` records, the files whose values it
+//! holds, so that readers skip those files should they outlive the compaction.
+//!
+//! Readers never map other processes' files: another process may shrink a file
+//! at any moment, and a mapping read past the new end kills the reader with
+//! SIGBUS. They copy the published bytes with `pread` instead (each 8-byte
+//! value is aligned, so it is copied whole), and only open regular files,
+//! without following symbolic links and without blocking.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::slots::SeriesDescription;
+use crate::directory_lock::{Access, DirectoryLock};
+use crate::fork_guard::ParentOnlyFile;
 
 /// The first bytes of every metrics file.
-pub const MAGIC: [u8; 8] = *b"GWMFILE1";
+pub const MAGIC: [u8; 8] = *b"GWMFILE2";
 /// Extension of published metrics files.
 pub const EXTENSION: &str = "gwm";
 const HEADER_LEN: usize = 64;
@@ -42,6 +52,26 @@ const RECORD_HEADER_LEN: usize = 16;
 const CHUNK_LEN: usize = 1 << 20;
 /// Family byte of a padding record.
 const PADDING: u8 = 0xff;
+/// Family byte of a record naming a file whose values this file holds.
+const ABSORBED: u8 = 0xfe;
+/// Longest record a reader accepts: far above any real label set, and a bound
+/// on what a damaged length field can make a reader allocate.
+const MAX_RECORD_LEN: usize = 64 << 20;
+/// Bytes copied per `pread` while reading a file.
+const READ_WINDOW: usize = 256 << 10;
+/// How long a process creating its file waits for a compaction to finish.
+const CREATE_WAIT: Duration = Duration::from_secs(5);
+
+/// What a new series is, for the record that describes it in a shared file.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesDescription<'a> {
+    /// The family's identifier (see [`crate::store::FamilyDesc::id`]).
+    pub family: u8,
+    /// Label values in the family's label order.
+    pub labels: &'a [&'a str],
+    /// Unix time of creation in seconds.
+    pub created: f64,
+}
 
 fn align8(length: usize) -> usize {
     (length + 7) & !7
@@ -62,25 +92,68 @@ pub fn try_lock(file: &File) -> io::Result<bool> {
     }
 }
 
-/// A shared, read-write or read-only mapping of part of a file.
+/// Opens `path` for reading if it is a regular file: never follows a symbolic
+/// link, never blocks (on a FIFO, say).
+pub fn open_regular(path: &Path) -> Result<File, ReadError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|error| match error.raw_os_error() {
+            Some(libc::ENOENT) => ReadError::Vanished,
+            Some(libc::ELOOP) => ReadError::NotRegular("a symbolic link".to_owned()),
+            _ => ReadError::Damaged(error.to_string()),
+        })?;
+    let metadata = file
+        .metadata()
+        .map_err(|error| ReadError::Damaged(error.to_string()))?;
+    if metadata.is_file() {
+        Ok(file)
+    } else {
+        Err(ReadError::NotRegular(format!(
+            "not a regular file ({})",
+            file_kind(&metadata)
+        )))
+    }
+}
+
+fn file_kind(metadata: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = metadata.file_type();
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "not a file"
+    }
+}
+
+/// Whether the file at `path` belongs to a process that is gone: nobody holds
+/// its lock. The lock is taken and released at once.
+pub fn is_dead(path: &Path) -> Result<bool, ReadError> {
+    let file = ParentOnlyFile::new(open_regular(path)?);
+    try_lock(file.file()).map_err(|error| ReadError::Damaged(error.to_string()))
+}
+
+/// A writable shared mapping of part of a file.
 struct Mapping {
     start: NonNull<u8>,
     len: usize,
 }
 
 impl Mapping {
-    fn new(file: &File, offset: usize, len: usize, writable: bool) -> io::Result<Self> {
-        let protection = if writable {
-            libc::PROT_READ | libc::PROT_WRITE
-        } else {
-            libc::PROT_READ
-        };
+    fn new(file: &File, offset: usize, len: usize) -> io::Result<Self> {
         // SAFETY: maps `len` bytes of an open file; the result is checked.
         let start = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                protection,
+                libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 file.as_raw_fd(),
                 offset as libc::off_t,
@@ -101,11 +174,6 @@ impl Mapping {
         // bytes are only ever accessed through atomics or before publication.
         unsafe { &*self.start.as_ptr().add(offset).cast::<AtomicU64>() }
     }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: the mapping is `len` bytes long and lives as long as `self`.
-        unsafe { std::slice::from_raw_parts(self.start.as_ptr(), self.len) }
-    }
 }
 
 impl Drop for Mapping {
@@ -115,11 +183,17 @@ impl Drop for Mapping {
     }
 }
 
-/// The file this process records into.
+/// The file this process records into (or a compaction writes).
 pub struct SharedFile {
     path: PathBuf,
-    /// Kept open: its `flock` marks the owner as alive.
+    /// The name the file is written under until [`SharedFile::publish`].
+    temporary: PathBuf,
+    /// Where the chunks are allocated and mapped from.
     file: File,
+    /// A second opening of the file, kept open: its `flock` marks the owner as
+    /// alive. The mappings hold the first opening, which a forked child keeps
+    /// with them; the lock lives on this one, which a child gives up.
+    _lock: ParentOnlyFile,
     chunks: Vec<(usize, Mapping)>,
     /// Bytes allocated on disk.
     capacity: usize,
@@ -142,28 +216,50 @@ fn random_identity() -> u64 {
     hasher.finish()
 }
 
+/// Whether `name` is the hidden name of a file still being written.
+pub fn is_temporary_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(&format!(".{EXTENSION}.tmp"))
+}
+
 impl SharedFile {
-    /// Creates, locks and maps a new file for this process in `directory`.
+    /// Creates, locks, maps and publishes a new file for this process in `directory`.
+    ///
+    /// Creation holds the directory lock shared, so that a compaction never
+    /// mistakes the file, unlocked for an instant under its hidden name, for
+    /// the leftover of a process that died; when a compaction holds the lock
+    /// longer than a few seconds, the file is created anyway.
     pub fn create(directory: &Path) -> io::Result<Self> {
+        let creating = DirectoryLock::take(directory, Access::Shared, CREATE_WAIT);
+        let mut shared = Self::create_unpublished(directory)?;
+        shared.publish()?;
+        drop(creating);
+        Ok(shared)
+    }
+
+    /// Creates, locks and maps a new file under a hidden name: readers see it
+    /// only after [`SharedFile::publish`], whole.
+    pub fn create_unpublished(directory: &Path) -> io::Result<Self> {
         fs::create_dir_all(directory)?;
         let pid = std::process::id();
         let identity = random_identity();
         let name = format!("gwm-{pid}-{identity:016x}.{EXTENSION}");
-        let path = directory.join(&name);
         let temporary = directory.join(format!(".{name}.tmp"));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&temporary)?;
-        if !try_lock(&file)? {
+        let lock = ParentOnlyFile::new(File::open(&temporary)?);
+        if !try_lock(lock.file())? {
             return Err(io::Error::other(
                 "a new metrics file is locked by another process",
             ));
         }
         let mut shared = SharedFile {
-            path,
+            path: directory.join(&name),
+            temporary,
             file,
+            _lock: lock,
             chunks: Vec::new(),
             capacity: 0,
             used: HEADER_LEN,
@@ -180,18 +276,21 @@ impl SharedFile {
             header.add(24).cast::<u64>().write(identity);
             header.add(32).cast::<f64>().write(created);
         }
-        shared.publish();
-        // Published under its final name only once the header is complete.
-        fs::rename(&temporary, &shared.path)?;
+        shared.publish_used();
         Ok(shared)
     }
 
-    /// The file's path.
+    /// Gives the file its final name, where readers find it.
+    pub fn publish(&mut self) -> io::Result<()> {
+        fs::rename(&self.temporary, &self.path)
+    }
+
+    /// The file's path (once published).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    fn publish(&self) {
+    fn publish_used(&self) {
         self.chunks[0]
             .1
             .atomic(USED_OFFSET)
@@ -201,23 +300,29 @@ impl SharedFile {
     /// Reserves `len` more bytes on disk and maps them as a new chunk.
     fn grow(&mut self, len: usize) -> io::Result<()> {
         let new_capacity = self.capacity + len;
+        let fd = self.file.as_raw_fd();
         // Reserving the blocks now turns a full disk into an error here instead
         // of a SIGBUS when a slot is written later.
         // SAFETY: a valid descriptor; the result is checked.
-        let result = unsafe {
-            libc::posix_fallocate(
-                self.file.as_raw_fd(),
-                self.capacity as libc::off_t,
-                len as libc::off_t,
-            )
-        };
+        let result =
+            unsafe { libc::posix_fallocate(fd, self.capacity as libc::off_t, len as libc::off_t) };
         if result != 0 {
             return Err(io::Error::from_raw_os_error(result));
         }
-        let mapping = Mapping::new(&self.file, self.capacity, len, true)?;
+        let mapping = Mapping::new(&self.file, self.capacity, len)?;
         self.chunks.push((self.capacity, mapping));
         self.capacity = new_capacity;
         Ok(())
+    }
+
+    /// Records that this file holds the values of the file called `name`.
+    pub fn append_absorbed(&mut self, name: &str) -> io::Result<()> {
+        let series = SeriesDescription {
+            family: ABSORBED,
+            labels: &[name],
+            created: 0.0,
+        };
+        self.append_series(&series, 0).map(drop)
     }
 
     /// Appends the record of a new series with `slots` zeroed value slots and
@@ -230,13 +335,16 @@ impl SharedFile {
         let labels_len: usize = series.labels.iter().map(|label| 4 + label.len()).sum();
         let slots_offset = align8(RECORD_HEADER_LEN + labels_len);
         let record_len = slots_offset + slots * 8;
+        if record_len > MAX_RECORD_LEN {
+            return Err(io::Error::other("label values too long for a metrics file"));
+        }
         let (chunk_start, chunk) = self.chunks.last().map_or((0, 0), |(s, m)| (*s, m.len));
         if self.used + record_len > chunk_start + chunk {
             let rest = chunk_start + chunk - self.used;
             if rest > 0 {
                 self.write_record_header(self.used, rest, PADDING, 0, 0, 0.0);
                 self.used += rest;
-                self.publish();
+                self.publish_used();
             }
             let page = 4096;
             self.grow(CHUNK_LEN.max(record_len.div_ceil(page) * page))?;
@@ -245,11 +353,9 @@ impl SharedFile {
         let label_count =
             u8::try_from(series.labels.len()).map_err(|_| io::Error::other("too many labels"))?;
         let slot_count = u16::try_from(slots).map_err(|_| io::Error::other("too many slots"))?;
-        let record_len32 =
-            u32::try_from(record_len).map_err(|_| io::Error::other("label values too long"))?;
         self.write_record_header(
             at,
-            record_len32 as usize,
+            record_len,
             series.family,
             label_count,
             slot_count,
@@ -273,7 +379,7 @@ impl SharedFile {
         }
         let first_slot = NonNull::from(mapping.atomic(at - chunk_start + slots_offset));
         self.used += record_len;
-        self.publish();
+        self.publish_used();
         Ok(first_slot)
     }
 
@@ -317,106 +423,199 @@ pub struct FileSeries {
     pub slots: Vec<u64>,
 }
 
-/// Reads every published series of the file at `path`.
-///
-/// An error means the file is torn or truncated (or unreadable) and should be skipped.
-pub fn read_file(path: &Path) -> Result<Vec<FileSeries>, String> {
-    let file = File::open(path).map_err(|error| error.to_string())?;
-    let mut size = file.metadata().map_err(|error| error.to_string())?.len() as usize;
-    for _ in 0..2 {
-        if size < HEADER_LEN {
-            return Err(format!("{size} bytes is shorter than a header"));
-        }
-        let mapping = Mapping::new(&file, 0, size, false).map_err(|error| error.to_string())?;
-        if mapping.bytes()[..8] != MAGIC {
-            return Err("not a metrics file (bad magic)".to_owned());
-        }
-        let used = mapping.atomic(USED_OFFSET).load(Ordering::Acquire) as usize;
-        if used > size {
-            // The file may have grown since it was measured: measure once more.
-            size = file.metadata().map_err(|error| error.to_string())?.len() as usize;
-            continue;
-        }
-        return parse_records(&mapping, used);
-    }
-    Err("published length exceeds the file".to_owned())
+/// Everything a reader takes from one metrics file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileContents {
+    /// The process that wrote the file.
+    pub pid: u64,
+    /// Device and inode: two names of one file are read once.
+    pub identity: (u64, u64),
+    /// Its series.
+    pub series: Vec<FileSeries>,
+    /// Names of the files whose values this file holds (it was made by compaction).
+    pub absorbed: Vec<String>,
 }
 
-fn parse_records(mapping: &Mapping, used: usize) -> Result<Vec<FileSeries>, String> {
-    let bytes = mapping.bytes();
-    let torn = |at: usize| format!("torn record at byte {at}");
-    let mut series = Vec::new();
-    let mut at = HEADER_LEN;
-    while at < used {
-        let field = |offset: usize, len: usize| bytes.get(at + offset..at + offset + len);
-        let len = field(0, 4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_le_bytes)
-            .ok_or_else(|| torn(at))? as usize;
-        if len < 8 || !len.is_multiple_of(8) || at + len > used {
-            return Err(torn(at));
+/// Why a file was not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    /// It was removed before it could be opened.
+    Vanished,
+    /// Something other than a regular file carries the name: never ours.
+    NotRegular(String),
+    /// Torn, truncated, of another format, or unreadable.
+    Damaged(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Vanished => f.write_str("removed while the directory was read"),
+            ReadError::NotRegular(reason) | ReadError::Damaged(reason) => f.write_str(reason),
         }
-        let family = bytes[at + 4];
+    }
+}
+
+/// Copies a file's bytes window by window with `pread`.
+struct FileReader {
+    file: File,
+    /// Bytes past this offset are never read: the published length.
+    end: usize,
+    window_start: usize,
+    window: Vec<u8>,
+}
+
+impl FileReader {
+    /// `len` bytes at `at`, which must end by `self.end`.
+    fn bytes(&mut self, at: usize, len: usize) -> Result<&[u8], ReadError> {
+        let window_end = self.window_start + self.window.len();
+        if at < self.window_start || at + len > window_end {
+            let size = len.max(READ_WINDOW).min(self.end - at);
+            self.window.resize(size, 0);
+            self.file
+                .read_exact_at(&mut self.window, at as u64)
+                .map_err(|error| {
+                    ReadError::Damaged(if error.kind() == io::ErrorKind::UnexpectedEof {
+                        "the file ends before its published length (shrunk while read?)".to_owned()
+                    } else {
+                        error.to_string()
+                    })
+                })?;
+            self.window_start = at;
+        }
+        Ok(&self.window[at - self.window_start..][..len])
+    }
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+/// Reads every published series of the file at `path`.
+pub fn read_file(path: &Path) -> Result<FileContents, ReadError> {
+    let file = open_regular(path)?;
+    let metadata = file
+        .metadata()
+        .map_err(|error| ReadError::Damaged(error.to_string()))?;
+    let damaged = |reason: String| ReadError::Damaged(reason);
+    // The header is read on its own, before the records it publishes.
+    let mut header = [0_u8; HEADER_LEN];
+    file.read_exact_at(&mut header, 0)
+        .map_err(|_| damaged(format!("{} bytes is shorter than a header", metadata.len())))?;
+    if header[..8] != MAGIC {
+        return Err(damaged(
+            "not a metrics file of this version (bad magic)".to_owned(),
+        ));
+    }
+    let used = le_u64(&header, USED_OFFSET);
+    if used < HEADER_LEN as u64 || used > metadata.len() {
+        return Err(damaged(format!(
+            "published length {used} does not fit the file's {} bytes",
+            metadata.len()
+        )));
+    }
+    let mut reader = FileReader {
+        file,
+        end: used as usize,
+        window_start: 0,
+        window: Vec::new(),
+    };
+    let mut contents = FileContents {
+        pid: le_u64(&header, 16),
+        identity: (metadata.dev(), metadata.ino()),
+        series: Vec::new(),
+        absorbed: Vec::new(),
+    };
+    let mut at = HEADER_LEN;
+    while at < reader.end {
+        let torn = || ReadError::Damaged(format!("torn record at byte {at}"));
+        if reader.end - at < 8 {
+            return Err(torn());
+        }
+        let head = reader.bytes(at, 8)?;
+        let len = le_u32(head, 0) as usize;
+        let family = head[4];
+        if len < 8 || !len.is_multiple_of(8) || len > reader.end - at || len > MAX_RECORD_LEN {
+            return Err(torn());
+        }
         if family == PADDING {
             at += len;
             continue;
         }
-        let label_count = usize::from(bytes[at + 5]);
-        let slot_count = field(6, 2)
-            .and_then(|b| b.try_into().ok())
-            .map(u16::from_le_bytes)
-            .ok_or_else(|| torn(at))? as usize;
-        let created = field(8, 8)
-            .and_then(|b| b.try_into().ok())
-            .map(f64::from_le_bytes)
-            .ok_or_else(|| torn(at))?;
-        let mut cursor = at + RECORD_HEADER_LEN;
-        let mut labels = Vec::with_capacity(label_count);
-        for _ in 0..label_count {
-            let length = bytes
-                .get(cursor..cursor + 4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_le_bytes)
-                .ok_or_else(|| torn(at))? as usize;
-            let text = bytes
-                .get(cursor + 4..cursor + 4 + length)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .ok_or_else(|| torn(at))?;
-            labels.push(text.to_owned());
-            cursor += 4 + length;
+        if len < RECORD_HEADER_LEN {
+            return Err(torn());
         }
-        let slots_at = align8(cursor);
-        if slots_at + slot_count * 8 != at + len {
-            return Err(torn(at));
+        let record = reader.bytes(at, len)?;
+        let one = parse_record(record).ok_or_else(torn)?;
+        if one.family == ABSORBED {
+            contents.absorbed.extend(one.labels);
+        } else {
+            contents.series.push(one);
         }
-        let slots = (0..slot_count)
-            .map(|index| mapping.atomic(slots_at + index * 8).load(Ordering::Relaxed))
-            .collect();
-        series.push(FileSeries {
-            family,
-            labels,
-            created,
-            slots,
-        });
         at += len;
     }
-    Ok(series)
+    Ok(contents)
 }
 
-/// The published metrics files of `directory`, sorted by name.
-pub fn list_files(directory: &Path) -> io::Result<Vec<PathBuf>> {
+/// One record's series, or None when its fields do not add up to its length.
+fn parse_record(record: &[u8]) -> Option<FileSeries> {
+    let label_count = usize::from(record[5]);
+    let slot_count = usize::from(u16::from_le_bytes([record[6], record[7]]));
+    let created = f64::from_bits(le_u64(record, 8));
+    let mut cursor = RECORD_HEADER_LEN;
+    let mut labels = Vec::with_capacity(label_count);
+    for _ in 0..label_count {
+        let length = le_u32(record.get(cursor..cursor + 4)?, 0) as usize;
+        let text = record.get(cursor + 4..cursor + 4 + length)?;
+        labels.push(std::str::from_utf8(text).ok()?.to_owned());
+        cursor += 4 + length;
+    }
+    let slots_at = align8(cursor);
+    if slots_at + slot_count * 8 != record.len() {
+        return None;
+    }
+    let slots = (0..slot_count)
+        .map(|index| le_u64(record, slots_at + index * 8))
+        .collect();
+    Some(FileSeries {
+        family: record[4],
+        labels,
+        created,
+        slots,
+    })
+}
+
+/// The entries of `directory` whose names `keep` accepts, sorted by name.
+fn entries_named(directory: &Path, keep: impl Fn(&str) -> bool) -> io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = fs::read_dir(directory)?
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .filter(|path| {
-            path.extension().is_some_and(|ext| ext == EXTENSION)
-                && path
-                    .file_name()
-                    .and_then(|name| name.to_str())
-                    .is_some_and(|name| !name.starts_with('.'))
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(&keep)
         })
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// The published metrics files of `directory`, sorted by name.
+pub fn list_files(directory: &Path) -> io::Result<Vec<PathBuf>> {
+    entries_named(directory, |name| {
+        !name.starts_with('.') && name.ends_with(&format!(".{EXTENSION}"))
+    })
+}
+
+/// Files of `directory` still under their hidden name (being written, or left
+/// by a writer that was killed), sorted by name.
+pub fn list_temporary_files(directory: &Path) -> io::Result<Vec<PathBuf>> {
+    entries_named(directory, is_temporary_name)
 }
 
 #[cfg(test)]
@@ -450,8 +649,9 @@ mod tests {
             slot.add(1).as_ref().store(9, Ordering::Relaxed);
         }
         let read = read_file(file.path()).unwrap();
+        assert_eq!(read.pid, u64::from(std::process::id()));
         assert_eq!(
-            read,
+            read.series,
             vec![FileSeries {
                 family: 3,
                 labels: vec!["gpt-4o".into(), "openai".into()],
@@ -486,7 +686,7 @@ mod tests {
         }
         // SAFETY: the first slot stays mapped while the file lives.
         unsafe { first.unwrap().as_ref().fetch_add(1000, Ordering::Relaxed) };
-        let read = read_file(file.path()).unwrap();
+        let read = read_file(file.path()).unwrap().series;
         assert_eq!(read.len(), 300);
         assert_eq!(read[0].slots, vec![1000]);
         assert_eq!(read[299].slots, vec![299]);
@@ -514,6 +714,69 @@ mod tests {
         )
         .unwrap();
         assert!(read_file(&copy).is_err());
+        fs::remove_dir_all(directory).unwrap();
+    }
+
+    #[test]
+    fn a_file_shrunk_below_its_published_length_is_damaged_not_fatal() {
+        let directory = temporary_directory("shrunk");
+        let mut file = SharedFile::create(&directory).unwrap();
+        let long = "y".repeat(5_000);
+        for _ in 0..500 {
+            let labels = [long.as_str()];
+            let series = SeriesDescription {
+                family: 6,
+                labels: &labels,
+                created: 0.0,
+            };
+            file.append_series(&series, 1).unwrap();
+        }
+        let copy = directory.join("gwm-1-shrunk.gwm");
+        fs::copy(file.path(), &copy).unwrap();
+        let handle = OpenOptions::new().write(true).open(&copy).unwrap();
+        handle.set_len(1 << 20).unwrap();
+        assert!(matches!(read_file(&copy), Err(ReadError::Damaged(_))));
+        fs::remove_dir_all(directory).unwrap();
+    }
+
+    #[test]
+    fn fifos_symlinks_and_directories_are_refused_without_blocking() {
+        let directory = temporary_directory("special");
+        let file = SharedFile::create(&directory).unwrap();
+        let fifo = directory.join("gwm-1-fifo.gwm");
+        let path = std::ffi::CString::new(fifo.clone().into_os_string().into_encoded_bytes());
+        // SAFETY: a valid, NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.unwrap().as_ptr(), 0o600) }, 0);
+        let link = directory.join("gwm-2-link.gwm");
+        std::os::unix::fs::symlink(file.path(), &link).unwrap();
+        let folder = directory.join("gwm-3-dir.gwm");
+        fs::create_dir(&folder).unwrap();
+        for refused in [&fifo, &link, &folder] {
+            assert!(
+                matches!(read_file(refused), Err(ReadError::NotRegular(_))),
+                "{}",
+                refused.display()
+            );
+        }
+        assert_eq!(
+            read_file(&directory.join("gwm-4-gone.gwm")),
+            Err(ReadError::Vanished)
+        );
+        fs::remove_dir_all(directory).unwrap();
+    }
+
+    #[test]
+    fn a_file_is_found_only_once_published_and_lists_what_it_absorbed() {
+        let directory = temporary_directory("absorbed");
+        let mut file = SharedFile::create_unpublished(&directory).unwrap();
+        file.append_absorbed("gwm-1-0000000000000001.gwm").unwrap();
+        assert!(list_files(&directory).unwrap().is_empty());
+        assert_eq!(list_temporary_files(&directory).unwrap().len(), 1);
+        file.publish().unwrap();
+        let read = read_file(file.path()).unwrap();
+        assert!(read.series.is_empty());
+        assert_eq!(read.absorbed, vec!["gwm-1-0000000000000001.gwm".to_owned()]);
+        assert!(list_temporary_files(&directory).unwrap().is_empty());
         fs::remove_dir_all(directory).unwrap();
     }
 }

@@ -12,7 +12,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
-use crate::shared_file::SharedFile;
+use crate::shared_file::{SeriesDescription, SharedFile};
 
 /// Values made only of `AtomicU64`s, so they can be laid over allocated slots.
 ///
@@ -68,17 +68,6 @@ pub struct SlotArena {
     state: Mutex<ArenaState>,
 }
 
-/// What a new series is, for the record that describes it in a shared file.
-#[derive(Debug, Clone, Copy)]
-pub struct SeriesDescription<'a> {
-    /// The family's identifier (see [`crate::store::FamilyDesc::id`]).
-    pub family: u8,
-    /// Label values in the family's label order.
-    pub labels: &'a [&'a str],
-    /// Unix time of creation in seconds.
-    pub created: f64,
-}
-
 impl SlotArena {
     /// An arena of heap slabs, for a single process.
     pub fn heap() -> Self {
@@ -131,34 +120,6 @@ impl SlotArena {
         // SAFETY: `used + T::SLOTS <= SLAB_SLOTS`: zeroed atomics of a slab the
         // arena owns until it is dropped, laid over by a `SlotValue`.
         Slot(unsafe { slab.cast::<AtomicU64>().add(used) }.cast())
-    }
-
-    /// `count` zeroed slots described in the shared file, or the error writing it.
-    pub fn allocate_raw(
-        &self,
-        series: &SeriesDescription<'_>,
-        count: usize,
-    ) -> std::io::Result<NonNull<AtomicU64>> {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match &mut state.backing {
-            Backing::File(file) => file.append_series(series, count),
-            Backing::Heap => Err(std::io::Error::other("a heap arena has no file")),
-        }
-    }
-
-    /// The path of the shared file; the arena (and its lock on the file) ends here.
-    pub fn into_file_path(self) -> std::io::Result<std::path::PathBuf> {
-        let state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match &state.backing {
-            Backing::File(file) => Ok(file.path().to_path_buf()),
-            Backing::Heap => Err(std::io::Error::other("a heap arena has no file")),
-        }
     }
 
     /// The path of the shared file, if the arena has one.

@@ -20,7 +20,8 @@ use crate::counter::{Counter, FloatCounter, Writers};
 use crate::histogram::{bucket_index, Histogram, HistogramSnapshot, BUCKET_COUNT};
 use crate::label_map::{Entry, LabelMap};
 use crate::pricing::{Price, PriceTable};
-use crate::slots::{SeriesDescription, Slot, SlotArena};
+use crate::shared_file::SeriesDescription;
+use crate::slots::{Slot, SlotArena};
 
 /// Whether a family is a counter or a histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -155,16 +155,32 @@ def test_a_torn_file_is_skipped_with_a_warning(tmp_path):
         assert requests_total(metrics) == 2.0
 
 
-def test_cleanup_removes_only_the_files_of_processes_that_are_gone(tmp_path):
+def test_cleanup_refuses_while_a_live_process_holds_a_file_unless_forced(tmp_path):
     gone = mp_middleware(tmp_path)
     record(gone, 4)
     del gone
     gc.collect()  # the middleware, its registry and collector form a cycle
     live = mp_middleware(tmp_path)
     record(live, 1)
-    assert multiprocess.cleanup(tmp_path) == 1
+    with pytest.raises(
+        RuntimeError, match=f"written by process {os.getpid()}\\) is held by a live"
+    ):
+        multiprocess.cleanup(tmp_path)
+    assert len(files(tmp_path)) == 2
+    assert requests_total(live) == 5.0
+    assert multiprocess.cleanup(tmp_path, force=True) == 1
     assert files(tmp_path) == [Path(live._multiprocess_file())]
     assert requests_total(live) == 1.0
+
+
+def test_cleanup_removes_every_file_once_their_processes_are_gone(tmp_path):
+    for count in (4, 6):
+        mp_workers_gone = mp_middleware(tmp_path)
+        record(mp_workers_gone, count)
+        del mp_workers_gone
+    gc.collect()
+    assert multiprocess.cleanup(tmp_path) == 2
+    assert files(tmp_path) == []
 
 
 def test_compaction_while_workers_write_and_a_scraper_reads(tmp_path):

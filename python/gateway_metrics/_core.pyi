@@ -1,16 +1,27 @@
 """The native core of gateway-metrics. Private: use the ``gateway_metrics`` package."""
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 FAMILIES: list[tuple[str, str, str]]
 """``(name, help, type)`` of each metric family, in exposition order."""
 
-def compact(directory: str) -> tuple[int, int, str | None]:
-    """Folds the files of processes that are gone: ``(folded, discarded, new file)``."""
+def compact(
+    directory: str, *, timeout: float
+) -> tuple[int, int, Path | None, list[tuple[Path, str]]]:
+    """Folds the files of processes that are gone.
 
-def cleanup(directory: str) -> int:
-    """Removes the files of processes that are gone; returns how many."""
+    Returns ``(folded, discarded, new file, [(file not removed, why), ...])``;
+    raises ``TimeoutError`` when the directory lock stays held for ``timeout`` seconds.
+    """
+
+def cleanup(directory: str, *, force: bool, timeout: float) -> int:
+    """Removes the files of processes that are gone; returns how many.
+
+    Unless ``force``, raises ``RuntimeError`` (removing nothing) while a live
+    process holds a file of the directory.
+    """
 
 HISTOGRAM_BUCKETS: list[float]
 """Upper bounds of the latency histogram buckets in seconds (``+Inf`` implied)."""
@@ -34,9 +45,6 @@ class MetricsStore:
         ``prices`` lists ``(model, input_per_million, output_per_million)``. With
         ``multiprocess_dir`` the values live in a file of that directory.
         """
-
-    def _after_fork_in_child(self) -> None:
-        """Marks the store so that its next recording call moves to a new file."""
 
     def _multiprocess_file(self) -> str | None:
         """This process's metrics file in multi-process mode."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -46,17 +45,6 @@ class _GatewayCollector(Collector):
 #: The environment variable naming the multi-process directory when the
 #: constructor's ``multiprocess_dir`` is None.
 MULTIPROCESS_DIR_VARIABLE = "GATEWAY_METRICS_MULTIPROC_DIR"
-
-#: Multi-process middlewares of this process, told when a child is forked.
-_MULTIPROCESS_MIDDLEWARES: weakref.WeakSet[MetricsStore] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for middleware in list(_MULTIPROCESS_MIDDLEWARES):
-        middleware._after_fork_in_child()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class GatewayMetricsMiddleware(MetricsStore):
@@ -108,8 +96,6 @@ class GatewayMetricsMiddleware(MetricsStore):
         self = super().__new__(cls, prices, multiprocess_dir)
         self._price_table = table
         self._multiprocess_dir = None if multiprocess_dir is None else os.fspath(multiprocess_dir)
-        if multiprocess_dir is not None:
-            _MULTIPROCESS_MIDDLEWARES.add(self)
         return self
 
     def __init__(

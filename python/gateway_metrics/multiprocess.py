@@ -24,11 +24,16 @@ Example::
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 from gateway_metrics import _core
 
-__all__ = ["Compaction", "cleanup", "compact"]
+__all__ = ["DEFAULT_TIMEOUT", "Compaction", "cleanup", "compact"]
+
+
+#: Seconds ``compact`` and ``cleanup`` wait for the directory lock by default.
+DEFAULT_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -38,33 +43,51 @@ class Compaction:
     folded: int
     """Files of processes that were gone, folded into one."""
     discarded: int
-    """Torn or truncated files removed without being folded."""
+    """Damaged files of processes that were gone, removed without being folded."""
     into: str | None
     """The file they were folded into; None when there was nothing to fold."""
 
 
-def compact(directory: str | os.PathLike[str]) -> Compaction:
+def compact(directory: str | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT) -> Compaction:
     """Folds the files of processes that are gone into one new file.
 
     Use it periodically (or at the end of a job) when many short-lived workers
-    recorded into the directory.
+    recorded into the directory. It is atomic: killed at any point, or unable
+    to remove a file, it leaves every value counted exactly once (the next
+    compaction finishes the removals). A file it could not remove is reported
+    with a ``RuntimeWarning``. Waits at most ``timeout`` seconds for another
+    compaction or cleanup to finish, then raises ``TimeoutError``.
 
     Example::
 
         done = compact("/tmp/job-metrics")
         print(f"{done.folded} files folded into {done.into}")
     """
-    folded, discarded, into = _core.compact(os.fspath(directory))
+    folded, discarded, into, not_removed = _core.compact(os.fspath(directory), timeout=timeout)
+    for path, reason in not_removed:
+        warnings.warn(
+            f"compact() could not remove {path} ({reason}); its values are counted once, "
+            "through the folded file, and the next compaction tries again",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return Compaction(folded=folded, discarded=discarded, into=None if into is None else str(into))
 
 
-def cleanup(directory: str | os.PathLike[str]) -> int:
+def cleanup(
+    directory: str | os.PathLike[str], *, force: bool = False, timeout: float = DEFAULT_TIMEOUT
+) -> int:
     """Removes the files of processes that are gone; returns how many.
 
-    Use it at the start of a job, before workers start recording.
+    Use it at the start of a job, before workers start recording (under
+    gunicorn: in ``on_starting``). While a live process still holds a file of
+    the directory it raises ``RuntimeError`` naming that process and removes
+    nothing, since removing dead workers' files under a running server makes
+    its totals fall; ``force=True`` removes them anyway. Waits at most
+    ``timeout`` seconds for a compaction to finish, then raises ``TimeoutError``.
 
     Example::
 
         cleanup("/tmp/job-metrics")
     """
-    return _core.cleanup(os.fspath(directory))
+    return _core.cleanup(os.fspath(directory), force=force, timeout=timeout)

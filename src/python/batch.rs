@@ -12,16 +12,17 @@ use std::collections::HashMap;
 use std::hash::Hash;
 
 use foldhash::fast::RandomState;
-use pyo3::buffer::{Element, PyBuffer};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
 use smallvec::SmallVec;
 
+use super::buffer_column::{buffer_numbers, supports_buffer};
 use super::{
     checked_latency, latency_seconds, token_value, tool_call_names, type_name, ColumnArgument,
     PyMetricsStore, Resolved, ToolNames,
 };
+use crate::column_format::Number;
 use crate::store::RequestValues;
 
 /// Up to this many distinct label combinations, a batch finds a row's combination
@@ -102,28 +103,6 @@ impl<T: Copy> Numbers<T> {
     }
 }
 
-/// The elements of a 1-dimensional buffer of `T`, if `value` is one.
-fn buffer_values<T: Element + Copy>(
-    value: &Bound<'_, PyAny>,
-    name: &str,
-) -> PyResult<Option<Vec<T>>> {
-    let Ok(buffer) = PyBuffer::<T>::get(value) else {
-        return Ok(None);
-    };
-    if buffer.dimensions() != 1 {
-        return Err(PyValueError::new_err(format!(
-            "{name} must be 1-dimensional, got {} dimensions",
-            buffer.dimensions()
-        )));
-    }
-    buffer.to_vec(value.py()).map(Some)
-}
-
-fn supports_buffer(value: &Bound<'_, PyAny>) -> bool {
-    // SAFETY: a type check on a live object.
-    unsafe { pyo3::ffi::PyObject_CheckBuffer(value.as_ptr()) == 1 }
-}
-
 fn is_text(value: &Bound<'_, PyAny>) -> bool {
     value.is_instance_of::<PyString>()
         || value.is_instance_of::<PyBytes>()
@@ -148,43 +127,18 @@ fn latencies(value: &Bound<'_, PyAny>) -> PyResult<Numbers<f64>> {
     if is_text(value) || !supports_buffer(value) {
         return Ok(Numbers::Scalar(latency_seconds(value, name)?));
     }
-    let values = if let Some(values) = buffer_values::<f64>(value, name)? {
-        values
-    } else if let Some(values) = buffer_values::<f32>(value, name)? {
-        values.into_iter().map(f64::from).collect()
-    } else if let Some(values) = buffer_values::<i64>(value, name)? {
-        values.into_iter().map(|v| v as f64).collect()
-    } else if let Some(values) = buffer_values::<i32>(value, name)? {
-        values.into_iter().map(f64::from).collect()
-    } else {
-        return Err(PyTypeError::new_err(format!(
-            "{name} has an unsupported element type: use float64, float32, int64 or int32"
-        )));
-    };
+    let values: Vec<f64> = buffer_numbers(value, name)?
+        .into_iter()
+        .map(|number| match number {
+            Number::Float(value) => value,
+            Number::Signed(value) => value as f64,
+            Number::Unsigned(value) => value as f64,
+        })
+        .collect();
     for (row, seconds) in values.iter().enumerate() {
         checked_latency(*seconds, column(row))?;
     }
     Ok(Numbers::Column(values))
-}
-
-/// Converts signed buffer elements, rejecting negative ones.
-fn non_negative<T: Copy + Into<i64>>(values: Vec<T>, name: &'static str) -> PyResult<Vec<u64>> {
-    values
-        .into_iter()
-        .enumerate()
-        .map(|(row, value)| {
-            u64::try_from(value.into()).map_err(|_| {
-                let argument = ColumnArgument {
-                    name,
-                    row: Some(row),
-                };
-                PyValueError::new_err(format!(
-                    "{argument} must not be negative, got {}",
-                    value.into()
-                ))
-            })
-        })
-        .collect()
 }
 
 /// A token-count argument (`input_tokens` or `output_tokens`), every row checked.
@@ -211,27 +165,25 @@ fn token_counts(value: Option<&Bound<'_, PyAny>>, name: &'static str) -> PyResul
     if is_text(value) || !supports_buffer(value) {
         return Ok(Numbers::Scalar(token_value(value, name)?));
     }
-    let values = if let Some(values) = buffer_values::<u64>(value, name)? {
-        values
-    } else if let Some(values) = buffer_values::<i64>(value, name)? {
-        non_negative(values, name)?
-    } else if let Some(values) = buffer_values::<u32>(value, name)? {
-        values.into_iter().map(u64::from).collect()
-    } else if let Some(values) = buffer_values::<i32>(value, name)? {
-        non_negative(values, name)?
-    } else if let Some(values) = buffer_values::<u16>(value, name)? {
-        values.into_iter().map(u64::from).collect()
-    } else if let Some(values) = buffer_values::<i16>(value, name)? {
-        non_negative(values, name)?
-    } else if let Some(values) = buffer_values::<u8>(value, name)? {
-        values.into_iter().map(u64::from).collect()
-    } else if let Some(values) = buffer_values::<i8>(value, name)? {
-        non_negative(values, name)?
-    } else {
-        return Err(PyTypeError::new_err(format!(
-            "{name} has an unsupported element type: token counts must be integers"
-        )));
-    };
+    let values = buffer_numbers(value, name)?
+        .into_iter()
+        .enumerate()
+        .map(|(row, number)| {
+            let argument = ColumnArgument {
+                name,
+                row: Some(row),
+            };
+            match number {
+                Number::Unsigned(count) => Ok(count),
+                Number::Signed(count) => u64::try_from(count).map_err(|_| {
+                    PyValueError::new_err(format!("{argument} must not be negative, got {count}"))
+                }),
+                Number::Float(_) => Err(PyTypeError::new_err(format!(
+                    "{name} has an unsupported element type: token counts must be integers"
+                ))),
+            }
+        })
+        .collect::<PyResult<_>>()?;
     Ok(Numbers::Column(values))
 }
 
@@ -401,9 +353,10 @@ impl PyMetricsStore {
             .into_iter()
             .map(|(first_row, resolved)| {
                 let objects = [0, 1, 2, 3].map(|i| labels[i].at(first_row));
-                batch.slot(self.request_entry(py, resolved, objects))
+                self.request_entry(py, resolved, objects)
+                    .map(|entry| batch.slot(entry))
             })
-            .collect();
+            .collect::<PyResult<_>>()?;
         for row in 0..rows {
             let combination = row_combination.get(row).map_or(0, |c| *c as usize);
             let values = RequestValues {

@@ -8,6 +8,12 @@
 //! cache is guarded by the GIL rather than a lock (every caller holds the GIL).
 //! Entries are only ever replaced, never invalidated, because series are never
 //! removed from the store.
+//!
+//! Only exact `str` objects are cached (a subclass's label is what `str()` makes
+//! of it, on every call, as in `prometheus_client`), and a replaced entry's
+//! references are released at once with the GIL: the raw fast-call methods run
+//! without PyO3's GIL bookkeeping, where a plain drop would park the references
+//! in PyO3's deferred pool until some other call drained it.
 
 use std::cell::RefCell;
 use std::ptr::NonNull;
@@ -23,6 +29,15 @@ const SLOTS: usize = 64;
 struct Slot<T, const N: usize> {
     keys: [Py<PyString>; N],
     value: NonNull<T>,
+}
+
+impl<T, const N: usize> Slot<T, N> {
+    /// Releases the keys now, with the GIL held.
+    fn release(self, py: Python<'_>) {
+        for key in self.keys {
+            key.drop_ref(py);
+        }
+    }
 }
 
 // SAFETY: `value` points to `Sync` data that outlives the cache (see `insert`);
@@ -71,7 +86,9 @@ impl<T, const N: usize> IdentityCache<T, N> {
             &mut *self.slots.get(py).borrow_mut(),
             std::array::from_fn(|_| None),
         );
-        drop(emptied);
+        for slot in emptied.into_iter().flatten() {
+            slot.release(py);
+        }
     }
 
     /// Remembers `value` for these (validated) label objects.
@@ -94,6 +111,8 @@ impl<T, const N: usize> IdentityCache<T, N> {
         let replaced = slots[index].replace(slot);
         drop(slots);
         // The evicted `str` references are released after the borrow ends.
-        drop(replaced);
+        if let Some(replaced) = replaced {
+            replaced.release(py);
+        }
     }
 }

@@ -1,0 +1,137 @@
+//! The lock of a multi-process directory: shared by scrapes and by processes
+//! creating their file, exclusive for compaction and cleanup.
+//!
+//! The lock is an `flock` on a hidden file of the directory. Whoever waits for
+//! it waits a bounded time: another process may hold it forever (stopped, or
+//! hostile), and a scrape or a compaction must not hang because of that. The
+//! lock file is opened without following symbolic links and without blocking,
+//! so a FIFO or a link planted under its name is an error, not a hang.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::fork_guard::ParentOnlyFile;
+
+/// Name of the lock file inside the directory.
+pub const LOCK_FILE: &str = ".gateway_metrics.lock";
+
+/// Whether the holder only reads the directory or changes which files it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Scrapes and file creation: many at once.
+    Shared,
+    /// Compaction and cleanup: alone.
+    Exclusive,
+}
+
+/// A held directory lock, released when dropped (and never inherited by a forked child).
+pub struct DirectoryLock {
+    _file: ParentOnlyFile,
+}
+
+impl DirectoryLock {
+    /// Takes the lock of `directory`, waiting at most `wait` for other holders.
+    ///
+    /// Fails with [`io::ErrorKind::TimedOut`] when the wait runs out, and with
+    /// another error when the lock file cannot be used (not a regular file).
+    pub fn take(directory: &Path, access: Access, wait: Duration) -> io::Result<Self> {
+        fs::create_dir_all(directory)?;
+        let path = directory.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        let operation = match access {
+            Access::Shared => libc::LOCK_SH,
+            Access::Exclusive => libc::LOCK_EX,
+        } | libc::LOCK_NB;
+        let started = Instant::now();
+        let mut pause = Duration::from_micros(200);
+        loop {
+            // SAFETY: a valid descriptor; LOCK_NB makes the call return at once.
+            if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+                return Ok(DirectoryLock {
+                    _file: ParentOnlyFile::new(file),
+                });
+            }
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(error);
+            }
+            let waited = started.elapsed();
+            if waited >= wait {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{} was held by another process for more than {:.1} s",
+                        path.display(),
+                        wait.as_secs_f64()
+                    ),
+                ));
+            }
+            thread::sleep(pause.min(wait - waited));
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn directory(name: &str) -> std::path::PathBuf {
+        let directory =
+            std::env::temp_dir().join(format!("gwm-lock-{name}-{}", std::process::id()));
+        fs::create_dir_all(&directory).unwrap();
+        directory
+    }
+
+    #[test]
+    fn shared_holders_coexist_and_an_exclusive_one_waits_a_bounded_time() {
+        let directory = directory("wait");
+        let wait = Duration::from_millis(50);
+        let first = DirectoryLock::take(&directory, Access::Shared, wait).unwrap();
+        let second = DirectoryLock::take(&directory, Access::Shared, wait).unwrap();
+        let started = Instant::now();
+        let refused = DirectoryLock::take(&directory, Access::Exclusive, wait);
+        assert_eq!(
+            refused.err().map(|e| e.kind()),
+            Some(io::ErrorKind::TimedOut)
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        drop((first, second));
+        assert!(DirectoryLock::take(&directory, Access::Exclusive, wait).is_ok());
+        fs::remove_dir_all(directory).unwrap();
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_the_lock_file_is_an_error_not_a_hang() {
+        let directory = directory("fifo");
+        let fifo = std::ffi::CString::new(
+            directory
+                .join(LOCK_FILE)
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .unwrap();
+        // SAFETY: a valid, NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let wait = Duration::from_millis(50);
+        assert!(DirectoryLock::take(&directory, Access::Shared, wait).is_err());
+        fs::remove_dir_all(directory).unwrap();
+    }
+}

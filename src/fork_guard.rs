@@ -1,0 +1,154 @@
+//! What a forked child must not inherit: file locks, and the belief that it is its parent.
+//!
+//! `flock` locks belong to an open file description, which `fork()` shares with
+//! the child: a child that keeps a copy of its parent's descriptor keeps the
+//! parent's metrics file, or a scrape's directory lock, locked for as long as it
+//! lives. A `pthread_atfork` handler, which runs for every `fork()` (Python's
+//! `os.fork`, `multiprocessing` and C code alike), points each such descriptor of
+//! the child at `/dev/null`, and bumps a fork epoch by which multi-process
+//! stores notice that they now run in a new process. The handler only makes
+//! async-signal-safe calls (`dup2`) and atomic operations, as a child of a
+//! multi-threaded process requires.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::Once;
+
+/// Descriptors that can be detached at once; one per live metrics file and held lock.
+const CAPACITY: usize = 1024;
+const FREE: i32 = -1;
+
+#[allow(clippy::declare_interior_mutable_const)] // Only used to build the array below.
+const FREE_SLOT: AtomicI32 = AtomicI32::new(FREE);
+static PARENT_ONLY: [AtomicI32; CAPACITY] = [FREE_SLOT; CAPACITY];
+static DEV_NULL: AtomicI32 = AtomicI32::new(FREE);
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+static INSTALL: Once = Once::new();
+
+extern "C" fn detach_in_child() {
+    EPOCH.fetch_add(1, Ordering::AcqRel);
+    let dev_null = DEV_NULL.load(Ordering::Acquire);
+    for slot in &PARENT_ONLY {
+        let fd = slot.swap(FREE, Ordering::AcqRel);
+        if fd != FREE && dev_null != FREE {
+            // SAFETY: `dup2` is async-signal-safe; both descriptors are open in the
+            // child (inherited). The owner's later `close` then closes `/dev/null`.
+            unsafe { libc::dup2(dev_null, fd) };
+        }
+    }
+}
+
+/// Registers the fork handler once per process (idempotent).
+pub fn install() {
+    INSTALL.call_once(|| {
+        if let Ok(dev_null) = File::options().read(true).write(true).open("/dev/null") {
+            // Kept open for the life of the process: the child handler may not open files.
+            DEV_NULL.store(
+                std::os::fd::IntoRawFd::into_raw_fd(dev_null),
+                Ordering::Release,
+            );
+        }
+        // SAFETY: registers a handler that only makes async-signal-safe calls.
+        unsafe { libc::pthread_atfork(None, None, Some(detach_in_child)) };
+    });
+}
+
+/// How many forks this process's ancestry made since the module was loaded;
+/// changes in a child right after `fork()`.
+#[inline]
+pub fn epoch() -> u64 {
+    EPOCH.load(Ordering::Acquire)
+}
+
+/// A file whose descriptor a forked child gives up (pointed at `/dev/null`), so
+/// that the locks held through it stay the parent's alone.
+pub struct ParentOnlyFile {
+    file: File,
+    slot: Option<usize>,
+}
+
+impl ParentOnlyFile {
+    /// Wraps `file`; when the registry is full the child keeps the descriptor.
+    pub fn new(file: File) -> Self {
+        install();
+        let fd: RawFd = file.as_raw_fd();
+        let slot = PARENT_ONLY.iter().position(|slot| {
+            slot.compare_exchange(FREE, fd, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        });
+        ParentOnlyFile { file, slot }
+    }
+
+    /// The file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+impl Drop for ParentOnlyFile {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            // Cleared already in a child that detached it.
+            let fd = self.file.as_raw_fd();
+            let _ =
+                PARENT_ONLY[slot].compare_exchange(fd, FREE, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forked_child_gives_up_the_lock_and_sees_a_new_epoch() {
+        let path = std::env::temp_dir().join(format!("gwm-fork-guard-{}", std::process::id()));
+        let guarded = ParentOnlyFile::new(File::create(&path).unwrap());
+        // SAFETY: a valid descriptor.
+        assert_eq!(
+            unsafe { libc::flock(guarded.file().as_raw_fd(), libc::LOCK_EX) },
+            0
+        );
+        let before = epoch();
+        let mut ready = [0; 2];
+        // SAFETY: `ready` has room for the two descriptors.
+        assert_eq!(unsafe { libc::pipe(ready.as_mut_ptr()) }, 0);
+        // SAFETY: the child makes only async-signal-safe calls before `_exit`.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: as above. The fork handlers have run by now; a child that
+            // saw the new epoch says so and waits to be killed.
+            unsafe {
+                if epoch() != before {
+                    libc::write(ready[1], [1_u8].as_ptr().cast(), 1);
+                    libc::sleep(30);
+                }
+                libc::_exit(1)
+            };
+        }
+        let mut byte = [0_u8];
+        // SAFETY: reads one byte into `byte` from the pipe made above.
+        let told = unsafe { libc::read(ready[0], byte.as_mut_ptr().cast(), 1) };
+        // SAFETY: closes the two descriptors made above, once.
+        unsafe {
+            libc::close(ready[0]);
+            libc::close(ready[1]);
+        }
+        assert_eq!(told, 1, "the child saw its parent's epoch");
+        assert_eq!(epoch(), before);
+        drop(guarded);
+        // The parent closed its descriptor: with the child's detached, nobody holds the lock.
+        let again = File::open(&path).unwrap();
+        // SAFETY: a valid descriptor.
+        let locked = unsafe { libc::flock(again.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        let mut status = 0;
+        // SAFETY: signals and reaps the child just forked.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, &mut status, 0);
+        }
+        assert_eq!(locked, 0, "the child kept the lock");
+        std::fs::remove_file(path).unwrap();
+    }
+}
