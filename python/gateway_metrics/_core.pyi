@@ -99,7 +99,9 @@ class MetricsStore:
         For batch-inference jobs that account for thousands of requests at once.
         Each argument is a scalar that applies to every row, or a column with one
         value per row: a list or tuple, or for ``latency_s`` and the token counts
-        any 1-dimensional buffer (a numpy array, an ``array.array``). ``tool_calls``
+        any 1-dimensional buffer (a numpy array, an ``array.array``, a ctypes
+        array; strided views too) of integers, or for ``latency_s`` also of
+        float32/float64, in either byte order. ``tool_calls``
         is None or a column holding, per row, an iterable of tool calls or None.
         ``None`` token counts mean 0. The result equals one ``record_request`` per
         row in row order (sums up to float rounding). Every row is validated before
