@@ -1,10 +1,15 @@
-//! The Prometheus text exposition format (version 0.0.4), byte for byte as
-//! `prometheus_client.generate_latest` writes it.
+//! The Prometheus text exposition format (version 0.0.4) and OpenMetrics 1.0,
+//! byte for byte as `prometheus_client.generate_latest` and
+//! `prometheus_client.openmetrics.exposition.generate_latest` write them.
 //!
-//! Two details carry the compatibility: values are formatted like
-//! `prometheus_client.utils.floatToGoString` (Python's shortest `repr`, switched
-//! to an exponent from 1e6 up as Go does), and `_created` samples are gathered
-//! into a separate gauge family printed after their family's other samples.
+//! Values are formatted like `prometheus_client.utils.floatToGoString`
+//! (Python's shortest `repr`, switched to an exponent from 1e6 up as Go does).
+//! The two formats differ in where `_created` samples go (the text format
+//! gathers them into a separate gauge family printed after their family's other
+//! samples; OpenMetrics keeps them with their series), in the family name of a
+//! counter's `# HELP` and `# TYPE` lines (with `_total` in the text format),
+//! and in the `# EOF` line that ends an OpenMetrics exposition, which the
+//! caller writes once every collector has written its families.
 
 use std::fmt::Write as _;
 
@@ -164,13 +169,14 @@ pub fn write_label_value(out: &mut String, value: &str) {
     out.push_str(&value[start..]);
 }
 
-/// Appends a `# HELP` line, escaping the help text as the text format requires.
-fn write_help(out: &mut String, name: &str, suffix: &str, help: &str) {
+/// Appends a `# HELP` line, escaping the help text as `format` requires.
+fn write_help(out: &mut String, format: Format, name: &str, suffix: &str, help: &str) {
     let _ = write!(out, "# HELP {name}{suffix} ");
     for c in help.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
+            '"' if format == Format::OpenMetrics => out.push_str("\\\""),
             _ => out.push(c),
         }
     }
@@ -215,9 +221,20 @@ fn write_sample(
     out.push('\n');
 }
 
-/// Builds the text exposition while a [`Store`] is visited.
+/// An exposition format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// The Prometheus text format, version 0.0.4.
+    #[default]
+    Text,
+    /// OpenMetrics 1.0 text, without the final `# EOF` line.
+    OpenMetrics,
+}
+
+/// Builds an exposition while a [`Store`] is visited.
 #[derive(Default)]
 pub struct TextEncoder {
+    format: Format,
     out: String,
     created: String,
     /// The escaped labels of the series being visited, rendered once for all its samples.
@@ -227,11 +244,11 @@ pub struct TextEncoder {
 
 impl SampleVisitor for TextEncoder {
     fn family(&mut self, desc: &FamilyDesc) {
-        let suffix = match desc.kind {
-            FamilyKind::Counter => "_total",
-            FamilyKind::Histogram => "",
+        let suffix = match (self.format, desc.kind) {
+            (Format::Text, FamilyKind::Counter) => "_total",
+            _ => "",
         };
-        write_help(&mut self.out, desc.name, suffix, desc.help);
+        write_help(&mut self.out, self.format, desc.name, suffix, desc.help);
         let _ = writeln!(
             self.out,
             "# TYPE {}{suffix} {}",
@@ -254,7 +271,7 @@ impl SampleVisitor for TextEncoder {
             self.series_labels.clear();
             write_labels(&mut self.series_labels, desc, labels);
         }
-        let out = if suffix == "_created" {
+        let out = if suffix == "_created" && self.format == Format::Text {
             &mut self.created
         } else {
             &mut self.out
@@ -267,7 +284,7 @@ impl SampleVisitor for TextEncoder {
         if self.created.is_empty() {
             return;
         }
-        write_help(&mut self.out, desc.name, "_created", desc.help);
+        write_help(&mut self.out, self.format, desc.name, "_created", desc.help);
         let _ = writeln!(self.out, "# TYPE {}_created gauge", desc.name);
         self.out.push_str(&self.created);
         self.created.clear();
@@ -275,18 +292,24 @@ impl SampleVisitor for TextEncoder {
 }
 
 impl TextEncoder {
+    /// An encoder writing `format`.
+    pub fn new(format: Format) -> Self {
+        TextEncoder {
+            format,
+            out: String::with_capacity(4096),
+            ..TextEncoder::default()
+        }
+    }
+
     /// The text written so far.
     pub fn into_text(self) -> String {
         self.out
     }
 }
 
-/// Renders every family of `store` in the text format.
-pub fn render_text(store: &Store, include_created: bool) -> String {
-    let mut encoder = TextEncoder {
-        out: String::with_capacity(4096),
-        ..TextEncoder::default()
-    };
+/// Renders every family of `store` in `format`.
+pub fn render(store: &Store, format: Format, include_created: bool) -> String {
+    let mut encoder = TextEncoder::new(format);
     store.visit(include_created, &mut encoder);
     encoder.out
 }
@@ -369,7 +392,7 @@ mod tests {
         };
         store.record_request(&labels, &values);
         store.record_cache(CacheOutcome::Hit, "exact");
-        let text = render_text(&store, false);
+        let text = render(&store, Format::Text, false);
         assert!(text.starts_with(
             "# HELP ractogateway_requests_total Total LLM requests by provider / model / operation / status.\n\
              # TYPE ractogateway_requests_total counter\n\
@@ -398,7 +421,7 @@ mod tests {
     fn created_samples_form_a_gauge_family_after_their_family() {
         let store = Store::new(PriceTable::default());
         store.record_cache(CacheOutcome::Miss, "semantic");
-        let text = render_text(&store, true);
+        let text = render(&store, Format::Text, true);
         let block = "# TYPE ractogateway_cache_misses_total counter\n\
              ractogateway_cache_misses_total{cache_type=\"semantic\"} 1.0\n\
              # HELP ractogateway_cache_misses_created Total cache misses by cache type (exact / semantic).\n\

@@ -477,7 +477,7 @@ pub fn cleanup(directory: &Path, force: bool, wait: Duration) -> io::Result<Clea
 mod tests {
     use super::*;
     use crate::counter::Writers;
-    use crate::exposition::TextEncoder;
+    use crate::exposition::{Format, TextEncoder};
     use crate::pricing::{Price, PriceTable};
     use crate::slots::SlotArena;
     use crate::store::{CacheOutcome, RequestLabels, RequestValues, Store};
@@ -526,7 +526,7 @@ mod tests {
     }
 
     fn text(aggregate: &Aggregate) -> Vec<String> {
-        let mut encoder = TextEncoder::default();
+        let mut encoder = TextEncoder::new(Format::Text);
         aggregate.visit(false, &mut encoder);
         lines(encoder.into_text())
     }
@@ -555,7 +555,7 @@ mod tests {
         record(&single, "gpt-4o", 3.0);
         let before = aggregate(&directory).unwrap();
         assert_eq!((before.files, before.skipped.len()), (4, 0));
-        let mut expected = TextEncoder::default();
+        let mut expected = TextEncoder::new(Format::Text);
         single.visit(false, &mut expected);
         assert_eq!(text(&before), lines(expected.into_text()));
 

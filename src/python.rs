@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::counter::Writers;
-use crate::exposition::{render_text, TextEncoder};
+use crate::exposition::{render, Format, TextEncoder};
 use crate::fork_guard;
 use crate::multiprocess::{self, Aggregate};
 use crate::pricing::{Price, PriceTable};
@@ -358,22 +358,31 @@ impl PyMetricsStore {
         self.record_columns(&columns)
     }
 
-    /// The text exposition (format 0.0.4) of every family, as UTF-8 bytes.
-    fn _render_text<'py>(
+    /// Every family in the text format 0.0.4, or OpenMetrics 1.0 without the
+    /// final `# EOF` line, as UTF-8 bytes for an HTTP response.
+    fn _render<'py>(
         &self,
         py: Python<'py>,
         include_created: bool,
+        openmetrics: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let text = match &self.multiprocess {
-            None => py.allow_threads(|| render_text(self.store(), include_created)),
-            Some(multiprocess) => {
-                let sum = multiprocess.aggregate(py, self.store())?;
-                let mut encoder = TextEncoder::default();
-                sum.visit(include_created, &mut encoder);
-                encoder.into_text()
-            }
+        let format = if openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Text
         };
+        let text = self.rendered(py, format, include_created)?;
         Ok(PyBytes::new(py, text.as_bytes()))
+    }
+
+    /// Every family in the text format 0.0.4, as `str`.
+    fn _render_str<'py>(
+        &self,
+        py: Python<'py>,
+        include_created: bool,
+    ) -> PyResult<Bound<'py, PyString>> {
+        let text = self.rendered(py, Format::Text, include_created)?;
+        Ok(PyString::new(py, &text))
     }
 
     /// Every family as `(name, help, type, samples)` with `prometheus_client` `Sample`s.
@@ -415,6 +424,22 @@ impl Drop for PyMetricsStore {
 }
 
 impl PyMetricsStore {
+    /// Every family in `format`: this store's, or in multi-process mode the
+    /// directory's sum. Rendered without the GIL.
+    fn rendered(&self, py: Python<'_>, format: Format, include_created: bool) -> PyResult<String> {
+        Ok(match &self.multiprocess {
+            None => py.allow_threads(|| render(self.store(), format, include_created)),
+            Some(multiprocess) => {
+                let sum = multiprocess.aggregate(py, self.store())?;
+                py.allow_threads(|| {
+                    let mut encoder = TextEncoder::new(format);
+                    sum.visit(include_created, &mut encoder);
+                    encoder.into_text()
+                })
+            }
+        })
+    }
+
     /// The store being recorded into.
     #[inline]
     fn store(&self) -> &Store {

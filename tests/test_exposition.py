@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -128,9 +129,35 @@ def test_tool_calls_without_a_usable_name_count_as_unknown(metrics, no_created):
     assert sample_value(text, "ractogateway_tool_calls_total", tool_name="lookup") == 1.0
 
 
-def test_a_second_middleware_on_the_same_registry_is_rejected(metrics, registry):
-    with pytest.raises(ValueError, match="Duplicated timeseries"):
+def test_a_second_middleware_on_the_same_registry_is_rejected_with_both_fixes(metrics, registry):
+    with pytest.raises(ValueError) as refused:
         GatewayMetricsMiddleware(registry=registry)
+    message = str(refused.value)
+    assert "already has the ractogateway_* metrics" in message
+    assert "reuse that instance" in message
+    assert "GatewayMetricsMiddleware(registry=CollectorRegistry())" in message
+    assert "Duplicated timeseries" in str(refused.value.__cause__)
+
+
+def test_a_middleware_made_in_a_forked_child_is_told_to_reuse_its_parents(tmp_path):
+    parent = GatewayMetricsMiddleware()  # on the global registry, as most users do
+    try:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                GatewayMetricsMiddleware()
+                message = b"no error"
+            except ValueError as error:
+                message = str(error).encode()
+            os.write(write_end, message)
+            os._exit(0)
+        os.close(write_end)
+        message = os.read(read_end, 4096).decode()
+        os.waitpid(pid, 0)
+        assert "reuse that instance (it keeps working in forked children)" in message
+    finally:
+        parent.unregister()
 
 
 def test_the_reference_and_ours_cannot_share_a_registry(metrics, registry):

@@ -18,6 +18,7 @@ Example::
 from gateway_metrics._exporter import PrometheusExporter
 from gateway_metrics._middleware import GatewayMetricsMiddleware
 from gateway_metrics._pricing import DEFAULT_COST_TABLE, ModelPricing, compute_cost
+from gateway_metrics._serving import make_asgi_app, make_wsgi_app
 
 __all__ = [
     "DEFAULT_COST_TABLE",
@@ -25,5 +26,7 @@ __all__ = [
     "ModelPricing",
     "PrometheusExporter",
     "compute_cost",
+    "make_asgi_app",
+    "make_wsgi_app",
 ]
 __version__ = "0.1.0"

@@ -131,7 +131,10 @@ class MetricsStore:
             metrics.record_cache_miss("semantic")
         """
 
-    def _render_text(self, include_created: bool) -> bytes:
+    def _render(self, include_created: bool, openmetrics: bool) -> bytes:
+        """Every family in the text format 0.0.4, or OpenMetrics 1.0 without ``# EOF``."""
+
+    def _render_str(self, include_created: bool) -> str:
         """Every family in the Prometheus text format (0.0.4)."""
 
     def _collect(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import prometheus_client
@@ -24,6 +26,23 @@ def _created_series_enabled() -> bool:
     return bool(getattr(_prometheus_metrics, "_use_created", True))
 
 
+#: Set while a native scrape renders the middleware's families itself and has
+#: ``prometheus_client`` render the registry's other collectors.
+RENDERED_NATIVELY: ContextVar[bool] = ContextVar("gateway_metrics_rendered_natively", default=False)
+
+#: The middleware registered with each registry, for native serving. Both sides
+#: are weak: a middleware refers to its registry, and must stay collectable.
+_MIDDLEWARES: weakref.WeakKeyDictionary[
+    CollectorRegistry, weakref.ReferenceType[GatewayMetricsMiddleware]
+] = weakref.WeakKeyDictionary()
+
+
+def middleware_of(registry: CollectorRegistry) -> GatewayMetricsMiddleware | None:
+    """The middleware registered with ``registry``, if any."""
+    reference = _MIDDLEWARES.get(registry)
+    return None if reference is None else reference()
+
+
 class _GatewayCollector(Collector):
     """Shows a middleware's families to a ``prometheus_client`` registry."""
 
@@ -31,6 +50,8 @@ class _GatewayCollector(Collector):
         self._store = store
 
     def collect(self) -> Iterator[Metric]:
+        if RENDERED_NATIVELY.get():
+            return
         for name, documentation, kind, samples in self._store._collect(
             _created_series_enabled(), Sample
         ):
@@ -57,6 +78,11 @@ class GatewayMetricsMiddleware(MetricsStore):
     ``prometheus_client.REGISTRY`` when ``None``) through a collector, so every
     ``prometheus_client`` exposition helper sees it. A second middleware on the
     same registry raises ``ValueError``.
+
+    Despite its name it is not ASGI or WSGI middleware: it wraps no web app.
+    Serve its metrics by mounting ``gateway_metrics.make_asgi_app()`` (FastAPI,
+    Starlette) or ``gateway_metrics.make_wsgi_app()`` (Flask) at ``/metrics``,
+    or with ``PrometheusExporter``; both render its families natively.
 
     With ``multiprocess_dir`` (or, when it is None, the environment variable
     ``GATEWAY_METRICS_MULTIPROC_DIR``) each process records into its own
@@ -107,7 +133,17 @@ class GatewayMetricsMiddleware(MetricsStore):
     ) -> None:
         self._registry = prometheus_client.REGISTRY if registry is None else registry
         self._collector = _GatewayCollector(self)
-        self._registry.register(self._collector)
+        try:
+            self._registry.register(self._collector)
+        except ValueError as duplicate:
+            raise ValueError(
+                "this registry already has the ractogateway_* metrics, most likely from "
+                "another GatewayMetricsMiddleware (one made before a fork counts too). "
+                "Either reuse that instance (it keeps working in forked children), or give "
+                "this one a registry of its own: "
+                "GatewayMetricsMiddleware(registry=CollectorRegistry())"
+            ) from duplicate
+        _MIDDLEWARES[self._registry] = weakref.ref(self)
 
     @property
     def price_table(self) -> Mapping[str, ModelPricing]:
@@ -137,7 +173,7 @@ class GatewayMetricsMiddleware(MetricsStore):
             text = metrics.generate_latest()
             assert "ractogateway_requests_total" in text
         """
-        return self._render_text(_created_series_enabled()).decode("utf-8")
+        return self._render_str(_created_series_enabled())
 
     def push_to_gateway(
         self,
@@ -232,6 +268,12 @@ class GatewayMetricsMiddleware(MetricsStore):
     def unregister(self) -> None:
         """Removes this middleware's collector from its registry."""
         self._registry.unregister(self._collector)
+        if middleware_of(self._registry) is self:
+            del _MIDDLEWARES[self._registry]
+
+    def _exposition(self, openmetrics: bool) -> bytes:
+        """This middleware's families for an HTTP response (OpenMetrics without ``# EOF``)."""
+        return self._render(_created_series_enabled(), openmetrics)
 
     def __repr__(self) -> str:
         return f"<GatewayMetricsMiddleware models_priced={len(self._price_table)}>"

@@ -1,0 +1,172 @@
+"""Native serving: WSGI and ASGI apps and the response they share.
+
+A scrape through ``prometheus_client``'s own apps formats every sample of the
+middleware in Python. These apps answer with the middleware's families rendered
+natively, followed by every other collector of the registry rendered by
+``prometheus_client``, with ``prometheus_client``'s content negotiation: the
+text format 0.0.4 by default, OpenMetrics 1.0 when the scraper asks for it (as
+Prometheus does), gzip when accepted. Formats the native renderer does not
+write, and ``?name[]=`` filtered scrapes, are answered by ``prometheus_client``
+alone, exactly as its own apps answer them.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qs
+
+import prometheus_client
+from prometheus_client.exposition import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    choose_encoder,
+    gzip_accepted,
+)
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_1_0
+from prometheus_client.registry import CollectorRegistry
+
+from gateway_metrics._middleware import RENDERED_NATIVELY, middleware_of
+
+#: What the native renderer writes, by content type: OpenMetrics or not.
+_NATIVE_FORMATS = {
+    CONTENT_TYPE_PLAIN_0_0_4: False,
+    OPENMETRICS_1_0: True,
+    f"{OPENMETRICS_1_0}; escaping=underscores": True,
+}
+
+Response = tuple[str, list[tuple[str, str]], bytes]
+
+
+def exposition(
+    registry: CollectorRegistry,
+    accept_header: str | None,
+    accept_encoding_header: str | None,
+    params: dict[str, list[str]],
+    disable_compression: bool = False,
+) -> Response:
+    """The status, headers and body of a scrape of ``registry``."""
+    encoder, content_type = choose_encoder(accept_header or "")
+    middleware = middleware_of(registry)
+    openmetrics = _NATIVE_FORMATS.get(content_type)
+    if "name[]" in params:
+        body = encoder(registry.restricted_registry(params["name[]"]))
+    elif middleware is None or openmetrics is None:
+        body = encoder(registry)
+    else:
+        ours = middleware._exposition(openmetrics)
+        token = RENDERED_NATIVELY.set(True)
+        try:
+            others = encoder(registry)
+        finally:
+            RENDERED_NATIVELY.reset(token)
+        body = ours + others
+    headers = [("Content-Type", content_type)]
+    if not disable_compression and gzip_accepted(accept_encoding_header or ""):
+        body = gzip.compress(body)
+        headers.append(("Content-Encoding", "gzip"))
+    return "200 OK", headers, body
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def make_wsgi_app(
+    registry: CollectorRegistry | None = None, disable_compression: bool = False
+) -> WsgiApp:
+    """A WSGI app serving ``registry`` with the middleware's families rendered natively.
+
+    A drop-in for ``prometheus_client.make_wsgi_app`` (same arguments and
+    answers, the global registry when ``registry`` is None), for Flask, Django
+    or any WSGI server.
+
+    Example::
+
+        from werkzeug.middleware.dispatcher import DispatcherMiddleware
+        from gateway_metrics import make_wsgi_app
+
+        app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/metrics": make_wsgi_app()})
+    """
+    served = prometheus_client.REGISTRY if registry is None else registry
+
+    def metrics_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        method = environ["REQUEST_METHOD"]
+        if method == "OPTIONS":
+            status, headers, body = "200 OK", [("Allow", "OPTIONS,GET")], b""
+        elif method != "GET":
+            status = "405 Method Not Allowed"
+            headers = [("Allow", "OPTIONS,GET")]
+            body = f"# HTTP {status}: {method}; use OPTIONS or GET\n".encode()
+        elif environ.get("PATH_INFO") == "/favicon.ico":
+            status, headers, body = "200 OK", [], b""
+        else:
+            status, headers, body = exposition(
+                served,
+                environ.get("HTTP_ACCEPT"),
+                environ.get("HTTP_ACCEPT_ENCODING"),
+                parse_qs(environ.get("QUERY_STRING", "")),
+                disable_compression,
+            )
+        start_response(status, headers)
+        return [body]
+
+    return metrics_app
+
+
+AsgiApp = Callable[[dict[str, Any], Callable[..., Any], Callable[..., Any]], Any]
+
+
+def make_asgi_app(
+    registry: CollectorRegistry | None = None, disable_compression: bool = False
+) -> AsgiApp:
+    """An ASGI app serving ``registry`` with the middleware's families rendered natively.
+
+    A drop-in for ``prometheus_client.make_asgi_app`` (same arguments and
+    answers, the global registry when ``registry`` is None), for FastAPI,
+    Starlette or any ASGI server.
+
+    Example::
+
+        from fastapi import FastAPI
+        from gateway_metrics import make_asgi_app
+
+        app = FastAPI()
+        app.mount("/metrics", make_asgi_app())
+    """
+    served = prometheus_client.REGISTRY if registry is None else registry
+
+    async def metrics_app(
+        scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+    ) -> None:
+        if scope.get("type") != "http":
+            raise ValueError(f"the metrics app serves HTTP only, not {scope.get('type')!r}")
+        headers = scope.get("headers") or []
+
+        def header(wanted: str) -> str:
+            return ",".join(
+                value.decode("latin-1")
+                for name, value in headers
+                if name.decode("latin-1").lower() == wanted
+            )
+
+        status, response_headers, body = exposition(
+            served,
+            header("accept"),
+            header("accept-encoding"),
+            parse_qs(scope.get("query_string", b"").decode("utf-8")),
+            disable_compression,
+        )
+        message = await receive()
+        if message.get("type") == "http.request":
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": int(status.split(" ")[0]),
+                    "headers": [
+                        (k.encode("latin-1"), v.encode("latin-1")) for k, v in response_headers
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+    return metrics_app
