@@ -1,0 +1,210 @@
+"""The exporter over HTTPS with basic auth, scraped by urllib and by a real Prometheus."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from gateway_metrics import PrometheusExporter
+
+USER, PASSWORD = "prometheus", "correct horse battery staple"
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def secure_exporter(registry, metrics, certificate):
+    cert, key = certificate
+    exporter = PrometheusExporter(
+        0,
+        registry=registry,
+        addr="127.0.0.1",
+        certfile=str(cert),
+        keyfile=str(key),
+        basic_auth={USER: PASSWORD, "grafana-agent": "another secret"},
+    )
+    exporter.start()
+    for _ in range(3):
+        metrics.record_request(
+            provider="openai",
+            model="gpt-4o",
+            operation="chat",
+            status="ok",
+            latency_s=0.3,
+            input_tokens=1000,
+            output_tokens=200,
+        )
+    yield exporter
+    exporter.stop()
+
+
+def get(port: int, cafile: Path, credentials: tuple[str, str] | None):
+    """Status, headers and body of GET /metrics over HTTPS."""
+    request = urllib.request.Request(f"https://127.0.0.1:{port}/metrics")
+    if credentials is not None:
+        token = base64.b64encode(":".join(credentials).encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    context = ssl.create_default_context(cafile=str(cafile))
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def test_valid_credentials_get_the_metrics_over_https(secure_exporter, certificate):
+    status, _, body = get(secure_exporter.port, certificate[0], (USER, PASSWORD))
+    assert status == 200
+    assert b'ractogateway_requests_total{model="gpt-4o"' in body
+    assert get(secure_exporter.port, certificate[0], ("grafana-agent", "another secret"))[0] == 200
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [None, (USER, "wrong"), ("nobody", PASSWORD), (USER, PASSWORD + "x"), (USER, "")],
+)
+def test_anything_else_gets_401_and_no_metrics(secure_exporter, certificate, credentials):
+    status, headers, body = get(secure_exporter.port, certificate[0], credentials)
+    assert status == 401
+    assert headers["WWW-Authenticate"].startswith('Basic realm="metrics"')
+    assert b"ractogateway" not in body and b"gpt-4o" not in body
+
+
+def test_plain_http_is_not_served(secure_exporter):
+    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+        urllib.request.urlopen(f"http://127.0.0.1:{secure_exporter.port}/metrics", timeout=5)
+    assert secure_exporter.is_running
+
+
+def test_tls_and_auth_arguments_are_checked(certificate):
+    with pytest.raises(ValueError, match="certfile and keyfile"):
+        PrometheusExporter(0, certfile=str(certificate[0]))
+    with pytest.raises(TypeError, match="basic_auth"):
+        PrometheusExporter(0, basic_auth={"user": 5})
+    with pytest.raises(ValueError, match="must not contain ':'"):
+        PrometheusExporter(0, basic_auth={"a:b": "c"})
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_real_prometheus_scrapes_over_https_with_basic_auth(
+    secure_exporter, certificate, tmp_path
+):
+    prometheus = shutil.which("prometheus")
+    assert prometheus, "prometheus is missing: `make test` installs Debian's prometheus package"
+    target = f"127.0.0.1:{secure_exporter.port}"
+
+    def job(name: str, password: str) -> dict:
+        return {
+            "job_name": name,
+            "scheme": "https",
+            "scrape_interval": "1s",
+            "tls_config": {"ca_file": str(certificate[0])},
+            "basic_auth": {"username": USER, "password": password},
+            "static_configs": [{"targets": [target]}],
+        }
+
+    config = tmp_path / "prometheus.yml"
+    # JSON is YAML: no YAML writer needed.
+    config.write_text(
+        json.dumps({"scrape_configs": [job("gateway", PASSWORD), job("intruder", "wrong")]})
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def query(expression: str) -> list[dict]:
+        url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode(
+            {"query": expression}
+        )
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.load(response)["data"]["result"]
+
+    try:
+        deadline = time.monotonic() + 90
+        requests, intruder = [], []
+        while time.monotonic() < deadline:
+            try:
+                requests = query('ractogateway_requests_total{job="gateway"}')
+                intruder = query('up{job="intruder"}')
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            if requests and intruder:
+                break
+            time.sleep(0.5)
+        assert requests, "Prometheus never stored a scrape of the exporter"
+        assert [(r["metric"]["model"], r["value"][1]) for r in requests] == [("gpt-4o", "3")]
+        tokens = query('sum(ractogateway_tokens_total{job="gateway"}) by (token_type)')
+        assert {r["metric"]["token_type"]: r["value"][1] for r in tokens} == {
+            "input": "3000",
+            "output": "600",
+        }
+        assert [r["value"][1] for r in query('up{job="gateway"}')] == ["1"]
+        assert [r["value"][1] for r in intruder] == ["0"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5) as r:
+            targets = json.load(r)["data"]["activeTargets"]
+        errors = {t["labels"]["job"]: t["lastError"] for t in targets}
+        assert errors["gateway"] == ""
+        assert "401" in errors["intruder"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
