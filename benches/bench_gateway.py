@@ -6,14 +6,21 @@ which calls each workload once, so the assertions below keep it correct.
 
 from __future__ import annotations
 
+import urllib.request
+
 import prometheus_client
 import pytest
-from gateway_metrics import GatewayMetricsMiddleware, _bench
+from gateway_metrics import GatewayMetricsMiddleware, PrometheusExporter, _bench
 from gateway_metrics._bench import interleaved_ratio
 from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from timings import FIGURES, TIMINGS
 
 CONTENDERS = ["floor", "reference", "ours"]
+#: Samples each contender's HTTP scrape returned, to check they are the same.
+SCRAPED: dict[str, list] = {}
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +185,54 @@ def test_generate_latest_2500_models(measure, populated, contender):
         'ractogateway_tokens_total{model="model-02499",provider="openai",token_type="input"}'
         in text
     )
+
+
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+def samples_without_created(body: bytes) -> list[tuple[str, tuple, float]]:
+    return sorted(
+        (sample.name, tuple(sorted(sample.labels.items())), sample.value)
+        for family in openmetrics_families(body.decode())
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    )
+
+
+@pytest.fixture(scope="module")
+def served(populated):
+    """Each contender's registry served over HTTP on 127.0.0.1, as Prometheus scrapes it."""
+    exporter = PrometheusExporter(0, registry=populated["ours"]._registry, addr="127.0.0.1")
+    exporter.start()
+    server, thread = prometheus_client.start_http_server(
+        0, addr="127.0.0.1", registry=populated["reference"]._registry
+    )
+    ports = {"ours": exporter.port, "reference": server.server_address[1]}
+    yield ports
+    exporter.stop()
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("contender", ["reference", "ours"])
+def test_http_scrape_2500_models(measure, served, contender):
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{served[contender]}/metrics", headers={"Accept": PROMETHEUS_ACCEPT}
+    )
+
+    def scrape() -> bytes:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.read()
+
+    body = measure("HTTP scrape 2500 models (OpenMetrics)", contender, scrape)
+    SCRAPED[contender] = samples_without_created(body)
+    assert len(SCRAPED[contender]) == 42_500  # 17 samples per model without _created
+    if len(SCRAPED) == 2:
+        assert SCRAPED["ours"] == SCRAPED["reference"]
 
 
 def test_prometheus_client_renders_the_collector(measure, populated):
