@@ -13,7 +13,8 @@
 
 use std::fmt::Write as _;
 
-use crate::store::{FamilyDesc, FamilyKind, SampleVisitor, Store};
+use crate::family::{FamilyDesc, FamilyKind};
+use crate::store::{SampleVisitor, Store};
 
 /// Content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

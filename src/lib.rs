@@ -8,6 +8,7 @@ pub mod column_format;
 pub mod counter;
 pub mod directory_lock;
 pub mod exposition;
+pub mod family;
 pub mod fork_guard;
 pub mod histogram;
 pub mod label_map;

@@ -25,12 +25,13 @@ use std::time::Duration;
 use smallvec::SmallVec;
 
 use crate::directory_lock::{Access, DirectoryLock};
+use crate::family::{FamilyDesc, FAMILIES};
 use crate::histogram::{HistogramSnapshot, BUCKET_COUNT};
 use crate::shared_file::{
     is_dead, list_files, list_temporary_files, read_file, FileContents, FileSeries, ReadError,
     SeriesDescription, SharedFile,
 };
-use crate::store::{visit_family, FamilyDesc, Reading, SampleVisitor, SeriesView, FAMILIES};
+use crate::store::{visit_family, Reading, SampleVisitor, SeriesView};
 
 /// How long a scrape waits for a compaction before reading without the lock.
 const SCRAPE_LOCK_WAIT: Duration = Duration::from_secs(5);

@@ -24,14 +24,14 @@ use std::time::Duration;
 
 use crate::counter::Writers;
 use crate::exposition::{render, Format, TextEncoder};
+use crate::family::{FamilyDesc, FAMILIES};
 use crate::fork_guard;
 use crate::multiprocess::{self, Aggregate};
 use crate::pricing::{Price, PriceTable};
 use crate::shared_file::SharedFile;
 use crate::slots::SlotArena;
 use crate::store::{
-    CacheOutcome, CounterSeries, FamilyDesc, RequestEntry, RequestLabels, RequestValues,
-    SampleVisitor, Store, FAMILIES,
+    CacheOutcome, CounterSeries, RequestEntry, RequestLabels, RequestValues, SampleVisitor, Store,
 };
 
 fn type_name(value: &Bound<'_, PyAny>) -> String {
