@@ -29,6 +29,81 @@ pub enum Writers {
     Serialized,
 }
 
+/// How counts are encoded in their cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    /// Exact `u64`s: our own layouts.
+    Integer,
+    /// The bits of `f64`s, added as `prometheus_client` adds them: its
+    /// multi-process files hold every value as a float.
+    Float,
+}
+
+/// How a store's values are written: by whom, and in which encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recording {
+    /// Who writes.
+    pub writers: Writers,
+    /// How counts are encoded.
+    pub coding: Coding,
+}
+
+impl Recording {
+    /// Integer counts written by any number of threads at once.
+    pub const CONCURRENT: Recording = Recording {
+        writers: Writers::Concurrent,
+        coding: Coding::Integer,
+    };
+}
+
+/// Adds `amount` to the count in `cell`, encoded as `recording` says.
+#[inline]
+pub fn add_count(cell: &AtomicU64, amount: u64, recording: Recording) {
+    match (recording.coding, recording.writers) {
+        (Coding::Float, writers) => add_float(cell, amount as f64, writers),
+        (Coding::Integer, Writers::Concurrent) => {
+            let previous = cell.fetch_add(amount, Ordering::Relaxed);
+            if previous.checked_add(amount).is_none() {
+                // Overflow is a 2**64-token event; pinning the value beats a reset.
+                cell.store(u64::MAX, Ordering::Relaxed);
+            }
+        }
+        (Coding::Integer, Writers::Serialized) => {
+            let total = cell.load(Ordering::Relaxed).saturating_add(amount);
+            cell.store(total, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The count in `cell`, encoded as `coding` says.
+#[inline]
+pub fn read_count(cell: &AtomicU64, coding: Coding) -> u64 {
+    let raw = cell.load(Ordering::Relaxed);
+    match coding {
+        Coding::Integer => raw,
+        // Float counts are whole numbers; `as` saturates the impossible rest.
+        Coding::Float => f64::from_bits(raw) as u64,
+    }
+}
+
+/// Adds `amount` to the `f64` whose bits are in `cell`.
+#[inline]
+pub fn add_float(cell: &AtomicU64, amount: f64, writers: Writers) {
+    let mut current = cell.load(Ordering::Relaxed);
+    if writers == Writers::Serialized {
+        let total = (f64::from_bits(current) + amount).to_bits();
+        cell.store(total, Ordering::Relaxed);
+        return;
+    }
+    loop {
+        let next = (f64::from_bits(current) + amount).to_bits();
+        match cell.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(seen) => current = seen,
+        }
+    }
+}
+
 /// An integer counter that only goes up.
 #[derive(Debug, Default)]
 #[repr(transparent)]
@@ -37,34 +112,22 @@ pub struct Counter {
 }
 
 impl Counter {
-    /// Adds `amount`, saturating at `u64::MAX` rather than wrapping to a small value.
+    /// Adds `amount` (saturating at `u64::MAX` rather than wrapping, in the integer coding).
     #[inline]
-    pub fn add(&self, amount: u64, writers: Writers) {
-        match writers {
-            Writers::Concurrent => {
-                let previous = self.value.fetch_add(amount, Ordering::Relaxed);
-                if previous.checked_add(amount).is_none() {
-                    // Overflow is a 2**64-token event; pinning the value beats a reset.
-                    self.value.store(u64::MAX, Ordering::Relaxed);
-                }
-            }
-            Writers::Serialized => {
-                let total = self.value.load(Ordering::Relaxed).saturating_add(amount);
-                self.value.store(total, Ordering::Relaxed);
-            }
-        }
+    pub fn add(&self, amount: u64, recording: Recording) {
+        add_count(&self.value, amount, recording);
     }
 
     /// Adds one.
     #[inline]
-    pub fn inc(&self, writers: Writers) {
-        self.add(1, writers);
+    pub fn inc(&self, recording: Recording) {
+        self.add(1, recording);
     }
 
     /// The current value.
     #[inline]
-    pub fn get(&self) -> u64 {
-        self.value.load(Ordering::Relaxed)
+    pub fn get(&self, coding: Coding) -> u64 {
+        read_count(&self.value, coding)
     }
 }
 
@@ -79,25 +142,8 @@ impl FloatCounter {
     /// Adds `amount` with one IEEE-754 addition (retried, for concurrent writers,
     /// until no other writer intervened).
     #[inline]
-    pub fn add(&self, amount: f64, writers: Writers) {
-        let mut current = self.bits.load(Ordering::Relaxed);
-        if writers == Writers::Serialized {
-            let total = (f64::from_bits(current) + amount).to_bits();
-            self.bits.store(total, Ordering::Relaxed);
-            return;
-        }
-        loop {
-            let next = (f64::from_bits(current) + amount).to_bits();
-            match self.bits.compare_exchange_weak(
-                current,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(seen) => current = seen,
-            }
-        }
+    pub fn add(&self, amount: f64, recording: Recording) {
+        add_float(&self.bits, amount, recording.writers);
     }
 
     /// The current sum.
@@ -126,12 +172,31 @@ mod tests {
     #[test]
     fn counter_adds_and_saturates() {
         for writers in [Writers::Concurrent, Writers::Serialized] {
+            let recording = Recording {
+                writers,
+                coding: Coding::Integer,
+            };
             let counter = Counter::default();
-            counter.inc(writers);
-            counter.add(41, writers);
-            assert_eq!(counter.get(), 42);
-            counter.add(u64::MAX, writers);
-            assert_eq!(counter.get(), u64::MAX);
+            counter.inc(recording);
+            counter.add(41, recording);
+            assert_eq!(counter.get(Coding::Integer), 42);
+            counter.add(u64::MAX, recording);
+            assert_eq!(counter.get(Coding::Integer), u64::MAX);
+        }
+    }
+
+    #[test]
+    fn float_coded_counts_are_python_float_sums() {
+        for writers in [Writers::Concurrent, Writers::Serialized] {
+            let recording = Recording {
+                writers,
+                coding: Coding::Float,
+            };
+            let counter = Counter::default();
+            counter.inc(recording);
+            counter.add(41, recording);
+            assert_eq!(counter.get(Coding::Float), 42);
+            assert_eq!(f64::from_bits(counter.value.load(Ordering::Relaxed)), 42.0);
         }
     }
 
@@ -140,8 +205,12 @@ mod tests {
         for writers in [Writers::Concurrent, Writers::Serialized] {
             let sum = FloatCounter::default();
             let mut expected = 0.0_f64;
+            let recording = Recording {
+                writers,
+                coding: Coding::Integer,
+            };
             for amount in [0.1, 0.2, 0.3, 1e-9, 61.0, 0.05] {
-                sum.add(amount, writers);
+                sum.add(amount, recording);
                 expected += amount;
             }
             assert_eq!(sum.get().to_bits(), expected.to_bits());
@@ -158,8 +227,8 @@ mod tests {
                 let sum = Arc::clone(&sum);
                 thread::spawn(move || {
                     for _ in 0..10_000 {
-                        counter.inc(Writers::Concurrent);
-                        sum.add(1.0, Writers::Concurrent);
+                        counter.inc(Recording::CONCURRENT);
+                        sum.add(1.0, Recording::CONCURRENT);
                     }
                 })
             })
@@ -167,7 +236,7 @@ mod tests {
         for worker in workers {
             worker.join().unwrap();
         }
-        assert_eq!(counter.get(), 40_000);
+        assert_eq!(counter.get(Coding::Integer), 40_000);
         assert_eq!(sum.get(), 40_000.0);
     }
 }

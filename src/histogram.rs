@@ -4,11 +4,14 @@
 //! touches a single bucket) and made cumulative when a snapshot is taken. The
 //! count is not stored: it is the sum of the bucket snapshot, so a scrape always
 //! shows `_count` equal to the `+Inf` bucket even while writers are busy.
+//!
+//! The bucket cells and the sum's cell lie a fixed stride apart: next to each
+//! other in our own layouts, one file entry apart in `prometheus_client`'s.
 
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::counter::{FloatCounter, Writers};
-use crate::slots::SlotValue;
+use crate::counter::{add_count, add_float, read_count, Coding, Recording};
 
 /// Upper bounds of the latency buckets in seconds, as the reference middleware declares them.
 pub const LATENCY_BOUNDS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
@@ -16,13 +19,18 @@ pub const LATENCY_BOUNDS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0
 /// Number of buckets including the implicit `+Inf` one.
 pub const BUCKET_COUNT: usize = LATENCY_BOUNDS.len() + 1;
 
-/// Observations per bucket plus their sum.
-#[derive(Debug, Default)]
-#[repr(C)]
+/// Observations per bucket plus their sum, in `BUCKET_COUNT + 1` cells.
+#[derive(Debug)]
 pub struct Histogram {
-    buckets: [AtomicU64; BUCKET_COUNT],
-    sum: FloatCounter,
+    first: NonNull<AtomicU64>,
+    /// Bytes from one cell to the next.
+    stride: usize,
 }
+
+// SAFETY: the cells are atomics that outlive the histogram (see `from_cells`).
+unsafe impl Send for Histogram {}
+// SAFETY: as above; every access goes through the atomics.
+unsafe impl Sync for Histogram {}
 
 /// A consistent-enough copy of a histogram taken for one scrape.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,58 +61,53 @@ pub fn bucket_index(value: f64) -> usize {
 }
 
 impl Histogram {
+    /// The histogram whose cells start at `first`, `stride` bytes apart.
+    ///
+    /// # Safety
+    /// `first` and the `BUCKET_COUNT` cells after it (`BUCKET_COUNT + 1` atomics,
+    /// each 8-aligned, `stride` bytes apart) must be zeroed or hold a histogram
+    /// of the same coding, and stay valid as long as the histogram.
+    pub unsafe fn from_cells(first: NonNull<AtomicU64>, stride: usize) -> Self {
+        Histogram { first, stride }
+    }
+
+    #[inline]
+    fn cell(&self, index: usize) -> &AtomicU64 {
+        debug_assert!(index <= BUCKET_COUNT);
+        // SAFETY: `from_cells` guarantees `BUCKET_COUNT + 1` live cells `stride` apart.
+        unsafe { &*self.first.as_ptr().byte_add(index * self.stride) }
+    }
+
     /// Records one observation; `value` must already be validated as finite and non-negative.
     #[inline]
-    pub fn observe(&self, value: f64, writers: Writers) {
-        let bucket = &self.buckets[bucket_index(value)];
-        match writers {
-            Writers::Concurrent => {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-            Writers::Serialized => {
-                bucket.store(bucket.load(Ordering::Relaxed) + 1, Ordering::Relaxed)
-            }
-        }
-        self.sum.add(value, writers);
+    pub fn observe(&self, value: f64, recording: Recording) {
+        add_count(self.cell(bucket_index(value)), 1, recording);
+        add_float(self.cell(BUCKET_COUNT), value, recording.writers);
     }
 
     /// Adds observations counted elsewhere: `counts` per bucket (not cumulative) and their sum.
-    pub fn merge(&self, counts: &[u64; BUCKET_COUNT], sum: f64, writers: Writers) {
-        for (bucket, count) in self.buckets.iter().zip(counts) {
+    pub fn merge(&self, counts: &[u64; BUCKET_COUNT], sum: f64, recording: Recording) {
+        for (index, count) in counts.iter().enumerate() {
             if *count > 0 {
-                match writers {
-                    Writers::Concurrent => {
-                        bucket.fetch_add(*count, Ordering::Relaxed);
-                    }
-                    Writers::Serialized => {
-                        let total = bucket.load(Ordering::Relaxed).saturating_add(*count);
-                        bucket.store(total, Ordering::Relaxed);
-                    }
-                }
+                add_count(self.cell(index), *count, recording);
             }
         }
-        self.sum.add(sum, writers);
+        add_float(self.cell(BUCKET_COUNT), sum, recording.writers);
     }
 
     /// Copies the buckets (made cumulative) and the sum.
-    pub fn snapshot(&self) -> HistogramSnapshot {
+    pub fn snapshot(&self, coding: Coding) -> HistogramSnapshot {
         let mut cumulative = [0_u64; BUCKET_COUNT];
         let mut running = 0_u64;
-        for (slot, bucket) in cumulative.iter_mut().zip(&self.buckets) {
-            running = running.saturating_add(bucket.load(Ordering::Relaxed));
+        for (index, slot) in cumulative.iter_mut().enumerate() {
+            running = running.saturating_add(read_count(self.cell(index), coding));
             *slot = running;
         }
         HistogramSnapshot {
             cumulative,
-            sum: self.sum.get(),
+            sum: f64::from_bits(self.cell(BUCKET_COUNT).load(Ordering::Relaxed)),
         }
     }
-}
-
-// SAFETY: `repr(C)`: `BUCKET_COUNT` `AtomicU64`s then one `FloatCounter`
-// (a transparent `AtomicU64`); all zero is the empty histogram.
-unsafe impl SlotValue for Histogram {
-    const SLOTS: usize = BUCKET_COUNT + 1;
 }
 
 impl HistogramSnapshot {
@@ -140,28 +143,46 @@ mod tests {
         assert_eq!(bucket_index(60.1), 10);
     }
 
+    /// Zeroed cells for one histogram, next to each other.
+    fn cells() -> Vec<AtomicU64> {
+        (0..=BUCKET_COUNT).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    fn over(cells: &[AtomicU64]) -> Histogram {
+        // SAFETY: `BUCKET_COUNT + 1` zeroed atomics, 8 bytes apart, outliving the histogram.
+        unsafe { Histogram::from_cells(NonNull::from(&cells[0]), 8) }
+    }
+
     #[test]
     fn merged_counts_equal_single_observations() {
-        let one_by_one = Histogram::default();
-        let merged = Histogram::default();
+        let (first, second) = (cells(), cells());
+        let (one_by_one, merged) = (over(&first), over(&second));
         let mut counts = [0; BUCKET_COUNT];
         let mut sum = 0.0;
         for value in [0.01, 0.3, 0.3, 7.0, 100.0] {
-            one_by_one.observe(value, Writers::Concurrent);
+            one_by_one.observe(value, Recording::CONCURRENT);
             counts[bucket_index(value)] += 1;
             sum += value;
         }
-        merged.merge(&counts, sum, Writers::Serialized);
-        assert_eq!(merged.snapshot(), one_by_one.snapshot());
+        let serialized = Recording {
+            writers: crate::counter::Writers::Serialized,
+            ..Recording::CONCURRENT
+        };
+        merged.merge(&counts, sum, serialized);
+        assert_eq!(
+            merged.snapshot(Coding::Integer),
+            one_by_one.snapshot(Coding::Integer)
+        );
     }
 
     #[test]
     fn snapshot_is_cumulative_and_counts_match() {
-        let histogram = Histogram::default();
+        let owned = cells();
+        let histogram = over(&owned);
         for value in [0.3, 61.0, 0.05, 0.3] {
-            histogram.observe(value, Writers::Concurrent);
+            histogram.observe(value, Recording::CONCURRENT);
         }
-        let snapshot = histogram.snapshot();
+        let snapshot = histogram.snapshot(Coding::Integer);
         assert_eq!(snapshot.cumulative, [1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 4]);
         assert_eq!(snapshot.count(), 4);
         assert_eq!(snapshot.sum, ((0.3 + 61.0) + 0.05) + 0.3);

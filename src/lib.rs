@@ -14,6 +14,7 @@ pub mod histogram;
 pub mod label_map;
 pub mod multiprocess;
 pub mod pricing;
+pub mod prometheus_file;
 pub mod shared_file;
 pub mod slots;
 pub mod store;

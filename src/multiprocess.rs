@@ -27,6 +27,7 @@ use smallvec::SmallVec;
 use crate::directory_lock::{Access, DirectoryLock};
 use crate::family::{FamilyDesc, FAMILIES};
 use crate::histogram::{HistogramSnapshot, BUCKET_COUNT};
+use crate::prometheus_file;
 use crate::shared_file::{
     is_dead, list_files, list_temporary_files, read_file, FileContents, FileSeries, ReadError,
     SeriesDescription, SharedFile,
@@ -293,6 +294,19 @@ pub fn aggregate(directory: &Path) -> io::Result<Aggregate> {
     Ok(sum)
 }
 
+/// Sums this layout's files of a `prometheus_client` multi-process directory
+/// (see [`crate::prometheus_file`]); other files there are the application's.
+pub fn aggregate_prometheus(directory: &Path) -> io::Result<Aggregate> {
+    let mut sum = Aggregate::new();
+    for path in prometheus_file::list_files(directory)? {
+        match prometheus_file::read_file(&path) {
+            Ok(series) => sum.add_file(&path, &series),
+            Err(error) => sum.skipped.push((path, error.to_string())),
+        }
+    }
+    Ok(sum)
+}
+
 /// What a compaction did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Compaction {
@@ -477,7 +491,7 @@ pub fn cleanup(directory: &Path, force: bool, wait: Duration) -> io::Result<Clea
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counter::Writers;
+    use crate::counter::Recording;
     use crate::exposition::{Format, TextEncoder};
     use crate::pricing::{Price, PriceTable};
     use crate::slots::SlotArena;
@@ -499,7 +513,7 @@ mod tests {
         Store::with_arena(
             prices(),
             SlotArena::file(SharedFile::create(directory).unwrap()),
-            Writers::Concurrent,
+            Recording::CONCURRENT,
         )
     }
 

@@ -18,16 +18,17 @@ use std::fmt::Display;
 use smallvec::SmallVec;
 
 use std::ffi::CString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::counter::Writers;
+use crate::counter::{Coding, Recording, Writers};
 use crate::exposition::{render, Format, TextEncoder};
 use crate::family::{FamilyDesc, FAMILIES};
 use crate::fork_guard;
 use crate::multiprocess::{self, Aggregate};
 use crate::pricing::{Price, PriceTable};
+use crate::prometheus_file::PrometheusFiles;
 use crate::shared_file::SharedFile;
 use crate::slots::SlotArena;
 use crate::store::{
@@ -282,11 +283,14 @@ pub struct PyMetricsStore {
 impl PyMetricsStore {
     /// Creates an empty store pricing requests with `prices`: `(model, input_per_million, output_per_million)`.
     #[new]
-    #[pyo3(signature = (prices, multiprocess_dir = None, *_args, **_kwargs))]
+    #[pyo3(signature = (
+        prices, multiprocess_dir = None, prometheus_multiproc_dir = None, *_args, **_kwargs
+    ))]
     fn new(
         py: Python<'_>,
         prices: Vec<(String, f64, f64)>,
         multiprocess_dir: Option<PathBuf>,
+        prometheus_multiproc_dir: Option<PathBuf>,
         _args: &Bound<'_, PyTuple>,
         _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
@@ -299,20 +303,24 @@ impl PyMetricsStore {
                 },
             )
         }));
-        let (store, multiprocess) = match multiprocess_dir {
+        let shared = match (multiprocess_dir, prometheus_multiproc_dir) {
+            (Some(directory), _) => Some((directory, Layout::Own)),
+            (None, Some(directory)) => Some((directory, Layout::PrometheusClient)),
+            (None, None) => None,
+        };
+        let (store, multiprocess) = match shared {
             None => (
-                Store::with_arena(table, SlotArena::heap(), recording_writers(py)?),
+                Store::with_arena(table, SlotArena::heap(), recording(py, Coding::Integer)?),
                 None,
             ),
-            Some(directory) => {
-                let epoch = fork_guard::epoch();
-                let store = Multiprocess::new_store(py, &directory, table.clone())?;
+            Some((directory, layout)) => {
                 let state = Multiprocess {
                     directory,
+                    layout,
                     prices: table,
-                    epoch: AtomicU64::new(epoch),
+                    epoch: AtomicU64::new(fork_guard::epoch()),
                 };
-                (store, Some(state))
+                (state.new_store(py)?, Some(state))
             }
         };
         Ok(PyMetricsStore {
@@ -404,9 +412,10 @@ impl PyMetricsStore {
         };
         match &self.multiprocess {
             None => self.store().visit(include_created, &mut builder),
-            Some(multiprocess) => multiprocess
-                .aggregate(py, self.store())?
-                .visit(include_created, &mut builder),
+            Some(multiprocess) => multiprocess.aggregate(py, self.store())?.visit(
+                include_created && multiprocess.keeps_created(),
+                &mut builder,
+            ),
         }
         match builder.error {
             Some(error) => Err(error),
@@ -431,6 +440,7 @@ impl PyMetricsStore {
             None => py.allow_threads(|| render(self.store(), format, include_created)),
             Some(multiprocess) => {
                 let sum = multiprocess.aggregate(py, self.store())?;
+                let include_created = include_created && multiprocess.keeps_created();
                 py.allow_threads(|| {
                     let mut encoder = TextEncoder::new(format);
                     sum.visit(include_created, &mut encoder);
@@ -458,8 +468,7 @@ impl PyMetricsStore {
         if multiprocess.epoch.load(Ordering::Relaxed) == epoch {
             return Ok(());
         }
-        let store =
-            Multiprocess::new_store(py, &multiprocess.directory, multiprocess.prices.clone())?;
+        let store = multiprocess.new_store(py)?;
         // The parent's store stays mapped but unused: leaking it keeps every
         // reference into it valid without tracking who might still hold one.
         self.store
@@ -607,22 +616,34 @@ impl PyMetricsStore {
 /// Every recording method runs while holding the GIL and calls no Python code
 /// once it starts writing, so with a GIL its writes never overlap and plain
 /// atomic stores suffice. A free-threaded interpreter gets concurrent writers.
-fn recording_writers(py: Python<'_>) -> PyResult<Writers> {
+fn recording(py: Python<'_>, coding: Coding) -> PyResult<Recording> {
     let sys = py.import("sys")?;
     let gil = match sys.getattr("_is_gil_enabled") {
         Ok(is_gil_enabled) => is_gil_enabled.call0()?.is_truthy()?,
         Err(_) => true,
     };
-    Ok(if gil {
+    let writers = if gil {
         Writers::Serialized
     } else {
         Writers::Concurrent
-    })
+    };
+    Ok(Recording { writers, coding })
+}
+
+/// Which files a multi-process store writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Our own format (`multiprocess_dir`, `GATEWAY_METRICS_MULTIPROC_DIR`).
+    Own,
+    /// `prometheus_client`'s format (`PROMETHEUS_MULTIPROC_DIR`), which its
+    /// `MultiProcessCollector` reads.
+    PrometheusClient,
 }
 
 /// Where a multi-process store records and what a scrape sums.
 struct Multiprocess {
     directory: PathBuf,
+    layout: Layout,
     prices: PriceTable,
     /// The fork epoch of the process that made the store being recorded into:
     /// when the current one differs, this is a forked child, and the next
@@ -631,17 +652,34 @@ struct Multiprocess {
 }
 
 impl Multiprocess {
-    fn new_store(py: Python<'_>, directory: &Path, prices: PriceTable) -> PyResult<Store> {
-        let file = SharedFile::create(directory).map_err(|error| {
+    /// Whether the files keep each series' creation time (`prometheus_client`'s
+    /// do not, and its multi-process collector shows no `_created` samples).
+    fn keeps_created(&self) -> bool {
+        self.layout == Layout::Own
+    }
+
+    /// A new store recording into new files of this process.
+    fn new_store(&self, py: Python<'_>) -> PyResult<Store> {
+        let cannot = |error: std::io::Error| {
             PyOSError::new_err(format!(
                 "cannot create a metrics file in {}: {error}",
-                directory.display()
+                self.directory.display()
             ))
-        })?;
+        };
+        let (arena, coding) = match self.layout {
+            Layout::Own => (
+                SlotArena::file(SharedFile::create(&self.directory).map_err(cannot)?),
+                Coding::Integer,
+            ),
+            Layout::PrometheusClient => (
+                SlotArena::prometheus(PrometheusFiles::create(&self.directory).map_err(cannot)?),
+                Coding::Float,
+            ),
+        };
         Ok(Store::with_arena(
-            prices,
-            SlotArena::file(file),
-            recording_writers(py)?,
+            self.prices.clone(),
+            arena,
+            recording(py, coding)?,
         ))
     }
 
@@ -652,7 +690,10 @@ impl Multiprocess {
     fn aggregate(&self, py: Python<'_>, store: &Store) -> PyResult<Aggregate> {
         let directory = self.directory.clone();
         let sum = py
-            .allow_threads(|| multiprocess::aggregate(&directory))
+            .allow_threads(|| match self.layout {
+                Layout::Own => multiprocess::aggregate(&directory),
+                Layout::PrometheusClient => multiprocess::aggregate_prometheus(&directory),
+            })
             .map_err(|error| PyOSError::new_err(error.to_string()))?;
         let skipped = sum
             .skipped

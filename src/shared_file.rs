@@ -205,7 +205,8 @@ pub struct SharedFile {
 // through `&mut` (the arena's mutex), and the atomics inside are `Sync`.
 unsafe impl Send for SharedFile {}
 
-fn random_identity() -> u64 {
+/// A random 64-bit identity for a new file's name.
+pub fn random_identity() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     let now = SystemTime::now()

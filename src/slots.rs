@@ -12,6 +12,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
+use crate::histogram::{Histogram, BUCKET_COUNT};
+use crate::prometheus_file::PrometheusFiles;
 use crate::shared_file::{SeriesDescription, SharedFile};
 
 /// Values made only of `AtomicU64`s, so they can be laid over allocated slots.
@@ -44,10 +46,13 @@ impl<T> Deref for Slot<T> {
 
 /// Slots per heap slab; a slab holds the values of a few hundred series.
 const SLAB_SLOTS: usize = 4096;
+/// The stride of cells next to each other.
+const CELL: usize = std::mem::size_of::<AtomicU64>();
 
 enum Backing {
     Heap,
     File(SharedFile),
+    Prometheus(PrometheusFiles),
 }
 
 struct ArenaState {
@@ -79,6 +84,12 @@ impl SlotArena {
         Self::with_backing(Backing::File(file))
     }
 
+    /// An arena inside `prometheus_client`'s multi-process files; counts in it
+    /// must be coded as floats ([`crate::counter::Coding::Float`]).
+    pub fn prometheus(files: PrometheusFiles) -> Self {
+        Self::with_backing(Backing::Prometheus(files))
+    }
+
     fn with_backing(backing: Backing) -> Self {
         SlotArena {
             state: Mutex::new(ArenaState {
@@ -96,30 +107,53 @@ impl SlotArena {
     /// heap instead, unseen by other processes, and [`SlotArena::file_error`]
     /// tells why: a metrics problem must not stop the recording process.
     pub fn allocate<T: SlotValue>(&self, series: &SeriesDescription<'_>) -> Slot<T> {
+        let (first, _) = self.allocate_cells(series, T::SLOTS);
+        // A value of several slots needs them next to each other: only a heap or
+        // shared-file arena hands out those, and values of one slot have no stride.
+        Slot(first.cast())
+    }
+
+    /// Zeroed cells for a new histogram series.
+    pub fn histogram(&self, series: &SeriesDescription<'_>) -> Histogram {
+        let (first, stride) = self.allocate_cells(series, BUCKET_COUNT + 1);
+        // SAFETY: `BUCKET_COUNT + 1` zeroed cells, `stride` apart, that live as
+        // long as the arena, which outlives the store's series.
+        unsafe { Histogram::from_cells(first, stride) }
+    }
+
+    /// `count` zeroed cells and the stride between them in bytes.
+    fn allocate_cells(
+        &self,
+        series: &SeriesDescription<'_>,
+        count: usize,
+    ) -> (NonNull<AtomicU64>, usize) {
         let mut state = self
             .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Backing::File(file) = &mut state.backing {
-            match file.append_series(series, T::SLOTS) {
-                // SAFETY: `T::SLOTS` zeroed atomics that live as long as the file.
-                Ok(start) => return Slot(start.cast()),
-                Err(error) => {
-                    state.file_error.get_or_insert(error.to_string());
-                }
+        let shared = match &mut state.backing {
+            Backing::Heap => None,
+            Backing::File(file) => Some(file.append_series(series, count).map(|at| (at, CELL))),
+            Backing::Prometheus(files) => Some(files.append_series(series)),
+        };
+        match shared {
+            Some(Ok(cells)) => return cells,
+            Some(Err(error)) => {
+                state.file_error.get_or_insert(error.to_string());
             }
+            None => {}
         }
-        if state.slab_used + T::SLOTS > SLAB_SLOTS {
+        if state.slab_used + count > SLAB_SLOTS {
             let slab: Box<[AtomicU64]> = (0..SLAB_SLOTS).map(|_| AtomicU64::new(0)).collect();
             state.slabs.push(NonNull::from(Box::leak(slab)));
             state.slab_used = 0;
         }
         let used = state.slab_used;
-        state.slab_used += T::SLOTS;
+        state.slab_used += count;
         let slab = state.slabs[state.slabs.len() - 1];
-        // SAFETY: `used + T::SLOTS <= SLAB_SLOTS`: zeroed atomics of a slab the
-        // arena owns until it is dropped, laid over by a `SlotValue`.
-        Slot(unsafe { slab.cast::<AtomicU64>().add(used) }.cast())
+        // SAFETY: `used + count <= SLAB_SLOTS`: zeroed atomics of a slab the arena
+        // owns until it is dropped.
+        (unsafe { slab.cast::<AtomicU64>().add(used) }, CELL)
     }
 
     /// The path of the shared file, if the arena has one.
@@ -130,6 +164,7 @@ impl SlotArena {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         match &state.backing {
             Backing::File(file) => Some(file.path().to_path_buf()),
+            Backing::Prometheus(files) => Some(files.counter_path().to_path_buf()),
             Backing::Heap => None,
         }
     }

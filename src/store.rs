@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use smallvec::SmallVec;
 
-use crate::counter::{Counter, FloatCounter, Writers};
+use crate::counter::{Counter, FloatCounter, Recording};
 use crate::family::{
     FamilyDesc, BUCKET_LABELS, CACHE_HITS, CACHE_MISSES, COST, DURATION, REQUESTS, TOKENS,
     TOOL_CALLS,
@@ -92,7 +92,7 @@ pub struct CostSeries {
 /// The latency histogram of one provider, model and operation.
 pub struct HistogramSeries {
     /// The buckets and sum.
-    pub histogram: Slot<Histogram>,
+    pub histogram: Histogram,
     /// Unix time of creation in seconds.
     pub created: f64,
 }
@@ -170,8 +170,8 @@ pub trait SampleVisitor {
 /// All metric state of one middleware.
 pub struct Store {
     prices: PriceTable,
-    /// How recording calls are coordinated.
-    writers: Writers,
+    /// How recording calls are coordinated, and how counts are encoded.
+    recording: Recording,
     /// Where every value lives; dropped after the maps (field order), which
     /// hold the only references into it.
     arena: SlotArena,
@@ -192,15 +192,15 @@ impl Store {
     /// An empty store that prices requests with `prices`, its values on the heap,
     /// for any number of concurrent writers.
     pub fn new(prices: PriceTable) -> Self {
-        Self::with_arena(prices, SlotArena::heap(), Writers::Concurrent)
+        Self::with_arena(prices, SlotArena::heap(), Recording::CONCURRENT)
     }
 
     /// An empty store whose values live in `arena` (a shared file in
-    /// multi-process mode), recorded into as `writers` says.
-    pub fn with_arena(prices: PriceTable, arena: SlotArena, writers: Writers) -> Self {
+    /// multi-process mode), recorded into as `recording` says.
+    pub fn with_arena(prices: PriceTable, arena: SlotArena, recording: Recording) -> Self {
         Store {
             prices,
-            writers,
+            recording,
             arena,
             requests: LabelMap::new(),
             durations: LabelMap::new(),
@@ -227,7 +227,7 @@ impl Store {
                 let duration = self.durations.get_or_insert_with(&key, || {
                     let created = unix_now();
                     HistogramSeries {
-                        histogram: self.arena.allocate(&SeriesDescription {
+                        histogram: self.arena.histogram(&SeriesDescription {
                             family: DURATION.id,
                             labels: &key,
                             created,
@@ -263,7 +263,7 @@ impl Store {
     #[inline]
     pub fn record_request_on(&self, entry: &RequestEntry, values: &RequestValues) {
         let series = &entry.value;
-        let writers = self.writers;
+        let writers = self.recording;
         series.requests.value.inc(writers);
         series
             .duration
@@ -373,7 +373,7 @@ impl Store {
     /// Adds one to a counter series of this store.
     #[inline]
     pub fn count(&self, series: &CounterSeries) {
-        series.value.inc(self.writers);
+        series.value.inc(self.recording);
     }
 
     /// Adds one cache hit or miss of `cache_type`.
@@ -408,15 +408,20 @@ impl Store {
                 }
             })
         }
-        let count =
-            |series: &CounterSeries| (Reading::Value(series.value.get() as f64), series.created);
+        let coding = self.recording.coding;
+        let count = |series: &CounterSeries| {
+            (
+                Reading::Value(series.value.get(coding) as f64),
+                series.created,
+            )
+        };
         let requests = views(&self.requests, |series: &RequestSeries| {
             count(&series.requests)
         });
         visit_family(&REQUESTS, requests, include_created, visitor);
         let durations = views(&self.durations, |series: &HistogramSeries| {
             (
-                Reading::Histogram(series.histogram.snapshot()),
+                Reading::Histogram(series.histogram.snapshot(coding)),
                 series.created,
             )
         });
@@ -579,7 +584,7 @@ impl<'s> Batch<'s> {
     pub fn finish(self) {
         for totals in self.totals {
             let series = &totals.entry.value;
-            let writers = self.store.writers;
+            let writers = self.store.recording;
             series.requests.value.add(totals.requests, writers);
             series
                 .duration

@@ -37,13 +37,15 @@ class MetricsStore:
         cls,
         prices: list[tuple[str, float, float]],
         multiprocess_dir: str | None = None,
+        prometheus_multiproc_dir: str | None = None,
         *args: Any,
         **kwargs: Any,
     ) -> MetricsStore:
         """Creates an empty store.
 
         ``prices`` lists ``(model, input_per_million, output_per_million)``. With
-        ``multiprocess_dir`` the values live in a file of that directory.
+        ``multiprocess_dir`` the values live in a file of that directory; else,
+        with ``prometheus_multiproc_dir``, in ``prometheus_client``'s files there.
         """
 
     def _multiprocess_file(self) -> str | None:

@@ -68,6 +68,19 @@ class _GatewayCollector(Collector):
 MULTIPROCESS_DIR_VARIABLE = "GATEWAY_METRICS_MULTIPROC_DIR"
 
 
+def prometheus_multiproc_dir() -> str | None:
+    """The directory of ``prometheus_client``'s multi-process mode, if it is on.
+
+    ``PROMETHEUS_MULTIPROC_DIR``, or the lower-case name ``prometheus_client``
+    still honours.
+    """
+    return (
+        os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        or os.environ.get("prometheus_multiproc_dir")
+        or None
+    )
+
+
 class GatewayMetricsMiddleware(MetricsStore):
     """Prometheus metrics for LLM requests; pass it as ``metrics=`` to a gateway kit.
 
@@ -87,7 +100,11 @@ class GatewayMetricsMiddleware(MetricsStore):
     With ``multiprocess_dir`` (or, when it is None, the environment variable
     ``GATEWAY_METRICS_MULTIPROC_DIR``) each process records into its own
     memory-mapped file in that directory, and a scrape of any process shows the
-    sum over every file there; see ``gateway_metrics.multiprocess``.
+    sum over every file there; see ``gateway_metrics.multiprocess``. Without
+    either, but with ``prometheus_client``'s ``PROMETHEUS_MULTIPROC_DIR`` set,
+    each process records natively into files in ``prometheus_client``'s own
+    format there, which its ``MultiProcessCollector`` sums with the
+    application's other metrics.
 
     Example::
 
@@ -119,9 +136,11 @@ class GatewayMetricsMiddleware(MetricsStore):
         ]
         if multiprocess_dir is None:
             multiprocess_dir = os.environ.get(MULTIPROCESS_DIR_VARIABLE) or None
-        self = super().__new__(cls, prices, multiprocess_dir)
+        prometheus_dir = None if multiprocess_dir is not None else prometheus_multiproc_dir()
+        self = super().__new__(cls, prices, multiprocess_dir, prometheus_dir)
         self._price_table = table
         self._multiprocess_dir = None if multiprocess_dir is None else os.fspath(multiprocess_dir)
+        self._prometheus_multiproc_dir = prometheus_dir
         return self
 
     def __init__(
@@ -152,8 +171,17 @@ class GatewayMetricsMiddleware(MetricsStore):
 
     @property
     def multiprocess_dir(self) -> str | None:
-        """The directory whose files a scrape sums, in multi-process mode; else None."""
+        """The directory whose files a scrape sums, in our multi-process mode; else None."""
         return self._multiprocess_dir
+
+    @property
+    def prometheus_multiproc_dir(self) -> str | None:
+        """The directory recorded into in ``prometheus_client``'s format; else None.
+
+        Set when ``PROMETHEUS_MULTIPROC_DIR`` is and neither ``multiprocess_dir``
+        nor ``GATEWAY_METRICS_MULTIPROC_DIR`` is given.
+        """
+        return self._prometheus_multiproc_dir
 
     @property
     def registry(self) -> CollectorRegistry:
