@@ -7,10 +7,14 @@ process holds a lock on its file; a file nobody holds belongs to a process that
 is gone.
 
 - ``cleanup(directory)`` removes the files of processes that are gone: call it
-  at the start of a job so that the previous run does not count.
+  at the start of a job (gunicorn: ``on_starting``) so that the previous run
+  does not count. It refuses while a live process still holds a file there.
 - ``compact(directory)`` folds the files of processes that are gone into one
   file, so that scrape cost stops growing with every worker that came and
-  went. It is safe while workers write and while other processes scrape.
+  went (gunicorn: ``child_exit``). It is safe while workers write, while other
+  processes scrape, and if it is killed at any point.
+
+Two servers must not share one directory.
 
 Example::
 
