@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,13 @@ def assert_same_families(ours: str, reference: str, float_tolerance: float = 0.0
                 assert math.isclose(value, expected, rel_tol=float_tolerance), (name, labels)
             else:
                 assert value == expected, (name, labels, value, expected)
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def promtool_check(text: str) -> str:

@@ -7,7 +7,6 @@ import datetime
 import ipaddress
 import json
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from gateway_metrics import PrometheusExporter
+from support import free_port
 
 USER, PASSWORD = "prometheus", "correct horse battery staple"
 
@@ -130,12 +130,6 @@ def test_tls_and_auth_arguments_are_checked(certificate):
         PrometheusExporter(0, basic_auth={"user": 5})
     with pytest.raises(ValueError, match="must not contain ':'"):
         PrometheusExporter(0, basic_auth={"a:b": "c"})
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_a_real_prometheus_scrapes_over_https_with_basic_auth(
