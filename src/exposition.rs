@@ -14,7 +14,8 @@
 use std::fmt::Write as _;
 
 use crate::family::{FamilyDesc, FamilyKind};
-use crate::store::{SampleVisitor, Store};
+use crate::store::Store;
+use crate::visit::SampleVisitor;
 
 /// Content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -4,6 +4,7 @@
 //! Python; the `python` feature adds the PyO3 binding that the
 //! `gateway_metrics` package loads as `gateway_metrics._core`.
 
+pub mod batch;
 pub mod column_format;
 pub mod counter;
 pub mod directory_lock;
@@ -15,9 +16,11 @@ pub mod label_map;
 pub mod multiprocess;
 pub mod pricing;
 pub mod prometheus_file;
+pub mod series;
 pub mod shared_file;
 pub mod slots;
 pub mod store;
+pub mod visit;
 
 #[cfg(feature = "python")]
 mod python;

@@ -32,7 +32,7 @@ use crate::shared_file::{
     is_dead, list_files, list_temporary_files, read_file, FileContents, FileSeries, ReadError,
     SeriesDescription, SharedFile,
 };
-use crate::store::{visit_family, Reading, SampleVisitor, SeriesView};
+use crate::visit::{visit_family, Reading, SampleVisitor, SeriesView};
 
 /// How long a scrape waits for a compaction before reading without the lock.
 const SCRAPE_LOCK_WAIT: Duration = Duration::from_secs(5);

@@ -65,7 +65,7 @@ const CREATE_WAIT: Duration = Duration::from_secs(5);
 /// What a new series is, for the record that describes it in a shared file.
 #[derive(Debug, Clone, Copy)]
 pub struct SeriesDescription<'a> {
-    /// The family's identifier (see [`crate::store::FamilyDesc::id`]).
+    /// The family's identifier (see [`crate::family::FamilyDesc::id`]).
     pub family: u8,
     /// Label values in the family's label order.
     pub labels: &'a [&'a str],

@@ -9,107 +9,19 @@
 //! in the same order. Label values are stored, and declared, in the alphabetical
 //! order in which the exposition prints them.
 
-use std::collections::HashMap;
-use std::ptr::NonNull;
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use smallvec::SmallVec;
-
-use crate::counter::{Counter, FloatCounter, Recording};
-use crate::family::{
-    FamilyDesc, BUCKET_LABELS, CACHE_HITS, CACHE_MISSES, COST, DURATION, REQUESTS, TOKENS,
-    TOOL_CALLS,
-};
-use crate::histogram::{bucket_index, Histogram, HistogramSnapshot, BUCKET_COUNT};
+use crate::batch::Batch;
+use crate::counter::Recording;
+use crate::family::{CACHE_HITS, CACHE_MISSES, COST, DURATION, REQUESTS, TOKENS, TOOL_CALLS};
 use crate::label_map::{Entry, LabelMap};
-use crate::pricing::{Price, PriceTable};
+use crate::pricing::PriceTable;
+use crate::series::{
+    unix_now, CostSeries, CounterSeries, HistogramSeries, RequestSeries, SeriesRef, MODEL, PROVIDER,
+};
 use crate::shared_file::SeriesDescription;
-use crate::slots::{Slot, SlotArena};
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
-}
-
-/// A reference from one series to another series of the same [`Store`].
-///
-/// Series live in insert-only [`LabelMap`]s that never move or free an entry
-/// before the map is dropped, and every map belongs to the same `Store` as the
-/// series holding the reference; references are only followed through `&Store`.
-/// Plain references would need a self-referential lifetime; this is that
-/// reference, minus the reference count an `Arc` would add to every label set.
-struct SeriesRef<T>(NonNull<T>);
-
-// SAFETY: the target is shared immutably (all mutation is through atomics) and
-// outlives every holder, as explained on the type.
-unsafe impl<T: Sync> Send for SeriesRef<T> {}
-unsafe impl<T: Sync> Sync for SeriesRef<T> {}
-
-impl<T> SeriesRef<T> {
-    fn new(target: &T) -> Self {
-        SeriesRef(NonNull::from(target))
-    }
-
-    #[inline]
-    fn get(&self) -> &T {
-        // SAFETY: see the type's documentation.
-        unsafe { self.0.as_ref() }
-    }
-}
-
-/// A counter series and the time it was created (its `_created` sample).
-pub struct CounterSeries {
-    /// The count.
-    pub value: Slot<Counter>,
-    /// Unix time of creation in seconds.
-    pub created: f64,
-}
-
-impl CounterSeries {
-    fn new(arena: &SlotArena, family: &FamilyDesc, labels: &[&str]) -> Self {
-        let created = unix_now();
-        CounterSeries {
-            value: arena.allocate(&SeriesDescription {
-                family: family.id,
-                labels,
-                created,
-            }),
-            created,
-        }
-    }
-}
-
-/// The USD cost series of one provider and model.
-pub struct CostSeries {
-    /// The accumulated cost.
-    pub value: Slot<FloatCounter>,
-    /// Unix time of creation in seconds.
-    pub created: f64,
-}
-
-/// The latency histogram of one provider, model and operation.
-pub struct HistogramSeries {
-    /// The buckets and sum.
-    pub histogram: Histogram,
-    /// Unix time of creation in seconds.
-    pub created: f64,
-}
-
-/// The requests counter of one label set, its model's price and the series it feeds.
-pub struct RequestSeries {
-    requests: CounterSeries,
-    price: Option<Price>,
-    duration: SeriesRef<HistogramSeries>,
-    input_tokens: OnceLock<SeriesRef<CounterSeries>>,
-    output_tokens: OnceLock<SeriesRef<CounterSeries>>,
-    cost: OnceLock<SeriesRef<CostSeries>>,
-}
-
-/// The position of each request label in a requests entry (alphabetical order).
-const MODEL: usize = 0;
-const PROVIDER: usize = 2;
+use crate::slots::SlotArena;
+use crate::visit::{visit_family, Reading, SampleVisitor, SeriesView};
 
 /// Whether a cache lookup found its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,31 +59,11 @@ pub struct RequestValues {
 /// One label set of the requests family, as returned by [`Store::request_entry`].
 pub type RequestEntry = Entry<RequestSeries>;
 
-/// Receives the samples of a scrape, family by family.
-pub trait SampleVisitor {
-    /// A family starts.
-    fn family(&mut self, desc: &FamilyDesc);
-    /// One sample of the current family. `suffix` completes the family name
-    /// (`_total`, `_bucket`, `_count`, `_sum`, `_created`); `le` is set for
-    /// buckets; `series` is the same for every sample of one series.
-    fn sample(
-        &mut self,
-        desc: &FamilyDesc,
-        suffix: &'static str,
-        le: Option<&'static str>,
-        series: usize,
-        labels: &[&str],
-        value: f64,
-    );
-    /// The current family ends.
-    fn end_family(&mut self, desc: &FamilyDesc);
-}
-
 /// All metric state of one middleware.
 pub struct Store {
     prices: PriceTable,
     /// How recording calls are coordinated, and how counts are encoded.
-    recording: Recording,
+    pub(crate) recording: Recording,
     /// Where every value lives; dropped after the maps (field order), which
     /// hold the only references into it.
     arena: SlotArena,
@@ -290,7 +182,8 @@ impl Store {
         }
     }
 
-    fn cost_series<'s>(
+    /// The cost series a requests entry feeds, created on first use.
+    pub(crate) fn cost_series<'s>(
         &'s self,
         slot: &'s OnceLock<SeriesRef<CostSeries>>,
         entry: &RequestEntry,
@@ -313,7 +206,8 @@ impl Store {
         .get()
     }
 
-    fn token_series<'s>(
+    /// A token series a requests entry feeds, created on first use.
+    pub(crate) fn token_series<'s>(
         &'s self,
         slot: &'s OnceLock<SeriesRef<CounterSeries>>,
         entry: &RequestEntry,
@@ -363,11 +257,7 @@ impl Store {
 
     /// Starts a batch of requests to be recorded together (see [`Batch`]).
     pub fn batch(&self) -> Batch<'_> {
-        Batch {
-            store: self,
-            totals: Vec::new(),
-            index: HashMap::default(),
-        }
+        Batch::new(self)
     }
 
     /// Adds one to a counter series of this store.
@@ -446,167 +336,11 @@ impl Store {
     }
 }
 
-/// What a scrape read from one series.
-#[derive(Debug, Clone, Copy)]
-pub enum Reading {
-    /// A counter's value.
-    Value(f64),
-    /// A histogram's buckets and sum.
-    Histogram(HistogramSnapshot),
-}
-
-/// One series as a scrape sees it.
-pub struct SeriesView<'a> {
-    /// The same for every sample of the series, different between series of a family.
-    pub id: usize,
-    /// Label values in the family's label order.
-    pub labels: SmallVec<[&'a str; 4]>,
-    /// The values read.
-    pub reading: Reading,
-    /// Unix time of creation in seconds.
-    pub created: f64,
-}
-
-/// Hands the samples of one family's series to `visitor`, in exposition order.
-pub fn visit_family<'a>(
-    desc: &FamilyDesc,
-    series: impl IntoIterator<Item = SeriesView<'a>>,
-    include_created: bool,
-    visitor: &mut impl SampleVisitor,
-) {
-    visitor.family(desc);
-    for view in series {
-        let (id, labels) = (view.id, &view.labels[..]);
-        match view.reading {
-            Reading::Value(value) => visitor.sample(desc, "_total", None, id, labels, value),
-            Reading::Histogram(snapshot) => {
-                for (bucket, le) in snapshot.cumulative.iter().zip(BUCKET_LABELS) {
-                    visitor.sample(desc, "_bucket", Some(le), id, labels, *bucket as f64);
-                }
-                let count = snapshot.count() as f64;
-                visitor.sample(desc, "_count", None, id, labels, count);
-                visitor.sample(desc, "_sum", None, id, labels, snapshot.sum);
-            }
-        }
-        if include_created {
-            visitor.sample(desc, "_created", None, id, labels, view.created);
-        }
-    }
-    visitor.end_family(desc);
-}
-
-/// What the rows of one batch add to one requests entry.
-struct EntryTotals<'s> {
-    entry: &'s RequestEntry,
-    requests: u64,
-    buckets: [u64; BUCKET_COUNT],
-    latency_sum: f64,
-    input_tokens: u64,
-    output_tokens: u64,
-    cost: f64,
-}
-
-/// Many requests recorded as one: totals per label set, applied once at the end.
-///
-/// The result equals one `record_request_on` per row, in row order: the same
-/// counts, and sums equal up to the order of float additions. Series that a row
-/// creates (token and cost series) are created while the rows are added, so
-/// they appear in the exposition in the same order as with single calls.
-pub struct Batch<'s> {
-    store: &'s Store,
-    totals: Vec<EntryTotals<'s>>,
-    index: HashMap<usize, usize, foldhash::fast::RandomState>,
-}
-
-impl<'s> Batch<'s> {
-    /// The position of `entry` (an entry of this batch's store) in the batch.
-    pub fn slot(&mut self, entry: &'s RequestEntry) -> usize {
-        let next = self.totals.len();
-        let slot = *self
-            .index
-            .entry(entry as *const RequestEntry as usize)
-            .or_insert(next);
-        if slot == next {
-            self.totals.push(EntryTotals {
-                entry,
-                requests: 0,
-                buckets: [0; BUCKET_COUNT],
-                latency_sum: 0.0,
-                input_tokens: 0,
-                output_tokens: 0,
-                cost: 0.0,
-            });
-        }
-        slot
-    }
-
-    /// Adds one row for `entry`, an entry of this batch's store.
-    pub fn add(&mut self, entry: &'s RequestEntry, values: &RequestValues) {
-        let slot = self.slot(entry);
-        self.add_to(slot, values);
-    }
-
-    /// Adds one row to the entry at `slot`, a position returned by [`Batch::slot`].
-    #[inline]
-    pub fn add_to(&mut self, slot: usize, values: &RequestValues) {
-        let store = self.store;
-        let totals = &mut self.totals[slot];
-        let entry = totals.entry;
-        let series = &entry.value;
-        totals.requests += 1;
-        totals.buckets[bucket_index(values.latency_s)] += 1;
-        totals.latency_sum += values.latency_s;
-        // A series is created by the first row that needs it, as with single calls.
-        if values.input_tokens > 0 {
-            if totals.input_tokens == 0 {
-                store.token_series(&series.input_tokens, entry, "input");
-            }
-            totals.input_tokens = totals.input_tokens.saturating_add(values.input_tokens);
-        }
-        if values.output_tokens > 0 {
-            if totals.output_tokens == 0 {
-                store.token_series(&series.output_tokens, entry, "output");
-            }
-            totals.output_tokens = totals.output_tokens.saturating_add(values.output_tokens);
-        }
-        if let Some(price) = series.price {
-            let cost = price.cost(values.input_tokens, values.output_tokens);
-            if cost > 0.0 {
-                if totals.cost == 0.0 {
-                    store.cost_series(&series.cost, entry);
-                }
-                totals.cost += cost;
-            }
-        }
-    }
-
-    /// Applies the totals to the store.
-    pub fn finish(self) {
-        for totals in self.totals {
-            let series = &totals.entry.value;
-            let writers = self.store.recording;
-            series.requests.value.add(totals.requests, writers);
-            series
-                .duration
-                .get()
-                .histogram
-                .merge(&totals.buckets, totals.latency_sum, writers);
-            if let Some(input) = series.input_tokens.get() {
-                input.get().value.add(totals.input_tokens, writers);
-            }
-            if let Some(output) = series.output_tokens.get() {
-                output.get().value.add(totals.output_tokens, writers);
-            }
-            if let Some(cost) = series.cost.get() {
-                cost.get().value.add(totals.cost, writers);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::family::FamilyDesc;
+    use crate::pricing::Price;
 
     /// Collects `(family, suffix, le, labels, value)` for assertions.
     #[derive(Default)]

@@ -6,7 +6,7 @@
 //! is validated before any is recorded; rows then go through a [`Batch`], which
 //! adds each label set's totals once.
 //!
-//! [`Batch`]: crate::store::Batch
+//! [`Batch`]: crate::batch::Batch
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -17,11 +17,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
 use smallvec::SmallVec;
 
-use super::buffer_column::{buffer_numbers, supports_buffer};
-use super::{
+use super::arguments::{
     checked_latency, latency_seconds, token_value, tool_call_names, type_name, ColumnArgument,
-    PyMetricsStore, Resolved, ToolNames,
+    ToolNames,
 };
+use super::buffer_column::{buffer_numbers, supports_buffer};
+use super::metrics_store::{PyMetricsStore, Resolved};
 use crate::column_format::Number;
 use crate::store::RequestValues;
 

@@ -1,0 +1,259 @@
+//! Validation and conversion of the recording methods' arguments: label
+//! values, latencies, token counts and tool calls, each error naming its argument.
+
+use std::fmt::Display;
+
+use pyo3::exceptions::{PyAttributeError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyFloat, PyInt, PyList, PyString};
+use smallvec::SmallVec;
+
+use super::identity_cache::IdentityCache;
+use crate::series::CounterSeries;
+
+pub(super) fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value
+        .get_type()
+        .name()
+        .map_or_else(|_| "object".to_owned(), |name| name.to_string())
+}
+
+/// The argument named in errors about a tool call's name (`tool_calls[i].name`, or
+/// `tool_calls[row][i].name` in a batch), formatted only on error.
+#[derive(Clone, Copy)]
+struct ToolCallName {
+    row: Option<usize>,
+    index: usize,
+}
+
+impl Display for ToolCallName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.row {
+            Some(row) => write!(f, "tool_calls[{row}][{}].name", self.index),
+            None => write!(f, "tool_calls[{}].name", self.index),
+        }
+    }
+}
+
+/// A label value as `prometheus_client` takes it: a `str` as it is, a `str`
+/// subclass as `str()` makes it (the reference calls `str()` on every label).
+fn label_object<'py>(
+    value: &Bound<'py, PyAny>,
+    argument: impl Display,
+) -> PyResult<Bound<'py, PyString>> {
+    if value.is_exact_instance_of::<PyString>() {
+        return Ok(value.clone().downcast_into::<PyString>()?);
+    }
+    if value.is_instance_of::<PyString>() {
+        return value.str();
+    }
+    Err(PyTypeError::new_err(format!(
+        "{argument} must be str, not {}",
+        type_name(value)
+    )))
+}
+
+/// The UTF-8 text of a label object, or which argument is wrong.
+fn label_text<'a>(
+    text: &'a Bound<'_, PyString>,
+    argument: impl Display,
+) -> PyResult<&'a str> {
+    text.to_str().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{argument} must be valid UTF-8 text (it contains a lone surrogate): {}",
+            text.to_string_lossy().escape_debug()
+        ))
+    })
+}
+
+/// A validated label object: its text as the exposition shows it.
+pub(super) fn label<'py>(
+    value: &Bound<'py, PyAny>,
+    argument: impl Display + Copy,
+) -> PyResult<Bound<'py, PyString>> {
+    let text = label_object(value, argument)?;
+    label_text(&text, argument)?;
+    Ok(text)
+}
+
+pub(super) fn latency_seconds(
+    value: &Bound<'_, PyAny>,
+    argument: impl Display + Copy,
+) -> PyResult<f64> {
+    let seconds = if let Ok(float) = value.downcast_exact::<PyFloat>() {
+        float.value()
+    } else if value.is_instance_of::<PyString>() || value.is_instance_of::<PyBytes>() {
+        return Err(PyTypeError::new_err(format!(
+            "{argument} must be a real number, not {}",
+            type_name(value)
+        )));
+    } else {
+        value.extract::<f64>().map_err(|error| {
+            if error.is_instance_of::<PyOverflowError>(value.py()) {
+                PyValueError::new_err(format!(
+                    "{argument} must be finite, got an int too large for a float"
+                ))
+            } else {
+                PyTypeError::new_err(format!(
+                    "{argument} must be a real number, not {}",
+                    type_name(value)
+                ))
+            }
+        })?
+    };
+    checked_latency(seconds, argument)
+}
+
+/// `seconds` if it is a usable latency: finite and not negative.
+pub(super) fn checked_latency(seconds: f64, argument: impl Display) -> PyResult<f64> {
+    if seconds.is_nan() || seconds.is_infinite() {
+        return Err(PyValueError::new_err(format!(
+            "{argument} must be finite, got {seconds}"
+        )));
+    }
+    if seconds < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "{argument} must not be negative, got {seconds}"
+        )));
+    }
+    Ok(seconds)
+}
+
+/// A token count; `None` means the keyword was not passed (an explicit `None` is an error).
+pub(super) fn token_count(value: Option<&Bound<'_, PyAny>>, argument: &str) -> PyResult<u64> {
+    match value {
+        Some(value) => token_value(value, argument),
+        None => Ok(0),
+    }
+}
+
+/// A token count given as a Python object: an `int` from 0 to 2**64-1.
+pub(super) fn token_value(value: &Bound<'_, PyAny>, argument: impl Display) -> PyResult<u64> {
+    if value.is_exact_instance_of::<PyInt>() {
+        // An exact `int` needs no `__index__` call: read it directly.
+        // SAFETY: `value` is a live `int`.
+        let count = unsafe { pyo3::ffi::PyLong_AsUnsignedLongLong(value.as_ptr()) };
+        if count != u64::MAX || PyErr::take(value.py()).is_none() {
+            return Ok(count);
+        }
+    } else if value.is_instance_of::<PyFloat>() {
+        return Err(PyTypeError::new_err(format!(
+            "{argument} must be an int, not {}",
+            type_name(value)
+        )));
+    }
+    value.extract::<u64>().map_err(|error| {
+        if !error.is_instance_of::<PyOverflowError>(value.py()) {
+            PyTypeError::new_err(format!(
+                "{argument} must be an int, not {}",
+                type_name(value)
+            ))
+        } else if value.lt(0).unwrap_or(false) {
+            PyValueError::new_err(format!("{argument} must not be negative, got {value}"))
+        } else {
+            PyValueError::new_err(format!("{argument} must be at most 2**64-1, got {value}"))
+        }
+    })
+}
+
+/// The tool-call series a request feeds, resolved as far as validation allows.
+pub(super) enum ToolName<'py, 's> {
+    /// A missing, `None` or empty name.
+    Unknown,
+    /// A name whose series the identity cache already knew.
+    Cached(&'s CounterSeries),
+    /// A validated name seen for the first time through this object; `cacheable`
+    /// when it is the call's own `str` (not what `str()` made of a subclass).
+    New {
+        text: Bound<'py, PyString>,
+        cacheable: bool,
+    },
+}
+
+/// Tool calls of one request; most requests have none or a few, kept inline.
+pub(super) type ToolNames<'py, 's> = SmallVec<[ToolName<'py, 's>; 4]>;
+
+/// The name objects of the tool calls (`None` standing for `"unknown"`), all validated.
+///
+/// `row` is set for a row of a batch, for error messages.
+pub(super) fn tool_call_names<'py, 's>(
+    tool_calls: Option<&Bound<'py, PyAny>>,
+    row: Option<usize>,
+    cache: &'s IdentityCache<CounterSeries, 1>,
+) -> PyResult<ToolNames<'py, 's>> {
+    let mut names = ToolNames::new();
+    let Some(tool_calls) = tool_calls.filter(|value| !value.is_none()) else {
+        return Ok(names);
+    };
+    let not_iterable = || {
+        let argument = row.map_or_else(
+            || "tool_calls".to_owned(),
+            |row| format!("tool_calls[{row}]"),
+        );
+        PyTypeError::new_err(format!(
+            "{argument} must be None or an iterable of tool calls, not {}",
+            type_name(tool_calls)
+        ))
+    };
+    if tool_calls.is_instance_of::<PyString>() {
+        return Err(not_iterable());
+    }
+    if let Ok(list) = tool_calls.downcast::<PyList>() {
+        for (index, item) in list.iter().enumerate() {
+            names.push(tool_name(&item, ToolCallName { row, index }, cache)?);
+        }
+        return Ok(names);
+    }
+    let items = tool_calls.try_iter().map_err(|_| not_iterable())?;
+    for (index, item) in items.enumerate() {
+        names.push(tool_name(&item?, ToolCallName { row, index }, cache)?);
+    }
+    Ok(names)
+}
+
+/// The validated name of one tool call.
+fn tool_name<'py, 's>(
+    item: &Bound<'py, PyAny>,
+    argument: ToolCallName,
+    cache: &'s IdentityCache<CounterSeries, 1>,
+) -> PyResult<ToolName<'py, 's>> {
+    let py = item.py();
+    let name = match item.getattr(intern!(py, "name")) {
+        Ok(name) => name,
+        Err(error) if error.is_instance_of::<PyAttributeError>(py) => return Ok(ToolName::Unknown),
+        Err(error) => return Err(error),
+    };
+    if let Some(series) = cache.get(py, [&name]) {
+        return Ok(ToolName::Cached(series));
+    }
+    if let Ok(text) = name.downcast::<PyString>() {
+        if text.len()? == 0 {
+            return Ok(ToolName::Unknown);
+        }
+        return Ok(ToolName::New {
+            text: label(&name, argument)?,
+            cacheable: name.is_exact_instance_of::<PyString>(),
+        });
+    }
+    if name.is_none() || !name.is_truthy()? {
+        return Ok(ToolName::Unknown);
+    }
+    label(&name, argument).map(|_| ToolName::Unknown)
+}
+
+/// An argument, or one row of a column argument, as named in error messages.
+#[derive(Clone, Copy)]
+pub(super) struct ColumnArgument {
+    pub(super) name: &'static str,
+    pub(super) row: Option<usize>,
+}
+
+impl Display for ColumnArgument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.row {
+            Some(row) => write!(f, "{}[{row}]", self.name),
+            None => f.write_str(self.name),
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! `MetricsStore`: the class behind `GatewayMetricsMiddleware`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use super::arguments::{
+    label, latency_seconds, token_count, tool_call_names, ColumnArgument, ToolName, ToolNames,
+};
+use super::batch::Columns;
+use super::identity_cache::IdentityCache;
+use super::multiprocess::{Layout, Multiprocess};
+use super::samples::SampleBuilder;
+use crate::counter::{Coding, Recording, Writers};
+use crate::exposition::{render, Format, TextEncoder};
+use crate::pricing::{Price, PriceTable};
+use crate::series::CounterSeries;
+use crate::slots::SlotArena;
+use crate::store::{CacheOutcome, RequestEntry, RequestLabels, RequestValues, Store};
+
+/// The lock-free metric store behind `GatewayMetricsMiddleware`.
+#[pyclass(
+    frozen,
+    subclass,
+    name = "MetricsStore",
+    module = "gateway_metrics._core"
+)]
+pub struct PyMetricsStore {
+    /// The store being recorded into; replaced (the old one leaked on purpose)
+    /// only when a forked child of a multi-process store records for the first time.
+    store: AtomicPtr<Store>,
+    /// Set in multi-process mode.
+    multiprocess: Option<Multiprocess>,
+    /// Request label objects (provider, model, operation, status) to their entry.
+    request_entries: IdentityCache<RequestEntry, 4>,
+    cache_hits: IdentityCache<CounterSeries, 1>,
+    cache_misses: IdentityCache<CounterSeries, 1>,
+    pub(super) tool_calls: IdentityCache<CounterSeries, 1>,
+}
+
+#[pymethods]
+impl PyMetricsStore {
+    /// Creates an empty store pricing requests with `prices`: `(model, input_per_million, output_per_million)`.
+    #[new]
+    #[pyo3(signature = (
+        prices, multiprocess_dir = None, prometheus_multiproc_dir = None, *_args, **_kwargs
+    ))]
+    fn new(
+        py: Python<'_>,
+        prices: Vec<(String, f64, f64)>,
+        multiprocess_dir: Option<PathBuf>,
+        prometheus_multiproc_dir: Option<PathBuf>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let table = PriceTable::new(prices.iter().map(|(model, input, output)| {
+            (
+                model.as_str(),
+                Price {
+                    input_per_million: *input,
+                    output_per_million: *output,
+                },
+            )
+        }));
+        let shared = match (multiprocess_dir, prometheus_multiproc_dir) {
+            (Some(directory), _) => Some((directory, Layout::Own)),
+            (None, Some(directory)) => Some((directory, Layout::PrometheusClient)),
+            (None, None) => None,
+        };
+        let (store, multiprocess) = match shared {
+            None => (
+                Store::with_arena(table, SlotArena::heap(), recording(py, Coding::Integer)?),
+                None,
+            ),
+            Some((directory, layout)) => {
+                let state = Multiprocess::new(directory, layout, table);
+                (state.new_store(py)?, Some(state))
+            }
+        };
+        Ok(PyMetricsStore {
+            store: AtomicPtr::new(Box::into_raw(Box::new(store))),
+            multiprocess,
+            request_entries: IdentityCache::new(),
+            cache_hits: IdentityCache::new(),
+            cache_misses: IdentityCache::new(),
+            tool_calls: IdentityCache::new(),
+        })
+    }
+
+    /// The path of this process's metrics file in multi-process mode, else None.
+    fn _multiprocess_file(&self) -> Option<PathBuf> {
+        self.multiprocess.as_ref()?;
+        self.store().arena_file_path()
+    }
+
+    /// Records `n` requests given as columns; returns `n`.
+    #[pyo3(signature = (
+        *, provider, model, operation, status, latency_s,
+        input_tokens = None, output_tokens = None, tool_calls = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn record_batch(
+        &self,
+        provider: &Bound<'_, PyAny>,
+        model: &Bound<'_, PyAny>,
+        operation: &Bound<'_, PyAny>,
+        status: &Bound<'_, PyAny>,
+        latency_s: &Bound<'_, PyAny>,
+        input_tokens: Option<&Bound<'_, PyAny>>,
+        output_tokens: Option<&Bound<'_, PyAny>>,
+        tool_calls: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let columns = Columns {
+            labels: [provider, model, operation, status],
+            latency_s,
+            input_tokens,
+            output_tokens,
+            tool_calls,
+        };
+        self.record_columns(&columns)
+    }
+
+    /// Every family in the text format 0.0.4, or OpenMetrics 1.0 without the
+    /// final `# EOF` line, as UTF-8 bytes for an HTTP response.
+    fn _render<'py>(
+        &self,
+        py: Python<'py>,
+        include_created: bool,
+        openmetrics: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let format = if openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        };
+        let text = self.rendered(py, format, include_created)?;
+        Ok(PyBytes::new(py, text.as_bytes()))
+    }
+
+    /// Every family in the text format 0.0.4, as `str`.
+    fn _render_str<'py>(
+        &self,
+        py: Python<'py>,
+        include_created: bool,
+    ) -> PyResult<Bound<'py, PyString>> {
+        let text = self.rendered(py, Format::Text, include_created)?;
+        Ok(PyString::new(py, &text))
+    }
+
+    /// Every family as `(name, help, type, samples)` with `prometheus_client` `Sample`s.
+    fn _collect<'py>(
+        &self,
+        py: Python<'py>,
+        include_created: bool,
+        sample_type: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let mut builder = SampleBuilder::new(sample_type);
+        match &self.multiprocess {
+            None => self.store().visit(include_created, &mut builder),
+            Some(multiprocess) => multiprocess.aggregate(py, self.store())?.visit(
+                include_created && multiprocess.keeps_created(),
+                &mut builder,
+            ),
+        }
+        builder.finish()
+    }
+}
+
+impl Drop for PyMetricsStore {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from `Box::into_raw` and is freed once, here;
+        // stores replaced after a fork are leaked on purpose (see `follow_fork`).
+        drop(unsafe { Box::from_raw(*self.store.get_mut()) });
+    }
+}
+
+impl PyMetricsStore {
+    /// Every family in `format`: this store's, or in multi-process mode the
+    /// directory's sum. Rendered without the GIL.
+    pub(super) fn rendered(
+        &self,
+        py: Python<'_>,
+        format: Format,
+        include_created: bool,
+    ) -> PyResult<String> {
+        Ok(match &self.multiprocess {
+            None => py.allow_threads(|| render(self.store(), format, include_created)),
+            Some(multiprocess) => {
+                let sum = multiprocess.aggregate(py, self.store())?;
+                let include_created = include_created && multiprocess.keeps_created();
+                py.allow_threads(|| {
+                    let mut encoder = TextEncoder::new(format);
+                    sum.visit(include_created, &mut encoder);
+                    encoder.into_text()
+                })
+            }
+        })
+    }
+
+    /// The store being recorded into.
+    #[inline]
+    pub(super) fn store(&self) -> &Store {
+        // SAFETY: the pointer is always a live store owned (or leaked) by `self`.
+        unsafe { &*self.store.load(Ordering::Acquire) }
+    }
+
+    /// In a forked child of a multi-process store, moves recording to a new file
+    /// of this process, so that what the parent recorded counts once.
+    #[inline]
+    pub(super) fn follow_fork(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(multiprocess) = &self.multiprocess else {
+            return Ok(());
+        };
+        let Some(epoch) = multiprocess.forked() else {
+            return Ok(());
+        };
+        let store = multiprocess.new_store(py)?;
+        // The parent's store stays mapped but unused: leaking it keeps every
+        // reference into it valid without tracking who might still hold one.
+        self.store
+            .store(Box::into_raw(Box::new(store)), Ordering::Release);
+        self.request_entries.clear(py);
+        self.cache_hits.clear(py);
+        self.cache_misses.clear(py);
+        self.tool_calls.clear(py);
+        multiprocess.followed(epoch);
+        Ok(())
+    }
+
+    /// Adds one to the series of each (validated) tool call.
+    pub(super) fn record_tool_calls(
+        &self,
+        py: Python<'_>,
+        tool_names: &ToolNames<'_, '_>,
+    ) -> PyResult<()> {
+        for name in tool_names {
+            let series = match name {
+                ToolName::Unknown => self.store().tool_call_series("unknown"),
+                ToolName::Cached(series) => series,
+                ToolName::New { text, cacheable } => {
+                    let series = self.store().tool_call_series(text.to_str()?);
+                    if *cacheable {
+                        // SAFETY: series live as long as the store, which lives as long as the cache.
+                        unsafe { self.tool_calls.insert(py, [text], series) };
+                    }
+                    series
+                }
+            };
+            self.store().count(series);
+        }
+        Ok(())
+    }
+
+    /// Adds one cache hit or miss of `cache_type` (`"exact"` or `"semantic"`).
+    pub(super) fn record_cache(
+        &self,
+        outcome: CacheOutcome,
+        cache_type: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let py = cache_type.py();
+        self.follow_fork(py)?;
+        let cache = match outcome {
+            CacheOutcome::Hit => &self.cache_hits,
+            CacheOutcome::Miss => &self.cache_misses,
+        };
+        let series = match cache.get(py, [cache_type]) {
+            Some(series) => series,
+            None => {
+                let text = label(cache_type, "cache_type")?;
+                let series = self.store().cache_series(outcome, text.to_str()?);
+                if cache_type.is_exact_instance_of::<PyString>() {
+                    // SAFETY: series live as long as the store, which lives as long as the cache.
+                    unsafe { cache.insert(py, [&text], series) };
+                }
+                series
+            }
+        };
+        self.store().count(series);
+        Ok(())
+    }
+
+    /// The cached entry of these label objects, or their validated text (to look
+    /// up once the whole call is known to be valid). `row` names a batch row in errors.
+    pub(super) fn resolve_labels<'s, 'py>(
+        &'s self,
+        py: Python<'py>,
+        [provider, model, operation, status]: [&Bound<'py, PyAny>; 4],
+        row: Option<usize>,
+    ) -> PyResult<Resolved<'s, 'py>> {
+        if let Some(entry) = self
+            .request_entries
+            .get(py, [provider, model, operation, status])
+        {
+            return Ok(Resolved::Cached(entry));
+        }
+        let argument = |name| ColumnArgument { name, row };
+        Ok(Resolved::Labels([
+            label(provider, argument("provider"))?,
+            label(model, argument("model"))?,
+            label(operation, argument("operation"))?,
+            label(status, argument("status"))?,
+        ]))
+    }
+
+    /// The entry of resolved labels, created on first use, and cached when the
+    /// call's label objects are `str`s themselves.
+    pub(super) fn request_entry<'s>(
+        &'s self,
+        py: Python<'_>,
+        resolved: Resolved<'s, '_>,
+        label_objects: [&Bound<'_, PyAny>; 4],
+    ) -> PyResult<&'s RequestEntry> {
+        let [provider, model, operation, status] = match resolved {
+            Resolved::Cached(entry) => return Ok(entry),
+            Resolved::Labels(texts) => texts,
+        };
+        let labels = RequestLabels {
+            provider: provider.to_str()?,
+            model: model.to_str()?,
+            operation: operation.to_str()?,
+            status: status.to_str()?,
+        };
+        let entry = self.store().request_entry(&labels);
+        if label_objects
+            .iter()
+            .all(|object| object.is_exact_instance_of::<PyString>())
+        {
+            // SAFETY: entries live as long as the store, which lives as long as the cache.
+            unsafe {
+                self.request_entries
+                    .insert(py, [&provider, &model, &operation, &status], entry)
+            };
+        }
+        Ok(entry)
+    }
+
+    /// Validates every argument of `record_request`, then records it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn record_request(
+        &self,
+        provider: &Bound<'_, PyAny>,
+        model: &Bound<'_, PyAny>,
+        operation: &Bound<'_, PyAny>,
+        status: &Bound<'_, PyAny>,
+        latency_s: &Bound<'_, PyAny>,
+        input_tokens: Option<&Bound<'_, PyAny>>,
+        output_tokens: Option<&Bound<'_, PyAny>>,
+        tool_calls: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = provider.py();
+        self.follow_fork(py)?;
+        let label_objects = [provider, model, operation, status];
+        let resolved = self.resolve_labels(py, label_objects, None)?;
+        let values = RequestValues {
+            latency_s: latency_seconds(latency_s, "latency_s")?,
+            input_tokens: token_count(input_tokens, "input_tokens")?,
+            output_tokens: token_count(output_tokens, "output_tokens")?,
+        };
+        let tool_names = tool_call_names(tool_calls, None, &self.tool_calls)?;
+        // Everything is valid: from here on the call records.
+        let entry = self.request_entry(py, resolved, label_objects)?;
+        self.store().record_request_on(entry, &values);
+        self.record_tool_calls(py, &tool_names)?;
+        Ok(())
+    }
+}
+
+/// How the stores of this interpreter are written to.
+///
+/// Every recording method runs while holding the GIL and calls no Python code
+/// once it starts writing, so with a GIL its writes never overlap and plain
+/// atomic stores suffice. A free-threaded interpreter gets concurrent writers.
+pub(super) fn recording(py: Python<'_>, coding: Coding) -> PyResult<Recording> {
+    let sys = py.import("sys")?;
+    let gil = match sys.getattr("_is_gil_enabled") {
+        Ok(is_gil_enabled) => is_gil_enabled.call0()?.is_truthy()?,
+        Err(_) => true,
+    };
+    let writers = if gil {
+        Writers::Serialized
+    } else {
+        Writers::Concurrent
+    };
+    Ok(Recording { writers, coding })
+}
+
+/// Request labels resolved by identity, or validated label objects (provider,
+/// model, operation, status) still to be looked up.
+pub(super) enum Resolved<'s, 'py> {
+    Cached(&'s RequestEntry),
+    Labels([Bound<'py, PyString>; 4]),
+}

@@ -1,0 +1,98 @@
+//! The series of each family, as a store holds them: where their values live,
+//! when they were created, and (for a requests series) the series it feeds.
+
+use std::ptr::NonNull;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::counter::{Counter, FloatCounter};
+use crate::family::FamilyDesc;
+use crate::histogram::Histogram;
+use crate::pricing::Price;
+use crate::shared_file::SeriesDescription;
+use crate::slots::{Slot, SlotArena};
+
+/// Now, in seconds since the Unix epoch.
+pub(crate) fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+}
+
+/// A reference from one series to another series of the same [`crate::store::Store`].
+///
+/// Series live in insert-only [`LabelMap`]s that never move or free an entry
+/// before the map is dropped, and every map belongs to the same `Store` as the
+/// series holding the reference; references are only followed through `&Store`.
+/// Plain references would need a self-referential lifetime; this is that
+/// reference, minus the reference count an `Arc` would add to every label set.
+pub(crate) struct SeriesRef<T>(NonNull<T>);
+
+// SAFETY: the target is shared immutably (all mutation is through atomics) and
+// outlives every holder, as explained on the type.
+unsafe impl<T: Sync> Send for SeriesRef<T> {}
+unsafe impl<T: Sync> Sync for SeriesRef<T> {}
+
+impl<T> SeriesRef<T> {
+    pub(crate) fn new(target: &T) -> Self {
+        SeriesRef(NonNull::from(target))
+    }
+
+    #[inline]
+    pub(crate) fn get(&self) -> &T {
+        // SAFETY: see the type's documentation.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+/// A counter series and the time it was created (its `_created` sample).
+pub struct CounterSeries {
+    /// The count.
+    pub value: Slot<Counter>,
+    /// Unix time of creation in seconds.
+    pub created: f64,
+}
+
+impl CounterSeries {
+    pub(crate) fn new(arena: &SlotArena, family: &FamilyDesc, labels: &[&str]) -> Self {
+        let created = unix_now();
+        CounterSeries {
+            value: arena.allocate(&SeriesDescription {
+                family: family.id,
+                labels,
+                created,
+            }),
+            created,
+        }
+    }
+}
+
+/// The USD cost series of one provider and model.
+pub struct CostSeries {
+    /// The accumulated cost.
+    pub value: Slot<FloatCounter>,
+    /// Unix time of creation in seconds.
+    pub created: f64,
+}
+
+/// The latency histogram of one provider, model and operation.
+pub struct HistogramSeries {
+    /// The buckets and sum.
+    pub histogram: Histogram,
+    /// Unix time of creation in seconds.
+    pub created: f64,
+}
+
+/// The requests counter of one label set, its model's price and the series it feeds.
+pub struct RequestSeries {
+    pub(crate) requests: CounterSeries,
+    pub(crate) price: Option<Price>,
+    pub(crate) duration: SeriesRef<HistogramSeries>,
+    pub(crate) input_tokens: OnceLock<SeriesRef<CounterSeries>>,
+    pub(crate) output_tokens: OnceLock<SeriesRef<CounterSeries>>,
+    pub(crate) cost: OnceLock<SeriesRef<CostSeries>>,
+}
+
+/// The position of each request label in a requests entry (alphabetical order).
+pub(crate) const MODEL: usize = 0;
+pub(crate) const PROVIDER: usize = 2;

@@ -1,0 +1,78 @@
+//! How a scrape walks the families: a visitor receives every sample in
+//! exposition order, whatever holds the values (a store, or the sum of many
+//! processes' files) and whatever writes them out (text, OpenMetrics, or
+//! `prometheus_client` samples).
+
+use smallvec::SmallVec;
+
+use crate::family::{FamilyDesc, BUCKET_LABELS};
+use crate::histogram::HistogramSnapshot;
+
+/// Receives the samples of a scrape, family by family.
+pub trait SampleVisitor {
+    /// A family starts.
+    fn family(&mut self, desc: &FamilyDesc);
+    /// One sample of the current family. `suffix` completes the family name
+    /// (`_total`, `_bucket`, `_count`, `_sum`, `_created`); `le` is set for
+    /// buckets; `series` is the same for every sample of one series.
+    fn sample(
+        &mut self,
+        desc: &FamilyDesc,
+        suffix: &'static str,
+        le: Option<&'static str>,
+        series: usize,
+        labels: &[&str],
+        value: f64,
+    );
+    /// The current family ends.
+    fn end_family(&mut self, desc: &FamilyDesc);
+}
+
+/// What a scrape read from one series.
+#[derive(Debug, Clone, Copy)]
+pub enum Reading {
+    /// A counter's value.
+    Value(f64),
+    /// A histogram's buckets and sum.
+    Histogram(HistogramSnapshot),
+}
+
+/// One series as a scrape sees it.
+pub struct SeriesView<'a> {
+    /// The same for every sample of the series, different between series of a family.
+    pub id: usize,
+    /// Label values in the family's label order.
+    pub labels: SmallVec<[&'a str; 4]>,
+    /// The values read.
+    pub reading: Reading,
+    /// Unix time of creation in seconds.
+    pub created: f64,
+}
+
+/// Hands the samples of one family's series to `visitor`, in exposition order.
+pub fn visit_family<'a>(
+    desc: &FamilyDesc,
+    series: impl IntoIterator<Item = SeriesView<'a>>,
+    include_created: bool,
+    visitor: &mut impl SampleVisitor,
+) {
+    visitor.family(desc);
+    for view in series {
+        let (id, labels) = (view.id, &view.labels[..]);
+        match view.reading {
+            Reading::Value(value) => visitor.sample(desc, "_total", None, id, labels, value),
+            Reading::Histogram(snapshot) => {
+                for (bucket, le) in snapshot.cumulative.iter().zip(BUCKET_LABELS) {
+                    visitor.sample(desc, "_bucket", Some(le), id, labels, *bucket as f64);
+                }
+                let count = snapshot.count() as f64;
+                visitor.sample(desc, "_count", None, id, labels, count);
+                visitor.sample(desc, "_sum", None, id, labels, snapshot.sum);
+            }
+        }
+        if include_created {
+            visitor.sample(desc, "_created", None, id, labels, view.created);
+        }
+    }
+    visitor.end_family(desc);
+}
