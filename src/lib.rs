@@ -10,6 +10,7 @@ pub mod counter;
 pub mod directory_lock;
 pub mod exposition;
 pub mod family;
+pub mod float_text;
 pub mod fork_guard;
 pub mod histogram;
 pub mod label_map;

@@ -25,7 +25,7 @@ use std::time::Duration;
 use smallvec::SmallVec;
 
 use crate::directory_lock::{Access, DirectoryLock};
-use crate::family::{FamilyDesc, FAMILIES};
+use crate::family::{ValueKind, FAMILIES};
 use crate::histogram::{HistogramSnapshot, BUCKET_COUNT};
 use crate::prometheus_file;
 use crate::shared_file::{
@@ -38,23 +38,6 @@ use crate::visit::{visit_family, Reading, SampleVisitor, SeriesView};
 const SCRAPE_LOCK_WAIT: Duration = Duration::from_secs(5);
 /// Times a scrape reads the directory again when a listed file vanished meanwhile.
 const READ_ATTEMPTS: usize = 3;
-
-/// How each family's slots add up: which slots hold the bits of an `f64`.
-fn float_slot(family: &FamilyDesc, slot: usize) -> bool {
-    match family.id {
-        3 => true,
-        1 => slot == BUCKET_COUNT,
-        _ => false,
-    }
-}
-
-fn slot_count(family: &FamilyDesc) -> usize {
-    if family.id == 1 {
-        BUCKET_COUNT + 1
-    } else {
-        1
-    }
-}
 
 fn file_name(path: &Path) -> &str {
     path.file_name()
@@ -168,7 +151,7 @@ impl Aggregate {
         let matches_family = |one: &FileSeries| {
             FAMILIES.get(usize::from(one.family)).is_some_and(|family| {
                 one.labels.len() == family.label_names.len()
-                    && one.slots.len() == slot_count(family)
+                    && one.slots.len() == family.value.cells()
             })
         };
         if !series.iter().all(matches_family) {
@@ -192,7 +175,7 @@ impl Aggregate {
                 let target = &mut summed[position];
                 for (slot, (total, value)) in target.slots.iter_mut().zip(&series.slots).enumerate()
                 {
-                    *total = if float_slot(family, slot) {
+                    *total = if family.value.is_sum(slot) {
                         (f64::from_bits(*total) + f64::from_bits(*value)).to_bits()
                     } else {
                         total.saturating_add(*value)
@@ -221,17 +204,15 @@ impl Aggregate {
                     .iter()
                     .map(String::as_str)
                     .collect::<SmallVec<_>>(),
-                reading: if family.id == 1 {
-                    Reading::Histogram(HistogramSnapshot::from_slots(&series.slots).unwrap_or(
-                        HistogramSnapshot {
+                reading: match family.value {
+                    ValueKind::Buckets => Reading::Histogram(
+                        HistogramSnapshot::from_slots(&series.slots).unwrap_or(HistogramSnapshot {
                             cumulative: [0; BUCKET_COUNT],
                             sum: 0.0,
-                        },
-                    ))
-                } else if float_slot(family, 0) {
-                    Reading::Value(f64::from_bits(series.slots[0]))
-                } else {
-                    Reading::Value(series.slots[0] as f64)
+                        }),
+                    ),
+                    ValueKind::Sum => Reading::Value(f64::from_bits(series.slots[0])),
+                    ValueKind::Count => Reading::Value(series.slots[0] as f64),
                 },
                 created: series.created,
             });

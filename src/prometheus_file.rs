@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::family::{FamilyDesc, FamilyKind, BUCKET_LABELS, COST, FAMILIES};
+use crate::family::{FamilyDesc, FamilyKind, ValueKind, BUCKET_LABELS, FAMILIES};
 use crate::histogram::BUCKET_COUNT;
 use crate::shared_file::{open_regular, random_identity, FileSeries, ReadError, SeriesDescription};
 
@@ -116,7 +116,7 @@ fn series_keys(family: &FamilyDesc, labels: &[&str]) -> Vec<String> {
                 .iter()
                 .map(|le| {
                     let mut with_le = named.clone();
-                    with_le.push(("le", le));
+                    with_le.push(("le", le.as_str()));
                     sample_key(family, "_bucket", &with_le)
                 })
                 .collect();
@@ -406,10 +406,7 @@ impl SeriesByLabels {
         le: Option<&str>,
         value: f64,
     ) -> Option<()> {
-        let slot_count = match family.kind {
-            FamilyKind::Counter => 1,
-            FamilyKind::Histogram => BUCKET_COUNT + 1,
-        };
+        let slot_count = family.value.cells();
         let next = self.series.len();
         let position = *self
             .index
@@ -427,16 +424,14 @@ impl SeriesByLabels {
         let slots = &mut self.series[position].slots;
         // Floats stay floats (the cost, a histogram's sum); counts become integers.
         let count = |value: f64| value as u64;
-        match (family.kind, suffix, le) {
-            (FamilyKind::Counter, "_total", None) if family.id == COST.id => {
-                slots[0] = value.to_bits();
-            }
-            (FamilyKind::Counter, "_total", None) => slots[0] = count(value),
-            (FamilyKind::Histogram, "_bucket", Some(le)) => {
-                let index = BUCKET_LABELS.iter().position(|bucket| *bucket == le)?;
+        match (family.value, suffix, le) {
+            (ValueKind::Sum, "_total", None) => slots[0] = value.to_bits(),
+            (ValueKind::Count, "_total", None) => slots[0] = count(value),
+            (ValueKind::Buckets, "_bucket", Some(le)) => {
+                let index = BUCKET_LABELS.iter().position(|bucket| bucket == le)?;
                 slots[index] = count(value);
             }
-            (FamilyKind::Histogram, "_sum", None) => slots[BUCKET_COUNT] = value.to_bits(),
+            (ValueKind::Buckets, "_sum", None) => slots[BUCKET_COUNT] = value.to_bits(),
             _ => return None,
         }
         Some(())

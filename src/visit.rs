@@ -62,8 +62,15 @@ pub fn visit_family<'a>(
         match view.reading {
             Reading::Value(value) => visitor.sample(desc, "_total", None, id, labels, value),
             Reading::Histogram(snapshot) => {
-                for (bucket, le) in snapshot.cumulative.iter().zip(BUCKET_LABELS) {
-                    visitor.sample(desc, "_bucket", Some(le), id, labels, *bucket as f64);
+                for (bucket, le) in snapshot.cumulative.iter().zip(BUCKET_LABELS.iter()) {
+                    visitor.sample(
+                        desc,
+                        "_bucket",
+                        Some(le.as_str()),
+                        id,
+                        labels,
+                        *bucket as f64,
+                    );
                 }
                 let count = snapshot.count() as f64;
                 visitor.sample(desc, "_count", None, id, labels, count);

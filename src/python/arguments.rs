@@ -55,10 +55,7 @@ fn label_object<'py>(
 }
 
 /// The UTF-8 text of a label object, or which argument is wrong.
-fn label_text<'a>(
-    text: &'a Bound<'_, PyString>,
-    argument: impl Display,
-) -> PyResult<&'a str> {
+fn label_text<'a>(text: &'a Bound<'_, PyString>, argument: impl Display) -> PyResult<&'a str> {
     text.to_str().map_err(|_| {
         PyValueError::new_err(format!(
             "{argument} must be valid UTF-8 text (it contains a lone surrogate): {}",
