@@ -445,7 +445,7 @@ pub fn cleanup(directory: &Path, force: bool, wait: Duration) -> io::Result<Clea
     let damaged = reading
         .unreadable
         .iter()
-        .filter(|(_, error)| matches!(error, ReadError::Damaged(_)))
+        .filter(|(_, error)| matches!(error, ReadError::Damaged(_) | ReadError::OtherSchema(_)))
         .map(|(path, _)| path);
     let dead: Vec<&PathBuf> = reading
         .files

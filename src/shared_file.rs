@@ -11,10 +11,17 @@
 //! Layout, little-endian, every record 8-byte aligned:
 //!
 //! ```text
-//! header (64 bytes): magic "GWMFILE2" | used: u64 (atomic) | pid: u64 | id: u64 | created: f64
+//! header (64 bytes): magic "GWMFILE3" | used: u64 (atomic) | pid: u64 | id: u64 | created: f64
 //! record: len: u32 | family: u8 | label count: u8 | slot count: u16 | created: f64
 //!         | per label: byte length u32, UTF-8 bytes | padding to 8 | slots: u64 each
 //! ```
+//!
+//! The magic names the format's version. The first records declare the
+//! families the file's series belong to, by their whole description (name,
+//! type, how values are kept, label names, bucket bounds); a series record's
+//! family byte is the position of its declaration in this file. A reader
+//! matches each declaration to a family it knows by that description, never by
+//! number, and skips a file written with a schema it does not know.
 //!
 //! A writer appends a record, then publishes it by storing the new end in
 //! `used` (release); readers load `used` and parse only up to it, so they never
@@ -40,10 +47,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::directory_lock::{Access, DirectoryLock};
+use crate::family::{FamilyDesc, ValueKind, FAMILIES};
+use crate::float_text::write_value;
 use crate::fork_guard::ParentOnlyFile;
+use crate::histogram::LATENCY_BOUNDS;
 
 /// The first bytes of every metrics file.
-pub const MAGIC: [u8; 8] = *b"GWMFILE2";
+pub const MAGIC: [u8; 8] = *b"GWMFILE3";
 /// Extension of published metrics files.
 pub const EXTENSION: &str = "gwm";
 const HEADER_LEN: usize = 64;
@@ -54,6 +64,8 @@ const CHUNK_LEN: usize = 1 << 20;
 const PADDING: u8 = 0xff;
 /// Family byte of a record naming a file whose values this file holds.
 const ABSORBED: u8 = 0xfe;
+/// Family byte of a record declaring a family (see [`declaration`]).
+const DECLARATION: u8 = 0xfd;
 /// Longest record a reader accepts: far above any real label set, and a bound
 /// on what a damaged length field can make a reader allocate.
 const MAX_RECORD_LEN: usize = 64 << 20;
@@ -71,6 +83,29 @@ pub struct SeriesDescription<'a> {
     pub labels: &'a [&'a str],
     /// Unix time of creation in seconds.
     pub created: f64,
+}
+
+/// The labels of the record declaring `family`: everything a reader must
+/// agree on to add this file's series of it to its own.
+pub fn declaration(family: &FamilyDesc) -> [String; 5] {
+    let bounds: Vec<String> = match family.value {
+        ValueKind::Buckets => LATENCY_BOUNDS
+            .iter()
+            .map(|bound| {
+                let mut text = String::new();
+                write_value(&mut text, *bound);
+                text
+            })
+            .collect(),
+        ValueKind::Count | ValueKind::Sum => Vec::new(),
+    };
+    [
+        family.name.to_owned(),
+        family.kind.type_name().to_owned(),
+        format!("{:?}", family.value),
+        family.label_names.join(","),
+        bounds.join(","),
+    ]
 }
 
 fn align8(length: usize) -> usize {
@@ -278,6 +313,18 @@ impl SharedFile {
             header.add(32).cast::<f64>().write(created);
         }
         shared.publish_used();
+        // Series records name their family by its position here, which is its
+        // position in `FAMILIES`.
+        for family in FAMILIES {
+            let labels = declaration(family);
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            let record = SeriesDescription {
+                family: DECLARATION,
+                labels: &labels,
+                created: 0.0,
+            };
+            shared.append_series(&record, 0)?;
+        }
         Ok(shared)
     }
 
@@ -446,13 +493,17 @@ pub enum ReadError {
     NotRegular(String),
     /// Torn, truncated, of another format, or unreadable.
     Damaged(String),
+    /// Written with families this reader does not know, or knows otherwise.
+    OtherSchema(String),
 }
 
 impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReadError::Vanished => f.write_str("removed while the directory was read"),
-            ReadError::NotRegular(reason) | ReadError::Damaged(reason) => f.write_str(reason),
+            ReadError::NotRegular(reason)
+            | ReadError::Damaged(reason)
+            | ReadError::OtherSchema(reason) => f.write_str(reason),
         }
     }
 }
@@ -533,6 +584,7 @@ pub fn read_file(path: &Path) -> Result<FileContents, ReadError> {
         series: Vec::new(),
         absorbed: Vec::new(),
     };
+    let mut declared: Vec<&'static FamilyDesc> = Vec::new();
     let mut at = HEADER_LEN;
     while at < reader.end {
         let torn = || ReadError::Damaged(format!("torn record at byte {at}"));
@@ -553,15 +605,37 @@ pub fn read_file(path: &Path) -> Result<FileContents, ReadError> {
             return Err(torn());
         }
         let record = reader.bytes(at, len)?;
-        let one = parse_record(record).ok_or_else(torn)?;
-        if one.family == ABSORBED {
-            contents.absorbed.extend(one.labels);
-        } else {
-            contents.series.push(one);
+        let mut one = parse_record(record).ok_or_else(torn)?;
+        match one.family {
+            ABSORBED => contents.absorbed.extend(one.labels),
+            DECLARATION => declared.push(known_family(&one.labels)?),
+            local => {
+                let family = declared.get(usize::from(local)).ok_or_else(torn)?;
+                one.family = family.id;
+                contents.series.push(one);
+            }
         }
         at += len;
     }
     Ok(contents)
+}
+
+/// The family of this reader that a declaration describes.
+fn known_family(declared: &[String]) -> Result<&'static FamilyDesc, ReadError> {
+    let name = declared.first().map_or("", String::as_str);
+    let family = FAMILIES
+        .iter()
+        .find(|family| family.name == name)
+        .ok_or_else(|| {
+            ReadError::OtherSchema(format!("written with an unknown family {name:?}"))
+        })?;
+    if declaration(family) != declared {
+        return Err(ReadError::OtherSchema(format!(
+            "written with another schema of {name} ({})",
+            declared.join(" | ")
+        )));
+    }
+    Ok(family)
 }
 
 /// One record's series, or None when its fields do not add up to its length.
@@ -778,6 +852,38 @@ mod tests {
         assert!(read.series.is_empty());
         assert_eq!(read.absorbed, vec!["gwm-1-0000000000000001.gwm".to_owned()]);
         assert!(list_temporary_files(&directory).unwrap().is_empty());
+        fs::remove_dir_all(directory).unwrap();
+    }
+
+    #[test]
+    fn a_file_of_another_schema_is_refused_by_family_not_misread() {
+        let directory = temporary_directory("schema");
+        let mut file = SharedFile::create(&directory).unwrap();
+        let labels = ["search"];
+        let series = SeriesDescription {
+            family: 6,
+            labels: &labels,
+            created: 0.0,
+        };
+        file.append_series(&series, 1).unwrap();
+        let read = read_file(file.path()).unwrap();
+        assert_eq!(read.series[0].family, crate::family::TOOL_CALLS.id);
+        // The same file, but its latency buckets end at 90 s instead of 60 s.
+        let bytes = fs::read(file.path()).unwrap();
+        let at = bytes.windows(4).position(|w| w == b"60.0").unwrap();
+        let mut other = bytes.clone();
+        other[at..at + 4].copy_from_slice(b"90.0");
+        let copy = directory.join("gwm-1-other.gwm");
+        fs::write(&copy, other).unwrap();
+        match read_file(&copy) {
+            Err(ReadError::OtherSchema(reason)) => {
+                assert!(
+                    reason.contains("ractogateway_request_duration_seconds"),
+                    "{reason}"
+                );
+            }
+            other => panic!("read as {other:?}"),
+        }
         fs::remove_dir_all(directory).unwrap();
     }
 }

@@ -155,6 +155,23 @@ def test_a_torn_file_is_skipped_with_a_warning(tmp_path):
         assert requests_total(metrics) == 2.0
 
 
+def test_a_file_of_another_schema_or_version_is_skipped_with_a_warning(tmp_path):
+    metrics = mp_middleware(tmp_path)
+    record(metrics, 2)
+    good = Path(metrics._multiprocess_file()).read_bytes()
+    assert good.count(b"tool_name") == 1  # the tool-calls family's declaration
+    (tmp_path / "gwm-99998-other.gwm").write_bytes(good.replace(b"tool_name", b"tool_id__"))
+    (tmp_path / "gwm-99999-older.gwm").write_bytes(b"GWMFILE2" + good[8:])
+    with pytest.warns(RuntimeWarning) as caught:
+        assert requests_total(metrics) == 2.0
+    messages = sorted(str(warning.message) for warning in caught)
+    assert (
+        "gwm-99998-other.gwm: written with another schema of ractogateway_tool_calls"
+        in (messages[0])
+    )
+    assert "gwm-99999-older.gwm: not a metrics file of this version" in messages[1]
+
+
 def test_cleanup_refuses_while_a_live_process_holds_a_file_unless_forced(tmp_path):
     gone = mp_middleware(tmp_path)
     record(gone, 4)
