@@ -33,6 +33,11 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
         .map(|desc| (desc.name, desc.help, desc.kind.type_name()))
         .collect();
     module.add("FAMILIES", families)?;
+    let fields: Vec<(&str, &str, Option<&str>)> = fast_call::REQUEST_FIELDS
+        .iter()
+        .map(|field| (field.name, field.kind.name(), field.default))
+        .collect();
+    module.add("REQUEST_FIELDS", fields)?;
     module.add(
         "HISTOGRAM_BUCKETS",
         crate::histogram::LATENCY_BOUNDS.to_vec(),

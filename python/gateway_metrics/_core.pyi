@@ -23,6 +23,10 @@ def cleanup(directory: str, *, force: bool, timeout: float) -> int:
     process holds a file of the directory.
     """
 
+REQUEST_FIELDS: list[tuple[str, str, str | None]]
+"""``(keyword, kind, default as Python source or None when required)`` of each
+argument of ``record_request`` and ``record_batch``, in signature order."""
+
 HISTOGRAM_BUCKETS: list[float]
 """Upper bounds of the latency histogram buckets in seconds (``+Inf`` implied)."""
 

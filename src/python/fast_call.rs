@@ -21,28 +21,111 @@ use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyString, PyType};
+use pyo3::Borrowed;
 
-use super::PyMetricsStore;
+use super::batch::Columns;
+use super::metrics_store::PyMetricsStore;
 use crate::store::CacheOutcome;
 
-/// Keyword parameters in signature order; the first five are required.
-const KEYWORDS: [&str; 8] = [
-    "provider",
-    "model",
-    "operation",
-    "status",
-    "latency_s",
-    "input_tokens",
-    "output_tokens",
-    "tool_calls",
+/// What one argument of `record_request` and `record_batch` carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FieldKind {
+    /// A label value (`str`).
+    Label,
+    /// A duration in seconds.
+    Seconds,
+    /// A token count.
+    Tokens,
+    /// Tool-call objects.
+    ToolCalls,
+}
+
+impl FieldKind {
+    /// The kind's name, as `_core.REQUEST_FIELDS` shows it.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            FieldKind::Label => "label",
+            FieldKind::Seconds => "seconds",
+            FieldKind::Tokens => "tokens",
+            FieldKind::ToolCalls => "tool_calls",
+        }
+    }
+}
+
+/// One keyword argument of the request-recording methods.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RequestField {
+    /// The keyword.
+    pub(super) name: &'static str,
+    /// What it carries.
+    pub(super) kind: FieldKind,
+    /// Its default as Python source, or None when it is required.
+    pub(super) default: Option<&'static str>,
+}
+
+/// The keyword arguments of `record_request` and `record_batch`, in signature
+/// order: the one definition their parsing, signatures and stub follow.
+pub(super) const REQUEST_FIELDS: [RequestField; 8] = [
+    RequestField {
+        name: "provider",
+        kind: FieldKind::Label,
+        default: None,
+    },
+    RequestField {
+        name: "model",
+        kind: FieldKind::Label,
+        default: None,
+    },
+    RequestField {
+        name: "operation",
+        kind: FieldKind::Label,
+        default: None,
+    },
+    RequestField {
+        name: "status",
+        kind: FieldKind::Label,
+        default: None,
+    },
+    RequestField {
+        name: "latency_s",
+        kind: FieldKind::Seconds,
+        default: None,
+    },
+    RequestField {
+        name: "input_tokens",
+        kind: FieldKind::Tokens,
+        default: Some("0"),
+    },
+    RequestField {
+        name: "output_tokens",
+        kind: FieldKind::Tokens,
+        default: Some("0"),
+    },
+    RequestField {
+        name: "tool_calls",
+        kind: FieldKind::ToolCalls,
+        default: Some("None"),
+    },
 ];
-const REQUIRED: usize = 5;
+const FIELD_COUNT: usize = REQUEST_FIELDS.len();
 
-/// `__text_signature__` (for `inspect.signature`) followed by the docstring.
-const RECORD_REQUEST_DOC: &CStr = c"record_request($self, /, *, provider, model, operation, status, latency_s, input_tokens=0, output_tokens=0, tool_calls=None)
---
+/// One bit per required field, by position in [`REQUEST_FIELDS`].
+const REQUIRED_MASK: u32 = {
+    let mut mask = 0;
+    let mut index = 0;
+    while index < FIELD_COUNT {
+        if REQUEST_FIELDS[index].default.is_none() {
+            mask |= 1 << index;
+        }
+        index += 1;
+    }
+    mask
+};
 
-Records one completed LLM request.
+/// The arguments of one call, by position in [`REQUEST_FIELDS`].
+type FieldValues<'py> = [Option<Bound<'py, PyAny>>; FIELD_COUNT];
+
+const RECORD_REQUEST_DOC: &str = "Records one completed LLM request.
 
 Adds 1 to ractogateway_requests_total, observes latency_s in
 ractogateway_request_duration_seconds, adds positive token counts to
@@ -50,6 +133,27 @@ ractogateway_tokens_total, the priced cost to ractogateway_cost_usd_total and
 1 per tool call (by its .name; \"unknown\" when missing or empty) to
 ractogateway_tool_calls_total. Every argument is validated before anything is
 recorded: a call that raises records nothing.";
+const RECORD_BATCH_DOC: &str = "Records many requests given as columns; returns the row count.
+
+Each argument is a scalar for every row, or a column with one value per row.
+Every row is validated before any is recorded.";
+
+/// `__text_signature__` (for `inspect.signature`) and docstring of a request method.
+fn request_method_doc(method: &str, doc: &str) -> PyResult<&'static CStr> {
+    let fields: Vec<String> = REQUEST_FIELDS
+        .iter()
+        .map(|field| match field.default {
+            Some(default) => format!("{}={default}", field.name),
+            None => field.name.to_owned(),
+        })
+        .collect();
+    let text = format!("{method}($self, /, *, {})\n--\n\n{doc}", fields.join(", "));
+    let text = std::ffi::CString::new(text)
+        .map_err(|_| PySystemError::new_err("a docstring contains NUL"))?;
+    // Method definitions keep their docstring for the life of the process.
+    Ok(Box::leak(text.into_boxed_c_str()))
+}
+
 const RECORD_CACHE_HIT_DOC: &CStr = c"record_cache_hit($self, /, cache_type)
 --
 
@@ -59,36 +163,98 @@ const RECORD_CACHE_MISS_DOC: &CStr = c"record_cache_miss($self, /, cache_type)
 
 Adds one to ractogateway_cache_misses_total{cache_type} (\"exact\" or \"semantic\").";
 
-static INTERNED_KEYWORDS: GILOnceCell<[Py<PyString>; 8]> = GILOnceCell::new();
+static INTERNED_KEYWORDS: GILOnceCell<[Py<PyString>; FIELD_COUNT]> = GILOnceCell::new();
 
-fn interned_keywords(py: Python<'_>) -> &[Py<PyString>; 8] {
+fn interned_keywords(py: Python<'_>) -> &[Py<PyString>; FIELD_COUNT] {
     INTERNED_KEYWORDS.get_or_init(py, || {
-        KEYWORDS.map(|name| PyString::intern(py, name).unbind())
+        REQUEST_FIELDS.map(|field| PyString::intern(py, field.name).unbind())
     })
 }
 
-/// Index of the parameter called `name`: by identity first, then by value.
-fn keyword_index(py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<usize> {
-    let interned = interned_keywords(py);
+/// Index of the field called `name`: by identity with the `interned` names
+/// first, then by value.
+#[inline]
+fn keyword_index(
+    interned: &[Py<PyString>; FIELD_COUNT],
+    method: &str,
+    name: Borrowed<'_, '_, PyAny>,
+) -> PyResult<usize> {
     if let Some(index) = interned.iter().position(|k| k.as_ptr() == name.as_ptr()) {
         return Ok(index);
     }
     let text = name.downcast::<PyString>()?.to_cow()?;
-    KEYWORDS
+    REQUEST_FIELDS
         .iter()
-        .position(|keyword| *keyword == text)
+        .position(|field| field.name == text)
         .ok_or_else(|| {
             PyTypeError::new_err(format!(
-                "record_request() got an unexpected keyword argument '{text}'"
+                "{method}() got an unexpected keyword argument '{text}'"
             ))
         })
 }
 
-/// Matches the vectorcall arguments to parameters and records the request.
+/// Matches the vectorcall arguments of `method` to [`REQUEST_FIELDS`], every
+/// required one present.
 ///
 /// # Safety
 /// `args` holds `nargs` positional values followed by one value per name in
 /// `kwnames` (a tuple or null), all borrowed for the duration of the call.
+unsafe fn request_fields<'py>(
+    py: Python<'py>,
+    method: &str,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<FieldValues<'py>> {
+    if nargs != 0 {
+        return Err(PyTypeError::new_err(format!(
+            "{method}() takes 0 positional arguments but {nargs} were given"
+        )));
+    }
+    let mut values: FieldValues<'py> = Default::default();
+    let mut given = 0_u32;
+    if !kwnames.is_null() {
+        let interned = interned_keywords(py);
+        let count = ffi::PyTuple_GET_SIZE(kwnames);
+        for position in 0..count {
+            // Borrowed: the tuple keeps the name alive for the call.
+            let name = Borrowed::from_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, position));
+            let index = keyword_index(interned, method, name)?;
+            if values[index].is_some() {
+                return Err(PyTypeError::new_err(format!(
+                    "{method}() got multiple values for argument '{}'",
+                    REQUEST_FIELDS[index].name
+                )));
+            }
+            values[index] = Some(Bound::from_borrowed_ptr(py, *args.offset(position)));
+            given |= 1 << index;
+        }
+    }
+    if given & REQUIRED_MASK != REQUIRED_MASK {
+        let missing: Vec<&str> = REQUEST_FIELDS
+            .iter()
+            .zip(&values)
+            .filter(|(field, value)| field.default.is_none() && value.is_none())
+            .map(|(field, _)| field.name)
+            .collect();
+        return Err(PyTypeError::new_err(format!(
+            "{method}() missing required keyword argument(s): '{}'",
+            missing.join("', '")
+        )));
+    }
+    Ok(values)
+}
+
+/// The error for fields that [`request_fields`] accepted but a method could not
+/// take apart: the field table and the method disagree.
+fn fields_mismatch() -> PyErr {
+    PySystemError::new_err("the request field table and the method disagree")
+}
+
+/// Records one request from its vectorcall arguments.
+///
+/// # Safety
+/// As for [`request_fields`].
 unsafe fn record_request_call(
     py: Python<'_>,
     slf: *mut ffi::PyObject,
@@ -96,37 +262,11 @@ unsafe fn record_request_call(
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<()> {
-    if nargs != 0 {
-        return Err(PyTypeError::new_err(format!(
-            "record_request() takes 0 positional arguments but {nargs} were given"
-        )));
-    }
-    let mut slots: [Option<Bound<'_, PyAny>>; 8] = Default::default();
-    if !kwnames.is_null() {
-        let count = ffi::PyTuple_GET_SIZE(kwnames);
-        for position in 0..count {
-            let name = Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, position));
-            let index = keyword_index(py, &name)?;
-            if slots[index].is_some() {
-                return Err(PyTypeError::new_err(format!(
-                    "record_request() got multiple values for argument '{}'",
-                    KEYWORDS[index]
-                )));
-            }
-            slots[index] = Some(Bound::from_borrowed_ptr(py, *args.offset(position)));
-        }
-    }
+    let fields = request_fields(py, "record_request", args, nargs, kwnames)?;
     let [Some(provider), Some(model), Some(operation), Some(status), Some(latency_s), input_tokens, output_tokens, tool_calls] =
-        &slots
+        &fields
     else {
-        let missing: Vec<&str> = (0..REQUIRED)
-            .filter(|&index| slots[index].is_none())
-            .map(|index| KEYWORDS[index])
-            .collect();
-        return Err(PyTypeError::new_err(format!(
-            "record_request() missing required keyword argument(s): '{}'",
-            missing.join("', '")
-        )));
+        return Err(fields_mismatch());
     };
     let store = Bound::from_borrowed_ptr(py, slf);
     store.downcast::<PyMetricsStore>()?.get().record_request(
@@ -141,14 +281,44 @@ unsafe fn record_request_call(
     )
 }
 
-/// Runs `call` for a C entry point: `None` on success, else the error (or the
-/// panic, as `PanicException`) raised in Python and a null return.
-fn trampoline(call: impl FnOnce(Python<'_>) -> PyResult<()>) -> *mut ffi::PyObject {
+/// Records the rows of a batch from its vectorcall arguments; returns the row count.
+///
+/// # Safety
+/// As for [`request_fields`].
+unsafe fn record_batch_call(
+    py: Python<'_>,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<usize> {
+    let fields = request_fields(py, "record_batch", args, nargs, kwnames)?;
+    let [Some(provider), Some(model), Some(operation), Some(status), Some(latency_s), input_tokens, output_tokens, tool_calls] =
+        &fields
+    else {
+        return Err(fields_mismatch());
+    };
+    let columns = Columns {
+        labels: [provider, model, operation, status],
+        latency_s,
+        input_tokens: input_tokens.as_ref(),
+        output_tokens: output_tokens.as_ref(),
+        tool_calls: tool_calls.as_ref(),
+    };
+    let store = Bound::from_borrowed_ptr(py, slf);
+    store
+        .downcast::<PyMetricsStore>()?
+        .get()
+        .record_columns(&columns)
+}
+
+/// Runs `call` for a C entry point: its result on success, else the error (or
+/// the panic, as `PanicException`) raised in Python and a null return.
+fn trampoline(call: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {
     // SAFETY: CPython calls methods with the GIL held.
     let py = unsafe { Python::assume_gil_acquired() };
     let error = match catch_unwind(AssertUnwindSafe(|| call(py))) {
-        // SAFETY: `Py_None` is immortal in spirit; returning a new reference to it.
-        Ok(Ok(())) => return unsafe { ffi::Py_NewRef(ffi::Py_None()) },
+        Ok(Ok(result)) => return result,
         Ok(Err(error)) => error,
         Err(payload) => {
             let message = payload
@@ -163,13 +333,32 @@ fn trampoline(call: impl FnOnce(Python<'_>) -> PyResult<()>) -> *mut ffi::PyObje
     ptr::null_mut()
 }
 
+/// A new reference to `None`, what the recording methods return.
+fn none() -> *mut ffi::PyObject {
+    // SAFETY: the GIL is held (we run inside a method call); `Py_None` is a
+    // valid object and `Py_NewRef` returns a new reference to it.
+    unsafe { ffi::Py_NewRef(ffi::Py_None()) }
+}
+
 unsafe extern "C" fn record_request_fastcall(
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    trampoline(|py| record_request_call(py, slf, args, nargs, kwnames))
+    trampoline(|py| record_request_call(py, slf, args, nargs, kwnames).map(|()| none()))
+}
+
+unsafe extern "C" fn record_batch_fastcall(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    trampoline(|py| {
+        let rows = record_batch_call(py, slf, args, nargs, kwnames)?;
+        Ok(rows.into_pyobject(py)?.into_ptr())
+    })
 }
 
 /// The `cache_type` argument of a cache method, given by position or keyword.
@@ -224,6 +413,7 @@ unsafe extern "C" fn record_cache_fastcall<const HIT: bool>(
             .downcast::<PyMetricsStore>()?
             .get()
             .record_cache(outcome, &cache_type)
+            .map(|()| none())
     })
 }
 
@@ -254,7 +444,8 @@ fn install(
     class.setattr(name.to_str()?, descriptor)
 }
 
-/// Adds `record_request`, `record_cache_hit` and `record_cache_miss` to the class.
+/// Adds `record_request`, `record_batch`, `record_cache_hit` and
+/// `record_cache_miss` to the class.
 pub(super) fn install_recording_methods(class: &Bound<'_, PyType>) -> PyResult<()> {
     install(
         class,
@@ -263,7 +454,16 @@ pub(super) fn install_recording_methods(class: &Bound<'_, PyType>) -> PyResult<(
             PyCFunctionFastWithKeywords: record_request_fastcall,
         },
         ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-        RECORD_REQUEST_DOC,
+        request_method_doc("record_request", RECORD_REQUEST_DOC)?,
+    )?;
+    install(
+        class,
+        c"record_batch",
+        ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: record_batch_fastcall,
+        },
+        ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        request_method_doc("record_batch", RECORD_BATCH_DOC)?,
     )?;
     install(
         class,

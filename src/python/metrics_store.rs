@@ -9,7 +9,6 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use super::arguments::{
     label, latency_seconds, token_count, tool_call_names, ColumnArgument, ToolName, ToolNames,
 };
-use super::batch::Columns;
 use super::identity_cache::IdentityCache;
 use super::multiprocess::{Layout, Multiprocess};
 use super::samples::SampleBuilder;
@@ -93,33 +92,6 @@ impl PyMetricsStore {
     fn _multiprocess_file(&self) -> Option<PathBuf> {
         self.multiprocess.as_ref()?;
         self.store().arena_file_path()
-    }
-
-    /// Records `n` requests given as columns; returns `n`.
-    #[pyo3(signature = (
-        *, provider, model, operation, status, latency_s,
-        input_tokens = None, output_tokens = None, tool_calls = None
-    ))]
-    #[allow(clippy::too_many_arguments)]
-    fn record_batch(
-        &self,
-        provider: &Bound<'_, PyAny>,
-        model: &Bound<'_, PyAny>,
-        operation: &Bound<'_, PyAny>,
-        status: &Bound<'_, PyAny>,
-        latency_s: &Bound<'_, PyAny>,
-        input_tokens: Option<&Bound<'_, PyAny>>,
-        output_tokens: Option<&Bound<'_, PyAny>>,
-        tool_calls: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<usize> {
-        let columns = Columns {
-            labels: [provider, model, operation, status],
-            latency_s,
-            input_tokens,
-            output_tokens,
-            tool_calls,
-        };
-        self.record_columns(&columns)
     }
 
     /// Every family in the text format 0.0.4, or OpenMetrics 1.0 without the
