@@ -2,14 +2,14 @@
 
 use std::collections::HashMap;
 
-use crate::histogram::{bucket_index, BUCKET_COUNT};
 use crate::store::{RequestEntry, RequestValues, Store};
+use smallvec::{smallvec, SmallVec};
 
 /// What the rows of one batch add to one requests entry.
 struct EntryTotals<'s> {
     entry: &'s RequestEntry,
     requests: u64,
-    buckets: [u64; BUCKET_COUNT],
+    buckets: SmallVec<[u64; 16]>,
     latency_sum: f64,
     input_tokens: u64,
     output_tokens: u64,
@@ -49,7 +49,7 @@ impl<'s> Batch<'s> {
             self.totals.push(EntryTotals {
                 entry,
                 requests: 0,
-                buckets: [0; BUCKET_COUNT],
+                buckets: smallvec![0; self.store.latency_buckets().count()],
                 latency_sum: 0.0,
                 input_tokens: 0,
                 output_tokens: 0,
@@ -73,7 +73,7 @@ impl<'s> Batch<'s> {
         let entry = totals.entry;
         let series = &entry.value;
         totals.requests += 1;
-        totals.buckets[bucket_index(values.latency_s)] += 1;
+        totals.buckets[store.latency_buckets().index(values.latency_s)] += 1;
         totals.latency_sum += values.latency_s;
         // A series is created by the first row that needs it, as with single calls.
         if values.input_tokens > 0 {

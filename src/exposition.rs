@@ -131,7 +131,7 @@ impl SampleVisitor for TextEncoder {
         &mut self,
         desc: &FamilyDesc,
         suffix: &'static str,
-        le: Option<&'static str>,
+        le: Option<&str>,
         series: usize,
         labels: &[&str],
         value: f64,

@@ -1,13 +1,34 @@
-//! The seven metric families: names, help texts, kinds, label names, how
-//! their values are kept, and the latency buckets' labels.
+//! The metric families as data: names, help texts, kinds, label names, how
+//! their values are kept, and a histogram's buckets.
 //!
-//! The store, the exposition, the multi-process files and `prometheus_client`'s
-//! file format all read these descriptions.
-
-use std::sync::LazyLock;
+//! A [`Schema`] is the one description every other part reads: the store lays
+//! out its series by it, the exposition and the collector print it, the
+//! multi-process files declare it, and `prometheus_client`'s file format is
+//! written from it. The seven families and their label names are the
+//! reference middleware's; the latency buckets can be configured.
 
 use crate::float_text::write_value;
-use crate::histogram::{BUCKET_COUNT, LATENCY_BOUNDS};
+
+/// A family's position in its [`Schema`].
+pub type FamilyId = u8;
+
+/// `ractogateway_requests_total{model,operation,provider,status}`.
+pub const REQUESTS: FamilyId = 0;
+/// `ractogateway_request_duration_seconds{model,operation,provider}`.
+pub const DURATION: FamilyId = 1;
+/// `ractogateway_tokens_total{model,provider,token_type}`.
+pub const TOKENS: FamilyId = 2;
+/// `ractogateway_cost_usd_total{model,provider}`.
+pub const COST: FamilyId = 3;
+/// `ractogateway_cache_hits_total{cache_type}`.
+pub const CACHE_HITS: FamilyId = 4;
+/// `ractogateway_cache_misses_total{cache_type}`.
+pub const CACHE_MISSES: FamilyId = 5;
+/// `ractogateway_tool_calls_total{tool_name}`.
+pub const TOOL_CALLS: FamilyId = 6;
+
+/// Upper bounds of the reference's latency buckets in seconds.
+pub const LATENCY_BOUNDS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
 
 /// Whether a family is a counter or a histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,30 +60,82 @@ pub enum ValueKind {
     Buckets,
 }
 
-impl ValueKind {
-    /// The number of cells of one series.
-    pub fn cells(self) -> usize {
-        match self {
-            ValueKind::Count | ValueKind::Sum => 1,
-            ValueKind::Buckets => BUCKET_COUNT + 1,
+/// A histogram's bucket bounds and their `le` labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buckets {
+    bounds: Vec<f64>,
+    /// One per bound, then `+Inf`.
+    labels: Vec<String>,
+}
+
+impl Buckets {
+    /// Buckets with these upper bounds (and `+Inf`): finite, above zero and
+    /// strictly increasing, or the reason they are not.
+    pub fn new(bounds: &[f64]) -> Result<Self, String> {
+        if bounds.is_empty() {
+            return Err("must hold at least one bound".to_owned());
         }
+        if let Some(bad) = bounds
+            .iter()
+            .find(|bound| !bound.is_finite() || **bound <= 0.0)
+        {
+            return Err(format!("must be finite and above zero, got {bad}"));
+        }
+        if let Some(pair) = bounds.windows(2).find(|pair| pair[0] >= pair[1]) {
+            return Err(format!(
+                "must increase strictly, got {} then {}",
+                pair[0], pair[1]
+            ));
+        }
+        let mut labels: Vec<String> = bounds
+            .iter()
+            .map(|bound| {
+                let mut label = String::new();
+                write_value(&mut label, *bound);
+                label
+            })
+            .collect();
+        labels.push("+Inf".to_owned());
+        Ok(Buckets {
+            bounds: bounds.to_vec(),
+            labels,
+        })
     }
 
-    /// Whether the cell at `index` holds the bits of a float sum (the others hold counts).
-    pub fn is_sum(self, index: usize) -> bool {
-        match self {
-            ValueKind::Count => false,
-            ValueKind::Sum => true,
-            ValueKind::Buckets => index == BUCKET_COUNT,
-        }
+    /// The upper bounds, without `+Inf`.
+    pub fn bounds(&self) -> &[f64] {
+        &self.bounds
+    }
+
+    /// The `le` label of each bucket, `+Inf` last, formatted as
+    /// `prometheus_client` formats bounds (`floatToGoString`).
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// The number of buckets, `+Inf` included.
+    pub fn count(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// The bucket of `value`: the first whose bound is `>= value` (`+Inf` when none is).
+    ///
+    /// Counting the bounds below `value` has no data-dependent branch, so a
+    /// stream of varied latencies costs no branch mispredictions.
+    #[inline]
+    pub fn index(&self, value: f64) -> usize {
+        self.bounds
+            .iter()
+            .map(|bound| usize::from(value > *bound))
+            .sum()
     }
 }
 
-/// Name, help text and label names of one family.
-#[derive(Debug)]
+/// One family.
+#[derive(Debug, Clone, PartialEq)]
 pub struct FamilyDesc {
-    /// The family's identifier in multi-process files; its index in [`FAMILIES`].
-    pub id: u8,
+    /// The family's position in its schema.
+    pub id: FamilyId,
     /// The family name as `prometheus_client` knows it (a counter's without `_total`).
     pub name: &'static str,
     /// The help text, byte for byte the reference's.
@@ -73,100 +146,139 @@ pub struct FamilyDesc {
     pub value: ValueKind,
     /// Label names in alphabetical (exposition) order.
     pub label_names: &'static [&'static str],
+    /// A histogram's buckets.
+    pub buckets: Option<Buckets>,
 }
 
-/// `ractogateway_requests_total{model,operation,provider,status}`.
-pub const REQUESTS: FamilyDesc = FamilyDesc {
-    id: 0,
-    name: "ractogateway_requests",
-    help: "Total LLM requests by provider / model / operation / status.",
-    kind: FamilyKind::Counter,
-    value: ValueKind::Count,
-    label_names: &["model", "operation", "provider", "status"],
-};
-/// `ractogateway_request_duration_seconds{model,operation,provider}`.
-pub const DURATION: FamilyDesc = FamilyDesc {
-    id: 1,
-    name: "ractogateway_request_duration_seconds",
-    help: "LLM request wall-clock latency in seconds.",
-    kind: FamilyKind::Histogram,
-    value: ValueKind::Buckets,
-    label_names: &["model", "operation", "provider"],
-};
-/// `ractogateway_tokens_total{model,provider,token_type}`.
-pub const TOKENS: FamilyDesc = FamilyDesc {
-    id: 2,
-    name: "ractogateway_tokens",
-    help: "Total tokens consumed \u{2014} labelled by token_type (input / output).",
-    kind: FamilyKind::Counter,
-    value: ValueKind::Count,
-    label_names: &["model", "provider", "token_type"],
-};
-/// `ractogateway_cost_usd_total{model,provider}`.
-pub const COST: FamilyDesc = FamilyDesc {
-    id: 3,
-    name: "ractogateway_cost_usd",
-    help: "Total estimated cost in USD.",
-    kind: FamilyKind::Counter,
-    value: ValueKind::Sum,
-    label_names: &["model", "provider"],
-};
-/// `ractogateway_cache_hits_total{cache_type}`.
-pub const CACHE_HITS: FamilyDesc = FamilyDesc {
-    id: 4,
-    name: "ractogateway_cache_hits",
-    help: "Total cache hits by cache type (exact / semantic).",
-    kind: FamilyKind::Counter,
-    value: ValueKind::Count,
-    label_names: &["cache_type"],
-};
-/// `ractogateway_cache_misses_total{cache_type}`.
-pub const CACHE_MISSES: FamilyDesc = FamilyDesc {
-    id: 5,
-    name: "ractogateway_cache_misses",
-    help: "Total cache misses by cache type (exact / semantic).",
-    kind: FamilyKind::Counter,
-    value: ValueKind::Count,
-    label_names: &["cache_type"],
-};
-/// `ractogateway_tool_calls_total{tool_name}`.
-pub const TOOL_CALLS: FamilyDesc = FamilyDesc {
-    id: 6,
-    name: "ractogateway_tool_calls",
-    help: "Total tool calls executed, labelled by tool name.",
-    kind: FamilyKind::Counter,
-    value: ValueKind::Count,
-    label_names: &["tool_name"],
-};
+impl FamilyDesc {
+    /// The number of cells of one series.
+    pub fn cells(&self) -> usize {
+        match (&self.value, &self.buckets) {
+            (ValueKind::Buckets, Some(buckets)) => buckets.count() + 1,
+            _ => 1,
+        }
+    }
 
-/// Every family in the order the reference registers (and prints) them.
-pub const FAMILIES: [&FamilyDesc; 7] = [
-    &REQUESTS,
-    &DURATION,
-    &TOKENS,
-    &COST,
-    &CACHE_HITS,
-    &CACHE_MISSES,
-    &TOOL_CALLS,
-];
-
-/// The `le` label of each bound, then `+Inf`, formatted as `prometheus_client`
-/// formats bounds (`floatToGoString`).
-pub fn bucket_labels(bounds: &[f64]) -> Vec<String> {
-    let mut labels: Vec<String> = bounds
-        .iter()
-        .map(|bound| {
-            let mut label = String::new();
-            write_value(&mut label, *bound);
-            label
-        })
-        .collect();
-    labels.push("+Inf".to_owned());
-    labels
+    /// Whether the cell at `index` holds the bits of a float sum (the others hold counts).
+    pub fn is_sum(&self, index: usize) -> bool {
+        match self.value {
+            ValueKind::Count => false,
+            ValueKind::Sum => true,
+            ValueKind::Buckets => index + 1 == self.cells(),
+        }
+    }
 }
 
-/// The `le` label of each latency bucket.
-pub static BUCKET_LABELS: LazyLock<Vec<String>> = LazyLock::new(|| bucket_labels(&LATENCY_BOUNDS));
+/// Every family of a middleware, in the order the reference registers (and prints) them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schema {
+    families: Vec<FamilyDesc>,
+}
+
+fn counter(
+    id: FamilyId,
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+) -> FamilyDesc {
+    FamilyDesc {
+        id,
+        name,
+        help,
+        kind: FamilyKind::Counter,
+        value: ValueKind::Count,
+        label_names: labels,
+        buckets: None,
+    }
+}
+
+impl Schema {
+    /// The reference's families, the latency histogram with `latency_bounds`.
+    pub fn new(latency_bounds: &[f64]) -> Result<Self, String> {
+        let families = vec![
+            counter(
+                REQUESTS,
+                "ractogateway_requests",
+                "Total LLM requests by provider / model / operation / status.",
+                &["model", "operation", "provider", "status"],
+            ),
+            FamilyDesc {
+                id: DURATION,
+                name: "ractogateway_request_duration_seconds",
+                help: "LLM request wall-clock latency in seconds.",
+                kind: FamilyKind::Histogram,
+                value: ValueKind::Buckets,
+                label_names: &["model", "operation", "provider"],
+                buckets: Some(Buckets::new(latency_bounds)?),
+            },
+            counter(
+                TOKENS,
+                "ractogateway_tokens",
+                "Total tokens consumed \u{2014} labelled by token_type (input / output).",
+                &["model", "provider", "token_type"],
+            ),
+            FamilyDesc {
+                value: ValueKind::Sum,
+                ..counter(
+                    COST,
+                    "ractogateway_cost_usd",
+                    "Total estimated cost in USD.",
+                    &["model", "provider"],
+                )
+            },
+            counter(
+                CACHE_HITS,
+                "ractogateway_cache_hits",
+                "Total cache hits by cache type (exact / semantic).",
+                &["cache_type"],
+            ),
+            counter(
+                CACHE_MISSES,
+                "ractogateway_cache_misses",
+                "Total cache misses by cache type (exact / semantic).",
+                &["cache_type"],
+            ),
+            counter(
+                TOOL_CALLS,
+                "ractogateway_tool_calls",
+                "Total tool calls executed, labelled by tool name.",
+                &["tool_name"],
+            ),
+        ];
+        Ok(Schema { families })
+    }
+
+    /// Every family, by position.
+    pub fn families(&self) -> &[FamilyDesc] {
+        &self.families
+    }
+
+    /// The family at `id`.
+    pub fn family(&self, id: FamilyId) -> &FamilyDesc {
+        &self.families[usize::from(id)]
+    }
+
+    /// The family called `name`, if the schema has one.
+    pub fn named(&self, name: &str) -> Option<&FamilyDesc> {
+        self.families.iter().find(|family| family.name == name)
+    }
+
+    /// The latency histogram's buckets.
+    pub fn latency_buckets(&self) -> &Buckets {
+        self.family(DURATION)
+            .buckets
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("the duration family is a histogram"))
+    }
+}
+
+impl Default for Schema {
+    /// The reference's families and buckets.
+    fn default() -> Self {
+        Schema::new(&LATENCY_BOUNDS)
+            .unwrap_or_else(|_| unreachable!("the reference's bounds are valid"))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -174,19 +286,43 @@ mod tests {
 
     #[test]
     fn bucket_labels_are_formatted_as_prometheus_client_formats_bounds() {
+        let buckets = Buckets::new(&[0.001, 0.05, 1.0, 7.5, 60.0, 1e6]).unwrap();
         assert_eq!(
-            bucket_labels(&[0.001, 0.05, 1.0, 7.5, 60.0, 1e6, 2.5e-7]),
-            ["0.001", "0.05", "1.0", "7.5", "60.0", "1e+06", "2.5e-07", "+Inf"]
+            buckets.labels(),
+            ["0.001", "0.05", "1.0", "7.5", "60.0", "1e+06", "+Inf"]
         );
         assert_eq!(
-            *BUCKET_LABELS,
+            Schema::default().latency_buckets().labels(),
             ["0.05", "0.1", "0.25", "0.5", "1.0", "2.0", "5.0", "10.0", "30.0", "60.0", "+Inf"]
         );
     }
 
     #[test]
+    fn values_on_a_bound_fall_in_that_bucket() {
+        let buckets = Schema::default().latency_buckets().clone();
+        assert_eq!(buckets.index(0.0), 0);
+        assert_eq!(buckets.index(0.05), 0);
+        assert_eq!(buckets.index(0.050_000_000_000_001), 1);
+        assert_eq!(buckets.index(60.0), 9);
+        assert_eq!(buckets.index(60.1), 10);
+    }
+
+    #[test]
+    fn bad_bounds_are_refused_with_the_reason() {
+        assert!(Buckets::new(&[]).is_err());
+        assert!(Buckets::new(&[1.0, f64::INFINITY])
+            .unwrap_err()
+            .contains("finite"));
+        assert!(Buckets::new(&[0.0, 1.0])
+            .unwrap_err()
+            .contains("above zero"));
+        assert!(Buckets::new(&[1.0, 1.0]).unwrap_err().contains("increase"));
+    }
+
+    #[test]
     fn each_family_keeps_the_cells_its_kind_needs() {
-        for family in FAMILIES {
+        let schema = Schema::new(&[0.5, 1.0]).unwrap();
+        for family in schema.families() {
             let histogram = family.kind == FamilyKind::Histogram;
             assert_eq!(
                 histogram,
@@ -194,8 +330,14 @@ mod tests {
                 "{}",
                 family.name
             );
+            assert_eq!(
+                usize::from(family.id),
+                schema.families().iter().position(|f| f == family).unwrap()
+            );
         }
-        assert_eq!(DURATION.value.cells(), BUCKET_COUNT + 1);
-        assert!(COST.value.is_sum(0) && !TOKENS.value.is_sum(0));
+        let duration = schema.family(DURATION);
+        assert_eq!(duration.cells(), 4);
+        assert!(duration.is_sum(3) && !duration.is_sum(2));
+        assert!(schema.family(COST).is_sum(0) && !schema.family(TOKENS).is_sum(0));
     }
 }

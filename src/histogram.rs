@@ -11,15 +11,12 @@
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use smallvec::SmallVec;
+
 use crate::counter::{add_count, add_float, read_count, Coding, Recording};
+use crate::family::Buckets;
 
-/// Upper bounds of the latency buckets in seconds, as the reference middleware declares them.
-pub const LATENCY_BOUNDS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
-
-/// Number of buckets including the implicit `+Inf` one.
-pub const BUCKET_COUNT: usize = LATENCY_BOUNDS.len() + 1;
-
-/// Observations per bucket plus their sum, in `BUCKET_COUNT + 1` cells.
+/// Observations per bucket plus their sum, in one cell per bucket and one more.
 #[derive(Debug)]
 pub struct Histogram {
     first: NonNull<AtomicU64>,
@@ -33,10 +30,10 @@ unsafe impl Send for Histogram {}
 unsafe impl Sync for Histogram {}
 
 /// A consistent-enough copy of a histogram taken for one scrape.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HistogramSnapshot {
-    /// Cumulative counts, one per bound of [`LATENCY_BOUNDS`] and a final `+Inf` one.
-    pub cumulative: [u64; BUCKET_COUNT],
+    /// Cumulative counts, one per bucket, `+Inf` last.
+    pub cumulative: SmallVec<[u64; 16]>,
     /// Sum of the observed values.
     pub sum: f64,
 }
@@ -44,146 +41,135 @@ pub struct HistogramSnapshot {
 impl HistogramSnapshot {
     /// Total number of observations (the `+Inf` bucket).
     pub fn count(&self) -> u64 {
-        self.cumulative[BUCKET_COUNT - 1]
+        self.cumulative.last().copied().unwrap_or(0)
     }
-}
 
-/// Index of the bucket whose bound is the first one `>= value` (`+Inf` when none is).
-///
-/// Counting the bounds below `value` has no data-dependent branch, so a stream of
-/// varied latencies costs no branch mispredictions.
-#[inline]
-pub fn bucket_index(value: f64) -> usize {
-    LATENCY_BOUNDS
-        .iter()
-        .map(|bound| usize::from(value > *bound))
-        .sum()
+    /// A snapshot from raw cell values: the bucket counts (not cumulative), then
+    /// the bits of the sum.
+    pub fn from_slots(slots: &[u64]) -> HistogramSnapshot {
+        let (sum, counts) = slots.split_last().unwrap_or((&0, &[]));
+        let mut running = 0_u64;
+        let cumulative = counts
+            .iter()
+            .map(|count| {
+                running = running.saturating_add(*count);
+                running
+            })
+            .collect();
+        HistogramSnapshot {
+            cumulative,
+            sum: f64::from_bits(*sum),
+        }
+    }
 }
 
 impl Histogram {
     /// The histogram whose cells start at `first`, `stride` bytes apart.
     ///
     /// # Safety
-    /// `first` and the `BUCKET_COUNT` cells after it (`BUCKET_COUNT + 1` atomics,
-    /// each 8-aligned, `stride` bytes apart) must be zeroed or hold a histogram
-    /// of the same coding, and stay valid as long as the histogram.
+    /// `first` and the cells after it (one per bucket of the histogram's
+    /// [`Buckets`] and one for the sum, each 8-aligned, `stride` bytes apart)
+    /// must be zeroed or hold a histogram of the same coding, and stay valid as
+    /// long as the histogram. Every method must be given those buckets.
     pub unsafe fn from_cells(first: NonNull<AtomicU64>, stride: usize) -> Self {
         Histogram { first, stride }
     }
 
     #[inline]
     fn cell(&self, index: usize) -> &AtomicU64 {
-        debug_assert!(index <= BUCKET_COUNT);
-        // SAFETY: `from_cells` guarantees `BUCKET_COUNT + 1` live cells `stride` apart.
+        // SAFETY: `from_cells` guarantees one live cell per bucket and one for
+        // the sum, `stride` apart; callers pass indexes below that count.
         unsafe { &*self.first.as_ptr().byte_add(index * self.stride) }
     }
 
     /// Records one observation; `value` must already be validated as finite and non-negative.
     #[inline]
-    pub fn observe(&self, value: f64, recording: Recording) {
-        add_count(self.cell(bucket_index(value)), 1, recording);
-        add_float(self.cell(BUCKET_COUNT), value, recording.writers);
+    pub fn observe(&self, value: f64, buckets: &Buckets, recording: Recording) {
+        add_count(self.cell(buckets.index(value)), 1, recording);
+        add_float(self.cell(buckets.count()), value, recording.writers);
     }
 
-    /// Adds observations counted elsewhere: `counts` per bucket (not cumulative) and their sum.
-    pub fn merge(&self, counts: &[u64; BUCKET_COUNT], sum: f64, recording: Recording) {
+    /// Adds observations counted elsewhere: `counts` per bucket (not cumulative,
+    /// one per bucket) and their sum.
+    pub fn merge(&self, counts: &[u64], sum: f64, recording: Recording) {
         for (index, count) in counts.iter().enumerate() {
             if *count > 0 {
                 add_count(self.cell(index), *count, recording);
             }
         }
-        add_float(self.cell(BUCKET_COUNT), sum, recording.writers);
+        add_float(self.cell(counts.len()), sum, recording.writers);
     }
 
     /// Copies the buckets (made cumulative) and the sum.
-    pub fn snapshot(&self, coding: Coding) -> HistogramSnapshot {
-        let mut cumulative = [0_u64; BUCKET_COUNT];
+    pub fn snapshot(&self, buckets: &Buckets, coding: Coding) -> HistogramSnapshot {
         let mut running = 0_u64;
-        for (index, slot) in cumulative.iter_mut().enumerate() {
-            running = running.saturating_add(read_count(self.cell(index), coding));
-            *slot = running;
-        }
+        let cumulative = (0..buckets.count())
+            .map(|index| {
+                running = running.saturating_add(read_count(self.cell(index), coding));
+                running
+            })
+            .collect();
         HistogramSnapshot {
             cumulative,
-            sum: f64::from_bits(self.cell(BUCKET_COUNT).load(Ordering::Relaxed)),
+            sum: f64::from_bits(self.cell(buckets.count()).load(Ordering::Relaxed)),
         }
-    }
-}
-
-impl HistogramSnapshot {
-    /// A snapshot from raw slot values: the bucket counts (not cumulative), then
-    /// the bits of the sum; `None` when the slot count is wrong.
-    pub fn from_slots(slots: &[u64]) -> Option<HistogramSnapshot> {
-        if slots.len() != BUCKET_COUNT + 1 {
-            return None;
-        }
-        let mut cumulative = [0_u64; BUCKET_COUNT];
-        let mut running = 0_u64;
-        for (slot, count) in cumulative.iter_mut().zip(slots) {
-            running = running.saturating_add(*count);
-            *slot = running;
-        }
-        Some(HistogramSnapshot {
-            cumulative,
-            sum: f64::from_bits(slots[BUCKET_COUNT]),
-        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::counter::Writers;
+    use crate::family::LATENCY_BOUNDS;
 
-    #[test]
-    fn values_on_a_bound_fall_in_that_bucket() {
-        assert_eq!(bucket_index(0.0), 0);
-        assert_eq!(bucket_index(0.05), 0);
-        assert_eq!(bucket_index(0.050_000_000_000_001), 1);
-        assert_eq!(bucket_index(60.0), 9);
-        assert_eq!(bucket_index(60.1), 10);
+    fn buckets() -> Buckets {
+        Buckets::new(&LATENCY_BOUNDS).unwrap()
     }
 
     /// Zeroed cells for one histogram, next to each other.
     fn cells() -> Vec<AtomicU64> {
-        (0..=BUCKET_COUNT).map(|_| AtomicU64::new(0)).collect()
+        (0..=buckets().count()).map(|_| AtomicU64::new(0)).collect()
     }
 
     fn over(cells: &[AtomicU64]) -> Histogram {
-        // SAFETY: `BUCKET_COUNT + 1` zeroed atomics, 8 bytes apart, outliving the histogram.
+        // SAFETY: one zeroed atomic per bucket and one more, 8 bytes apart,
+        // outliving the histogram.
         unsafe { Histogram::from_cells(NonNull::from(&cells[0]), 8) }
     }
 
     #[test]
     fn merged_counts_equal_single_observations() {
+        let buckets = buckets();
         let (first, second) = (cells(), cells());
         let (one_by_one, merged) = (over(&first), over(&second));
-        let mut counts = [0; BUCKET_COUNT];
+        let mut counts = vec![0; buckets.count()];
         let mut sum = 0.0;
         for value in [0.01, 0.3, 0.3, 7.0, 100.0] {
-            one_by_one.observe(value, Recording::CONCURRENT);
-            counts[bucket_index(value)] += 1;
+            one_by_one.observe(value, &buckets, Recording::CONCURRENT);
+            counts[buckets.index(value)] += 1;
             sum += value;
         }
         let serialized = Recording {
-            writers: crate::counter::Writers::Serialized,
+            writers: Writers::Serialized,
             ..Recording::CONCURRENT
         };
         merged.merge(&counts, sum, serialized);
         assert_eq!(
-            merged.snapshot(Coding::Integer),
-            one_by_one.snapshot(Coding::Integer)
+            merged.snapshot(&buckets, Coding::Integer),
+            one_by_one.snapshot(&buckets, Coding::Integer)
         );
     }
 
     #[test]
     fn snapshot_is_cumulative_and_counts_match() {
+        let buckets = buckets();
         let owned = cells();
         let histogram = over(&owned);
         for value in [0.3, 61.0, 0.05, 0.3] {
-            histogram.observe(value, Recording::CONCURRENT);
+            histogram.observe(value, &buckets, Recording::CONCURRENT);
         }
-        let snapshot = histogram.snapshot(Coding::Integer);
-        assert_eq!(snapshot.cumulative, [1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 4]);
+        let snapshot = histogram.snapshot(&buckets, Coding::Integer);
+        assert_eq!(snapshot.cumulative[..], [1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 4]);
         assert_eq!(snapshot.count(), 4);
         assert_eq!(snapshot.sum, ((0.3 + 61.0) + 0.05) + 0.3);
     }

@@ -20,17 +20,18 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use smallvec::SmallVec;
 
 use crate::directory_lock::{Access, DirectoryLock};
-use crate::family::{ValueKind, FAMILIES};
-use crate::histogram::{HistogramSnapshot, BUCKET_COUNT};
+use crate::family::{Schema, ValueKind};
+use crate::histogram::HistogramSnapshot;
 use crate::prometheus_file;
 use crate::shared_file::{
-    is_dead, list_files, list_temporary_files, read_file, FileContents, FileSeries, ReadError,
-    SeriesDescription, SharedFile,
+    declared_schema, is_dead, list_files, list_temporary_files, read_file, FileContents,
+    FileSeries, ReadError, SeriesDescription, SharedFile,
 };
 use crate::visit::{visit_family, Reading, SampleVisitor, SeriesView};
 
@@ -56,7 +57,7 @@ struct DirectoryReading {
 }
 
 impl DirectoryReading {
-    fn read(directory: &Path) -> io::Result<Self> {
+    fn read(directory: &Path, schema: &Schema) -> io::Result<Self> {
         let mut reading = DirectoryReading {
             files: Vec::new(),
             unreadable: Vec::new(),
@@ -65,7 +66,7 @@ impl DirectoryReading {
         let mut seen: HashMap<(u64, u64), PathBuf> = HashMap::new();
         for path in list_files(directory)? {
             reading.listed.insert(file_name(&path).to_owned());
-            match read_file(&path) {
+            match read_file(&path, schema) {
                 Ok(contents) => match seen.get(&contents.identity) {
                     // A hard link: the same values under a second name.
                     Some(first) => {
@@ -110,8 +111,8 @@ struct SummedSeries {
 type SummedFamily = (Vec<SummedSeries>, HashMap<Vec<String>, usize>);
 
 /// The sum of the series of many files, in order of first appearance.
-#[derive(Default)]
 pub struct Aggregate {
+    schema: Arc<Schema>,
     families: Vec<SummedFamily>,
     /// Files left out, with the reason (torn, truncated, unreadable, not a file).
     pub skipped: Vec<(PathBuf, String)>,
@@ -122,9 +123,14 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
-    fn new() -> Self {
+    fn new(schema: Arc<Schema>) -> Self {
         Aggregate {
-            families: FAMILIES.iter().map(|_| Default::default()).collect(),
+            families: schema
+                .families()
+                .iter()
+                .map(|_| Default::default())
+                .collect(),
+            schema,
             skipped: Vec::new(),
             files: 0,
             caveat: None,
@@ -132,8 +138,8 @@ impl Aggregate {
     }
 
     /// The sum of a directory reading: every file no other file absorbed.
-    fn of(reading: &DirectoryReading) -> Self {
-        let mut sum = Aggregate::new();
+    fn of(reading: &DirectoryReading, schema: Arc<Schema>) -> Self {
+        let mut sum = Aggregate::new(schema);
         let absorbed = reading.absorbed();
         for (path, contents) in &reading.files {
             if !absorbed.contains(file_name(path)) {
@@ -149,10 +155,13 @@ impl Aggregate {
     /// Checks a whole file before adding any of it, so a bad file adds nothing.
     fn add_file(&mut self, path: &Path, series: &[FileSeries]) {
         let matches_family = |one: &FileSeries| {
-            FAMILIES.get(usize::from(one.family)).is_some_and(|family| {
-                one.labels.len() == family.label_names.len()
-                    && one.slots.len() == family.value.cells()
-            })
+            self.schema
+                .families()
+                .get(usize::from(one.family))
+                .is_some_and(|family| {
+                    one.labels.len() == family.label_names.len()
+                        && one.slots.len() == family.cells()
+                })
         };
         if !series.iter().all(matches_family) {
             self.skipped.push((
@@ -168,14 +177,14 @@ impl Aggregate {
     }
 
     fn add_series(&mut self, series: &FileSeries) {
-        let family = FAMILIES[usize::from(series.family)];
+        let family = self.schema.family(series.family);
         let (summed, index) = &mut self.families[usize::from(series.family)];
         match index.get(&series.labels) {
             Some(&position) => {
                 let target = &mut summed[position];
                 for (slot, (total, value)) in target.slots.iter_mut().zip(&series.slots).enumerate()
                 {
-                    *total = if family.value.is_sum(slot) {
+                    *total = if family.is_sum(slot) {
                         (f64::from_bits(*total) + f64::from_bits(*value)).to_bits()
                     } else {
                         total.saturating_add(*value)
@@ -196,7 +205,7 @@ impl Aggregate {
 
     /// Walks every family and sample of the sum, as [`crate::store::Store::visit`] does.
     pub fn visit(&self, include_created: bool, visitor: &mut impl SampleVisitor) {
-        for (family, (summed, _)) in FAMILIES.iter().zip(&self.families) {
+        for (family, (summed, _)) in self.schema.families().iter().zip(&self.families) {
             let views = summed.iter().enumerate().map(|(id, series)| SeriesView {
                 id,
                 labels: series
@@ -205,12 +214,9 @@ impl Aggregate {
                     .map(String::as_str)
                     .collect::<SmallVec<_>>(),
                 reading: match family.value {
-                    ValueKind::Buckets => Reading::Histogram(
-                        HistogramSnapshot::from_slots(&series.slots).unwrap_or(HistogramSnapshot {
-                            cumulative: [0; BUCKET_COUNT],
-                            sum: 0.0,
-                        }),
-                    ),
+                    ValueKind::Buckets => {
+                        Reading::Histogram(HistogramSnapshot::from_slots(&series.slots))
+                    }
                     ValueKind::Sum => Reading::Value(f64::from_bits(series.slots[0])),
                     ValueKind::Count => Reading::Value(series.slots[0] as f64),
                 },
@@ -227,8 +233,8 @@ impl Aggregate {
         directory: &Path,
         absorbed: impl IntoIterator<Item = &'n str>,
     ) -> io::Result<PathBuf> {
-        let mut file = SharedFile::create_unpublished(directory)?;
-        for (family, (summed, _)) in FAMILIES.iter().zip(&self.families) {
+        let mut file = SharedFile::create_unpublished(directory, &self.schema)?;
+        for (family, (summed, _)) in self.schema.families().iter().zip(&self.families) {
             for series in summed {
                 let labels: SmallVec<[&str; 4]> =
                     series.labels.iter().map(String::as_str).collect();
@@ -254,7 +260,7 @@ impl Aggregate {
 }
 
 /// Sums every metrics file of `directory`.
-pub fn aggregate(directory: &Path) -> io::Result<Aggregate> {
+pub fn aggregate(directory: &Path, schema: &Arc<Schema>) -> io::Result<Aggregate> {
     let lock = DirectoryLock::take(directory, Access::Shared, SCRAPE_LOCK_WAIT);
     let caveat = lock.as_ref().err().map(|error| {
         format!(
@@ -264,28 +270,38 @@ pub fn aggregate(directory: &Path) -> io::Result<Aggregate> {
     });
     let mut attempt = 1;
     let reading = loop {
-        let reading = DirectoryReading::read(directory)?;
+        let reading = DirectoryReading::read(directory, schema)?;
         if !reading.vanished() || attempt == READ_ATTEMPTS {
             break reading;
         }
         attempt += 1;
     };
-    let mut sum = Aggregate::of(&reading);
+    let mut sum = Aggregate::of(&reading, Arc::clone(schema));
     sum.caveat = caveat;
     Ok(sum)
 }
 
 /// Sums this layout's files of a `prometheus_client` multi-process directory
 /// (see [`crate::prometheus_file`]); other files there are the application's.
-pub fn aggregate_prometheus(directory: &Path) -> io::Result<Aggregate> {
-    let mut sum = Aggregate::new();
+pub fn aggregate_prometheus(directory: &Path, schema: &Arc<Schema>) -> io::Result<Aggregate> {
+    let mut sum = Aggregate::new(Arc::clone(schema));
     for path in prometheus_file::list_files(directory)? {
-        match prometheus_file::read_file(&path) {
+        match prometheus_file::read_file(&path, schema) {
             Ok(series) => sum.add_file(&path, &series),
             Err(error) => sum.skipped.push((path, error.to_string())),
         }
     }
     Ok(sum)
+}
+
+/// The schema the directory's files were written with: that of the first file
+/// whose schema this reader can build (the reference's when there is none).
+/// Compaction folds the files of that schema and leaves the others alone.
+fn directory_schema(directory: &Path) -> io::Result<Schema> {
+    Ok(list_files(directory)?
+        .iter()
+        .find_map(|path| declared_schema(path).ok())
+        .unwrap_or_default())
 }
 
 /// What a compaction did.
@@ -352,7 +368,8 @@ pub fn compact_with(
     let _exclusive = DirectoryLock::take(directory, Access::Exclusive, wait)?;
     let mut done = Compaction::default();
     remove_abandoned(directory, &mut remove, &mut done.not_removed)?;
-    let reading = DirectoryReading::read(directory)?;
+    let schema = Arc::new(directory_schema(directory)?);
+    let reading = DirectoryReading::read(directory, &schema)?;
     let absorbed = reading.absorbed();
     let dead = |path: &Path| is_dead(path) == Ok(true);
     // Files a published file already holds: only their removal is left to do.
@@ -375,7 +392,7 @@ pub fn compact_with(
         .map(|(path, _)| path.clone())
         .collect();
     if foldable.len() >= 2 {
-        let mut sum = Aggregate::new();
+        let mut sum = Aggregate::new(Arc::clone(&schema));
         for (path, contents) in &foldable {
             sum.add_file(path, &contents.series);
         }
@@ -427,7 +444,7 @@ pub fn cleanup(directory: &Path, force: bool, wait: Duration) -> io::Result<Clea
     let _exclusive = DirectoryLock::take(directory, Access::Exclusive, wait)?;
     let mut not_removed = Vec::new();
     let mut remove = |path: &Path| fs::remove_file(path);
-    let reading = DirectoryReading::read(directory)?;
+    let reading = DirectoryReading::read(directory, &directory_schema(directory)?)?;
     if !force {
         let live = reading
             .files
@@ -480,6 +497,10 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(10);
 
+    fn schema() -> Arc<Schema> {
+        Arc::new(Schema::default())
+    }
+
     fn prices() -> PriceTable {
         PriceTable::new([(
             "gpt-4o",
@@ -493,8 +514,9 @@ mod tests {
     fn file_store(directory: &Path) -> Store {
         Store::with_arena(
             prices(),
-            SlotArena::file(SharedFile::create(directory).unwrap()),
+            SlotArena::file(SharedFile::create(directory, &schema()).unwrap()),
             Recording::CONCURRENT,
+            schema(),
         )
     }
 
@@ -549,7 +571,7 @@ mod tests {
         let live = file_store(&directory);
         record(&live, "gpt-4o", 3.0);
         record(&single, "gpt-4o", 3.0);
-        let before = aggregate(&directory).unwrap();
+        let before = aggregate(&directory, &schema()).unwrap();
         assert_eq!((before.files, before.skipped.len()), (4, 0));
         let mut expected = TextEncoder::new(Format::Text);
         single.visit(false, &mut expected);
@@ -557,19 +579,19 @@ mod tests {
 
         let compaction = compact(&directory, WAIT).unwrap();
         assert_eq!((compaction.folded, compaction.discarded), (3, 0));
-        let after = aggregate(&directory).unwrap();
+        let after = aggregate(&directory, &schema()).unwrap();
         assert_eq!(after.files, 2);
         assert_eq!(text(&after), text(&before));
         assert!(matches!(
             cleanup(&directory, false, WAIT).unwrap(),
             Cleanup::Refused(LiveFile { pid, .. }) if pid == u64::from(std::process::id())
         ));
-        assert_eq!(aggregate(&directory).unwrap().files, 2);
+        assert_eq!(aggregate(&directory, &schema()).unwrap().files, 2);
         assert!(matches!(
             cleanup(&directory, true, WAIT).unwrap(),
             Cleanup::Removed(1)
         ));
-        assert_eq!(aggregate(&directory).unwrap().files, 1);
+        assert_eq!(aggregate(&directory, &schema()).unwrap().files, 1);
         drop(live);
         fs::remove_dir_all(directory).unwrap();
     }
@@ -583,7 +605,7 @@ mod tests {
             b"GWMFILE1 but nothing after",
         )
         .unwrap();
-        let sum = aggregate(&directory).unwrap();
+        let sum = aggregate(&directory, &schema()).unwrap();
         assert_eq!(sum.files, 1);
         assert_eq!(sum.skipped.len(), 1);
         let hits = "ractogateway_cache_hits_total{cache_type=\"exact\"} 1.0".to_owned();
@@ -593,7 +615,7 @@ mod tests {
 
     fn requests(directory: &Path) -> f64 {
         let mut total = 0.0;
-        for line in text(&aggregate(directory).unwrap()) {
+        for line in text(&aggregate(directory, &schema()).unwrap()) {
             if let Some(rest) = line.strip_prefix("ractogateway_requests_total{") {
                 total += rest.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
             }
@@ -636,14 +658,14 @@ mod tests {
         dead_files(&directory, 3);
         let sources = list_files(&directory).unwrap();
         // A compaction killed after publishing: the folded file and its sources.
-        let mut sum = Aggregate::new();
+        let mut sum = Aggregate::new(schema());
         for path in &sources {
-            sum.add_file(path, &read_file(path).unwrap().series);
+            sum.add_file(path, &read_file(path, &schema()).unwrap().series);
         }
         sum.write_to(&directory, sources.iter().map(|path| file_name(path)))
             .unwrap();
         // And one killed while writing: a hidden file nobody holds.
-        let abandoned = SharedFile::create_unpublished(&directory).unwrap();
+        let abandoned = SharedFile::create_unpublished(&directory, &schema()).unwrap();
         drop(abandoned);
         assert_eq!(requests(&directory), 3.0);
         let done = compact(&directory, WAIT).unwrap();

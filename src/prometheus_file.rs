@@ -33,9 +33,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
-use crate::family::{FamilyDesc, FamilyKind, ValueKind, BUCKET_LABELS, FAMILIES};
-use crate::histogram::BUCKET_COUNT;
+use crate::family::{FamilyDesc, FamilyKind, Schema, ValueKind};
 use crate::shared_file::{open_regular, random_identity, FileSeries, ReadError, SeriesDescription};
 
 /// What the names of this layout's files contain after the type word.
@@ -112,7 +112,11 @@ fn series_keys(family: &FamilyDesc, labels: &[&str]) -> Vec<String> {
     match family.kind {
         FamilyKind::Counter => vec![sample_key(family, "_total", &named)],
         FamilyKind::Histogram => {
-            let mut keys: Vec<String> = BUCKET_LABELS
+            let les = family
+                .buckets
+                .as_ref()
+                .map_or(&[][..], |buckets| buckets.labels());
+            let mut keys: Vec<String> = les
                 .iter()
                 .map(|le| {
                     let mut with_le = named.clone();
@@ -267,6 +271,7 @@ impl Drop for DictFile {
 pub struct PrometheusFiles {
     counters: DictFile,
     histograms: DictFile,
+    schema: Arc<Schema>,
 }
 
 // SAFETY: the mappings are plain shared memory; the files are only mutated
@@ -275,11 +280,12 @@ unsafe impl Send for PrometheusFiles {}
 
 impl PrometheusFiles {
     /// Creates this process's counter and histogram files in `directory`.
-    pub fn create(directory: &Path) -> io::Result<Self> {
+    pub fn create(directory: &Path, schema: Arc<Schema>) -> io::Result<Self> {
         let identity = random_identity();
         Ok(PrometheusFiles {
             counters: DictFile::create(directory, "counter", identity)?,
             histograms: DictFile::create(directory, "histogram", identity)?,
+            schema,
         })
     }
 
@@ -293,7 +299,9 @@ impl PrometheusFiles {
         &mut self,
         series: &SeriesDescription<'_>,
     ) -> io::Result<(NonNull<AtomicU64>, usize)> {
-        let family = FAMILIES
+        let family = self
+            .schema
+            .families()
             .get(usize::from(series.family))
             .ok_or_else(|| io::Error::other("unknown family"))?;
         let keys = series_keys(family, series.labels);
@@ -323,14 +331,17 @@ pub fn list_files(directory: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 /// The sample a key names: its family, suffix and label values in family order.
-fn parse_key(key: &str) -> Option<(&'static FamilyDesc, String, Vec<String>, Option<String>)> {
+fn parse_key<'s>(
+    key: &str,
+    schema: &'s Schema,
+) -> Option<(&'s FamilyDesc, String, Vec<String>, Option<String>)> {
     let (family_name, sample, labels, _help): (
         String,
         String,
         std::collections::BTreeMap<String, String>,
         String,
     ) = serde_json::from_str(key).ok()?;
-    let family = FAMILIES.iter().find(|family| family.name == family_name)?;
+    let family = schema.named(&family_name)?;
     let suffix = sample.strip_prefix(family.name)?.to_owned();
     let mut values = Vec::with_capacity(family.label_names.len());
     for name in family.label_names {
@@ -345,7 +356,7 @@ fn parse_key(key: &str) -> Option<(&'static FamilyDesc, String, Vec<String>, Opt
 
 /// Reads the series of one file of this layout, in the shape of our own files'
 /// series: a counter's value, or a histogram's bucket counts and sum.
-pub fn read_file(path: &Path) -> Result<Vec<FileSeries>, ReadError> {
+pub fn read_file(path: &Path, schema: &Schema) -> Result<Vec<FileSeries>, ReadError> {
     let damaged = ReadError::Damaged;
     let file = open_regular(path)?;
     let size = file
@@ -380,10 +391,16 @@ pub fn read_file(path: &Path) -> Result<Vec<FileSeries>, ReadError> {
         let mut value = [0_u8; 8];
         value.copy_from_slice(&bytes[value_at..value_at + 8]);
         let value = f64::from_le_bytes(value);
-        let (family, suffix, labels, le) = parse_key(key).ok_or_else(torn)?;
+        let other = || {
+            ReadError::OtherSchema(format!(
+                "an entry of another schema at byte {}: {key}",
+                at + HEADER_LEN
+            ))
+        };
+        let (family, suffix, labels, le) = parse_key(key, schema).ok_or_else(other)?;
         series
             .add(family, &suffix, labels, le.as_deref(), value)
-            .ok_or_else(torn)?;
+            .ok_or_else(other)?;
         at += entry_len(key_len);
     }
     Ok(series.series)
@@ -406,7 +423,7 @@ impl SeriesByLabels {
         le: Option<&str>,
         value: f64,
     ) -> Option<()> {
-        let slot_count = family.value.cells();
+        let slot_count = family.cells();
         let next = self.series.len();
         let position = *self
             .index
@@ -428,10 +445,11 @@ impl SeriesByLabels {
             (ValueKind::Sum, "_total", None) => slots[0] = value.to_bits(),
             (ValueKind::Count, "_total", None) => slots[0] = count(value),
             (ValueKind::Buckets, "_bucket", Some(le)) => {
-                let index = BUCKET_LABELS.iter().position(|bucket| bucket == le)?;
+                let buckets = family.buckets.as_ref()?;
+                let index = buckets.labels().iter().position(|bucket| bucket == le)?;
                 slots[index] = count(value);
             }
-            (ValueKind::Buckets, "_sum", None) => slots[BUCKET_COUNT] = value.to_bits(),
+            (ValueKind::Buckets, "_sum", None) => slots[slot_count - 1] = value.to_bits(),
             _ => return None,
         }
         Some(())
@@ -441,13 +459,17 @@ impl SeriesByLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::family::{DURATION, REQUESTS};
+    use crate::family::DURATION;
 
     #[test]
     fn keys_are_what_json_dumps_writes() {
         let labels = [("provider", "openai"), ("model", "g\u{e9}\"n\n\u{1f600}")];
         assert_eq!(
-            sample_key(&REQUESTS, "_total", &labels),
+            sample_key(
+                Schema::default().family(crate::family::REQUESTS),
+                "_total",
+                &labels
+            ),
             "[\"ractogateway_requests\", \"ractogateway_requests_total\", \
              {\"model\": \"g\\u00e9\\\"n\\n\\ud83d\\ude00\", \"provider\": \"openai\"}, \
              \"Total LLM requests by provider / model / operation / status.\"]"
@@ -461,10 +483,12 @@ mod tests {
             std::process::id(),
             random_identity()
         ));
-        let mut files = PrometheusFiles::create(&directory).unwrap();
+        let schema = Arc::new(Schema::default());
+        let cells = schema.family(DURATION).cells();
+        let mut files = PrometheusFiles::create(&directory, Arc::clone(&schema)).unwrap();
         let labels = ["gpt-4o", "chat", "openai"];
         let series = SeriesDescription {
-            family: DURATION.id,
+            family: DURATION,
             labels: &labels,
             created: 0.0,
         };
@@ -477,16 +501,17 @@ mod tests {
                 .as_ref()
                 .store(2.0_f64.to_bits(), Ordering::Relaxed);
             first
-                .byte_add(BUCKET_COUNT * stride)
+                .byte_add((cells - 1) * stride)
                 .as_ref()
                 .store(0.75_f64.to_bits(), Ordering::Relaxed);
         }
-        let read = read_file(&directory.join(files.histograms.path.file_name().unwrap())).unwrap();
+        let histograms = directory.join(files.histograms.path.file_name().unwrap());
+        let read = read_file(&histograms, &schema).unwrap();
         assert_eq!(read.len(), 1);
         assert_eq!(read[0].labels, labels);
-        let mut expected = vec![0; BUCKET_COUNT + 1];
+        let mut expected = vec![0; cells];
         expected[3] = 2;
-        expected[BUCKET_COUNT] = 0.75_f64.to_bits();
+        expected[cells - 1] = 0.75_f64.to_bits();
         assert_eq!(read[0].slots, expected);
         assert_eq!(list_files(&directory).unwrap().len(), 2);
         fs::remove_dir_all(directory).unwrap();

@@ -7,7 +7,7 @@
 
 use pyo3::prelude::*;
 
-use crate::family::FAMILIES;
+use crate::family::{Schema, LATENCY_BOUNDS};
 use crate::fork_guard;
 use metrics_store::PyMetricsStore;
 
@@ -28,7 +28,9 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(multiprocess::compact, module)?)?;
     module.add_function(wrap_pyfunction!(multiprocess::cleanup, module)?)?;
     fast_call::install_recording_methods(&module.py().get_type::<PyMetricsStore>())?;
-    let families: Vec<(&str, &str, &str)> = FAMILIES
+    let schema = Schema::default();
+    let families: Vec<(&str, &str, &str)> = schema
+        .families()
         .iter()
         .map(|desc| (desc.name, desc.help, desc.kind.type_name()))
         .collect();
@@ -38,9 +40,6 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
         .map(|field| (field.name, field.kind.name(), field.default))
         .collect();
     module.add("REQUEST_FIELDS", fields)?;
-    module.add(
-        "HISTOGRAM_BUCKETS",
-        crate::histogram::LATENCY_BOUNDS.to_vec(),
-    )?;
+    module.add("HISTOGRAM_BUCKETS", LATENCY_BOUNDS.to_vec())?;
     Ok(())
 }

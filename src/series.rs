@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::counter::{Counter, FloatCounter};
-use crate::family::FamilyDesc;
+use crate::family::FamilyId;
 use crate::histogram::Histogram;
 use crate::pricing::Price;
 use crate::shared_file::SeriesDescription;
@@ -54,11 +54,11 @@ pub struct CounterSeries {
 }
 
 impl CounterSeries {
-    pub(crate) fn new(arena: &SlotArena, family: &FamilyDesc, labels: &[&str]) -> Self {
+    pub(crate) fn new(arena: &SlotArena, family: FamilyId, labels: &[&str]) -> Self {
         let created = unix_now();
         CounterSeries {
             value: arena.allocate(&SeriesDescription {
-                family: family.id,
+                family,
                 labels,
                 created,
             }),

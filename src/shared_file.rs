@@ -47,10 +47,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::directory_lock::{Access, DirectoryLock};
-use crate::family::{FamilyDesc, ValueKind, FAMILIES};
-use crate::float_text::write_value;
+use crate::family::{FamilyDesc, FamilyId, Schema, DURATION, LATENCY_BOUNDS};
 use crate::fork_guard::ParentOnlyFile;
-use crate::histogram::LATENCY_BOUNDS;
 
 /// The first bytes of every metrics file.
 pub const MAGIC: [u8; 8] = *b"GWMFILE3";
@@ -88,24 +86,37 @@ pub struct SeriesDescription<'a> {
 /// The labels of the record declaring `family`: everything a reader must
 /// agree on to add this file's series of it to its own.
 pub fn declaration(family: &FamilyDesc) -> [String; 5] {
-    let bounds: Vec<String> = match family.value {
-        ValueKind::Buckets => LATENCY_BOUNDS
-            .iter()
-            .map(|bound| {
-                let mut text = String::new();
-                write_value(&mut text, *bound);
-                text
-            })
-            .collect(),
-        ValueKind::Count | ValueKind::Sum => Vec::new(),
-    };
+    // The bucket labels are the bounds in their shortest round-trip form.
+    let bounds = family.buckets.as_ref().map_or(String::new(), |buckets| {
+        let labels = buckets.labels();
+        labels[..labels.len() - 1].join(",")
+    });
     [
         family.name.to_owned(),
         family.kind.type_name().to_owned(),
         format!("{:?}", family.value),
         family.label_names.join(","),
-        bounds.join(","),
+        bounds,
     ]
+}
+
+/// The schema a set of declarations describes, if it is one this reader can
+/// build: the known families, with latency buckets of their own.
+fn schema_of(declarations: &[Vec<String>]) -> Result<Schema, ReadError> {
+    let duration = Schema::default().family(DURATION).name;
+    let bounds: Vec<f64> = declarations
+        .iter()
+        .find(|declared| declared.first().is_some_and(|name| name == duration))
+        .and_then(|declared| declared.get(4))
+        .map(|text| text.split(',').map(str::parse).collect::<Result<_, _>>())
+        .transpose()
+        .map_err(|_| ReadError::OtherSchema("unreadable latency buckets".to_owned()))?
+        .unwrap_or_else(|| LATENCY_BOUNDS.to_vec());
+    let schema = Schema::new(&bounds).map_err(ReadError::OtherSchema)?;
+    for declared in declarations {
+        known_family(declared, &schema)?;
+    }
+    Ok(schema)
 }
 
 fn align8(length: usize) -> usize {
@@ -264,9 +275,9 @@ impl SharedFile {
     /// mistakes the file, unlocked for an instant under its hidden name, for
     /// the leftover of a process that died; when a compaction holds the lock
     /// longer than a few seconds, the file is created anyway.
-    pub fn create(directory: &Path) -> io::Result<Self> {
+    pub fn create(directory: &Path, schema: &Schema) -> io::Result<Self> {
         let creating = DirectoryLock::take(directory, Access::Shared, CREATE_WAIT);
-        let mut shared = Self::create_unpublished(directory)?;
+        let mut shared = Self::create_unpublished(directory, schema)?;
         shared.publish()?;
         drop(creating);
         Ok(shared)
@@ -274,7 +285,7 @@ impl SharedFile {
 
     /// Creates, locks and maps a new file under a hidden name: readers see it
     /// only after [`SharedFile::publish`], whole.
-    pub fn create_unpublished(directory: &Path) -> io::Result<Self> {
+    pub fn create_unpublished(directory: &Path, schema: &Schema) -> io::Result<Self> {
         fs::create_dir_all(directory)?;
         let pid = std::process::id();
         let identity = random_identity();
@@ -314,8 +325,8 @@ impl SharedFile {
         }
         shared.publish_used();
         // Series records name their family by its position here, which is its
-        // position in `FAMILIES`.
-        for family in FAMILIES {
+        // position in the schema.
+        for family in schema.families() {
             let labels = declaration(family);
             let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
             let record = SeriesDescription {
@@ -550,7 +561,29 @@ fn le_u64(bytes: &[u8], at: usize) -> u64 {
 }
 
 /// Reads every published series of the file at `path`.
-pub fn read_file(path: &Path) -> Result<FileContents, ReadError> {
+pub fn read_file(path: &Path, schema: &Schema) -> Result<FileContents, ReadError> {
+    read_with(path, |declared| {
+        known_family(declared, schema).map(|family| family.id)
+    })
+}
+
+/// The schema the file at `path` was written with, if this reader can build it.
+pub fn declared_schema(path: &Path) -> Result<Schema, ReadError> {
+    let mut declarations = Vec::new();
+    read_with(path, |declared| {
+        declarations.push(declared.to_vec());
+        FamilyId::try_from(declarations.len() - 1)
+            .map_err(|_| ReadError::OtherSchema("too many families".to_owned()))
+    })?;
+    schema_of(&declarations)
+}
+
+/// Reads every published record of the file at `path`; `resolve` turns each
+/// family declaration into the family its series are counted as.
+fn read_with(
+    path: &Path,
+    mut resolve: impl FnMut(&[String]) -> Result<FamilyId, ReadError>,
+) -> Result<FileContents, ReadError> {
     let file = open_regular(path)?;
     let metadata = file
         .metadata()
@@ -584,7 +617,7 @@ pub fn read_file(path: &Path) -> Result<FileContents, ReadError> {
         series: Vec::new(),
         absorbed: Vec::new(),
     };
-    let mut declared: Vec<&'static FamilyDesc> = Vec::new();
+    let mut declared: Vec<FamilyId> = Vec::new();
     let mut at = HEADER_LEN;
     while at < reader.end {
         let torn = || ReadError::Damaged(format!("torn record at byte {at}"));
@@ -608,10 +641,9 @@ pub fn read_file(path: &Path) -> Result<FileContents, ReadError> {
         let mut one = parse_record(record).ok_or_else(torn)?;
         match one.family {
             ABSORBED => contents.absorbed.extend(one.labels),
-            DECLARATION => declared.push(known_family(&one.labels)?),
+            DECLARATION => declared.push(resolve(&one.labels)?),
             local => {
-                let family = declared.get(usize::from(local)).ok_or_else(torn)?;
-                one.family = family.id;
+                one.family = *declared.get(usize::from(local)).ok_or_else(torn)?;
                 contents.series.push(one);
             }
         }
@@ -620,15 +652,12 @@ pub fn read_file(path: &Path) -> Result<FileContents, ReadError> {
     Ok(contents)
 }
 
-/// The family of this reader that a declaration describes.
-fn known_family(declared: &[String]) -> Result<&'static FamilyDesc, ReadError> {
+/// The family of `schema` that a declaration describes.
+fn known_family<'s>(declared: &[String], schema: &'s Schema) -> Result<&'s FamilyDesc, ReadError> {
     let name = declared.first().map_or("", String::as_str);
-    let family = FAMILIES
-        .iter()
-        .find(|family| family.name == name)
-        .ok_or_else(|| {
-            ReadError::OtherSchema(format!("written with an unknown family {name:?}"))
-        })?;
+    let family = schema.named(name).ok_or_else(|| {
+        ReadError::OtherSchema(format!("written with an unknown family {name:?}"))
+    })?;
     if declaration(family) != declared {
         return Err(ReadError::OtherSchema(format!(
             "written with another schema of {name} ({})",
@@ -710,7 +739,7 @@ mod tests {
     #[test]
     fn written_series_read_back_with_their_values() {
         let directory = temporary_directory("roundtrip");
-        let mut file = SharedFile::create(&directory).unwrap();
+        let mut file = SharedFile::create(&directory, &Schema::default()).unwrap();
         let labels = ["gpt-4o", "openai"];
         let series = SeriesDescription {
             family: 3,
@@ -723,7 +752,7 @@ mod tests {
             slot.as_ref().store(7, Ordering::Relaxed);
             slot.add(1).as_ref().store(9, Ordering::Relaxed);
         }
-        let read = read_file(file.path()).unwrap();
+        let read = read_file(file.path(), &Schema::default()).unwrap();
         assert_eq!(read.pid, u64::from(std::process::id()));
         assert_eq!(
             read.series,
@@ -744,7 +773,7 @@ mod tests {
     #[test]
     fn growing_past_a_chunk_keeps_earlier_slots_in_place() {
         let directory = temporary_directory("grow");
-        let mut file = SharedFile::create(&directory).unwrap();
+        let mut file = SharedFile::create(&directory, &Schema::default()).unwrap();
         let long = "x".repeat(10_000);
         let mut first = None;
         for index in 0..300_u64 {
@@ -761,7 +790,7 @@ mod tests {
         }
         // SAFETY: the first slot stays mapped while the file lives.
         unsafe { first.unwrap().as_ref().fetch_add(1000, Ordering::Relaxed) };
-        let read = read_file(file.path()).unwrap().series;
+        let read = read_file(file.path(), &Schema::default()).unwrap().series;
         assert_eq!(read.len(), 300);
         assert_eq!(read[0].slots, vec![1000]);
         assert_eq!(read[299].slots, vec![299]);
@@ -771,7 +800,7 @@ mod tests {
     #[test]
     fn a_truncated_file_is_reported_torn() {
         let directory = temporary_directory("torn");
-        let mut file = SharedFile::create(&directory).unwrap();
+        let mut file = SharedFile::create(&directory, &Schema::default()).unwrap();
         let labels = ["a"];
         let series = SeriesDescription {
             family: 4,
@@ -782,20 +811,20 @@ mod tests {
         let copy = directory.join("copy.gwm");
         let bytes = fs::read(file.path()).unwrap();
         fs::write(&copy, &bytes[..HEADER_LEN + 8]).unwrap();
-        assert!(read_file(&copy).is_err());
+        assert!(read_file(&copy, &Schema::default()).is_err());
         fs::write(
             &copy,
             b"not a metrics file at all, just some bytes padding it out to 64 b",
         )
         .unwrap();
-        assert!(read_file(&copy).is_err());
+        assert!(read_file(&copy, &Schema::default()).is_err());
         fs::remove_dir_all(directory).unwrap();
     }
 
     #[test]
     fn a_file_shrunk_below_its_published_length_is_damaged_not_fatal() {
         let directory = temporary_directory("shrunk");
-        let mut file = SharedFile::create(&directory).unwrap();
+        let mut file = SharedFile::create(&directory, &Schema::default()).unwrap();
         let long = "y".repeat(5_000);
         for _ in 0..500 {
             let labels = [long.as_str()];
@@ -810,14 +839,17 @@ mod tests {
         fs::copy(file.path(), &copy).unwrap();
         let handle = OpenOptions::new().write(true).open(&copy).unwrap();
         handle.set_len(1 << 20).unwrap();
-        assert!(matches!(read_file(&copy), Err(ReadError::Damaged(_))));
+        assert!(matches!(
+            read_file(&copy, &Schema::default()),
+            Err(ReadError::Damaged(_))
+        ));
         fs::remove_dir_all(directory).unwrap();
     }
 
     #[test]
     fn fifos_symlinks_and_directories_are_refused_without_blocking() {
         let directory = temporary_directory("special");
-        let file = SharedFile::create(&directory).unwrap();
+        let file = SharedFile::create(&directory, &Schema::default()).unwrap();
         let fifo = directory.join("gwm-1-fifo.gwm");
         let path = std::ffi::CString::new(fifo.clone().into_os_string().into_encoded_bytes());
         // SAFETY: a valid, NUL-terminated path.
@@ -828,13 +860,16 @@ mod tests {
         fs::create_dir(&folder).unwrap();
         for refused in [&fifo, &link, &folder] {
             assert!(
-                matches!(read_file(refused), Err(ReadError::NotRegular(_))),
+                matches!(
+                    read_file(refused, &Schema::default()),
+                    Err(ReadError::NotRegular(_))
+                ),
                 "{}",
                 refused.display()
             );
         }
         assert_eq!(
-            read_file(&directory.join("gwm-4-gone.gwm")),
+            read_file(&directory.join("gwm-4-gone.gwm"), &Schema::default()),
             Err(ReadError::Vanished)
         );
         fs::remove_dir_all(directory).unwrap();
@@ -843,12 +878,12 @@ mod tests {
     #[test]
     fn a_file_is_found_only_once_published_and_lists_what_it_absorbed() {
         let directory = temporary_directory("absorbed");
-        let mut file = SharedFile::create_unpublished(&directory).unwrap();
+        let mut file = SharedFile::create_unpublished(&directory, &Schema::default()).unwrap();
         file.append_absorbed("gwm-1-0000000000000001.gwm").unwrap();
         assert!(list_files(&directory).unwrap().is_empty());
         assert_eq!(list_temporary_files(&directory).unwrap().len(), 1);
         file.publish().unwrap();
-        let read = read_file(file.path()).unwrap();
+        let read = read_file(file.path(), &Schema::default()).unwrap();
         assert!(read.series.is_empty());
         assert_eq!(read.absorbed, vec!["gwm-1-0000000000000001.gwm".to_owned()]);
         assert!(list_temporary_files(&directory).unwrap().is_empty());
@@ -858,7 +893,7 @@ mod tests {
     #[test]
     fn a_file_of_another_schema_is_refused_by_family_not_misread() {
         let directory = temporary_directory("schema");
-        let mut file = SharedFile::create(&directory).unwrap();
+        let mut file = SharedFile::create(&directory, &Schema::default()).unwrap();
         let labels = ["search"];
         let series = SeriesDescription {
             family: 6,
@@ -866,8 +901,8 @@ mod tests {
             created: 0.0,
         };
         file.append_series(&series, 1).unwrap();
-        let read = read_file(file.path()).unwrap();
-        assert_eq!(read.series[0].family, crate::family::TOOL_CALLS.id);
+        let read = read_file(file.path(), &Schema::default()).unwrap();
+        assert_eq!(read.series[0].family, crate::family::TOOL_CALLS);
         // The same file, but its latency buckets end at 90 s instead of 60 s.
         let bytes = fs::read(file.path()).unwrap();
         let at = bytes.windows(4).position(|w| w == b"60.0").unwrap();
@@ -875,7 +910,7 @@ mod tests {
         other[at..at + 4].copy_from_slice(b"90.0");
         let copy = directory.join("gwm-1-other.gwm");
         fs::write(&copy, other).unwrap();
-        match read_file(&copy) {
+        match read_file(&copy, &Schema::default()) {
             Err(ReadError::OtherSchema(reason)) => {
                 assert!(
                     reason.contains("ractogateway_request_duration_seconds"),

@@ -12,7 +12,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
-use crate::histogram::{Histogram, BUCKET_COUNT};
+use crate::family::Buckets;
+use crate::histogram::Histogram;
 use crate::prometheus_file::PrometheusFiles;
 use crate::shared_file::{SeriesDescription, SharedFile};
 
@@ -113,11 +114,12 @@ impl SlotArena {
         Slot(first.cast())
     }
 
-    /// Zeroed cells for a new histogram series.
-    pub fn histogram(&self, series: &SeriesDescription<'_>) -> Histogram {
-        let (first, stride) = self.allocate_cells(series, BUCKET_COUNT + 1);
-        // SAFETY: `BUCKET_COUNT + 1` zeroed cells, `stride` apart, that live as
-        // long as the arena, which outlives the store's series.
+    /// Zeroed cells for a new histogram series of `buckets`.
+    pub fn histogram(&self, series: &SeriesDescription<'_>, buckets: &Buckets) -> Histogram {
+        let (first, stride) = self.allocate_cells(series, buckets.count() + 1);
+        // SAFETY: one zeroed cell per bucket and one for the sum, `stride` apart,
+        // that live as long as the arena, which outlives the store's series;
+        // the store uses the histogram with these buckets only.
         unsafe { Histogram::from_cells(first, stride) }
     }
 

@@ -9,11 +9,13 @@
 //! in the same order. Label values are stored, and declared, in the alphabetical
 //! order in which the exposition prints them.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::batch::Batch;
 use crate::counter::Recording;
-use crate::family::{CACHE_HITS, CACHE_MISSES, COST, DURATION, REQUESTS, TOKENS, TOOL_CALLS};
+use crate::family::{
+    Buckets, Schema, CACHE_HITS, CACHE_MISSES, COST, DURATION, REQUESTS, TOKENS, TOOL_CALLS,
+};
 use crate::label_map::{Entry, LabelMap};
 use crate::pricing::PriceTable;
 use crate::series::{
@@ -64,6 +66,10 @@ pub struct Store {
     prices: PriceTable,
     /// How recording calls are coordinated, and how counts are encoded.
     pub(crate) recording: Recording,
+    /// The families and their buckets.
+    schema: Arc<Schema>,
+    /// The duration histogram's buckets, copied out of the schema for the hot path.
+    latency_buckets: Buckets,
     /// Where every value lives; dropped after the maps (field order), which
     /// hold the only references into it.
     arena: SlotArena,
@@ -81,18 +87,30 @@ pub struct Store {
 }
 
 impl Store {
-    /// An empty store that prices requests with `prices`, its values on the heap,
-    /// for any number of concurrent writers.
+    /// An empty store of the reference's families that prices requests with
+    /// `prices`, its values on the heap, for any number of concurrent writers.
     pub fn new(prices: PriceTable) -> Self {
-        Self::with_arena(prices, SlotArena::heap(), Recording::CONCURRENT)
+        Self::with_arena(
+            prices,
+            SlotArena::heap(),
+            Recording::CONCURRENT,
+            Arc::new(Schema::default()),
+        )
     }
 
-    /// An empty store whose values live in `arena` (a shared file in
-    /// multi-process mode), recorded into as `recording` says.
-    pub fn with_arena(prices: PriceTable, arena: SlotArena, recording: Recording) -> Self {
+    /// An empty store of `schema`'s families whose values live in `arena` (a
+    /// shared file in multi-process mode), recorded into as `recording` says.
+    pub fn with_arena(
+        prices: PriceTable,
+        arena: SlotArena,
+        recording: Recording,
+        schema: Arc<Schema>,
+    ) -> Self {
         Store {
             prices,
             recording,
+            latency_buckets: schema.latency_buckets().clone(),
+            schema,
             arena,
             requests: LabelMap::new(),
             durations: LabelMap::new(),
@@ -119,18 +137,21 @@ impl Store {
                 let duration = self.durations.get_or_insert_with(&key, || {
                     let created = unix_now();
                     HistogramSeries {
-                        histogram: self.arena.histogram(&SeriesDescription {
-                            family: DURATION.id,
-                            labels: &key,
-                            created,
-                        }),
+                        histogram: self.arena.histogram(
+                            &SeriesDescription {
+                                family: DURATION,
+                                labels: &key,
+                                created,
+                            },
+                            &self.latency_buckets,
+                        ),
                         created,
                     }
                 });
                 RequestSeries {
                     requests: CounterSeries::new(
                         &self.arena,
-                        &REQUESTS,
+                        REQUESTS,
                         &[model, operation, provider, status],
                     ),
                     price: self.prices.get(model),
@@ -161,7 +182,7 @@ impl Store {
             .duration
             .get()
             .histogram
-            .observe(values.latency_s, writers);
+            .observe(values.latency_s, &self.latency_buckets, writers);
         if values.input_tokens > 0 {
             self.token_series(&series.input_tokens, entry, "input")
                 .value
@@ -194,7 +215,7 @@ impl Store {
                 let created = unix_now();
                 CostSeries {
                     value: self.arena.allocate(&SeriesDescription {
-                        family: COST.id,
+                        family: COST,
                         labels: &key,
                         created,
                     }),
@@ -218,7 +239,7 @@ impl Store {
             SeriesRef::new(
                 &self
                     .tokens
-                    .get_or_insert_with(&key, || CounterSeries::new(&self.arena, &TOKENS, &key))
+                    .get_or_insert_with(&key, || CounterSeries::new(&self.arena, TOKENS, &key))
                     .value,
             )
         })
@@ -231,7 +252,7 @@ impl Store {
         &self
             .tool_calls
             .get_or_insert_with(&[tool_name], || {
-                CounterSeries::new(&self.arena, &TOOL_CALLS, &[tool_name])
+                CounterSeries::new(&self.arena, TOOL_CALLS, &[tool_name])
             })
             .value
     }
@@ -246,8 +267,8 @@ impl Store {
     #[inline]
     pub fn cache_series(&self, outcome: CacheOutcome, cache_type: &str) -> &CounterSeries {
         let (map, family) = match outcome {
-            CacheOutcome::Hit => (&self.cache_hits, &CACHE_HITS),
-            CacheOutcome::Miss => (&self.cache_misses, &CACHE_MISSES),
+            CacheOutcome::Hit => (&self.cache_hits, CACHE_HITS),
+            CacheOutcome::Miss => (&self.cache_misses, CACHE_MISSES),
         };
         &map.get_or_insert_with(&[cache_type], || {
             CounterSeries::new(&self.arena, family, &[cache_type])
@@ -270,6 +291,16 @@ impl Store {
     #[inline]
     pub fn record_cache(&self, outcome: CacheOutcome, cache_type: &str) {
         self.count(self.cache_series(outcome, cache_type));
+    }
+
+    /// The families and their buckets.
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.schema
+    }
+
+    /// The duration histogram's buckets.
+    pub fn latency_buckets(&self) -> &Buckets {
+        &self.latency_buckets
     }
 
     /// The path of the shared file the values live in, if any.
@@ -308,16 +339,17 @@ impl Store {
         let requests = views(&self.requests, |series: &RequestSeries| {
             count(&series.requests)
         });
-        visit_family(&REQUESTS, requests, include_created, visitor);
+        let schema = &self.schema;
+        visit_family(schema.family(REQUESTS), requests, include_created, visitor);
         let durations = views(&self.durations, |series: &HistogramSeries| {
             (
-                Reading::Histogram(series.histogram.snapshot(coding)),
+                Reading::Histogram(series.histogram.snapshot(&self.latency_buckets, coding)),
                 series.created,
             )
         });
-        visit_family(&DURATION, durations, include_created, visitor);
+        visit_family(schema.family(DURATION), durations, include_created, visitor);
         visit_family(
-            &TOKENS,
+            schema.family(TOKENS),
             views(&self.tokens, count),
             include_created,
             visitor,
@@ -325,13 +357,18 @@ impl Store {
         let costs = views(&self.costs, |series: &CostSeries| {
             (Reading::Value(series.value.get()), series.created)
         });
-        visit_family(&COST, costs, include_created, visitor);
-        for (desc, map) in [
-            (&CACHE_HITS, &self.cache_hits),
-            (&CACHE_MISSES, &self.cache_misses),
-            (&TOOL_CALLS, &self.tool_calls),
+        visit_family(schema.family(COST), costs, include_created, visitor);
+        for (family, map) in [
+            (CACHE_HITS, &self.cache_hits),
+            (CACHE_MISSES, &self.cache_misses),
+            (TOOL_CALLS, &self.tool_calls),
         ] {
-            visit_family(desc, views(map, count), include_created, visitor);
+            visit_family(
+                schema.family(family),
+                views(map, count),
+                include_created,
+                visitor,
+            );
         }
     }
 }
@@ -344,7 +381,7 @@ mod tests {
 
     /// Collects `(family, suffix, le, labels, value)` for assertions.
     #[derive(Default)]
-    struct Recorder(Vec<(String, Option<&'static str>, Vec<String>, f64)>);
+    struct Recorder(Vec<(String, Option<String>, Vec<String>, f64)>);
 
     impl SampleVisitor for Recorder {
         fn family(&mut self, _desc: &FamilyDesc) {}
@@ -352,14 +389,18 @@ mod tests {
             &mut self,
             desc: &FamilyDesc,
             suffix: &'static str,
-            le: Option<&'static str>,
+            le: Option<&str>,
             _series: usize,
             labels: &[&str],
             value: f64,
         ) {
             let labels = labels.iter().map(|l| l.to_string()).collect();
-            self.0
-                .push((format!("{}{}", desc.name, suffix), le, labels, value));
+            self.0.push((
+                format!("{}{}", desc.name, suffix),
+                le.map(str::to_owned),
+                labels,
+                value,
+            ));
         }
         fn end_family(&mut self, _desc: &FamilyDesc) {}
     }
@@ -397,7 +438,7 @@ mod tests {
             recorder
                 .0
                 .iter()
-                .find(|(n, l, v, _)| n == name && *l == le && v == labels)
+                .find(|(n, l, v, _)| n == name && l.as_deref() == le && v == labels)
                 .map(|sample| sample.3)
         };
         let four = ["gpt-4o", "chat", "openai", "ok"];

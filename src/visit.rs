@@ -5,7 +5,7 @@
 
 use smallvec::SmallVec;
 
-use crate::family::{FamilyDesc, BUCKET_LABELS};
+use crate::family::FamilyDesc;
 use crate::histogram::HistogramSnapshot;
 
 /// Receives the samples of a scrape, family by family.
@@ -19,7 +19,7 @@ pub trait SampleVisitor {
         &mut self,
         desc: &FamilyDesc,
         suffix: &'static str,
-        le: Option<&'static str>,
+        le: Option<&str>,
         series: usize,
         labels: &[&str],
         value: f64,
@@ -29,7 +29,7 @@ pub trait SampleVisitor {
 }
 
 /// What a scrape read from one series.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Reading {
     /// A counter's value.
     Value(f64),
@@ -62,7 +62,11 @@ pub fn visit_family<'a>(
         match view.reading {
             Reading::Value(value) => visitor.sample(desc, "_total", None, id, labels, value),
             Reading::Histogram(snapshot) => {
-                for (bucket, le) in snapshot.cumulative.iter().zip(BUCKET_LABELS.iter()) {
+                let les = desc
+                    .buckets
+                    .as_ref()
+                    .map_or(&[][..], |buckets| buckets.labels());
+                for (bucket, le) in snapshot.cumulative.iter().zip(les) {
                     visitor.sample(
                         desc,
                         "_bucket",

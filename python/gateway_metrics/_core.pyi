@@ -42,6 +42,7 @@ class MetricsStore:
         prices: list[tuple[str, float, float]],
         multiprocess_dir: str | None = None,
         prometheus_multiproc_dir: str | None = None,
+        latency_buckets: list[float] | None = None,
         *args: Any,
         **kwargs: Any,
     ) -> MetricsStore:
@@ -51,6 +52,9 @@ class MetricsStore:
         ``multiprocess_dir`` the values live in a file of that directory; else,
         with ``prometheus_multiproc_dir``, in ``prometheus_client``'s files there.
         """
+
+    def _latency_buckets(self) -> list[float]:
+        """Upper bounds of the latency histogram's buckets (``+Inf`` implied)."""
 
     def _multiprocess_file(self) -> str | None:
         """This process's metrics file in multi-process mode."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -81,6 +81,20 @@ def prometheus_multiproc_dir() -> str | None:
     )
 
 
+def _bucket_bounds(latency_buckets: Iterable[float]) -> list[float]:
+    """The bounds as floats, or a ``TypeError`` naming the argument."""
+    if isinstance(latency_buckets, (str, bytes)) or not isinstance(latency_buckets, Iterable):
+        raise TypeError(
+            f"latency_buckets must be an iterable of numbers, not {type(latency_buckets).__name__}"
+        )
+    bounds = []
+    for bound in latency_buckets:
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+            raise TypeError(f"latency_buckets must hold numbers, not {type(bound).__name__}")
+        bounds.append(float(bound))
+    return bounds
+
+
 class GatewayMetricsMiddleware(MetricsStore):
     """Prometheus metrics for LLM requests; pass it as ``metrics=`` to a gateway kit.
 
@@ -106,6 +120,13 @@ class GatewayMetricsMiddleware(MetricsStore):
     format there, which its ``MultiProcessCollector`` sums with the
     application's other metrics.
 
+    ``latency_buckets`` replaces the upper bounds of the request-duration
+    histogram (finite, above zero, strictly increasing; ``+Inf`` is implied).
+    The default is the reference's 0.05 to 60 seconds; bounds that fit the
+    models served give truer quantiles. Every process sharing a multi-process
+    directory must use the same buckets: files of other buckets are skipped with
+    a ``RuntimeWarning``.
+
     Example::
 
         from prometheus_client import CollectorRegistry
@@ -128,6 +149,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         price_table: Mapping[str, ModelPricing] | None = None,
         registry: CollectorRegistry | None = None,
         multiprocess_dir: str | os.PathLike[str] | None = None,
+        latency_buckets: Iterable[float] | None = None,
     ) -> GatewayMetricsMiddleware:
         table = merged_price_table(price_table)
         prices = [
@@ -137,7 +159,8 @@ class GatewayMetricsMiddleware(MetricsStore):
         if multiprocess_dir is None:
             multiprocess_dir = os.environ.get(MULTIPROCESS_DIR_VARIABLE) or None
         prometheus_dir = None if multiprocess_dir is not None else prometheus_multiproc_dir()
-        self = super().__new__(cls, prices, multiprocess_dir, prometheus_dir)
+        bounds = None if latency_buckets is None else _bucket_bounds(latency_buckets)
+        self = super().__new__(cls, prices, multiprocess_dir, prometheus_dir, bounds)
         self._price_table = table
         self._multiprocess_dir = None if multiprocess_dir is None else os.fspath(multiprocess_dir)
         self._prometheus_multiproc_dir = prometheus_dir
@@ -149,6 +172,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         price_table: Mapping[str, ModelPricing] | None = None,
         registry: CollectorRegistry | None = None,
         multiprocess_dir: str | os.PathLike[str] | None = None,
+        latency_buckets: Iterable[float] | None = None,
     ) -> None:
         self._registry = prometheus_client.REGISTRY if registry is None else registry
         self._collector = _GatewayCollector(self)
@@ -168,6 +192,11 @@ class GatewayMetricsMiddleware(MetricsStore):
     def price_table(self) -> Mapping[str, ModelPricing]:
         """The prices in use: ``DEFAULT_COST_TABLE`` merged with the caller's table."""
         return dict(self._price_table)
+
+    @property
+    def latency_buckets(self) -> tuple[float, ...]:
+        """Upper bounds of the request-duration histogram's buckets (``+Inf`` implied)."""
+        return tuple(self._latency_buckets())
 
     @property
     def multiprocess_dir(self) -> str | None:

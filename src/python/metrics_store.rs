@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Arc;
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
@@ -14,6 +16,7 @@ use super::multiprocess::{Layout, Multiprocess};
 use super::samples::SampleBuilder;
 use crate::counter::{Coding, Recording, Writers};
 use crate::exposition::{render, Format, TextEncoder};
+use crate::family::{Schema, LATENCY_BOUNDS};
 use crate::pricing::{Price, PriceTable};
 use crate::series::CounterSeries;
 use crate::slots::SlotArena;
@@ -44,16 +47,22 @@ impl PyMetricsStore {
     /// Creates an empty store pricing requests with `prices`: `(model, input_per_million, output_per_million)`.
     #[new]
     #[pyo3(signature = (
-        prices, multiprocess_dir = None, prometheus_multiproc_dir = None, *_args, **_kwargs
+        prices, multiprocess_dir = None, prometheus_multiproc_dir = None, latency_buckets = None,
+        *_args, **_kwargs
     ))]
     fn new(
         py: Python<'_>,
         prices: Vec<(String, f64, f64)>,
         multiprocess_dir: Option<PathBuf>,
         prometheus_multiproc_dir: Option<PathBuf>,
+        latency_buckets: Option<Vec<f64>>,
         _args: &Bound<'_, PyTuple>,
         _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
+        let schema = Arc::new(
+            Schema::new(latency_buckets.as_deref().unwrap_or(&LATENCY_BOUNDS))
+                .map_err(|reason| PyValueError::new_err(format!("latency_buckets {reason}")))?,
+        );
         let table = PriceTable::new(prices.iter().map(|(model, input, output)| {
             (
                 model.as_str(),
@@ -70,11 +79,16 @@ impl PyMetricsStore {
         };
         let (store, multiprocess) = match shared {
             None => (
-                Store::with_arena(table, SlotArena::heap(), recording(py, Coding::Integer)?),
+                Store::with_arena(
+                    table,
+                    SlotArena::heap(),
+                    recording(py, Coding::Integer)?,
+                    schema,
+                ),
                 None,
             ),
             Some((directory, layout)) => {
-                let state = Multiprocess::new(directory, layout, table);
+                let state = Multiprocess::new(directory, layout, table, schema);
                 (state.new_store(py)?, Some(state))
             }
         };
@@ -86,6 +100,11 @@ impl PyMetricsStore {
             cache_misses: IdentityCache::new(),
             tool_calls: IdentityCache::new(),
         })
+    }
+
+    /// The upper bounds of the latency buckets, `+Inf` implied.
+    fn _latency_buckets(&self) -> Vec<f64> {
+        self.store().latency_buckets().bounds().to_vec()
     }
 
     /// The path of this process's metrics file in multi-process mode, else None.

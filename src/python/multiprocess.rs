@@ -4,6 +4,7 @@
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyRuntimeWarning, PyTimeoutError, PyValueError};
@@ -11,6 +12,7 @@ use pyo3::prelude::*;
 
 use super::metrics_store::recording;
 use crate::counter::Coding;
+use crate::family::Schema;
 use crate::fork_guard;
 use crate::multiprocess::{self, Aggregate};
 use crate::pricing::PriceTable;
@@ -34,6 +36,8 @@ pub(super) struct Multiprocess {
     directory: PathBuf,
     layout: Layout,
     prices: PriceTable,
+    /// The families every store of this middleware records.
+    schema: Arc<Schema>,
     /// The fork epoch of the process that made the store being recorded into:
     /// when the current one differs, this is a forked child, and the next
     /// recording call moves to a file of its own.
@@ -42,11 +46,17 @@ pub(super) struct Multiprocess {
 
 impl Multiprocess {
     /// A store's multi-process state, made in the process that records.
-    pub(super) fn new(directory: PathBuf, layout: Layout, prices: PriceTable) -> Self {
+    pub(super) fn new(
+        directory: PathBuf,
+        layout: Layout,
+        prices: PriceTable,
+        schema: Arc<Schema>,
+    ) -> Self {
         Multiprocess {
             directory,
             layout,
             prices,
+            schema,
             epoch: AtomicU64::new(fork_guard::epoch()),
         }
     }
@@ -80,11 +90,14 @@ impl Multiprocess {
         };
         let (arena, coding) = match self.layout {
             Layout::Own => (
-                SlotArena::file(SharedFile::create(&self.directory).map_err(cannot)?),
+                SlotArena::file(SharedFile::create(&self.directory, &self.schema).map_err(cannot)?),
                 Coding::Integer,
             ),
             Layout::PrometheusClient => (
-                SlotArena::prometheus(PrometheusFiles::create(&self.directory).map_err(cannot)?),
+                SlotArena::prometheus(
+                    PrometheusFiles::create(&self.directory, Arc::clone(&self.schema))
+                        .map_err(cannot)?,
+                ),
                 Coding::Float,
             ),
         };
@@ -92,6 +105,7 @@ impl Multiprocess {
             self.prices.clone(),
             arena,
             recording(py, coding)?,
+            Arc::clone(&self.schema),
         ))
     }
 
@@ -103,8 +117,10 @@ impl Multiprocess {
         let directory = self.directory.clone();
         let sum = py
             .allow_threads(|| match self.layout {
-                Layout::Own => multiprocess::aggregate(&directory),
-                Layout::PrometheusClient => multiprocess::aggregate_prometheus(&directory),
+                Layout::Own => multiprocess::aggregate(&directory, &self.schema),
+                Layout::PrometheusClient => {
+                    multiprocess::aggregate_prometheus(&directory, &self.schema)
+                }
             })
             .map_err(|error| PyOSError::new_err(error.to_string()))?;
         let skipped = sum
