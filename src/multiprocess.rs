@@ -294,14 +294,21 @@ pub fn aggregate_prometheus(directory: &Path, schema: &Arc<Schema>) -> io::Resul
     Ok(sum)
 }
 
-/// The schema the directory's files were written with: that of the first file
-/// whose schema this reader can build (the reference's when there is none).
-/// Compaction folds the files of that schema and leaves the others alone.
-fn directory_schema(directory: &Path) -> io::Result<Schema> {
-    Ok(list_files(directory)?
-        .iter()
-        .find_map(|path| declared_schema(path).ok())
-        .unwrap_or_default())
+/// The schemas the directory's files were written with, each once (the
+/// reference's when no file has one this reader can build).
+fn directory_schemas(directory: &Path) -> io::Result<Vec<Schema>> {
+    let mut schemas: Vec<Schema> = Vec::new();
+    for path in list_files(directory)? {
+        if let Ok(schema) = declared_schema(&path) {
+            if !schemas.contains(&schema) {
+                schemas.push(schema);
+            }
+        }
+    }
+    if schemas.is_empty() {
+        schemas.push(Schema::default());
+    }
+    Ok(schemas)
 }
 
 /// What a compaction did.
@@ -368,8 +375,21 @@ pub fn compact_with(
     let _exclusive = DirectoryLock::take(directory, Access::Exclusive, wait)?;
     let mut done = Compaction::default();
     remove_abandoned(directory, &mut remove, &mut done.not_removed)?;
-    let schema = Arc::new(directory_schema(directory)?);
-    let reading = DirectoryReading::read(directory, &schema)?;
+    // Files of one schema fold together; a directory normally holds one.
+    for schema in directory_schemas(directory)? {
+        compact_schema(directory, &Arc::new(schema), &mut remove, &mut done)?;
+    }
+    Ok(done)
+}
+
+/// Folds the dead files of `schema` (files of other schemas are left alone).
+fn compact_schema(
+    directory: &Path,
+    schema: &Arc<Schema>,
+    remove: &mut impl FnMut(&Path) -> io::Result<()>,
+    done: &mut Compaction,
+) -> io::Result<()> {
+    let reading = DirectoryReading::read(directory, schema)?;
     let absorbed = reading.absorbed();
     let dead = |path: &Path| is_dead(path) == Ok(true);
     // Files a published file already holds: only their removal is left to do.
@@ -392,7 +412,7 @@ pub fn compact_with(
         .map(|(path, _)| path.clone())
         .collect();
     if foldable.len() >= 2 {
-        let mut sum = Aggregate::new(Arc::clone(&schema));
+        let mut sum = Aggregate::new(Arc::clone(schema));
         for (path, contents) in &foldable {
             sum.add_file(path, &contents.series);
         }
@@ -405,23 +425,23 @@ pub fn compact_with(
             names.extend(still_listed.filter(|name| reading.listed.contains(*name)));
         }
         done.into = Some(sum.write_to(directory, names)?);
-        done.folded = foldable.len();
+        done.folded += foldable.len();
         let folded: Vec<PathBuf> = foldable
             .iter()
             .map(|(path, _)| path.to_path_buf())
             .collect();
-        remove_all(&folded, &mut remove, &mut done.not_removed);
+        remove_all(&folded, remove, &mut done.not_removed);
     }
-    remove_all(&redundant, &mut remove, &mut done.not_removed);
-    done.discarded = remove_all(&damaged, &mut remove, &mut done.not_removed);
-    Ok(done)
+    remove_all(&redundant, remove, &mut done.not_removed);
+    done.discarded += remove_all(&damaged, remove, &mut done.not_removed);
+    Ok(())
 }
 
 /// A live process still holds a file of the directory.
 #[derive(Debug)]
 pub struct LiveFile {
-    /// The process that wrote the file.
-    pub pid: u64,
+    /// The process that wrote the file, when the file says.
+    pub pid: Option<u64>,
     /// The file.
     pub path: PathBuf,
 }
@@ -444,15 +464,30 @@ pub fn cleanup(directory: &Path, force: bool, wait: Duration) -> io::Result<Clea
     let _exclusive = DirectoryLock::take(directory, Access::Exclusive, wait)?;
     let mut not_removed = Vec::new();
     let mut remove = |path: &Path| fs::remove_file(path);
-    let reading = DirectoryReading::read(directory, &directory_schema(directory)?)?;
+    // Which files absorbed which is read in the first schema; every dead file
+    // goes, whatever its schema.
+    let schemas = directory_schemas(directory)?;
+    let reading = DirectoryReading::read(directory, &schemas[0])?;
     if !force {
-        let live = reading
+        let readable = reading
             .files
             .iter()
+            .map(|(path, contents)| (path, Some(contents.pid)));
+        let unreadable = reading.unreadable.iter().filter_map(|(path, error)| {
+            // The pid in the name of a file of another schema or a damaged one.
+            let from_name = || {
+                let name = file_name(path).strip_prefix("gwm-")?;
+                name.split('-').next()?.parse().ok()
+            };
+            matches!(error, ReadError::Damaged(_) | ReadError::OtherSchema(_))
+                .then(|| (path, from_name()))
+        });
+        let live = readable
+            .chain(unreadable)
             .find(|(path, _)| is_dead(path) == Ok(false));
-        if let Some((path, contents)) = live {
+        if let Some((path, pid)) = live {
             return Ok(Cleanup::Refused(LiveFile {
-                pid: contents.pid,
+                pid,
                 path: path.clone(),
             }));
         }
@@ -584,7 +619,7 @@ mod tests {
         assert_eq!(text(&after), text(&before));
         assert!(matches!(
             cleanup(&directory, false, WAIT).unwrap(),
-            Cleanup::Refused(LiveFile { pid, .. }) if pid == u64::from(std::process::id())
+            Cleanup::Refused(LiveFile { pid, .. }) if pid == Some(u64::from(std::process::id()))
         ));
         assert_eq!(aggregate(&directory, &schema()).unwrap().files, 2);
         assert!(matches!(

@@ -196,11 +196,15 @@ pub(super) fn cleanup(
         .map_err(io_error)?;
     match outcome {
         multiprocess::Cleanup::Removed(count) => Ok(count),
-        multiprocess::Cleanup::Refused(live) => Err(PyRuntimeError::new_err(format!(
-            "{} (written by process {}) is held by a live process: cleanup() would make the \
-             totals it serves fall; stop the process first, or pass force=True",
-            live.path.display(),
-            live.pid
-        ))),
+        multiprocess::Cleanup::Refused(live) => {
+            let writer = live
+                .pid
+                .map_or_else(String::new, |pid| format!(" (written by process {pid})"));
+            Err(PyRuntimeError::new_err(format!(
+                "{}{writer} is held by a live process: cleanup() would make the totals it \
+                 serves fall; stop the process first, or pass force=True",
+                live.path.display(),
+            )))
+        }
     }
 }
