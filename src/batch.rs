@@ -2,26 +2,53 @@
 
 use std::collections::HashMap;
 
-use crate::store::{RequestEntry, RequestValues, Store};
 use smallvec::{smallvec, SmallVec};
+
+use crate::family::{Buckets, TIME_PER_OUTPUT_TOKEN, TIME_TO_FIRST_TOKEN};
+use crate::store::{RequestEntry, RequestValues, Store, TokenType, TOKEN_TYPES};
+
+/// What the rows of one batch add to one histogram.
+struct HistogramTotals {
+    buckets: SmallVec<[u64; 24]>,
+    sum: f64,
+}
+
+impl HistogramTotals {
+    fn new(buckets: &Buckets) -> Self {
+        HistogramTotals {
+            buckets: smallvec![0; buckets.count()],
+            sum: 0.0,
+        }
+    }
+
+    #[inline]
+    fn observe(&mut self, value: f64, buckets: &Buckets) {
+        self.buckets[buckets.index(value)] += 1;
+        self.sum += value;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buckets.iter().all(|count| *count == 0)
+    }
+}
 
 /// What the rows of one batch add to one requests entry.
 struct EntryTotals<'s> {
     entry: &'s RequestEntry,
     requests: u64,
-    buckets: SmallVec<[u64; 16]>,
-    latency_sum: f64,
-    input_tokens: u64,
-    output_tokens: u64,
+    duration: HistogramTotals,
+    tokens: [u64; TOKEN_TYPES],
     cost: f64,
+    first_token: HistogramTotals,
+    per_token: HistogramTotals,
 }
 
 /// Many requests recorded as one: totals per label set, applied once at the end.
 ///
 /// The result equals one `record_request_on` per row, in row order: the same
 /// counts, and sums equal up to the order of float additions. Series that a row
-/// creates (token and cost series) are created while the rows are added, so
-/// they appear in the exposition in the same order as with single calls.
+/// creates (token, cost and streaming series) are created while the rows are
+/// added, so they appear in the exposition in the same order as with single calls.
 pub struct Batch<'s> {
     store: &'s Store,
     totals: Vec<EntryTotals<'s>>,
@@ -46,14 +73,15 @@ impl<'s> Batch<'s> {
             .entry(entry as *const RequestEntry as usize)
             .or_insert(next);
         if slot == next {
+            let store = self.store;
             self.totals.push(EntryTotals {
                 entry,
                 requests: 0,
-                buckets: smallvec![0; self.store.latency_buckets().count()],
-                latency_sum: 0.0,
-                input_tokens: 0,
-                output_tokens: 0,
+                duration: HistogramTotals::new(store.latency_buckets()),
+                tokens: [0; TOKEN_TYPES],
                 cost: 0.0,
+                first_token: HistogramTotals::new(store.stream_buckets(TIME_TO_FIRST_TOKEN)),
+                per_token: HistogramTotals::new(store.stream_buckets(TIME_PER_OUTPUT_TOKEN)),
             });
         }
         slot
@@ -73,23 +101,23 @@ impl<'s> Batch<'s> {
         let entry = totals.entry;
         let series = &entry.value;
         totals.requests += 1;
-        totals.buckets[store.latency_buckets().index(values.latency_s)] += 1;
-        totals.latency_sum += values.latency_s;
+        totals
+            .duration
+            .observe(values.latency_s, store.latency_buckets());
         // A series is created by the first row that needs it, as with single calls.
-        if values.input_tokens > 0 {
-            if totals.input_tokens == 0 {
-                store.token_series(&series.input_tokens, entry, "input");
+        for (token_type, count) in values.tokens.iter().enumerate() {
+            if *count > 0 {
+                if totals.tokens[token_type] == 0 {
+                    store.token_series(series, entry, token_type);
+                }
+                totals.tokens[token_type] = totals.tokens[token_type].saturating_add(*count);
             }
-            totals.input_tokens = totals.input_tokens.saturating_add(values.input_tokens);
-        }
-        if values.output_tokens > 0 {
-            if totals.output_tokens == 0 {
-                store.token_series(&series.output_tokens, entry, "output");
-            }
-            totals.output_tokens = totals.output_tokens.saturating_add(values.output_tokens);
         }
         if let Some(price) = series.price {
-            let cost = price.cost(values.input_tokens, values.output_tokens);
+            let cost = price.cost(
+                values.tokens(TokenType::Input),
+                values.tokens(TokenType::Output),
+            );
             if cost > 0.0 {
                 if totals.cost == 0.0 {
                     store.cost_series(&series.cost, entry);
@@ -97,27 +125,53 @@ impl<'s> Batch<'s> {
                 totals.cost += cost;
             }
         }
+        if let Some(first) = values.time_to_first_token_s {
+            store.stream_series(series, entry, TIME_TO_FIRST_TOKEN);
+            let buckets = store.stream_buckets(TIME_TO_FIRST_TOKEN);
+            totals.first_token.observe(first, buckets);
+        }
+        if let Some(per_token) = values.time_per_output_token_s() {
+            store.stream_series(series, entry, TIME_PER_OUTPUT_TOKEN);
+            let buckets = store.stream_buckets(TIME_PER_OUTPUT_TOKEN);
+            totals.per_token.observe(per_token, buckets);
+        }
     }
 
     /// Applies the totals to the store.
     pub fn finish(self) {
+        let store = self.store;
+        let writers = store.recording;
         for totals in self.totals {
-            let series = &totals.entry.value;
-            let writers = self.store.recording;
+            let entry = totals.entry;
+            let series = &entry.value;
             series.requests.value.add(totals.requests, writers);
-            series
-                .duration
-                .get()
-                .histogram
-                .merge(&totals.buckets, totals.latency_sum, writers);
-            if let Some(input) = series.input_tokens.get() {
-                input.get().value.add(totals.input_tokens, writers);
-            }
-            if let Some(output) = series.output_tokens.get() {
-                output.get().value.add(totals.output_tokens, writers);
+            series.duration.get().histogram.merge(
+                &totals.duration.buckets,
+                totals.duration.sum,
+                writers,
+            );
+            for (token_type, count) in totals.tokens.iter().enumerate() {
+                if *count > 0 {
+                    store
+                        .token_series(series, entry, token_type)
+                        .value
+                        .add(*count, writers);
+                }
             }
             if let Some(cost) = series.cost.get() {
                 cost.get().value.add(totals.cost, writers);
+            }
+            for (family, histogram) in [
+                (TIME_TO_FIRST_TOKEN, &totals.first_token),
+                (TIME_PER_OUTPUT_TOKEN, &totals.per_token),
+            ] {
+                if !histogram.is_empty() {
+                    store.stream_series(series, entry, family).histogram.merge(
+                        &histogram.buckets,
+                        histogram.sum,
+                        writers,
+                    );
+                }
             }
         }
     }

@@ -206,11 +206,7 @@ mod tests {
             operation: "stream",
             status: "error",
         };
-        let values = RequestValues {
-            latency_s: 61.0,
-            input_tokens: 0,
-            output_tokens: 0,
-        };
+        let values = RequestValues::new(61.0, 0, 0);
         store.record_request(&labels, &values);
         store.record_cache(CacheOutcome::Hit, "exact");
         let text = render(&store, Format::Text, false);

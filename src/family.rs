@@ -26,9 +26,21 @@ pub const CACHE_HITS: FamilyId = 4;
 pub const CACHE_MISSES: FamilyId = 5;
 /// `ractogateway_tool_calls_total{tool_name}`.
 pub const TOOL_CALLS: FamilyId = 6;
+/// `ractogateway_time_to_first_token_seconds{model,operation,provider}`.
+pub const TIME_TO_FIRST_TOKEN: FamilyId = 7;
+/// `ractogateway_time_per_output_token_seconds{model,operation,provider}`.
+pub const TIME_PER_OUTPUT_TOKEN: FamilyId = 8;
 
 /// Upper bounds of the reference's latency buckets in seconds.
 pub const LATENCY_BOUNDS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
+/// Upper bounds of the time-to-first-token buckets in seconds (vLLM's).
+pub const TIME_TO_FIRST_TOKEN_BOUNDS: [f64; 16] = [
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+/// Upper bounds of the time-per-output-token buckets in seconds (vLLM's).
+pub const TIME_PER_OUTPUT_TOKEN_BOUNDS: [f64; 13] = [
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+];
 
 /// Whether a family is a counter or a histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +160,11 @@ pub struct FamilyDesc {
     pub label_names: &'static [&'static str],
     /// A histogram's buckets.
     pub buckets: Option<Buckets>,
+    /// Whether the exposition shows the family before it has a series, as
+    /// `prometheus_client` shows a registered family: the reference's families
+    /// are; the ones it does not have appear with their first series, so that
+    /// a workload of the reference's arguments prints the reference's bytes.
+    pub shown_when_empty: bool,
 }
 
 impl FamilyDesc {
@@ -189,7 +206,26 @@ fn counter(
         value: ValueKind::Count,
         label_names: labels,
         buckets: None,
+        shown_when_empty: true,
     }
+}
+
+fn stream_histogram(
+    id: FamilyId,
+    name: &'static str,
+    help: &'static str,
+    bounds: &[f64],
+) -> Result<FamilyDesc, String> {
+    Ok(FamilyDesc {
+        id,
+        name,
+        help,
+        kind: FamilyKind::Histogram,
+        value: ValueKind::Buckets,
+        label_names: &["model", "operation", "provider"],
+        buckets: Some(Buckets::new(bounds)?),
+        shown_when_empty: false,
+    })
 }
 
 impl Schema {
@@ -210,6 +246,7 @@ impl Schema {
                 value: ValueKind::Buckets,
                 label_names: &["model", "operation", "provider"],
                 buckets: Some(Buckets::new(latency_bounds)?),
+                shown_when_empty: true,
             },
             counter(
                 TOKENS,
@@ -244,6 +281,18 @@ impl Schema {
                 "Total tool calls executed, labelled by tool name.",
                 &["tool_name"],
             ),
+            stream_histogram(
+                TIME_TO_FIRST_TOKEN,
+                "ractogateway_time_to_first_token_seconds",
+                "Time from an LLM request to the first token of its response, in seconds.",
+                &TIME_TO_FIRST_TOKEN_BOUNDS,
+            )?,
+            stream_histogram(
+                TIME_PER_OUTPUT_TOKEN,
+                "ractogateway_time_per_output_token_seconds",
+                "Time per output token after the first of an LLM response, in seconds.",
+                &TIME_PER_OUTPUT_TOKEN_BOUNDS,
+            )?,
         ];
         Ok(Schema { families })
     }
@@ -263,12 +312,17 @@ impl Schema {
         self.families.iter().find(|family| family.name == name)
     }
 
-    /// The latency histogram's buckets.
-    pub fn latency_buckets(&self) -> &Buckets {
-        self.family(DURATION)
+    /// The buckets of the histogram family `id`.
+    pub fn buckets(&self, id: FamilyId) -> &Buckets {
+        self.family(id)
             .buckets
             .as_ref()
-            .unwrap_or_else(|| unreachable!("the duration family is a histogram"))
+            .unwrap_or_else(|| unreachable!("only histogram families are asked for buckets"))
+    }
+
+    /// The latency histogram's buckets.
+    pub fn latency_buckets(&self) -> &Buckets {
+        self.buckets(DURATION)
     }
 }
 

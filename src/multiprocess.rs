@@ -562,11 +562,7 @@ mod tests {
             operation: "chat",
             status: "ok",
         };
-        let values = RequestValues {
-            latency_s,
-            input_tokens: 1000,
-            output_tokens: 200,
-        };
+        let values = RequestValues::new(latency_s, 1000, 200);
         store.record_request(&labels, &values);
         store.record_cache(CacheOutcome::Hit, "exact");
     }

@@ -11,6 +11,7 @@ use crate::histogram::Histogram;
 use crate::pricing::Price;
 use crate::shared_file::SeriesDescription;
 use crate::slots::{Slot, SlotArena};
+use crate::store::TOKEN_TYPES;
 
 /// Now, in seconds since the Unix epoch.
 pub(crate) fn unix_now() -> f64 {
@@ -88,11 +89,14 @@ pub struct RequestSeries {
     pub(crate) requests: CounterSeries,
     pub(crate) price: Option<Price>,
     pub(crate) duration: SeriesRef<HistogramSeries>,
-    pub(crate) input_tokens: OnceLock<SeriesRef<CounterSeries>>,
-    pub(crate) output_tokens: OnceLock<SeriesRef<CounterSeries>>,
+    /// One per token type, in the order of [`crate::store::TOKEN_TYPE_NAMES`].
+    pub(crate) tokens: [OnceLock<SeriesRef<CounterSeries>>; TOKEN_TYPES],
     pub(crate) cost: OnceLock<SeriesRef<CostSeries>>,
+    pub(crate) first_token: OnceLock<SeriesRef<HistogramSeries>>,
+    pub(crate) per_token: OnceLock<SeriesRef<HistogramSeries>>,
 }
 
 /// The position of each request label in a requests entry (alphabetical order).
 pub(crate) const MODEL: usize = 0;
+pub(crate) const OPERATION: usize = 1;
 pub(crate) const PROVIDER: usize = 2;

@@ -14,12 +14,14 @@ use std::sync::{Arc, OnceLock};
 use crate::batch::Batch;
 use crate::counter::Recording;
 use crate::family::{
-    Buckets, Schema, CACHE_HITS, CACHE_MISSES, COST, DURATION, REQUESTS, TOKENS, TOOL_CALLS,
+    Buckets, FamilyId, Schema, CACHE_HITS, CACHE_MISSES, COST, DURATION, REQUESTS,
+    TIME_PER_OUTPUT_TOKEN, TIME_TO_FIRST_TOKEN, TOKENS, TOOL_CALLS,
 };
 use crate::label_map::{Entry, LabelMap};
 use crate::pricing::PriceTable;
 use crate::series::{
-    unix_now, CostSeries, CounterSeries, HistogramSeries, RequestSeries, SeriesRef, MODEL, PROVIDER,
+    unix_now, CostSeries, CounterSeries, HistogramSeries, RequestSeries, SeriesRef, MODEL,
+    OPERATION, PROVIDER,
 };
 use crate::shared_file::SeriesDescription;
 use crate::slots::SlotArena;
@@ -52,10 +54,62 @@ pub struct RequestLabels<'a> {
 pub struct RequestValues {
     /// Latency in seconds: finite and not negative.
     pub latency_s: f64,
-    /// Prompt tokens.
-    pub input_tokens: u64,
-    /// Completion tokens.
-    pub output_tokens: u64,
+    /// Token counts by [`TokenType`]: every prompt token (cached or not), every
+    /// output token, and the parts of those read from or written to the prompt
+    /// cache and spent on reasoning.
+    pub tokens: [u64; TOKEN_TYPES],
+    /// Seconds to the first token of a streamed response: not negative, at most `latency_s`.
+    pub time_to_first_token_s: Option<f64>,
+}
+
+impl RequestValues {
+    /// A request of the reference's arguments: latency, prompt and output tokens.
+    pub fn new(latency_s: f64, input_tokens: u64, output_tokens: u64) -> Self {
+        let mut tokens = [0; TOKEN_TYPES];
+        tokens[TokenType::Input as usize] = input_tokens;
+        tokens[TokenType::Output as usize] = output_tokens;
+        RequestValues {
+            latency_s,
+            tokens,
+            time_to_first_token_s: None,
+        }
+    }
+
+    /// The count of one token type.
+    #[inline]
+    pub fn tokens(&self, token_type: TokenType) -> u64 {
+        self.tokens[token_type as usize]
+    }
+
+    /// The time per output token after the first, when the request streamed
+    /// (its time to first token is known) and produced at least two tokens.
+    #[inline]
+    pub fn time_per_output_token_s(&self) -> Option<f64> {
+        let first = self.time_to_first_token_s?;
+        let output = self.tokens(TokenType::Output);
+        (output >= 2).then(|| (self.latency_s - first) / (output - 1) as f64)
+    }
+}
+
+/// The `token_type` label values, in the order [`RequestValues::tokens`] keeps them.
+pub const TOKEN_TYPE_NAMES: [&str; TOKEN_TYPES] =
+    ["input", "output", "cache_read", "cache_write", "reasoning"];
+/// How many token types a request counts.
+pub const TOKEN_TYPES: usize = 5;
+
+/// A kind of token a request counts (see [`TOKEN_TYPE_NAMES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenType {
+    /// Every prompt token.
+    Input = 0,
+    /// Every output token.
+    Output = 1,
+    /// The prompt tokens read from the provider's prompt cache.
+    CacheRead = 2,
+    /// The prompt tokens written to the provider's prompt cache.
+    CacheWrite = 3,
+    /// The output tokens spent on reasoning.
+    Reasoning = 4,
 }
 
 /// One label set of the requests family, as returned by [`Store::request_entry`].
@@ -70,6 +124,10 @@ pub struct Store {
     schema: Arc<Schema>,
     /// The duration histogram's buckets, copied out of the schema for the hot path.
     latency_buckets: Buckets,
+    /// The time-to-first-token histogram's buckets.
+    first_token_buckets: Buckets,
+    /// The time-per-output-token histogram's buckets.
+    per_token_buckets: Buckets,
     /// Where every value lives; dropped after the maps (field order), which
     /// hold the only references into it.
     arena: SlotArena,
@@ -81,6 +139,10 @@ pub struct Store {
     tokens: LabelMap<CounterSeries>,
     /// Keyed by model, provider.
     costs: LabelMap<CostSeries>,
+    /// Keyed by model, operation, provider.
+    first_tokens: LabelMap<HistogramSeries>,
+    /// Keyed by model, operation, provider.
+    per_tokens: LabelMap<HistogramSeries>,
     cache_hits: LabelMap<CounterSeries>,
     cache_misses: LabelMap<CounterSeries>,
     tool_calls: LabelMap<CounterSeries>,
@@ -110,12 +172,16 @@ impl Store {
             prices,
             recording,
             latency_buckets: schema.latency_buckets().clone(),
+            first_token_buckets: schema.buckets(TIME_TO_FIRST_TOKEN).clone(),
+            per_token_buckets: schema.buckets(TIME_PER_OUTPUT_TOKEN).clone(),
             schema,
             arena,
             requests: LabelMap::new(),
             durations: LabelMap::new(),
             tokens: LabelMap::new(),
             costs: LabelMap::new(),
+            first_tokens: LabelMap::new(),
+            per_tokens: LabelMap::new(),
             cache_hits: LabelMap::new(),
             cache_misses: LabelMap::new(),
             tool_calls: LabelMap::new(),
@@ -156,9 +222,10 @@ impl Store {
                     ),
                     price: self.prices.get(model),
                     duration: SeriesRef::new(&duration.value),
-                    input_tokens: OnceLock::new(),
-                    output_tokens: OnceLock::new(),
+                    tokens: Default::default(),
                     cost: OnceLock::new(),
+                    first_token: OnceLock::new(),
+                    per_token: OnceLock::new(),
                 }
             })
     }
@@ -183,24 +250,93 @@ impl Store {
             .get()
             .histogram
             .observe(values.latency_s, &self.latency_buckets, writers);
-        if values.input_tokens > 0 {
-            self.token_series(&series.input_tokens, entry, "input")
+        // The reference's two token types first; the others are rarely given,
+        // so one test of all three skips them.
+        let [input, output, cache_read, cache_write, reasoning] = values.tokens;
+        if input > 0 {
+            self.token_series(series, entry, TokenType::Input as usize)
                 .value
-                .add(values.input_tokens, writers);
+                .add(input, writers);
         }
-        if values.output_tokens > 0 {
-            self.token_series(&series.output_tokens, entry, "output")
+        if output > 0 {
+            self.token_series(series, entry, TokenType::Output as usize)
                 .value
-                .add(values.output_tokens, writers);
+                .add(output, writers);
+        }
+        if cache_read | cache_write | reasoning != 0 {
+            for (token_type, count) in values.tokens.iter().enumerate().skip(2) {
+                if *count > 0 {
+                    self.token_series(series, entry, token_type)
+                        .value
+                        .add(*count, writers);
+                }
+            }
         }
         if let Some(price) = series.price {
-            let cost = price.cost(values.input_tokens, values.output_tokens);
+            let cost = price.cost(input, output);
             if cost > 0.0 {
                 self.cost_series(&series.cost, entry)
                     .value
                     .add(cost, writers);
             }
         }
+        if let Some(first) = values.time_to_first_token_s {
+            self.stream_series(series, entry, TIME_TO_FIRST_TOKEN)
+                .histogram
+                .observe(first, &self.first_token_buckets, writers);
+            if let Some(per_token) = values.time_per_output_token_s() {
+                self.stream_series(series, entry, TIME_PER_OUTPUT_TOKEN)
+                    .histogram
+                    .observe(per_token, &self.per_token_buckets, writers);
+            }
+        }
+    }
+
+    /// The buckets of a streaming histogram family.
+    pub(crate) fn stream_buckets(&self, family: FamilyId) -> &Buckets {
+        if family == TIME_TO_FIRST_TOKEN {
+            &self.first_token_buckets
+        } else {
+            &self.per_token_buckets
+        }
+    }
+
+    /// The time-to-first-token or time-per-output-token series a requests entry
+    /// feeds, created on first use.
+    pub(crate) fn stream_series<'s>(
+        &'s self,
+        series: &'s RequestSeries,
+        entry: &RequestEntry,
+        family: FamilyId,
+    ) -> &'s HistogramSeries {
+        let (slot, map) = if family == TIME_TO_FIRST_TOKEN {
+            (&series.first_token, &self.first_tokens)
+        } else {
+            (&series.per_token, &self.per_tokens)
+        };
+        slot.get_or_init(|| {
+            let key = [
+                entry.label(MODEL),
+                entry.label(OPERATION),
+                entry.label(PROVIDER),
+            ];
+            let created = map.get_or_insert_with(&key, || {
+                let created = unix_now();
+                HistogramSeries {
+                    histogram: self.arena.histogram(
+                        &SeriesDescription {
+                            family,
+                            labels: &key,
+                            created,
+                        },
+                        self.stream_buckets(family),
+                    ),
+                    created,
+                }
+            });
+            SeriesRef::new(&created.value)
+        })
+        .get()
     }
 
     /// The cost series a requests entry feeds, created on first use.
@@ -227,23 +363,26 @@ impl Store {
         .get()
     }
 
-    /// A token series a requests entry feeds, created on first use.
+    /// The series of a token type (an index into [`TOKEN_TYPE_NAMES`]) that a
+    /// requests entry feeds, created on first use.
     pub(crate) fn token_series<'s>(
         &'s self,
-        slot: &'s OnceLock<SeriesRef<CounterSeries>>,
+        series: &'s RequestSeries,
         entry: &RequestEntry,
-        token_type: &str,
+        token_type: usize,
     ) -> &'s CounterSeries {
-        slot.get_or_init(|| {
-            let key = [entry.label(MODEL), entry.label(PROVIDER), token_type];
-            SeriesRef::new(
-                &self
-                    .tokens
-                    .get_or_insert_with(&key, || CounterSeries::new(&self.arena, TOKENS, &key))
-                    .value,
-            )
-        })
-        .get()
+        series.tokens[token_type]
+            .get_or_init(|| {
+                let name = TOKEN_TYPE_NAMES[token_type];
+                let key = [entry.label(MODEL), entry.label(PROVIDER), name];
+                SeriesRef::new(
+                    &self
+                        .tokens
+                        .get_or_insert_with(&key, || CounterSeries::new(&self.arena, TOKENS, &key))
+                        .value,
+                )
+            })
+            .get()
     }
 
     /// The tool-call series of `tool_name`, created on first use.
@@ -370,6 +509,17 @@ impl Store {
                 visitor,
             );
         }
+        for (family, map) in [
+            (TIME_TO_FIRST_TOKEN, &self.first_tokens),
+            (TIME_PER_OUTPUT_TOKEN, &self.per_tokens),
+        ] {
+            let buckets = self.stream_buckets(family);
+            let histograms = views(map, |series: &HistogramSeries| {
+                let snapshot = series.histogram.snapshot(buckets, coding);
+                (Reading::Histogram(snapshot), series.created)
+            });
+            visit_family(schema.family(family), histograms, include_created, visitor);
+        }
     }
 }
 
@@ -425,11 +575,7 @@ mod tests {
     #[test]
     fn a_request_feeds_every_family_it_touches() {
         let store = gpt_4o_store();
-        let values = RequestValues {
-            latency_s: 0.3,
-            input_tokens: 1000,
-            output_tokens: 200,
-        };
+        let values = RequestValues::new(0.3, 1000, 200);
         store.record_request(&OPENAI_CHAT, &values);
         store.record_tool_call("search");
         let mut recorder = Recorder::default();
@@ -488,11 +634,7 @@ mod tests {
                 model,
                 ..OPENAI_CHAT
             };
-            let values = RequestValues {
-                latency_s,
-                input_tokens,
-                output_tokens,
-            };
+            let values = RequestValues::new(latency_s, input_tokens, output_tokens);
             single.record_request(&labels, &values);
             batch.add(batched.request_entry(&labels), &values);
         }
@@ -510,11 +652,7 @@ mod tests {
             model: "mystery",
             ..OPENAI_CHAT
         };
-        let values = RequestValues {
-            latency_s: 1.0,
-            input_tokens: 5,
-            output_tokens: 0,
-        };
+        let values = RequestValues::new(1.0, 5, 0);
         store.record_request(&unknown, &values);
         let mut recorder = Recorder::default();
         store.visit(false, &mut recorder);

@@ -56,6 +56,10 @@ pub fn visit_family<'a>(
     include_created: bool,
     visitor: &mut impl SampleVisitor,
 ) {
+    let mut series = series.into_iter().peekable();
+    if !desc.shown_when_empty && series.peek().is_none() {
+        return;
+    }
     visitor.family(desc);
     for view in series {
         let (id, labels) = (view.id, &view.labels[..]);

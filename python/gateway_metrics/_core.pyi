@@ -70,6 +70,10 @@ class MetricsStore:
         input_tokens: int = 0,
         output_tokens: int = 0,
         tool_calls: Iterable[Any] | None = None,
+        time_to_first_token_s: float | None = None,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        reasoning_tokens: int = 0,
     ) -> None:
         """Records one completed LLM request.
 
@@ -79,11 +83,24 @@ class MetricsStore:
         ``ractogateway_cost_usd_total`` and 1 per tool call (by its ``.name``;
         ``"unknown"`` when missing or empty) to ``ractogateway_tool_calls_total``.
 
+        Token semantics follow the OpenTelemetry GenAI conventions:
+        ``input_tokens`` counts every prompt token, cached or not;
+        ``cache_read_tokens`` and ``cache_write_tokens`` are the parts of it read
+        from and written to the provider's prompt cache; ``reasoning_tokens`` is
+        the part of ``output_tokens`` spent on reasoning. Each positive count
+        feeds ``ractogateway_tokens_total{token_type=...}``. A streamed
+        request's ``time_to_first_token_s`` (at most ``latency_s``) feeds
+        ``ractogateway_time_to_first_token_seconds`` and, with two or more
+        output tokens, ``ractogateway_time_per_output_token_seconds`` observes
+        ``(latency_s - time_to_first_token_s) / (output_tokens - 1)``. Those
+        families appear with their first series.
+
         Raises ``TypeError`` for a label that is not ``str``, a latency that is not
         a real number, a token count that is not an ``int`` or ``tool_calls`` that
         is not an iterable; ``ValueError`` for a label that is not valid UTF-8, a
         NaN, infinite or negative latency, a negative token count or one past
-        2**64-1.
+        2**64-1, a part larger than its whole, or a time to first token past the
+        latency.
 
         Example::
 
@@ -103,6 +120,10 @@ class MetricsStore:
         input_tokens: int | Sequence[int] | Any | None = 0,
         output_tokens: int | Sequence[int] | Any | None = 0,
         tool_calls: Sequence[Iterable[Any] | None] | None = None,
+        time_to_first_token_s: float | Sequence[float | None] | Any | None = None,
+        cache_read_tokens: int | Sequence[int] | Any | None = 0,
+        cache_write_tokens: int | Sequence[int] | Any | None = 0,
+        reasoning_tokens: int | Sequence[int] | Any | None = 0,
     ) -> int:
         """Records many requests in one call, given as columns; returns the row count.
 
@@ -113,7 +134,9 @@ class MetricsStore:
         array; strided views too) of integers, or for ``latency_s`` also of
         float32/float64, in either byte order. ``tool_calls``
         is None or a column holding, per row, an iterable of tool calls or None.
-        ``None`` token counts mean 0. The result equals one ``record_request`` per
+        ``None`` token counts mean 0; a ``time_to_first_token_s`` column holds
+        ``None`` (or NaN in a numeric buffer) for rows that did not stream. The
+        result equals one ``record_request`` per
         row in row order (sums up to float rounding). Every row is validated before
         any is recorded; an error names the argument and the row.
 

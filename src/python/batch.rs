@@ -18,13 +18,14 @@ use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
 use smallvec::SmallVec;
 
 use super::arguments::{
-    checked_latency, latency_seconds, token_value, tool_call_names, type_name, ColumnArgument,
-    ToolNames,
+    checked_first_token, checked_latency, checked_parts, latency_seconds, token_value,
+    tool_call_names, type_name, ColumnArgument, ToolNames, TOKEN_ARGUMENTS,
 };
 use super::buffer_column::{buffer_numbers, supports_buffer};
+use super::fast_call::RequestArguments;
 use super::metrics_store::{PyMetricsStore, Resolved};
 use crate::column_format::Number;
-use crate::store::RequestValues;
+use crate::store::{RequestValues, TOKEN_TYPES};
 
 /// Up to this many distinct label combinations, a batch finds a row's combination
 /// by scanning them; past it, by hashing.
@@ -128,17 +129,60 @@ fn latencies(value: &Bound<'_, PyAny>) -> PyResult<Numbers<f64>> {
     if is_text(value) || !supports_buffer(value) {
         return Ok(Numbers::Scalar(latency_seconds(value, name)?));
     }
-    let values: Vec<f64> = buffer_numbers(value, name)?
+    let values = buffer_seconds(value, name)?;
+    for (row, seconds) in values.iter().enumerate() {
+        checked_latency(*seconds, column(row))?;
+    }
+    Ok(Numbers::Column(values))
+}
+
+/// The elements of a numeric buffer of seconds, as floats.
+fn buffer_seconds(value: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<f64>> {
+    Ok(buffer_numbers(value, name)?
         .into_iter()
         .map(|number| match number {
             Number::Float(value) => value,
             Number::Signed(value) => value as f64,
             Number::Unsigned(value) => value as f64,
         })
-        .collect();
-    for (row, seconds) in values.iter().enumerate() {
-        checked_latency(*seconds, column(row))?;
+        .collect())
+}
+
+/// The `time_to_first_token_s` argument, every row checked: `None` (or NaN in
+/// a numeric buffer) where a request did not stream.
+fn first_token_times(value: Option<&Bound<'_, PyAny>>) -> PyResult<Numbers<Option<f64>>> {
+    let name = "time_to_first_token_s";
+    let column = |row| ColumnArgument {
+        name,
+        row: Some(row),
+    };
+    let Some(value) = value.filter(|value| !value.is_none()) else {
+        return Ok(Numbers::Scalar(None));
+    };
+    if let Some(items) = sequence_items(value) {
+        let values = items
+            .iter()
+            .enumerate()
+            .map(|(row, item)| {
+                (!item.is_none())
+                    .then(|| latency_seconds(item, column(row)))
+                    .transpose()
+            })
+            .collect::<PyResult<_>>()?;
+        return Ok(Numbers::Column(values));
     }
+    if is_text(value) || !supports_buffer(value) {
+        return Ok(Numbers::Scalar(Some(latency_seconds(value, name)?)));
+    }
+    let values = buffer_seconds(value, name)?
+        .into_iter()
+        .enumerate()
+        .map(|(row, seconds)| {
+            (!seconds.is_nan())
+                .then(|| checked_latency(seconds, column(row)))
+                .transpose()
+        })
+        .collect::<PyResult<_>>()?;
     Ok(Numbers::Column(values))
 }
 
@@ -255,28 +299,13 @@ fn row_count(columns: &[(&str, Option<usize>)]) -> PyResult<usize> {
     Ok(rows.map_or(1, |(_, length)| length))
 }
 
-/// The arguments of `record_batch`, as passed.
-pub(super) struct Columns<'a, 'py> {
-    /// provider, model, operation, status.
-    pub(super) labels: [&'a Bound<'py, PyAny>; 4],
-    pub(super) latency_s: &'a Bound<'py, PyAny>,
-    pub(super) input_tokens: Option<&'a Bound<'py, PyAny>>,
-    pub(super) output_tokens: Option<&'a Bound<'py, PyAny>>,
-    pub(super) tool_calls: Option<&'a Bound<'py, PyAny>>,
-}
-
 impl PyMetricsStore {
     /// Validates every row of `columns`, then records them all; returns the row count.
-    pub(super) fn record_columns(&self, columns: &Columns<'_, '_>) -> PyResult<usize> {
-        let [provider, model, operation, status] = columns.labels;
+    pub(super) fn record_columns(&self, arguments: &RequestArguments<'_, '_>) -> PyResult<usize> {
+        let [provider, model, operation, status] = arguments.labels;
         let py = provider.py();
         self.follow_fork(py)?;
-        let (latency_s, input_tokens, output_tokens, tool_calls) = (
-            columns.latency_s,
-            columns.input_tokens,
-            columns.output_tokens,
-            columns.tool_calls,
-        );
+        let (latency_s, tool_calls) = (arguments.latency_s, arguments.tool_calls);
         let labels = [
             LabelArgument::new(provider, "provider")?,
             LabelArgument::new(model, "model")?,
@@ -284,8 +313,13 @@ impl PyMetricsStore {
             LabelArgument::new(status, "status")?,
         ];
         let latency = latencies(latency_s)?;
-        let input = token_counts(input_tokens, "input_tokens")?;
-        let output = token_counts(output_tokens, "output_tokens")?;
+        let tokens = arguments
+            .tokens
+            .iter()
+            .zip(TOKEN_ARGUMENTS)
+            .map(|(value, name)| token_counts(*value, name))
+            .collect::<PyResult<Vec<_>>>()?;
+        let first_token = first_token_times(arguments.time_to_first_token_s)?;
         let tool_column = match tool_calls.filter(|value| !value.is_none()) {
             None => None,
             Some(value) => Some(sequence_items(value).ok_or_else(|| {
@@ -296,16 +330,48 @@ impl PyMetricsStore {
                 ))
             })?),
         };
-        let rows = row_count(&[
+        let mut lengths = vec![
             ("provider", labels[0].rows()),
             ("model", labels[1].rows()),
             ("operation", labels[2].rows()),
             ("status", labels[3].rows()),
             ("latency_s", latency.rows()),
-            ("input_tokens", input.rows()),
-            ("output_tokens", output.rows()),
+            ("time_to_first_token_s", first_token.rows()),
             ("tool_calls", tool_column.as_ref().map(Vec::len)),
-        ])?;
+        ];
+        lengths.extend(
+            TOKEN_ARGUMENTS
+                .iter()
+                .zip(&tokens)
+                .map(|(name, column)| (*name, column.rows())),
+        );
+        let rows = row_count(&lengths)?;
+        let row_values = |row: usize| {
+            let mut counts = [0; TOKEN_TYPES];
+            for (count, column) in counts.iter_mut().zip(&tokens) {
+                *count = column.at(row);
+            }
+            RequestValues {
+                latency_s: latency.at(row),
+                tokens: counts,
+                time_to_first_token_s: first_token.at(row),
+            }
+        };
+        // The parts of each row's tokens and its time to first token, checked
+        // against the row's wholes.
+        let named_row = |row| {
+            lengths
+                .iter()
+                .any(|(_, length)| length.is_some())
+                .then_some(row)
+        };
+        for row in 0..rows {
+            let values = row_values(row);
+            checked_parts(&values.tokens, named_row(row))?;
+            if let Some(first) = values.time_to_first_token_s {
+                checked_first_token(first, values.latency_s, named_row(row))?;
+            }
+        }
 
         // Validate the labels: each distinct combination of label objects once. With
         // scalar labels the whole batch is one combination; otherwise each row
@@ -360,12 +426,7 @@ impl PyMetricsStore {
             .collect::<PyResult<_>>()?;
         for row in 0..rows {
             let combination = row_combination.get(row).map_or(0, |c| *c as usize);
-            let values = RequestValues {
-                latency_s: latency.at(row),
-                input_tokens: input.at(row),
-                output_tokens: output.at(row),
-            };
-            batch.add_to(slots[combination], &values);
+            batch.add_to(slots[combination], &row_values(row));
             if let Some(names) = tool_names.get(row) {
                 self.record_tool_calls(py, names)?;
             }

@@ -23,9 +23,8 @@ use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyString, PyType};
 use pyo3::Borrowed;
 
-use super::batch::Columns;
 use super::metrics_store::PyMetricsStore;
-use crate::store::CacheOutcome;
+use crate::store::{CacheOutcome, TOKEN_TYPES};
 
 /// What one argument of `record_request` and `record_batch` carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +64,7 @@ pub(super) struct RequestField {
 
 /// The keyword arguments of `record_request` and `record_batch`, in signature
 /// order: the one definition their parsing, signatures and stub follow.
-pub(super) const REQUEST_FIELDS: [RequestField; 8] = [
+pub(super) const REQUEST_FIELDS: [RequestField; 12] = [
     RequestField {
         name: "provider",
         kind: FieldKind::Label,
@@ -106,6 +105,26 @@ pub(super) const REQUEST_FIELDS: [RequestField; 8] = [
         kind: FieldKind::ToolCalls,
         default: Some("None"),
     },
+    RequestField {
+        name: "time_to_first_token_s",
+        kind: FieldKind::Seconds,
+        default: Some("None"),
+    },
+    RequestField {
+        name: "cache_read_tokens",
+        kind: FieldKind::Tokens,
+        default: Some("0"),
+    },
+    RequestField {
+        name: "cache_write_tokens",
+        kind: FieldKind::Tokens,
+        default: Some("0"),
+    },
+    RequestField {
+        name: "reasoning_tokens",
+        kind: FieldKind::Tokens,
+        default: Some("0"),
+    },
 ];
 const FIELD_COUNT: usize = REQUEST_FIELDS.len();
 
@@ -122,8 +141,9 @@ const REQUIRED_MASK: u32 = {
     mask
 };
 
-/// The arguments of one call, by position in [`REQUEST_FIELDS`].
-type FieldValues<'py> = [Option<Bound<'py, PyAny>>; FIELD_COUNT];
+/// The arguments of one call, by position in [`REQUEST_FIELDS`], borrowed from
+/// the caller's argument array for the duration of the call.
+type FieldValues<'a, 'py> = [Option<Borrowed<'a, 'py, PyAny>>; FIELD_COUNT];
 
 const RECORD_REQUEST_DOC: &str = "Records one completed LLM request.
 
@@ -199,19 +219,19 @@ fn keyword_index(
 /// # Safety
 /// `args` holds `nargs` positional values followed by one value per name in
 /// `kwnames` (a tuple or null), all borrowed for the duration of the call.
-unsafe fn request_fields<'py>(
+unsafe fn request_fields<'a, 'py>(
     py: Python<'py>,
     method: &str,
     args: *const *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
-) -> PyResult<FieldValues<'py>> {
+) -> PyResult<FieldValues<'a, 'py>> {
     if nargs != 0 {
         return Err(PyTypeError::new_err(format!(
             "{method}() takes 0 positional arguments but {nargs} were given"
         )));
     }
-    let mut values: FieldValues<'py> = Default::default();
+    let mut values: FieldValues<'a, 'py> = [None; FIELD_COUNT];
     let mut given = 0_u32;
     if !kwnames.is_null() {
         let interned = interned_keywords(py);
@@ -226,7 +246,7 @@ unsafe fn request_fields<'py>(
                     REQUEST_FIELDS[index].name
                 )));
             }
-            values[index] = Some(Bound::from_borrowed_ptr(py, *args.offset(position)));
+            values[index] = Some(Borrowed::from_ptr(py, *args.offset(position)));
             given |= 1 << index;
         }
     }
@@ -245,10 +265,43 @@ unsafe fn request_fields<'py>(
     Ok(values)
 }
 
-/// The error for fields that [`request_fields`] accepted but a method could not
-/// take apart: the field table and the method disagree.
-fn fields_mismatch() -> PyErr {
-    PySystemError::new_err("the request field table and the method disagree")
+/// The arguments of `record_request` or `record_batch`, by name.
+pub(super) struct RequestArguments<'a, 'py> {
+    /// provider, model, operation, status.
+    pub(super) labels: [&'a Bound<'py, PyAny>; 4],
+    pub(super) latency_s: &'a Bound<'py, PyAny>,
+    /// input, output, cache read, cache write and reasoning tokens, in the
+    /// order of [`crate::store::TOKEN_TYPE_NAMES`].
+    pub(super) tokens: [Option<&'a Bound<'py, PyAny>>; TOKEN_TYPES],
+    pub(super) tool_calls: Option<&'a Bound<'py, PyAny>>,
+    pub(super) time_to_first_token_s: Option<&'a Bound<'py, PyAny>>,
+}
+
+impl<'a, 'py> RequestArguments<'a, 'py> {
+    /// Names the values [`request_fields`] matched, in the table's order.
+    fn from_fields(fields: &'a FieldValues<'a, 'py>) -> PyResult<Self> {
+        let [Some(provider), Some(model), Some(operation), Some(status), Some(latency_s), input, output, tool_calls, first_token, cache_read, cache_write, reasoning] =
+            fields
+        else {
+            return Err(PySystemError::new_err(
+                "the request field table and the method disagree",
+            ));
+        };
+        let bound = |value: &'a Option<Borrowed<'a, 'py, PyAny>>| value.as_deref();
+        Ok(RequestArguments {
+            labels: [&**provider, &**model, &**operation, &**status],
+            latency_s,
+            tokens: [
+                bound(input),
+                bound(output),
+                bound(cache_read),
+                bound(cache_write),
+                bound(reasoning),
+            ],
+            tool_calls: bound(tool_calls),
+            time_to_first_token_s: bound(first_token),
+        })
+    }
 }
 
 /// Records one request from its vectorcall arguments.
@@ -263,22 +316,12 @@ unsafe fn record_request_call(
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<()> {
     let fields = request_fields(py, "record_request", args, nargs, kwnames)?;
-    let [Some(provider), Some(model), Some(operation), Some(status), Some(latency_s), input_tokens, output_tokens, tool_calls] =
-        &fields
-    else {
-        return Err(fields_mismatch());
-    };
+    let arguments = RequestArguments::from_fields(&fields)?;
     let store = Bound::from_borrowed_ptr(py, slf);
-    store.downcast::<PyMetricsStore>()?.get().record_request(
-        provider,
-        model,
-        operation,
-        status,
-        latency_s,
-        input_tokens.as_ref(),
-        output_tokens.as_ref(),
-        tool_calls.as_ref(),
-    )
+    store
+        .downcast::<PyMetricsStore>()?
+        .get()
+        .record_request(&arguments)
 }
 
 /// Records the rows of a batch from its vectorcall arguments; returns the row count.
@@ -293,23 +336,12 @@ unsafe fn record_batch_call(
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<usize> {
     let fields = request_fields(py, "record_batch", args, nargs, kwnames)?;
-    let [Some(provider), Some(model), Some(operation), Some(status), Some(latency_s), input_tokens, output_tokens, tool_calls] =
-        &fields
-    else {
-        return Err(fields_mismatch());
-    };
-    let columns = Columns {
-        labels: [provider, model, operation, status],
-        latency_s,
-        input_tokens: input_tokens.as_ref(),
-        output_tokens: output_tokens.as_ref(),
-        tool_calls: tool_calls.as_ref(),
-    };
+    let arguments = RequestArguments::from_fields(&fields)?;
     let store = Bound::from_borrowed_ptr(py, slf);
     store
         .downcast::<PyMetricsStore>()?
         .get()
-        .record_columns(&columns)
+        .record_columns(&arguments)
 }
 
 /// Runs `call` for a C entry point: its result on success, else the error (or

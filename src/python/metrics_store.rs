@@ -9,8 +9,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::arguments::{
-    label, latency_seconds, token_count, tool_call_names, ColumnArgument, ToolName, ToolNames,
+    checked_first_token, checked_parts, label, latency_seconds, token_count, tool_call_names,
+    ColumnArgument, ToolName, ToolNames, TOKEN_ARGUMENTS,
 };
+use super::fast_call::RequestArguments;
 use super::identity_cache::IdentityCache;
 use super::multiprocess::{Layout, Multiprocess};
 use super::samples::SampleBuilder;
@@ -20,7 +22,7 @@ use crate::family::{Schema, LATENCY_BOUNDS};
 use crate::pricing::{Price, PriceTable};
 use crate::series::CounterSeries;
 use crate::slots::SlotArena;
-use crate::store::{CacheOutcome, RequestEntry, RequestLabels, RequestValues, Store};
+use crate::store::{CacheOutcome, RequestEntry, RequestLabels, RequestValues, Store, TOKEN_TYPES};
 
 /// The lock-free metric store behind `GatewayMetricsMiddleware`.
 #[pyclass(
@@ -328,28 +330,33 @@ impl PyMetricsStore {
     }
 
     /// Validates every argument of `record_request`, then records it.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn record_request(
-        &self,
-        provider: &Bound<'_, PyAny>,
-        model: &Bound<'_, PyAny>,
-        operation: &Bound<'_, PyAny>,
-        status: &Bound<'_, PyAny>,
-        latency_s: &Bound<'_, PyAny>,
-        input_tokens: Option<&Bound<'_, PyAny>>,
-        output_tokens: Option<&Bound<'_, PyAny>>,
-        tool_calls: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        let py = provider.py();
+    pub(super) fn record_request(&self, arguments: &RequestArguments<'_, '_>) -> PyResult<()> {
+        let label_objects = arguments.labels;
+        let py = label_objects[0].py();
         self.follow_fork(py)?;
-        let label_objects = [provider, model, operation, status];
         let resolved = self.resolve_labels(py, label_objects, None)?;
-        let values = RequestValues {
-            latency_s: latency_seconds(latency_s, "latency_s")?,
-            input_tokens: token_count(input_tokens, "input_tokens")?,
-            output_tokens: token_count(output_tokens, "output_tokens")?,
+        let latency_s = latency_seconds(arguments.latency_s, "latency_s")?;
+        let mut tokens = [0; TOKEN_TYPES];
+        for index in 0..TOKEN_TYPES {
+            if let Some(value) = arguments.tokens[index] {
+                tokens[index] = token_count(Some(value), TOKEN_ARGUMENTS[index])?;
+            }
+        }
+        checked_parts(&tokens, None)?;
+        let time_to_first_token_s = match arguments.time_to_first_token_s {
+            Some(value) if !value.is_none() => Some(checked_first_token(
+                latency_seconds(value, "time_to_first_token_s")?,
+                latency_s,
+                None,
+            )?),
+            _ => None,
         };
-        let tool_names = tool_call_names(tool_calls, None, &self.tool_calls)?;
+        let values = RequestValues {
+            latency_s,
+            tokens,
+            time_to_first_token_s,
+        };
+        let tool_names = tool_call_names(arguments.tool_calls, None, &self.tool_calls)?;
         // Everything is valid: from here on the call records.
         let entry = self.request_entry(py, resolved, label_objects)?;
         self.store().record_request_on(entry, &values);
