@@ -19,12 +19,14 @@ from gateway_metrics._exporter import PrometheusExporter
 from gateway_metrics._middleware import GatewayMetricsMiddleware
 from gateway_metrics._pricing import DEFAULT_COST_TABLE, ModelPricing, compute_cost
 from gateway_metrics._serving import make_asgi_app, make_wsgi_app
+from gateway_metrics._track import TrackedCall
 
 __all__ = [
     "DEFAULT_COST_TABLE",
     "GatewayMetricsMiddleware",
     "ModelPricing",
     "PrometheusExporter",
+    "TrackedCall",
     "compute_cost",
     "make_asgi_app",
     "make_wsgi_app",

@@ -17,6 +17,7 @@ from prometheus_client.samples import Sample
 
 from gateway_metrics._core import FAMILIES, MetricsStore
 from gateway_metrics._pricing import ModelPricing, merged_price_table
+from gateway_metrics._track import TrackedCall
 
 
 def _created_series_enabled() -> bool:
@@ -321,6 +322,37 @@ class GatewayMetricsMiddleware(MetricsStore):
             timeout=timeout,
             handler=handler or default_handler,
         )
+
+    def track(
+        self,
+        provider: str,
+        model: str,
+        operation: str = "chat",
+        *,
+        labels: Mapping[str, str] | None = None,
+    ) -> TrackedCall:
+        """Times one LLM request and records it when the block exits.
+
+        A context manager for ``with`` and ``async with``: latency from
+        ``time.perf_counter``; ``call.first_token()`` marks time to first token
+        (once); ``call.usage(response)`` reads the token counts of an OpenAI
+        (Chat Completions or Responses), Anthropic or Google response or usage
+        object, or a dict of the same shape; ``call.tokens(...)`` sets them;
+        ``call.tool_calls(calls)`` records tool calls by name. The status is
+        ``"ok"``, ``"error"`` when an exception leaves the block (it is
+        re-raised) or ``"cancelled"`` (``asyncio.CancelledError``, or a
+        streaming generator closed early).
+
+        Example::
+
+            async with metrics.track("openai", "gpt-4o") as call:
+                stream = await client.chat.completions.create(..., stream=True)
+                async for chunk in stream:
+                    call.first_token()
+                    ...
+                call.usage(chunk)
+        """
+        return TrackedCall(self, provider, model, operation, labels)
 
     def unregister(self) -> None:
         """Removes this middleware's collector from its registry."""
