@@ -23,6 +23,8 @@ def test_demo_prints_a_summary_scraped_over_http():
     for model in ("gpt-4o", "claude-sonnet-4-5", "gemini-2.5-pro"):
         assert model in out
     assert "cache hits:" in out
+    for column in ("TTFT p50", "cached", "reasoning"):
+        assert column in out
 
 
 def test_histogram_quantile_interpolates_within_a_bucket():

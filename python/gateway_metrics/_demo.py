@@ -57,14 +57,21 @@ def simulate_request(metrics: GatewayMetricsMiddleware, rng: random.Random) -> N
         tool_calls = [
             SimulatedToolCall(id=str(i), name=rng.choice(TOOLS)) for i in range(rng.randint(1, 3))
         ]
+    input_tokens = rng.randint(50, 3000)
+    output_tokens = 0 if operation == "embed" else int(rng.expovariate(1 / output))
+    streamed = operation == "stream"
     metrics.record_request(
         provider=provider,
         model=model,
         operation=operation,
         status="ok",
         latency_s=seconds,
-        input_tokens=rng.randint(50, 3000),
-        output_tokens=0 if operation == "embed" else int(rng.expovariate(1 / output)),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        # A prompt prefix served from the provider's cache, and reasoning output.
+        cache_read_tokens=int(input_tokens * rng.choice([0, 0, 0.5, 0.8])),
+        reasoning_tokens=int(output_tokens * rng.choice([0, 0, 0.3])),
+        time_to_first_token_s=seconds * rng.uniform(0.05, 0.3) if streamed else None,
         tool_calls=tool_calls,
     )
 
@@ -93,9 +100,11 @@ def histogram_quantile(quantile: float, buckets: list[tuple[float, float]]) -> f
 
 
 def summarise(text: str) -> dict[str, dict[str, float]]:
-    """Per model: requests, errors, p50/p95 latency, tokens and cost, from one scrape."""
+    """Per model: requests, errors, p50/p95 latency, p50 time to first token,
+    tokens by type and cost, from one scrape."""
     rows: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    first_token: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             model = sample.labels.get("model")
@@ -108,6 +117,8 @@ def summarise(text: str) -> dict[str, dict[str, float]]:
                     row["errors"] += sample.value
             elif sample.name == "ractogateway_request_duration_seconds_bucket":
                 buckets[model][float(sample.labels["le"])] += sample.value
+            elif sample.name == "ractogateway_time_to_first_token_seconds_bucket":
+                first_token[model][float(sample.labels["le"])] += sample.value
             elif sample.name == "ractogateway_tokens_total":
                 row[f"{sample.labels['token_type']}_tokens"] += sample.value
             elif sample.name == "ractogateway_cost_usd_total":
@@ -116,6 +127,8 @@ def summarise(text: str) -> dict[str, dict[str, float]]:
         cumulative = list(by_bound.items())
         rows[model]["p50"] = histogram_quantile(0.5, cumulative)
         rows[model]["p95"] = histogram_quantile(0.95, cumulative)
+    for model, by_bound in first_token.items():
+        rows[model]["ttft_p50"] = histogram_quantile(0.5, list(by_bound.items()))
     return rows
 
 
@@ -172,8 +185,11 @@ def run_demo(*, duration: float, port: int, addr: str, seed: int, serve: bool) -
             "errors",
             "p50",
             "p95",
+            "TTFT p50",
             "tokens in",
+            "cached",
             "tokens out",
+            "reasoning",
             "USD",
         ):
             table.add_column(column, justify="left" if column == "model" else "right")
@@ -184,8 +200,11 @@ def run_demo(*, duration: float, port: int, addr: str, seed: int, serve: bool) -
                 f"{row['errors']:,.0f}",
                 f"{row['p50']:.2f} s",
                 f"{row['p95']:.2f} s",
+                f"{row['ttft_p50']:.2f} s" if "ttft_p50" in row else "-",
                 f"{row['input_tokens']:,.0f}",
+                f"{row['cache_read_tokens']:,.0f}",
                 f"{row['output_tokens']:,.0f}",
+                f"{row['reasoning_tokens']:,.0f}",
                 f"{row['cost']:,.4f}",
             )
         console.print(table)
