@@ -205,6 +205,7 @@ mod tests {
             model: "we\"ird\\mo\ndel",
             operation: "stream",
             status: "error",
+            extra: &[],
         };
         let values = RequestValues::new(61.0, 0, 0);
         store.record_request(&labels, &values);

@@ -7,6 +7,8 @@
 //! written from it. The seven families and their label names are the
 //! reference middleware's; the latency buckets can be configured.
 
+use smallvec::SmallVec;
+
 use crate::float_text::write_value;
 
 /// A family's position in its [`Schema`].
@@ -30,6 +32,16 @@ pub const TOOL_CALLS: FamilyId = 6;
 pub const TIME_TO_FIRST_TOKEN: FamilyId = 7;
 /// `ractogateway_time_per_output_token_seconds{model,operation,provider}`.
 pub const TIME_PER_OUTPUT_TOKEN: FamilyId = 8;
+
+/// The families every request feeds, which carry the extra labels.
+const REQUEST_FAMILIES: [FamilyId; 6] = [
+    REQUESTS,
+    DURATION,
+    TOKENS,
+    COST,
+    TIME_TO_FIRST_TOKEN,
+    TIME_PER_OUTPUT_TOKEN,
+];
 
 /// Upper bounds of the reference's latency buckets in seconds.
 pub const LATENCY_BOUNDS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
@@ -143,6 +155,31 @@ impl Buckets {
     }
 }
 
+/// The request label values a family's label takes its value from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelSource {
+    /// A request label value by position: provider, model, operation, status,
+    /// then the extra labels in the order the schema names them.
+    Request(usize),
+    /// The token type of a token series.
+    TokenType,
+}
+
+/// The label names a request gives every call, in [`LabelSource::Request`] order.
+pub const REQUEST_LABELS: [&str; 4] = ["provider", "model", "operation", "status"];
+
+/// Label names no extra label may take: the families' own, and Prometheus's.
+const TAKEN_LABELS: [&str; 8] = [
+    "provider",
+    "model",
+    "operation",
+    "status",
+    "token_type",
+    "cache_type",
+    "tool_name",
+    "le",
+];
+
 /// One family.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FamilyDesc {
@@ -156,8 +193,11 @@ pub struct FamilyDesc {
     pub kind: FamilyKind,
     /// How its series keep their values.
     pub value: ValueKind,
-    /// Label names in alphabetical (exposition) order.
-    pub label_names: &'static [&'static str],
+    /// Label names in alphabetical (exposition) order, extra labels included.
+    pub label_names: Vec<String>,
+    /// Where each label's value comes from, in `label_names` order (empty for
+    /// the families a request does not feed).
+    pub sources: Vec<LabelSource>,
     /// A histogram's buckets.
     pub buckets: Option<Buckets>,
     /// Whether the exposition shows the family before it has a series, as
@@ -190,21 +230,22 @@ impl FamilyDesc {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schema {
     families: Vec<FamilyDesc>,
+    /// Label names every request family carries besides its own, as configured.
+    extra_labels: Vec<String>,
+    /// For each request label value ([`LabelSource::Request`] order), its
+    /// position among the requests family's labels.
+    request_positions: Vec<usize>,
 }
 
-fn counter(
-    id: FamilyId,
-    name: &'static str,
-    help: &'static str,
-    labels: &'static [&'static str],
-) -> FamilyDesc {
+fn counter(id: FamilyId, name: &'static str, help: &'static str, labels: &[&str]) -> FamilyDesc {
     FamilyDesc {
         id,
         name,
         help,
         kind: FamilyKind::Counter,
         value: ValueKind::Count,
-        label_names: labels,
+        label_names: labels.iter().map(|name| (*name).to_owned()).collect(),
+        sources: Vec::new(),
         buckets: None,
         shown_when_empty: true,
     }
@@ -217,21 +258,81 @@ fn stream_histogram(
     bounds: &[f64],
 ) -> Result<FamilyDesc, String> {
     Ok(FamilyDesc {
-        id,
-        name,
-        help,
         kind: FamilyKind::Histogram,
         value: ValueKind::Buckets,
-        label_names: &["model", "operation", "provider"],
         buckets: Some(Buckets::new(bounds)?),
         shown_when_empty: false,
+        ..counter(id, name, help, &["model", "operation", "provider"])
     })
+}
+
+/// Whether `name` is a label name Prometheus accepts and Prometheus does not reserve.
+fn valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
+}
+
+/// Adds `extra` labels to a request family and sorts its labels for the
+/// exposition, noting where each takes its value from.
+fn with_request_labels(mut family: FamilyDesc, extra: &[String]) -> FamilyDesc {
+    let mut labels: Vec<(String, LabelSource)> = family
+        .label_names
+        .iter()
+        .map(|name| {
+            let source = REQUEST_LABELS
+                .iter()
+                .position(|known| known == name)
+                .map_or(LabelSource::TokenType, LabelSource::Request);
+            (name.clone(), source)
+        })
+        .collect();
+    labels.extend(extra.iter().enumerate().map(|(index, name)| {
+        (
+            name.clone(),
+            LabelSource::Request(REQUEST_LABELS.len() + index),
+        )
+    }));
+    labels.sort_by(|a, b| a.0.cmp(&b.0));
+    family.label_names = labels.iter().map(|(name, _)| name.clone()).collect();
+    family.sources = labels.into_iter().map(|(_, source)| source).collect();
+    family
 }
 
 impl Schema {
     /// The reference's families, the latency histogram with `latency_bounds`.
     pub fn new(latency_bounds: &[f64]) -> Result<Self, String> {
-        let families = vec![
+        Self::with_extra_labels(latency_bounds, &[])
+    }
+
+    /// The reference's families and the streaming histograms, the latency
+    /// histogram with `latency_bounds`, and `extra_labels` on every family a
+    /// request feeds (requests, duration, tokens, cost and the streaming ones).
+    /// A bad bound or label name is an error that says why.
+    pub fn with_extra_labels(
+        latency_bounds: &[f64],
+        extra_labels: &[String],
+    ) -> Result<Self, String> {
+        for (index, name) in extra_labels.iter().enumerate() {
+            if !valid_label_name(name) {
+                return Err(format!(
+                    "extra_labels: {name:?} is not a Prometheus label name (letters, digits \
+                     and _, not starting with a digit or __)"
+                ));
+            }
+            if TAKEN_LABELS.contains(&name.as_str()) {
+                return Err(format!(
+                    "extra_labels: {name:?} is a label the families already have"
+                ));
+            }
+            if extra_labels[..index].contains(name) {
+                return Err(format!("extra_labels: {name:?} is named twice"));
+            }
+        }
+        let mut families = vec![
             counter(
                 REQUESTS,
                 "ractogateway_requests",
@@ -239,14 +340,14 @@ impl Schema {
                 &["model", "operation", "provider", "status"],
             ),
             FamilyDesc {
-                id: DURATION,
-                name: "ractogateway_request_duration_seconds",
-                help: "LLM request wall-clock latency in seconds.",
-                kind: FamilyKind::Histogram,
-                value: ValueKind::Buckets,
-                label_names: &["model", "operation", "provider"],
-                buckets: Some(Buckets::new(latency_bounds)?),
                 shown_when_empty: true,
+                ..stream_histogram(
+                    DURATION,
+                    "ractogateway_request_duration_seconds",
+                    "LLM request wall-clock latency in seconds.",
+                    latency_bounds,
+                )
+                .map_err(|reason| format!("latency_buckets {reason}"))?
             },
             counter(
                 TOKENS,
@@ -294,7 +395,62 @@ impl Schema {
                 &TIME_PER_OUTPUT_TOKEN_BOUNDS,
             )?,
         ];
-        Ok(Schema { families })
+        for id in REQUEST_FAMILIES {
+            let family = &mut families[usize::from(id)];
+            *family = with_request_labels(family.clone(), extra_labels);
+        }
+        let requests = &families[usize::from(REQUESTS)];
+        let request_positions = (0..REQUEST_LABELS.len() + extra_labels.len())
+            .map(|index| {
+                requests
+                    .sources
+                    .iter()
+                    .position(|source| *source == LabelSource::Request(index))
+                    .unwrap_or_else(|| unreachable!("the requests family has every request label"))
+            })
+            .collect();
+        Ok(Schema {
+            families,
+            extra_labels: extra_labels.to_vec(),
+            request_positions,
+        })
+    }
+
+    /// The extra label names, in the order they were configured.
+    pub fn extra_labels(&self) -> &[String] {
+        &self.extra_labels
+    }
+
+    /// The label values of `family`'s series that a requests entry feeds:
+    /// `label(position)` reads the entry's labels; `token_type` fills in a
+    /// token series' type.
+    pub fn derived_key<'e>(
+        &self,
+        family: FamilyId,
+        label: impl Fn(usize) -> &'e str,
+        token_type: &'e str,
+    ) -> SmallVec<[&'e str; 8]> {
+        self.family(family)
+            .sources
+            .iter()
+            .map(|source| match source {
+                LabelSource::Request(index) => label(self.request_positions[*index]),
+                LabelSource::TokenType => token_type,
+            })
+            .collect()
+    }
+
+    /// The requests family's label values of a request whose label values are
+    /// `values` (provider, model, operation, status, then the extra labels).
+    pub fn request_key<'v>(&self, values: &[&'v str]) -> SmallVec<[&'v str; 8]> {
+        self.family(REQUESTS)
+            .sources
+            .iter()
+            .map(|source| match source {
+                LabelSource::Request(index) => values[*index],
+                LabelSource::TokenType => "",
+            })
+            .collect()
     }
 
     /// Every family, by position.

@@ -561,6 +561,7 @@ mod tests {
             model,
             operation: "chat",
             status: "ok",
+            extra: &[],
         };
         let values = RequestValues::new(latency_s, 1000, 200);
         store.record_request(&labels, &values);

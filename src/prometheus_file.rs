@@ -106,7 +106,7 @@ fn series_keys(family: &FamilyDesc, labels: &[&str]) -> Vec<String> {
     let named: Vec<(&str, &str)> = family
         .label_names
         .iter()
-        .copied()
+        .map(String::as_str)
         .zip(labels.iter().copied())
         .collect();
     match family.kind {
@@ -344,8 +344,8 @@ fn parse_key<'s>(
     let family = schema.named(&family_name)?;
     let suffix = sample.strip_prefix(family.name)?.to_owned();
     let mut values = Vec::with_capacity(family.label_names.len());
-    for name in family.label_names {
-        values.push(labels.get(*name)?.clone());
+    for name in &family.label_names {
+        values.push(labels.get(name)?.clone());
     }
     let known = family.label_names.len() + usize::from(labels.contains_key("le"));
     if labels.len() != known {

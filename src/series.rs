@@ -95,8 +95,3 @@ pub struct RequestSeries {
     pub(crate) first_token: OnceLock<SeriesRef<HistogramSeries>>,
     pub(crate) per_token: OnceLock<SeriesRef<HistogramSeries>>,
 }
-
-/// The position of each request label in a requests entry (alphabetical order).
-pub(crate) const MODEL: usize = 0;
-pub(crate) const OPERATION: usize = 1;
-pub(crate) const PROVIDER: usize = 2;

@@ -11,6 +11,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use smallvec::SmallVec;
+
 use crate::batch::Batch;
 use crate::counter::Recording;
 use crate::family::{
@@ -20,8 +22,7 @@ use crate::family::{
 use crate::label_map::{Entry, LabelMap};
 use crate::pricing::PriceTable;
 use crate::series::{
-    unix_now, CostSeries, CounterSeries, HistogramSeries, RequestSeries, SeriesRef, MODEL,
-    OPERATION, PROVIDER,
+    unix_now, CostSeries, CounterSeries, HistogramSeries, RequestSeries, SeriesRef,
 };
 use crate::shared_file::SeriesDescription;
 use crate::slots::SlotArena;
@@ -47,6 +48,8 @@ pub struct RequestLabels<'a> {
     pub operation: &'a str,
     /// Status, e.g. `"ok"`.
     pub status: &'a str,
+    /// The values of the schema's extra labels, in its order (empty without them).
+    pub extra: &'a [&'a str],
 }
 
 /// The measured values of one request, already validated.
@@ -191,43 +194,43 @@ impl Store {
     /// The requests entry of `labels`, created (with its histogram) on first use.
     #[inline]
     pub fn request_entry(&self, labels: &RequestLabels<'_>) -> &RequestEntry {
-        let RequestLabels {
-            provider,
-            model,
-            operation,
-            status,
-        } = *labels;
-        self.requests
-            .get_or_insert_with(&[model, operation, provider, status], || {
-                let key = [model, operation, provider];
-                let duration = self.durations.get_or_insert_with(&key, || {
-                    let created = unix_now();
-                    HistogramSeries {
-                        histogram: self.arena.histogram(
-                            &SeriesDescription {
-                                family: DURATION,
-                                labels: &key,
-                                created,
-                            },
-                            &self.latency_buckets,
-                        ),
-                        created,
-                    }
-                });
-                RequestSeries {
-                    requests: CounterSeries::new(
-                        &self.arena,
-                        REQUESTS,
-                        &[model, operation, provider, status],
+        let mut values: SmallVec<[&str; 8]> = SmallVec::new();
+        values.extend([
+            labels.provider,
+            labels.model,
+            labels.operation,
+            labels.status,
+        ]);
+        values.extend(labels.extra.iter().copied());
+        // Missing extra labels are empty, as `prometheus_client` would show them.
+        values.resize(4 + self.schema.extra_labels().len(), "");
+        let key = self.schema.request_key(&values);
+        self.requests.get_or_insert_with(&key, || {
+            let duration_key = self.schema.derived_key(DURATION, |at| key[at], "");
+            let duration = self.durations.get_or_insert_with(&duration_key, || {
+                let created = unix_now();
+                HistogramSeries {
+                    histogram: self.arena.histogram(
+                        &SeriesDescription {
+                            family: DURATION,
+                            labels: &duration_key,
+                            created,
+                        },
+                        &self.latency_buckets,
                     ),
-                    price: self.prices.get(model),
-                    duration: SeriesRef::new(&duration.value),
-                    tokens: Default::default(),
-                    cost: OnceLock::new(),
-                    first_token: OnceLock::new(),
-                    per_token: OnceLock::new(),
+                    created,
                 }
-            })
+            });
+            RequestSeries {
+                requests: CounterSeries::new(&self.arena, REQUESTS, &key),
+                price: self.prices.get(labels.model),
+                duration: SeriesRef::new(&duration.value),
+                tokens: Default::default(),
+                cost: OnceLock::new(),
+                first_token: OnceLock::new(),
+                per_token: OnceLock::new(),
+            }
+        })
     }
 
     /// Records one completed request: its count, latency, tokens and cost.
@@ -315,11 +318,7 @@ impl Store {
             (&series.per_token, &self.per_tokens)
         };
         slot.get_or_init(|| {
-            let key = [
-                entry.label(MODEL),
-                entry.label(OPERATION),
-                entry.label(PROVIDER),
-            ];
+            let key = self.schema.derived_key(family, |at| entry.label(at), "");
             let created = map.get_or_insert_with(&key, || {
                 let created = unix_now();
                 HistogramSeries {
@@ -346,7 +345,7 @@ impl Store {
         entry: &RequestEntry,
     ) -> &'s CostSeries {
         slot.get_or_init(|| {
-            let key = [entry.label(MODEL), entry.label(PROVIDER)];
+            let key = self.schema.derived_key(COST, |at| entry.label(at), "");
             let created = self.costs.get_or_insert_with(&key, || {
                 let created = unix_now();
                 CostSeries {
@@ -374,7 +373,7 @@ impl Store {
         series.tokens[token_type]
             .get_or_init(|| {
                 let name = TOKEN_TYPE_NAMES[token_type];
-                let key = [entry.label(MODEL), entry.label(PROVIDER), name];
+                let key = self.schema.derived_key(TOKENS, |at| entry.label(at), name);
                 SeriesRef::new(
                     &self
                         .tokens
@@ -570,6 +569,7 @@ mod tests {
         model: "gpt-4o",
         operation: "chat",
         status: "ok",
+        extra: &[],
     };
 
     #[test]

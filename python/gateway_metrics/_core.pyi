@@ -1,6 +1,6 @@
 """The native core of gateway-metrics. Private: use the ``gateway_metrics`` package."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class MetricsStore:
         multiprocess_dir: str | None = None,
         prometheus_multiproc_dir: str | None = None,
         latency_buckets: list[float] | None = None,
+        extra_labels: list[str] | None = None,
         *args: Any,
         **kwargs: Any,
     ) -> MetricsStore:
@@ -52,6 +53,9 @@ class MetricsStore:
         ``multiprocess_dir`` the values live in a file of that directory; else,
         with ``prometheus_multiproc_dir``, in ``prometheus_client``'s files there.
         """
+
+    def _extra_labels(self) -> list[str]:
+        """The extra label names of the request families, in their configured order."""
 
     def _latency_buckets(self) -> list[float]:
         """Upper bounds of the latency histogram's buckets (``+Inf`` implied)."""
@@ -74,6 +78,7 @@ class MetricsStore:
         cache_read_tokens: int = 0,
         cache_write_tokens: int = 0,
         reasoning_tokens: int = 0,
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         """Records one completed LLM request.
 
@@ -93,7 +98,8 @@ class MetricsStore:
         ``ractogateway_time_to_first_token_seconds`` and, with two or more
         output tokens, ``ractogateway_time_per_output_token_seconds`` observes
         ``(latency_s - time_to_first_token_s) / (output_tokens - 1)``. Those
-        families appear with their first series.
+        families appear with their first series. ``labels`` maps the
+        middleware's ``extra_labels`` to values (missing ones record ``""``).
 
         Raises ``TypeError`` for a label that is not ``str``, a latency that is not
         a real number, a token count that is not an ``int`` or ``tool_calls`` that
@@ -124,6 +130,7 @@ class MetricsStore:
         cache_read_tokens: int | Sequence[int] | Any | None = 0,
         cache_write_tokens: int | Sequence[int] | Any | None = 0,
         reasoning_tokens: int | Sequence[int] | Any | None = 0,
+        labels: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
     ) -> int:
         """Records many requests in one call, given as columns; returns the row count.
 

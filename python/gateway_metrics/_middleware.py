@@ -96,6 +96,19 @@ def _bucket_bounds(latency_buckets: Iterable[float]) -> list[float]:
     return bounds
 
 
+def _label_names(extra_labels: Iterable[str]) -> list[str]:
+    """The extra label names as a list, or a ``TypeError`` naming the argument."""
+    if isinstance(extra_labels, (str, bytes)) or not isinstance(extra_labels, Iterable):
+        raise TypeError(
+            f"extra_labels must be an iterable of label names, not {type(extra_labels).__name__}"
+        )
+    names = list(extra_labels)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"extra_labels must hold str, not {type(name).__name__}")
+    return names
+
+
 class GatewayMetricsMiddleware(MetricsStore):
     """Prometheus metrics for LLM requests; pass it as ``metrics=`` to a gateway kit.
 
@@ -120,6 +133,11 @@ class GatewayMetricsMiddleware(MetricsStore):
     each process records natively into files in ``prometheus_client``'s own
     format there, which its ``MultiProcessCollector`` sums with the
     application's other metrics.
+
+    ``extra_labels`` names labels (valid Prometheus label names, not the
+    families' own) that the requests, duration, tokens, cost and streaming
+    families carry besides theirs; a call's ``labels=`` maps them to values
+    (a missing name records ``""``; an unknown one is a ``ValueError``).
 
     ``latency_buckets`` replaces the upper bounds of the request-duration
     histogram (finite, above zero, strictly increasing; ``+Inf`` is implied).
@@ -151,6 +169,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         registry: CollectorRegistry | None = None,
         multiprocess_dir: str | os.PathLike[str] | None = None,
         latency_buckets: Iterable[float] | None = None,
+        extra_labels: Iterable[str] = (),
     ) -> GatewayMetricsMiddleware:
         table = merged_price_table(price_table)
         prices = [
@@ -161,7 +180,8 @@ class GatewayMetricsMiddleware(MetricsStore):
             multiprocess_dir = os.environ.get(MULTIPROCESS_DIR_VARIABLE) or None
         prometheus_dir = None if multiprocess_dir is not None else prometheus_multiproc_dir()
         bounds = None if latency_buckets is None else _bucket_bounds(latency_buckets)
-        self = super().__new__(cls, prices, multiprocess_dir, prometheus_dir, bounds)
+        names = _label_names(extra_labels)
+        self = super().__new__(cls, prices, multiprocess_dir, prometheus_dir, bounds, names)
         self._price_table = table
         self._multiprocess_dir = None if multiprocess_dir is None else os.fspath(multiprocess_dir)
         self._prometheus_multiproc_dir = prometheus_dir
@@ -174,6 +194,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         registry: CollectorRegistry | None = None,
         multiprocess_dir: str | os.PathLike[str] | None = None,
         latency_buckets: Iterable[float] | None = None,
+        extra_labels: Iterable[str] = (),
     ) -> None:
         self._registry = prometheus_client.REGISTRY if registry is None else registry
         self._collector = _GatewayCollector(self)
@@ -193,6 +214,11 @@ class GatewayMetricsMiddleware(MetricsStore):
     def price_table(self) -> Mapping[str, ModelPricing]:
         """The prices in use: ``DEFAULT_COST_TABLE`` merged with the caller's table."""
         return dict(self._price_table)
+
+    @property
+    def extra_labels(self) -> tuple[str, ...]:
+        """The label names every request family carries besides its own."""
+        return tuple(self._extra_labels())
 
     @property
     def latency_buckets(self) -> tuple[float, ...]:

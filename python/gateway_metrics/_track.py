@@ -127,12 +127,15 @@ class TrackedCall:
         for argument, value in (("provider", provider), ("model", model), ("operation", operation)):
             if not isinstance(value, str):
                 raise TypeError(f"{argument} must be str, not {type(value).__name__}")
-        if labels:
-            unknown = ", ".join(sorted(map(str, labels)))
+        known = metrics.extra_labels
+        unknown = sorted(str(name) for name in (labels or {}) if name not in known)
+        if unknown:
             raise ValueError(
-                f"labels names {unknown}, which are not among this middleware's extra labels ()"
+                f"labels names {', '.join(unknown)}, which are not among this middleware's "
+                f"extra labels ({', '.join(known)})"
             )
         self._metrics = metrics
+        self._labels = dict(labels) if labels else None
         self._provider, self._model, self._operation = provider, model, operation
         self._started: float | None = None
         self._first_token_s: float | None = None
@@ -202,6 +205,7 @@ class TrackedCall:
             reasoning_tokens=self._tokens["reasoning"],
             time_to_first_token_s=None if first is None else min(first, latency_s),
             tool_calls=self._tool_calls,
+            labels=self._labels,
         )
 
     def __enter__(self) -> TrackedCall:

@@ -6,7 +6,7 @@ use std::fmt::Display;
 use pyo3::exceptions::{PyAttributeError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyFloat, PyInt, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
 use smallvec::SmallVec;
 
 use super::identity_cache::IdentityCache;
@@ -63,6 +63,52 @@ fn label_text<'a>(text: &'a Bound<'_, PyString>, argument: impl Display) -> PyRe
             text.to_string_lossy().escape_debug()
         ))
     })
+}
+
+/// The values of the extra labels from a call's `labels` mapping, in the
+/// order of `names` (the schema's extra labels): a missing name is `""`, a
+/// name the schema does not have is a `ValueError`.
+pub(super) fn extra_label_values<'py>(
+    mapping: &Bound<'py, PyAny>,
+    names: &[String],
+    row: Option<usize>,
+) -> PyResult<SmallVec<[Bound<'py, PyString>; 4]>> {
+    let argument = ColumnArgument {
+        name: "labels",
+        row,
+    };
+    let mapping = mapping.downcast::<PyDict>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{argument} must be a dict of extra label values, not {}",
+            type_name(mapping)
+        ))
+    })?;
+    for key in mapping.keys() {
+        let known = key
+            .downcast::<PyString>()
+            .ok()
+            .and_then(|key| {
+                key.to_str()
+                    .ok()
+                    .map(|key| names.iter().any(|name| name == key))
+            })
+            .unwrap_or(false);
+        if !known {
+            return Err(PyValueError::new_err(format!(
+                "{argument} names {key:?}, which is not among this middleware's extra labels ({})",
+                names.join(", ")
+            )));
+        }
+    }
+    names
+        .iter()
+        .map(|name| match mapping.get_item(name)? {
+            Some(value) if !value.is_none() => {
+                label(&value, format!("{argument}['{name}']").as_str())
+            }
+            _ => Ok(PyString::new(mapping.py(), "")),
+        })
+        .collect()
 }
 
 /// A validated label object: its text as the exposition shows it.

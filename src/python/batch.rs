@@ -14,7 +14,7 @@ use std::hash::Hash;
 use foldhash::fast::RandomState;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
 use smallvec::SmallVec;
 
 use super::arguments::{
@@ -80,6 +80,28 @@ impl<'py> LabelArgument<'py> {
     fn is_column(&self) -> bool {
         matches!(self, LabelArgument::Column(_))
     }
+}
+
+/// The `labels` argument: one dict of extra label values for every row, or a
+/// list or tuple with one (or None) per row; None when it is not given.
+fn extra_labels_argument<'py>(
+    value: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Option<LabelArgument<'py>>> {
+    let Some(value) = value.filter(|value| !value.is_none()) else {
+        return Ok(None);
+    };
+    if value.is_instance_of::<PyDict>() {
+        return Ok(Some(LabelArgument::Scalar(value.clone())));
+    }
+    sequence_items(value)
+        .map(|items| Some(LabelArgument::Column(items)))
+        .ok_or_else(|| {
+            PyTypeError::new_err(format!(
+                "labels must be a dict of extra label values, or a list or tuple with one \
+                 (or None) per row, not {}",
+                type_name(value)
+            ))
+        })
 }
 
 /// A numeric argument: one value for every row, or one per row.
@@ -320,6 +342,7 @@ impl PyMetricsStore {
             .map(|(value, name)| token_counts(*value, name))
             .collect::<PyResult<Vec<_>>>()?;
         let first_token = first_token_times(arguments.time_to_first_token_s)?;
+        let extra = extra_labels_argument(arguments.extra_labels)?;
         let tool_column = match tool_calls.filter(|value| !value.is_none()) {
             None => None,
             Some(value) => Some(sequence_items(value).ok_or_else(|| {
@@ -338,6 +361,7 @@ impl PyMetricsStore {
             ("latency_s", latency.rows()),
             ("time_to_first_token_s", first_token.rows()),
             ("tool_calls", tool_column.as_ref().map(Vec::len)),
+            ("labels", extra.as_ref().and_then(LabelArgument::rows)),
         ];
         lengths.extend(
             TOKEN_ARGUMENTS
@@ -379,11 +403,29 @@ impl PyMetricsStore {
         let mut combinations: Vec<(usize, Resolved<'_, '_>)> = Vec::new();
         let mut row_combination: Vec<u32> = Vec::new();
         let columns: SmallVec<[usize; 4]> = (0..4).filter(|&i| labels[i].is_column()).collect();
+        let extra_column = extra.as_ref().is_some_and(LabelArgument::is_column);
         let mut resolve = |row: usize| {
             let objects = [0, 1, 2, 3].map(|i| labels[i].at(row));
-            self.resolve_labels(py, objects, (!columns.is_empty()).then_some(row))
+            let named = (!columns.is_empty() || extra_column).then_some(row);
+            self.resolve_labels(py, objects, extra.as_ref().map(|e| e.at(row)), named)
         };
-        if let [column] = columns[..] {
+        if extra_column {
+            let key = |row| {
+                let mut key = [0; 5];
+                for (slot, index) in key.iter_mut().zip(0..4) {
+                    *slot = labels[index].at(row).as_ptr() as usize;
+                }
+                key[4] = extra.as_ref().map_or(0, |e| e.at(row).as_ptr() as usize);
+                key
+            };
+            group_rows(
+                rows,
+                key,
+                &mut resolve,
+                &mut combinations,
+                &mut row_combination,
+            )?;
+        } else if let [column] = columns[..] {
             // One label column (a model per row, say): its object alone is the key.
             let key = |row| labels[column].at(row).as_ptr() as usize;
             group_rows(

@@ -37,6 +37,8 @@ pub(super) enum FieldKind {
     Tokens,
     /// Tool-call objects.
     ToolCalls,
+    /// A mapping of extra label names to values.
+    ExtraLabels,
 }
 
 impl FieldKind {
@@ -47,6 +49,7 @@ impl FieldKind {
             FieldKind::Seconds => "seconds",
             FieldKind::Tokens => "tokens",
             FieldKind::ToolCalls => "tool_calls",
+            FieldKind::ExtraLabels => "extra_labels",
         }
     }
 }
@@ -64,7 +67,7 @@ pub(super) struct RequestField {
 
 /// The keyword arguments of `record_request` and `record_batch`, in signature
 /// order: the one definition their parsing, signatures and stub follow.
-pub(super) const REQUEST_FIELDS: [RequestField; 12] = [
+pub(super) const REQUEST_FIELDS: [RequestField; 13] = [
     RequestField {
         name: "provider",
         kind: FieldKind::Label,
@@ -124,6 +127,11 @@ pub(super) const REQUEST_FIELDS: [RequestField; 12] = [
         name: "reasoning_tokens",
         kind: FieldKind::Tokens,
         default: Some("0"),
+    },
+    RequestField {
+        name: "labels",
+        kind: FieldKind::ExtraLabels,
+        default: Some("None"),
     },
 ];
 const FIELD_COUNT: usize = REQUEST_FIELDS.len();
@@ -275,12 +283,14 @@ pub(super) struct RequestArguments<'a, 'py> {
     pub(super) tokens: [Option<&'a Bound<'py, PyAny>>; TOKEN_TYPES],
     pub(super) tool_calls: Option<&'a Bound<'py, PyAny>>,
     pub(super) time_to_first_token_s: Option<&'a Bound<'py, PyAny>>,
+    /// The `labels` mapping of extra label values.
+    pub(super) extra_labels: Option<&'a Bound<'py, PyAny>>,
 }
 
 impl<'a, 'py> RequestArguments<'a, 'py> {
     /// Names the values [`request_fields`] matched, in the table's order.
     fn from_fields(fields: &'a FieldValues<'a, 'py>) -> PyResult<Self> {
-        let [Some(provider), Some(model), Some(operation), Some(status), Some(latency_s), input, output, tool_calls, first_token, cache_read, cache_write, reasoning] =
+        let [Some(provider), Some(model), Some(operation), Some(status), Some(latency_s), input, output, tool_calls, first_token, cache_read, cache_write, reasoning, extra_labels] =
             fields
         else {
             return Err(PySystemError::new_err(
@@ -300,6 +310,7 @@ impl<'a, 'py> RequestArguments<'a, 'py> {
             ],
             tool_calls: bound(tool_calls),
             time_to_first_token_s: bound(first_token),
+            extra_labels: bound(extra_labels),
         })
     }
 }

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use smallvec::SmallVec;
 
 use super::arguments::{
-    checked_first_token, checked_parts, label, latency_seconds, token_count, tool_call_names,
-    ColumnArgument, ToolName, ToolNames, TOKEN_ARGUMENTS,
+    checked_first_token, checked_parts, extra_label_values, label, latency_seconds, token_count,
+    tool_call_names, ColumnArgument, ToolName, ToolNames, TOKEN_ARGUMENTS,
 };
 use super::fast_call::RequestArguments;
 use super::identity_cache::IdentityCache;
@@ -48,9 +49,10 @@ pub struct PyMetricsStore {
 impl PyMetricsStore {
     /// Creates an empty store pricing requests with `prices`: `(model, input_per_million, output_per_million)`.
     #[new]
+    #[allow(clippy::too_many_arguments)] // The Python constructor's keywords, one each.
     #[pyo3(signature = (
         prices, multiprocess_dir = None, prometheus_multiproc_dir = None, latency_buckets = None,
-        *_args, **_kwargs
+        extra_labels = None, *_args, **_kwargs
     ))]
     fn new(
         py: Python<'_>,
@@ -58,12 +60,16 @@ impl PyMetricsStore {
         multiprocess_dir: Option<PathBuf>,
         prometheus_multiproc_dir: Option<PathBuf>,
         latency_buckets: Option<Vec<f64>>,
+        extra_labels: Option<Vec<String>>,
         _args: &Bound<'_, PyTuple>,
         _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let schema = Arc::new(
-            Schema::new(latency_buckets.as_deref().unwrap_or(&LATENCY_BOUNDS))
-                .map_err(|reason| PyValueError::new_err(format!("latency_buckets {reason}")))?,
+            Schema::with_extra_labels(
+                latency_buckets.as_deref().unwrap_or(&LATENCY_BOUNDS),
+                extra_labels.as_deref().unwrap_or_default(),
+            )
+            .map_err(PyValueError::new_err)?,
         );
         let table = PriceTable::new(prices.iter().map(|(model, input, output)| {
             (
@@ -102,6 +108,11 @@ impl PyMetricsStore {
             cache_misses: IdentityCache::new(),
             tool_calls: IdentityCache::new(),
         })
+    }
+
+    /// The extra label names of the request families, in their configured order.
+    fn _extra_labels(&self) -> Vec<String> {
+        self.store().schema().extra_labels().to_vec()
     }
 
     /// The upper bounds of the latency buckets, `+Inf` implied.
@@ -276,25 +287,40 @@ impl PyMetricsStore {
 
     /// The cached entry of these label objects, or their validated text (to look
     /// up once the whole call is known to be valid). `row` names a batch row in errors.
+    ///
+    /// `extra` is the call's `labels` mapping of extra label values, if any:
+    /// such a call is never served from the identity cache, which knows the
+    /// four request labels only.
     pub(super) fn resolve_labels<'s, 'py>(
         &'s self,
         py: Python<'py>,
         [provider, model, operation, status]: [&Bound<'py, PyAny>; 4],
+        extra: Option<&Bound<'py, PyAny>>,
         row: Option<usize>,
     ) -> PyResult<Resolved<'s, 'py>> {
-        if let Some(entry) = self
-            .request_entries
-            .get(py, [provider, model, operation, status])
-        {
-            return Ok(Resolved::Cached(entry));
+        let extra = extra.filter(|mapping| !mapping.is_none());
+        if extra.is_none() {
+            if let Some(entry) = self
+                .request_entries
+                .get(py, [provider, model, operation, status])
+            {
+                return Ok(Resolved::Cached(entry));
+            }
         }
         let argument = |name| ColumnArgument { name, row };
-        Ok(Resolved::Labels([
+        let texts = [
             label(provider, argument("provider"))?,
             label(model, argument("model"))?,
             label(operation, argument("operation"))?,
             label(status, argument("status"))?,
-        ]))
+        ];
+        let extra = match extra {
+            None => SmallVec::new(),
+            Some(mapping) => {
+                extra_label_values(mapping, self.store().schema().extra_labels(), row)?
+            }
+        };
+        Ok(Resolved::Labels { texts, extra })
     }
 
     /// The entry of resolved labels, created on first use, and cached when the
@@ -305,20 +331,26 @@ impl PyMetricsStore {
         resolved: Resolved<'s, '_>,
         label_objects: [&Bound<'_, PyAny>; 4],
     ) -> PyResult<&'s RequestEntry> {
-        let [provider, model, operation, status] = match resolved {
+        let ([provider, model, operation, status], extra) = match resolved {
             Resolved::Cached(entry) => return Ok(entry),
-            Resolved::Labels(texts) => texts,
+            Resolved::Labels { texts, extra } => (texts, extra),
         };
+        let extra_texts = extra
+            .iter()
+            .map(|text| text.to_str())
+            .collect::<PyResult<SmallVec<[&str; 4]>>>()?;
         let labels = RequestLabels {
             provider: provider.to_str()?,
             model: model.to_str()?,
             operation: operation.to_str()?,
             status: status.to_str()?,
+            extra: &extra_texts,
         };
         let entry = self.store().request_entry(&labels);
-        if label_objects
-            .iter()
-            .all(|object| object.is_exact_instance_of::<PyString>())
+        if extra.is_empty()
+            && label_objects
+                .iter()
+                .all(|object| object.is_exact_instance_of::<PyString>())
         {
             // SAFETY: entries live as long as the store, which lives as long as the cache.
             unsafe {
@@ -334,7 +366,7 @@ impl PyMetricsStore {
         let label_objects = arguments.labels;
         let py = label_objects[0].py();
         self.follow_fork(py)?;
-        let resolved = self.resolve_labels(py, label_objects, None)?;
+        let resolved = self.resolve_labels(py, label_objects, arguments.extra_labels, None)?;
         let latency_s = latency_seconds(arguments.latency_s, "latency_s")?;
         let mut tokens = [0; TOKEN_TYPES];
         for index in 0..TOKEN_TYPES {
@@ -388,5 +420,9 @@ pub(super) fn recording(py: Python<'_>, coding: Coding) -> PyResult<Recording> {
 /// model, operation, status) still to be looked up.
 pub(super) enum Resolved<'s, 'py> {
     Cached(&'s RequestEntry),
-    Labels([Bound<'py, PyString>; 4]),
+    Labels {
+        texts: [Bound<'py, PyString>; 4],
+        /// The extra labels' values, in the schema's order; empty without a `labels` mapping.
+        extra: SmallVec<[Bound<'py, PyString>; 4]>,
+    },
 }
