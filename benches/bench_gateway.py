@@ -101,6 +101,22 @@ def test_first_use_of_a_new_label_set(measure, contender):
     assert requests_seen(middleware, "model-0") == 1
 
 
+@pytest.mark.parametrize("contender", ["ours", "ours, every field"])
+def test_record_request_with_every_field(measure, contender):
+    group = "record_request every field vs seed-only"
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), extra_labels=["tenant"])
+    seed_only = _bench.fixed_request(metrics.record_request)
+    workload = (
+        seed_only if contender == "ours" else _bench.every_field_request(metrics.record_request)
+    )
+    measure(group, contender, workload, calls_per_round=_bench.CALLS_PER_ROUND)
+    if contender != "ours" and TIMINGS.get((group, contender)):
+        FIGURES[("record_request every field / seed-only, in alternation", "ratio")] = (
+            interleaved_ratio(workload, seed_only)
+        )
+    assert requests_seen(metrics, "gpt-4o") is None  # the requests series carry a tenant
+
+
 MULTI_PROCESS = {
     "ours, multi-process": "own files",
     "ours, prometheus_client files": "prometheus_client files",

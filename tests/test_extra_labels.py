@@ -216,3 +216,21 @@ def test_prometheus_clients_mode_carries_the_extra_labels(tmp_path):
     tokens = (("model", "gpt-4o"), ("provider", "openai"), ("tenant", "acme"),
               ("token_type", "input"))  # fmt: skip
     assert found[("ractogateway_tokens_total", tokens)] == 7.0
+
+
+def test_a_reused_labels_dict_is_read_anew_on_every_call(no_created):
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), extra_labels=EXTRA)
+    labels = {"tenant": "acme"}
+    for tenant in ("acme", "globex", "acme", "initech"):
+        labels["tenant"] = tenant
+        metrics.record_request(
+            provider="openai",
+            model="m",
+            operation="chat",
+            status="ok",
+            latency_s=0.1,
+            labels=labels,
+        )
+    found = samples(metrics.generate_latest(), "ractogateway_requests_total")
+    by_tenant = {dict(key[1])["tenant"]: value for key, value in found.items()}
+    assert by_tenant == {"acme": 2.0, "globex": 1.0, "initech": 1.0}

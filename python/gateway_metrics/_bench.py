@@ -100,6 +100,34 @@ def fixed_request(record: Callable[..., Any]) -> Callable[[], None]:
     return calls
 
 
+#: The extra-label values of the every-field workload.
+TENANT = {"tenant": "acme"}
+
+
+def every_field_request(record: Callable[..., Any]) -> Callable[[], None]:
+    """A round of calls like ``fixed_request`` with every newer field given too."""
+
+    def calls() -> None:
+        for _ in _ROUND:
+            record(
+                provider="openai",
+                model="gpt-4o",
+                operation="chat",
+                status="ok",
+                latency_s=0.42,
+                input_tokens=1200,
+                output_tokens=350,
+                tool_calls=ONE_TOOL_CALL,
+                time_to_first_token_s=0.08,
+                cache_read_tokens=1000,
+                cache_write_tokens=100,
+                reasoning_tokens=120,
+                labels=TENANT,
+            )
+
+    return calls
+
+
 def four_model_requests(record: Callable[..., Any]) -> Callable[[], None]:
     """A round of calls cycling through four models, without tool calls."""
     a, b, c, d = FOUR_MODELS

@@ -71,6 +71,7 @@ fn label_text<'a>(text: &'a Bound<'_, PyString>, argument: impl Display) -> PyRe
 pub(super) fn extra_label_values<'py>(
     mapping: &Bound<'py, PyAny>,
     names: &[String],
+    empty: &Bound<'py, PyString>,
     row: Option<usize>,
 ) -> PyResult<SmallVec<[Bound<'py, PyString>; 4]>> {
     let argument = ColumnArgument {
@@ -106,7 +107,7 @@ pub(super) fn extra_label_values<'py>(
             Some(value) if !value.is_none() => {
                 label(&value, format!("{argument}['{name}']").as_str())
             }
-            _ => Ok(PyString::new(mapping.py(), "")),
+            _ => Ok(empty.clone()),
         })
         .collect()
 }

@@ -461,8 +461,8 @@ impl PyMetricsStore {
         let slots: Vec<usize> = combinations
             .into_iter()
             .map(|(first_row, resolved)| {
-                let objects = [0, 1, 2, 3].map(|i| labels[i].at(first_row));
-                self.request_entry(py, resolved, objects)
+                let labelled = extra.as_ref().is_some_and(|e| !e.at(first_row).is_none());
+                self.request_entry(py, resolved, labelled)
                     .map(|entry| batch.slot(entry))
             })
             .collect::<PyResult<_>>()?;

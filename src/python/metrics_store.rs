@@ -40,6 +40,13 @@ pub struct PyMetricsStore {
     multiprocess: Option<Multiprocess>,
     /// Request label objects (provider, model, operation, status) to their entry.
     request_entries: IdentityCache<RequestEntry, 4>,
+    /// The same with the values of a `labels` mapping, in the order of the
+    /// extra labels (the empty string standing for a missing one).
+    labelled_entries: IdentityCache<RequestEntry, LABELLED_KEY>,
+    /// The extra label names, interned, for looking them up in `labels` mappings.
+    extra_names: Vec<Py<PyString>>,
+    /// The interned empty string: a missing extra label's value.
+    empty: Py<PyString>,
     cache_hits: IdentityCache<CounterSeries, 1>,
     cache_misses: IdentityCache<CounterSeries, 1>,
     pub(super) tool_calls: IdentityCache<CounterSeries, 1>,
@@ -64,6 +71,7 @@ impl PyMetricsStore {
         _args: &Bound<'_, PyTuple>,
         _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
+        let extra_names = extra_labels.clone().unwrap_or_default();
         let schema = Arc::new(
             Schema::with_extra_labels(
                 latency_buckets.as_deref().unwrap_or(&LATENCY_BOUNDS),
@@ -104,6 +112,12 @@ impl PyMetricsStore {
             store: AtomicPtr::new(Box::into_raw(Box::new(store))),
             multiprocess,
             request_entries: IdentityCache::new(),
+            labelled_entries: IdentityCache::new(),
+            extra_names: extra_names
+                .iter()
+                .map(|name| PyString::intern(py, name).unbind())
+                .collect(),
+            empty: PyString::intern(py, "").unbind(),
             cache_hits: IdentityCache::new(),
             cache_misses: IdentityCache::new(),
             tool_calls: IdentityCache::new(),
@@ -226,6 +240,7 @@ impl PyMetricsStore {
         self.store
             .store(Box::into_raw(Box::new(store)), Ordering::Release);
         self.request_entries.clear(py);
+        self.labelled_entries.clear(py);
         self.cache_hits.clear(py);
         self.cache_misses.clear(py);
         self.tool_calls.clear(py);
@@ -288,25 +303,31 @@ impl PyMetricsStore {
     /// The cached entry of these label objects, or their validated text (to look
     /// up once the whole call is known to be valid). `row` names a batch row in errors.
     ///
-    /// `extra` is the call's `labels` mapping of extra label values, if any:
-    /// such a call is never served from the identity cache, which knows the
-    /// four request labels only.
+    /// `extra` is the call's `labels` mapping of extra label values, if any.
     pub(super) fn resolve_labels<'s, 'py>(
         &'s self,
         py: Python<'py>,
-        [provider, model, operation, status]: [&Bound<'py, PyAny>; 4],
+        objects: [&Bound<'py, PyAny>; 4],
         extra: Option<&Bound<'py, PyAny>>,
         row: Option<usize>,
     ) -> PyResult<Resolved<'s, 'py>> {
         let extra = extra.filter(|mapping| !mapping.is_none());
-        if extra.is_none() {
-            if let Some(entry) = self
-                .request_entries
-                .get(py, [provider, model, operation, status])
-            {
-                return Ok(Resolved::Cached(entry));
-            }
+        let cached = match extra {
+            None => self.request_entries.get(py, objects),
+            Some(mapping) => self.labelled_values(py, mapping).and_then(|values| {
+                let key: [&Bound<'py, PyAny>; LABELLED_KEY] = std::array::from_fn(|index| {
+                    objects
+                        .get(index)
+                        .copied()
+                        .unwrap_or_else(|| &values[index - 4])
+                });
+                self.labelled_entries.get(py, key)
+            }),
+        };
+        if let Some(entry) = cached {
+            return Ok(Resolved::Cached(entry));
         }
+        let [provider, model, operation, status] = objects;
         let argument = |name| ColumnArgument { name, row };
         let texts = [
             label(provider, argument("provider"))?,
@@ -314,13 +335,57 @@ impl PyMetricsStore {
             label(operation, argument("operation"))?,
             label(status, argument("status"))?,
         ];
+        let mut cacheable = objects
+            .iter()
+            .all(|object| object.is_exact_instance_of::<PyString>());
         let extra = match extra {
             None => SmallVec::new(),
             Some(mapping) => {
-                extra_label_values(mapping, self.store().schema().extra_labels(), row)?
+                let names = self.store().schema().extra_labels();
+                let values = extra_label_values(mapping, names, self.empty.bind(py), row)?;
+                // A value `str()` made of a subclass is a new object every call.
+                cacheable &= names.len() <= LABELLED_KEY - 4
+                    && mapping.downcast::<PyDict>().is_ok_and(|dict| {
+                        dict.values().iter().all(|value| {
+                            value.is_none() || value.is_exact_instance_of::<PyString>()
+                        })
+                    });
+                values
             }
         };
-        Ok(Resolved::Labels { texts, extra })
+        Ok(Resolved::Labels {
+            texts,
+            extra,
+            cacheable,
+        })
+    }
+
+    /// The extra half of the identity-cache key of a call with a `labels`
+    /// mapping: each extra label's value object (the interned empty string for
+    /// a missing one); None when the mapping names anything else, or the extra
+    /// labels are too many for the key.
+    fn labelled_values<'py>(
+        &self,
+        py: Python<'py>,
+        mapping: &Bound<'py, PyAny>,
+    ) -> Option<[Bound<'py, PyAny>; LABELLED_KEY - 4]> {
+        let dict = mapping.downcast_exact::<PyDict>().ok()?;
+        if self.extra_names.len() > LABELLED_KEY - 4 {
+            return None;
+        }
+        let empty = self.empty.bind(py).as_any();
+        let mut values: [Bound<'py, PyAny>; LABELLED_KEY - 4] =
+            std::array::from_fn(|_| empty.clone());
+        let mut present = 0;
+        for (slot, name) in values.iter_mut().zip(&self.extra_names) {
+            if let Ok(Some(value)) = dict.get_item(name.bind(py)) {
+                present += 1;
+                if !value.is_none() {
+                    *slot = value;
+                }
+            }
+        }
+        (present == dict.len()).then_some(values)
     }
 
     /// The entry of resolved labels, created on first use, and cached when the
@@ -329,11 +394,15 @@ impl PyMetricsStore {
         &'s self,
         py: Python<'_>,
         resolved: Resolved<'s, '_>,
-        label_objects: [&Bound<'_, PyAny>; 4],
+        labelled: bool,
     ) -> PyResult<&'s RequestEntry> {
-        let ([provider, model, operation, status], extra) = match resolved {
+        let ([provider, model, operation, status], extra, cacheable) = match resolved {
             Resolved::Cached(entry) => return Ok(entry),
-            Resolved::Labels { texts, extra } => (texts, extra),
+            Resolved::Labels {
+                texts,
+                extra,
+                cacheable,
+            } => (texts, extra, cacheable),
         };
         let extra_texts = extra
             .iter()
@@ -347,16 +416,23 @@ impl PyMetricsStore {
             extra: &extra_texts,
         };
         let entry = self.store().request_entry(&labels);
-        if extra.is_empty()
-            && label_objects
-                .iter()
-                .all(|object| object.is_exact_instance_of::<PyString>())
-        {
+        if cacheable && !labelled {
             // SAFETY: entries live as long as the store, which lives as long as the cache.
             unsafe {
                 self.request_entries
                     .insert(py, [&provider, &model, &operation, &status], entry)
             };
+        } else if cacheable {
+            let empty = self.empty.bind(py);
+            let key: [&Bound<'_, PyString>; LABELLED_KEY] = std::array::from_fn(|index| {
+                [&provider, &model, &operation, &status]
+                    .get(index)
+                    .copied()
+                    .or_else(|| extra.get(index - 4))
+                    .unwrap_or(empty)
+            });
+            // SAFETY: as above.
+            unsafe { self.labelled_entries.insert(py, key, entry) };
         }
         Ok(entry)
     }
@@ -390,7 +466,10 @@ impl PyMetricsStore {
         };
         let tool_names = tool_call_names(arguments.tool_calls, None, &self.tool_calls)?;
         // Everything is valid: from here on the call records.
-        let entry = self.request_entry(py, resolved, label_objects)?;
+        let labelled = arguments
+            .extra_labels
+            .is_some_and(|mapping| !mapping.is_none());
+        let entry = self.request_entry(py, resolved, labelled)?;
         self.store().record_request_on(entry, &values);
         self.record_tool_calls(py, &tool_names)?;
         Ok(())
@@ -424,5 +503,11 @@ pub(super) enum Resolved<'s, 'py> {
         texts: [Bound<'py, PyString>; 4],
         /// The extra labels' values, in the schema's order; empty without a `labels` mapping.
         extra: SmallVec<[Bound<'py, PyString>; 4]>,
+        /// Whether the call's objects may key the identity cache: `str`s themselves.
+        cacheable: bool,
     },
 }
+
+/// Objects in the key of a call with a `labels` mapping: the four request
+/// labels and up to four extra ones.
+const LABELLED_KEY: usize = 8;
