@@ -117,6 +117,42 @@ def test_record_request_with_every_field(measure, contender):
     assert requests_seen(metrics, "gpt-4o") is None  # the requests series carry a tenant
 
 
+@pytest.fixture(scope="module")
+def capped():
+    """A middleware that saw the fixed workload's label set, then 1,000,000 model
+    names under max_series=1000."""
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), max_series=1000)
+    _bench.fixed_request(metrics.record_request)()
+    for index in range(1_000_000):
+        metrics.record_request(
+            provider="openai",
+            model=f"model-{index}",
+            operation="chat",
+            status="ok",
+            latency_s=0.1,
+            input_tokens=1,
+        )
+    return metrics
+
+
+def test_scrape_after_a_million_model_names_under_a_cap(measure, capped):
+    text = measure(
+        "generate_latest after 1M model names, max_series=1000", "ours", capped.generate_latest
+    )
+    assert text.count("__overflow__") > 0
+
+
+def test_record_request_on_a_known_label_set_under_a_cap(measure, capped, middlewares):
+    group = "record_request fixed + 1 tool, known label set, after 1M names under a cap"
+    workload = _bench.fixed_request(capped.record_request)
+    measure(group, "ours", workload, calls_per_round=_bench.CALLS_PER_ROUND)
+    if TIMINGS.get((group, "ours")):
+        uncapped = _bench.fixed_request(middlewares["ours"].record_request)
+        FIGURES[(f"{group} / uncapped, in alternation", "ratio")] = interleaved_ratio(
+            workload, uncapped
+        )
+
+
 MULTI_PROCESS = {
     "ours, multi-process": "own files",
     "ours, prometheus_client files": "prometheus_client files",

@@ -32,6 +32,12 @@ pub const TOOL_CALLS: FamilyId = 6;
 pub const TIME_TO_FIRST_TOKEN: FamilyId = 7;
 /// `ractogateway_time_per_output_token_seconds{model,operation,provider}`.
 pub const TIME_PER_OUTPUT_TOKEN: FamilyId = 8;
+/// `ractogateway_overflow_requests_total{family}`.
+pub const OVERFLOW: FamilyId = 9;
+
+/// Every label value of a family's overflow series, which takes the label sets
+/// past the cap on series.
+pub const OVERFLOW_VALUE: &str = "__overflow__";
 
 /// The families every request feeds, which carry the extra labels.
 const REQUEST_FAMILIES: [FamilyId; 6] = [
@@ -394,6 +400,15 @@ impl Schema {
                 "Time per output token after the first of an LLM response, in seconds.",
                 &TIME_PER_OUTPUT_TOKEN_BOUNDS,
             )?,
+            FamilyDesc {
+                shown_when_empty: false,
+                ..counter(
+                    OVERFLOW,
+                    "ractogateway_overflow_requests",
+                    "Recordings folded into a family's overflow series, past max_series label sets.",
+                    &["family"],
+                )
+            },
         ];
         for id in REQUEST_FAMILIES {
             let family = &mut families[usize::from(id)];
@@ -414,6 +429,11 @@ impl Schema {
             extra_labels: extra_labels.to_vec(),
             request_positions,
         })
+    }
+
+    /// The position of `model` among the requests family's labels.
+    pub fn model_position(&self) -> usize {
+        self.request_positions[1]
     }
 
     /// The extra label names, in the order they were configured.

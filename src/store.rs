@@ -9,6 +9,7 @@
 //! in the same order. Label values are stored, and declared, in the alphabetical
 //! order in which the exposition prints them.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use smallvec::SmallVec;
@@ -16,8 +17,8 @@ use smallvec::SmallVec;
 use crate::batch::Batch;
 use crate::counter::Recording;
 use crate::family::{
-    Buckets, FamilyId, Schema, CACHE_HITS, CACHE_MISSES, COST, DURATION, REQUESTS,
-    TIME_PER_OUTPUT_TOKEN, TIME_TO_FIRST_TOKEN, TOKENS, TOOL_CALLS,
+    Buckets, FamilyId, Schema, CACHE_HITS, CACHE_MISSES, COST, DURATION, OVERFLOW, OVERFLOW_VALUE,
+    REQUESTS, TIME_PER_OUTPUT_TOKEN, TIME_TO_FIRST_TOKEN, TOKENS, TOOL_CALLS,
 };
 use crate::label_map::{Entry, LabelMap};
 use crate::pricing::PriceTable;
@@ -146,6 +147,15 @@ pub struct Store {
     first_tokens: LabelMap<HistogramSeries>,
     /// Keyed by model, operation, provider.
     per_tokens: LabelMap<HistogramSeries>,
+    /// Keyed by the name of the family whose label sets were folded.
+    overflows: LabelMap<CounterSeries>,
+    /// The most label sets a family holds before new ones are folded into its
+    /// overflow series (`usize::MAX`: no cap).
+    max_series: usize,
+    /// Families that folded a label set since [`Store::take_new_overflows`] last looked.
+    new_overflows: AtomicU32,
+    /// Families that ever folded a label set.
+    overflowed: AtomicU32,
     cache_hits: LabelMap<CounterSeries>,
     cache_misses: LabelMap<CounterSeries>,
     tool_calls: LabelMap<CounterSeries>,
@@ -185,6 +195,10 @@ impl Store {
             costs: LabelMap::new(),
             first_tokens: LabelMap::new(),
             per_tokens: LabelMap::new(),
+            overflows: LabelMap::new(),
+            max_series: usize::MAX,
+            new_overflows: AtomicU32::new(0),
+            overflowed: AtomicU32::new(0),
             cache_hits: LabelMap::new(),
             cache_misses: LabelMap::new(),
             tool_calls: LabelMap::new(),
@@ -194,6 +208,13 @@ impl Store {
     /// The requests entry of `labels`, created (with its histogram) on first use.
     #[inline]
     pub fn request_entry(&self, labels: &RequestLabels<'_>) -> &RequestEntry {
+        self.request_entry_capped(labels).0
+    }
+
+    /// Like [`Store::request_entry`]; also says whether the label set was
+    /// folded into the overflow entry (a caller must not remember it as the
+    /// entry of these labels).
+    pub fn request_entry_capped(&self, labels: &RequestLabels<'_>) -> (&RequestEntry, bool) {
         let mut values: SmallVec<[&str; 8]> = SmallVec::new();
         values.extend([
             labels.provider,
@@ -205,25 +226,28 @@ impl Store {
         // Missing extra labels are empty, as `prometheus_client` would show them.
         values.resize(4 + self.schema.extra_labels().len(), "");
         let key = self.schema.request_key(&values);
-        self.requests.get_or_insert_with(&key, || {
+        self.capped(&self.requests, REQUESTS, &key, |key| {
             let duration_key = self.schema.derived_key(DURATION, |at| key[at], "");
-            let duration = self.durations.get_or_insert_with(&duration_key, || {
-                let created = unix_now();
-                HistogramSeries {
-                    histogram: self.arena.histogram(
-                        &SeriesDescription {
-                            family: DURATION,
-                            labels: &duration_key,
-                            created,
-                        },
-                        &self.latency_buckets,
-                    ),
-                    created,
-                }
-            });
+            let duration = self
+                .capped(&self.durations, DURATION, &duration_key, |key| {
+                    let created = unix_now();
+                    HistogramSeries {
+                        histogram: self.arena.histogram(
+                            &SeriesDescription {
+                                family: DURATION,
+                                labels: key,
+                                created,
+                            },
+                            &self.latency_buckets,
+                        ),
+                        created,
+                    }
+                })
+                .0;
             RequestSeries {
-                requests: CounterSeries::new(&self.arena, REQUESTS, &key),
-                price: self.prices.get(labels.model),
+                requests: CounterSeries::new(&self.arena, REQUESTS, key),
+                // An overflow entry's model is no model: it is priced as unknown.
+                price: self.prices.get(key[self.schema.model_position()]),
                 duration: SeriesRef::new(&duration.value),
                 tokens: Default::default(),
                 cost: OnceLock::new(),
@@ -231,6 +255,66 @@ impl Store {
                 per_token: OnceLock::new(),
             }
         })
+    }
+
+    /// Sets the cap on label sets per family (see [`Store::capped`]).
+    pub fn set_max_series(&mut self, max_series: usize) {
+        self.max_series = max_series;
+    }
+
+    /// The entry of `key` in `map`, the map of `family`, created with `make`
+    /// (given the key it is stored under); once the map holds `max_series`
+    /// label sets, a new one goes to the family's overflow entry instead, whose
+    /// every label value is [`OVERFLOW_VALUE`], so that totals stay exact while
+    /// memory and scrapes stop growing. The flag says whether it was folded.
+    fn capped<'m, V>(
+        &'m self,
+        map: &'m LabelMap<V>,
+        family: FamilyId,
+        key: &[&str],
+        make: impl FnOnce(&[&str]) -> V,
+    ) -> (&'m Entry<V>, bool) {
+        if let Some(entry) = map.get(key) {
+            return (entry, false);
+        }
+        if map.len() < self.max_series {
+            return (map.get_or_insert_with(key, || make(key)), false);
+        }
+        let overflow: SmallVec<[&str; 8]> = key.iter().map(|_| OVERFLOW_VALUE).collect();
+        let entry = map.get_or_insert_with(&overflow, || make(&overflow));
+        self.note_overflow(family);
+        (entry, true)
+    }
+
+    /// Counts one recording folded into `family`'s overflow series.
+    fn note_overflow(&self, family: FamilyId) {
+        let name = self.schema.family(family).name;
+        let series = &self
+            .overflows
+            .get_or_insert_with(&[name], || {
+                CounterSeries::new(&self.arena, OVERFLOW, &[name])
+            })
+            .value;
+        series.value.inc(self.recording);
+        let bit = 1 << family;
+        if self.overflowed.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+            self.new_overflows.fetch_or(bit, Ordering::Release);
+        }
+    }
+
+    /// The names of the families that folded a label set for the first time
+    /// since the last call: each is reported once per store.
+    pub fn take_new_overflows(&self) -> Vec<&'static str> {
+        if self.new_overflows.load(Ordering::Relaxed) == 0 {
+            return Vec::new();
+        }
+        let bits = self.new_overflows.swap(0, Ordering::Acquire);
+        self.schema
+            .families()
+            .iter()
+            .filter(|family| bits & (1 << family.id) != 0)
+            .map(|family| family.name)
+            .collect()
     }
 
     /// Records one completed request: its count, latency, tokens and cost.
@@ -319,13 +403,13 @@ impl Store {
         };
         slot.get_or_init(|| {
             let key = self.schema.derived_key(family, |at| entry.label(at), "");
-            let created = map.get_or_insert_with(&key, || {
+            let (created, _) = self.capped(map, family, &key, |key| {
                 let created = unix_now();
                 HistogramSeries {
                     histogram: self.arena.histogram(
                         &SeriesDescription {
                             family,
-                            labels: &key,
+                            labels: key,
                             created,
                         },
                         self.stream_buckets(family),
@@ -346,12 +430,12 @@ impl Store {
     ) -> &'s CostSeries {
         slot.get_or_init(|| {
             let key = self.schema.derived_key(COST, |at| entry.label(at), "");
-            let created = self.costs.get_or_insert_with(&key, || {
+            let (created, _) = self.capped(&self.costs, COST, &key, |key| {
                 let created = unix_now();
                 CostSeries {
                     value: self.arena.allocate(&SeriesDescription {
                         family: COST,
-                        labels: &key,
+                        labels: key,
                         created,
                     }),
                     created,
@@ -374,12 +458,10 @@ impl Store {
             .get_or_init(|| {
                 let name = TOKEN_TYPE_NAMES[token_type];
                 let key = self.schema.derived_key(TOKENS, |at| entry.label(at), name);
-                SeriesRef::new(
-                    &self
-                        .tokens
-                        .get_or_insert_with(&key, || CounterSeries::new(&self.arena, TOKENS, &key))
-                        .value,
-                )
+                let (created, _) = self.capped(&self.tokens, TOKENS, &key, |key| {
+                    CounterSeries::new(&self.arena, TOKENS, key)
+                });
+                SeriesRef::new(&created.value)
             })
             .get()
     }
@@ -387,12 +469,16 @@ impl Store {
     /// The tool-call series of `tool_name`, created on first use.
     #[inline]
     pub fn tool_call_series(&self, tool_name: &str) -> &CounterSeries {
-        &self
-            .tool_calls
-            .get_or_insert_with(&[tool_name], || {
-                CounterSeries::new(&self.arena, TOOL_CALLS, &[tool_name])
-            })
-            .value
+        self.tool_call_series_capped(tool_name).0
+    }
+
+    /// Like [`Store::tool_call_series`]; also says whether the name was folded
+    /// into the overflow series.
+    pub fn tool_call_series_capped(&self, tool_name: &str) -> (&CounterSeries, bool) {
+        let (entry, folded) = self.capped(&self.tool_calls, TOOL_CALLS, &[tool_name], |key| {
+            CounterSeries::new(&self.arena, TOOL_CALLS, key)
+        });
+        (&entry.value, folded)
     }
 
     /// Adds one tool call named `tool_name`.
@@ -404,14 +490,24 @@ impl Store {
     /// The cache-hit or cache-miss series of `cache_type`, created on first use.
     #[inline]
     pub fn cache_series(&self, outcome: CacheOutcome, cache_type: &str) -> &CounterSeries {
+        self.cache_series_capped(outcome, cache_type).0
+    }
+
+    /// Like [`Store::cache_series`]; also says whether the cache type was
+    /// folded into the overflow series.
+    pub fn cache_series_capped(
+        &self,
+        outcome: CacheOutcome,
+        cache_type: &str,
+    ) -> (&CounterSeries, bool) {
         let (map, family) = match outcome {
             CacheOutcome::Hit => (&self.cache_hits, CACHE_HITS),
             CacheOutcome::Miss => (&self.cache_misses, CACHE_MISSES),
         };
-        &map.get_or_insert_with(&[cache_type], || {
-            CounterSeries::new(&self.arena, family, &[cache_type])
-        })
-        .value
+        let (entry, folded) = self.capped(map, family, &[cache_type], |key| {
+            CounterSeries::new(&self.arena, family, key)
+        });
+        (&entry.value, folded)
     }
 
     /// Starts a batch of requests to be recorded together (see [`Batch`]).
@@ -508,6 +604,12 @@ impl Store {
                 visitor,
             );
         }
+        visit_family(
+            schema.family(OVERFLOW),
+            views(&self.overflows, count),
+            include_created,
+            visitor,
+        );
         for (family, map) in [
             (TIME_TO_FIRST_TOKEN, &self.first_tokens),
             (TIME_PER_OUTPUT_TOKEN, &self.per_tokens),

@@ -44,6 +44,7 @@ class MetricsStore:
         prometheus_multiproc_dir: str | None = None,
         latency_buckets: list[float] | None = None,
         extra_labels: list[str] | None = None,
+        max_series: int | None = None,
         *args: Any,
         **kwargs: Any,
     ) -> MetricsStore:

@@ -139,6 +139,12 @@ class GatewayMetricsMiddleware(MetricsStore):
     families carry besides theirs; a call's ``labels=`` maps them to values
     (a missing name records ``""``; an unknown one is a ``ValueError``).
 
+    ``max_series`` caps the label sets each family holds (per process): past
+    it, a new label set records into the family's overflow series, whose every
+    label value is ``"__overflow__"``, so totals stay exact while memory and
+    scrapes stop growing; ``ractogateway_overflow_requests_total{family}``
+    counts what was folded, and a ``logging`` warning says so once per family.
+
     ``latency_buckets`` replaces the upper bounds of the request-duration
     histogram (finite, above zero, strictly increasing; ``+Inf`` is implied).
     The default is the reference's 0.05 to 60 seconds; bounds that fit the
@@ -170,6 +176,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         multiprocess_dir: str | os.PathLike[str] | None = None,
         latency_buckets: Iterable[float] | None = None,
         extra_labels: Iterable[str] = (),
+        max_series: int | None = None,
     ) -> GatewayMetricsMiddleware:
         table = merged_price_table(price_table)
         prices = [
@@ -181,7 +188,16 @@ class GatewayMetricsMiddleware(MetricsStore):
         prometheus_dir = None if multiprocess_dir is not None else prometheus_multiproc_dir()
         bounds = None if latency_buckets is None else _bucket_bounds(latency_buckets)
         names = _label_names(extra_labels)
-        self = super().__new__(cls, prices, multiprocess_dir, prometheus_dir, bounds, names)
+        if max_series is not None:
+            if isinstance(max_series, bool) or not isinstance(max_series, int):
+                raise TypeError(
+                    f"max_series must be an int or None, not {type(max_series).__name__}"
+                )
+            if max_series < 1:
+                raise ValueError(f"max_series must be at least 1, got {max_series}")
+        self = super().__new__(
+            cls, prices, multiprocess_dir, prometheus_dir, bounds, names, max_series
+        )
         self._price_table = table
         self._multiprocess_dir = None if multiprocess_dir is None else os.fspath(multiprocess_dir)
         self._prometheus_multiproc_dir = prometheus_dir
@@ -195,6 +211,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         multiprocess_dir: str | os.PathLike[str] | None = None,
         latency_buckets: Iterable[float] | None = None,
         extra_labels: Iterable[str] = (),
+        max_series: int | None = None,
     ) -> None:
         self._registry = prometheus_client.REGISTRY if registry is None else registry
         self._collector = _GatewayCollector(self)

@@ -474,6 +474,7 @@ impl PyMetricsStore {
             }
         }
         batch.finish();
+        self.report_overflows(py);
         Ok(rows)
     }
 }

@@ -59,7 +59,7 @@ impl PyMetricsStore {
     #[allow(clippy::too_many_arguments)] // The Python constructor's keywords, one each.
     #[pyo3(signature = (
         prices, multiprocess_dir = None, prometheus_multiproc_dir = None, latency_buckets = None,
-        extra_labels = None, *_args, **_kwargs
+        extra_labels = None, max_series = None, *_args, **_kwargs
     ))]
     fn new(
         py: Python<'_>,
@@ -68,6 +68,7 @@ impl PyMetricsStore {
         prometheus_multiproc_dir: Option<PathBuf>,
         latency_buckets: Option<Vec<f64>>,
         extra_labels: Option<Vec<String>>,
+        max_series: Option<usize>,
         _args: &Bound<'_, PyTuple>,
         _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
@@ -93,18 +94,20 @@ impl PyMetricsStore {
             (None, Some(directory)) => Some((directory, Layout::PrometheusClient)),
             (None, None) => None,
         };
+        let max_series = max_series.unwrap_or(usize::MAX);
         let (store, multiprocess) = match shared {
-            None => (
-                Store::with_arena(
+            None => {
+                let mut store = Store::with_arena(
                     table,
                     SlotArena::heap(),
                     recording(py, Coding::Integer)?,
                     schema,
-                ),
-                None,
-            ),
+                );
+                store.set_max_series(max_series);
+                (store, None)
+            }
             Some((directory, layout)) => {
-                let state = Multiprocess::new(directory, layout, table, schema);
+                let state = Multiprocess::new(directory, layout, table, schema, max_series);
                 (state.new_store(py)?, Some(state))
             }
         };
@@ -259,8 +262,8 @@ impl PyMetricsStore {
                 ToolName::Unknown => self.store().tool_call_series("unknown"),
                 ToolName::Cached(series) => series,
                 ToolName::New { text, cacheable } => {
-                    let series = self.store().tool_call_series(text.to_str()?);
-                    if *cacheable {
+                    let (series, folded) = self.store().tool_call_series_capped(text.to_str()?);
+                    if *cacheable && !folded {
                         // SAFETY: series live as long as the store, which lives as long as the cache.
                         unsafe { self.tool_calls.insert(py, [text], series) };
                     }
@@ -288,8 +291,8 @@ impl PyMetricsStore {
             Some(series) => series,
             None => {
                 let text = label(cache_type, "cache_type")?;
-                let series = self.store().cache_series(outcome, text.to_str()?);
-                if cache_type.is_exact_instance_of::<PyString>() {
+                let (series, folded) = self.store().cache_series_capped(outcome, text.to_str()?);
+                if cache_type.is_exact_instance_of::<PyString>() && !folded {
                     // SAFETY: series live as long as the store, which lives as long as the cache.
                     unsafe { cache.insert(py, [&text], series) };
                 }
@@ -297,7 +300,35 @@ impl PyMetricsStore {
             }
         };
         self.store().count(series);
+        self.report_overflows(py);
         Ok(())
+    }
+
+    /// Logs, once per family, that a family reached `max_series` label sets.
+    /// One relaxed load when there is nothing to report.
+    #[inline]
+    pub(super) fn report_overflows(&self, py: Python<'_>) {
+        let families = self.store().take_new_overflows();
+        if families.is_empty() {
+            return;
+        }
+        let logged = py.import("logging").and_then(|logging| {
+            let logger = logging.call_method1("getLogger", ("gateway_metrics",))?;
+            for family in families {
+                logger.call_method1(
+                    "warning",
+                    (format!(
+                        "{family} reached max_series label sets: new ones are recorded into its \
+                         __overflow__ series (see ractogateway_overflow_requests_total)"
+                    ),),
+                )?;
+            }
+            Ok(())
+        });
+        // A logging failure must not fail a call that has recorded.
+        if let Err(error) = logged {
+            error.write_unraisable(py, None);
+        }
     }
 
     /// The cached entry of these label objects, or their validated text (to look
@@ -415,8 +446,10 @@ impl PyMetricsStore {
             status: status.to_str()?,
             extra: &extra_texts,
         };
-        let entry = self.store().request_entry(&labels);
-        if cacheable && !labelled {
+        let (entry, folded) = self.store().request_entry_capped(&labels);
+        if folded {
+            // The overflow entry must not stand for these labels in the caches.
+        } else if cacheable && !labelled {
             // SAFETY: entries live as long as the store, which lives as long as the cache.
             unsafe {
                 self.request_entries
@@ -472,6 +505,7 @@ impl PyMetricsStore {
         let entry = self.request_entry(py, resolved, labelled)?;
         self.store().record_request_on(entry, &values);
         self.record_tool_calls(py, &tool_names)?;
+        self.report_overflows(py);
         Ok(())
     }
 }

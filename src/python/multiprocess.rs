@@ -38,6 +38,8 @@ pub(super) struct Multiprocess {
     prices: PriceTable,
     /// The families every store of this middleware records.
     schema: Arc<Schema>,
+    /// The cap on label sets per family, per process.
+    max_series: usize,
     /// The fork epoch of the process that made the store being recorded into:
     /// when the current one differs, this is a forked child, and the next
     /// recording call moves to a file of its own.
@@ -51,12 +53,14 @@ impl Multiprocess {
         layout: Layout,
         prices: PriceTable,
         schema: Arc<Schema>,
+        max_series: usize,
     ) -> Self {
         Multiprocess {
             directory,
             layout,
             prices,
             schema,
+            max_series,
             epoch: AtomicU64::new(fork_guard::epoch()),
         }
     }
@@ -101,12 +105,14 @@ impl Multiprocess {
                 Coding::Float,
             ),
         };
-        Ok(Store::with_arena(
+        let mut store = Store::with_arena(
             self.prices.clone(),
             arena,
             recording(py, coding)?,
             Arc::clone(&self.schema),
-        ))
+        );
+        store.set_max_series(self.max_series);
+        Ok(store)
     }
 
     /// The sum over the directory's files, warning about each file left out.
