@@ -302,12 +302,16 @@ impl Store {
         }
     }
 
+    /// Whether a family folded a label set for the first time since
+    /// [`Store::take_new_overflows`] last looked.
+    #[inline]
+    pub fn has_new_overflows(&self) -> bool {
+        self.new_overflows.load(Ordering::Relaxed) != 0
+    }
+
     /// The names of the families that folded a label set for the first time
     /// since the last call: each is reported once per store.
     pub fn take_new_overflows(&self) -> Vec<&'static str> {
-        if self.new_overflows.load(Ordering::Relaxed) == 0 {
-            return Vec::new();
-        }
         let bits = self.new_overflows.swap(0, Ordering::Acquire);
         self.schema
             .families()

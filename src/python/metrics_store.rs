@@ -308,10 +308,14 @@ impl PyMetricsStore {
     /// One relaxed load when there is nothing to report.
     #[inline]
     pub(super) fn report_overflows(&self, py: Python<'_>) {
-        let families = self.store().take_new_overflows();
-        if families.is_empty() {
-            return;
+        if self.store().has_new_overflows() {
+            self.log_overflows(py);
         }
+    }
+
+    #[cold]
+    fn log_overflows(&self, py: Python<'_>) {
+        let families = self.store().take_new_overflows();
         let logged = py.import("logging").and_then(|logging| {
             let logger = logging.call_method1("getLogger", ("gateway_metrics",))?;
             for family in families {
