@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 
+import genai_prices
 import pytest
 from gateway_metrics import DEFAULT_COST_TABLE, GatewayMetricsMiddleware, ModelPricing, compute_cost
+from gateway_metrics._pricing import GENAI_PRICES_0_2_3
 from prometheus_client import CollectorRegistry
 from ractogateway.telemetry import ModelPricing as ReferencePricing
 from ractogateway.telemetry._pricing import DEFAULT_COST_TABLE as REFERENCE_TABLE
@@ -114,3 +117,15 @@ def test_caller_prices_win_and_reference_pricing_objects_are_accepted(no_created
 def test_bad_price_tables_are_rejected(table, error):
     with pytest.raises(error, match="price_table"):
         GatewayMetricsMiddleware(price_table=table, registry=CollectorRegistry())
+
+
+@pytest.mark.parametrize("provider, model", sorted(GENAI_PRICES_0_2_3))
+def test_every_added_price_is_genai_prices_0_2_3s(provider, model):
+    assert importlib.metadata.version("genai-prices") == "0.2.3"
+    ours = GENAI_PRICES_0_2_3[(provider, model)]
+    # Below every long-prompt tier: a thousand tokens each way.
+    usage = genai_prices.Usage(input_tokens=1000, output_tokens=1000)
+    theirs = genai_prices.calc_price(usage, model_ref=model, provider_id=provider)
+    assert float(theirs.input_price) * 1000 == pytest.approx(ours.input_per_million, rel=1e-12)
+    assert float(theirs.output_price) * 1000 == pytest.approx(ours.output_per_million, rel=1e-12)
+    assert DEFAULT_COST_TABLE[model] == ours

@@ -66,13 +66,9 @@ def _price(input_per_million: float, output_per_million: float) -> ModelPricing:
     return ModelPricing(input_per_million, output_per_million)
 
 
-#: USD per 1M tokens (input, output) by model identifier.
-#:
-#: The first block keeps every entry and price of the middleware this package
-#: replaces, unchanged, so costs stay comparable with it. The second block adds
-#: models at the providers' standard-tier list prices (prompts up to 200k tokens,
-#: no caching or batch discount), checked on 2026-11-27.
-DEFAULT_COST_TABLE: dict[str, ModelPricing] = {
+#: Every entry and price of the middleware this package replaces, unchanged, so
+#: that costs stay comparable with it.
+_REFERENCE_TABLE: dict[str, ModelPricing] = {
     # OpenAI
     "gpt-4o": _price(2.50, 10.00),
     "gpt-4o-mini": _price(0.15, 0.60),
@@ -99,35 +95,48 @@ DEFAULT_COST_TABLE: dict[str, ModelPricing] = {
     "gemini-1.5-flash": _price(0.075, 0.30),
     "gemini-1.5-flash-8b": _price(0.0375, 0.15),
     "gemini-1.0-pro": _price(0.50, 1.50),
-    # Added models: list prices checked on 2026-11-27.
+}
+
+#: Models the reference's table lacks, by (provider, model), with their prices as
+#: the genai-prices 0.2.3 package's bundled data gives them for prompts below its
+#: first long-prompt tier (no caching or batch discount). tests/test_pricing.py
+#: checks every one against that package.
+GENAI_PRICES_0_2_3: dict[tuple[str, str], ModelPricing] = {
     # OpenAI
-    "gpt-5.4": _price(2.50, 15.00),
-    "gpt-5.4-mini": _price(0.75, 4.50),
-    "gpt-5.2": _price(1.75, 14.00),
-    "gpt-5.1": _price(1.25, 10.00),
-    "gpt-5": _price(1.25, 10.00),
-    "gpt-5-mini": _price(0.25, 2.00),
-    "gpt-5-nano": _price(0.05, 0.40),
-    "gpt-4.1": _price(2.00, 8.00),
-    "gpt-4.1-mini": _price(0.40, 1.60),
-    "gpt-4.1-nano": _price(0.10, 0.40),
-    "o3": _price(2.00, 8.00),
-    "o3-pro": _price(20.00, 80.00),
-    "o4-mini": _price(1.10, 4.40),
+    ("openai", "gpt-5.4"): _price(2.50, 15.00),
+    ("openai", "gpt-5.4-mini"): _price(0.75, 4.50),
+    ("openai", "gpt-5.2"): _price(1.75, 14.00),
+    ("openai", "gpt-5.1"): _price(1.25, 10.00),
+    ("openai", "gpt-5"): _price(1.25, 10.00),
+    ("openai", "gpt-5-mini"): _price(0.25, 2.00),
+    ("openai", "gpt-5-nano"): _price(0.05, 0.40),
+    ("openai", "gpt-4.1"): _price(2.00, 8.00),
+    ("openai", "gpt-4.1-mini"): _price(0.40, 1.60),
+    ("openai", "gpt-4.1-nano"): _price(0.10, 0.40),
+    ("openai", "o3"): _price(2.00, 8.00),
+    ("openai", "o3-pro"): _price(20.00, 80.00),
+    ("openai", "o4-mini"): _price(1.10, 4.40),
     # Anthropic
-    "claude-opus-4-5": _price(5.00, 25.00),
-    "claude-opus-4-5-20251101": _price(5.00, 25.00),
-    "claude-sonnet-4-5": _price(3.00, 15.00),
-    "claude-haiku-4-5": _price(1.00, 5.00),
-    "claude-opus-4-1": _price(15.00, 75.00),
-    "claude-opus-4-1-20250805": _price(15.00, 75.00),
-    "claude-opus-4-20250514": _price(15.00, 75.00),
-    "claude-sonnet-4-20250514": _price(3.00, 15.00),
-    "claude-3-7-sonnet-20250219": _price(3.00, 15.00),
+    ("anthropic", "claude-opus-4-5"): _price(5.00, 25.00),
+    ("anthropic", "claude-opus-4-5-20251101"): _price(5.00, 25.00),
+    ("anthropic", "claude-sonnet-4-5"): _price(3.00, 15.00),
+    ("anthropic", "claude-haiku-4-5"): _price(1.00, 5.00),
+    ("anthropic", "claude-opus-4-1"): _price(15.00, 75.00),
+    ("anthropic", "claude-opus-4-1-20250805"): _price(15.00, 75.00),
+    ("anthropic", "claude-opus-4-20250514"): _price(15.00, 75.00),
+    ("anthropic", "claude-sonnet-4-20250514"): _price(3.00, 15.00),
+    ("anthropic", "claude-3-7-sonnet-20250219"): _price(3.00, 15.00),
     # Google
-    "gemini-3-pro-preview": _price(2.00, 12.00),
-    "gemini-2.5-flash": _price(0.30, 2.50),
-    "gemini-2.5-flash-lite": _price(0.10, 0.40),
+    ("google", "gemini-3-pro-preview"): _price(2.00, 12.00),
+    ("google", "gemini-2.5-flash"): _price(0.30, 2.50),
+    ("google", "gemini-2.5-flash-lite"): _price(0.10, 0.40),
+}
+
+#: USD per 1M tokens (input, output) by model identifier: the reference's table,
+#: then the models it lacks.
+DEFAULT_COST_TABLE: dict[str, ModelPricing] = {
+    **_REFERENCE_TABLE,
+    **{model: price for (_, model), price in GENAI_PRICES_0_2_3.items()},
 }
 
 
