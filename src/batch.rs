@@ -114,9 +114,11 @@ impl<'s> Batch<'s> {
             }
         }
         if let Some(price) = series.price {
-            let cost = price.cost(
+            let cost = price.cost_with_cache(
                 values.tokens(TokenType::Input),
                 values.tokens(TokenType::Output),
+                values.tokens(TokenType::CacheRead),
+                values.tokens(TokenType::CacheWrite),
             );
             if cost > 0.0 {
                 if totals.cost == 0.0 {

@@ -537,13 +537,7 @@ mod tests {
     }
 
     fn prices() -> PriceTable {
-        PriceTable::new([(
-            "gpt-4o",
-            Price {
-                input_per_million: 2.5,
-                output_per_million: 10.0,
-            },
-        )])
+        PriceTable::new([("gpt-4o", Price::new(2.5, 10.0))])
     }
 
     fn file_store(directory: &Path) -> Store {

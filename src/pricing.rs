@@ -6,22 +6,56 @@
 
 use std::collections::HashMap;
 
-/// USD per one million input and output tokens.
+/// USD per one million tokens of each kind.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Price {
-    /// USD per 1M input (prompt) tokens.
+    /// USD per 1M input (prompt) tokens not served from or written to the cache.
     pub input_per_million: f64,
     /// USD per 1M output (completion) tokens.
     pub output_per_million: f64,
+    /// USD per 1M prompt tokens read from the provider's cache.
+    pub cache_read_per_million: f64,
+    /// USD per 1M prompt tokens written to the provider's cache.
+    pub cache_write_per_million: f64,
 }
 
 impl Price {
+    /// A price whose cached tokens cost what other input tokens cost.
+    pub fn new(input_per_million: f64, output_per_million: f64) -> Self {
+        Price {
+            input_per_million,
+            output_per_million,
+            cache_read_per_million: input_per_million,
+            cache_write_per_million: input_per_million,
+        }
+    }
+
     /// Cost of one request, evaluated in the reference's order of operations
     /// (`in * p_in / 1e6 + out * p_out / 1e6`) so the result has the same bits.
     #[inline]
     pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
         input_tokens as f64 * self.input_per_million / 1_000_000.0
             + output_tokens as f64 * self.output_per_million / 1_000_000.0
+    }
+
+    /// Cost of one request whose `input_tokens` include `cache_read` tokens read
+    /// from and `cache_write` tokens written to the prompt cache (their sum at
+    /// most `input_tokens`); without cached tokens, exactly [`Price::cost`].
+    #[inline]
+    pub fn cost_with_cache(
+        &self,
+        input_tokens: u64,
+        output_tokens: u64,
+        cache_read: u64,
+        cache_write: u64,
+    ) -> f64 {
+        if cache_read | cache_write == 0 {
+            return self.cost(input_tokens, output_tokens);
+        }
+        let uncached = input_tokens.saturating_sub(cache_read.saturating_add(cache_write));
+        self.cost(uncached, output_tokens)
+            + cache_read as f64 * self.cache_read_per_million / 1_000_000.0
+            + cache_write as f64 * self.cache_write_per_million / 1_000_000.0
     }
 }
 
@@ -54,10 +88,7 @@ mod tests {
 
     #[test]
     fn cost_has_the_reference_bits() {
-        let gpt_4o = Price {
-            input_per_million: 2.5,
-            output_per_million: 10.0,
-        };
+        let gpt_4o = Price::new(2.5, 10.0);
         // The reference prints 0.0045000000000000005 for 1000 in / 200 out.
         assert_eq!(gpt_4o.cost(1000, 200), 0.0045000000000000005);
         assert_eq!(gpt_4o.cost(0, 0), 0.0);
@@ -65,14 +96,8 @@ mod tests {
 
     #[test]
     fn later_entries_win_and_unknown_models_have_no_price() {
-        let cheap = Price {
-            input_per_million: 0.1,
-            output_per_million: 0.4,
-        };
-        let dear = Price {
-            input_per_million: 9.0,
-            output_per_million: 9.0,
-        };
+        let cheap = Price::new(0.1, 0.4);
+        let dear = Price::new(9.0, 9.0);
         let table = PriceTable::new([("m", cheap), ("m", dear)]);
         assert_eq!(table.get("m"), Some(dear));
         assert_eq!(table.get("unknown"), None);

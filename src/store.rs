@@ -364,7 +364,7 @@ impl Store {
             }
         }
         if let Some(price) = series.price {
-            let cost = price.cost(input, output);
+            let cost = price.cost_with_cache(input, output, cache_read, cache_write);
             if cost > 0.0 {
                 self.cost_series(&series.cost, entry)
                     .value
@@ -661,13 +661,7 @@ mod tests {
     }
 
     fn gpt_4o_store() -> Store {
-        Store::new(PriceTable::new([(
-            "gpt-4o",
-            Price {
-                input_per_million: 2.5,
-                output_per_million: 10.0,
-            },
-        )]))
+        Store::new(PriceTable::new([("gpt-4o", Price::new(2.5, 10.0))]))
     }
 
     const OPENAI_CHAT: RequestLabels<'static> = RequestLabels {

@@ -61,12 +61,55 @@ def test_compute_cost_with_an_extra_table():
     assert compute_cost("gpt-4o", 10, 0, extra) == 10 * 100.0 / 1_000_000
 
 
-@pytest.mark.parametrize("bad", [0, -1.0, math.nan, math.inf, -math.inf])
-def test_prices_must_be_finite_and_positive(bad):
+@pytest.mark.parametrize("bad", [-1.0, -1e-300, math.nan, math.inf, -math.inf])
+def test_prices_must_be_finite_and_not_negative(bad):
     with pytest.raises(ValueError, match="input_per_million"):
         ModelPricing(bad, 1.0)
     with pytest.raises(ValueError, match="output_per_million"):
         ModelPricing(1.0, bad)
+    with pytest.raises(ValueError, match="cache_read_per_million"):
+        ModelPricing(1.0, 1.0, cache_read_per_million=bad)
+    with pytest.raises(ValueError, match="cache_write_per_million"):
+        ModelPricing(1.0, 1.0, cache_write_per_million=bad)
+
+
+def test_a_free_model_costs_nothing_and_creates_no_cost_series(no_created):
+    metrics = GatewayMetricsMiddleware(
+        registry=CollectorRegistry(), price_table={"local-llama": ModelPricing(0, 0)}
+    )
+    metrics.record_request(
+        provider="vllm", model="local-llama", operation="chat", status="ok", latency_s=1.0,
+        input_tokens=1000, output_tokens=100,
+    )  # fmt: skip
+    assert compute_cost("local-llama", 1000, 100, {"local-llama": ModelPricing(0, 0)}) == 0.0
+    assert "ractogateway_cost_usd_total{" not in metrics.generate_latest()
+
+
+def test_cached_tokens_are_priced_at_cache_prices_or_else_the_input_price(no_created):
+    table = {
+        "cached": ModelPricing(2.0, 8.0, cache_read_per_million=0.5, cache_write_per_million=2.5),
+        "plain": ModelPricing(2.0, 8.0),
+    }
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), price_table=table)
+    for model in table:
+        metrics.record_request(
+            provider="p", model=model, operation="chat", status="ok", latency_s=1.0,
+            input_tokens=10_000, output_tokens=1_000, cache_read_tokens=6_000,
+            cache_write_tokens=1_000,
+        )  # fmt: skip
+    text = metrics.generate_latest()
+    cached = (3_000 * 2.0 + 1_000 * 8.0 + 6_000 * 0.5 + 1_000 * 2.5) / 1e6
+    plain = (10_000 * 2.0 + 1_000 * 8.0) / 1e6
+    for model, expected in (("cached", cached), ("plain", plain)):
+        value = sample_value(text, "ractogateway_cost_usd_total", model=model, provider="p")
+        assert value == pytest.approx(expected, rel=1e-12)
+        assert compute_cost(
+            model, 10_000, 1_000, table, cache_read_tokens=6_000, cache_write_tokens=1_000
+        ) == pytest.approx(expected, rel=1e-12)
+    assert repr(table["cached"]) == (
+        "ModelPricing(input_per_million=2.0, output_per_million=8.0, "
+        "cache_read_per_million=0.5, cache_write_per_million=2.5)"
+    )
 
 
 @pytest.mark.parametrize("bad", ["1", None, True, [1]])

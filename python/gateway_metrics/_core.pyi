@@ -39,7 +39,7 @@ class MetricsStore:
 
     def __new__(
         cls,
-        prices: list[tuple[str, float, float]],
+        prices: list[tuple[str, float, float, float, float]],
         multiprocess_dir: str | None = None,
         prometheus_multiproc_dir: str | None = None,
         latency_buckets: list[float] | None = None,
@@ -50,7 +50,8 @@ class MetricsStore:
     ) -> MetricsStore:
         """Creates an empty store.
 
-        ``prices`` lists ``(model, input_per_million, output_per_million)``. With
+        ``prices`` lists ``(model, input, output, cache read, cache write)`` USD
+        per million tokens. With
         ``multiprocess_dir`` the values live in a file of that directory; else,
         with ``prometheus_multiproc_dir``, in ``prometheus_client``'s files there.
         """

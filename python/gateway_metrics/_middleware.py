@@ -179,10 +179,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         max_series: int | None = None,
     ) -> GatewayMetricsMiddleware:
         table = merged_price_table(price_table)
-        prices = [
-            (model, pricing.input_per_million, pricing.output_per_million)
-            for model, pricing in table.items()
-        ]
+        prices = [(model, *pricing.rates()) for model, pricing in table.items()]
         if multiprocess_dir is None:
             multiprocess_dir = os.environ.get(MULTIPROCESS_DIR_VARIABLE) or None
         prometheus_dir = None if multiprocess_dir is not None else prometheus_multiproc_dir()

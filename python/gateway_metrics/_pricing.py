@@ -8,32 +8,75 @@ from typing import Any
 
 
 class ModelPricing:
-    """USD price per one million input and output tokens of one model.
+    """USD price per one million tokens of one model.
 
     Use it to extend or override ``DEFAULT_COST_TABLE`` through
     ``GatewayMetricsMiddleware(price_table=...)`` or ``compute_cost(extra_table=...)``.
-    Both prices must be finite and greater than zero.
+    Prices must be finite and not negative; 0 prices a free (self-hosted) model.
+    ``cache_read_per_million`` and ``cache_write_per_million`` price the prompt
+    tokens read from and written to the provider's cache (part of the input
+    tokens); without them, cached tokens cost the input price.
 
     Example::
 
-        ModelPricing(input_per_million=2.0, output_per_million=8.0)
+        ModelPricing(input_per_million=2.5, output_per_million=10.0,
+                     cache_read_per_million=1.25)
     """
 
-    __slots__ = ("input_per_million", "output_per_million")
+    __slots__ = (
+        "input_per_million",
+        "output_per_million",
+        "cache_read_per_million",
+        "cache_write_per_million",
+    )
 
     input_per_million: float
     output_per_million: float
+    cache_read_per_million: float | None
+    cache_write_per_million: float | None
 
-    def __init__(self, input_per_million: float, output_per_million: float) -> None:
+    def __init__(
+        self,
+        input_per_million: float,
+        output_per_million: float,
+        *,
+        cache_read_per_million: float | None = None,
+        cache_write_per_million: float | None = None,
+    ) -> None:
         for name, value in (
             ("input_per_million", input_per_million),
             ("output_per_million", output_per_million),
+            ("cache_read_per_million", cache_read_per_million),
+            ("cache_write_per_million", cache_write_per_million),
         ):
+            if value is None and name.startswith("cache_"):
+                object.__setattr__(self, name, None)
+                continue
             if isinstance(value, (str, bytes, bool)) or not isinstance(value, (int, float)):
                 raise TypeError(f"{name} must be a real number, not {type(value).__name__}")
-            if not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be finite and greater than 0, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be finite and not negative, got {value!r}")
             object.__setattr__(self, name, float(value))
+
+    def _key(self) -> tuple[float, float, float | None, float | None]:
+        return (
+            self.input_per_million,
+            self.output_per_million,
+            self.cache_read_per_million,
+            self.cache_write_per_million,
+        )
+
+    def rates(self) -> tuple[float, float, float, float]:
+        """``(input, output, cache read, cache write)`` USD per million tokens,
+        cached tokens at the input price where no cache price is set."""
+        read = self.cache_read_per_million
+        write = self.cache_write_per_million
+        return (
+            self.input_per_million,
+            self.output_per_million,
+            self.input_per_million if read is None else read,
+            self.input_per_million if write is None else write,
+        )
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"ModelPricing is immutable; cannot set {name!r}")
@@ -44,22 +87,39 @@ class ModelPricing:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ModelPricing):
             return NotImplemented
-        return (self.input_per_million, self.output_per_million) == (
-            other.input_per_million,
-            other.output_per_million,
-        )
+        return self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash((self.input_per_million, self.output_per_million))
+        return hash(self._key())
 
     def __repr__(self) -> str:
-        return (
+        text = (
             f"ModelPricing(input_per_million={self.input_per_million!r}, "
-            f"output_per_million={self.output_per_million!r})"
+            f"output_per_million={self.output_per_million!r}"
         )
+        for name in ("cache_read_per_million", "cache_write_per_million"):
+            value = getattr(self, name)
+            if value is not None:
+                text += f", {name}={value!r}"
+        return text + ")"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ModelPricing, (self.input_per_million, self.output_per_million))
+        return (_pricing, self._key())
+
+
+def _pricing(
+    input_per_million: float,
+    output_per_million: float,
+    cache_read_per_million: float | None,
+    cache_write_per_million: float | None,
+) -> ModelPricing:
+    """Unpickles a ``ModelPricing``."""
+    return ModelPricing(
+        input_per_million,
+        output_per_million,
+        cache_read_per_million=cache_read_per_million,
+        cache_write_per_million=cache_write_per_million,
+    )
 
 
 def _price(input_per_million: float, output_per_million: float) -> ModelPricing:
@@ -173,8 +233,14 @@ def compute_cost(
     input_tokens: int,
     output_tokens: int,
     extra_table: Mapping[str, ModelPricing] | None = None,
+    *,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
 ) -> float:
     """Estimated USD cost of one call; ``0.0`` for a model with no price.
+
+    ``input_tokens`` counts every prompt token; the cached parts are priced at
+    the model's cache prices.
 
     Use it to show a cost next to a response; the middleware computes the same
     figure natively for ``ractogateway_cost_usd_total``.
@@ -186,7 +252,10 @@ def compute_cost(
     pricing = merged_price_table(extra_table).get(model)
     if pricing is None:
         return 0.0
-    return (
-        input_tokens * pricing.input_per_million / 1_000_000
-        + output_tokens * pricing.output_per_million / 1_000_000
-    )
+    input_price, output_price, read_price, write_price = pricing.rates()
+    uncached = max(0, input_tokens - cache_read_tokens - cache_write_tokens)
+    cost = uncached * input_price / 1_000_000 + output_tokens * output_price / 1_000_000
+    if cache_read_tokens or cache_write_tokens:
+        cost += cache_read_tokens * read_price / 1_000_000
+        cost += cache_write_tokens * write_price / 1_000_000
+    return cost

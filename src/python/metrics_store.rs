@@ -54,7 +54,8 @@ pub struct PyMetricsStore {
 
 #[pymethods]
 impl PyMetricsStore {
-    /// Creates an empty store pricing requests with `prices`: `(model, input_per_million, output_per_million)`.
+    /// Creates an empty store pricing requests with `prices`: `(model, input, output,
+    /// cache read, cache write)` in USD per million tokens.
     #[new]
     #[allow(clippy::too_many_arguments)] // The Python constructor's keywords, one each.
     #[pyo3(signature = (
@@ -63,7 +64,7 @@ impl PyMetricsStore {
     ))]
     fn new(
         py: Python<'_>,
-        prices: Vec<(String, f64, f64)>,
+        prices: Vec<(String, f64, f64, f64, f64)>,
         multiprocess_dir: Option<PathBuf>,
         prometheus_multiproc_dir: Option<PathBuf>,
         latency_buckets: Option<Vec<f64>>,
@@ -80,15 +81,19 @@ impl PyMetricsStore {
             )
             .map_err(PyValueError::new_err)?,
         );
-        let table = PriceTable::new(prices.iter().map(|(model, input, output)| {
-            (
-                model.as_str(),
-                Price {
-                    input_per_million: *input,
-                    output_per_million: *output,
-                },
-            )
-        }));
+        let table = PriceTable::new(prices.iter().map(
+            |(model, input, output, cache_read, cache_write)| {
+                (
+                    model.as_str(),
+                    Price {
+                        input_per_million: *input,
+                        output_per_million: *output,
+                        cache_read_per_million: *cache_read,
+                        cache_write_per_million: *cache_write,
+                    },
+                )
+            },
+        ));
         let shared = match (multiprocess_dir, prometheus_multiproc_dir) {
             (Some(directory), _) => Some((directory, Layout::Own)),
             (None, Some(directory)) => Some((directory, Layout::PrometheusClient)),
