@@ -39,6 +39,8 @@ struct EntryTotals<'s> {
     duration: HistogramTotals,
     tokens: [u64; TOKEN_TYPES],
     cost: f64,
+    /// Rows with tokens but no price.
+    unpriced: u64,
     first_token: HistogramTotals,
     per_token: HistogramTotals,
 }
@@ -80,6 +82,7 @@ impl<'s> Batch<'s> {
                 duration: HistogramTotals::new(store.latency_buckets()),
                 tokens: [0; TOKEN_TYPES],
                 cost: 0.0,
+                unpriced: 0,
                 first_token: HistogramTotals::new(store.stream_buckets(TIME_TO_FIRST_TOKEN)),
                 per_token: HistogramTotals::new(store.stream_buckets(TIME_PER_OUTPUT_TOKEN)),
             });
@@ -113,7 +116,7 @@ impl<'s> Batch<'s> {
                 totals.tokens[token_type] = totals.tokens[token_type].saturating_add(*count);
             }
         }
-        if let Some(price) = series.price {
+        if let Some(price) = &series.price {
             let cost = price.cost_with_cache(
                 values.tokens(TokenType::Input),
                 values.tokens(TokenType::Output),
@@ -126,6 +129,11 @@ impl<'s> Batch<'s> {
                 }
                 totals.cost += cost;
             }
+        } else if values.tokens(TokenType::Input) | values.tokens(TokenType::Output) != 0 {
+            if totals.unpriced == 0 {
+                store.unpriced_series(series, entry);
+            }
+            totals.unpriced += 1;
         }
         if let Some(first) = values.time_to_first_token_s {
             store.stream_series(series, entry, TIME_TO_FIRST_TOKEN);
@@ -162,6 +170,11 @@ impl<'s> Batch<'s> {
             }
             if let Some(cost) = series.cost.get() {
                 cost.get().value.add(totals.cost, writers);
+            }
+            if totals.unpriced > 0 {
+                if let Some(unpriced) = store.unpriced_series(series, entry) {
+                    unpriced.value.add(totals.unpriced, writers);
+                }
             }
             for (family, histogram) in [
                 (TIME_TO_FIRST_TOKEN, &totals.first_token),

@@ -34,19 +34,22 @@ pub const TIME_TO_FIRST_TOKEN: FamilyId = 7;
 pub const TIME_PER_OUTPUT_TOKEN: FamilyId = 8;
 /// `ractogateway_overflow_requests_total{family}`.
 pub const OVERFLOW: FamilyId = 9;
+/// `ractogateway_unpriced_requests_total{model,provider}`.
+pub const UNPRICED: FamilyId = 10;
 
 /// Every label value of a family's overflow series, which takes the label sets
 /// past the cap on series.
 pub const OVERFLOW_VALUE: &str = "__overflow__";
 
 /// The families every request feeds, which carry the extra labels.
-const REQUEST_FAMILIES: [FamilyId; 6] = [
+const REQUEST_FAMILIES: [FamilyId; 7] = [
     REQUESTS,
     DURATION,
     TOKENS,
     COST,
     TIME_TO_FIRST_TOKEN,
     TIME_PER_OUTPUT_TOKEN,
+    UNPRICED,
 ];
 
 /// Upper bounds of the reference's latency buckets in seconds.
@@ -409,6 +412,15 @@ impl Schema {
                     &["family"],
                 )
             },
+            FamilyDesc {
+                shown_when_empty: false,
+                ..counter(
+                    UNPRICED,
+                    "ractogateway_unpriced_requests",
+                    "LLM requests with tokens for which no price was found (their cost is not counted).",
+                    &["model", "provider"],
+                )
+            },
         ];
         for id in REQUEST_FAMILIES {
             let family = &mut families[usize::from(id)];
@@ -429,6 +441,11 @@ impl Schema {
             extra_labels: extra_labels.to_vec(),
             request_positions,
         })
+    }
+
+    /// For each request label value, its position among the requests family's labels.
+    pub fn request_positions(&self) -> &[usize] {
+        &self.request_positions
     }
 
     /// The position of `model` among the requests family's labels.

@@ -6,8 +6,18 @@
 
 use std::collections::HashMap;
 
+/// The rates that apply to a whole request once its input tokens exceed a
+/// threshold (a long-prompt tier): every token of the request pays them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceTier {
+    /// The tier applies when the request's input tokens exceed this many.
+    pub above_input_tokens: u64,
+    /// USD per 1M input, output, cache-read and cache-write tokens.
+    pub rates: [f64; 4],
+}
+
 /// USD per one million tokens of each kind.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Price {
     /// USD per 1M input (prompt) tokens not served from or written to the cache.
     pub input_per_million: f64,
@@ -17,6 +27,10 @@ pub struct Price {
     pub cache_read_per_million: f64,
     /// USD per 1M prompt tokens written to the provider's cache.
     pub cache_write_per_million: f64,
+    /// Long-prompt tiers, by ascending threshold; empty for most models.
+    pub tiers: Box<[PriceTier]>,
+    /// USD charged per request whatever its tokens (a few search models).
+    pub per_request: f64,
 }
 
 impl Price {
@@ -27,6 +41,8 @@ impl Price {
             output_per_million,
             cache_read_per_million: input_per_million,
             cache_write_per_million: input_per_million,
+            tiers: Box::new([]),
+            per_request: 0.0,
         }
     }
 
@@ -49,13 +65,29 @@ impl Price {
         cache_read: u64,
         cache_write: u64,
     ) -> f64 {
-        if cache_read | cache_write == 0 {
+        let tier = self
+            .tiers
+            .iter()
+            .rev()
+            .find(|tier| input_tokens > tier.above_input_tokens);
+        if cache_read | cache_write == 0 && tier.is_none() && self.per_request == 0.0 {
             return self.cost(input_tokens, output_tokens);
         }
+        let [input, output, read, write] = tier.map_or(
+            [
+                self.input_per_million,
+                self.output_per_million,
+                self.cache_read_per_million,
+                self.cache_write_per_million,
+            ],
+            |tier| tier.rates,
+        );
         let uncached = input_tokens.saturating_sub(cache_read.saturating_add(cache_write));
-        self.cost(uncached, output_tokens)
-            + cache_read as f64 * self.cache_read_per_million / 1_000_000.0
-            + cache_write as f64 * self.cache_write_per_million / 1_000_000.0
+        uncached as f64 * input / 1_000_000.0
+            + output_tokens as f64 * output / 1_000_000.0
+            + cache_read as f64 * read / 1_000_000.0
+            + cache_write as f64 * write / 1_000_000.0
+            + self.per_request
     }
 }
 
@@ -78,7 +110,7 @@ impl PriceTable {
 
     /// The price of `model`, if it has one.
     pub fn get(&self, model: &str) -> Option<Price> {
-        self.prices.get(model).copied()
+        self.prices.get(model).cloned()
     }
 }
 
@@ -98,8 +130,39 @@ mod tests {
     fn later_entries_win_and_unknown_models_have_no_price() {
         let cheap = Price::new(0.1, 0.4);
         let dear = Price::new(9.0, 9.0);
-        let table = PriceTable::new([("m", cheap), ("m", dear)]);
+        let table = PriceTable::new([("m", cheap), ("m", dear.clone())]);
         assert_eq!(table.get("m"), Some(dear));
         assert_eq!(table.get("unknown"), None);
+    }
+
+    #[test]
+    fn cached_tokens_and_long_prompt_tiers_are_priced_apart() {
+        let price = Price {
+            input_per_million: 2.0,
+            output_per_million: 8.0,
+            cache_read_per_million: 0.5,
+            cache_write_per_million: 2.5,
+            tiers: Box::new([PriceTier {
+                above_input_tokens: 200_000,
+                rates: [4.0, 12.0, 1.0, 5.0],
+            }]),
+            per_request: 0.0,
+        };
+        assert_eq!(
+            price.cost_with_cache(1000, 100, 0, 0),
+            price.cost(1000, 100)
+        );
+        let cached = price.cost_with_cache(1000, 100, 600, 100);
+        assert_eq!(
+            cached,
+            (300.0 * 2.0 + 100.0 * 8.0 + 600.0 * 0.5 + 100.0 * 2.5) / 1e6
+        );
+        let long = price.cost_with_cache(300_000, 100, 0, 0);
+        assert_eq!(long, 300_000.0 * 4.0 / 1e6 + 100.0 * 12.0 / 1e6);
+        // The tier starts above its threshold, as genai-prices counts it.
+        assert_eq!(
+            price.cost_with_cache(200_000, 0, 0, 0),
+            200_000.0 * 2.0 / 1e6
+        );
     }
 }

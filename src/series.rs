@@ -94,4 +94,5 @@ pub struct RequestSeries {
     pub(crate) cost: OnceLock<SeriesRef<CostSeries>>,
     pub(crate) first_token: OnceLock<SeriesRef<HistogramSeries>>,
     pub(crate) per_token: OnceLock<SeriesRef<HistogramSeries>>,
+    pub(crate) unpriced: OnceLock<Option<SeriesRef<CounterSeries>>>,
 }

@@ -10,7 +10,7 @@
 //! order in which the exposition prints them.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use smallvec::SmallVec;
 
@@ -18,10 +18,10 @@ use crate::batch::Batch;
 use crate::counter::Recording;
 use crate::family::{
     Buckets, FamilyId, Schema, CACHE_HITS, CACHE_MISSES, COST, DURATION, OVERFLOW, OVERFLOW_VALUE,
-    REQUESTS, TIME_PER_OUTPUT_TOKEN, TIME_TO_FIRST_TOKEN, TOKENS, TOOL_CALLS,
+    REQUESTS, TIME_PER_OUTPUT_TOKEN, TIME_TO_FIRST_TOKEN, TOKENS, TOOL_CALLS, UNPRICED,
 };
 use crate::label_map::{Entry, LabelMap};
-use crate::pricing::PriceTable;
+use crate::pricing::{Price, PriceTable};
 use crate::series::{
     unix_now, CostSeries, CounterSeries, HistogramSeries, RequestSeries, SeriesRef,
 };
@@ -37,6 +37,20 @@ pub enum CacheOutcome {
     /// `ractogateway_cache_misses_total`.
     Miss,
 }
+
+/// The `(provider, model)` pairs a store found without a price.
+#[derive(Default)]
+struct UnpricedModels {
+    seen: std::collections::HashSet<(String, String)>,
+    unreported: Vec<(String, String)>,
+}
+
+/// Prices a model the table lacks: `(provider, model)` to its price, if any.
+pub type PriceResolver = Box<dyn Fn(&str, &str) -> Option<Price> + Send + Sync>;
+
+/// The bit of the notices word that says unpriced models wait to be reported;
+/// the others are families that folded label sets.
+const UNPRICED_NOTICE: u32 = 1 << 31;
 
 /// Label values of one request; `&str` borrowed from the caller.
 #[derive(Debug, Clone, Copy)]
@@ -149,11 +163,20 @@ pub struct Store {
     per_tokens: LabelMap<HistogramSeries>,
     /// Keyed by the name of the family whose label sets were folded.
     overflows: LabelMap<CounterSeries>,
+    /// Keyed by model, provider.
+    unpriced: LabelMap<CounterSeries>,
+    /// Prices the models the table lacks, by provider and model, once per label set.
+    resolver: Option<PriceResolver>,
+    /// Whether unpriced requests are counted (see [`Store::set_count_unpriced`]).
+    count_unpriced: bool,
+    /// `(provider, model)` pairs found without a price: every one seen, and the
+    /// ones not yet reported (see [`Store::take_unpriced_models`]).
+    unpriced_models: Mutex<UnpricedModels>,
     /// The most label sets a family holds before new ones are folded into its
     /// overflow series (`usize::MAX`: no cap).
     max_series: usize,
-    /// Families that folded a label set since [`Store::take_new_overflows`] last looked.
-    new_overflows: AtomicU32,
+    /// Families that folded a label set since [`Store::take_overflowed_families`] last looked.
+    notices: AtomicU32,
     /// Families that ever folded a label set.
     overflowed: AtomicU32,
     cache_hits: LabelMap<CounterSeries>,
@@ -196,8 +219,12 @@ impl Store {
             first_tokens: LabelMap::new(),
             per_tokens: LabelMap::new(),
             overflows: LabelMap::new(),
+            unpriced: LabelMap::new(),
+            resolver: None,
+            count_unpriced: false,
+            unpriced_models: Mutex::new(UnpricedModels::default()),
             max_series: usize::MAX,
-            new_overflows: AtomicU32::new(0),
+            notices: AtomicU32::new(0),
             overflowed: AtomicU32::new(0),
             cache_hits: LabelMap::new(),
             cache_misses: LabelMap::new(),
@@ -226,6 +253,21 @@ impl Store {
         // Missing extra labels are empty, as `prometheus_client` would show them.
         values.resize(4 + self.schema.extra_labels().len(), "");
         let key = self.schema.request_key(&values);
+        if let Some(entry) = self.requests.get(&key) {
+            return (entry, false);
+        }
+        // Priced before the map's lock is taken: a resolver may run other code.
+        // A label set past the cap is not priced: it will be folded.
+        let price = if self.requests.len() < self.max_series {
+            self.prices.get(labels.model).or_else(|| {
+                self.resolver
+                    .as_ref()
+                    .and_then(|resolve| resolve(labels.provider, labels.model))
+            })
+        } else {
+            None
+        };
+        let model_position = self.schema.model_position();
         self.capped(&self.requests, REQUESTS, &key, |key| {
             let duration_key = self.schema.derived_key(DURATION, |at| key[at], "");
             let duration = self
@@ -247,14 +289,78 @@ impl Store {
             RequestSeries {
                 requests: CounterSeries::new(&self.arena, REQUESTS, key),
                 // An overflow entry's model is no model: it is priced as unknown.
-                price: self.prices.get(key[self.schema.model_position()]),
+                price: (key[model_position] == labels.model)
+                    .then_some(price)
+                    .flatten(),
                 duration: SeriesRef::new(&duration.value),
                 tokens: Default::default(),
                 cost: OnceLock::new(),
                 first_token: OnceLock::new(),
                 per_token: OnceLock::new(),
+                unpriced: OnceLock::new(),
             }
         })
+    }
+
+    /// Sets the resolver that prices models the table lacks (genai-prices, say).
+    pub fn set_price_resolver(&mut self, resolver: PriceResolver) {
+        self.resolver = Some(resolver);
+    }
+
+    /// The series counting a requests entry's requests that had tokens but no
+    /// price, created on first use, when the store counts them; its model is
+    /// noted for a warning either way (once per provider and model).
+    pub(crate) fn unpriced_series<'s>(
+        &'s self,
+        series: &'s RequestSeries,
+        entry: &RequestEntry,
+    ) -> Option<&'s CounterSeries> {
+        series
+            .unpriced
+            .get_or_init(|| {
+                let model_position = self.schema.model_position();
+                let model = entry.label(model_position);
+                if model != OVERFLOW_VALUE {
+                    let provider = entry.label(self.schema.request_positions()[0]);
+                    let noted = (provider.to_owned(), model.to_owned());
+                    let mut models = self
+                        .unpriced_models
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    if models.seen.insert(noted.clone()) {
+                        models.unreported.push(noted);
+                        self.notices.fetch_or(UNPRICED_NOTICE, Ordering::Release);
+                    }
+                }
+                self.count_unpriced.then(|| {
+                    let key = self.schema.derived_key(UNPRICED, |at| entry.label(at), "");
+                    let (created, _) = self.capped(&self.unpriced, UNPRICED, &key, |key| {
+                        CounterSeries::new(&self.arena, UNPRICED, key)
+                    });
+                    SeriesRef::new(&created.value)
+                })
+            })
+            .as_ref()
+            .map(SeriesRef::get)
+    }
+
+    /// Counts unpriced requests in `ractogateway_unpriced_requests_total`: off
+    /// by default, so that a workload of the reference's arguments prints the
+    /// reference's bytes.
+    pub fn set_count_unpriced(&mut self, count: bool) {
+        self.count_unpriced = count;
+    }
+
+    /// The `(provider, model)` pairs found without a price since the last call.
+    pub fn take_unpriced_models(&self) -> Vec<(String, String)> {
+        self.notices.fetch_and(!UNPRICED_NOTICE, Ordering::Acquire);
+        std::mem::take(
+            &mut self
+                .unpriced_models
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .unreported,
+        )
     }
 
     /// Sets the cap on label sets per family (see [`Store::capped`]).
@@ -298,21 +404,21 @@ impl Store {
         series.value.inc(self.recording);
         let bit = 1 << family;
         if self.overflowed.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
-            self.new_overflows.fetch_or(bit, Ordering::Release);
+            self.notices.fetch_or(bit, Ordering::Release);
         }
     }
 
     /// Whether a family folded a label set for the first time since
-    /// [`Store::take_new_overflows`] last looked.
+    /// [`Store::take_overflowed_families`] last looked.
     #[inline]
-    pub fn has_new_overflows(&self) -> bool {
-        self.new_overflows.load(Ordering::Relaxed) != 0
+    pub fn has_notices(&self) -> bool {
+        self.notices.load(Ordering::Relaxed) != 0
     }
 
     /// The names of the families that folded a label set for the first time
     /// since the last call: each is reported once per store.
-    pub fn take_new_overflows(&self) -> Vec<&'static str> {
-        let bits = self.new_overflows.swap(0, Ordering::Acquire);
+    pub fn take_overflowed_families(&self) -> Vec<&'static str> {
+        let bits = self.notices.fetch_and(UNPRICED_NOTICE, Ordering::Acquire) & !UNPRICED_NOTICE;
         self.schema
             .families()
             .iter()
@@ -363,12 +469,16 @@ impl Store {
                 }
             }
         }
-        if let Some(price) = series.price {
+        if let Some(price) = &series.price {
             let cost = price.cost_with_cache(input, output, cache_read, cache_write);
             if cost > 0.0 {
                 self.cost_series(&series.cost, entry)
                     .value
                     .add(cost, writers);
+            }
+        } else if input | output != 0 {
+            if let Some(unpriced) = self.unpriced_series(series, entry) {
+                unpriced.value.inc(writers);
             }
         }
         if let Some(first) = values.time_to_first_token_s {
@@ -611,6 +721,12 @@ impl Store {
         visit_family(
             schema.family(OVERFLOW),
             views(&self.overflows, count),
+            include_created,
+            visitor,
+        );
+        visit_family(
+            schema.family(UNPRICED),
+            views(&self.unpriced, count),
             include_created,
             visitor,
         );

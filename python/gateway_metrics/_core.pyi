@@ -45,6 +45,7 @@ class MetricsStore:
         latency_buckets: list[float] | None = None,
         extra_labels: list[str] | None = None,
         max_series: int | None = None,
+        price_resolver: Any = None,
         *args: Any,
         **kwargs: Any,
     ) -> MetricsStore:

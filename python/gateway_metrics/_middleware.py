@@ -16,7 +16,13 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 
 from gateway_metrics._core import FAMILIES, MetricsStore
-from gateway_metrics._pricing import ModelPricing, merged_price_table
+from gateway_metrics._pricing import (
+    DEFAULT_COST_TABLE,
+    ModelPricing,
+    checked_price_table,
+    checked_prices,
+    merged_price_table,
+)
 from gateway_metrics._track import TrackedCall
 
 
@@ -139,6 +145,14 @@ class GatewayMetricsMiddleware(MetricsStore):
     families carry besides theirs; a call's ``labels=`` maps them to values
     (a missing name records ``""``; an unknown one is a ``ValueError``).
 
+    ``prices="genai-prices"`` (the ``gateway-metrics[prices]`` extra) prices
+    each new (provider, model) once through genai-prices, with its cache prices
+    and long-prompt tiers, after ``price_table`` and before
+    ``DEFAULT_COST_TABLE``; the core then prices every request natively.
+    Requests with tokens but no price count in
+    ``ractogateway_unpriced_requests_total``, and a ``logging`` warning names
+    each such model once.
+
     ``max_series`` caps the label sets each family holds (per process): past
     it, a new label set records into the family's overflow series, whose every
     label value is ``"__overflow__"``, so totals stay exact while memory and
@@ -177,9 +191,18 @@ class GatewayMetricsMiddleware(MetricsStore):
         latency_buckets: Iterable[float] | None = None,
         extra_labels: Iterable[str] = (),
         max_series: int | None = None,
+        prices: str | None = None,
     ) -> GatewayMetricsMiddleware:
+        source = checked_prices(prices)
         table = merged_price_table(price_table)
-        prices = [(model, *pricing.rates()) for model, pricing in table.items()]
+        if source is None:
+            core_table, resolve = table, None
+        else:
+            from gateway_metrics._genai_prices import resolver
+
+            # The caller's prices win; genai-prices then the default table price the rest.
+            core_table, resolve = checked_price_table(price_table), resolver(DEFAULT_COST_TABLE)
+        core_prices = [(model, *pricing.rates()) for model, pricing in core_table.items()]
         if multiprocess_dir is None:
             multiprocess_dir = os.environ.get(MULTIPROCESS_DIR_VARIABLE) or None
         prometheus_dir = None if multiprocess_dir is not None else prometheus_multiproc_dir()
@@ -193,7 +216,7 @@ class GatewayMetricsMiddleware(MetricsStore):
             if max_series < 1:
                 raise ValueError(f"max_series must be at least 1, got {max_series}")
         self = super().__new__(
-            cls, prices, multiprocess_dir, prometheus_dir, bounds, names, max_series
+            cls, core_prices, multiprocess_dir, prometheus_dir, bounds, names, max_series, resolve
         )
         self._price_table = table
         self._multiprocess_dir = None if multiprocess_dir is None else os.fspath(multiprocess_dir)
@@ -209,6 +232,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         latency_buckets: Iterable[float] | None = None,
         extra_labels: Iterable[str] = (),
         max_series: int | None = None,
+        prices: str | None = None,
     ) -> None:
         self._registry = prometheus_client.REGISTRY if registry is None else registry
         self._collector = _GatewayCollector(self)

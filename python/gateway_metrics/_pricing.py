@@ -206,14 +206,39 @@ def merged_price_table(extra_table: Mapping[str, Any] | None) -> dict[str, Model
     Values may be ``ModelPricing`` or any object with ``input_per_million`` and
     ``output_per_million`` attributes (such as the reference package's pydantic model).
     """
+    return {**DEFAULT_COST_TABLE, **checked_price_table(extra_table)}
+
+
+#: The price sources ``prices=`` accepts besides the default table.
+PRICE_SOURCES = ("genai-prices",)
+
+
+def checked_prices(prices: str | None) -> str | None:
+    """``prices`` if it names a known source, with genai-prices importable."""
+    if prices is None:
+        return None
+    if prices not in PRICE_SOURCES:
+        raise ValueError(f"prices must be None or one of {PRICE_SOURCES}, got {prices!r}")
+    try:
+        import genai_prices  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            'prices="genai-prices" needs the genai-prices package: '
+            "pip install 'gateway-metrics[prices]'"
+        ) from None
+    return prices
+
+
+def checked_price_table(extra_table: Mapping[str, Any] | None) -> dict[str, ModelPricing]:
+    """The caller's price table, each value a ``ModelPricing``."""
     if extra_table is None:
-        return dict(DEFAULT_COST_TABLE)
+        return {}
     if not isinstance(extra_table, Mapping):
         raise TypeError(
             f"price_table must be a mapping of model name to ModelPricing, "
             f"not {type(extra_table).__name__}"
         )
-    table = dict(DEFAULT_COST_TABLE)
+    table: dict[str, ModelPricing] = {}
     for model, pricing in extra_table.items():
         if not isinstance(model, str):
             raise TypeError(f"price_table keys must be str, not {type(model).__name__}")
@@ -236,11 +261,15 @@ def compute_cost(
     *,
     cache_read_tokens: int = 0,
     cache_write_tokens: int = 0,
+    provider: str | None = None,
+    prices: str | None = None,
 ) -> float:
     """Estimated USD cost of one call; ``0.0`` for a model with no price.
 
     ``input_tokens`` counts every prompt token; the cached parts are priced at
-    the model's cache prices.
+    the model's cache prices. With ``prices="genai-prices"`` (and the
+    ``provider``), a model ``extra_table`` lacks is priced as the middleware
+    prices it: through genai-prices, then ``DEFAULT_COST_TABLE``.
 
     Use it to show a cost next to a response; the middleware computes the same
     figure natively for ``ractogateway_cost_usd_total``.
@@ -249,13 +278,35 @@ def compute_cost(
 
         compute_cost("gpt-4o", 1000, 200)  # 0.0045000000000000005
     """
-    pricing = merged_price_table(extra_table).get(model)
-    if pricing is None:
-        return 0.0
-    input_price, output_price, read_price, write_price = pricing.rates()
+    if checked_prices(prices) is None:
+        pricing = merged_price_table(extra_table).get(model)
+        if pricing is None:
+            return 0.0
+        rates: tuple[Any, ...] = (*pricing.rates(), [], 0.0)
+    else:
+        from gateway_metrics._genai_prices import resolver
+
+        own = checked_price_table(extra_table).get(model)
+        found = (
+            (*own.rates(), [], 0.0) if own else resolver(DEFAULT_COST_TABLE)(provider or "", model)
+        )
+        if found is None:
+            return 0.0
+        rates = found
+    # The core's formula, operation for operation, so that both give the same bits.
+    input_price, output_price, read_price, write_price, tiers, per_request = rates
+    tiered = False
+    for above, *tier_rates in tiers:
+        if input_tokens > above:
+            input_price, output_price, read_price, write_price = tier_rates
+            tiered = True
+    if not (cache_read_tokens or cache_write_tokens or tiered or per_request):
+        return input_tokens * input_price / 1_000_000 + output_tokens * output_price / 1_000_000
     uncached = max(0, input_tokens - cache_read_tokens - cache_write_tokens)
-    cost = uncached * input_price / 1_000_000 + output_tokens * output_price / 1_000_000
-    if cache_read_tokens or cache_write_tokens:
-        cost += cache_read_tokens * read_price / 1_000_000
-        cost += cache_write_tokens * write_price / 1_000_000
-    return cost
+    return (
+        uncached * input_price / 1_000_000
+        + output_tokens * output_price / 1_000_000
+        + cache_read_tokens * read_price / 1_000_000
+        + cache_write_tokens * write_price / 1_000_000
+        + per_request
+    )

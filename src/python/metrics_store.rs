@@ -20,10 +20,12 @@ use super::samples::SampleBuilder;
 use crate::counter::{Coding, Recording, Writers};
 use crate::exposition::{render, Format, TextEncoder};
 use crate::family::{Schema, LATENCY_BOUNDS};
-use crate::pricing::{Price, PriceTable};
+use crate::pricing::{Price, PriceTable, PriceTier};
 use crate::series::CounterSeries;
 use crate::slots::SlotArena;
-use crate::store::{CacheOutcome, RequestEntry, RequestLabels, RequestValues, Store, TOKEN_TYPES};
+use crate::store::{
+    CacheOutcome, PriceResolver, RequestEntry, RequestLabels, RequestValues, Store, TOKEN_TYPES,
+};
 
 /// The lock-free metric store behind `GatewayMetricsMiddleware`.
 #[pyclass(
@@ -60,7 +62,7 @@ impl PyMetricsStore {
     #[allow(clippy::too_many_arguments)] // The Python constructor's keywords, one each.
     #[pyo3(signature = (
         prices, multiprocess_dir = None, prometheus_multiproc_dir = None, latency_buckets = None,
-        extra_labels = None, max_series = None, *_args, **_kwargs
+        extra_labels = None, max_series = None, price_resolver = None, *_args, **_kwargs
     ))]
     fn new(
         py: Python<'_>,
@@ -70,6 +72,7 @@ impl PyMetricsStore {
         latency_buckets: Option<Vec<f64>>,
         extra_labels: Option<Vec<String>>,
         max_series: Option<usize>,
+        price_resolver: Option<Py<PyAny>>,
         _args: &Bound<'_, PyTuple>,
         _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
@@ -90,6 +93,8 @@ impl PyMetricsStore {
                         output_per_million: *output,
                         cache_read_per_million: *cache_read,
                         cache_write_per_million: *cache_write,
+                        tiers: Box::new([]),
+                        per_request: 0.0,
                     },
                 )
             },
@@ -109,10 +114,18 @@ impl PyMetricsStore {
                     schema,
                 );
                 store.set_max_series(max_series);
+                if let Some(resolver) = &price_resolver {
+                    store.set_price_resolver(python_price_resolver(resolver.clone_ref(py)));
+                    store.set_count_unpriced(true);
+                }
                 (store, None)
             }
             Some((directory, layout)) => {
-                let state = Multiprocess::new(directory, layout, table, schema, max_series);
+                let resolver = price_resolver
+                    .as_ref()
+                    .map(|resolver| resolver.clone_ref(py));
+                let state =
+                    Multiprocess::new(directory, layout, table, schema, max_series, resolver);
                 (state.new_store(py)?, Some(state))
             }
         };
@@ -309,20 +322,32 @@ impl PyMetricsStore {
         Ok(())
     }
 
-    /// Logs, once per family, that a family reached `max_series` label sets.
-    /// One relaxed load when there is nothing to report.
+    /// Logs, once per family, that a family reached `max_series` label sets,
+    /// and once per label set, a model without a price. One relaxed load when
+    /// there is nothing to report.
     #[inline]
     pub(super) fn report_overflows(&self, py: Python<'_>) {
-        if self.store().has_new_overflows() {
+        if self.store().has_notices() {
             self.log_overflows(py);
         }
     }
 
     #[cold]
     fn log_overflows(&self, py: Python<'_>) {
-        let families = self.store().take_new_overflows();
+        let families = self.store().take_overflowed_families();
+        let unpriced = self.store().take_unpriced_models();
         let logged = py.import("logging").and_then(|logging| {
             let logger = logging.call_method1("getLogger", ("gateway_metrics",))?;
+            for (provider, model) in unpriced {
+                logger.call_method1(
+                    "warning",
+                    (format!(
+                        "no price for model {model:?} of provider {provider:?}: its cost is not \
+                         counted (see ractogateway_unpriced_requests_total); give it a price \
+                         with price_table= or prices=\"genai-prices\""
+                    ),),
+                )?;
+            }
             for family in families {
                 logger.call_method1(
                     "warning",
@@ -517,6 +542,47 @@ impl PyMetricsStore {
         self.report_overflows(py);
         Ok(())
     }
+}
+
+/// A price resolver that calls `resolver(provider, model)`, a Python callable
+/// returning None or `(input, output, cache read, cache write, tiers, per
+/// request)` in USD per million tokens (the last in USD per request), where
+/// `tiers` lists `(above input tokens, input, output, cache read, cache write)`. It runs when a label set is first seen, with the
+/// GIL held by the recording call; an error counts the model as unpriced and is
+/// reported as unraisable.
+pub(super) fn python_price_resolver(resolver: Py<PyAny>) -> PriceResolver {
+    type Rates = (f64, f64, f64, f64);
+    type Resolved = (f64, f64, f64, f64, Vec<(u64, f64, f64, f64, f64)>, f64);
+    Box::new(move |provider, model| {
+        Python::with_gil(|py| {
+            let resolved = resolver
+                .call1(py, (provider, model))
+                .and_then(|price| price.extract::<Option<Resolved>>(py));
+            match resolved {
+                Ok(price) => price.map(|(input, output, read, write, tiers, per_request)| {
+                    let rates = |(input, output, read, write): Rates| [input, output, read, write];
+                    Price {
+                        input_per_million: input,
+                        output_per_million: output,
+                        cache_read_per_million: read,
+                        cache_write_per_million: write,
+                        tiers: tiers
+                            .into_iter()
+                            .map(|(above, input, output, read, write)| PriceTier {
+                                above_input_tokens: above,
+                                rates: rates((input, output, read, write)),
+                            })
+                            .collect(),
+                        per_request,
+                    }
+                }),
+                Err(error) => {
+                    error.write_unraisable(py, None);
+                    None
+                }
+            }
+        })
+    })
 }
 
 /// How the stores of this interpreter are written to.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyRuntimeWarning, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 
-use super::metrics_store::recording;
+use super::metrics_store::{python_price_resolver, recording};
 use crate::counter::Coding;
 use crate::family::Schema;
 use crate::fork_guard;
@@ -40,6 +40,8 @@ pub(super) struct Multiprocess {
     schema: Arc<Schema>,
     /// The cap on label sets per family, per process.
     max_series: usize,
+    /// Prices the models the table lacks (see `python_price_resolver`).
+    price_resolver: Option<Py<PyAny>>,
     /// The fork epoch of the process that made the store being recorded into:
     /// when the current one differs, this is a forked child, and the next
     /// recording call moves to a file of its own.
@@ -54,6 +56,7 @@ impl Multiprocess {
         prices: PriceTable,
         schema: Arc<Schema>,
         max_series: usize,
+        price_resolver: Option<Py<PyAny>>,
     ) -> Self {
         Multiprocess {
             directory,
@@ -61,6 +64,7 @@ impl Multiprocess {
             prices,
             schema,
             max_series,
+            price_resolver,
             epoch: AtomicU64::new(fork_guard::epoch()),
         }
     }
@@ -112,6 +116,10 @@ impl Multiprocess {
             Arc::clone(&self.schema),
         );
         store.set_max_series(self.max_series);
+        if let Some(resolver) = &self.price_resolver {
+            store.set_price_resolver(python_price_resolver(resolver.clone_ref(py)));
+            store.set_count_unpriced(true);
+        }
         Ok(store)
     }
 
