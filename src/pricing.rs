@@ -65,14 +65,17 @@ impl Price {
         cache_read: u64,
         cache_write: u64,
     ) -> f64 {
+        // One branch for the common case: no cached tokens, no tiers, no fee.
+        let plain =
+            (cache_read | cache_write == 0) & self.tiers.is_empty() & (self.per_request == 0.0);
+        if plain {
+            return self.cost(input_tokens, output_tokens);
+        }
         let tier = self
             .tiers
             .iter()
             .rev()
             .find(|tier| input_tokens > tier.above_input_tokens);
-        if cache_read | cache_write == 0 && tier.is_none() && self.per_request == 0.0 {
-            return self.cost(input_tokens, output_tokens);
-        }
         let [input, output, read, write] = tier.map_or(
             [
                 self.input_per_million,
