@@ -343,8 +343,7 @@ impl PyMetricsStore {
                     "warning",
                     (format!(
                         "no price for model {model:?} of provider {provider:?}: its cost is not \
-                         counted (see ractogateway_unpriced_requests_total); give it a price \
-                         with price_table= or prices=\"genai-prices\""
+                         counted; give it a price with price_table= or prices=\"genai-prices\""
                     ),),
                 )?;
             }
