@@ -1,7 +1,7 @@
 //! `MetricsStore`: the class behind `GatewayMetricsMiddleware`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
@@ -52,6 +52,8 @@ pub struct PyMetricsStore {
     cache_hits: IdentityCache<CounterSeries, 1>,
     cache_misses: IdentityCache<CounterSeries, 1>,
     pub(super) tool_calls: IdentityCache<CounterSeries, 1>,
+    /// The length of the last exposition, the next one's starting capacity.
+    rendered_len: AtomicUsize,
 }
 
 #[pymethods]
@@ -142,6 +144,7 @@ impl PyMetricsStore {
             cache_hits: IdentityCache::new(),
             cache_misses: IdentityCache::new(),
             tool_calls: IdentityCache::new(),
+            rendered_len: AtomicUsize::new(0),
         })
     }
 
@@ -224,18 +227,22 @@ impl PyMetricsStore {
         format: Format,
         include_created: bool,
     ) -> PyResult<String> {
-        Ok(match &self.multiprocess {
-            None => py.allow_threads(|| render(self.store(), format, include_created)),
+        // A little room over the last length absorbs a few new series.
+        let capacity = (self.rendered_len.load(Ordering::Relaxed) / 8 * 9).max(4096);
+        let text = match &self.multiprocess {
+            None => py.allow_threads(|| render(self.store(), format, include_created, capacity)),
             Some(multiprocess) => {
                 let sum = multiprocess.aggregate(py, self.store())?;
                 let include_created = include_created && multiprocess.keeps_created();
                 py.allow_threads(|| {
-                    let mut encoder = TextEncoder::new(format);
+                    let mut encoder = TextEncoder::with_capacity(format, capacity);
                     sum.visit(include_created, &mut encoder);
                     encoder.into_text()
                 })
             }
-        })
+        };
+        self.rendered_len.store(text.len(), Ordering::Relaxed);
+        Ok(text)
     }
 
     /// The store being recorded into.
