@@ -164,15 +164,16 @@ impl SampleVisitor for TextEncoder {
 impl TextEncoder {
     /// An encoder writing `format`.
     pub fn new(format: Format) -> Self {
-        Self::with_capacity(format, 4096)
+        Self::reusing(format, String::with_capacity(4096))
     }
 
-    /// An encoder writing `format` into a buffer of `bytes` to begin with: the
-    /// size of the previous exposition spares a large one its regrowth copies.
-    pub fn with_capacity(format: Format, bytes: usize) -> Self {
+    /// An encoder writing `format` into `buffer`, emptied first: a buffer kept
+    /// from an earlier exposition spares a large one its allocation and regrowth.
+    pub fn reusing(format: Format, mut buffer: String) -> Self {
+        buffer.clear();
         TextEncoder {
             format,
-            out: String::with_capacity(bytes),
+            out: buffer,
             ..TextEncoder::default()
         }
     }
@@ -183,10 +184,9 @@ impl TextEncoder {
     }
 }
 
-/// Renders every family of `store` in `format`, starting with a buffer of
-/// `capacity` bytes.
-pub fn render(store: &Store, format: Format, include_created: bool, capacity: usize) -> String {
-    let mut encoder = TextEncoder::with_capacity(format, capacity);
+/// Renders every family of `store` in `format` into `buffer` (emptied first).
+pub fn render(store: &Store, format: Format, include_created: bool, buffer: String) -> String {
+    let mut encoder = TextEncoder::reusing(format, buffer);
     store.visit(include_created, &mut encoder);
     encoder.out
 }
@@ -217,7 +217,7 @@ mod tests {
         let values = RequestValues::new(61.0, 0, 0);
         store.record_request(&labels, &values);
         store.record_cache(CacheOutcome::Hit, "exact");
-        let text = render(&store, Format::Text, false, 0);
+        let text = render(&store, Format::Text, false, String::new());
         assert!(text.starts_with(
             "# HELP ractogateway_requests_total Total LLM requests by provider / model / operation / status.\n\
              # TYPE ractogateway_requests_total counter\n\
@@ -246,7 +246,7 @@ mod tests {
     fn created_samples_form_a_gauge_family_after_their_family() {
         let store = Store::new(PriceTable::default());
         store.record_cache(CacheOutcome::Miss, "semantic");
-        let text = render(&store, Format::Text, true, 0);
+        let text = render(&store, Format::Text, true, String::new());
         let block = "# TYPE ractogateway_cache_misses_total counter\n\
              ractogateway_cache_misses_total{cache_type=\"semantic\"} 1.0\n\
              # HELP ractogateway_cache_misses_created Total cache misses by cache type (exact / semantic).\n\

@@ -136,6 +136,29 @@ def test_openmetrics_of_our_families_is_byte_for_byte_prometheus_clients(created
         prometheus_client.metrics._use_created = previous
 
 
+def test_scrapes_in_turn_match_prometheus_client_as_the_store_grows(no_created):
+    # Each scrape reuses the previous one's buffer, whatever its format and size.
+    registry, metrics = populated()
+    only_ours = CollectorRegistry()
+    only_ours.register(metrics._collector)
+    for grown in range(3):
+        for index in range(300 * grown):
+            metrics.record_request(
+                provider="openai",
+                model=f"model-{grown}-{index}",
+                operation="chat",
+                status="ok",
+                latency_s=0.5,
+                input_tokens=index,
+            )
+        text = prometheus_client.generate_latest(only_ours)
+        assert metrics._exposition(True) + b"# EOF\n" == openmetrics_latest(only_ours)
+        assert metrics.generate_latest().encode() == text
+        assert metrics._exposition(False) == text
+    requests = families("text/plain", text)["ractogateway_requests"]
+    assert len(requests) == 2 + 300 + 600
+
+
 def test_name_filtering_and_gzip_as_prometheus_client_does(no_created):
     registry, _ = populated()
     query = "name[]=ractogateway_requests_total&name[]=app_queue_depth"

@@ -1,8 +1,8 @@
 //! `MetricsStore`: the class behind `GatewayMetricsMiddleware`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -52,8 +52,9 @@ pub struct PyMetricsStore {
     cache_hits: IdentityCache<CounterSeries, 1>,
     cache_misses: IdentityCache<CounterSeries, 1>,
     pub(super) tool_calls: IdentityCache<CounterSeries, 1>,
-    /// The length of the last exposition, the next one's starting capacity.
-    rendered_len: AtomicUsize,
+    /// The last exposition's buffer, reused so that a large exposition does not
+    /// fault in fresh pages on every scrape; it keeps that exposition's size.
+    render_buffer: Mutex<String>,
 }
 
 #[pymethods]
@@ -144,7 +145,7 @@ impl PyMetricsStore {
             cache_hits: IdentityCache::new(),
             cache_misses: IdentityCache::new(),
             tool_calls: IdentityCache::new(),
-            rendered_len: AtomicUsize::new(0),
+            render_buffer: Mutex::new(String::new()),
         })
     }
 
@@ -177,8 +178,9 @@ impl PyMetricsStore {
         } else {
             Format::Text
         };
-        let text = self.rendered(py, format, include_created)?;
-        Ok(PyBytes::new(py, text.as_bytes()))
+        self.with_rendered(py, format, include_created, |text| {
+            PyBytes::new(py, text.as_bytes())
+        })
     }
 
     /// Every family in the text format 0.0.4, as `str`.
@@ -187,8 +189,9 @@ impl PyMetricsStore {
         py: Python<'py>,
         include_created: bool,
     ) -> PyResult<Bound<'py, PyString>> {
-        let text = self.rendered(py, Format::Text, include_created)?;
-        Ok(PyString::new(py, &text))
+        self.with_rendered(py, Format::Text, include_created, |text| {
+            PyString::new(py, text)
+        })
     }
 
     /// Every family as `(name, help, type, samples)` with `prometheus_client` `Sample`s.
@@ -219,30 +222,38 @@ impl Drop for PyMetricsStore {
 }
 
 impl PyMetricsStore {
-    /// Every family in `format`: this store's, or in multi-process mode the
-    /// directory's sum. Rendered without the GIL.
-    pub(super) fn rendered(
+    /// Passes every family in `format` to `convert`: this store's, or in
+    /// multi-process mode the directory's sum. Rendered without the GIL.
+    fn with_rendered<R>(
         &self,
         py: Python<'_>,
         format: Format,
         include_created: bool,
-    ) -> PyResult<String> {
-        // A little room over the last length absorbs a few new series.
-        let capacity = (self.rendered_len.load(Ordering::Relaxed) / 8 * 9).max(4096);
+        convert: impl FnOnce(&str) -> R,
+    ) -> PyResult<R> {
+        // A concurrent scrape (or a lock held across a fork) renders into a new buffer.
+        let mut shared = self.render_buffer.try_lock().ok();
+        let buffer = shared
+            .as_deref_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
         let text = match &self.multiprocess {
-            None => py.allow_threads(|| render(self.store(), format, include_created, capacity)),
+            None => py.allow_threads(|| render(self.store(), format, include_created, buffer)),
             Some(multiprocess) => {
                 let sum = multiprocess.aggregate(py, self.store())?;
                 let include_created = include_created && multiprocess.keeps_created();
                 py.allow_threads(|| {
-                    let mut encoder = TextEncoder::with_capacity(format, capacity);
+                    let mut encoder = TextEncoder::reusing(format, buffer);
                     sum.visit(include_created, &mut encoder);
                     encoder.into_text()
                 })
             }
         };
-        self.rendered_len.store(text.len(), Ordering::Relaxed);
-        Ok(text)
+        let converted = convert(&text);
+        if let Some(shared) = shared.as_deref_mut() {
+            *shared = text;
+        }
+        Ok(converted)
     }
 
     /// The store being recorded into.
