@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import socket
 import subprocess
+import sys
+import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -87,3 +93,21 @@ def promtool_check(text: str) -> str:
     report = (result.stdout + result.stderr).decode()
     assert result.returncode == 0, report
     return report.strip()
+
+
+def prometheus_multiprocess_run(code: str, directory: Path) -> str:
+    """Runs ``code`` (dedented) in a child process in prometheus_client's
+    multi-process mode on ``directory``; returns what ``MultiProcessCollector``
+    then shows, as text."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))
+    return generate_latest(registry).decode()

@@ -7,9 +7,6 @@ import bisect
 import gc
 import math
 import os
-import subprocess
-import sys
-import textwrap
 import warnings
 from pathlib import Path
 
@@ -18,9 +15,8 @@ from gateway_metrics import GatewayMetricsMiddleware, multiprocess
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
-from support import promtool_check
+from support import prometheus_multiprocess_run, promtool_check
 
 DURATION = "ractogateway_request_duration_seconds"
 REQUEST = {"provider": "openai", "model": "gpt-4o", "operation": "chat", "status": "ok"}
@@ -147,7 +143,7 @@ def test_our_multiprocess_mode_sums_custom_buckets_and_skips_other_buckets(tmp_p
 
 
 def test_prometheus_clients_mode_with_custom_buckets(tmp_path):
-    code = textwrap.dedent(
+    collected = prometheus_multiprocess_run(
         f"""
         from prometheus_client import CollectorRegistry
         from gateway_metrics import GatewayMetricsMiddleware
@@ -155,19 +151,9 @@ def test_prometheus_clients_mode_with_custom_buckets(tmp_path):
         for latency in (0.7, 9.0, 2e6):
             metrics.record_request(provider="openai", model="gpt-4o", operation="chat",
                                    status="ok", latency_s=latency)
-        """
+        """,
+        tmp_path,
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(tmp_path))
-    samples = duration_samples(generate_latest(registry).decode())
+    samples = duration_samples(collected)
     assert samples == model([0.7, 9.0, 2e6], BOUNDS)
     assert all(Path(tmp_path, name).suffix == ".db" for name in os.listdir(tmp_path))

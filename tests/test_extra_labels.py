@@ -3,18 +3,13 @@ and clear refusals."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 import warnings
 
 import pytest
 from gateway_metrics import GatewayMetricsMiddleware
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
-from support import promtool_check
+from support import prometheus_multiprocess_run, promtool_check
 
 EXTRA = ("tenant", "app")
 CALLS = [
@@ -60,18 +55,23 @@ def modelled() -> str:
     return generate_latest(registry).decode()
 
 
+def record_call(metrics: GatewayMetricsMiddleware, call: tuple) -> None:
+    labels, model, latency, input_tokens, output_tokens = call
+    metrics.record_request(
+        provider="openai",
+        model=model,
+        operation="chat",
+        status="ok",
+        latency_s=latency,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        labels=labels,
+    )
+
+
 def record_all(metrics: GatewayMetricsMiddleware) -> None:
-    for labels, model, latency, input_tokens, output_tokens in CALLS:
-        metrics.record_request(
-            provider="openai",
-            model=model,
-            operation="chat",
-            status="ok",
-            latency_s=latency,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            labels=labels,
-        )
+    for call in CALLS:
+        record_call(metrics, call)
 
 
 def test_extra_labels_equal_prometheus_clients_model_and_pass_promtool():
@@ -171,18 +171,8 @@ def test_our_multiprocess_mode_sums_extra_labels_and_skips_other_schemas(tmp_pat
         for _ in range(2)
     )
     for index, call in enumerate(CALLS):
-        labels, model, latency, input_tokens, output_tokens = call
         for target in (single, (first, second)[index % 2]):
-            target.record_request(
-                provider="openai",
-                model=model,
-                operation="chat",
-                status="ok",
-                latency_s=latency,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                labels=labels,
-            )
+            record_call(target, call)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert samples(first.generate_latest()) == samples(single.generate_latest())
@@ -192,24 +182,17 @@ def test_our_multiprocess_mode_sums_extra_labels_and_skips_other_schemas(tmp_pat
 
 
 def test_prometheus_clients_mode_carries_the_extra_labels(tmp_path):
-    code = textwrap.dedent(
+    collected = prometheus_multiprocess_run(
         """
         from prometheus_client import CollectorRegistry
         from gateway_metrics import GatewayMetricsMiddleware
         metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), extra_labels=["tenant"])
         with metrics.track("openai", "gpt-4o", labels={"tenant": "acme"}) as call:
             call.tokens(input=7, output=2)
-        """
+        """,
+        tmp_path,
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(tmp_path))
-    found = samples(generate_latest(registry).decode())
+    found = samples(collected)
     labels = (("model", "gpt-4o"), ("operation", "chat"), ("provider", "openai"),
               ("status", "ok"), ("tenant", "acme"))  # fmt: skip
     assert found[("ractogateway_requests_total", labels)] == 1.0

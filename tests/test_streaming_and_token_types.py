@@ -4,10 +4,6 @@ them built from prometheus_client's own metrics, in every path."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
-import textwrap
 import warnings
 
 import numpy as np
@@ -16,9 +12,8 @@ from gateway_metrics import GatewayMetricsMiddleware
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
-from support import promtool_check
+from support import prometheus_multiprocess_run, promtool_check
 
 FIRST_TOKEN = "ractogateway_time_to_first_token_seconds"
 PER_TOKEN = "ractogateway_time_per_output_token_seconds"
@@ -229,7 +224,7 @@ def test_our_multiprocess_mode_sums_the_new_families(tmp_path, no_created):
 
 
 def test_prometheus_clients_mode_shows_the_new_families(tmp_path):
-    code = textwrap.dedent(
+    collected = prometheus_multiprocess_run(
         """
         from prometheus_client import CollectorRegistry
         from gateway_metrics import GatewayMetricsMiddleware
@@ -237,19 +232,9 @@ def test_prometheus_clients_mode_shows_the_new_families(tmp_path):
         metrics.record_request(provider="openai", model="gpt-4o", operation="chat", status="ok",
                                latency_s=2.0, time_to_first_token_s=0.25, output_tokens=5,
                                input_tokens=9, cache_write_tokens=9, reasoning_tokens=2)
-        """
+        """,
+        tmp_path,
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(tmp_path))
     rows = [
         {
             "model": "gpt-4o",
@@ -262,4 +247,4 @@ def test_prometheus_clients_mode_shows_the_new_families(tmp_path):
             "reasoning_tokens": 2,
         }
     ]
-    assert_close(samples(generate_latest(registry).decode()), samples(modelled(rows)))
+    assert_close(samples(collected), samples(modelled(rows)))
