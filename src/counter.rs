@@ -86,6 +86,17 @@ pub fn read_count(cell: &AtomicU64, coding: Coding) -> u64 {
     }
 }
 
+/// The count in `cell`, encoded as `coding` says, leaving zero in its place:
+/// every addition lands either in the count returned or in the cell.
+#[inline]
+pub fn take_count(cell: &AtomicU64, coding: Coding) -> u64 {
+    let raw = cell.swap(0, Ordering::Relaxed);
+    match coding {
+        Coding::Integer => raw,
+        Coding::Float => f64::from_bits(raw) as u64,
+    }
+}
+
 /// Adds `amount` to the `f64` whose bits are in `cell`.
 #[inline]
 pub fn add_float(cell: &AtomicU64, amount: f64, writers: Writers) {
@@ -129,6 +140,11 @@ impl Counter {
     pub fn get(&self, coding: Coding) -> u64 {
         read_count(&self.value, coding)
     }
+
+    /// The current value, leaving zero (see [`take_count`]).
+    pub fn take(&self, coding: Coding) -> u64 {
+        take_count(&self.value, coding)
+    }
 }
 
 /// A float accumulator with the same rounding as a Python `float` counter.
@@ -150,6 +166,12 @@ impl FloatCounter {
     #[inline]
     pub fn get(&self) -> f64 {
         f64::from_bits(self.bits.load(Ordering::Relaxed))
+    }
+
+    /// The current sum, leaving zero: an addition lands either in the sum
+    /// returned or in the next one (the bits of `0.0` are zero).
+    pub fn take(&self) -> f64 {
+        f64::from_bits(self.bits.swap(0, Ordering::Relaxed))
     }
 }
 

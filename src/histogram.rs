@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use smallvec::SmallVec;
 
-use crate::counter::{add_count, add_float, read_count, Coding, Recording};
+use crate::counter::{add_count, add_float, read_count, take_count, Coding, Recording};
 use crate::family::Buckets;
 
 /// Observations per bucket plus their sum, in one cell per bucket and one more.
@@ -102,16 +102,40 @@ impl Histogram {
 
     /// Copies the buckets (made cumulative) and the sum.
     pub fn snapshot(&self, buckets: &Buckets, coding: Coding) -> HistogramSnapshot {
+        self.read(
+            buckets,
+            |cell| read_count(cell, coding),
+            |cell| cell.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Like [`Histogram::snapshot`], leaving every cell zero. Each cell is
+    /// taken whole, so an observation made meanwhile lands either in this
+    /// snapshot or in the cells (its bucket and its sum perhaps apart).
+    pub fn take(&self, buckets: &Buckets, coding: Coding) -> HistogramSnapshot {
+        self.read(
+            buckets,
+            |cell| take_count(cell, coding),
+            |cell| cell.swap(0, Ordering::Relaxed),
+        )
+    }
+
+    fn read(
+        &self,
+        buckets: &Buckets,
+        count: impl Fn(&AtomicU64) -> u64,
+        sum_bits: impl Fn(&AtomicU64) -> u64,
+    ) -> HistogramSnapshot {
         let mut running = 0_u64;
         let cumulative = (0..buckets.count())
             .map(|index| {
-                running = running.saturating_add(read_count(self.cell(index), coding));
+                running = running.saturating_add(count(self.cell(index)));
                 running
             })
             .collect();
         HistogramSnapshot {
             cumulative,
-            sum: f64::from_bits(self.cell(buckets.count()).load(Ordering::Relaxed)),
+            sum: f64::from_bits(sum_bits(self.cell(buckets.count()))),
         }
     }
 }

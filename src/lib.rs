@@ -17,9 +17,11 @@ pub mod label_map;
 pub mod multiprocess;
 pub mod pricing;
 pub mod prometheus_file;
+pub mod remote_write;
 pub mod series;
 pub mod shared_file;
 pub mod slots;
+pub mod snapshot;
 pub mod store;
 pub mod visit;
 

@@ -33,7 +33,7 @@ use crate::shared_file::{
     declared_schema, is_dead, list_files, list_temporary_files, read_file, FileContents,
     FileSeries, ReadError, SeriesDescription, SharedFile,
 };
-use crate::visit::{visit_family, Reading, SampleVisitor, SeriesView};
+use crate::visit::{Reading, SampleVisitor, Samples, SeriesView, SeriesVisitor};
 
 /// How long a scrape waits for a compaction before reading without the lock.
 const SCRAPE_LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -205,6 +205,14 @@ impl Aggregate {
 
     /// Walks every family and sample of the sum, as [`crate::store::Store::visit`] does.
     pub fn visit(&self, include_created: bool, visitor: &mut impl SampleVisitor) {
+        self.visit_series(&mut Samples {
+            include_created,
+            visitor,
+        });
+    }
+
+    /// Hands every family's series to `visitor`, as [`crate::store::Store::visit_series`] does.
+    pub fn visit_series(&self, visitor: &mut impl SeriesVisitor) {
         for (family, (summed, _)) in self.schema.families().iter().zip(&self.families) {
             let views = summed.iter().enumerate().map(|(id, series)| SeriesView {
                 id,
@@ -217,12 +225,12 @@ impl Aggregate {
                     ValueKind::Buckets => {
                         Reading::Histogram(HistogramSnapshot::from_slots(&series.slots))
                     }
-                    ValueKind::Sum => Reading::Value(f64::from_bits(series.slots[0])),
-                    ValueKind::Count => Reading::Value(series.slots[0] as f64),
+                    ValueKind::Sum => Reading::Sum(f64::from_bits(series.slots[0])),
+                    ValueKind::Count => Reading::Count(series.slots[0]),
                 },
                 created: series.created,
             });
-            visit_family(family, views, include_created, visitor);
+            visitor.family_series(family, views);
         }
     }
 

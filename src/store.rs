@@ -27,7 +27,7 @@ use crate::series::{
 };
 use crate::shared_file::SeriesDescription;
 use crate::slots::SlotArena;
-use crate::visit::{visit_family, Reading, SampleVisitor, SeriesView};
+use crate::visit::{Reading, SampleVisitor, Samples, SeriesView, SeriesVisitor};
 
 /// Whether a cache lookup found its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,18 +272,7 @@ impl Store {
             let duration_key = self.schema.derived_key(DURATION, |at| key[at], "");
             let duration = self
                 .capped(&self.durations, DURATION, &duration_key, |key| {
-                    let created = unix_now();
-                    HistogramSeries {
-                        histogram: self.arena.histogram(
-                            &SeriesDescription {
-                                family: DURATION,
-                                labels: key,
-                                created,
-                            },
-                            &self.latency_buckets,
-                        ),
-                        created,
-                    }
+                    self.new_histogram_series(DURATION, key)
                 })
                 .0;
             RequestSeries {
@@ -518,18 +507,7 @@ impl Store {
         slot.get_or_init(|| {
             let key = self.schema.derived_key(family, |at| entry.label(at), "");
             let (created, _) = self.capped(map, family, &key, |key| {
-                let created = unix_now();
-                HistogramSeries {
-                    histogram: self.arena.histogram(
-                        &SeriesDescription {
-                            family,
-                            labels: key,
-                            created,
-                        },
-                        self.stream_buckets(family),
-                    ),
-                    created,
-                }
+                self.new_histogram_series(family, key)
             });
             SeriesRef::new(&created.value)
         })
@@ -544,17 +522,8 @@ impl Store {
     ) -> &'s CostSeries {
         slot.get_or_init(|| {
             let key = self.schema.derived_key(COST, |at| entry.label(at), "");
-            let (created, _) = self.capped(&self.costs, COST, &key, |key| {
-                let created = unix_now();
-                CostSeries {
-                    value: self.arena.allocate(&SeriesDescription {
-                        family: COST,
-                        labels: key,
-                        created,
-                    }),
-                    created,
-                }
-            });
+            let (created, _) =
+                self.capped(&self.costs, COST, &key, |key| self.new_cost_series(key));
             SeriesRef::new(&created.value)
         })
         .get()
@@ -663,6 +632,18 @@ impl Store {
 
     /// Walks every family and sample in exposition order, reading each series once.
     pub fn visit(&self, include_created: bool, visitor: &mut impl SampleVisitor) {
+        self.visit_series(
+            ReadMode::Keep,
+            &mut Samples {
+                include_created,
+                visitor,
+            },
+        );
+    }
+
+    /// Hands every family's series to `visitor` in exposition order, reading
+    /// each series once as `mode` says.
+    pub fn visit_series(&self, mode: ReadMode, visitor: &mut impl SeriesVisitor) {
         fn views<'m, V>(
             map: &'m LabelMap<V>,
             read: impl Fn(&V) -> (Reading, f64) + 'm,
@@ -678,70 +659,173 @@ impl Store {
             })
         }
         let coding = self.recording.coding;
+        let reset = mode == ReadMode::Reset;
         let count = |series: &CounterSeries| {
-            (
-                Reading::Value(series.value.get(coding) as f64),
-                series.created,
-            )
+            let count = if reset {
+                series.value.take(coding)
+            } else {
+                series.value.get(coding)
+            };
+            (Reading::Count(count), series.created)
         };
+        let histogram = |series: &HistogramSeries, buckets: &Buckets| {
+            let snapshot = if reset {
+                series.histogram.take(buckets, coding)
+            } else {
+                series.histogram.snapshot(buckets, coding)
+            };
+            (Reading::Histogram(snapshot), series.created)
+        };
+        let schema = &self.schema;
         let requests = views(&self.requests, |series: &RequestSeries| {
             count(&series.requests)
         });
-        let schema = &self.schema;
-        visit_family(schema.family(REQUESTS), requests, include_created, visitor);
+        visitor.family_series(schema.family(REQUESTS), requests);
         let durations = views(&self.durations, |series: &HistogramSeries| {
-            (
-                Reading::Histogram(series.histogram.snapshot(&self.latency_buckets, coding)),
-                series.created,
-            )
+            histogram(series, &self.latency_buckets)
         });
-        visit_family(schema.family(DURATION), durations, include_created, visitor);
-        visit_family(
-            schema.family(TOKENS),
-            views(&self.tokens, count),
-            include_created,
-            visitor,
-        );
+        visitor.family_series(schema.family(DURATION), durations);
+        visitor.family_series(schema.family(TOKENS), views(&self.tokens, count));
         let costs = views(&self.costs, |series: &CostSeries| {
-            (Reading::Value(series.value.get()), series.created)
+            let sum = if reset {
+                series.value.take()
+            } else {
+                series.value.get()
+            };
+            (Reading::Sum(sum), series.created)
         });
-        visit_family(schema.family(COST), costs, include_created, visitor);
-        for (family, map) in [
-            (CACHE_HITS, &self.cache_hits),
-            (CACHE_MISSES, &self.cache_misses),
-            (TOOL_CALLS, &self.tool_calls),
-        ] {
-            visit_family(
-                schema.family(family),
-                views(map, count),
-                include_created,
-                visitor,
-            );
+        visitor.family_series(schema.family(COST), costs);
+        for family in [CACHE_HITS, CACHE_MISSES, TOOL_CALLS, OVERFLOW, UNPRICED] {
+            let map = self.counter_map(family);
+            visitor.family_series(schema.family(family), views(map, count));
         }
-        visit_family(
-            schema.family(OVERFLOW),
-            views(&self.overflows, count),
-            include_created,
-            visitor,
-        );
-        visit_family(
-            schema.family(UNPRICED),
-            views(&self.unpriced, count),
-            include_created,
-            visitor,
-        );
-        for (family, map) in [
-            (TIME_TO_FIRST_TOKEN, &self.first_tokens),
-            (TIME_PER_OUTPUT_TOKEN, &self.per_tokens),
-        ] {
+        for family in [TIME_TO_FIRST_TOKEN, TIME_PER_OUTPUT_TOKEN] {
             let buckets = self.stream_buckets(family);
-            let histograms = views(map, |series: &HistogramSeries| {
-                let snapshot = series.histogram.snapshot(buckets, coding);
-                (Reading::Histogram(snapshot), series.created)
+            let histograms = views(self.histogram_map(family), |series: &HistogramSeries| {
+                histogram(series, buckets)
             });
-            visit_family(schema.family(family), histograms, include_created, visitor);
+            visitor.family_series(schema.family(family), histograms);
         }
     }
+
+    /// The map of a family whose series are plain counters (not requests).
+    fn counter_map(&self, family: FamilyId) -> &LabelMap<CounterSeries> {
+        match family {
+            TOKENS => &self.tokens,
+            CACHE_HITS => &self.cache_hits,
+            CACHE_MISSES => &self.cache_misses,
+            TOOL_CALLS => &self.tool_calls,
+            OVERFLOW => &self.overflows,
+            _ => &self.unpriced,
+        }
+    }
+
+    /// The map of a histogram family.
+    fn histogram_map(&self, family: FamilyId) -> &LabelMap<HistogramSeries> {
+        match family {
+            DURATION => &self.durations,
+            TIME_TO_FIRST_TOKEN => &self.first_tokens,
+            _ => &self.per_tokens,
+        }
+    }
+
+    /// A new, empty series of the histogram `family` with label values `key`.
+    fn new_histogram_series(&self, family: FamilyId, key: &[&str]) -> HistogramSeries {
+        let created = unix_now();
+        let buckets = if family == DURATION {
+            &self.latency_buckets
+        } else {
+            self.stream_buckets(family)
+        };
+        HistogramSeries {
+            histogram: self.arena.histogram(
+                &SeriesDescription {
+                    family,
+                    labels: key,
+                    created,
+                },
+                buckets,
+            ),
+            created,
+        }
+    }
+
+    /// A new cost series with label values `key`.
+    fn new_cost_series(&self, key: &[&str]) -> CostSeries {
+        let created = unix_now();
+        CostSeries {
+            value: self.arena.allocate(&SeriesDescription {
+                family: COST,
+                labels: key,
+                created,
+            }),
+            created,
+        }
+    }
+
+    /// Adds the values of one series recorded elsewhere (a snapshot's) to the
+    /// series of `family` with label values `labels` (in the family's label
+    /// order), created if new and folded past the cap like a recording.
+    /// `cells` are laid out as [`crate::family::FamilyDesc::cells`] says:
+    /// counts, or the bits of a float sum, or bucket counts then the sum's bits.
+    pub fn add_series(&self, family: FamilyId, labels: &[&str], cells: &[u64]) {
+        let recording = self.recording;
+        match family {
+            REQUESTS => {
+                let positions = self.schema.request_positions();
+                let extra: SmallVec<[&str; 4]> =
+                    positions[4..].iter().map(|at| labels[*at]).collect();
+                let request = RequestLabels {
+                    provider: labels[positions[0]],
+                    model: labels[positions[1]],
+                    operation: labels[positions[2]],
+                    status: labels[positions[3]],
+                    extra: &extra,
+                };
+                let (entry, _) = self.request_entry_capped(&request);
+                entry.value.requests.value.add(cells[0], recording);
+            }
+            DURATION | TIME_TO_FIRST_TOKEN | TIME_PER_OUTPUT_TOKEN => {
+                let map = self.histogram_map(family);
+                let (entry, _) = self.capped(map, family, labels, |key| {
+                    self.new_histogram_series(family, key)
+                });
+                let (sum, counts) = cells.split_last().unwrap_or((&0, &[]));
+                entry
+                    .value
+                    .histogram
+                    .merge(counts, f64::from_bits(*sum), recording);
+            }
+            COST => {
+                let (entry, _) =
+                    self.capped(&self.costs, COST, labels, |key| self.new_cost_series(key));
+                entry.value.value.add(f64::from_bits(cells[0]), recording);
+            }
+            // Overflow counts are not capped: their label set is a family name.
+            OVERFLOW => self
+                .overflows
+                .get_or_insert_with(labels, || CounterSeries::new(&self.arena, OVERFLOW, labels))
+                .value
+                .value
+                .add(cells[0], recording),
+            _ => {
+                let map = self.counter_map(family);
+                let (entry, _) = self.capped(map, family, labels, |key| {
+                    CounterSeries::new(&self.arena, family, key)
+                });
+                entry.value.value.add(cells[0], recording);
+            }
+        }
+    }
+}
+
+/// Whether reading a series leaves its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Values stay: a scrape.
+    Keep,
+    /// Values are taken, leaving zeros: a snapshot of what was recorded since the last one.
+    Reset,
 }
 
 #[cfg(test)]

@@ -31,8 +31,10 @@ pub trait SampleVisitor {
 /// What a scrape read from one series.
 #[derive(Debug, Clone)]
 pub enum Reading {
-    /// A counter's value.
-    Value(f64),
+    /// A count: requests, tokens, cache lookups, tool calls.
+    Count(u64),
+    /// A float sum: the cost counter.
+    Sum(f64),
     /// A histogram's buckets and sum.
     Histogram(HistogramSnapshot),
 }
@@ -47,6 +49,35 @@ pub struct SeriesView<'a> {
     pub reading: Reading,
     /// Unix time of creation in seconds.
     pub created: f64,
+}
+
+/// Receives the series of a reading family by family, in exposition order:
+/// what a snapshot keeps, and what [`Samples`] turns into a scrape's samples.
+pub trait SeriesVisitor {
+    /// The series of one family (possibly none).
+    fn family_series<'a>(
+        &mut self,
+        desc: &FamilyDesc,
+        series: impl Iterator<Item = SeriesView<'a>>,
+    );
+}
+
+/// Hands every series' samples to a [`SampleVisitor`], `_created` included when asked.
+pub struct Samples<'v, V> {
+    /// Whether each series' `_created` sample follows its values.
+    pub include_created: bool,
+    /// Receives the samples.
+    pub visitor: &'v mut V,
+}
+
+impl<V: SampleVisitor> SeriesVisitor for Samples<'_, V> {
+    fn family_series<'a>(
+        &mut self,
+        desc: &FamilyDesc,
+        series: impl Iterator<Item = SeriesView<'a>>,
+    ) {
+        visit_family(desc, series, self.include_created, self.visitor);
+    }
 }
 
 /// Hands the samples of one family's series to `visitor`, in exposition order.
@@ -64,7 +95,8 @@ pub fn visit_family<'a>(
     for view in series {
         let (id, labels) = (view.id, &view.labels[..]);
         match view.reading {
-            Reading::Value(value) => visitor.sample(desc, "_total", None, id, labels, value),
+            Reading::Count(count) => visitor.sample(desc, "_total", None, id, labels, count as f64),
+            Reading::Sum(sum) => visitor.sample(desc, "_total", None, id, labels, sum),
             Reading::Histogram(snapshot) => {
                 let les = desc
                     .buckets

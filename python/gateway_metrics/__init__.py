@@ -18,6 +18,7 @@ Example::
 from gateway_metrics._exporter import PrometheusExporter
 from gateway_metrics._middleware import GatewayMetricsMiddleware
 from gateway_metrics._pricing import DEFAULT_COST_TABLE, ModelPricing, compute_cost
+from gateway_metrics._remote_write import RemoteWriteError, RemoteWriter
 from gateway_metrics._serving import make_asgi_app, make_wsgi_app
 from gateway_metrics._track import TrackedCall
 
@@ -26,6 +27,8 @@ __all__ = [
     "GatewayMetricsMiddleware",
     "ModelPricing",
     "PrometheusExporter",
+    "RemoteWriteError",
+    "RemoteWriter",
     "TrackedCall",
     "compute_cost",
     "make_asgi_app",

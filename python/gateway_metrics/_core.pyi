@@ -174,6 +174,47 @@ class MetricsStore:
             metrics.record_cache_miss("semantic")
         """
 
+    def snapshot(self, *, reset: bool = False) -> bytes:
+        """This process's values as compact, versioned, checksummed bytes.
+
+        The unit a batch job ships from its workers (Ray actors or tasks,
+        ``multiprocessing`` or ``concurrent.futures`` workers) to a driver,
+        which adds them up with ``merge``. Every family, series, count, bucket
+        and sum is in it; prices are not (the cost is already counted).
+
+        With ``reset=True`` the values are taken, leaving zeros, and series
+        with nothing new are left out: each recording lands in exactly one
+        snapshot, so a worker that ships a snapshot now and then never double
+        counts, even while other threads record. Refused (``ValueError``) in
+        multi-process mode, where other processes' scrapes read these values.
+        Without it, the values stay (a worker's final snapshot, say).
+
+        Create the middleware in the worker: one created before a fork carries
+        the parent's values into the child.
+
+        Example::
+
+            delta = metrics.snapshot(reset=True)   # in the worker
+            driver_metrics.merge(delta)            # in the driver
+        """
+
+    def merge(self, snapshot: bytes | bytearray | memoryview) -> int:
+        """Adds a snapshot's values to this middleware; returns its number of series.
+
+        Counts add exactly, in any order; float sums (latency seconds, cost)
+        with one addition each. A snapshot of other families (other latency
+        buckets or extra labels, another layout version) is a ``ValueError``
+        that says which, as is a damaged one (its checksum, lengths and values
+        are all checked before anything is added). Label sets past
+        ``max_series`` fold into the overflow series as recordings do.
+
+        Example::
+
+            for delta in deltas_from_workers:
+                metrics.merge(delta)
+        """
+
+    def _remote_write_body(self, job: str, instance: str, timestamp_ms: int) -> bytes: ...
     def _render(self, include_created: bool, openmetrics: bool) -> bytes:
         """Every family in the text format 0.0.4, or OpenMetrics 1.0 without ``# EOF``."""
 

@@ -23,6 +23,7 @@ from gateway_metrics._pricing import (
     checked_prices,
     merged_price_table,
 )
+from gateway_metrics._remote_write import DEFAULT_JOB, remote_write
 from gateway_metrics._track import TrackedCall
 
 
@@ -385,6 +386,42 @@ class GatewayMetricsMiddleware(MetricsStore):
             grouping_key=grouping_key,
             timeout=timeout,
             handler=handler or default_handler,
+        )
+
+    def remote_write(
+        self,
+        url: str,
+        *,
+        job: str = DEFAULT_JOB,
+        instance: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        """Sends every sample a scrape would show to a Prometheus remote-write receiver.
+
+        For jobs Prometheus cannot scrape; ``RemoteWriter`` sends periodically,
+        with retries. One remote-write 1.0 request (protobuf, snappy), every
+        sample stamped with the current time, histograms as ``_bucket``,
+        ``_count`` and ``_sum`` series, each series labelled ``job`` and
+        ``instance`` (the host name when None) unless it has such a label. Give
+        each sending process an ``instance`` of its own: two senders of one
+        ``job`` and ``instance`` overwrite each other's series. In multi-process
+        mode the sum over the directory is sent. Raises ``RemoteWriteError``
+        (an ``OSError``) unless the receiver accepts the request.
+
+        Example::
+
+            metrics.remote_write("http://127.0.0.1:9090/api/v1/write", job="nightly-eval")
+        """
+        remote_write(
+            self,
+            url,
+            job=job,
+            instance=instance,
+            headers=headers,
+            basic_auth=basic_auth,
+            timeout=timeout,
         )
 
     def track(

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, PyTuple};
 use smallvec::SmallVec;
 
 use super::arguments::{
@@ -21,10 +21,13 @@ use crate::counter::{Coding, Recording, Writers};
 use crate::exposition::{render, Format, TextEncoder};
 use crate::family::{Schema, LATENCY_BOUNDS};
 use crate::pricing::{Price, PriceTable, PriceTier};
+use crate::remote_write::RemoteWriteEncoder;
 use crate::series::CounterSeries;
 use crate::slots::SlotArena;
+use crate::snapshot;
 use crate::store::{
-    CacheOutcome, PriceResolver, RequestEntry, RequestLabels, RequestValues, Store, TOKEN_TYPES,
+    CacheOutcome, PriceResolver, ReadMode, RequestEntry, RequestLabels, RequestValues, Store,
+    TOKEN_TYPES,
 };
 
 /// The lock-free metric store behind `GatewayMetricsMiddleware`.
@@ -192,6 +195,68 @@ impl PyMetricsStore {
         self.with_rendered(py, Format::Text, include_created, |text| {
             PyString::new(py, text)
         })
+    }
+
+    /// This process's values as snapshot bytes; `reset` takes them, leaving zeros.
+    #[pyo3(signature = (*, reset = false))]
+    fn snapshot<'py>(&self, py: Python<'py>, reset: bool) -> PyResult<Bound<'py, PyBytes>> {
+        if reset && self.multiprocess.is_some() {
+            return Err(PyValueError::new_err(
+                "snapshot(reset=True) is refused in multi-process mode: the other processes' \
+                 scrapes read these values, and would see counters go down",
+            ));
+        }
+        self.follow_fork(py)?;
+        let mode = if reset {
+            ReadMode::Reset
+        } else {
+            ReadMode::Keep
+        };
+        Ok(PyBytes::new(py, &snapshot::take(self.store(), mode)))
+    }
+
+    /// Adds a snapshot's values; returns the number of series it held.
+    fn merge(&self, py: Python<'_>, snapshot: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let copied;
+        let bytes = if let Ok(bytes) = snapshot.downcast::<PyBytes>() {
+            bytes.as_bytes()
+        } else if snapshot.is_instance_of::<PyByteArray>()
+            || snapshot.is_instance_of::<PyMemoryView>()
+        {
+            copied = py.get_type::<PyBytes>().call1((snapshot,))?;
+            copied.downcast::<PyBytes>()?.as_bytes()
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "snapshot must be bytes, bytearray or memoryview, not {}",
+                snapshot.get_type().name()?
+            )));
+        };
+        self.follow_fork(py)?;
+        let merged = snapshot::merge(self.store(), bytes)
+            .map_err(|error| PyValueError::new_err(format!("snapshot: {error}")))?;
+        self.report_overflows(py);
+        Ok(merged)
+    }
+
+    /// A remote-write 1.0 request body of every sample a scrape shows, stamped
+    /// `timestamp_ms`, each series labelled with `job` and `instance`.
+    fn _remote_write_body<'py>(
+        &self,
+        py: Python<'py>,
+        job: &str,
+        instance: &str,
+        timestamp_ms: i64,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let mut encoder =
+            RemoteWriteEncoder::new(&[("job", job), ("instance", instance)], timestamp_ms);
+        match &self.multiprocess {
+            None => self.store().visit(false, &mut encoder),
+            Some(multiprocess) => multiprocess
+                .aggregate(py, self.store())?
+                .visit(false, &mut encoder),
+        }
+        let body = py.allow_threads(|| encoder.finish());
+        Ok(PyBytes::new(py, &body))
     }
 
     /// Every family as `(name, help, type, samples)` with `prometheus_client` `Sample`s.

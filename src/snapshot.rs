@@ -1,0 +1,530 @@
+//! Snapshots: a store's values as bytes that another store adds to its own.
+//!
+//! A batch job spread over processes or machines records in each worker at
+//! full speed and ships snapshots to one driver, which merges them. Counts are
+//! integers, so merging is exact and its order does not matter; float sums
+//! (latency seconds, cost) are added with one IEEE-754 addition each, exact up
+//! to rounding.
+//!
+//! A snapshot declares its families exactly as a metrics file does (name,
+//! type, value layout, label names, buckets), so a store of another schema is
+//! refused by family, never misread. Layout, all integers little-endian:
+//!
+//! ```text
+//! "GWMSNAP\0"  u32 version
+//! u32 families, each: 5 × (u32 length, UTF-8)      -- see shared_file::declaration
+//! u64 series, each: u8 family (declaration index)
+//!                   u16 labels, each: u32 length, UTF-8
+//!                   u16 cells, each: u64             -- FamilyDesc::cells
+//! u32 CRC-32 of every byte before it
+//! ```
+//!
+//! Reading validates the whole snapshot (checksum, lengths, UTF-8, label and
+//! cell counts, finite sums) before a single value is added.
+
+use std::fmt;
+
+use smallvec::SmallVec;
+
+use crate::family::{FamilyDesc, Schema};
+use crate::shared_file::declaration;
+use crate::store::{ReadMode, Store};
+use crate::visit::{Reading, SeriesView, SeriesVisitor};
+
+/// The first bytes of every snapshot.
+const MAGIC: &[u8; 8] = b"GWMSNAP\0";
+/// The layout version this build writes and reads.
+pub const VERSION: u32 = 1;
+/// Fields of a family declaration.
+const DECLARATION_FIELDS: usize = 5;
+/// The names of the declaration fields, for saying which one differs.
+const DECLARATION_FIELD_NAMES: [&str; DECLARATION_FIELDS] =
+    ["name", "type", "value layout", "label names", "buckets"];
+
+/// Why a snapshot was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotError {
+    /// Not a snapshot, or damaged: the reason.
+    Damaged(String),
+    /// A snapshot of a layout version this build does not read.
+    Version(u32),
+    /// Its families differ from the store's: which, and how.
+    OtherSchema(String),
+}
+
+impl fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotError::Damaged(reason) => write!(f, "damaged snapshot: {reason}"),
+            SnapshotError::Version(version) => write!(
+                f,
+                "snapshot of layout version {version}; this version reads version {VERSION}"
+            ),
+            SnapshotError::OtherSchema(reason) => {
+                write!(f, "snapshot of other metric families: {reason}")
+            }
+        }
+    }
+}
+
+/// The values of `store` as a snapshot. With [`ReadMode::Reset`] the values
+/// are taken (each addition lands in exactly one snapshot) and series with
+/// nothing new are left out.
+pub fn take(store: &Store, mode: ReadMode) -> Vec<u8> {
+    let schema = store.schema();
+    let mut writer = SnapshotWriter {
+        bytes: Vec::with_capacity(4096),
+        series: 0,
+        skip_empty: mode == ReadMode::Reset,
+    };
+    writer.bytes.extend_from_slice(MAGIC);
+    writer.bytes.extend_from_slice(&VERSION.to_le_bytes());
+    writer.put_u32(schema.families().len());
+    for family in schema.families() {
+        for field in declaration(family) {
+            writer.put_str(&field);
+        }
+    }
+    let count_at = writer.bytes.len();
+    writer.bytes.extend_from_slice(&0_u64.to_le_bytes());
+    store.visit_series(mode, &mut writer);
+    let series = writer.series.to_le_bytes();
+    writer.bytes[count_at..count_at + 8].copy_from_slice(&series);
+    let checksum = crc32fast::hash(&writer.bytes);
+    writer.bytes.extend_from_slice(&checksum.to_le_bytes());
+    writer.bytes
+}
+
+/// Adds every series of `snapshot` to `store`, after checking all of it:
+/// a refused snapshot adds nothing. Returns the number of series added.
+pub fn merge(store: &Store, snapshot: &[u8]) -> Result<usize, SnapshotError> {
+    let parsed = parse(snapshot)?;
+    let families = matching_families(store.schema(), &parsed.declarations)?;
+    let mut checked = Vec::with_capacity(parsed.series.len());
+    for series in &parsed.series {
+        let family = families[series.declaration];
+        checked.push((family.id, check_series(family, series)?));
+    }
+    let mut cells: SmallVec<[u64; 32]> = SmallVec::new();
+    for ((family, labels), series) in checked.iter().zip(&parsed.series) {
+        cells.clear();
+        cells.extend(series.cells());
+        store.add_series(*family, labels, &cells);
+    }
+    Ok(parsed.series.len())
+}
+
+/// Writes series records as the store hands them over.
+struct SnapshotWriter {
+    bytes: Vec<u8>,
+    series: u64,
+    skip_empty: bool,
+}
+
+impl SnapshotWriter {
+    fn put_u32(&mut self, value: usize) {
+        // Lengths and counts are far below 4 GiB: a label value is a Python
+        // string a caller passed, a family list is the schema's.
+        self.bytes
+            .extend_from_slice(&u32::try_from(value).unwrap_or(u32::MAX).to_le_bytes());
+    }
+
+    fn put_u16(&mut self, value: usize) {
+        self.bytes
+            .extend_from_slice(&u16::try_from(value).unwrap_or(u16::MAX).to_le_bytes());
+    }
+
+    fn put_str(&mut self, text: &str) {
+        self.put_u32(text.len());
+        self.bytes.extend_from_slice(text.as_bytes());
+    }
+}
+
+impl SeriesVisitor for SnapshotWriter {
+    fn family_series<'a>(
+        &mut self,
+        desc: &FamilyDesc,
+        series: impl Iterator<Item = SeriesView<'a>>,
+    ) {
+        let mut cells: SmallVec<[u64; 32]> = SmallVec::new();
+        for view in series {
+            cells.clear();
+            match &view.reading {
+                Reading::Count(count) => cells.push(*count),
+                Reading::Sum(sum) => cells.push(sum.to_bits()),
+                Reading::Histogram(histogram) => {
+                    let mut below = 0;
+                    for cumulative in &histogram.cumulative {
+                        cells.push(cumulative.saturating_sub(below));
+                        below = *cumulative;
+                    }
+                    cells.push(histogram.sum.to_bits());
+                }
+            }
+            // The bits of a zero sum are zero too.
+            if self.skip_empty && cells.iter().all(|cell| *cell == 0) {
+                continue;
+            }
+            self.series += 1;
+            self.bytes.push(desc.id);
+            self.put_u16(view.labels.len());
+            for label in &view.labels {
+                self.put_str(label);
+            }
+            self.put_u16(cells.len());
+            for cell in &cells {
+                self.bytes.extend_from_slice(&cell.to_le_bytes());
+            }
+        }
+    }
+}
+
+/// A snapshot read but not yet checked against a store.
+struct ParsedSnapshot<'a> {
+    declarations: Vec<[&'a str; DECLARATION_FIELDS]>,
+    series: Vec<ParsedSeries<'a>>,
+}
+
+/// One series of a snapshot, borrowed from its bytes.
+struct ParsedSeries<'a> {
+    /// Index into the snapshot's declarations.
+    declaration: usize,
+    labels: SmallVec<[&'a str; 8]>,
+    /// The cells' little-endian bytes, 8 per cell.
+    cell_bytes: &'a [u8],
+}
+
+impl ParsedSeries<'_> {
+    fn cells(&self) -> impl Iterator<Item = u64> + '_ {
+        self.cell_bytes.chunks_exact(8).map(|chunk| {
+            let mut bytes = [0; 8];
+            bytes.copy_from_slice(chunk);
+            u64::from_le_bytes(bytes)
+        })
+    }
+}
+
+/// Reads bounded fields off a byte slice.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8], SnapshotError> {
+        let end = self
+            .at
+            .checked_add(len)
+            .filter(|end| *end <= self.bytes.len())
+            .ok_or_else(|| {
+                SnapshotError::Damaged(format!("it ends inside {what} at byte {}", self.at))
+            })?;
+        let taken = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], SnapshotError> {
+        let mut array = [0; N];
+        array.copy_from_slice(self.take(N, what)?);
+        Ok(array)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, SnapshotError> {
+        Ok(self.array::<1>(what)?[0])
+    }
+
+    fn u16(&mut self, what: &str) -> Result<usize, SnapshotError> {
+        Ok(usize::from(u16::from_le_bytes(self.array(what)?)))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, SnapshotError> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, SnapshotError> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+
+    fn str(&mut self, what: &str) -> Result<&'a str, SnapshotError> {
+        let len = self.u32(what)? as usize;
+        std::str::from_utf8(self.take(len, what)?)
+            .map_err(|_| SnapshotError::Damaged(format!("{what} is not UTF-8")))
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+}
+
+fn parse(snapshot: &[u8]) -> Result<ParsedSnapshot<'_>, SnapshotError> {
+    if snapshot.len() < MAGIC.len() + 4 + 4 || &snapshot[..MAGIC.len()] != MAGIC {
+        return Err(SnapshotError::Damaged(
+            "it does not start as a snapshot does".to_owned(),
+        ));
+    }
+    let version = u32::from_le_bytes([snapshot[8], snapshot[9], snapshot[10], snapshot[11]]);
+    if version != VERSION {
+        return Err(SnapshotError::Version(version));
+    }
+    let (body, checksum) = snapshot.split_at(snapshot.len() - 4);
+    let expected = u32::from_le_bytes([checksum[0], checksum[1], checksum[2], checksum[3]]);
+    if crc32fast::hash(body) != expected {
+        return Err(SnapshotError::Damaged(
+            "its checksum does not match its bytes".to_owned(),
+        ));
+    }
+    let mut cursor = Cursor {
+        bytes: body,
+        at: MAGIC.len() + 4,
+    };
+    let family_count = cursor.u32("the family count")? as usize;
+    // Each declaration takes at least its five length fields.
+    if family_count > cursor.remaining() / (4 * DECLARATION_FIELDS) {
+        return Err(SnapshotError::Damaged(format!(
+            "it claims {family_count} families"
+        )));
+    }
+    let mut declarations = Vec::with_capacity(family_count);
+    for _ in 0..family_count {
+        let mut fields = [""; DECLARATION_FIELDS];
+        for field in &mut fields {
+            *field = cursor.str("a family declaration")?;
+        }
+        declarations.push(fields);
+    }
+    let series_count = cursor.u64("the series count")?;
+    // Each series takes at least its family byte and two count fields.
+    if series_count > (cursor.remaining() / 5) as u64 {
+        return Err(SnapshotError::Damaged(format!(
+            "it claims {series_count} series"
+        )));
+    }
+    let mut series = Vec::with_capacity(series_count as usize);
+    for _ in 0..series_count {
+        let declaration = usize::from(cursor.u8("a series")?);
+        if declaration >= declarations.len() {
+            return Err(SnapshotError::Damaged(format!(
+                "a series of undeclared family {declaration}"
+            )));
+        }
+        let label_count = cursor.u16("a series' labels")?;
+        let mut labels = SmallVec::with_capacity(label_count);
+        for _ in 0..label_count {
+            labels.push(cursor.str("a label value")?);
+        }
+        let cell_count = cursor.u16("a series' values")?;
+        let cell_bytes = cursor.take(cell_count * 8, "a series' values")?;
+        series.push(ParsedSeries {
+            declaration,
+            labels,
+            cell_bytes,
+        });
+    }
+    if cursor.remaining() != 0 {
+        return Err(SnapshotError::Damaged(format!(
+            "{} bytes follow its last series",
+            cursor.remaining()
+        )));
+    }
+    Ok(ParsedSnapshot {
+        declarations,
+        series,
+    })
+}
+
+/// For each declaration of the snapshot, the store's family of that name,
+/// if the snapshot declares exactly the store's families, each alike.
+fn matching_families<'s>(
+    schema: &'s Schema,
+    declarations: &[[&str; DECLARATION_FIELDS]],
+) -> Result<Vec<&'s FamilyDesc>, SnapshotError> {
+    let mut families = Vec::with_capacity(declarations.len());
+    for declared in declarations {
+        let family = schema.named(declared[0]).ok_or_else(|| {
+            SnapshotError::OtherSchema(format!("this middleware has no family {}", declared[0]))
+        })?;
+        let own = declaration(family);
+        for (field, (theirs, ours)) in declared.iter().zip(&own).enumerate() {
+            if theirs != ours {
+                return Err(SnapshotError::OtherSchema(format!(
+                    "{}: its {} are {theirs:?}, this middleware's are {ours:?}",
+                    family.name, DECLARATION_FIELD_NAMES[field]
+                )));
+            }
+        }
+        if families
+            .iter()
+            .any(|seen: &&FamilyDesc| seen.id == family.id)
+        {
+            return Err(SnapshotError::Damaged(format!(
+                "{} is declared twice",
+                family.name
+            )));
+        }
+        families.push(family);
+    }
+    if let Some(missing) = schema
+        .families()
+        .iter()
+        .find(|family| !families.iter().any(|seen| seen.id == family.id))
+    {
+        return Err(SnapshotError::OtherSchema(format!(
+            "it lacks the family {}",
+            missing.name
+        )));
+    }
+    Ok(families)
+}
+
+/// The labels of `series` if its shape and values fit `family`.
+fn check_series<'a>(
+    family: &FamilyDesc,
+    series: &ParsedSeries<'a>,
+) -> Result<SmallVec<[&'a str; 8]>, SnapshotError> {
+    if series.labels.len() != family.label_names.len() {
+        return Err(SnapshotError::Damaged(format!(
+            "a series of {} has {} label values, not {}",
+            family.name,
+            series.labels.len(),
+            family.label_names.len()
+        )));
+    }
+    if series.cell_bytes.len() != family.cells() * 8 {
+        return Err(SnapshotError::Damaged(format!(
+            "a series of {} has {} values, not {}",
+            family.name,
+            series.cell_bytes.len() / 8,
+            family.cells()
+        )));
+    }
+    for (index, cell) in series.cells().enumerate() {
+        let sum = f64::from_bits(cell);
+        if family.is_sum(index) && !(sum.is_finite() && sum >= 0.0) {
+            return Err(SnapshotError::Damaged(format!(
+                "a series of {} has the sum {sum}",
+                family.name
+            )));
+        }
+    }
+    Ok(series.labels.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exposition::{render, Format};
+    use crate::pricing::{Price, PriceTable};
+    use crate::store::{CacheOutcome, RequestLabels, RequestValues};
+
+    fn store() -> Store {
+        Store::new(PriceTable::new([("gpt-4o", Price::new(2.5, 10.0))]))
+    }
+
+    fn record(store: &Store, model: &str, latency_s: f64, input: u64) {
+        let labels = RequestLabels {
+            provider: "openai",
+            model,
+            operation: "chat",
+            status: "ok",
+            extra: &[],
+        };
+        let mut values = RequestValues::new(latency_s, input, 7);
+        values.time_to_first_token_s = Some(latency_s / 2.0);
+        store.record_request(&labels, &values);
+        store.record_tool_call("search");
+        store.record_cache(CacheOutcome::Hit, "semantic");
+    }
+
+    fn text(store: &Store) -> String {
+        render(store, Format::Text, false, String::new())
+    }
+
+    #[test]
+    fn a_merged_snapshot_shows_what_was_recorded() {
+        let worker = store();
+        record(&worker, "gpt-4o", 0.25, 100);
+        record(&worker, "other", 3.0, 5);
+        let driver = store();
+        assert_eq!(merge(&driver, &take(&worker, ReadMode::Keep)), Ok(15));
+        assert_eq!(text(&driver), text(&worker));
+    }
+
+    #[test]
+    fn reset_snapshots_add_up_to_the_whole_and_skip_quiet_series() {
+        let worker = store();
+        let whole = store();
+        let driver = store();
+        for round in 0..3 {
+            record(&worker, "gpt-4o", 0.5, 10 + round);
+            record(&whole, "gpt-4o", 0.5, 10 + round);
+            assert!(merge(&driver, &take(&worker, ReadMode::Reset)).is_ok());
+        }
+        assert_eq!(text(&driver), text(&whole));
+        let quiet = take(&worker, ReadMode::Reset);
+        assert_eq!(merge(&driver, &quiet), Ok(0));
+        assert_eq!(text(&driver), text(&whole));
+    }
+
+    #[test]
+    fn every_damaged_byte_is_refused_and_adds_nothing() {
+        let worker = store();
+        record(&worker, "gpt-4o", 0.25, 100);
+        let snapshot = take(&worker, ReadMode::Keep);
+        let driver = store();
+        let empty = text(&driver);
+        for at in 0..snapshot.len() {
+            let mut damaged = snapshot.clone();
+            damaged[at] ^= 0x5a;
+            assert!(merge(&driver, &damaged).is_err(), "byte {at}");
+        }
+        for len in 0..snapshot.len() {
+            assert!(merge(&driver, &snapshot[..len]).is_err(), "length {len}");
+        }
+        assert_eq!(text(&driver), empty);
+    }
+
+    #[test]
+    fn damage_behind_a_valid_checksum_is_refused_whole_or_read_whole() {
+        let worker = store();
+        record(&worker, "gpt-4o", 0.25, 100);
+        let snapshot = take(&worker, ReadMode::Keep);
+        let body = snapshot.len() - 4;
+        let mut refused = 0;
+        for at in 12..body {
+            for pattern in [0x01, 0x80, 0xff] {
+                let mut damaged = snapshot[..body].to_vec();
+                damaged[at] ^= pattern;
+                let checksum = crc32fast::hash(&damaged);
+                damaged.extend_from_slice(&checksum.to_le_bytes());
+                let driver = store();
+                let before = text(&driver);
+                match merge(&driver, &damaged) {
+                    Err(_) => {
+                        refused += 1;
+                        assert_eq!(text(&driver), before, "byte {at} refused yet added");
+                    }
+                    // A changed label value or count is a different, valid snapshot.
+                    Ok(series) => assert_eq!(series, 9),
+                }
+            }
+        }
+        assert!(refused > body, "{refused} refusals");
+    }
+
+    #[test]
+    fn other_versions_and_schemas_are_refused_by_name() {
+        let worker = store();
+        let mut snapshot = take(&worker, ReadMode::Keep);
+        snapshot[8] = 9;
+        assert_eq!(merge(&store(), &snapshot), Err(SnapshotError::Version(9)));
+        let other = Store::with_arena(
+            PriceTable::new([]),
+            crate::slots::SlotArena::heap(),
+            crate::counter::Recording::CONCURRENT,
+            std::sync::Arc::new(Schema::new(&[1.0, 2.0]).unwrap()),
+        );
+        let error = merge(&other, &take(&worker, ReadMode::Keep)).unwrap_err();
+        assert!(error.to_string().contains("buckets"), "{error}");
+    }
+}
