@@ -9,12 +9,14 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-in
 build:
 	$(PYTHON) -m pip install -e .
 
-## deps: the package with its test dependencies, and Debian's promtool and Pushgateway when missing
+## deps: the package with its test dependencies (Ray among them), and Debian's Prometheus
+## (with promtool), Pushgateway and VictoriaMetrics when missing
 deps:
 	$(PYTHON) -m pip install -e '.[test]'
 	@missing=""; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v prometheus-pushgateway >/dev/null 2>&1 || missing="$$missing prometheus-pushgateway"; \
+	command -v victoria-metrics >/dev/null 2>&1 || missing="$$missing victoria-metrics"; \
 	if [ -n "$$missing" ]; then $(SUDO) apt-get update && $(APT_INSTALL) $$missing; fi
 
 ## test: everything CI runs: Rust unit tests, then pytest over tests/ and benches/ (benchmarks not timed)

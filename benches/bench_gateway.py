@@ -10,7 +10,7 @@ import urllib.request
 
 import prometheus_client
 import pytest
-from gateway_metrics import GatewayMetricsMiddleware, PrometheusExporter, _bench
+from gateway_metrics import GatewayMetricsMiddleware, ModelPricing, PrometheusExporter, _bench
 from gateway_metrics._bench import interleaved_ratio
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import (
@@ -331,3 +331,67 @@ def test_resident_memory_per_label_set(benchmark, contender):
     if contender == "ours" and reference:
         benchmark.extra_info["fraction_of_reference"] = per_label_set / reference
     assert per_label_set < 50_000
+
+
+#: Request label sets of the snapshot benchmarks; each makes 5 series
+#: (requests, duration, input and output tokens, cost).
+SNAPSHOT_LABEL_SETS = 20_000
+
+
+@pytest.fixture(scope="module")
+def worker_snapshot():
+    """A worker's snapshot of 100,000 series, and the price table it was recorded with."""
+    prices = {f"model-{index}": ModelPricing(1.0, 2.0) for index in range(SNAPSHOT_LABEL_SETS)}
+    worker = GatewayMetricsMiddleware(registry=CollectorRegistry(), price_table=prices)
+    for model in prices:
+        worker.record_request(
+            provider="openai",
+            model=model,
+            operation="chat",
+            status="ok",
+            latency_s=0.2,
+            input_tokens=100,
+            output_tokens=10,
+        )
+    snapshot = worker.snapshot()
+    return snapshot, prices
+
+
+def record_merge_rate(group: str, series: int) -> None:
+    seconds = TIMINGS.get((group, "ours"))
+    if seconds:
+        FIGURES[(f"{group}: series merged per second", "ours")] = series / seconds
+
+
+def test_merge_a_snapshot_into_existing_series(measure, worker_snapshot):
+    snapshot, prices = worker_snapshot
+    driver = GatewayMetricsMiddleware(registry=CollectorRegistry(), price_table=prices)
+    driver.merge(snapshot)
+    group = "merge a 100,000-series snapshot, series known"
+    assert measure(group, "ours", lambda: driver.merge(snapshot)) == 5 * SNAPSHOT_LABEL_SETS
+    record_merge_rate(group, 5 * SNAPSHOT_LABEL_SETS)
+
+
+def test_merge_a_snapshot_into_an_empty_driver(benchmark, worker_snapshot):
+    snapshot, prices = worker_snapshot
+
+    def fresh_driver():
+        driver = GatewayMetricsMiddleware(registry=CollectorRegistry(), price_table=prices)
+        return (driver,), {}
+
+    group = "merge a 100,000-series snapshot, series new"
+    benchmark.group = group
+    merged = benchmark.pedantic(lambda driver: driver.merge(snapshot), setup=fresh_driver, rounds=5)
+    assert merged == 5 * SNAPSHOT_LABEL_SETS
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None:
+        TIMINGS[(group, "ours")] = stats.stats.median
+        record_merge_rate(group, 5 * SNAPSHOT_LABEL_SETS)
+
+
+def test_take_a_snapshot_of_100k_series(measure, worker_snapshot):
+    snapshot, prices = worker_snapshot
+    driver = GatewayMetricsMiddleware(registry=CollectorRegistry(), price_table=prices)
+    driver.merge(snapshot)
+    taken = measure("snapshot() of 100,000 series", "ours", driver.snapshot)
+    assert len(taken) == len(snapshot)

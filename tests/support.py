@@ -1,14 +1,20 @@
-"""Test helpers: tool-call stand-ins, parsed expositions, promtool."""
+"""Test helpers: tool-call stand-ins, parsed expositions, promtool, servers on loopback."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,3 +117,105 @@ def prometheus_multiprocess_run(code: str, directory: Path) -> str:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(directory))
     return generate_latest(registry).decode()
+
+
+def samples_by_series(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample but ``_created`` by name and label set: equal however series are ordered."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
+
+
+def assert_same_totals(ours: str, expected: str, float_tolerance: float) -> None:
+    """Same series with the same values in any order: counts and buckets
+    exactly, float sums (``_sum``, cost) within ``float_tolerance``, relative."""
+    mine, theirs = samples_by_series(ours), samples_by_series(expected)
+    assert mine.keys() == theirs.keys()
+    for key, value in theirs.items():
+        if key[0].endswith(("_sum", "cost_usd_total")):
+            assert math.isclose(mine[key], value, rel_tol=float_tolerance), key
+        else:
+            assert mine[key] == value, (key, mine[key], value)
+
+
+class RunningServer:
+    """A server process on 127.0.0.1, stopped (and its output kept) on exit.
+
+    ``ready`` is a URL path that answers 200 once the server serves.
+    """
+
+    def __init__(self, argv: list[str], port: int, ready: str) -> None:
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self._ready = ready
+        self._log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.output()
+            try:
+                with urllib.request.urlopen(self.base + self._ready, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{self.base} not ready in {timeout} s:\n{self.output()}")
+
+    def get_json(self, path: str, **query: str) -> Any:
+        url = f"{self.base}{path}?{urllib.parse.urlencode(query)}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.load(response)
+
+    def output(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+        self._log.close()
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def prometheus_command(
+    data: Path, *flags: str, config: dict | None = None
+) -> tuple[list[str], int]:
+    """The command line of Debian's Prometheus on a free loopback port, storing in
+    ``data``, and that port."""
+    prometheus = shutil.which("prometheus")
+    assert prometheus, "prometheus is missing: `make test` installs Debian's prometheus package"
+    data.mkdir(parents=True, exist_ok=True)
+    config_file = data / "prometheus.yml"
+    # JSON is YAML: no YAML writer needed.
+    config_file.write_text(json.dumps(config or {}))
+    port = free_port()
+    argv = [
+        prometheus,
+        f"--config.file={config_file}",
+        f"--storage.tsdb.path={data / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        *flags,
+    ]
+    return argv, port
+
+
+def prometheus_server(data: Path, *flags: str, config: dict | None = None) -> RunningServer:
+    """Debian's Prometheus started as ``prometheus_command`` says (see ``wait_ready``)."""
+    argv, port = prometheus_command(data, *flags, config=config)
+    return RunningServer(argv, port, "/-/ready")
