@@ -3,7 +3,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends
 
-.PHONY: build deps test bench lint demo
+.PHONY: build deps test bench lint demo ops-image
 
 ## build: compile the Rust extension (release profile) and install the package in editable mode
 build:
@@ -42,3 +42,9 @@ lint: deps
 demo: build
 	$(PYTHON) -m pip install 'rich>=13'
 	$(PYTHON) -m gateway_metrics demo
+
+## ops-image: the README's picture of the dashboard, from a real Prometheus scraping
+## a minute of the demo's traffic (see tests/test_ops.py)
+ops-image: deps
+	GATEWAY_METRICS_OPS_IMAGE=$(CURDIR)/docs/ops-dashboard.png GATEWAY_METRICS_OPS_TRAFFIC_S=60 \
+		$(PYTHON) -m pytest tests/test_ops.py -k real_prometheus -q

@@ -1,9 +1,12 @@
-"""Command line: ``python -m gateway_metrics demo`` and ``python -m gateway_metrics bench``."""
+"""Command line: ``python -m gateway_metrics demo``, ``ops export`` and ``bench``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from gateway_metrics.ops import Thresholds
+from gateway_metrics.ops import export as export_kit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +22,42 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument(
         "--serve", action="store_true", help="keep the exporter up after the summary (Ctrl-C ends)"
     )
+    demo.add_argument(
+        "--serve-seconds", type=float, help="with --serve: stop after this long (default: Ctrl-C)"
+    )
+    demo.add_argument(
+        "--serve-rate",
+        type=float,
+        default=1000.0,
+        help="with --serve: simulated requests per second while serving (1000)",
+    )
+    ops = commands.add_parser("ops", help="the Grafana dashboard and Prometheus rules")
+    ops_commands = ops.add_subparsers(dest="ops_command", required=True)
+    export = ops_commands.add_parser("export", help="write the dashboard and rule files to DIR")
+    export.add_argument("directory", metavar="DIR")
+    export.add_argument(
+        "--extra-label",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an extra label the middleware was configured with (repeat for several)",
+    )
+    defaults = Thresholds()
+    for name, help_text in (
+        ("error_ratio", "GatewayErrorRatioHigh above this share of requests"),
+        ("latency_p95_s", "GatewayLatencyP95High above this p95, seconds"),
+        ("time_to_first_token_p95_s", "GatewayTimeToFirstTokenHigh above this p95, seconds"),
+        ("cost_usd_per_hour", "GatewayCostBurnHigh above this USD per hour, per job"),
+    ):
+        export.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=float,
+            default=getattr(defaults, name),
+            help=f"{help_text} ({getattr(defaults, name):g})",
+        )
+    export.add_argument(
+        "--job-regex", default=defaults.job_regex, help="GatewayTargetDown's jobs (.+: all)"
+    )
     commands.add_parser(
         "bench", help="compare the hot path and a scrape with the reference and the floor"
     )
@@ -29,10 +68,30 @@ def main(argv: list[str] | None = None) -> int:
 
         return print_comparison()
 
+    if args.command == "ops":
+        thresholds = Thresholds(
+            error_ratio=args.error_ratio,
+            latency_p95_s=args.latency_p95_s,
+            time_to_first_token_p95_s=args.time_to_first_token_p95_s,
+            cost_usd_per_hour=args.cost_usd_per_hour,
+            job_regex=args.job_regex,
+        )
+        for path in export_kit(
+            args.directory, extra_labels=args.extra_label, thresholds=thresholds
+        ):
+            print(path)
+        return 0
+
     from gateway_metrics._demo import run_demo
 
     return run_demo(
-        duration=args.duration, port=args.port, addr=args.addr, seed=args.seed, serve=args.serve
+        duration=args.duration,
+        port=args.port,
+        addr=args.addr,
+        seed=args.seed,
+        serve=args.serve,
+        serve_seconds=args.serve_seconds,
+        serve_rate=args.serve_rate,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
 import time
 import urllib.request
@@ -22,8 +23,13 @@ TRAFFIC = [
     ("anthropic", "claude-haiku-4-5", 0.35, 180),
     ("google", "gemini-2.5-flash", 0.5, 300),
     ("google", "gemini-2.5-pro", 2.4, 600),
+    # A model no price source knows: its requests count as unpriced.
+    ("self-hosted", "acme-internal-7b", 0.3, 200),
 ]
 TOOLS = ["search", "calculator", "calendar", "weather"]
+TEAMS = ["search", "support", "research"]
+#: Label sets per family: the demo's long tail of tool names passes it, to show the overflow.
+MAX_SERIES = 200
 
 
 @dataclass(frozen=True)
@@ -37,10 +43,13 @@ class SimulatedToolCall:
 def simulate_request(metrics: GatewayMetricsMiddleware, rng: random.Random) -> None:
     """One request as a kit would record it: cache lookups, then the call or a cache hit."""
     provider, model, latency, output = rng.choice(TRAFFIC)
-    if rng.random() < 0.15:
-        metrics.record_cache_hit(rng.choice(["exact", "semantic"]))
-        return
-    metrics.record_cache_miss("exact")
+    labels = {"team": rng.choice(TEAMS)}
+    # The exact cache is asked first, then the semantic one.
+    for cache_type, hit_rate in (("exact", 0.08), ("semantic", 0.1)):
+        if rng.random() < hit_rate:
+            metrics.record_cache_hit(cache_type)
+            return
+        metrics.record_cache_miss(cache_type)
     operation = rng.choices(["chat", "stream", "embed"], weights=[6, 3, 1])[0]
     seconds = rng.lognormvariate(0, 0.6) * latency
     if rng.random() < 0.04:
@@ -50,6 +59,7 @@ def simulate_request(metrics: GatewayMetricsMiddleware, rng: random.Random) -> N
             operation=operation,
             status="error",
             latency_s=min(seconds * 3, 65.0),
+            labels=labels,
         )
         return
     tool_calls = None
@@ -57,6 +67,9 @@ def simulate_request(metrics: GatewayMetricsMiddleware, rng: random.Random) -> N
         tool_calls = [
             SimulatedToolCall(id=str(i), name=rng.choice(TOOLS)) for i in range(rng.randint(1, 3))
         ]
+        if rng.random() < 0.1:
+            # Generated tool names (one per user-defined function, say): a long tail.
+            tool_calls.append(SimulatedToolCall(id="f", name=f"user_fn_{rng.randrange(10**6)}"))
     input_tokens = rng.randint(50, 3000)
     output_tokens = 0 if operation == "embed" else int(rng.expovariate(1 / output))
     streamed = operation == "stream"
@@ -73,6 +86,7 @@ def simulate_request(metrics: GatewayMetricsMiddleware, rng: random.Random) -> N
         reasoning_tokens=int(output_tokens * rng.choice([0, 0, 0.3])),
         time_to_first_token_s=seconds * rng.uniform(0.05, 0.3) if streamed else None,
         tool_calls=tool_calls,
+        labels=labels,
     )
 
 
@@ -132,15 +146,37 @@ def summarise(text: str) -> dict[str, dict[str, float]]:
     return rows
 
 
-def run_demo(*, duration: float, port: int, addr: str, seed: int, serve: bool) -> int:
-    """Runs the demo and prints the summary; returns the process exit code."""
+def new_demo_metrics(registry: CollectorRegistry) -> GatewayMetricsMiddleware:
+    """The demo's middleware: a ``team`` label, the series cap, and genai-prices
+    when installed (the ``prices`` extra), which counts unpriced requests."""
+    prices = "genai-prices" if importlib.util.find_spec("genai_prices") else None
+    return GatewayMetricsMiddleware(
+        registry=registry, extra_labels=["team"], max_series=MAX_SERIES, prices=prices
+    )
+
+
+def run_demo(
+    *,
+    duration: float,
+    port: int,
+    addr: str,
+    seed: int,
+    serve: bool,
+    serve_seconds: float | None = None,
+    serve_rate: float = 1000.0,
+) -> int:
+    """Runs the demo and prints the summary; returns the process exit code.
+
+    With ``serve`` the exporter stays up afterwards, ``serve_seconds`` long (until
+    Ctrl-C when None), while ``serve_rate`` simulated requests per second go on.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
     console = Console()
     registry = CollectorRegistry()
-    metrics = GatewayMetricsMiddleware(registry=registry)
+    metrics = new_demo_metrics(registry)
     exporter = PrometheusExporter(port, registry=registry, addr=addr)
     exporter.start()
     scrape_port = exporter.port
@@ -216,12 +252,12 @@ def run_demo(*, duration: float, port: int, addr: str, seed: int, serve: bool) -
         )
         console.print(f"cache hits: {hits:,.0f}   exposition: {len(text):,} bytes")
         if serve:
-            console.print(
-                f"Serving http://{addr}:{scrape_port}/metrics for Prometheus; Ctrl-C stops."
-            )
+            until = "Ctrl-C stops" if serve_seconds is None else f"for {serve_seconds:g} s"
+            console.print(f"Serving http://{addr}:{scrape_port}/metrics for Prometheus; {until}.")
+            serve_until = None if serve_seconds is None else time.monotonic() + serve_seconds
             try:
-                while True:
-                    for _ in range(50):
+                while serve_until is None or time.monotonic() < serve_until:
+                    for _ in range(round(serve_rate / 20)):
                         simulate_request(metrics, rng)
                     time.sleep(0.05)
             except KeyboardInterrupt:
