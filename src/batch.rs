@@ -72,7 +72,7 @@ impl<'s> Batch<'s> {
         let next = self.totals.len();
         let slot = *self
             .index
-            .entry(entry as *const RequestEntry as usize)
+            .entry(std::ptr::from_ref::<RequestEntry>(entry) as usize)
             .or_insert(next);
         if slot == next {
             let store = self.store;

@@ -83,7 +83,7 @@ impl DirectoryLock {
                     ),
                 ));
             }
-            thread::sleep(pause.min(wait - waited));
+            thread::sleep(pause.min(wait.checked_sub(waited).unwrap()));
             pause = (pause * 2).min(Duration::from_millis(20));
         }
     }

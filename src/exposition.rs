@@ -1,4 +1,4 @@
-//! The Prometheus text exposition format (version 0.0.4) and OpenMetrics 1.0,
+//! The Prometheus text exposition format (version 0.0.4) and `OpenMetrics` 1.0,
 //! byte for byte as `prometheus_client.generate_latest` and
 //! `prometheus_client.openmetrics.exposition.generate_latest` write them.
 //!
@@ -6,9 +6,9 @@
 //! (Python's shortest `repr`, switched to an exponent from 1e6 up as Go does).
 //! The two formats differ in where `_created` samples go (the text format
 //! gathers them into a separate gauge family printed after their family's other
-//! samples; OpenMetrics keeps them with their series), in the family name of a
+//! samples; `OpenMetrics` keeps them with their series), in the family name of a
 //! counter's `# HELP` and `# TYPE` lines (with `_total` in the text format),
-//! and in the `# EOF` line that ends an OpenMetrics exposition, which the
+//! and in the `# EOF` line that ends an `OpenMetrics` exposition, which the
 //! caller writes once every collector has written its families.
 
 use std::fmt::Write as _;
@@ -97,7 +97,7 @@ pub enum Format {
     /// The Prometheus text format, version 0.0.4.
     #[default]
     Text,
-    /// OpenMetrics 1.0 text, without the final `# EOF` line.
+    /// `OpenMetrics` 1.0 text, without the final `# EOF` line.
     OpenMetrics,
 }
 

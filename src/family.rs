@@ -114,11 +114,11 @@ impl Buckets {
         {
             return Err(format!("must be finite and above zero, got {bad}"));
         }
-        if let Some(pair) = bounds.windows(2).find(|pair| pair[0] >= pair[1]) {
-            return Err(format!(
-                "must increase strictly, got {} then {}",
-                pair[0], pair[1]
-            ));
+        if let Some((low, high)) = bounds.windows(2).find_map(|pair| match pair {
+            [low, high] if low >= high => Some((low, high)),
+            _ => None,
+        }) {
+            return Err(format!("must increase strictly, got {low} then {high}"));
         }
         let mut labels: Vec<String> = bounds
             .iter()

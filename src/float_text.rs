@@ -139,6 +139,8 @@ fn write_integral_value(out: &mut String, value: f64) {
 }
 
 #[cfg(test)]
+// Floats are written as the exposition prints them, digit for digit.
+#[allow(clippy::unreadable_literal)]
 mod tests {
     use super::*;
 

@@ -105,11 +105,9 @@ mod tests {
     fn a_forked_child_gives_up_the_lock_and_sees_a_new_epoch() {
         let path = std::env::temp_dir().join(format!("gwm-fork-guard-{}", std::process::id()));
         let guarded = ParentOnlyFile::new(File::create(&path).unwrap());
-        // SAFETY: a valid descriptor.
-        assert_eq!(
-            unsafe { libc::flock(guarded.file().as_raw_fd(), libc::LOCK_EX) },
-            0
-        );
+        // SAFETY: `flock` on a descriptor this test owns; no memory is involved.
+        let locked = unsafe { libc::flock(guarded.file().as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(locked, 0);
         let before = epoch();
         let mut ready = [0; 2];
         // SAFETY: `ready` has room for the two descriptors.
@@ -117,8 +115,10 @@ mod tests {
         // SAFETY: the child makes only async-signal-safe calls before `_exit`.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
-            // SAFETY: as above. The fork handlers have run by now; a child that
-            // saw the new epoch says so and waits to be killed.
+            // SAFETY: the forked child makes only async-signal-safe calls
+            // (`write`, `sleep`, `_exit`) on descriptors it owns. The fork
+            // handlers have run by now; a child that saw the new epoch says so
+            // and waits to be killed.
             unsafe {
                 if epoch() != before {
                     libc::write(ready[1], [1_u8].as_ptr().cast(), 1);
@@ -146,7 +146,7 @@ mod tests {
         // SAFETY: signals and reaps the child just forked.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, &mut status, 0);
+            libc::waitpid(pid, &raw mut status, 0);
         }
         assert_eq!(locked, 0, "the child kept the lock");
         std::fs::remove_file(path).unwrap();

@@ -24,9 +24,10 @@ pub struct Histogram {
     stride: usize,
 }
 
-// SAFETY: the cells are atomics that outlive the histogram (see `from_cells`).
+// SAFETY: the cells are atomics that outlive the histogram (the contract of
+// `from_cells`); no other state moves with it.
 unsafe impl Send for Histogram {}
-// SAFETY: as above; every access goes through the atomics.
+// SAFETY: every access to the cells, which outlive the histogram, is atomic.
 unsafe impl Sync for Histogram {}
 
 /// A consistent-enough copy of a histogram taken for one scrape.

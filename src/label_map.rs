@@ -96,6 +96,7 @@ impl<V> Table<V> {
 
     /// Stores `entry` in the first empty slot of its probe sequence.
     fn place(&self, entry: NonNull<Entry<V>>) {
+        // SAFETY: `entry` is a live entry of this map, freed only in `Drop`.
         let hash = unsafe { entry.as_ref() }.hash;
         let mut index = hash as usize & self.mask();
         while !self.slots[index].load(Ordering::Relaxed).is_null() {
@@ -149,6 +150,8 @@ pub struct LabelMap<V> {
 // until then they are shared immutably (slots are atomics), so sharing the map
 // across threads is sound whenever the values themselves may be shared.
 unsafe impl<V: Send + Sync> Send for LabelMap<V> {}
+// SAFETY: shared access reads immutable entries and atomic slots only; entries
+// and tables are freed in `Drop` alone, which has exclusive access.
 unsafe impl<V: Send + Sync> Sync for LabelMap<V> {}
 
 /// Hashes a label tuple; the same function serves lookups and inserts.
@@ -223,7 +226,7 @@ impl<V> LabelMap<V> {
         let mut state = self
             .writer
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(value) = self.get_hashed(hash, labels) {
             return value;
         }
@@ -274,6 +277,7 @@ impl<V> LabelMap<V> {
         // SAFETY: order lists and the entries they list live as long as `self`.
         let list = unsafe { &*self.order.load(Ordering::Acquire) };
         list.entries()
+            // SAFETY: every listed entry is live until the map is dropped.
             .map(|entry| unsafe { &*entry.as_ptr() })
             .collect()
     }

@@ -1,7 +1,7 @@
 //! gateway-metrics: Prometheus metrics for LLM gateways on a lock-free store.
 //!
 //! The core is plain Rust, one module per concept, so `cargo test` runs without
-//! Python; the `python` feature adds the PyO3 binding that the
+//! Python; the `python` feature adds the `PyO3` binding that the
 //! `gateway_metrics` package loads as `gateway_metrics._core`.
 
 pub mod batch;

@@ -67,19 +67,18 @@ impl DirectoryReading {
         for path in list_files(directory)? {
             reading.listed.insert(file_name(&path).to_owned());
             match read_file(&path, schema) {
-                Ok(contents) => match seen.get(&contents.identity) {
+                Ok(contents) => {
                     // A hard link: the same values under a second name.
-                    Some(first) => {
+                    if let Some(first) = seen.get(&contents.identity) {
                         let reason = format!("the same file as {}", first.display());
                         reading
                             .unreadable
                             .push((path, ReadError::NotRegular(reason)));
-                    }
-                    None => {
+                    } else {
                         seen.insert(contents.identity, path.clone());
                         reading.files.push((path, contents));
                     }
-                },
+                }
                 Err(error) => reading.unreadable.push((path, error)),
             }
         }
@@ -179,27 +178,23 @@ impl Aggregate {
     fn add_series(&mut self, series: &FileSeries) {
         let family = self.schema.family(series.family);
         let (summed, index) = &mut self.families[usize::from(series.family)];
-        match index.get(&series.labels) {
-            Some(&position) => {
-                let target = &mut summed[position];
-                for (slot, (total, value)) in target.slots.iter_mut().zip(&series.slots).enumerate()
-                {
-                    *total = if family.is_sum(slot) {
-                        (f64::from_bits(*total) + f64::from_bits(*value)).to_bits()
-                    } else {
-                        total.saturating_add(*value)
-                    };
-                }
-                target.created = target.created.min(series.created);
+        if let Some(&position) = index.get(&series.labels) {
+            let target = &mut summed[position];
+            for (slot, (total, value)) in target.slots.iter_mut().zip(&series.slots).enumerate() {
+                *total = if family.is_sum(slot) {
+                    (f64::from_bits(*total) + f64::from_bits(*value)).to_bits()
+                } else {
+                    total.saturating_add(*value)
+                };
             }
-            None => {
-                index.insert(series.labels.clone(), summed.len());
-                summed.push(SummedSeries {
-                    labels: series.labels.clone(),
-                    slots: series.slots.clone(),
-                    created: series.created,
-                });
-            }
+            target.created = target.created.min(series.created);
+        } else {
+            index.insert(series.labels.clone(), summed.len());
+            summed.push(SummedSeries {
+                labels: series.labels.clone(),
+                slots: series.slots.clone(),
+                created: series.created,
+            });
         }
     }
 
@@ -434,10 +429,7 @@ fn compact_schema(
         }
         done.into = Some(sum.write_to(directory, names)?);
         done.folded += foldable.len();
-        let folded: Vec<PathBuf> = foldable
-            .iter()
-            .map(|(path, _)| path.to_path_buf())
-            .collect();
+        let folded: Vec<PathBuf> = foldable.iter().map(|(path, _)| (*path).clone()).collect();
         remove_all(&folded, remove, &mut done.not_removed);
     }
     remove_all(&redundant, remove, &mut done.not_removed);

@@ -67,7 +67,7 @@ impl Price {
     ) -> f64 {
         // One branch for the common case: no cached tokens, no tiers, no fee.
         let plain =
-            (cache_read | cache_write == 0) & self.tiers.is_empty() & (self.per_request == 0.0);
+            (cache_read | cache_write == 0) & self.tiers.is_empty() && (self.per_request == 0.0);
         if plain {
             return self.cost(input_tokens, output_tokens);
         }
@@ -118,6 +118,8 @@ impl PriceTable {
 }
 
 #[cfg(test)]
+// Floats are written as the exposition prints them, digit for digit.
+#[allow(clippy::unreadable_literal)]
 mod tests {
     use super::*;
 

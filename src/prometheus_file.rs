@@ -322,7 +322,7 @@ pub fn list_files(directory: &Path) -> io::Result<Vec<PathBuf>> {
                 .is_some_and(|name| {
                     (name.starts_with("counter") || name.starts_with("histogram"))
                         && name.contains(NAME_MARKER)
-                        && name.ends_with(".db")
+                        && Path::new(name).extension().is_some_and(|ext| ext == "db")
                 })
         })
         .collect();

@@ -1,4 +1,4 @@
-//! The PyO3 binding: `gateway_metrics._core`, one module per thing it binds.
+//! The `PyO3` binding: `gateway_metrics._core`, one module per thing it binds.
 //!
 //! Only argument validation and conversion live here; every recording and
 //! rendering decision is made by the plain-Rust [`crate::store::Store`]. Each

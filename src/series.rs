@@ -32,6 +32,8 @@ pub(crate) struct SeriesRef<T>(NonNull<T>);
 // SAFETY: the target is shared immutably (all mutation is through atomics) and
 // outlives every holder, as explained on the type.
 unsafe impl<T: Sync> Send for SeriesRef<T> {}
+// SAFETY: holders only read the target, whose every mutation is atomic, and it
+// outlives them.
 unsafe impl<T: Sync> Sync for SeriesRef<T> {}
 
 impl<T> SeriesRef<T> {
@@ -41,7 +43,8 @@ impl<T> SeriesRef<T> {
 
     #[inline]
     pub(crate) fn get(&self) -> &T {
-        // SAFETY: see the type's documentation.
+        // SAFETY: the target lives in the store's arena or maps, which outlive
+        // every `SeriesRef` into them, and is only mutated through atomics.
         unsafe { self.0.as_ref() }
     }
 }

@@ -33,6 +33,8 @@ pub struct Slot<T>(NonNull<T>);
 // SAFETY: the target is made of atomics and outlives every `Slot` (the arena
 // frees nothing before the store that holds both is dropped).
 unsafe impl<T: Sync> Send for Slot<T> {}
+// SAFETY: the target's atomics are its only state, and it outlives every `Slot`
+// (the arena frees nothing before the store holding both is dropped).
 unsafe impl<T: Sync> Sync for Slot<T> {}
 
 impl<T> Deref for Slot<T> {
@@ -40,7 +42,8 @@ impl<T> Deref for Slot<T> {
 
     #[inline]
     fn deref(&self) -> &T {
-        // SAFETY: see the `Send`/`Sync` justification.
+        // SAFETY: the arena keeps the target allocated until the store that holds
+        // this slot is dropped, and the target is made of atomics only.
         unsafe { self.0.as_ref() }
     }
 }
@@ -132,7 +135,7 @@ impl SlotArena {
         let mut state = self
             .state
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let shared = match &mut state.backing {
             Backing::Heap => None,
             Backing::File(file) => Some(file.append_series(series, count).map(|at| (at, CELL))),
@@ -163,7 +166,7 @@ impl SlotArena {
         let state = self
             .state
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match &state.backing {
             Backing::File(file) => Some(file.path().to_path_buf()),
             Backing::Prometheus(files) => Some(files.counter_path().to_path_buf()),
@@ -175,7 +178,7 @@ impl SlotArena {
     pub fn file_error(&self) -> Option<String> {
         self.state
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .file_error
             .clone()
     }

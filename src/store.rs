@@ -153,7 +153,7 @@ pub struct Store {
     requests: LabelMap<RequestSeries>,
     /// Keyed by model, operation, provider.
     durations: LabelMap<HistogramSeries>,
-    /// Keyed by model, provider, token_type.
+    /// Keyed by model, provider, `token_type`.
     tokens: LabelMap<CounterSeries>,
     /// Keyed by model, provider.
     costs: LabelMap<CostSeries>,
@@ -315,7 +315,7 @@ impl Store {
                     let mut models = self
                         .unpriced_models
                         .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     if models.seen.insert(noted.clone()) {
                         models.unreported.push(noted);
                         self.notices.fetch_or(UNPRICED_NOTICE, Ordering::Release);
@@ -347,7 +347,7 @@ impl Store {
             &mut self
                 .unpriced_models
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .unreported,
         )
     }
@@ -651,7 +651,7 @@ impl Store {
             map.snapshot().into_iter().map(move |entry| {
                 let (reading, created) = read(&entry.value);
                 SeriesView {
-                    id: entry as *const Entry<V> as usize,
+                    id: std::ptr::from_ref::<Entry<V>>(entry) as usize,
                     labels: entry.label_values().collect(),
                     reading,
                     created,
@@ -829,6 +829,8 @@ pub enum ReadMode {
 }
 
 #[cfg(test)]
+// Floats are written as the exposition prints them, digit for digit.
+#[allow(clippy::unreadable_literal)]
 mod tests {
     use super::*;
     use crate::family::FamilyDesc;
@@ -849,7 +851,10 @@ mod tests {
             labels: &[&str],
             value: f64,
         ) {
-            let labels = labels.iter().map(|l| l.to_string()).collect();
+            let labels = labels
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect();
             self.0.push((
                 format!("{}{}", desc.name, suffix),
                 le.map(str::to_owned),

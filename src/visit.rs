@@ -1,6 +1,6 @@
 //! How a scrape walks the families: a visitor receives every sample in
 //! exposition order, whatever holds the values (a store, or the sum of many
-//! processes' files) and whatever writes them out (text, OpenMetrics, or
+//! processes' files) and whatever writes them out (text, `OpenMetrics`, or
 //! `prometheus_client` samples).
 
 use smallvec::SmallVec;

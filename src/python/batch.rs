@@ -282,18 +282,17 @@ fn group_rows<'s, 'a, K: Copy + Eq + Hash>(
                 } else {
                     known.get(&key).copied()
                 };
-                match found {
-                    Some(combination) => combination,
-                    None => {
-                        let combination = u32::try_from(combinations.len())
-                            .map_err(|_| PyValueError::new_err("too many label sets"))?;
-                        combinations.push((row, resolve(row)?));
-                        known.insert(key, combination);
-                        if recent.len() < RECENT_COMBINATIONS {
-                            recent.push(key);
-                        }
-                        combination
+                if let Some(combination) = found {
+                    combination
+                } else {
+                    let combination = u32::try_from(combinations.len())
+                        .map_err(|_| PyValueError::new_err("too many label sets"))?;
+                    combinations.push((row, resolve(row)?));
+                    known.insert(key, combination);
+                    if recent.len() < RECENT_COMBINATIONS {
+                        recent.push(key);
                     }
+                    combination
                 }
             }
         };

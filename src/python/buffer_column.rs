@@ -1,6 +1,6 @@
 //! Numeric columns given through the buffer protocol, in either byte order.
 //!
-//! PyO3's typed buffers check the element format themselves, and in the PyO3
+//! `PyO3`'s typed buffers check the element format themselves, and in the `PyO3`
 //! version used here that check has its byte-order test inverted: it takes
 //! big-endian elements for native ones and refuses explicit little-endian
 //! formats. So the view is taken raw here and its format read by
@@ -22,7 +22,7 @@ impl Drop for View {
     fn drop(&mut self) {
         // SAFETY: the view was filled by a successful `PyObject_GetBuffer` and is
         // released once; the GIL is held by whoever holds the view.
-        unsafe { ffi::PyBuffer_Release(&mut *self.0) };
+        unsafe { ffi::PyBuffer_Release(&raw mut *self.0) };
     }
 }
 
@@ -77,7 +77,7 @@ pub(super) fn buffer_numbers(value: &Bound<'_, PyAny>, name: &str) -> PyResult<V
     let copied = unsafe {
         ffi::PyBuffer_ToContiguous(
             bytes.as_mut_ptr().cast(),
-            &*view.0,
+            &raw const *view.0,
             view.0.len,
             b'C' as std::os::raw::c_char,
         )

@@ -11,7 +11,7 @@
 //! Everything after argument matching is the shared validation and recording
 //! code of [`PyMetricsStore`].
 
-use std::ffi::{c_char, CStr};
+use std::ffi::CStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
@@ -243,10 +243,12 @@ unsafe fn request_fields<'a, 'py>(
     let mut given = 0_u32;
     if !kwnames.is_null() {
         let interned = interned_keywords(py);
-        let count = ffi::PyTuple_GET_SIZE(kwnames);
+        // SAFETY: `kwnames` is a non-null tuple (the caller's contract).
+        let count = unsafe { ffi::PyTuple_GET_SIZE(kwnames) };
         for position in 0..count {
-            // Borrowed: the tuple keeps the name alive for the call.
-            let name = Borrowed::from_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, position));
+            // SAFETY: `position` is below the tuple's size; the tuple keeps the
+            // name alive for the call, so borrowing it is sound.
+            let name = unsafe { Borrowed::from_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, position)) };
             let index = keyword_index(interned, method, name)?;
             if values[index].is_some() {
                 return Err(PyTypeError::new_err(format!(
@@ -254,7 +256,9 @@ unsafe fn request_fields<'a, 'py>(
                     REQUEST_FIELDS[index].name
                 )));
             }
-            values[index] = Some(Borrowed::from_ptr(py, *args.offset(position)));
+            // SAFETY: `args` holds one value per keyword name after the `nargs`
+            // (zero) positional ones, each alive for the call.
+            values[index] = Some(unsafe { Borrowed::from_ptr(py, *args.offset(position)) });
             given |= 1 << index;
         }
     }
@@ -326,9 +330,11 @@ unsafe fn record_request_call(
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<()> {
-    let fields = request_fields(py, "record_request", args, nargs, kwnames)?;
+    // SAFETY: the caller passes the vectorcall arguments as `request_fields` requires.
+    let fields = unsafe { request_fields(py, "record_request", args, nargs, kwnames) }?;
     let arguments = RequestArguments::from_fields(&fields)?;
-    let store = Bound::from_borrowed_ptr(py, slf);
+    // SAFETY: `slf` is the object the method was called on, alive for the call.
+    let store = unsafe { Bound::from_borrowed_ptr(py, slf) };
     store
         .downcast::<PyMetricsStore>()?
         .get()
@@ -346,9 +352,11 @@ unsafe fn record_batch_call(
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<usize> {
-    let fields = request_fields(py, "record_batch", args, nargs, kwnames)?;
+    // SAFETY: the caller passes the vectorcall arguments as `request_fields` requires.
+    let fields = unsafe { request_fields(py, "record_batch", args, nargs, kwnames) }?;
     let arguments = RequestArguments::from_fields(&fields)?;
-    let store = Bound::from_borrowed_ptr(py, slf);
+    // SAFETY: `slf` is the object the method was called on, alive for the call.
+    let store = unsafe { Bound::from_borrowed_ptr(py, slf) };
     store
         .downcast::<PyMetricsStore>()?
         .get()
@@ -366,7 +374,7 @@ fn trampoline(call: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> 
         Err(payload) => {
             let message = payload
                 .downcast_ref::<&str>()
-                .map(|text| text.to_string())
+                .map(ToString::to_string)
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "panic in gateway_metrics".to_owned());
             PanicException::new_err(message)
@@ -389,7 +397,9 @@ unsafe extern "C" fn record_request_fastcall(
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    trampoline(|py| record_request_call(py, slf, args, nargs, kwnames).map(|()| none()))
+    // SAFETY: CPython calls a METH_FASTCALL | METH_KEYWORDS method with its
+    // receiver and vectorcall arguments, borrowed for the call.
+    trampoline(|py| unsafe { record_request_call(py, slf, args, nargs, kwnames) }.map(|()| none()))
 }
 
 unsafe extern "C" fn record_batch_fastcall(
@@ -399,7 +409,9 @@ unsafe extern "C" fn record_batch_fastcall(
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     trampoline(|py| {
-        let rows = record_batch_call(py, slf, args, nargs, kwnames)?;
+        // SAFETY: CPython calls a METH_FASTCALL | METH_KEYWORDS method with its
+        // receiver and vectorcall arguments, borrowed for the call.
+        let rows = unsafe { record_batch_call(py, slf, args, nargs, kwnames) }?;
         Ok(rows.into_pyobject(py)?.into_ptr())
     })
 }
@@ -418,7 +430,8 @@ unsafe fn cache_type_argument<'py>(
     let keywords = if kwnames.is_null() {
         0
     } else {
-        ffi::PyTuple_GET_SIZE(kwnames)
+        // SAFETY: a non-null `kwnames` is a tuple (the caller's contract).
+        unsafe { ffi::PyTuple_GET_SIZE(kwnames) }
     };
     if nargs + keywords != 1 {
         return Err(PyTypeError::new_err(format!(
@@ -427,14 +440,16 @@ unsafe fn cache_type_argument<'py>(
         )));
     }
     if keywords == 1 {
-        let name = Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, 0));
+        // SAFETY: the tuple has one item, kept alive by the tuple for the call.
+        let name = unsafe { Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, 0)) };
         if name.downcast::<PyString>()?.to_cow()? != "cache_type" {
             return Err(PyTypeError::new_err(format!(
                 "{method}() got an unexpected keyword argument '{name}'"
             )));
         }
     }
-    Ok(Bound::from_borrowed_ptr(py, *args))
+    // SAFETY: exactly one argument was given, so `args[0]` is it, alive for the call.
+    Ok(unsafe { Bound::from_borrowed_ptr(py, *args) })
 }
 
 /// `record_cache_hit` (`HIT`) or `record_cache_miss`.
@@ -450,8 +465,11 @@ unsafe extern "C" fn record_cache_fastcall<const HIT: bool>(
         ("record_cache_miss", CacheOutcome::Miss)
     };
     trampoline(|py| {
-        let cache_type = cache_type_argument(py, method, args, nargs, kwnames)?;
-        let store = Bound::from_borrowed_ptr(py, slf);
+        // SAFETY: CPython calls a METH_FASTCALL | METH_KEYWORDS method with its
+        // receiver and vectorcall arguments, borrowed for the call.
+        let cache_type = unsafe { cache_type_argument(py, method, args, nargs, kwnames) }?;
+        // SAFETY: `slf` is the object the method was called on, alive for the call.
+        let store = unsafe { Bound::from_borrowed_ptr(py, slf) };
         store
             .downcast::<PyMetricsStore>()?
             .get()
@@ -472,7 +490,7 @@ fn install(
         ml_name: name.as_ptr(),
         ml_meth: method,
         ml_flags: flags,
-        ml_doc: doc.as_ptr() as *const c_char,
+        ml_doc: doc.as_ptr(),
     }));
     let py = class.py();
     // SAFETY: the definition is leaked, so it outlives the descriptor.

@@ -12,8 +12,8 @@
 //! Only exact `str` objects are cached (a subclass's label is what `str()` makes
 //! of it, on every call, as in `prometheus_client`), and a replaced entry's
 //! references are released at once with the GIL: the raw fast-call methods run
-//! without PyO3's GIL bookkeeping, where a plain drop would park the references
-//! in PyO3's deferred pool until some other call drained it.
+//! without `PyO3`'s GIL bookkeeping, where a plain drop would park the references
+//! in `PyO3`'s deferred pool until some other call drained it.
 
 use std::cell::RefCell;
 use std::ptr::NonNull;

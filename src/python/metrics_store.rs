@@ -168,7 +168,7 @@ impl PyMetricsStore {
         self.store().arena_file_path()
     }
 
-    /// Every family in the text format 0.0.4, or OpenMetrics 1.0 without the
+    /// Every family in the text format 0.0.4, or `OpenMetrics` 1.0 without the
     /// final `# EOF` line, as UTF-8 bytes for an HTTP response.
     fn _render<'py>(
         &self,
@@ -388,17 +388,16 @@ impl PyMetricsStore {
             CacheOutcome::Hit => &self.cache_hits,
             CacheOutcome::Miss => &self.cache_misses,
         };
-        let series = match cache.get(py, [cache_type]) {
-            Some(series) => series,
-            None => {
-                let text = label(cache_type, "cache_type")?;
-                let (series, folded) = self.store().cache_series_capped(outcome, text.to_str()?);
-                if cache_type.is_exact_instance_of::<PyString>() && !folded {
-                    // SAFETY: series live as long as the store, which lives as long as the cache.
-                    unsafe { cache.insert(py, [&text], series) };
-                }
-                series
+        let series = if let Some(series) = cache.get(py, [cache_type]) {
+            series
+        } else {
+            let text = label(cache_type, "cache_type")?;
+            let (series, folded) = self.store().cache_series_capped(outcome, text.to_str()?);
+            if cache_type.is_exact_instance_of::<PyString>() && !folded {
+                // SAFETY: series live as long as the store, which lives as long as the cache.
+                unsafe { cache.insert(py, [&text], series) };
             }
+            series
         };
         self.store().count(series);
         self.report_overflows(py);
@@ -569,7 +568,7 @@ impl PyMetricsStore {
             // SAFETY: entries live as long as the store, which lives as long as the cache.
             unsafe {
                 self.request_entries
-                    .insert(py, [&provider, &model, &operation, &status], entry)
+                    .insert(py, [&provider, &model, &operation, &status], entry);
             };
         } else if cacheable {
             let empty = self.empty.bind(py);
@@ -580,7 +579,7 @@ impl PyMetricsStore {
                     .or_else(|| extra.get(index - 4))
                     .unwrap_or(empty)
             });
-            // SAFETY: as above.
+            // SAFETY: entries live as long as the store, which lives as long as the cache.
             unsafe { self.labelled_entries.insert(py, key, entry) };
         }
         Ok(entry)
