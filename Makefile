@@ -3,7 +3,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends
 
-.PHONY: build deps test bench lint demo ops-image
+.PHONY: build deps test test-suite wheel test-wheels bench bench-table lint demo ops-image
 
 ## build: compile the Rust extension (release profile) and install the package in editable mode
 build:
@@ -19,10 +19,23 @@ deps:
 	command -v victoria-metrics >/dev/null 2>&1 || missing="$$missing victoria-metrics"; \
 	if [ -n "$$missing" ]; then $(SUDO) apt-get update && $(APT_INSTALL) $$missing; fi
 
-## test: everything CI runs: Rust unit tests, then pytest over tests/ and benches/ (benchmarks not timed)
-test: deps
+## test: everything CI runs: the suite, the lints, and the wheels on every Python
+test: deps test-suite lint test-wheels
+
+## test-suite: Rust unit tests, then pytest over tests/ and benches/ (benchmarks not timed)
+test-suite: deps
 	cargo test
 	$(PYTHON) -m pytest tests benches --benchmark-disable -q
+
+## wheel: a release wheel for $(PYTHON), and the manylinux tag auditwheel finds for it
+wheel: deps
+	rm -rf target/wheels/release
+	$(PYTHON) -m maturin build --release --out target/wheels/release -i $(PYTHON)
+	$(PYTHON) -m auditwheel show target/wheels/release/*.whl
+
+## test-wheels: release wheels for CPython 3.9 to 3.13, each tested in a fresh environment
+test-wheels: deps
+	$(PYTHON) tools/test_wheels.py
 
 ## bench: the benchmark suite against the reference and the do-nothing floor
 ## (numpy's BLAS threads are kept from spinning on the second core while timing)
@@ -30,13 +43,20 @@ bench: deps
 	OPENBLAS_NUM_THREADS=1 $(PYTHON) -m pytest benches --benchmark-only --benchmark-sort=mean \
 		--benchmark-columns=min,median,mean,stddev,rounds -q
 
-## lint: rustfmt, clippy (warnings are errors) and ruff
+## bench-table: a short comparison table with the reference and the floor (under a minute)
+bench-table: deps
+	OPENBLAS_NUM_THREADS=1 $(PYTHON) benches/report.py
+
+## lint: rustfmt, clippy (pedantic, warnings are errors), ruff, mypy --strict, and
+## stubtest of the stub against the built module
 lint: deps
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
-	$(PYTHON) -m ruff check python tests benches examples
-	$(PYTHON) -m ruff format --check python tests benches examples
+	$(PYTHON) -m ruff check python tests benches examples tools
+	$(PYTHON) -m ruff format --check python tests benches examples tools
+	$(PYTHON) -m mypy --strict python/gateway_metrics tools
+	$(PYTHON) -m mypy.stubtest gateway_metrics._core
 
 ## demo: simulated gateway traffic recorded, served, scraped and summarised
 demo: build

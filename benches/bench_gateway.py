@@ -10,13 +10,14 @@ import urllib.request
 
 import prometheus_client
 import pytest
-from gateway_metrics import GatewayMetricsMiddleware, ModelPricing, PrometheusExporter, _bench
-from gateway_metrics._bench import interleaved_ratio
+import workloads
+from gateway_metrics import GatewayMetricsMiddleware, ModelPricing, PrometheusExporter
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from timings import FIGURES, TIMINGS
+from workloads import interleaved_ratio
 
 CONTENDERS = ["floor", "reference", "ours"]
 #: Samples each contender's HTTP scrape returned, to check they are the same.
@@ -25,7 +26,10 @@ SCRAPED: dict[str, list] = {}
 
 @pytest.fixture(scope="module")
 def middlewares():
-    return {"ours": _bench.new_middleware("ours"), "reference": _bench.new_middleware("reference")}
+    return {
+        "ours": workloads.new_middleware("ours"),
+        "reference": workloads.new_middleware("reference"),
+    }
 
 
 def recorder(contender: str, middlewares, floor):
@@ -41,13 +45,15 @@ def requests_seen(middleware, model: str, provider: str = "openai") -> float:
 
 @pytest.mark.parametrize("contender", CONTENDERS)
 def test_record_request_fixed_labels_one_tool_call(measure, middlewares, contender):
-    record = recorder(contender, middlewares, _bench.floor_record_request)
+    record = recorder(contender, middlewares, workloads.floor_record_request)
     measure(
         "record_request fixed + 1 tool",
         contender,
-        _bench.fixed_request(record),
-        calls_per_round=_bench.CALLS_PER_ROUND,
-        floor=_bench.fixed_request(_bench.floor_record_request) if contender == "ours" else None,
+        workloads.fixed_request(record),
+        calls_per_round=workloads.CALLS_PER_ROUND,
+        floor=workloads.fixed_request(workloads.floor_record_request)
+        if contender == "ours"
+        else None,
     )
     if contender != "floor":
         assert requests_seen(middlewares[contender], "gpt-4o") >= 1
@@ -55,14 +61,16 @@ def test_record_request_fixed_labels_one_tool_call(measure, middlewares, contend
 
 @pytest.mark.parametrize("contender", CONTENDERS)
 def test_record_request_four_models_in_turn(measure, middlewares, contender):
-    record = recorder(contender, middlewares, _bench.floor_record_request)
+    record = recorder(contender, middlewares, workloads.floor_record_request)
     measure(
         "record_request 4 models",
         contender,
-        _bench.four_model_requests(record),
-        calls_per_round=_bench.CALLS_PER_ROUND,
+        workloads.four_model_requests(record),
+        calls_per_round=workloads.CALLS_PER_ROUND,
         floor=(
-            _bench.four_model_requests(_bench.floor_record_request) if contender == "ours" else None
+            workloads.four_model_requests(workloads.floor_record_request)
+            if contender == "ours"
+            else None
         ),
     )
     if contender != "floor":
@@ -72,16 +80,16 @@ def test_record_request_four_models_in_turn(measure, middlewares, contender):
 @pytest.mark.parametrize("contender", CONTENDERS)
 def test_record_cache_hit(measure, middlewares, contender):
     hit = (
-        _bench.floor_one_argument
+        workloads.floor_one_argument
         if contender == "floor"
         else middlewares[contender].record_cache_hit
     )
     measure(
         "record_cache_hit",
         contender,
-        _bench.cache_hits(hit),
-        calls_per_round=_bench.CALLS_PER_ROUND,
-        floor=_bench.cache_hits(_bench.floor_one_argument) if contender == "ours" else None,
+        workloads.cache_hits(hit),
+        calls_per_round=workloads.CALLS_PER_ROUND,
+        floor=workloads.cache_hits(workloads.floor_one_argument) if contender == "ours" else None,
     )
     if contender != "floor":
         registry = middlewares[contender]._registry
@@ -91,12 +99,12 @@ def test_record_cache_hit(measure, middlewares, contender):
 
 @pytest.mark.parametrize("contender", ["reference", "ours"])
 def test_first_use_of_a_new_label_set(measure, contender):
-    middleware = _bench.new_middleware(contender)
+    middleware = workloads.new_middleware(contender)
     measure(
         "new label set",
         contender,
-        _bench.new_label_set_requests(middleware.record_request),
-        calls_per_round=_bench.CALLS_PER_ROUND,
+        workloads.new_label_set_requests(middleware.record_request),
+        calls_per_round=workloads.CALLS_PER_ROUND,
     )
     assert requests_seen(middleware, "model-0") == 1
 
@@ -105,11 +113,11 @@ def test_first_use_of_a_new_label_set(measure, contender):
 def test_record_request_with_every_field(measure, contender):
     group = "record_request every field vs seed-only"
     metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), extra_labels=["tenant"])
-    seed_only = _bench.fixed_request(metrics.record_request)
+    seed_only = workloads.fixed_request(metrics.record_request)
     workload = (
-        seed_only if contender == "ours" else _bench.every_field_request(metrics.record_request)
+        seed_only if contender == "ours" else workloads.every_field_request(metrics.record_request)
     )
-    measure(group, contender, workload, calls_per_round=_bench.CALLS_PER_ROUND)
+    measure(group, contender, workload, calls_per_round=workloads.CALLS_PER_ROUND)
     if contender != "ours" and TIMINGS.get((group, contender)):
         FIGURES[("record_request every field / seed-only, in alternation", "ratio")] = (
             interleaved_ratio(workload, seed_only)
@@ -122,7 +130,7 @@ def capped():
     """A middleware that saw the fixed workload's label set, then 1,000,000 model
     names under max_series=1000."""
     metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), max_series=1000)
-    _bench.fixed_request(metrics.record_request)()
+    workloads.fixed_request(metrics.record_request)()
     for index in range(1_000_000):
         metrics.record_request(
             provider="openai",
@@ -144,10 +152,10 @@ def test_scrape_after_a_million_model_names_under_a_cap(measure, capped):
 
 def test_record_request_on_a_known_label_set_under_a_cap(measure, capped, middlewares):
     group = "record_request fixed + 1 tool, known label set, after 1M names under a cap"
-    workload = _bench.fixed_request(capped.record_request)
-    measure(group, "ours", workload, calls_per_round=_bench.CALLS_PER_ROUND)
+    workload = workloads.fixed_request(capped.record_request)
+    measure(group, "ours", workload, calls_per_round=workloads.CALLS_PER_ROUND)
     if TIMINGS.get((group, "ours")):
-        uncapped = _bench.fixed_request(middlewares["ours"].record_request)
+        uncapped = workloads.fixed_request(middlewares["ours"].record_request)
         FIGURES[(f"{group} / uncapped, in alternation", "ratio")] = interleaved_ratio(
             workload, uncapped
         )
@@ -165,7 +173,7 @@ def test_record_request_in_multi_process_mode(
 ):
     group = "record_request multi-process"
     if contender == "floor":
-        record = _bench.floor_record_request
+        record = workloads.floor_record_request
     elif contender == "ours":
         record = middlewares["ours"].record_request
     elif contender == "ours, multi-process":
@@ -176,12 +184,14 @@ def test_record_request_in_multi_process_mode(
         metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
         assert metrics.prometheus_multiproc_dir == str(tmp_path)
         record = metrics.record_request
-    measure(group, contender, _bench.fixed_request(record), calls_per_round=_bench.CALLS_PER_ROUND)
+    measure(
+        group, contender, workloads.fixed_request(record), calls_per_round=workloads.CALLS_PER_ROUND
+    )
     if contender in MULTI_PROCESS:
-        assert requests_seen(metrics, "gpt-4o") >= _bench.CALLS_PER_ROUND
+        assert requests_seen(metrics, "gpt-4o") >= workloads.CALLS_PER_ROUND
         if TIMINGS.get((group, contender)):
-            single = _bench.fixed_request(middlewares["ours"].record_request)
-            ratio = interleaved_ratio(_bench.fixed_request(record), single)
+            single = workloads.fixed_request(middlewares["ours"].record_request)
+            ratio = interleaved_ratio(workloads.fixed_request(record), single)
             figure = f"record_request multi-process ({MULTI_PROCESS[contender]}) / single-process"
             FIGURES[(f"{figure}, in alternation", "ratio")] = ratio
 
@@ -191,7 +201,7 @@ def process_files(tmp_path_factory):
     directories = {}
     for kind in ("ours", "prometheus_client"):
         directory = str(tmp_path_factory.mktemp(f"files-{kind.replace('_', '-')}"))
-        _bench.write_process_files(kind, directory)
+        workloads.write_process_files(kind, directory)
         directories[kind] = directory
     return directories
 
@@ -200,7 +210,7 @@ def process_files(tmp_path_factory):
 def test_scrape_over_64_processes_files(measure, process_files, contender):
     group = "scrape 64 processes' files"
     if contender == "reference":
-        scrape = _bench.prometheus_client_multiprocess_scrape(process_files["prometheus_client"])
+        scrape = workloads.prometheus_client_multiprocess_scrape(process_files["prometheus_client"])
     else:
         metrics = GatewayMetricsMiddleware(
             registry=CollectorRegistry(), multiprocess_dir=process_files["ours"]
@@ -209,7 +219,7 @@ def test_scrape_over_64_processes_files(measure, process_files, contender):
     text = measure(group, contender, scrape)
     text = text.decode() if isinstance(text, bytes) else text
     labels = 'model="model-0",operation="chat",provider="openai",status="ok"'
-    assert f"ractogateway_requests_total{{{labels}}} {float(_bench.SCRAPE_PROCESSES)}\n" in text
+    assert f"ractogateway_requests_total{{{labels}}} {float(workloads.SCRAPE_PROCESSES)}\n" in text
 
 
 @pytest.mark.parametrize("contender", ["floor", "ours, scalar labels", "ours, model column"])
@@ -219,24 +229,24 @@ def test_record_batch_100k_rows(measure, middlewares, contender):
         measure(
             group,
             contender,
-            _bench.fixed_request(_bench.floor_record_request),
-            calls_per_round=_bench.CALLS_PER_ROUND,
+            workloads.fixed_request(workloads.floor_record_request),
+            calls_per_round=workloads.CALLS_PER_ROUND,
         )
         return
-    columns = _bench.batch_columns(model_column=contender.endswith("model column"))
+    columns = workloads.batch_columns(model_column=contender.endswith("model column"))
     record_batch = middlewares["ours"].record_batch
     rows = measure(
-        group, contender, lambda: record_batch(**columns), calls_per_round=_bench.BATCH_ROWS
+        group, contender, lambda: record_batch(**columns), calls_per_round=workloads.BATCH_ROWS
     )
-    assert rows == _bench.BATCH_ROWS
+    assert rows == workloads.BATCH_ROWS
 
 
 @pytest.fixture(scope="module")
 def populated():
     populated = {}
     for contender in ("reference", "ours"):
-        middleware = _bench.new_middleware(contender)
-        _bench.populate_for_scrape(middleware)
+        middleware = workloads.new_middleware(contender)
+        workloads.populate_for_scrape(middleware)
         populated[contender] = middleware
     return populated
 
@@ -313,7 +323,7 @@ def test_prometheus_client_formatting_alone(measure, populated):
     body = measure(
         "generate_latest 2500 models",
         "prometheus_client formatting alone",
-        _bench.formatting_only(populated["ours"]),
+        workloads.formatting_only(populated["ours"]),
     )
     assert body.decode() == populated["ours"].generate_latest()
 
@@ -321,9 +331,9 @@ def test_prometheus_client_formatting_alone(measure, populated):
 @pytest.mark.parametrize("contender", ["reference", "ours"])
 def test_resident_memory_per_label_set(benchmark, contender):
     benchmark.group = "memory per label set (bytes)"
-    label_sets = _bench.MEMORY_LABEL_SETS if benchmark.enabled else 2_000
+    label_sets = workloads.MEMORY_LABEL_SETS if benchmark.enabled else 2_000
     per_label_set = benchmark.pedantic(
-        _bench.rss_per_label_set, args=(contender, label_sets), rounds=1, iterations=1
+        workloads.rss_per_label_set, args=(contender, label_sets), rounds=1, iterations=1
     )
     benchmark.extra_info["bytes_per_label_set"] = per_label_set
     FIGURES[("RSS bytes per label set", contender)] = per_label_set

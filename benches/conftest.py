@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from gateway_metrics._bench import interleaved_ratio
 from timings import FIGURES, INTERLEAVED, TIMINGS
+from workloads import interleaved_ratio
 
 
 def record_ratios(group: str, contender: str, extra_info: dict[str, Any]) -> None:

@@ -17,9 +17,8 @@ import multiprocessing
 import random
 import tempfile
 import time
-from dataclasses import dataclass
 
-from gateway_metrics import GatewayMetricsMiddleware, multiprocess
+from gateway_metrics import GatewayMetricsMiddleware, ToolCall, multiprocess
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
@@ -33,14 +32,6 @@ MODELS = [
     ("google", "gemini-2.5-flash", 0.5, 260),
 ]
 CHUNK = 5_000
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A tool call as the gateway kits report it; only ``name`` is recorded."""
-
-    id: str
-    name: str
 
 
 #: This worker process's middleware, created on its first chunk.
@@ -81,7 +72,7 @@ def simulate(seed: int, start: int, count: int) -> dict[str, list]:
         columns["output_tokens"].append(0 if failed else int(rng.expovariate(1 / completion)))
         tools = None
         if not failed and rng.random() < 0.1:
-            tools = [ToolCall(id=f"{prompt}", name=rng.choice(["search", "calculator"]))]
+            tools = [ToolCall(rng.choice(["search", "calculator"]), id=f"{prompt}")]
         columns["tool_calls"].append(tools)
     return columns
 

@@ -21,7 +21,12 @@ mod multiprocess;
 mod samples;
 
 /// The gateway-metrics native core.
-#[pymodule]
+///
+/// It needs the GIL: the identity caches are guarded by it, and recording
+/// relies on it to keep writers apart. Declared, so that a free-threaded
+/// interpreter turns the GIL on when importing the module instead of running
+/// it unguarded.
+#[pymodule(gil_used = true)]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     fork_guard::install();
     module.add_class::<PyMetricsStore>()?;

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from gateway_metrics import GatewayMetricsMiddleware, ModelPricing
+from gateway_metrics import GatewayMetricsMiddleware, ModelPricing, ToolCall
 from prometheus_client import CollectorRegistry
-from support import ToolCall
 
 
 def record_requests(directory: str, count: int, model: str) -> None:

@@ -15,15 +15,11 @@ import signal
 import sys
 from typing import Any
 
+from gateway_metrics import ToolCall
 from prometheus_client import CollectorRegistry
 
 REQUESTS_PER_WORKER = 600
 MODELS = ["gpt-4o", "claude-3-5-sonnet-20241022", 'we"ird\nmodel \u00e9']
-
-
-class ToolCall:
-    def __init__(self, name: str) -> None:
-        self.name = name
 
 
 def new_middleware(kind: str) -> Any:

@@ -1,4 +1,4 @@
-"""Test helpers: tool-call stand-ins, parsed expositions, promtool, servers on loopback."""
+"""Test helpers: a nameless tool call, parsed expositions, promtool, servers on loopback."""
 
 from __future__ import annotations
 
@@ -15,20 +15,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """Stands in for ractogateway's ToolCallResult: only ``.name`` is read."""
-
-    name: Any
 
 
 class Nameless:
@@ -151,7 +143,7 @@ class RunningServer:
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self._ready = ready
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
         self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60.0) -> None:

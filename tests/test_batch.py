@@ -7,11 +7,11 @@ import math
 
 import numpy as np
 import pytest
-from gateway_metrics import GatewayMetricsMiddleware
+from gateway_metrics import GatewayMetricsMiddleware, ToolCall
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-from support import Nameless, ToolCall, assert_same_families
+from support import Nameless, assert_same_families
 
 MODELS = ["gpt-4o", "gemini-2.0-flash", "mystery", 'we"ird\n', "claude-3-haiku-20240307"]
 ROWS = st.lists(

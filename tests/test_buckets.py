@@ -94,7 +94,7 @@ def test_custom_buckets_pass_promtool_and_batches_equal_single_calls(no_created)
 
 
 @pytest.mark.parametrize(
-    "buckets, error, message",
+    ("buckets", "error", "message"),
     [
         ([], ValueError, "latency_buckets must hold at least one bound"),
         ([0, 1], ValueError, "latency_buckets must be finite and above zero"),

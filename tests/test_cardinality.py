@@ -66,7 +66,8 @@ def test_known_label_sets_keep_recording_into_their_own_series(no_created):
 
 
 @pytest.mark.parametrize(
-    "max_series, error", [(0, ValueError), (-5, ValueError), (1.5, TypeError), (True, TypeError)]
+    ("max_series", "error"),
+    [(0, ValueError), (-5, ValueError), (1.5, TypeError), (True, TypeError)],
 )
 def test_bad_caps_are_refused_by_name(max_series, error):
     with pytest.raises(error, match="max_series"):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from support import ToolCall, parse
+from gateway_metrics import ToolCall
+from support import parse
 
 THREADS = 8
 CALLS_PER_THREAD = 5_000

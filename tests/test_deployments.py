@@ -21,6 +21,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from support import free_port
 
+pytestmark = pytest.mark.integration
+
 DEPLOYMENTS = Path(__file__).parent.parent / "examples" / "deployments"
 REQUESTS = 400
 PROMPT = "what is the capital of france"

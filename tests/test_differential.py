@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from gateway_metrics import GatewayMetricsMiddleware
+from gateway_metrics import GatewayMetricsMiddleware, ToolCall
 from gateway_metrics._core import HISTOGRAM_BUCKETS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from ractogateway.telemetry import ModelPricing as ReferencePricing
 from ractogateway.telemetry.metrics import GatewayMetricsMiddleware as ReferenceMiddleware
-from support import Nameless, ToolCall, assert_same_families
+from support import Nameless, assert_same_families
 
 LABEL_VALUES = st.one_of(
     st.sampled_from(

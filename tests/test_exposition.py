@@ -8,7 +8,7 @@ from pathlib import Path
 
 import prometheus_client
 import pytest
-from gateway_metrics import GatewayMetricsMiddleware
+from gateway_metrics import GatewayMetricsMiddleware, ToolCall
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter
@@ -16,7 +16,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
-from support import Nameless, ToolCall, parse, promtool_check, sample_value
+from support import Nameless, parse, promtool_check, sample_value
 
 SAMPLE = Path(__file__).parent / "data" / "reference-exposition-sample.txt"
 
@@ -130,7 +130,7 @@ def test_tool_calls_without_a_usable_name_count_as_unknown(metrics, no_created):
 
 
 def test_a_second_middleware_on_the_same_registry_is_rejected_with_both_fixes(metrics, registry):
-    with pytest.raises(ValueError) as refused:
+    with pytest.raises(ValueError, match="already has the ractogateway_") as refused:
         GatewayMetricsMiddleware(registry=registry)
     message = str(refused.value)
     assert "already has the ractogateway_* metrics" in message

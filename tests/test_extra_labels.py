@@ -124,7 +124,7 @@ def test_a_batch_with_a_dict_or_a_column_of_dicts_equals_one_call_per_row(no_cre
 
 
 @pytest.mark.parametrize(
-    "labels, error, message",
+    ("labels", "error", "message"),
     [
         ({"region": "eu"}, ValueError, "labels names 'region', which is not among"),
         ({"tenant": 5}, TypeError, r"labels\['tenant'\] must be str, not int"),
@@ -146,7 +146,7 @@ def test_bad_labels_are_refused_by_name_and_record_nothing(labels, error, messag
 
 
 @pytest.mark.parametrize(
-    "names, error, message",
+    ("names", "error", "message"),
     [
         (["1tenant"], ValueError, "not a Prometheus label name"),
         (["__tenant"], ValueError, "not a Prometheus label name"),

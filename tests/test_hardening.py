@@ -254,7 +254,7 @@ def test_compaction_killed_at_random_moments_counts_every_dead_process_once(tmp_
 
 
 @pytest.mark.parametrize(
-    "latency_dtype, token_dtype",
+    ("latency_dtype", "token_dtype"),
     [
         (">f8", ">u4"),
         (">f8", ">i4"),
@@ -422,6 +422,7 @@ def test_a_str_subclass_is_rendered_as_str_renders_it(no_created):
 # 6. and 7. Forks at any moment.
 
 
+@pytest.mark.integration
 def test_forks_while_threads_scrape_record_and_compact_never_hang_a_child(tmp_path):
     single = GatewayMetricsMiddleware(registry=CollectorRegistry())
     shared = mp_middleware(tmp_path)

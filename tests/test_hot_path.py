@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from support import ToolCall, sample_value
+from gateway_metrics import ToolCall
+from support import sample_value
 
 
 def fresh(text: str) -> str:

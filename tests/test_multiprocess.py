@@ -12,10 +12,10 @@ from pathlib import Path
 
 import mp_workers
 import pytest
-from gateway_metrics import GatewayMetricsMiddleware, multiprocess
+from gateway_metrics import GatewayMetricsMiddleware, ToolCall, multiprocess
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from support import ToolCall, sample_value
+from support import sample_value
 
 REQUEST = {"provider": "openai", "operation": "chat", "status": "ok"}
 

@@ -149,8 +149,18 @@ def promtool(*args: str, cwd: Path) -> str:
 
 def test_the_command_exports_three_files_that_promtool_accepts(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "gateway_metrics", "ops", "export", str(tmp_path)]
-        + ["--extra-label", "team", "--cost-usd-per-hour", "20"],
+        [
+            sys.executable,
+            "-m",
+            "gateway_metrics",
+            "ops",
+            "export",
+            str(tmp_path),
+            "--extra-label",
+            "team",
+            "--cost-usd-per-hour",
+            "20",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -326,8 +336,10 @@ def test_every_alert_fires_on_its_cause_and_not_without(tmp_path):
                                 "family": "ractogateway_tool_calls",
                                 "severity": "warning",
                             },
-                            "ractogateway_tool_calls reached max_series: new label sets go to "
-                            "__overflow__",
+                            (
+                                "ractogateway_tool_calls reached max_series: new label sets go to "
+                                "__overflow__"
+                            ),
                         ),
                     ),
                     alert("GatewayTargetDown", "6m"),
@@ -363,6 +375,7 @@ def instantiate(expr: str, rate_interval: str) -> str:
     )
 
 
+@pytest.mark.integration
 def test_a_real_prometheus_answers_every_panel_and_rule_from_the_demo(tmp_path):
     """Prometheus scrapes ``demo --serve`` every second with the kit's rules loaded.
 

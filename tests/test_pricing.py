@@ -162,7 +162,7 @@ def test_bad_price_tables_are_rejected(table, error):
         GatewayMetricsMiddleware(price_table=table, registry=CollectorRegistry())
 
 
-@pytest.mark.parametrize("provider, model", sorted(GENAI_PRICES_0_2_3))
+@pytest.mark.parametrize(("provider", "model"), sorted(GENAI_PRICES_0_2_3))
 def test_every_added_price_is_genai_prices_0_2_3s(provider, model):
     assert importlib.metadata.version("genai-prices") == "0.2.3"
     ours = GENAI_PRICES_0_2_3[(provider, model)]

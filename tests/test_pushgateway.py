@@ -15,6 +15,8 @@ from gateway_metrics import GatewayMetricsMiddleware
 from prometheus_client.parser import text_string_to_metric_families
 from support import free_port
 
+pytestmark = pytest.mark.integration
+
 
 def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:

@@ -8,9 +8,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from gateway_metrics import GatewayMetricsMiddleware
 from prometheus_client import CollectorRegistry
 from support import assert_same_totals, promtool_check, sample_value
+
+pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "ray_batch_inference.py"
 ROWS = 200_000

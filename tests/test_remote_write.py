@@ -76,12 +76,13 @@ def assert_receiver_holds(
         f"histogram_quantile(0.5, sum by (le) (ractogateway_request_duration_seconds_bucket"
         f"{{{selector}}}))",
     )
-    assert 0.5 <= list(quantile.values())[0] <= 1.0
+    assert 0.5 <= next(iter(quantile.values())) <= 1.0
     hits = values(server, f"ractogateway_cache_hits_total{{{selector}}}")
     assert list(hits.values()) == [1.0]
     assert not values(server, '{__name__=~".+_created"}')
 
 
+@pytest.mark.integration
 def test_prometheus_receives_a_remote_write_with_exact_values(tmp_path):
     with prometheus_server(tmp_path, "--web.enable-remote-write-receiver") as server:
         server.wait_ready()
@@ -90,6 +91,7 @@ def test_prometheus_receives_a_remote_write_with_exact_values(tmp_path):
         assert_receiver_holds(server, metrics, "batch")
 
 
+@pytest.mark.integration
 def test_victoria_metrics_receives_a_remote_write_with_exact_values(tmp_path):
     binary = shutil.which("victoria-metrics")
     assert binary, "victoria-metrics is missing: `make test` installs Debian's package"
@@ -109,6 +111,7 @@ def test_victoria_metrics_receives_a_remote_write_with_exact_values(tmp_path):
         assert_receiver_holds(server, metrics, "vm-batch", float_tolerance=1e-12)
 
 
+@pytest.mark.integration
 def test_a_receiver_down_then_up_gets_the_data_after_retries_and_the_final_totals_on_close(
     tmp_path,
 ):
@@ -147,7 +150,7 @@ def test_a_receiver_down_then_up_gets_the_data_after_retries_and_the_final_total
 class _Answering(http.server.BaseHTTPRequestHandler):
     """Answers every POST with the server's ``status`` and keeps what it got."""
 
-    def do_POST(self) -> None:  # noqa: N802 (the handler's method name)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.received.append((self.headers, body))
         self.send_response(self.server.status)

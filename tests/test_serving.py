@@ -8,14 +8,14 @@ from typing import Any
 
 import prometheus_client
 import pytest
-from gateway_metrics import GatewayMetricsMiddleware, make_asgi_app, make_wsgi_app
+from gateway_metrics import GatewayMetricsMiddleware, ToolCall, make_asgi_app, make_wsgi_app
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from support import ToolCall, promtool_check
+from support import promtool_check
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -126,7 +126,7 @@ def test_openmetrics_of_our_families_is_byte_for_byte_prometheus_clients(created
     previous = prometheus_client.metrics._use_created
     prometheus_client.metrics._use_created = created
     try:
-        registry, metrics = populated()
+        _registry, metrics = populated()
         only_ours = CollectorRegistry()
         only_ours.register(metrics._collector)
         native = metrics._exposition(True) + b"# EOF\n"
@@ -138,7 +138,7 @@ def test_openmetrics_of_our_families_is_byte_for_byte_prometheus_clients(created
 
 def test_scrapes_in_turn_match_prometheus_client_as_the_store_grows(no_created):
     # Each scrape reuses the previous one's buffer, whatever its format and size.
-    registry, metrics = populated()
+    _registry, metrics = populated()
     only_ours = CollectorRegistry()
     only_ours.register(metrics._collector)
     for grown in range(3):
@@ -219,7 +219,7 @@ def test_the_global_registry_is_served_by_default(no_created):
     metrics = GatewayMetricsMiddleware()
     try:
         metrics.record_cache_miss("semantic")
-        _, headers, body = call_wsgi(make_wsgi_app())
+        _, _headers, body = call_wsgi(make_wsgi_app())
         text = body.decode()
         assert 'ractogateway_cache_misses_total{cache_type="semantic"} 1.0' in text
         assert "process_cpu_seconds_total" in text or "python_info" in text

@@ -162,7 +162,7 @@ PARTS = r"cache_read_tokens \+ cache_write_tokens must not exceed input_tokens"
 
 
 @pytest.mark.parametrize(
-    "arguments, error, message",
+    ("arguments", "error", "message"),
     [
         (
             {"input_tokens": 10, "cache_read_tokens": 8, "cache_write_tokens": 3},

@@ -132,6 +132,7 @@ def test_tls_and_auth_arguments_are_checked(certificate):
         PrometheusExporter(0, basic_auth={"a:b": "c"})
 
 
+@pytest.mark.integration
 def test_a_real_prometheus_scrapes_over_https_with_basic_auth(
     secure_exporter, certificate, tmp_path
 ):

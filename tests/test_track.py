@@ -79,7 +79,7 @@ def requests(metrics, model: str, status: str) -> float | None:
 
 
 @pytest.mark.parametrize(
-    "response, expected",
+    ("response", "expected"),
     [
         (OPENAI_CHAT, {"input": 1200, "output": 300, "cache_read": 1000, "reasoning": 120}),
         (OPENAI_CHAT.usage, {"input": 1200, "output": 300, "cache_read": 1000, "reasoning": 120}),
@@ -100,7 +100,7 @@ def test_usage_of_each_sdk_shape_is_normalised(response, expected):
 
 def test_an_exception_records_an_error_and_is_re_raised():
     metrics = fresh()
-    with pytest.raises(KeyError), metrics.track("p", "m") as call:
+    with pytest.raises(KeyError, match="boom"), metrics.track("p", "m") as call:  # noqa: PT012
         call.tokens(input=5)
         raise KeyError("boom")
     assert requests(metrics, "m", "error") == 1.0

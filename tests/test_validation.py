@@ -7,7 +7,8 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
-from support import ToolCall, parse, sample_value
+from gateway_metrics import ToolCall
+from support import parse, sample_value
 
 GOOD = {
     "provider": "openai",
@@ -115,7 +116,7 @@ def test_missing_or_unknown_keywords_raise_type_error(metrics):
 
 
 def test_a_lone_surrogate_never_breaks_later_scrapes(metrics, registry, no_created):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="model"):
         metrics.record_request(**{**GOOD, "model": "\ud800"})
     metrics.record_request(**GOOD)
     families = parse(metrics.generate_latest())
@@ -125,7 +126,7 @@ def test_a_lone_surrogate_never_breaks_later_scrapes(metrics, registry, no_creat
 @pytest.mark.parametrize("latency", [0, 1, True, Fraction(1, 4), Decimal("0.25"), 0.0, 1e300])
 def test_real_numbers_are_accepted_as_latency(metrics, latency, no_created):
     metrics.record_request(**{**GOOD, "latency_s": latency})
-    families = dict((f[0], f[3]) for f in parse(metrics.generate_latest()))
+    families = {f[0]: f[3] for f in parse(metrics.generate_latest())}
     count = [
         s for s in families["ractogateway_request_duration_seconds"] if s[0].endswith("_count")
     ]
@@ -136,7 +137,7 @@ def test_int_like_token_counts_are_accepted(metrics, no_created):
     import numpy as np
 
     metrics.record_request(**{**GOOD, "input_tokens": np.int64(7), "output_tokens": 2**64 - 1})
-    families = dict((f[0], f[3]) for f in parse(metrics.generate_latest()))
+    families = {f[0]: f[3] for f in parse(metrics.generate_latest())}
     tokens = {s[1]["token_type"]: s[2] for s in families["ractogateway_tokens"]}
     assert tokens == {"input": 7.0, "output": float(2**64 - 1)}
 
@@ -147,7 +148,7 @@ def test_cache_methods_take_one_argument_by_position_or_keyword(metrics, no_crea
     metrics.record_cache_miss(cache_type="semantic")
     before = metrics.generate_latest()
     for call in (
-        lambda: metrics.record_cache_hit(),
+        metrics.record_cache_hit,
         lambda: metrics.record_cache_hit("a", "b"),
         lambda: metrics.record_cache_hit("a", cache_type="b"),
         lambda: metrics.record_cache_miss(kind="exact"),

@@ -20,7 +20,7 @@ from gateway_metrics._middleware import GatewayMetricsMiddleware
 from gateway_metrics._pricing import DEFAULT_COST_TABLE, ModelPricing, compute_cost
 from gateway_metrics._remote_write import RemoteWriteError, RemoteWriter
 from gateway_metrics._serving import make_asgi_app, make_wsgi_app
-from gateway_metrics._track import TrackedCall
+from gateway_metrics._track import ToolCall, TrackedCall
 
 __all__ = [
     "DEFAULT_COST_TABLE",
@@ -29,6 +29,7 @@ __all__ = [
     "PrometheusExporter",
     "RemoteWriteError",
     "RemoteWriter",
+    "ToolCall",
     "TrackedCall",
     "compute_cost",
     "make_asgi_app",

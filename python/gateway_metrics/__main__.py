@@ -1,4 +1,4 @@
-"""Command line: ``python -m gateway_metrics demo``, ``ops export`` and ``bench``."""
+"""Command line: ``python -m gateway_metrics demo`` and ``python -m gateway_metrics ops export``."""
 
 from __future__ import annotations
 
@@ -58,15 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument(
         "--job-regex", default=defaults.job_regex, help="GatewayTargetDown's jobs (.+: all)"
     )
-    commands.add_parser(
-        "bench", help="compare the hot path and a scrape with the reference and the floor"
-    )
     args = parser.parse_args(argv)
-
-    if args.command == "bench":
-        from gateway_metrics._bench_report import print_comparison
-
-        return print_comparison()
 
     if args.command == "ops":
         thresholds = Thresholds(

@@ -1,8 +1,20 @@
 """The native core of gateway-metrics. Private: use the ``gateway_metrics`` package."""
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from typing_extensions import Self, disjoint_base
+
+__all__ = [
+    "FAMILIES",
+    "HISTOGRAM_BUCKETS",
+    "REQUEST_FIELDS",
+    "MetricsStore",
+    "cleanup",
+    "compact",
+]
 
 FAMILIES: list[tuple[str, str, str]]
 """``(name, help, type)`` of each metric family, in exposition order."""
@@ -30,6 +42,7 @@ argument of ``record_request`` and ``record_batch``, in signature order."""
 HISTOGRAM_BUCKETS: list[float]
 """Upper bounds of the latency histogram buckets in seconds (``+Inf`` implied)."""
 
+@disjoint_base
 class MetricsStore:
     """The lock-free metric store behind ``GatewayMetricsMiddleware``.
 
@@ -40,15 +53,15 @@ class MetricsStore:
     def __new__(
         cls,
         prices: list[tuple[str, float, float, float, float]],
-        multiprocess_dir: str | None = None,
-        prometheus_multiproc_dir: str | None = None,
+        multiprocess_dir: str | os.PathLike[str] | None = None,
+        prometheus_multiproc_dir: str | os.PathLike[str] | None = None,
         latency_buckets: list[float] | None = None,
         extra_labels: list[str] | None = None,
         max_series: int | None = None,
         price_resolver: Any = None,
         *args: Any,
         **kwargs: Any,
-    ) -> MetricsStore:
+    ) -> Self:
         """Creates an empty store.
 
         ``prices`` lists ``(model, input, output, cache read, cache write)`` USD
@@ -63,7 +76,7 @@ class MetricsStore:
     def _latency_buckets(self) -> list[float]:
         """Upper bounds of the latency histogram's buckets (``+Inf`` implied)."""
 
-    def _multiprocess_file(self) -> str | None:
+    def _multiprocess_file(self) -> Path | None:
         """This process's metrics file in multi-process mode."""
 
     def record_request(

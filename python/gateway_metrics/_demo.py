@@ -7,13 +7,13 @@ import random
 import time
 import urllib.request
 from collections import defaultdict
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway_metrics._exporter import PrometheusExporter
 from gateway_metrics._middleware import GatewayMetricsMiddleware
+from gateway_metrics._track import ToolCall
 
 #: (provider, model, typical latency in seconds, typical output tokens)
 TRAFFIC = [
@@ -30,14 +30,6 @@ TOOLS = ["search", "calculator", "calendar", "weather"]
 TEAMS = ["search", "support", "research"]
 #: Label sets per family: the demo's long tail of tool names passes it, to show the overflow.
 MAX_SERIES = 200
-
-
-@dataclass(frozen=True)
-class SimulatedToolCall:
-    """What the kits pass as a tool call: only ``.name`` matters to the metrics."""
-
-    id: str
-    name: str
 
 
 def simulate_request(metrics: GatewayMetricsMiddleware, rng: random.Random) -> None:
@@ -64,12 +56,10 @@ def simulate_request(metrics: GatewayMetricsMiddleware, rng: random.Random) -> N
         return
     tool_calls = None
     if operation != "embed" and rng.random() < 0.2:
-        tool_calls = [
-            SimulatedToolCall(id=str(i), name=rng.choice(TOOLS)) for i in range(rng.randint(1, 3))
-        ]
+        tool_calls = [ToolCall(rng.choice(TOOLS), id=str(i)) for i in range(rng.randint(1, 3))]
         if rng.random() < 0.1:
             # Generated tool names (one per user-defined function, say): a long tail.
-            tool_calls.append(SimulatedToolCall(id="f", name=f"user_fn_{rng.randrange(10**6)}"))
+            tool_calls.append(ToolCall(f"user_fn_{rng.randrange(10**6)}", id="f"))
     input_tokens = rng.randint(50, 3000)
     output_tokens = 0 if operation == "embed" else int(rng.expovariate(1 / output))
     streamed = operation == "stream"
@@ -92,7 +82,8 @@ def simulate_request(metrics: GatewayMetricsMiddleware, rng: random.Random) -> N
 
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        return response.read().decode("utf-8")
+        body: bytes = response.read()
+        return body.decode("utf-8")
 
 
 def histogram_quantile(quantile: float, buckets: list[tuple[float, float]]) -> float:

@@ -11,7 +11,7 @@ import ssl
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import prometheus_client
@@ -24,7 +24,7 @@ from gateway_metrics._serving import WsgiApp, exposition, make_wsgi_app
 class _QuietHandler(WSGIRequestHandler):
     """Serves requests without logging each one to stderr."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: Any) -> None:
         """Logs nothing."""
 
 
@@ -155,8 +155,9 @@ class PrometheusExporter:
                 self._addr, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )[0][0]
             server_class = type("_BoundServer", (_Server,), {"address_family": family})
-            server = make_server(
-                self._addr, self._port, app, server_class, handler_class=_QuietHandler
+            server = cast(
+                _Server,
+                make_server(self._addr, self._port, app, server_class, handler_class=_QuietHandler),
             )
             if self._tls is not None:
                 # The handshake runs in each request's own thread, so a client

@@ -11,7 +11,7 @@ to every request natively. Models genai-prices does not know fall back to
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from gateway_metrics._pricing import ModelPricing
 
@@ -66,7 +66,7 @@ def genai_prices_rates(provider: str, model: str) -> Rates | None:
     thresholds = sorted(
         {tier.start for unit in units for tier in (getattr(unit, "tiers", None) or ())}
     )
-    per_request = float(price.requests_kcount or 0) / 1000
+    per_request = float(cast("float", price.requests_kcount or 0)) / 1000
     return (*rates(None), [(int(start), *rates(start)) for start in thresholds], per_request)
 
 

@@ -84,7 +84,8 @@ def prometheus_multiproc_dir() -> str | None:
     """
     return (
         os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-        or os.environ.get("prometheus_multiproc_dir")
+        # prometheus_client still reads the lower-case spelling it used to document.
+        or os.environ.get("prometheus_multiproc_dir")  # noqa: SIM112
         or None
     )
 
@@ -180,6 +181,8 @@ class GatewayMetricsMiddleware(MetricsStore):
     """
 
     _price_table: dict[str, ModelPricing]
+    _multiprocess_dir: str | None
+    _prometheus_multiproc_dir: str | None
     _registry: CollectorRegistry
     _collector: _GatewayCollector
 
@@ -362,7 +365,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         prometheus_client.delete_from_gateway(
             gateway,
             job=job,
-            grouping_key=grouping_key,
+            grouping_key=None if grouping_key is None else dict(grouping_key),
             timeout=timeout,
             handler=handler or default_handler,
         )

@@ -24,10 +24,10 @@ class ModelPricing:
     """
 
     __slots__ = (
-        "input_per_million",
-        "output_per_million",
         "cache_read_per_million",
         "cache_write_per_million",
+        "input_per_million",
+        "output_per_million",
     )
 
     input_per_million: float
@@ -244,7 +244,9 @@ def checked_price_table(extra_table: Mapping[str, Any] | None) -> dict[str, Mode
             raise TypeError(f"price_table keys must be str, not {type(model).__name__}")
         if not isinstance(pricing, ModelPricing):
             try:
-                pricing = ModelPricing(pricing.input_per_million, pricing.output_per_million)
+                pricing = ModelPricing(  # noqa: PLW2901 (the converted value replaces it)
+                    pricing.input_per_million, pricing.output_per_million
+                )
             except AttributeError:
                 raise TypeError(
                     f"price_table[{model!r}] must be a ModelPricing, not {type(pricing).__name__}"
@@ -301,9 +303,11 @@ def compute_cost(
             input_price, output_price, read_price, write_price = tier_rates
             tiered = True
     if not (cache_read_tokens or cache_write_tokens or tiered or per_request):
-        return input_tokens * input_price / 1_000_000 + output_tokens * output_price / 1_000_000
+        return float(
+            input_tokens * input_price / 1_000_000 + output_tokens * output_price / 1_000_000
+        )
     uncached = max(0, input_tokens - cache_read_tokens - cache_write_tokens)
-    return (
+    return float(
         uncached * input_price / 1_000_000
         + output_tokens * output_price / 1_000_000
         + cache_read_tokens * read_price / 1_000_000

@@ -14,10 +14,20 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class _ToolCall:
-    """A tool call reduced to the name ``record_request`` reads."""
+class ToolCall:
+    """A tool call for ``record_request(tool_calls=...)`` when no SDK object is at hand.
+
+    Only ``name`` is recorded, as the gateway kits' tool-call objects' ``name`` is.
+
+    Example::
+
+        metrics.record_request(provider="openai", model="gpt-4o", operation="chat",
+                               status="ok", latency_s=0.8,
+                               tool_calls=[ToolCall("search"), ToolCall("calculator")])
+    """
 
     name: str
+    id: str = ""
 
 
 def _field(source: Any, name: str) -> Any:
@@ -140,7 +150,7 @@ class TrackedCall:
         self._started: float | None = None
         self._first_token_s: float | None = None
         self._tokens = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0, "reasoning": 0}
-        self._tool_calls: list[_ToolCall] = []
+        self._tool_calls: list[ToolCall] = []
         self._recorded = False
 
     def first_token(self) -> None:
@@ -155,7 +165,7 @@ class TrackedCall:
     def tokens(
         self,
         *,
-        input: int = 0,  # noqa: A002 - the token type's name
+        input: int = 0,
         output: int = 0,
         cache_read: int = 0,
         cache_write: int = 0,
@@ -172,7 +182,7 @@ class TrackedCall:
 
     def tool_calls(self, calls: Iterable[Any] | None) -> None:
         """Records the response's tool calls (objects or dicts), by name."""
-        self._tool_calls = [_ToolCall(tool_call_name(call)) for call in (calls or ())]
+        self._tool_calls = [ToolCall(tool_call_name(call)) for call in (calls or ())]
 
     def _start(self) -> TrackedCall:
         if self._started is not None:

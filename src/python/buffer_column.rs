@@ -72,12 +72,15 @@ pub(super) fn buffer_numbers(value: &Bound<'_, PyAny>, name: &str) -> PyResult<V
     })?;
     let len = usize::try_from(view.0.len).unwrap_or(0);
     let mut bytes = vec![0_u8; len];
+    // CPython before 3.11 declares the view argument mutable; it is only read.
+    let view_pointer = (&raw const *view.0).cast_mut();
     // SAFETY: `bytes` has the view's `len` bytes; strided views are gathered in
-    // row order ('C'); the view stays valid until `view` is dropped.
+    // row order ('C'); the view stays valid until `view` is dropped, and
+    // `PyBuffer_ToContiguous` only reads it.
     let copied = unsafe {
         ffi::PyBuffer_ToContiguous(
             bytes.as_mut_ptr().cast(),
-            &raw const *view.0,
+            view_pointer,
             view.0.len,
             b'C' as std::os::raw::c_char,
         )

@@ -385,10 +385,8 @@ fn trampoline(call: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> 
 }
 
 /// A new reference to `None`, what the recording methods return.
-fn none() -> *mut ffi::PyObject {
-    // SAFETY: the GIL is held (we run inside a method call); `Py_None` is a
-    // valid object and `Py_NewRef` returns a new reference to it.
-    unsafe { ffi::Py_NewRef(ffi::Py_None()) }
+fn none(py: Python<'_>) -> *mut ffi::PyObject {
+    py.None().into_ptr()
 }
 
 unsafe extern "C" fn record_request_fastcall(
@@ -397,9 +395,11 @@ unsafe extern "C" fn record_request_fastcall(
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    // SAFETY: CPython calls a METH_FASTCALL | METH_KEYWORDS method with its
-    // receiver and vectorcall arguments, borrowed for the call.
-    trampoline(|py| unsafe { record_request_call(py, slf, args, nargs, kwnames) }.map(|()| none()))
+    trampoline(|py| {
+        // SAFETY: CPython calls a METH_FASTCALL | METH_KEYWORDS method with its
+        // receiver and vectorcall arguments, borrowed for the call.
+        unsafe { record_request_call(py, slf, args, nargs, kwnames) }.map(|()| none(py))
+    })
 }
 
 unsafe extern "C" fn record_batch_fastcall(
@@ -474,7 +474,7 @@ unsafe extern "C" fn record_cache_fastcall<const HIT: bool>(
             .downcast::<PyMetricsStore>()?
             .get()
             .record_cache(outcome, &cache_type)
-            .map(|()| none())
+            .map(|()| none(py))
     })
 }
 

@@ -113,12 +113,8 @@ impl PyMetricsStore {
         let max_series = max_series.unwrap_or(usize::MAX);
         let (store, multiprocess) = match shared {
             None => {
-                let mut store = Store::with_arena(
-                    table,
-                    SlotArena::heap(),
-                    recording(py, Coding::Integer)?,
-                    schema,
-                );
+                let mut store =
+                    Store::with_arena(table, SlotArena::heap(), recording(Coding::Integer), schema);
                 store.set_max_series(max_series);
                 if let Some(resolver) = &price_resolver {
                     store.set_price_resolver(python_price_resolver(resolver.clone_ref(py)));
@@ -666,23 +662,17 @@ pub(super) fn python_price_resolver(resolver: Py<PyAny>) -> PriceResolver {
     })
 }
 
-/// How the stores of this interpreter are written to.
+/// How the stores of this extension are written to.
 ///
-/// Every recording method runs while holding the GIL and calls no Python code
-/// once it starts writing, so with a GIL its writes never overlap and plain
-/// atomic stores suffice. A free-threaded interpreter gets concurrent writers.
-pub(super) fn recording(py: Python<'_>, coding: Coding) -> PyResult<Recording> {
-    let sys = py.import("sys")?;
-    let gil = match sys.getattr("_is_gil_enabled") {
-        Ok(is_gil_enabled) => is_gil_enabled.call0()?.is_truthy()?,
-        Err(_) => true,
-    };
-    let writers = if gil {
-        Writers::Serialized
-    } else {
-        Writers::Concurrent
-    };
-    Ok(Recording { writers, coding })
+/// Every recording method runs while holding the GIL (the module declares that
+/// it needs the GIL, so even a free-threaded interpreter has one while it is
+/// loaded) and calls no Python code once it starts writing, so writes never
+/// overlap and plain atomic stores suffice.
+pub(super) fn recording(coding: Coding) -> Recording {
+    Recording {
+        writers: Writers::Serialized,
+        coding,
+    }
 }
 
 /// Request labels resolved by identity, or validated label objects (provider,

@@ -112,7 +112,7 @@ impl Multiprocess {
         let mut store = Store::with_arena(
             self.prices.clone(),
             arena,
-            recording(py, coding)?,
+            recording(coding),
             Arc::clone(&self.schema),
         );
         store.set_max_series(self.max_series);

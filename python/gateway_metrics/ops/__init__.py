@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway_metrics.ops._yaml import dump
 
@@ -230,7 +231,7 @@ def _by(extra_labels: Sequence[str]) -> str:
     return ", ".join(["job", "provider", "model", *extra_labels])
 
 
-def recording_rules(extra_labels: Iterable[str] = ()) -> dict:
+def recording_rules(extra_labels: Iterable[str] = ()) -> dict[str, Any]:
     """The recording rules, by job, provider, model and the extra labels."""
     by = _by(list(extra_labels))
     level = by.replace(", ", "_")
@@ -244,19 +245,20 @@ def recording_rules(extra_labels: Iterable[str] = ()) -> dict:
             f" or {requests} * 0) / {requests}",
         },
     ]
-    for family, short, quantiles in (
+    histograms = (
         ("ractogateway_request_duration_seconds", "request_duration_seconds", (0.5, 0.95, 0.99)),
         ("ractogateway_time_to_first_token_seconds", "time_to_first_token_seconds", (0.5, 0.95)),
         ("ractogateway_time_per_output_token_seconds", "time_per_output_token_seconds", (0.95,)),
-    ):
-        for quantile in quantiles:
-            rules.append(
-                {
-                    "record": f"{level}:ractogateway_{short}:p{round(quantile * 100)}_rate5m",
-                    "expr": f"histogram_quantile({quantile}, sum by (le, {by}) "
-                    f"(rate({family}_bucket[5m])))",
-                }
-            )
+    )
+    rules.extend(
+        {
+            "record": f"{level}:ractogateway_{short}:p{round(quantile * 100)}_rate5m",
+            "expr": f"histogram_quantile({quantile}, sum by (le, {by}) "
+            f"(rate({family}_bucket[5m])))",
+        }
+        for family, short, quantiles in histograms
+        for quantile in quantiles
+    )
     rules += [
         {
             "record": f"{level}:ractogateway_cost_usd_per_hour:rate5m",
@@ -278,12 +280,14 @@ def recording_rules(extra_labels: Iterable[str] = ()) -> dict:
     return {"groups": [{"name": "gateway-metrics.recording", "rules": rules}]}
 
 
-def alerting_rules(thresholds: Thresholds | None = None, extra_labels: Iterable[str] = ()) -> dict:
+def alerting_rules(
+    thresholds: Thresholds | None = None, extra_labels: Iterable[str] = ()
+) -> dict[str, Any]:
     """The alerting rules, reading the recording rules' series."""
     limits = thresholds or Thresholds()
     level = _by(list(extra_labels)).replace(", ", "_")
 
-    def alert(name: str, expr: str, duration: str, severity: str, summary: str) -> dict:
+    def alert(name: str, expr: str, duration: str, severity: str, summary: str) -> dict[str, Any]:
         return {
             "alert": name,
             "expr": expr,
@@ -350,11 +354,11 @@ def alerting_rules(thresholds: Thresholds | None = None, extra_labels: Iterable[
     return {"groups": [{"name": "gateway-metrics.alerts", "rules": rules}]}
 
 
-def _datasource() -> dict:
+def _datasource() -> dict[str, Any]:
     return {"type": "prometheus", "uid": "${datasource}"}
 
 
-def _variable(name: str, depends: str) -> dict:
+def _variable(name: str, depends: str) -> dict[str, Any]:
     """A multi-value variable of the values of label ``name`` under the earlier variables."""
     query = f"label_values(ractogateway_requests_total{{{depends}}}, {name})"
     return {
@@ -373,11 +377,11 @@ def _variable(name: str, depends: str) -> dict:
     }
 
 
-def dashboard(extra_labels: Iterable[str] = ()) -> dict:
+def dashboard(extra_labels: Iterable[str] = ()) -> dict[str, Any]:
     """The Grafana dashboard, with a template variable per extra label."""
     extras = list(extra_labels)
     request_filter = REQUEST_FILTER + "".join(f',{name}=~"${name}"' for name in extras)
-    variables: list[dict] = [
+    variables: list[dict[str, Any]] = [
         {
             "name": "datasource",
             "label": "Data source",

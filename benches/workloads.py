@@ -1,4 +1,4 @@
-"""Benchmark workloads shared by ``benches/`` and ``python -m gateway_metrics bench``.
+"""Benchmark workloads shared by the pytest-benchmark suite and ``make bench-table``.
 
 Each workload is built for three contenders where it applies: this package,
 the reference middleware (``ractogateway==0.2.1`` on ``prometheus_client``,
@@ -15,26 +15,18 @@ import sys
 import timeit
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from gateway_metrics import GatewayMetricsMiddleware, ToolCall
 from prometheus_client import CollectorRegistry
-
-from gateway_metrics._middleware import GatewayMetricsMiddleware
 
 FOUR_MODELS = ["gpt-4o", "claude-sonnet-4-5-20250929", "gemini-2.0-flash", "gpt-4o-mini"]
 SCRAPE_MODELS = 2_500
 MEMORY_LABEL_SETS = 20_000
 
 
-@dataclass(frozen=True)
-class ToolCall:
-    """A tool call as the kits pass it; only ``.name`` is read."""
-
-    id: str
-    name: str
-
-
-ONE_TOOL_CALL = [ToolCall(id="call-1", name="search")]
+ONE_TOOL_CALL = [ToolCall("search", id="call-1")]
 
 
 def floor_record_request(
@@ -347,7 +339,8 @@ def measure_rss_per_label_set(contender: str, label_sets: int = MEMORY_LABEL_SET
 def rss_per_label_set(contender: str, label_sets: int = MEMORY_LABEL_SETS) -> float:
     """RSS growth per new label set measured in a fresh child process."""
     code = (
-        "from gateway_metrics._bench import measure_rss_per_label_set as m; "
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        "from workloads import measure_rss_per_label_set as m; "
         f"print(m({contender!r}, {label_sets}))"
     )
     result = subprocess.run(
@@ -398,7 +391,7 @@ class Comparison:
 
 
 def compare(*, include_reference: bool = True) -> list[Comparison]:
-    """Measures every group for ``python -m gateway_metrics bench`` (well under a minute)."""
+    """Measures every group for ``make bench-table`` (well under a minute)."""
     reference_available = include_reference and reference_middleware_class() is not None
     contenders = ["ours", "reference"] if reference_available else ["ours"]
     rows = []
