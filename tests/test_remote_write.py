@@ -220,6 +220,34 @@ def test_a_5xx_is_retried_with_backoff_then_given_up(answering_server):
     writer.close()
 
 
+def test_close_cuts_a_retry_pause_short_and_sends_the_final_totals():
+    port = free_port()
+    writer = RemoteWriter(
+        recorded_metrics(),
+        f"http://127.0.0.1:{port}/api/v1/write",
+        interval_s=0.05,
+        max_retries=10,
+        backoff_s=30.0,
+        timeout=2.0,
+    )
+    deadline = time.monotonic() + 30
+    while writer.failed == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert writer.failed == 1  # the thread now pauses 30 s before its retry
+    server = http.server.HTTPServer(("127.0.0.1", port), _Answering)
+    server.status, server.received = 200, []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        started = time.monotonic()
+        writer.close()
+        assert time.monotonic() - started < 10
+        assert len(server.received) == 1
+        assert writer.sent == 1 and writer.failed == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_bad_arguments_are_refused_by_name():
     metrics = recorded_metrics()
     with pytest.raises(TypeError, match="url must be a str"):

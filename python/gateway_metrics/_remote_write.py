@@ -195,10 +195,15 @@ class RemoteWriter:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
-            self.flush()
+            self._send(interruptible=True)
 
     def flush(self) -> bool:
         """Sends the current totals now, retrying as configured; True if they arrived."""
+        return self._send(interruptible=False)
+
+    def _send(self, *, interruptible: bool) -> bool:
+        """One send with its retries; the thread's pauses end early when ``close()``
+        is called, which then sends the newest totals itself."""
         with self._sending:
             body = self._target.body(self._metrics)
             for attempt in range(self._max_retries + 1):
@@ -215,7 +220,11 @@ class RemoteWriter:
                         return False
                     delay = min(self._backoff_s * 2**attempt, self._max_backoff_s)
                     _LOGGER.warning("%s; retrying in %.2f s", error, delay)
-                    time.sleep(delay)
+                    if interruptible:
+                        if self._stop.wait(delay):
+                            return False
+                    else:
+                        time.sleep(delay)
                 else:
                     self.sent += 1
                     return True
