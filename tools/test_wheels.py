@@ -107,7 +107,8 @@ def test(version: str, python: Path, wheel: Path, work: Path) -> tuple[str, floa
         check=False,
     )
     print(result.stdout[-6000:], result.stderr[-3000:], sep="\n", flush=True)
-    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "no output"
+    lines = result.stdout.strip().splitlines()
+    summary = lines[-1].strip("= ") if lines else "no output"
     if result.returncode != 0:
         raise SystemExit(f"CPython {version}: the suite failed against {wheel.name}: {summary}")
     return summary, time.monotonic() - started
