@@ -7,7 +7,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
-from gateway_metrics import ToolCall
+from gateway_metrics import GatewayMetricsMiddleware, ToolCall
 from support import parse, sample_value
 
 GOOD = {
@@ -169,3 +169,18 @@ def test_signatures_are_introspectable(metrics):
         "reasoning_tokens=0, labels=None)"
     )
     assert str(inspect.signature(metrics.record_cache_hit)) == "(cache_type)"
+
+
+@pytest.mark.parametrize(
+    ("method", "arguments"),
+    [
+        ("record_request", GOOD),
+        ("record_batch", GOOD),
+        ("record_cache_hit", {"cache_type": "exact"}),
+        ("record_cache_miss", {"cache_type": "exact"}),
+    ],
+)
+def test_a_recording_method_called_on_another_object_is_a_type_error(method, arguments):
+    unbound = getattr(GatewayMetricsMiddleware, method)
+    with pytest.raises(TypeError, match=f"'{method}'.*doesn't apply to a 'object' object"):
+        unbound(object(), **arguments)

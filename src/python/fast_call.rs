@@ -245,12 +245,19 @@ unsafe fn request_fields<'a, 'py>(
         let interned = interned_keywords(py);
         // SAFETY: `kwnames` is a non-null tuple (the caller's contract).
         let count = unsafe { ffi::PyTuple_GET_SIZE(kwnames) };
+        // Callers mostly pass keywords in the signature's order: the field after
+        // the last one matched is tried before the table is searched.
+        let mut expected = 0;
         for position in 0..count {
             // SAFETY: `position` is below the tuple's size; the tuple keeps the
             // name alive for the call, so borrowing it is sound.
             let name = unsafe { Borrowed::from_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, position)) };
-            let index = keyword_index(interned, method, name)?;
-            if values[index].is_some() {
+            let index = match interned.get(expected) {
+                Some(next) if next.as_ptr() == name.as_ptr() => expected,
+                _ => keyword_index(interned, method, name)?,
+            };
+            expected = index + 1;
+            if given & (1 << index) != 0 {
                 return Err(PyTypeError::new_err(format!(
                     "{method}() got multiple values for argument '{}'",
                     REQUEST_FIELDS[index].name
@@ -319,6 +326,26 @@ impl<'a, 'py> RequestArguments<'a, 'py> {
     }
 }
 
+/// Runs `call` on the store a recording method was called on, without a type check.
+///
+/// # Safety
+/// `slf` must be the receiver CPython passes to a method installed by
+/// [`install_recording_methods`], borrowed for the call. Those methods are
+/// method descriptors of `PyMetricsStore`'s type, and CPython's descriptor call
+/// checks that the receiver is an instance of that type (or a subclass) before
+/// calling, so `slf` is a live `PyMetricsStore`.
+unsafe fn with_receiver<R>(
+    py: Python<'_>,
+    slf: *mut ffi::PyObject,
+    call: impl FnOnce(&PyMetricsStore) -> R,
+) -> R {
+    // SAFETY: `slf` is alive for the call (the caller's contract).
+    let object = unsafe { Borrowed::from_ptr(py, slf) };
+    // SAFETY: `slf` is an instance of `PyMetricsStore` (the caller's contract).
+    let store = unsafe { object.downcast_unchecked::<PyMetricsStore>() };
+    call(store.get())
+}
+
 /// Records one request from its vectorcall arguments.
 ///
 /// # Safety
@@ -333,12 +360,8 @@ unsafe fn record_request_call(
     // SAFETY: the caller passes the vectorcall arguments as `request_fields` requires.
     let fields = unsafe { request_fields(py, "record_request", args, nargs, kwnames) }?;
     let arguments = RequestArguments::from_fields(&fields)?;
-    // SAFETY: `slf` is the object the method was called on, alive for the call.
-    let store = unsafe { Bound::from_borrowed_ptr(py, slf) };
-    store
-        .downcast::<PyMetricsStore>()?
-        .get()
-        .record_request(&arguments)
+    // SAFETY: `slf` is the receiver of the installed `record_request` method.
+    unsafe { with_receiver(py, slf, |store| store.record_request(&arguments)) }
 }
 
 /// Records the rows of a batch from its vectorcall arguments; returns the row count.
@@ -355,12 +378,8 @@ unsafe fn record_batch_call(
     // SAFETY: the caller passes the vectorcall arguments as `request_fields` requires.
     let fields = unsafe { request_fields(py, "record_batch", args, nargs, kwnames) }?;
     let arguments = RequestArguments::from_fields(&fields)?;
-    // SAFETY: `slf` is the object the method was called on, alive for the call.
-    let store = unsafe { Bound::from_borrowed_ptr(py, slf) };
-    store
-        .downcast::<PyMetricsStore>()?
-        .get()
-        .record_columns(&arguments)
+    // SAFETY: `slf` is the receiver of the installed `record_batch` method.
+    unsafe { with_receiver(py, slf, |store| store.record_columns(&arguments)) }
 }
 
 /// Runs `call` for a C entry point: its result on success, else the error (or
@@ -468,12 +487,8 @@ unsafe extern "C" fn record_cache_fastcall<const HIT: bool>(
         // SAFETY: CPython calls a METH_FASTCALL | METH_KEYWORDS method with its
         // receiver and vectorcall arguments, borrowed for the call.
         let cache_type = unsafe { cache_type_argument(py, method, args, nargs, kwnames) }?;
-        // SAFETY: `slf` is the object the method was called on, alive for the call.
-        let store = unsafe { Bound::from_borrowed_ptr(py, slf) };
-        store
-            .downcast::<PyMetricsStore>()?
-            .get()
-            .record_cache(outcome, &cache_type)
+        // SAFETY: `slf` is the receiver of the installed cache method.
+        unsafe { with_receiver(py, slf, |store| store.record_cache(outcome, &cache_type)) }
             .map(|()| none(py))
     })
 }
