@@ -51,7 +51,8 @@ const RESERVED_LEN: usize = 1 << 30;
 const MAX_KEY_LEN: usize = 1 << 20;
 
 /// Appends `text` as a JSON string the way Python's `json.dumps` writes it
-/// (`ensure_ascii`: every character outside printable ASCII as `\uXXXX`).
+/// (`ensure_ascii`: every character outside printable ASCII as `\u` and four
+/// hex digits, a surrogate pair above the Basic Multilingual Plane).
 fn write_json_string(out: &mut String, text: &str) {
     out.push('"');
     for c in text.chars() {

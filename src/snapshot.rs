@@ -100,16 +100,14 @@ pub fn take(store: &Store, mode: ReadMode) -> Vec<u8> {
 pub fn merge(store: &Store, snapshot: &[u8]) -> Result<usize, SnapshotError> {
     let parsed = parse(snapshot)?;
     let families = matching_families(store.schema(), &parsed.declarations)?;
-    let mut checked = Vec::with_capacity(parsed.series.len());
     for series in &parsed.series {
-        let family = families[series.declaration];
-        checked.push((family.id, check_series(family, series)?));
+        check_series(families[series.declaration], series)?;
     }
     let mut cells: SmallVec<[u64; 32]> = SmallVec::new();
-    for ((family, labels), series) in checked.iter().zip(&parsed.series) {
+    for series in &parsed.series {
         cells.clear();
         cells.extend(series.cells());
-        store.add_series(*family, labels, &cells);
+        store.add_series(families[series.declaration].id, &series.labels, &cells);
     }
     Ok(parsed.series.len())
 }
@@ -377,11 +375,8 @@ fn matching_families<'s>(
     Ok(families)
 }
 
-/// The labels of `series` if its shape and values fit `family`.
-fn check_series<'a>(
-    family: &FamilyDesc,
-    series: &ParsedSeries<'a>,
-) -> Result<SmallVec<[&'a str; 8]>, SnapshotError> {
+/// Whether the shape and values of `series` fit `family`.
+fn check_series(family: &FamilyDesc, series: &ParsedSeries<'_>) -> Result<(), SnapshotError> {
     if series.labels.len() != family.label_names.len() {
         return Err(SnapshotError::Damaged(format!(
             "a series of {} has {} label values, not {}",
@@ -407,7 +402,7 @@ fn check_series<'a>(
             )));
         }
     }
-    Ok(series.labels.clone())
+    Ok(())
 }
 
 #[cfg(test)]

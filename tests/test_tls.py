@@ -5,10 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 import ipaddress
-import json
-import shutil
 import ssl
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -21,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from gateway_metrics import PrometheusExporter
-from support import free_port
+from support import prometheus_server
 
 USER, PASSWORD = "prometheus", "correct horse battery staple"
 
@@ -136,8 +133,6 @@ def test_tls_and_auth_arguments_are_checked(certificate):
 def test_a_real_prometheus_scrapes_over_https_with_basic_auth(
     secure_exporter, certificate, tmp_path
 ):
-    prometheus = shutil.which("prometheus")
-    assert prometheus, "prometheus is missing: `make test` installs Debian's prometheus package"
     target = f"127.0.0.1:{secure_exporter.port}"
 
     def job(name: str, password: str) -> dict:
@@ -150,29 +145,11 @@ def test_a_real_prometheus_scrapes_over_https_with_basic_auth(
             "static_configs": [{"targets": [target]}],
         }
 
-    config = tmp_path / "prometheus.yml"
-    # JSON is YAML: no YAML writer needed.
-    config.write_text(
-        json.dumps({"scrape_configs": [job("gateway", PASSWORD), job("intruder", "wrong")]})
-    )
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            prometheus,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    config = {"scrape_configs": [job("gateway", PASSWORD), job("intruder", "wrong")]}
+    server = prometheus_server(tmp_path, config=config)
 
     def query(expression: str) -> list[dict]:
-        url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode(
-            {"query": expression}
-        )
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return json.load(response)["data"]["result"]
+        return server.get_json("/api/v1/query", query=expression)["data"]["result"]
 
     try:
         deadline = time.monotonic() + 90
@@ -195,11 +172,9 @@ def test_a_real_prometheus_scrapes_over_https_with_basic_auth(
         }
         assert [r["value"][1] for r in query('up{job="gateway"}')] == ["1"]
         assert [r["value"][1] for r in intruder] == ["0"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5) as r:
-            targets = json.load(r)["data"]["activeTargets"]
+        targets = server.get_json("/api/v1/targets")["data"]["activeTargets"]
         errors = {t["labels"]["job"]: t["lastError"] for t in targets}
         assert errors["gateway"] == ""
         assert "401" in errors["intruder"]
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.stop()

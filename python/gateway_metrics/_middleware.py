@@ -23,7 +23,7 @@ from gateway_metrics._pricing import (
     checked_prices,
     merged_price_table,
 )
-from gateway_metrics._remote_write import DEFAULT_JOB, remote_write
+from gateway_metrics._remote_write import DEFAULT_JOB, Target
 from gateway_metrics._track import TrackedCall
 
 
@@ -417,15 +417,8 @@ class GatewayMetricsMiddleware(MetricsStore):
 
             metrics.remote_write("http://127.0.0.1:9090/api/v1/write", job="nightly-eval")
         """
-        remote_write(
-            self,
-            url,
-            job=job,
-            instance=instance,
-            headers=headers,
-            basic_auth=basic_auth,
-            timeout=timeout,
-        )
+        target = Target(url, job, instance, headers, basic_auth, timeout)
+        target.post(target.body(self))
 
     def track(
         self,

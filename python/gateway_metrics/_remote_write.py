@@ -37,7 +37,7 @@ class RemoteWriteError(OSError):
         self.retryable = retryable
 
 
-class _Target:
+class Target:
     """A validated receiver: where to send, with which headers and labels."""
 
     def __init__(
@@ -119,21 +119,6 @@ def _positive_seconds(value: object, name: str) -> float:
     return float(value)
 
 
-def remote_write(
-    metrics: GatewayMetricsMiddleware,
-    url: str,
-    *,
-    job: str = DEFAULT_JOB,
-    instance: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    basic_auth: tuple[str, str] | None = None,
-    timeout: float = 30.0,
-) -> None:
-    """Sends one remote-write request now; see ``GatewayMetricsMiddleware.remote_write``."""
-    target = _Target(url, job, instance, headers, basic_auth, timeout)
-    target.post(target.body(metrics))
-
-
 class RemoteWriter:
     """Sends a middleware's metrics to a remote-write receiver every ``interval_s``.
 
@@ -172,7 +157,7 @@ class RemoteWriter:
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
     ) -> None:
-        self._target = _Target(url, job, instance, headers, basic_auth, timeout)
+        self._target = Target(url, job, instance, headers, basic_auth, timeout)
         self._interval_s = _positive_seconds(interval_s, "interval_s")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int):
             raise TypeError(f"max_retries must be an int, not {type(max_retries).__name__}")
