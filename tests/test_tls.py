@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import ipaddress
+import socket
 import ssl
 import time
 import urllib.error
@@ -118,6 +120,38 @@ def test_plain_http_is_not_served(secure_exporter):
     with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
         urllib.request.urlopen(f"http://127.0.0.1:{secure_exporter.port}/metrics", timeout=5)
     assert secure_exporter.is_running
+
+
+def test_clients_that_never_start_the_handshake_are_cut_and_never_starve_a_scrape(
+    registry, metrics, certificate
+):
+    cert, key = certificate
+    exporter = PrometheusExporter(
+        0,
+        registry=registry,
+        addr="127.0.0.1",
+        certfile=str(cert),
+        keyfile=str(key),
+        basic_auth={USER: PASSWORD},
+        timeout_s=1.0,
+        max_connections=4,
+    )
+    exporter.start()
+    silent = [socket.create_connection(("127.0.0.1", exporter.port), timeout=5) for _ in range(20)]
+    try:
+        for _ in range(3):
+            status, _, _ = get(exporter.port, cert, (USER, PASSWORD))
+            assert status == 200
+        started = time.monotonic()
+        for sock in silent:
+            sock.settimeout(max(0.1, started + 10 - time.monotonic()))
+            with contextlib.suppress(ConnectionError):
+                assert sock.recv(1) == b""
+        assert time.monotonic() - started < 5
+    finally:
+        for sock in silent:
+            sock.close()
+        exporter.stop()
 
 
 def test_tls_and_auth_arguments_are_checked(certificate):

@@ -4,35 +4,184 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import errno
 import hashlib
 import hmac
+import math
 import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import prometheus_client
-from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import CollectorRegistry
 
 from gateway_metrics._serving import WsgiApp, exposition, make_wsgi_app
 
+#: Seconds a connection may take from accept to the last byte of its answer:
+#: Prometheus's default scrape timeout, after which the scraper has given up.
+DEFAULT_TIMEOUT_S = 10.0
+#: Seconds between the accept loop's checks of connection deadlines.
+_POLL_INTERVAL_S = 0.25
+#: Connections served at once; past it the one waiting longest for its
+#: request is closed to make room (see ``_Server.process_request``).
+DEFAULT_MAX_CONNECTIONS = 64
+
 
 class _QuietHandler(WSGIRequestHandler):
-    """Serves requests without logging each one to stderr."""
+    """Serves one request without logging it to stderr; marks when its request is read."""
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        if parsed:
+            cast("_Server", self.server).request_read(self.connection)
+        return parsed
 
     def log_message(self, format: str, *args: Any) -> None:
         """Logs nothing."""
 
 
-class _Server(ThreadingWSGIServer):
-    """A thread per request; clients that fail the TLS handshake or hang up are not errors."""
+class _Connection:
+    """An accepted connection: its socket, its deadline, whether its request is in."""
+
+    __slots__ = ("accepted", "deadline", "request_read", "socket", "thread")
+
+    def __init__(self, sock: socket.socket, timeout_s: float) -> None:
+        self.socket = sock
+        self.accepted = time.monotonic()
+        self.deadline = self.accepted + timeout_s
+        self.request_read = False
+        self.thread: threading.Thread | None = None
+
+    def cut(self) -> None:
+        """Ends the connection now: the handler's next read or write fails.
+
+        ``socket.socket.shutdown`` on the descriptor itself, even for a TLS
+        socket: ``SSLSocket.shutdown`` would also drop its TLS state under a
+        thread that may be using it.
+        """
+        with contextlib.suppress(OSError):  # already closed or never connected
+            socket.socket.shutdown(self.socket, socket.SHUT_RDWR)
+
+
+class _Server(WSGIServer):
+    """A WSGI server with a thread per connection, each bounded in time and in number.
+
+    Every connection must be answered within ``timeout_s`` of its accept (TLS
+    handshake, request and answer together): a client that does not talk, or
+    trickles, is cut off at that deadline, so it holds no thread or
+    descriptor beyond it. At most ``max_connections`` are served at once;
+    when another arrives, the one that has waited longest without sending
+    its request is cut to make room (a scraper sends its request at once,
+    an idle client never does), or the newcomer is closed when every slot
+    is answering. ``close_connections`` cuts every connection, so nothing is
+    answered after ``PrometheusExporter.stop()`` returns.
+    """
+
+    # The kernel caps this at net.core.somaxconn: bursts of scrapes queue
+    # instead of waiting for a SYN retransmit.
+    request_queue_size = socket.SOMAXCONN
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        family: int,
+        timeout_s: float,
+        max_connections: int,
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        self.address_family = family
+        self.timeout_s = timeout_s
+        self.max_connections = max_connections
+        self._connections: dict[socket.socket, _Connection] = {}
+        self._guard = threading.Lock()
+        super().__init__(address, _QuietHandler)
+        if tls is not None:
+            # The handshake runs in each connection's own thread, under its
+            # deadline, so a client that stalls it holds up nothing else.
+            self.socket = tls.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            return super().get_request()
+        except OSError as error:
+            if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # Out of descriptors: the pending connection stays readable,
+                # so without a pause the accept loop would spin on it.
+                time.sleep(0.05)
+            raise
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        sock = cast(socket.socket, request)
+        sock.settimeout(self.timeout_s)
+        connection = _Connection(sock, self.timeout_s)
+        with self._guard:
+            if len(self._connections) >= self.max_connections:
+                waiting = [c for c in self._connections.values() if not c.request_read]
+                if not waiting:
+                    self.shutdown_request(sock)
+                    return
+                victim = min(waiting, key=lambda c: c.accepted)
+                # Out of the count at once: its thread ends as soon as it
+                # sees the connection cut.
+                del self._connections[victim.socket]
+                victim.cut()
+            self._connections[sock] = connection
+            thread = threading.Thread(
+                target=self._serve,
+                args=(connection, client_address),
+                name="gateway-metrics-exporter-connection",
+                daemon=True,
+            )
+            connection.thread = thread
+        thread.start()
+
+    def _serve(self, connection: _Connection, client_address: Any) -> None:
+        try:
+            self.finish_request(connection.socket, client_address)
+        except Exception:
+            self.handle_error(connection.socket, client_address)
+        finally:
+            with self._guard:
+                self._connections.pop(connection.socket, None)
+            self.shutdown_request(connection.socket)
+
+    def request_read(self, sock: socket.socket) -> None:
+        """Notes that ``sock``'s request has arrived: it is no longer a candidate to cut."""
+        with self._guard:
+            connection = self._connections.get(sock)
+            if connection is not None:
+                connection.request_read = True
+
+    def service_actions(self) -> None:
+        """Run by the accept loop between polls: cuts connections past their deadline."""
+        now = time.monotonic()
+        with self._guard:
+            late = [c for c in self._connections.values() if c.deadline <= now]
+        for connection in late:
+            connection.cut()
+
+    def close_connections(self, wait_s: float) -> None:
+        """Cuts every connection and waits up to ``wait_s`` for their threads to end."""
+        with self._guard:
+            connections = list(self._connections.values())
+        for connection in connections:
+            connection.cut()
+        deadline = time.monotonic() + wait_s
+        for connection in connections:
+            if connection.thread is not None:
+                connection.thread.join(max(0.0, deadline - time.monotonic()))
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError, TimeoutError)):
+        """Clients that fail the TLS handshake, hang up or are cut off are not errors."""
+        if not isinstance(sys.exc_info()[1], OSError):
             super().handle_error(request, client_address)
 
 
@@ -94,6 +243,13 @@ class PrometheusExporter:
     any other gets ``401 Unauthorized`` with a ``WWW-Authenticate`` header and
     no metrics.
 
+    Clients are bounded: each connection must be answered within
+    ``timeout_s`` of being accepted (TLS handshake, request and answer; 10 s,
+    Prometheus's default scrape timeout) or it is cut off, and at most
+    ``max_connections`` are served at once. A client that connects and says
+    nothing holds a thread and a descriptor for ``timeout_s`` at most, and is
+    the first to be cut when a scraper needs its place.
+
     Example::
 
         exporter = PrometheusExporter(port=8000, addr="127.0.0.1",
@@ -113,6 +269,8 @@ class PrometheusExporter:
         certfile: str | None = None,
         keyfile: str | None = None,
         basic_auth: Mapping[str, str] | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         if isinstance(port, bool) or not isinstance(port, int):
             raise TypeError(f"port must be an int, not {type(port).__name__}")
@@ -136,6 +294,18 @@ class PrometheusExporter:
                 if ":" in user:
                     raise ValueError(f"basic_auth user name {user!r} must not contain ':'")
         self._basic_auth = None if basic_auth is None else dict(basic_auth)
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
+            raise TypeError(
+                f"timeout_s must be a number of seconds, not {type(timeout_s).__name__}"
+            )
+        if not (math.isfinite(timeout_s) and timeout_s > 0):
+            raise ValueError(f"timeout_s must be finite and above zero, got {timeout_s!r}")
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise TypeError(f"max_connections must be an int, not {type(max_connections).__name__}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        self._timeout_s = float(timeout_s)
+        self._max_connections = max_connections
         self._port = port
         self._addr = addr
         self._registry = prometheus_client.REGISTRY if registry is None else registry
@@ -154,33 +324,38 @@ class PrometheusExporter:
             family = socket.getaddrinfo(
                 self._addr, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )[0][0]
-            server_class = type("_BoundServer", (_Server,), {"address_family": family})
-            server = cast(
-                _Server,
-                make_server(self._addr, self._port, app, server_class, handler_class=_QuietHandler),
+            server = _Server(
+                (self._addr, self._port), family, self._timeout_s, self._max_connections, self._tls
             )
-            if self._tls is not None:
-                # The handshake runs in each request's own thread, so a client
-                # that stalls it cannot hold up the accepting loop.
-                server.socket = self._tls.wrap_socket(
-                    server.socket, server_side=True, do_handshake_on_connect=False
-                )
+            server.set_app(app)
             thread = threading.Thread(
-                target=server.serve_forever, name="gateway-metrics-exporter", daemon=True
+                target=server.serve_forever,
+                kwargs={"poll_interval": _POLL_INTERVAL_S},
+                name="gateway-metrics-exporter",
+                daemon=True,
             )
             thread.start()
             self._server, self._thread = server, thread
 
     def stop(self) -> None:
-        """Stops serving and frees the port; safe to call when not running."""
+        """Stops serving and frees the port; safe to call when not running.
+
+        When it returns the port is free and no connection is answered any
+        more: connections still open are cut, their threads given up to
+        ``timeout_s`` to end.
+        """
+        # Held throughout, so that a start() racing this stop() binds only
+        # once the port is free.
         with self._lock:
             server, thread = self._server, self._thread
             self._server = self._thread = None
-        if server is not None:
+            if server is None:
+                return
             server.shutdown()
             server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
+            server.close_connections(self._timeout_s)
+            if thread is not None:
+                thread.join(self._timeout_s)
 
     @property
     def port(self) -> int:

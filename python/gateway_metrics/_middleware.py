@@ -411,7 +411,10 @@ class GatewayMetricsMiddleware(MetricsStore):
         each sending process an ``instance`` of its own: two senders of one
         ``job`` and ``instance`` overwrite each other's series. In multi-process
         mode the sum over the directory is sent. Raises ``RemoteWriteError``
-        (an ``OSError``) unless the receiver accepts the request.
+        (an ``OSError``) unless the receiver accepts the request: the whole
+        exchange ends within ``timeout`` seconds, and a redirect is refused,
+        not followed (it would drop the body and send the credentials to
+        another host).
 
         Example::
 

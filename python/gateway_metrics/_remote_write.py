@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
+import http.client
 import logging
 import math
 import socket
+import ssl
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,7 @@ class Target:
             for name, value in headers.items():
                 if not isinstance(name, str) or not isinstance(value, str):
                     raise TypeError("headers must map str to str")
+                _check_header(name, value)
                 self.headers[name] = value
         if basic_auth is not None:
             if (
@@ -91,24 +93,114 @@ class Target:
         """Every sample a scrape would show now, encoded for this receiver."""
         return metrics._remote_write_body(self.job, self.instance, int(time.time() * 1000))
 
-    def post(self, body: bytes) -> None:
-        """Sends one request body; raises ``RemoteWriteError`` unless it is accepted."""
-        request = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
+    def post(self, body: bytes, deadline_s: float | None = None) -> None:
+        """Sends one request body; raises ``RemoteWriteError`` unless it is accepted.
+
+        The whole exchange (connect, TLS, request, answer) ends within
+        ``timeout`` seconds, or ``deadline_s`` if that is sooner: a watchdog
+        cuts the connection at that moment, so a receiver that trickles its
+        answer cannot hold the sender. Redirects are refused, not followed:
+        a redirected POST would lose its body and carry the credentials
+        elsewhere. A 2xx answer's body is not read, an error's up to
+        ``_DETAIL_LIMIT`` bytes.
+        """
+        seconds = self.timeout if deadline_s is None else min(self.timeout, deadline_s)
+        if seconds <= 0:
+            raise RemoteWriteError(
+                f"remote write to {self.url} not sent: no time left", None, retryable=True
+            )
+        parts = urllib.parse.urlsplit(self.url)
+        connection: http.client.HTTPConnection
+        if parts.scheme == "https":
+            connection = http.client.HTTPSConnection(
+                parts.netloc, timeout=seconds, context=ssl.create_default_context()
+            )
+        else:
+            connection = http.client.HTTPConnection(parts.netloc, timeout=seconds)
+        cut = threading.Event()
+        watchdog = threading.Timer(seconds, _cut, (connection, cut))
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                response.read()
-        except urllib.error.HTTPError as refused:
-            detail = refused.read(512).decode("utf-8", "replace").strip()
-            status = refused.code
+            try:
+                path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+                connection.request("POST", path, body=body, headers=self.headers)
+                response = connection.getresponse()
+                if cut.is_set():
+                    # Headers cut short read as if they had ended.
+                    raise TimeoutError("cut off")
+            except Exception as failed:
+                reason = f"no answer within {seconds:g} s" if cut.is_set() else _describe(failed)
+                raise RemoteWriteError(
+                    f"remote write to {self.url} failed: {reason}", None, retryable=True
+                ) from failed
+            status = response.status
+            if 200 <= status < 300:
+                # Accepted: what the body says does not matter, and a
+                # receiver that trickles it must not cost the sender time.
+                return
+            location = response.getheader("Location", "")
+            try:
+                answer = response.read(_DETAIL_LIMIT)
+            except Exception:
+                answer = b""  # the status is what counts; the detail is a courtesy
+        finally:
+            watchdog.cancel()
+            connection.close()
+        if 300 <= status < 400:
             raise RemoteWriteError(
-                f"remote write to {self.url} answered {status}: {detail}",
+                f"remote write to {self.url} answered {status} (a redirect to {location!r}); "
+                "redirects are not followed: configure the receiver's own URL",
                 status,
-                retryable=status >= 500 or status == 429,
-            ) from refused
-        except (urllib.error.URLError, OSError) as failed:
-            raise RemoteWriteError(
-                f"remote write to {self.url} failed: {failed}", None, retryable=True
-            ) from failed
+                retryable=False,
+            )
+        detail = answer.decode("utf-8", "replace").strip()
+        raise RemoteWriteError(
+            f"remote write to {self.url} answered {status}: {detail}",
+            status,
+            retryable=status >= 500 or status == 429,
+        )
+
+
+#: Bytes of an error answer kept for the error's message.
+_DETAIL_LIMIT = 512
+#: Characters a header field name may have (RFC 9110's token).
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _cut(connection: http.client.HTTPConnection, cut: threading.Event) -> None:
+    """Ends ``connection`` where it is: the sender's blocked read or write fails at once."""
+    cut.set()
+    sock = connection.sock
+    if sock is not None:
+        # The descriptor's own shutdown, not SSLSocket's, which would also
+        # drop TLS state the sending thread may be using.
+        with contextlib.suppress(OSError):  # closed already
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _describe(error: BaseException) -> str:
+    """What went wrong, as a line of a log: the exception's kind and message."""
+    text = str(error)
+    name = type(error).__name__
+    return f"{name}: {text}" if text else name
+
+
+def _check_header(name: str, value: str) -> None:
+    """Refuses a header a request could not carry as given, naming it."""
+    if not name or not set(name) <= _TOKEN:
+        raise ValueError(f"headers: {name!r} is not an HTTP header name")
+    if any(char in value for char in "\r\n\0"):
+        raise ValueError(
+            f"headers: the value of {name} contains a line break or NUL "
+            "(a token read from a file keeps its newline: strip it)"
+        )
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"headers: the value of {name} is not Latin-1 text") from None
+    if value != value.strip(" \t"):
+        raise ValueError(f"headers: the value of {name} starts or ends with white space")
 
 
 def _positive_seconds(value: object, name: str) -> float:
@@ -130,9 +222,14 @@ class RemoteWriter:
     not retried, since the receiver refuses those samples. Since every request
     carries the current totals, a request given up on loses nothing the next
     one does not carry. ``close()`` (also run at interpreter exit) stops the
-    thread and sends once more, so the final totals arrive.
+    thread and sends once more, so the final totals arrive; it returns within
+    ``timeout`` seconds whatever the receiver does.
 
-    ``sent``, ``failed`` and ``last_error`` tell how it went.
+    Each request ends within ``timeout`` seconds (connect, request and
+    answer together), a redirect is a refusal, and an answer's body is read
+    up to 512 bytes at most. The thread survives every failure: ``sent``,
+    ``failed`` (failed attempts) and ``last_error`` tell how it went, and the
+    first failure of each kind since the last success is logged.
 
     Example::
 
@@ -169,6 +266,8 @@ class RemoteWriter:
         self._metrics = metrics
         self._stop = threading.Event()
         self._sending = threading.Lock()
+        self._closing = threading.Lock()
+        self._reported: set[int | str] = set()
         self.sent = 0
         self.failed = 0
         self.last_error: RemoteWriteError | None = None
@@ -180,31 +279,48 @@ class RemoteWriter:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
-            self._send(interruptible=True)
+            self._send(interruptible=True, deadline=None)
 
     def flush(self) -> bool:
         """Sends the current totals now, retrying as configured; True if they arrived."""
-        return self._send(interruptible=False)
+        return self._send(interruptible=False, deadline=None)
 
-    def _send(self, *, interruptible: bool) -> bool:
-        """One send with its retries; the thread's pauses end early when ``close()``
-        is called, which then sends the newest totals itself."""
-        with self._sending:
-            body = self._target.body(self._metrics)
+    def _send(self, *, interruptible: bool, deadline: float | None) -> bool:
+        """One send with its retries; never raises, so the thread never dies.
+
+        Every failure is counted in ``failed`` and kept as ``last_error``; the
+        first of each kind (an HTTP status, or an exception's type) since the
+        last success is logged as a warning, the rest at debug level. The
+        thread's pauses end early when ``close()`` is called, which then
+        sends the newest totals itself. With a ``deadline`` (a
+        ``time.monotonic()`` instant) nothing waits past it.
+        """
+
+        def left() -> float | None:
+            return None if deadline is None else deadline - time.monotonic()
+
+        wait = left()
+        if not self._sending.acquire(timeout=-1 if wait is None else max(0.0, wait)):
+            self._fail(RemoteWriteError("an earlier send is still running", None, True))
+            return False
+        try:
+            try:
+                body = self._target.body(self._metrics)
+            except Exception as failed:
+                reason = f"the samples could not be read: {_describe(failed)}"
+                self._fail(RemoteWriteError(reason, None, retryable=False))
+                return False
             for attempt in range(self._max_retries + 1):
                 try:
-                    self._target.post(body)
+                    self._target.post(body, left())
                 except RemoteWriteError as error:
-                    self.failed += 1
-                    self.last_error = error
-                    if not error.retryable:
-                        _LOGGER.error("%s (not retried)", error)
-                        return False
-                    if attempt == self._max_retries:
-                        _LOGGER.warning("%s; gave up after %d attempts", error, attempt + 1)
+                    self._fail(error)
+                    if not error.retryable or attempt == self._max_retries:
                         return False
                     delay = min(self._backoff_s * 2**attempt, self._max_backoff_s)
-                    _LOGGER.warning("%s; retrying in %.2f s", error, delay)
+                    remaining = left()
+                    if remaining is not None and remaining <= delay:
+                        return False
                     if interruptible:
                         if self._stop.wait(delay):
                             return False
@@ -212,17 +328,41 @@ class RemoteWriter:
                         time.sleep(delay)
                 else:
                     self.sent += 1
+                    self._reported.clear()
                     return True
-        return False
+            return False
+        finally:
+            self._sending.release()
+
+    def _fail(self, error: RemoteWriteError) -> None:
+        """Counts a failed attempt, keeps it, and logs the first of its kind."""
+        self.failed += 1
+        self.last_error = error
+        cause = error.__cause__
+        kind = error.status if error.status is not None else type(cause or error).__name__
+        if kind in self._reported:
+            _LOGGER.debug("%s", error)
+            return
+        self._reported.add(kind)
+        if error.retryable:
+            _LOGGER.warning("%s (retried; more like it are logged at debug level)", error)
+        else:
+            _LOGGER.error("%s (not retried)", error)
 
     def close(self) -> None:
-        """Stops the thread and sends the final totals once. Safe to call twice."""
-        if self._stop.is_set():
-            return
-        self._stop.set()
+        """Stops the thread and sends the final totals once. Safe to call twice.
+
+        Returns within ``timeout`` seconds whatever the receiver does (it is
+        also run at interpreter exit): what is not sent by then is given up.
+        """
+        with self._closing:
+            if self._stop.is_set():
+                return
+            self._stop.set()
         atexit.unregister(self.close)
-        self._thread.join()
-        self.flush()
+        deadline = time.monotonic() + self._target.timeout
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._send(interruptible=False, deadline=deadline)
 
     def __enter__(self) -> RemoteWriter:
         return self
