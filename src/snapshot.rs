@@ -19,14 +19,15 @@
 //! u32 CRC-32 of every byte before it
 //! ```
 //!
-//! Reading validates the whole snapshot (checksum, lengths, UTF-8, label and
-//! cell counts, finite sums) before a single value is added.
+//! Reading validates the whole snapshot (checksum, families, lengths, UTF-8,
+//! label and cell counts, sums, overflow series) before a single value is
+//! added, in place: a snapshot costs memory only for the series it adds.
 
 use std::fmt;
 
 use smallvec::SmallVec;
 
-use crate::family::{FamilyDesc, Schema};
+use crate::family::{FamilyDesc, Schema, OVERFLOW};
 use crate::shared_file::declaration;
 use crate::store::{ReadMode, Store};
 use crate::visit::{Reading, SeriesView, SeriesVisitor};
@@ -97,19 +98,28 @@ pub fn take(store: &Store, mode: ReadMode) -> Vec<u8> {
 
 /// Adds every series of `snapshot` to `store`, after checking all of it:
 /// a refused snapshot adds nothing. Returns the number of series added.
+///
+/// The families are checked against the store's before any series is read,
+/// and the series are read twice in place, once to check each and once to
+/// add it, so a snapshot costs no memory beyond what its series add to the
+/// store, however many it claims.
 pub fn merge(store: &Store, snapshot: &[u8]) -> Result<usize, SnapshotError> {
-    let parsed = parse(snapshot)?;
-    let families = matching_families(store.schema(), &parsed.declarations)?;
-    for series in &parsed.series {
-        check_series(families[series.declaration], series)?;
+    let header = parse_header(snapshot)?;
+    let schema = store.schema();
+    let families = matching_families(schema, &header.declarations)?;
+    let mut checked = SeriesReader::new(&header);
+    while let Some(series) = checked.next_series()? {
+        check_series(schema, families[series.declaration], &series)?;
     }
+    checked.finish()?;
     let mut cells: SmallVec<[u64; 32]> = SmallVec::new();
-    for series in &parsed.series {
+    let mut added = SeriesReader::new(&header);
+    while let Some(series) = added.next_series()? {
         cells.clear();
         cells.extend(series.cells());
         store.add_series(families[series.declaration].id, &series.labels, &cells);
     }
-    Ok(parsed.series.len())
+    Ok(header.series_count)
 }
 
 /// Writes series records as the store hands them over.
@@ -177,10 +187,12 @@ impl SeriesVisitor for SnapshotWriter {
     }
 }
 
-/// A snapshot read but not yet checked against a store.
-struct ParsedSnapshot<'a> {
+/// A snapshot's header read and its checksum verified; its series not yet read.
+struct SnapshotHeader<'a> {
     declarations: Vec<[&'a str; DECLARATION_FIELDS]>,
-    series: Vec<ParsedSeries<'a>>,
+    series_count: usize,
+    /// The series records: the bytes after the series count, up to the checksum.
+    series_bytes: &'a [u8],
 }
 
 /// One series of a snapshot, borrowed from its bytes.
@@ -255,7 +267,9 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn parse(snapshot: &[u8]) -> Result<ParsedSnapshot<'_>, SnapshotError> {
+/// Checks the magic, version and checksum and reads the family declarations
+/// and the series count; the series stay unread bytes.
+fn parse_header(snapshot: &[u8]) -> Result<SnapshotHeader<'_>, SnapshotError> {
     if snapshot.len() < MAGIC.len() + 4 + 4 || &snapshot[..MAGIC.len()] != MAGIC {
         return Err(SnapshotError::Damaged(
             "it does not start as a snapshot does".to_owned(),
@@ -277,8 +291,8 @@ fn parse(snapshot: &[u8]) -> Result<ParsedSnapshot<'_>, SnapshotError> {
         at: MAGIC.len() + 4,
     };
     let family_count = cursor.u32("the family count")? as usize;
-    // Each declaration takes at least its five length fields.
-    if family_count > cursor.remaining() / (4 * DECLARATION_FIELDS) {
+    // Only a store's own families can match, and a family id is a byte.
+    if family_count > usize::from(u8::MAX) + 1 {
         return Err(SnapshotError::Damaged(format!(
             "it claims {family_count} families"
         )));
@@ -298,37 +312,74 @@ fn parse(snapshot: &[u8]) -> Result<ParsedSnapshot<'_>, SnapshotError> {
             "it claims {series_count} series"
         )));
     }
-    let mut series = Vec::with_capacity(series_count as usize);
-    for _ in 0..series_count {
+    Ok(SnapshotHeader {
+        declarations,
+        series_count: series_count as usize,
+        series_bytes: &body[cursor.at..],
+    })
+}
+
+/// Reads a snapshot's series one at a time, in place.
+struct SeriesReader<'a> {
+    cursor: Cursor<'a>,
+    declarations: usize,
+    left: usize,
+}
+
+impl<'a> SeriesReader<'a> {
+    fn new(header: &SnapshotHeader<'a>) -> Self {
+        SeriesReader {
+            cursor: Cursor {
+                bytes: header.series_bytes,
+                at: 0,
+            },
+            declarations: header.declarations.len(),
+            left: header.series_count,
+        }
+    }
+
+    /// The next series, or None after the last one the snapshot claims.
+    fn next_series(&mut self) -> Result<Option<ParsedSeries<'a>>, SnapshotError> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        let cursor = &mut self.cursor;
         let declaration = usize::from(cursor.u8("a series")?);
-        if declaration >= declarations.len() {
+        if declaration >= self.declarations {
             return Err(SnapshotError::Damaged(format!(
                 "a series of undeclared family {declaration}"
             )));
         }
         let label_count = cursor.u16("a series' labels")?;
+        // Every label takes at least its length field.
+        if label_count > cursor.remaining() / 4 {
+            return Err(SnapshotError::Damaged(format!(
+                "a series claims {label_count} labels"
+            )));
+        }
         let mut labels = SmallVec::with_capacity(label_count);
         for _ in 0..label_count {
             labels.push(cursor.str("a label value")?);
         }
         let cell_count = cursor.u16("a series' values")?;
         let cell_bytes = cursor.take(cell_count * 8, "a series' values")?;
-        series.push(ParsedSeries {
+        Ok(Some(ParsedSeries {
             declaration,
             labels,
             cell_bytes,
-        });
+        }))
     }
-    if cursor.remaining() != 0 {
-        return Err(SnapshotError::Damaged(format!(
-            "{} bytes follow its last series",
-            cursor.remaining()
-        )));
+
+    /// Whether the series ended where the snapshot does.
+    fn finish(&self) -> Result<(), SnapshotError> {
+        match self.cursor.remaining() {
+            0 => Ok(()),
+            extra => Err(SnapshotError::Damaged(format!(
+                "{extra} bytes follow its last series"
+            ))),
+        }
     }
-    Ok(ParsedSnapshot {
-        declarations,
-        series,
-    })
 }
 
 /// For each declaration of the snapshot, the store's family of that name,
@@ -375,8 +426,18 @@ fn matching_families<'s>(
     Ok(families)
 }
 
-/// Whether the shape and values of `series` fit `family`.
-fn check_series(family: &FamilyDesc, series: &ParsedSeries<'_>) -> Result<(), SnapshotError> {
+/// Whether the shape and values of `series` fit `family` of `schema`.
+///
+/// A sum may be +Inf: a float sum that outgrew f64 (two latencies of 1e308)
+/// saturates there, and the snapshot carries it as a scrape shows it. NaN
+/// and negative sums no recording makes are refused. An overflow series must
+/// name one of the schema's families, so that the overflow family holds at
+/// most one series per family, as a recording leaves it.
+fn check_series(
+    schema: &Schema,
+    family: &FamilyDesc,
+    series: &ParsedSeries<'_>,
+) -> Result<(), SnapshotError> {
     if series.labels.len() != family.label_names.len() {
         return Err(SnapshotError::Damaged(format!(
             "a series of {} has {} label values, not {}",
@@ -395,12 +456,24 @@ fn check_series(family: &FamilyDesc, series: &ParsedSeries<'_>) -> Result<(), Sn
     }
     for (index, cell) in series.cells().enumerate() {
         let sum = f64::from_bits(cell);
-        if family.is_sum(index) && !(sum.is_finite() && sum >= 0.0) {
+        if family.is_sum(index) && (sum.is_nan() || sum < 0.0) {
             return Err(SnapshotError::Damaged(format!(
                 "a series of {} has the sum {sum}",
                 family.name
             )));
         }
+    }
+    if family.id == OVERFLOW
+        && !series.labels.iter().all(|named| {
+            schema
+                .named(named)
+                .is_some_and(|folded| folded.id != OVERFLOW)
+        })
+    {
+        return Err(SnapshotError::Damaged(format!(
+            "a series of {} names no family of this middleware: {:?}",
+            family.name, series.labels
+        )));
     }
     Ok(())
 }
@@ -522,4 +595,138 @@ mod tests {
         let error = merge(&other, &take(&worker, ReadMode::Keep)).unwrap_err();
         assert!(error.to_string().contains("buckets"), "{error}");
     }
+
+    /// A snapshot of `store`'s schema holding `series` (family id, labels, cells).
+    fn crafted(store: &Store, series: &[(u8, Vec<String>, Vec<u64>)]) -> Vec<u8> {
+        let mut bytes = take(&store_like(store), ReadMode::Keep);
+        bytes.truncate(bytes.len() - 4 - 8);
+        bytes.extend_from_slice(&(series.len() as u64).to_le_bytes());
+        for (family, labels, cells) in series {
+            bytes.push(*family);
+            bytes.extend_from_slice(&(labels.len() as u16).to_le_bytes());
+            for label in labels {
+                bytes.extend_from_slice(&(label.len() as u32).to_le_bytes());
+                bytes.extend_from_slice(label.as_bytes());
+            }
+            bytes.extend_from_slice(&(cells.len() as u16).to_le_bytes());
+            for cell in cells {
+                bytes.extend_from_slice(&cell.to_le_bytes());
+            }
+        }
+        let checksum = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&checksum.to_le_bytes());
+        bytes
+    }
+
+    /// An empty store of the same schema, so that a snapshot of it has no series.
+    fn store_like(store: &Store) -> Store {
+        Store::with_arena(
+            PriceTable::new([]),
+            crate::slots::SlotArena::heap(),
+            crate::counter::Recording::CONCURRENT,
+            std::sync::Arc::clone(store.schema()),
+        )
+    }
+
+    #[test]
+    fn overflow_series_must_name_a_family_so_that_family_stays_bounded() {
+        let driver = store();
+        let named = |name: &str| (OVERFLOW, vec![name.to_owned()], vec![3]);
+        let fine = crafted(&driver, &[named("ractogateway_requests")]);
+        assert_eq!(merge(&driver, &fine), Ok(1));
+        for bad in ["model-0", "ractogateway_overflow_requests", ""] {
+            let snapshot = crafted(&driver, &[named("ractogateway_requests"), named(bad)]);
+            let error = merge(&driver, &snapshot).unwrap_err();
+            assert!(error.to_string().contains("names no family"), "{error}");
+        }
+        let text = text(&driver);
+        assert!(text.contains(
+            "ractogateway_overflow_requests_total{family=\"ractogateway_requests\"} 3.0"
+        ));
+    }
+
+    #[test]
+    fn merged_label_sets_past_the_cap_fold_like_recordings() {
+        let mut driver = store();
+        driver.set_max_series(10);
+        let series: Vec<_> = (0..1000)
+            .map(|index| {
+                (
+                    crate::family::TOOL_CALLS,
+                    vec![format!("tool-{index}")],
+                    vec![1],
+                )
+            })
+            .collect();
+        assert_eq!(merge(&driver, &crafted(&driver, &series)), Ok(1000));
+        let text = text(&driver);
+        let tool_series = text
+            .lines()
+            .filter(|line| line.starts_with("ractogateway_tool_calls_total{"))
+            .count();
+        assert_eq!(tool_series, 11);
+        assert!(text.contains("ractogateway_tool_calls_total{tool_name=\"__overflow__\"} 990.0"));
+    }
+
+    #[test]
+    fn families_are_checked_before_any_series_is_read() {
+        let worker = store();
+        let other = Store::with_arena(
+            PriceTable::new([]),
+            crate::slots::SlotArena::heap(),
+            crate::counter::Recording::CONCURRENT,
+            std::sync::Arc::new(Schema::new(&[1.0, 2.0]).unwrap()),
+        );
+        // Series damaged from their first byte: a schema refusal says the
+        // families were compared first.
+        let mut snapshot = crafted(&worker, &[]);
+        snapshot.truncate(snapshot.len() - 4 - 8);
+        snapshot.extend_from_slice(&1000_u64.to_le_bytes());
+        snapshot.extend_from_slice(&[0xff; 8000]);
+        let checksum = crc32fast::hash(&snapshot);
+        snapshot.extend_from_slice(&checksum.to_le_bytes());
+        assert!(matches!(
+            merge(&other, &snapshot),
+            Err(SnapshotError::OtherSchema(_))
+        ));
+        assert!(matches!(
+            merge(&worker, &snapshot),
+            Err(SnapshotError::Damaged(_))
+        ));
+    }
+
+    #[test]
+    fn a_sum_grown_to_infinity_still_merges_with_the_rest() {
+        let worker = store();
+        record(&worker, "gpt-4o", 1e308, 10);
+        record(&worker, "gpt-4o", 1e308, 10);
+        record(&worker, "other", 0.5, 3);
+        let driver = store();
+        assert!(merge(&driver, &take(&worker, ReadMode::Reset)).is_ok());
+        let text = text(&driver);
+        assert!(text.contains(
+            "ractogateway_request_duration_seconds_sum{model=\"gpt-4o\",operation=\"chat\",provider=\"openai\"} +Inf"
+        ), "{text}");
+        assert!(text.contains("model=\"other\""));
+        let mut nan = crafted(
+            &driver,
+            &[(
+                COST_ID,
+                vec!["m".into(), "chat".into(), "p".into()],
+                vec![f64::NAN.to_bits()],
+            )],
+        );
+        assert!(merge(&driver, &nan).is_err());
+        nan = crafted(
+            &driver,
+            &[(
+                COST_ID,
+                vec!["m".into(), "chat".into(), "p".into()],
+                vec![(-1.0_f64).to_bits()],
+            )],
+        );
+        assert!(merge(&driver, &nan).is_err());
+    }
+
+    const COST_ID: u8 = crate::family::COST;
 }
