@@ -182,8 +182,57 @@ def test_bad_use_is_refused_clearly():
         metrics.track("p", 5)
     with pytest.raises(ValueError, match="labels names tenant"):
         metrics.track("p", "m", labels={"tenant": "acme"})
-    with pytest.raises(TypeError, match="does not know the shape"), metrics.track("p", "m") as c:
-        c.usage(object())
     call = metrics.track("p", "m")
     with call, pytest.raises(RuntimeError, match="entered once"), call:
         pass
+
+
+def test_usage_of_an_unknown_shape_is_logged_once_and_the_block_keeps_its_status(caplog):
+    metrics = fresh()
+    for _ in range(3):
+        with metrics.track("p", "m") as call:
+            call.tokens(input=5, output=1)
+            call.usage(object())
+    assert requests(metrics, "m", "ok") == 3.0
+    assert tokens(metrics, "m") == {"input": 15.0, "output": 3.0}
+    assert sum("does not know the shape" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_contradictory_usage_records_what_it_can_and_never_fails_the_block(caplog):
+    metrics = fresh()
+    contradictory = {
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 4,
+            "prompt_tokens_details": {"cached_tokens": 50},
+        }
+    }
+    with metrics.track("p", "m") as call:
+        call.usage(contradictory)
+    assert requests(metrics, "m", "ok") == 1.0
+    assert tokens(metrics, "m") == {"input": 10.0, "output": 4.0}
+    assert "cache_read + cache_write must not exceed input" in caplog.text
+    # The block's own exception is the one raised, and the request is recorded.
+    with pytest.raises(KeyError, match="the caller's"), metrics.track("p", "m") as call:  # noqa: PT012
+        call.usage(contradictory)
+        raise KeyError("the caller's")
+    assert requests(metrics, "m", "error") == 1.0
+    assert tokens(metrics, "m") == {"input": 20.0, "output": 8.0}
+
+
+def test_bad_counts_are_refused_where_they_are_given_and_the_request_is_still_recorded():
+    metrics = fresh()
+    with pytest.raises(ValueError, match="input must be between"), metrics.track("p", "m") as call:  # noqa: PT012
+        call.tokens(input=5, output=1)
+        call.tokens(input=-1)
+        raise KeyError("never reached")
+    with pytest.raises(TypeError, match="output must be an int"), metrics.track("p", "m") as call:
+        call.tokens(output="12")
+    with (
+        pytest.raises(ValueError, match="reasoning must not exceed output"),
+        metrics.track("p", "m") as call,
+    ):
+        call.tokens(output=1, reasoning=2)
+    assert requests(metrics, "m", "error") == 3.0
+    # The counts given before the bad call are kept.
+    assert tokens(metrics, "m") == {"input": 5.0, "output": 1.0}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -11,6 +12,41 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway_metrics._middleware import GatewayMetricsMiddleware
+
+_LOGGER = logging.getLogger("gateway_metrics")
+#: Token counts of a request, in this package's semantics, and their order.
+TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
+
+
+def _report_once(metrics: GatewayMetricsMiddleware, kind: str, message: str) -> None:
+    """Logs ``message`` the first time ``metrics`` sees a problem of ``kind``."""
+    if kind not in metrics._reported_usage_problems:
+        metrics._reported_usage_problems.add(kind)
+        _LOGGER.warning("%s (reported once)", message)
+
+
+def check_tokens(counts: Mapping[str, object]) -> dict[str, int]:
+    """``counts`` (token type to count) as ``record_request`` will take them, or a
+    ``TypeError``/``ValueError`` naming the argument: counts are ints from 0 to
+    2**64-1, the cache parts fit in ``input`` and ``reasoning`` in ``output``."""
+    checked = {}
+    for name in TOKEN_TYPES:
+        value = counts.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        if not 0 <= value < 2**64:
+            raise ValueError(f"{name} must be between 0 and 2**64-1, got {value}")
+        checked[name] = value
+    if checked["cache_read"] + checked["cache_write"] > checked["input"]:
+        raise ValueError(
+            "cache_read + cache_write must not exceed input, got "
+            f"{checked['cache_read']} + {checked['cache_write']} > {checked['input']}"
+        )
+    if checked["reasoning"] > checked["output"]:
+        raise ValueError(
+            f"reasoning must not exceed output, got {checked['reasoning']} > {checked['output']}"
+        )
+    return checked
 
 
 @dataclass(frozen=True)
@@ -149,7 +185,7 @@ class TrackedCall:
         self._provider, self._model, self._operation = provider, model, operation
         self._started: float | None = None
         self._first_token_s: float | None = None
-        self._tokens = {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0, "reasoning": 0}
+        self._tokens = dict.fromkeys(TOKEN_TYPES, 0)
         self._tool_calls: list[ToolCall] = []
         self._recorded = False
 
@@ -159,8 +195,37 @@ class TrackedCall:
             self._first_token_s = time.perf_counter() - self._started
 
     def usage(self, response_or_usage: Any) -> None:
-        """Takes the token counts from an SDK response or usage object (or dict)."""
-        self._tokens = usage_tokens(response_or_usage)
+        """Takes the token counts from an SDK response or usage object (or dict).
+
+        Never raises: the block's own outcome decides the request's status.
+        A shape it does not know is logged once and leaves the counts as they
+        were; counts that contradict each other (cached tokens beyond the
+        prompt, reasoning beyond the output) keep what is consistent, input
+        and output, and are logged once.
+        """
+        try:
+            counts = usage_tokens(response_or_usage)
+        except TypeError as unknown:
+            _report_once(
+                self._metrics, f"shape:{type(response_or_usage).__name__}", f"track(): {unknown}"
+            )
+            return
+        try:
+            self._tokens = check_tokens(counts)
+            return
+        except (TypeError, ValueError) as contradiction:
+            problem = str(contradiction)
+        try:
+            self._tokens = check_tokens({"input": counts["input"], "output": counts["output"]})
+            kept = "only its input and output are recorded"
+        except (TypeError, ValueError):
+            kept = "its counts are not recorded"
+        _report_once(
+            self._metrics,
+            f"counts:{problem.split(',')[0]}",
+            f"track(): usage of {type(response_or_usage).__name__} is inconsistent "
+            f"({problem}); {kept}",
+        )
 
     def tokens(
         self,
@@ -171,14 +236,22 @@ class TrackedCall:
         cache_write: int = 0,
         reasoning: int = 0,
     ) -> None:
-        """Sets the token counts directly, in this package's semantics."""
-        self._tokens = {
-            "input": input,
-            "output": output,
-            "cache_read": cache_read,
-            "cache_write": cache_write,
-            "reasoning": reasoning,
-        }
+        """Sets the token counts directly, in this package's semantics.
+
+        Checked here, as ``record_request`` checks them: a bad count raises
+        ``TypeError`` or ``ValueError`` naming it at this call, and the
+        request is still recorded (as ``error``, if the exception leaves the
+        block), with the counts it had before.
+        """
+        self._tokens = check_tokens(
+            {
+                "input": input,
+                "output": output,
+                "cache_read": cache_read,
+                "cache_write": cache_write,
+                "reasoning": reasoning,
+            }
+        )
 
     def tool_calls(self, calls: Iterable[Any] | None) -> None:
         """Records the response's tool calls (objects or dicts), by name."""
@@ -202,19 +275,40 @@ class TrackedCall:
         else:
             status = "error"
         first = self._first_token_s
+        first_token_s = None if first is None else min(first, latency_s)
+        try:
+            self._record(status, latency_s, first_token_s, self._tokens, self._tool_calls)
+        except (TypeError, ValueError) as refused:
+            # Every part was checked when it was given; should one still be
+            # refused, the request is recorded without its parts rather than
+            # lost, and the block's own exception (if any) stays the one raised.
+            _report_once(self._metrics, f"record:{type(refused).__name__}", f"track(): {refused}")
+            try:
+                self._record(status, latency_s, first_token_s, dict.fromkeys(TOKEN_TYPES, 0), [])
+            except (TypeError, ValueError) as still:
+                _report_once(self._metrics, f"record:{type(still).__name__}", f"track(): {still}")
+
+    def _record(
+        self,
+        status: str,
+        latency_s: float,
+        first_token_s: float | None,
+        tokens: Mapping[str, int],
+        tool_calls: list[ToolCall],
+    ) -> None:
         self._metrics.record_request(
             provider=self._provider,
             model=self._model,
             operation=self._operation,
             status=status,
             latency_s=latency_s,
-            input_tokens=self._tokens["input"],
-            output_tokens=self._tokens["output"],
-            cache_read_tokens=self._tokens["cache_read"],
-            cache_write_tokens=self._tokens["cache_write"],
-            reasoning_tokens=self._tokens["reasoning"],
-            time_to_first_token_s=None if first is None else min(first, latency_s),
-            tool_calls=self._tool_calls,
+            input_tokens=tokens["input"],
+            output_tokens=tokens["output"],
+            cache_read_tokens=tokens["cache_read"],
+            cache_write_tokens=tokens["cache_write"],
+            reasoning_tokens=tokens["reasoning"],
+            time_to_first_token_s=first_token_s,
+            tool_calls=tool_calls,
             labels=self._labels,
         )
 
