@@ -5,6 +5,7 @@
 //! recording call validates all of its arguments before it touches the store,
 //! so a call that raises leaves the metrics exactly as they were.
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::family::{Schema, LATENCY_BOUNDS};
@@ -32,6 +33,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<PyMetricsStore>()?;
     module.add_function(wrap_pyfunction!(multiprocess::compact, module)?)?;
     module.add_function(wrap_pyfunction!(multiprocess::cleanup, module)?)?;
+    module.add_function(wrap_pyfunction!(check_extra_labels, module)?)?;
     fast_call::install_recording_methods(&module.py().get_type::<PyMetricsStore>())?;
     let schema = Schema::default();
     let families: Vec<(&str, &str, &str)> = schema
@@ -47,4 +49,13 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("REQUEST_FIELDS", fields)?;
     module.add("HISTOGRAM_BUCKETS", LATENCY_BOUNDS.to_vec())?;
     Ok(())
+}
+
+/// Raises `ValueError` unless a middleware accepts `names` as its extra
+/// labels: the one rule, for what is generated for them (the ops kit).
+#[pyfunction]
+fn check_extra_labels(names: Vec<String>) -> PyResult<()> {
+    Schema::with_extra_labels(&LATENCY_BOUNDS, &names)
+        .map(|_| ())
+        .map_err(PyValueError::new_err)
 }

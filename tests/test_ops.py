@@ -528,3 +528,86 @@ def render_panels(server, kit: Path, image: Path, start: float, end: float) -> N
     image.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(image, dpi=80)
     plt.close(figure)
+
+
+EXPORT = (sys.executable, "-m", "gateway_metrics", "ops", "export")
+
+
+@pytest.mark.parametrize("job_regex", [r"gateway\.prod", r"gw-\d+", 'say "hi"|gw-7'])
+def test_any_job_regex_the_command_takes_gives_alerts_promtool_loads_and_fires(tmp_path, job_regex):
+    run = subprocess.run(
+        [*EXPORT, str(tmp_path), "--job-regex", job_regex],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "SUCCESS: 7 rules found" in promtool(
+        "check", "rules", ops.ALERTING_RULES_FILE, cwd=tmp_path
+    )
+    matching = {"gateway\\.prod": "gateway.prod", "gw-\\d+": "gw-12"}.get(job_regex, "gw-7")
+    tests = {
+        "rule_files": [ops.ALERTING_RULES_FILE],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    series("up", "0x10", job=matching, instance="a:1"),
+                    series("up", "0x10", job="gatewayXprod", instance="b:1"),
+                ],
+                "alert_rule_test": [
+                    alert(
+                        "GatewayTargetDown",
+                        "6m",
+                        (
+                            {"job": matching, "instance": "a:1", "severity": "critical"},
+                            f"a:1 of {matching} cannot be scraped",
+                        ),
+                    )
+                ],
+            }
+        ],
+    }
+    (tmp_path / "rules_test.yml").write_text(dump(tests))
+    assert "SUCCESS" in promtool("test", "rules", "rules_test.yml", cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--extra-label", "team-name", '--extra-label: "team-name" is not a Prometheus label'),
+        ("--extra-label", "", "is not a Prometheus label name"),
+        ("--extra-label", "model", "a label the families already have"),
+        ("--job-regex", "gw-(", "--job-regex 'gw-(' is not a regular expression"),
+        ("--job-regex", "(?!gw)", "look-around"),
+        ("--error-ratio", "nan", "--error-ratio must be finite"),
+        ("--cost-usd-per-hour", "-1", "--cost-usd-per-hour must be finite and not negative"),
+    ],
+)
+def test_what_would_make_invalid_files_is_refused_naming_the_option(
+    tmp_path, option, value, message
+):
+    run = subprocess.run(
+        [*EXPORT, str(tmp_path), option, value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2 and message in run.stderr, run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_replaces_planted_links_and_never_writes_through_them(tmp_path):
+    kit, victim = tmp_path / "kit", tmp_path / "victim.txt"
+    kit.mkdir()
+    victim.write_text("precious\n")
+    for name in (ops.DASHBOARD_FILE, ops.RECORDING_RULES_FILE, ops.ALERTING_RULES_FILE):
+        (kit / name).symlink_to(victim)
+    paths = ops.export(kit)
+    assert victim.read_text() == "precious\n"
+    for path in paths:
+        assert not path.is_symlink() and path.stat().st_size > 0
+    assert sorted(p.name for p in kit.iterdir()) == sorted(p.name for p in paths)

@@ -9,6 +9,21 @@ from gateway_metrics.ops import Thresholds
 from gateway_metrics.ops import export as export_kit
 
 
+def _as_options(message: str) -> str:
+    """An error of ``ops.export`` or ``Thresholds`` with arguments named as CLI options."""
+    for name in (
+        "extra_labels",
+        "job_regex",
+        "error_ratio",
+        "latency_p95_s",
+        "time_to_first_token_p95_s",
+        "cost_usd_per_hour",
+    ):
+        option = "--extra-label" if name == "extra_labels" else "--" + name.replace("_", "-")
+        message = message.replace(name, option)
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gateway_metrics")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -61,16 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "ops":
-        thresholds = Thresholds(
-            error_ratio=args.error_ratio,
-            latency_p95_s=args.latency_p95_s,
-            time_to_first_token_p95_s=args.time_to_first_token_p95_s,
-            cost_usd_per_hour=args.cost_usd_per_hour,
-            job_regex=args.job_regex,
-        )
-        for path in export_kit(
-            args.directory, extra_labels=args.extra_label, thresholds=thresholds
-        ):
+        try:
+            thresholds = Thresholds(
+                error_ratio=args.error_ratio,
+                latency_p95_s=args.latency_p95_s,
+                time_to_first_token_p95_s=args.time_to_first_token_p95_s,
+                cost_usd_per_hour=args.cost_usd_per_hour,
+                job_regex=args.job_regex,
+            )
+            paths = export_kit(args.directory, extra_labels=args.extra_label, thresholds=thresholds)
+        except (TypeError, ValueError) as refused:
+            # Said as the option is spelt on the command line; exits with status 2.
+            export.error(_as_options(str(refused)))
+        for path in paths:
             print(path)
         return 0
 

@@ -12,6 +12,7 @@ __all__ = [
     "HISTOGRAM_BUCKETS",
     "REQUEST_FIELDS",
     "MetricsStore",
+    "check_extra_labels",
     "cleanup",
     "compact",
 ]
@@ -34,6 +35,9 @@ def cleanup(directory: str, *, force: bool, timeout: float) -> int:
     Unless ``force``, raises ``RuntimeError`` (removing nothing) while a live
     process holds a file of the directory.
     """
+
+def check_extra_labels(names: list[str]) -> None:
+    """Raises ``ValueError`` unless a middleware accepts ``names`` as its extra labels."""
 
 REQUEST_FIELDS: list[tuple[str, str, str | None]]
 """``(keyword, kind, default as Python source or None when required)`` of each

@@ -16,13 +16,18 @@ Export them with ``python -m gateway_metrics ops export DIR`` or::
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+import re
+import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from gateway_metrics._core import check_extra_labels
 from gateway_metrics.ops._yaml import dump
 
 __all__ = [
@@ -217,7 +222,10 @@ PANELS: tuple[Panel, ...] = (
 class Thresholds:
     """When the alerts fire. Every threshold is documented in the README.
 
-    ``job_regex`` limits ``GatewayTargetDown`` to the scrape jobs of gateways.
+    ``job_regex`` limits ``GatewayTargetDown`` to the scrape jobs of gateways
+    (a regular expression, matched whole, as PromQL's ``=~`` does). Each
+    threshold is a finite number, not negative; a bad one raises
+    ``ValueError`` naming it.
     """
 
     error_ratio: float = 0.05
@@ -225,6 +233,42 @@ class Thresholds:
     time_to_first_token_p95_s: float = 5.0
     cost_usd_per_hour: float = 50.0
     job_regex: str = ".+"
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name == "job_regex":
+                _check_regex(value)
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{field.name} must be a number, not {type(value).__name__}")
+            elif not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{field.name} must be finite and not negative, got {value!r}")
+
+
+def _check_regex(pattern: object) -> None:
+    """Refuses a ``job_regex`` Prometheus would not compile, naming it.
+
+    Prometheus compiles Go's RE2 syntax: Python's ``re`` checks the syntax
+    they share, and the constructs RE2 lacks (look-around, back-references)
+    are refused by name.
+    """
+    if not isinstance(pattern, str) or not pattern:
+        raise TypeError("job_regex must be a non-empty str")
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"job_regex {pattern!r} is not a regular expression: {error}") from None
+    if re.search(r"\(\?<?[=!]|\\[1-9]|\(\?P=", pattern):
+        raise ValueError(
+            f"job_regex {pattern!r} uses look-around or a back-reference, which "
+            "Prometheus's regular expressions (RE2) do not have"
+        )
+
+
+def _promql_string(text: str) -> str:
+    """``text`` as a double-quoted PromQL string literal (Go's escapes)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n").replace("\t", "\\t") + '"'
 
 
 def _by(extra_labels: Sequence[str]) -> str:
@@ -345,7 +389,7 @@ def alerting_rules(
         ),
         alert(
             "GatewayTargetDown",
-            f'up{{job=~"{limits.job_regex}"}} == 0',
+            f"up{{job=~{_promql_string(limits.job_regex)}}} == 0",
             "5m",
             "critical",
             "{{ $labels.instance }} of {{ $labels.job }} cannot be scraped",
@@ -452,11 +496,19 @@ def export(
 ) -> list[Path]:
     """Writes the dashboard and both rule files into ``directory``; returns their paths.
 
+    ``extra_labels`` must be labels a middleware accepts (``ValueError``
+    otherwise, naming the label). Each file is written to a new temporary
+    file beside it and renamed over its name: a symbolic link planted there
+    is replaced, never followed, and a reader never sees half a file.
+
     Example::
 
         ops.export("ops-kit", extra_labels=["team"])
     """
+    if isinstance(extra_labels, (str, bytes)):
+        raise TypeError("extra_labels must be an iterable of label names, not a str")
     extras = list(extra_labels)
+    check_extra_labels(extras)
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     written = {
@@ -467,6 +519,20 @@ def export(
     paths = []
     for name, text in written.items():
         path = target / name
-        path.write_text(text)
+        _replace(path, text)
         paths.append(path)
     return paths
+
+
+def _replace(path: Path, text: str) -> None:
+    """Writes ``text`` to a fresh file in ``path``'s directory and renames it to ``path``."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
