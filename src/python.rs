@@ -15,6 +15,7 @@ use metrics_store::PyMetricsStore;
 mod arguments;
 mod batch;
 mod buffer_column;
+mod exit_gate;
 mod fast_call;
 mod identity_cache;
 mod metrics_store;
@@ -30,10 +31,17 @@ mod samples;
 #[pymodule(gil_used = true)]
 fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     fork_guard::install();
+    exit_gate::install();
     module.add_class::<PyMetricsStore>()?;
     module.add_function(wrap_pyfunction!(multiprocess::compact, module)?)?;
     module.add_function(wrap_pyfunction!(multiprocess::cleanup, module)?)?;
     module.add_function(wrap_pyfunction!(check_extra_labels, module)?)?;
+    let finish = wrap_pyfunction!(exit_gate::finish_native_work, module)?;
+    module.add_function(finish.clone())?;
+    module
+        .py()
+        .import("atexit")?
+        .call_method1("register", (finish, exit_gate::EXIT_WAIT_S))?;
     fast_call::install_recording_methods(&module.py().get_type::<PyMetricsStore>())?;
     let schema = Schema::default();
     let families: Vec<(&str, &str, &str)> = schema

@@ -547,3 +547,56 @@ def test_a_forked_child_does_not_keep_its_parents_file_locked(tmp_path):
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+EXIT_MID_SCRAPE = {
+    "native": ["while True: metrics.generate_latest()"],
+    "collector": ["while True: prometheus_client.generate_latest(registry)"],
+    "exporter": [
+        "exporter = PrometheusExporter(0, registry=registry, addr='127.0.0.1')",
+        "exporter.start()",
+        "url = f'http://127.0.0.1:{exporter.port}/metrics'",
+        "while True: urllib.request.urlopen(url, timeout=10).read()",
+    ],
+}
+
+
+@pytest.mark.parametrize("scraper", sorted(EXIT_MID_SCRAPE))
+def test_exiting_while_a_thread_is_mid_scrape_always_exits_cleanly(scraper):
+    # A daemon thread scrapes a 20,000-series store in a loop while the main
+    # thread returns: CPython ends such a thread when it asks for the GIL back
+    # during finalization, which through Rust frames used to abort (134).
+    body = "\n            ".join(EXIT_MID_SCRAPE[scraper])
+    code = f"""
+        import sys, threading, time, urllib.request
+        import prometheus_client
+        from prometheus_client import CollectorRegistry
+        from gateway_metrics import GatewayMetricsMiddleware, ModelPricing, PrometheusExporter
+
+        registry = CollectorRegistry()
+        models = [f"model-{{i}}" for i in range(5000)]
+        metrics = GatewayMetricsMiddleware(
+            registry=registry, price_table=dict.fromkeys(models, ModelPricing(1.0, 2.0))
+        )
+        for model in models:
+            metrics.record_request(provider="p", model=model, operation="chat", status="ok",
+                                   latency_s=0.5, input_tokens=3, output_tokens=2)
+
+        def scrape():
+            {body}
+
+        threading.Thread(target=scrape, daemon=True).start()
+        time.sleep(float(sys.argv[1]))
+    """
+    statuses = []
+    for run in range(20):
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code), str(0.05 + 0.01 * run)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=TESTS,
+            check=False,
+        )
+        statuses.append((done.returncode, done.stderr[-300:]))
+    assert [status for status, _ in statuses] == [0] * 20, statuses

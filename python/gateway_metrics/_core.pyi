@@ -15,6 +15,7 @@ __all__ = [
     "check_extra_labels",
     "cleanup",
     "compact",
+    "finish_native_work",
 ]
 
 FAMILIES: list[tuple[str, str, str]]
@@ -38,6 +39,11 @@ def cleanup(directory: str, *, force: bool, timeout: float) -> int:
 
 def check_extra_labels(names: list[str]) -> None:
     """Raises ``ValueError`` unless a middleware accepts ``names`` as its extra labels."""
+
+def finish_native_work(timeout: float) -> bool:
+    """Registered with ``atexit`` when the module loads: from then on no native
+    call releases the GIL, and it waits up to ``timeout`` seconds for the calls
+    that did to take it back; returns whether they all did."""
 
 REQUEST_FIELDS: list[tuple[str, str, str | None]]
 """``(keyword, kind, default as Python source or None when required)`` of each

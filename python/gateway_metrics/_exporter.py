@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
 import binascii
 import contextlib
@@ -336,13 +337,16 @@ class PrometheusExporter:
             )
             thread.start()
             self._server, self._thread = server, thread
+            # Stopped before the interpreter finalizes, so that no scrape is
+            # being answered while it does.
+            atexit.register(self.stop)
 
     def stop(self) -> None:
         """Stops serving and frees the port; safe to call when not running.
 
         When it returns the port is free and no connection is answered any
         more: connections still open are cut, their threads given up to
-        ``timeout_s`` to end.
+        ``timeout_s`` to end. A running exporter is stopped at interpreter exit.
         """
         # Held throughout, so that a start() racing this stop() binds only
         # once the port is free.
@@ -351,6 +355,7 @@ class PrometheusExporter:
             self._server = self._thread = None
             if server is None:
                 return
+            atexit.unregister(self.stop)
             server.shutdown()
             server.server_close()
             server.close_connections(self._timeout_s)

@@ -13,6 +13,7 @@ use super::arguments::{
     checked_first_token, checked_parts, extra_label_values, label, latency_seconds, token_count,
     tool_call_names, ColumnArgument, ToolName, ToolNames, TOKEN_ARGUMENTS,
 };
+use super::exit_gate::detach;
 use super::fast_call::RequestArguments;
 use super::identity_cache::IdentityCache;
 use super::multiprocess::{Layout, Multiprocess};
@@ -251,7 +252,7 @@ impl PyMetricsStore {
                 .aggregate(py, self.store())?
                 .visit(false, &mut encoder),
         }
-        let body = py.allow_threads(|| encoder.finish());
+        let body = detach(py, || encoder.finish());
         Ok(PyBytes::new(py, &body))
     }
 
@@ -299,11 +300,11 @@ impl PyMetricsStore {
             .map(std::mem::take)
             .unwrap_or_default();
         let text = match &self.multiprocess {
-            None => py.allow_threads(|| render(self.store(), format, include_created, buffer)),
+            None => detach(py, || render(self.store(), format, include_created, buffer)),
             Some(multiprocess) => {
                 let sum = multiprocess.aggregate(py, self.store())?;
                 let include_created = include_created && multiprocess.keeps_created();
-                py.allow_threads(|| {
+                detach(py, || {
                     let mut encoder = TextEncoder::reusing(format, buffer);
                     sum.visit(include_created, &mut encoder);
                     encoder.into_text()

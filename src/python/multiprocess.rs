@@ -10,6 +10,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyRuntimeWarning, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 
+use super::exit_gate::{self, detach};
 use super::metrics_store::{python_price_resolver, recording};
 use crate::counter::Coding;
 use crate::family::Schema;
@@ -129,14 +130,13 @@ impl Multiprocess {
     /// created since then are missing from every process's scrape.
     pub(super) fn aggregate(&self, py: Python<'_>, store: &Store) -> PyResult<Aggregate> {
         let directory = self.directory.clone();
-        let sum = py
-            .allow_threads(|| match self.layout {
-                Layout::Own => multiprocess::aggregate(&directory, &self.schema),
-                Layout::PrometheusClient => {
-                    multiprocess::aggregate_prometheus(&directory, &self.schema)
-                }
-            })
-            .map_err(|error| PyOSError::new_err(error.to_string()))?;
+        let sum = detach(py, || match self.layout {
+            Layout::Own => multiprocess::aggregate(&directory, &self.schema),
+            Layout::PrometheusClient => {
+                multiprocess::aggregate_prometheus(&directory, &self.schema)
+            }
+        })
+        .map_err(|error| PyOSError::new_err(error.to_string()))?;
         let skipped = sum
             .skipped
             .iter()
@@ -144,7 +144,10 @@ impl Multiprocess {
         let own = store.file_error().map(|error| {
             format!("new series of this process are not shared (metrics file full): {error}")
         });
-        for message in skipped.chain(own).chain(sum.caveat.clone()) {
+        // Warnings run Python code (filters, showwarning), which may let the
+        // GIL go inside these Rust frames: not once the interpreter is exiting.
+        let messages = skipped.chain(own).chain(sum.caveat.clone());
+        for message in messages.filter(|_| !exit_gate::exiting()) {
             PyErr::warn(
                 py,
                 &py.get_type::<PyRuntimeWarning>(),
@@ -188,9 +191,7 @@ pub(super) fn compact(
     timeout: f64,
 ) -> PyResult<CompactionReport> {
     let wait = lock_wait(timeout)?;
-    let done = py
-        .allow_threads(|| multiprocess::compact(&directory, wait))
-        .map_err(io_error)?;
+    let done = detach(py, || multiprocess::compact(&directory, wait)).map_err(io_error)?;
     Ok((done.folded, done.discarded, done.into, done.not_removed))
 }
 
@@ -205,9 +206,8 @@ pub(super) fn cleanup(
     timeout: f64,
 ) -> PyResult<usize> {
     let wait = lock_wait(timeout)?;
-    let outcome = py
-        .allow_threads(|| multiprocess::cleanup(&directory, force, wait))
-        .map_err(io_error)?;
+    let outcome =
+        detach(py, || multiprocess::cleanup(&directory, force, wait)).map_err(io_error)?;
     match outcome {
         multiprocess::Cleanup::Removed(count) => Ok(count),
         multiprocess::Cleanup::Refused(live) => {

@@ -1,8 +1,15 @@
 //! The collector's path: visited samples as `prometheus_client` `Sample`s.
+//!
+//! `Sample` is a named tuple, whose constructor is Python code; each sample
+//! is made by `tuple.__new__` instead, C code that runs no bytecode. Besides
+//! being faster, this keeps the path from dropping the GIL inside Rust
+//! frames, which at interpreter exit would let CPython end the thread there
+//! (see `exit_gate`).
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
+use smallvec::SmallVec;
 
 use crate::family::FamilyDesc;
 use crate::visit::SampleVisitor;
@@ -11,6 +18,9 @@ use crate::visit::SampleVisitor;
 pub(super) struct SampleBuilder<'py> {
     py: Python<'py>,
     sample_type: Bound<'py, PyAny>,
+    /// `tuple.__new__` and the defaults of the fields after `value`, when
+    /// `sample_type` is a named tuple; otherwise it is called.
+    tuple_new: Option<(Bound<'py, PyAny>, Vec<Bound<'py, PyAny>>)>,
     families: Bound<'py, PyList>,
     samples: Bound<'py, PyList>,
     /// Interned full sample names of the current family, by suffix.
@@ -28,6 +38,10 @@ impl<'py> SampleBuilder<'py> {
         SampleBuilder {
             py,
             sample_type: sample_type.clone(),
+            tuple_new: named_tuple_defaults(sample_type).and_then(|defaults| {
+                let tuple_new = py.get_type::<PyTuple>().getattr("__new__").ok()?;
+                Some((tuple_new, defaults))
+            }),
             families: PyList::empty(py),
             samples: PyList::empty(py),
             sample_names: Vec::new(),
@@ -78,9 +92,34 @@ impl<'py> SampleBuilder<'py> {
                 dict.set_item(key, value)?;
             }
         }
-        let sample = self.sample_type.call1((name, dict, value))?;
+        let sample = match &self.tuple_new {
+            Some((tuple_new, defaults)) => {
+                let mut fields: SmallVec<[Bound<'py, PyAny>; 6]> = SmallVec::new();
+                fields.push(name.into_any());
+                fields.push(dict.into_any());
+                fields.push(PyFloat::new(self.py, value).into_any());
+                fields.extend(defaults.iter().cloned());
+                tuple_new.call1((&self.sample_type, PyTuple::new(self.py, fields)?))?
+            }
+            None => self.sample_type.call1((name, dict, value))?,
+        };
         self.samples.append(sample)
     }
+}
+
+/// The defaults of the fields after `(name, labels, value)` of a named tuple
+/// type, or None when `sample_type` is not one or lacks a default.
+fn named_tuple_defaults<'py>(sample_type: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
+    let fields = sample_type.getattr("_fields").ok()?;
+    let defaults = sample_type.getattr("_field_defaults").ok()?;
+    let names: Vec<String> = fields.extract().ok()?;
+    if names.get(..3)? != ["name", "labels", "value"] {
+        return None;
+    }
+    names[3..]
+        .iter()
+        .map(|field| defaults.get_item(field).ok())
+        .collect()
 }
 
 impl SampleVisitor for SampleBuilder<'_> {
