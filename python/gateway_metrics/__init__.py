@@ -21,6 +21,7 @@ from gateway_metrics._pricing import DEFAULT_COST_TABLE, ModelPricing, compute_c
 from gateway_metrics._remote_write import RemoteWriteError, RemoteWriter
 from gateway_metrics._serving import make_asgi_app, make_wsgi_app
 from gateway_metrics._track import ToolCall, TrackedCall
+from gateway_metrics._usage import Usage, tool_call_names, usage_from
 
 __all__ = [
     "DEFAULT_COST_TABLE",
@@ -31,8 +32,11 @@ __all__ = [
     "RemoteWriter",
     "ToolCall",
     "TrackedCall",
+    "Usage",
     "compute_cost",
     "make_asgi_app",
     "make_wsgi_app",
+    "tool_call_names",
+    "usage_from",
 ]
 __version__ = "0.1.0"

@@ -437,22 +437,24 @@ class GatewayMetricsMiddleware(MetricsStore):
 
         A context manager for ``with`` and ``async with``: latency from
         ``time.perf_counter``; ``call.first_token()`` marks time to first token
-        (once); ``call.usage(response)`` reads the token counts of an OpenAI
-        (Chat Completions or Responses), Anthropic or Google response or usage
-        object, or a dict of the same shape; ``call.tokens(...)`` sets them;
-        ``call.tool_calls(calls)`` records tool calls by name. The status is
+        (once); ``call.usage(...)`` reads the token counts of an OpenAI (Chat
+        Completions or Responses), Anthropic, Google or LiteLLM response, usage
+        object or stream event, or a dict of the same shape, merging a stream's
+        reports; ``call.tokens(...)`` sets them; ``call.tool_calls(...)`` adds
+        the tool calls of a response, chunk or event by name. The status is
         ``"ok"``, ``"error"`` when an exception leaves the block (it is
         re-raised) or ``"cancelled"`` (``asyncio.CancelledError``, or a
-        streaming generator closed early).
+        streaming generator closed early); our own parsing never changes it.
 
         Example::
 
             async with metrics.track("openai", "gpt-4o") as call:
-                stream = await client.chat.completions.create(..., stream=True)
+                stream = await client.chat.completions.create(
+                    ..., stream=True, stream_options={"include_usage": True})
                 async for chunk in stream:
                     call.first_token()
-                    ...
-                call.usage(chunk)
+                    call.usage(chunk)
+                    call.tool_calls(chunk)
         """
         return TrackedCall(self, provider, model, operation, labels)
 

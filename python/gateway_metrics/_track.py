@@ -5,17 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+from gateway_metrics._usage import (
+    Usage,
+    check_tokens,
+    field_of,
+    recordable_counts,
+    tool_calls_in,
+    usage_from,
+)
 
 if TYPE_CHECKING:
     from gateway_metrics._middleware import GatewayMetricsMiddleware
 
 _LOGGER = logging.getLogger("gateway_metrics")
-#: Token counts of a request, in this package's semantics, and their order.
-TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
 
 
 def _report_once(metrics: GatewayMetricsMiddleware, kind: str, message: str) -> None:
@@ -23,30 +30,6 @@ def _report_once(metrics: GatewayMetricsMiddleware, kind: str, message: str) -> 
     if kind not in metrics._reported_usage_problems:
         metrics._reported_usage_problems.add(kind)
         _LOGGER.warning("%s (reported once)", message)
-
-
-def check_tokens(counts: Mapping[str, object]) -> dict[str, int]:
-    """``counts`` (token type to count) as ``record_request`` will take them, or a
-    ``TypeError``/``ValueError`` naming the argument: counts are ints from 0 to
-    2**64-1, the cache parts fit in ``input`` and ``reasoning`` in ``output``."""
-    checked = {}
-    for name in TOKEN_TYPES:
-        value = counts.get(name, 0)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-        if not 0 <= value < 2**64:
-            raise ValueError(f"{name} must be between 0 and 2**64-1, got {value}")
-        checked[name] = value
-    if checked["cache_read"] + checked["cache_write"] > checked["input"]:
-        raise ValueError(
-            "cache_read + cache_write must not exceed input, got "
-            f"{checked['cache_read']} + {checked['cache_write']} > {checked['input']}"
-        )
-    if checked["reasoning"] > checked["output"]:
-        raise ValueError(
-            f"reasoning must not exceed output, got {checked['reasoning']} > {checked['output']}"
-        )
-    return checked
 
 
 @dataclass(frozen=True)
@@ -64,93 +47,6 @@ class ToolCall:
 
     name: str
     id: str = ""
-
-
-def _field(source: Any, name: str) -> Any:
-    """``source.name`` or ``source[name]``; None when it has neither."""
-    if isinstance(source, Mapping):
-        return source.get(name)
-    return getattr(source, name, None)
-
-
-def _count(source: Any, *path: str) -> int:
-    """The int at ``path`` inside ``source`` (attributes or keys); 0 when absent or None."""
-    for name in path:
-        source = _field(source, name)
-        if source is None:
-            return 0
-    if isinstance(source, bool) or not isinstance(source, int):
-        raise TypeError(f"usage field {'.'.join(path)} must be an int, not {type(source).__name__}")
-    return source
-
-
-def _has(source: Any, name: str) -> bool:
-    return name in source if isinstance(source, Mapping) else hasattr(source, name)
-
-
-def usage_tokens(usage: Any) -> dict[str, int]:
-    """Token counts of an OpenAI, Anthropic or Google response or usage object (or a
-    dict of the same shape), in this package's semantics: ``input`` counts every
-    prompt token, ``cache_read``/``cache_write`` the parts of it read from or written
-    to the prompt cache, ``reasoning`` the part of ``output`` spent on reasoning."""
-    for container in ("usage", "usage_metadata"):
-        inner = _field(usage, container)
-        if inner is not None and not isinstance(inner, (int, float)):
-            usage = inner
-            break
-    if _has(usage, "prompt_token_count") or _has(usage, "candidates_token_count"):
-        # Google: the prompt count includes cached content; thoughts are output.
-        thoughts = _count(usage, "thoughts_token_count")
-        return {
-            "input": _count(usage, "prompt_token_count"),
-            "output": _count(usage, "candidates_token_count") + thoughts,
-            "cache_read": _count(usage, "cached_content_token_count"),
-            "cache_write": 0,
-            "reasoning": thoughts,
-        }
-    if _has(usage, "prompt_tokens") or _has(usage, "completion_tokens"):
-        # OpenAI Chat Completions: the prompt count includes cached tokens.
-        return {
-            "input": _count(usage, "prompt_tokens"),
-            "output": _count(usage, "completion_tokens"),
-            "cache_read": _count(usage, "prompt_tokens_details", "cached_tokens"),
-            "cache_write": 0,
-            "reasoning": _count(usage, "completion_tokens_details", "reasoning_tokens"),
-        }
-    if _has(usage, "cache_read_input_tokens") or _has(usage, "cache_creation_input_tokens"):
-        # Anthropic: input_tokens excludes what was read from or written to the cache.
-        read = _count(usage, "cache_read_input_tokens")
-        written = _count(usage, "cache_creation_input_tokens")
-        return {
-            "input": _count(usage, "input_tokens") + read + written,
-            "output": _count(usage, "output_tokens"),
-            "cache_read": read,
-            "cache_write": written,
-            "reasoning": 0,
-        }
-    if _has(usage, "input_tokens") or _has(usage, "output_tokens"):
-        # OpenAI Responses: input_tokens includes cached tokens.
-        return {
-            "input": _count(usage, "input_tokens"),
-            "output": _count(usage, "output_tokens"),
-            "cache_read": _count(usage, "input_tokens_details", "cached_tokens"),
-            "cache_write": 0,
-            "reasoning": _count(usage, "output_tokens_details", "reasoning_tokens"),
-        }
-    raise TypeError(
-        f"usage() does not know the shape of {type(usage).__name__}: pass an OpenAI, "
-        "Anthropic or Google response or usage object, or set counts with tokens()"
-    )
-
-
-def tool_call_name(call: Any) -> str:
-    """The name of a tool call: ``.name``, ``.function.name`` (OpenAI SDK objects),
-    or the same keys of a dict; ``"unknown"`` for anything else."""
-    name = _field(call, "name")
-    if not isinstance(name, str) or not name:
-        function = _field(call, "function")
-        name = None if function is None else _field(function, "name")
-    return name if isinstance(name, str) and name else "unknown"
 
 
 class TrackedCall:
@@ -185,8 +81,13 @@ class TrackedCall:
         self._provider, self._model, self._operation = provider, model, operation
         self._started: float | None = None
         self._first_token_s: float | None = None
-        self._tokens = dict.fromkeys(TOKEN_TYPES, 0)
-        self._tool_calls: list[ToolCall] = []
+        self._usage = Usage()
+        self._usage_given = False
+        self._chat_chunks = False
+        #: Tool calls seen, by what identifies them across stream events
+        #: (their id, or stream index); calls without either are listed apart.
+        self._keyed_calls: dict[object, str] = {}
+        self._unkeyed_calls: list[str] = []
         self._recorded = False
 
     def first_token(self) -> None:
@@ -194,38 +95,33 @@ class TrackedCall:
         if self._first_token_s is None and self._started is not None:
             self._first_token_s = time.perf_counter() - self._started
 
-    def usage(self, response_or_usage: Any) -> None:
-        """Takes the token counts from an SDK response or usage object (or dict).
+    def usage(self, source: Any) -> None:
+        """Takes the token counts of an SDK response, usage object, stream event or
+        chunk (or a dict of one), merged into what earlier calls gave.
 
-        Never raises: the block's own outcome decides the request's status.
-        A shape it does not know is logged once and leaves the counts as they
-        were; counts that contradict each other (cached tokens beyond the
-        prompt, reasoning beyond the output) keep what is consistent, input
-        and output, and are logged once.
+        Call it with each stream event or chunk: a count a later event reports
+        replaces the earlier one, a count it leaves out (``None``) keeps it, as
+        each provider's streams require (Anthropic's ``message_start`` then
+        ``message_delta``, OpenAI's last chunk, Google's chunks). See
+        ``gateway_metrics.usage_from``.
+
+        Never raises: the block's own outcome decides the request's status. A
+        shape it does not know is logged once and changes nothing; an event
+        without usage changes nothing either, and when no call reported any
+        usage by the end of the block, that is logged once, saying how to get
+        it where it can (a Chat Completions stream's
+        ``stream_options={"include_usage": True}``).
         """
+        kind = type(source).__name__
+        self._usage_given = True
+        if field_of(source, "object") == "chat.completion.chunk":
+            self._chat_chunks = True
         try:
-            counts = usage_tokens(response_or_usage)
+            reported = usage_from(source)
         except TypeError as unknown:
-            _report_once(
-                self._metrics, f"shape:{type(response_or_usage).__name__}", f"track(): {unknown}"
-            )
+            _report_once(self._metrics, f"shape:{kind}", f"track(): {unknown}")
             return
-        try:
-            self._tokens = check_tokens(counts)
-            return
-        except (TypeError, ValueError) as contradiction:
-            problem = str(contradiction)
-        try:
-            self._tokens = check_tokens({"input": counts["input"], "output": counts["output"]})
-            kept = "only its input and output are recorded"
-        except (TypeError, ValueError):
-            kept = "its counts are not recorded"
-        _report_once(
-            self._metrics,
-            f"counts:{problem.split(',')[0]}",
-            f"track(): usage of {type(response_or_usage).__name__} is inconsistent "
-            f"({problem}); {kept}",
-        )
+        self._usage = self._usage.merged(reported)
 
     def tokens(
         self,
@@ -243,19 +139,33 @@ class TrackedCall:
         request is still recorded (as ``error``, if the exception leaves the
         block), with the counts it had before.
         """
-        self._tokens = check_tokens(
-            {
-                "input": input,
-                "output": output,
-                "cache_read": cache_read,
-                "cache_write": cache_write,
-                "reasoning": reasoning,
-            }
+        self._usage = Usage(
+            **check_tokens(
+                {
+                    "input": input,
+                    "output": output,
+                    "cache_read": cache_read,
+                    "cache_write": cache_write,
+                    "reasoning": reasoning,
+                }
+            )
         )
 
-    def tool_calls(self, calls: Iterable[Any] | None) -> None:
-        """Records the response's tool calls (objects or dicts), by name."""
-        self._tool_calls = [ToolCall(tool_call_name(call)) for call in (calls or ())]
+    def tool_calls(self, source: Any) -> None:
+        """Adds the tool calls in ``source`` to the request's, by name.
+
+        ``source`` is anything ``gateway_metrics.tool_call_names`` reads: a
+        response, chunk or event, or tool calls and items of any SDK. Calls
+        accumulate across calls of this method, each counted once: a streamed
+        call's deltas (by index), or the same call passed again (by id).
+        """
+        for key, name in tool_calls_in(source):
+            if name is None:
+                continue  # a later delta of a streamed call: named already
+            if key is None:
+                self._unkeyed_calls.append(name)
+            else:
+                self._keyed_calls.setdefault(key, name)
 
     def _start(self) -> TrackedCall:
         if self._started is not None:
@@ -276,17 +186,39 @@ class TrackedCall:
             status = "error"
         first = self._first_token_s
         first_token_s = None if first is None else min(first, latency_s)
+        calls = [ToolCall(name) for name in [*self._keyed_calls.values(), *self._unkeyed_calls]]
         try:
-            self._record(status, latency_s, first_token_s, self._tokens, self._tool_calls)
+            self._record(status, latency_s, first_token_s, self._checked_counts(), calls)
         except (TypeError, ValueError) as refused:
             # Every part was checked when it was given; should one still be
             # refused, the request is recorded without its parts rather than
             # lost, and the block's own exception (if any) stays the one raised.
             _report_once(self._metrics, f"record:{type(refused).__name__}", f"track(): {refused}")
             try:
-                self._record(status, latency_s, first_token_s, dict.fromkeys(TOKEN_TYPES, 0), [])
+                self._record(status, latency_s, first_token_s, Usage().counts(), [])
             except (TypeError, ValueError) as still:
                 _report_once(self._metrics, f"record:{type(still).__name__}", f"track(): {still}")
+
+    def _checked_counts(self) -> dict[str, int]:
+        """The counts to record: all of them when they agree with each other,
+        else the consistent input and output (logged once)."""
+        if self._usage_given and not self._usage.reported:
+            hint = "usage() was given nothing that carries usage"
+            if self._chat_chunks:
+                hint = (
+                    "a Chat Completions stream reports usage in its last chunk, and only "
+                    'when asked with stream_options={"include_usage": True}'
+                )
+            _report_once(self._metrics, f"no-usage:{self._chat_chunks}", f"track(): {hint}")
+        counts, problem = recordable_counts(self._usage)
+        if problem is not None:
+            _report_once(
+                self._metrics,
+                f"counts:{problem.split(',')[0]}",
+                f"track(): the usage reported is inconsistent ({problem}); "
+                "only its input and output are recorded",
+            )
+        return counts
 
     def _record(
         self,

@@ -329,7 +329,12 @@ fn tool_name<'py, 's>(
     let py = item.py();
     let name = match item.getattr(intern!(py, "name")) {
         Ok(name) => name,
-        Err(error) if error.is_instance_of::<PyAttributeError>(py) => return Ok(ToolName::Unknown),
+        Err(error) if error.is_instance_of::<PyAttributeError>(py) => {
+            match nested_tool_name(item)? {
+                Some(name) => name,
+                None => return Ok(ToolName::Unknown),
+            }
+        }
         Err(error) => return Err(error),
     };
     if let Some(series) = cache.get(py, [&name]) {
@@ -348,6 +353,42 @@ fn tool_name<'py, 's>(
         return Ok(ToolName::Unknown);
     }
     label(&name, argument).map(|_| ToolName::Unknown)
+}
+
+/// The name of a tool call that has no `.name`: a dict's `"name"`, or the
+/// `name` of its `function` (OpenAI Chat and LiteLLM tool calls) or `custom`
+/// (OpenAI custom tools), as attributes or keys. Only calls without `.name`
+/// come here, so the `.name` path costs nothing more.
+fn nested_tool_name<'py>(item: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = item.py();
+    if let Some(name) = member(item, intern!(py, "name"))? {
+        return Ok(Some(name));
+    }
+    for holder in [intern!(py, "function"), intern!(py, "custom")] {
+        if let Some(inner) = member(item, holder)? {
+            if let Some(name) = member(&inner, intern!(py, "name"))? {
+                return Ok(Some(name));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// `source[key]` of a dict, or `source.key`; None when absent or None.
+fn member<'py>(
+    source: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let found = if let Ok(dict) = source.downcast::<PyDict>() {
+        dict.get_item(key)?
+    } else {
+        match source.getattr(key) {
+            Ok(value) => Some(value),
+            Err(error) if error.is_instance_of::<PyAttributeError>(source.py()) => None,
+            Err(error) => return Err(error),
+        }
+    };
+    Ok(found.filter(|value| !value.is_none()))
 }
 
 /// An argument, or one row of a column argument, as named in error messages.

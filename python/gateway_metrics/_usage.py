@@ -1,0 +1,384 @@
+"""Token usage and tool-call names from what LLM SDKs return, in this package's semantics.
+
+This package counts tokens one way whatever the provider: ``input`` is every
+prompt token, ``cache_read`` and ``cache_write`` are the parts of it read from
+and written to the prompt cache, ``output`` is every generated token and
+``reasoning`` the part of it spent on reasoning. Each provider reports them
+its own way; ``docs/providers.md`` gives the fields read and the provider
+documentation each reading follows. A field an SDK leaves ``None`` is "not
+reported", never zero: it does not overwrite what an earlier stream event
+reported (``Usage.merged``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = ["Usage", "tool_call_names", "usage_from"]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one request; ``None`` where the source did not report one.
+
+    ``input`` counts every prompt token (cached ones too), ``cache_read`` and
+    ``cache_write`` are parts of ``input``, ``reasoning`` is part of ``output``.
+
+    Example::
+
+        usage = usage_from(response)          # any SDK's response, usage or event
+        usage = usage.merged(usage_from(event))  # a stream's later report wins
+    """
+
+    input: int | None = None
+    output: int | None = None
+    cache_read: int | None = None
+    cache_write: int | None = None
+    reasoning: int | None = None
+
+    def merged(self, later: Usage) -> Usage:
+        """This usage updated by a later report: each count ``later`` reports replaces ours.
+
+        Stream events report running totals (Anthropic's ``message_delta``,
+        Google's chunks) or the totals once (OpenAI's final chunk), so the
+        latest reported value of each count is the request's.
+        """
+        return Usage(
+            **{
+                field.name: getattr(self, field.name)
+                if getattr(later, field.name) is None
+                else getattr(later, field.name)
+                for field in fields(self)
+            }
+        )
+
+    @property
+    def reported(self) -> bool:
+        """Whether any count was reported."""
+        return any(getattr(self, field.name) is not None for field in fields(self))
+
+    def counts(self) -> dict[str, int]:
+        """The counts by token type, 0 for those not reported."""
+        return {field.name: getattr(self, field.name) or 0 for field in fields(self)}
+
+
+#: The token types, in ``Usage``'s order (``record_request``'s ``<type>_tokens``).
+TOKEN_TYPES = tuple(field.name for field in fields(Usage))
+
+
+def check_tokens(counts: Mapping[str, object]) -> dict[str, int]:
+    """``counts`` (token type to count) as ``record_request`` will take them, or a
+    ``TypeError``/``ValueError`` naming the argument: counts are ints from 0 to
+    2**64-1, the cache parts fit in ``input`` and ``reasoning`` in ``output``."""
+    checked = {}
+    for name in TOKEN_TYPES:
+        value = counts.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        if not 0 <= value < 2**64:
+            raise ValueError(f"{name} must be between 0 and 2**64-1, got {value}")
+        checked[name] = value
+    if checked["cache_read"] + checked["cache_write"] > checked["input"]:
+        raise ValueError(
+            "cache_read + cache_write must not exceed input, got "
+            f"{checked['cache_read']} + {checked['cache_write']} > {checked['input']}"
+        )
+    if checked["reasoning"] > checked["output"]:
+        raise ValueError(
+            f"reasoning must not exceed output, got {checked['reasoning']} > {checked['output']}"
+        )
+    return checked
+
+
+def recordable_counts(usage: Usage) -> tuple[dict[str, int], str | None]:
+    """The counts of ``usage`` to record, and why some were left out.
+
+    All of them when they agree with each other; otherwise (cached tokens
+    beyond the prompt, reasoning beyond the output) only input and output,
+    which every provider reports as totals, with the contradiction.
+    """
+    counts = usage.counts()
+    try:
+        return check_tokens(counts), None
+    except ValueError as contradiction:
+        return check_tokens({"input": counts["input"], "output": counts["output"]}), str(
+            contradiction
+        )
+
+
+def field_of(source: Any, name: str) -> Any:
+    """``source.name`` or ``source[name]``; None when it has neither."""
+    if isinstance(source, Mapping):
+        return source.get(name)
+    return getattr(source, name, None)
+
+
+def _has(source: Any, name: str) -> bool:
+    if isinstance(source, Mapping):
+        return name in source
+    return hasattr(source, name)
+
+
+def _int(source: Any, *path: str) -> int | None:
+    """The count at ``path`` inside ``source`` (attributes or keys); None when absent or None."""
+    for name in path:
+        if source is None:
+            return None
+        source = field_of(source, name)
+    if source is None:
+        return None
+    if isinstance(source, float) and source.is_integer():
+        source = int(source)  # JSON numbers from a dict may arrive as floats
+    if isinstance(source, bool) or not isinstance(source, int):
+        raise TypeError(f"usage field {'.'.join(path)} must be an int, not {type(source).__name__}")
+    return source
+
+
+def _first(*counts: int | None) -> int | None:
+    return next((count for count in counts if count is not None), None)
+
+
+def _plus(*counts: int | None) -> int | None:
+    """The sum of the reported counts; None when none is reported."""
+    reported = [count for count in counts if count is not None]
+    return sum(reported) if reported else None
+
+
+def _from_usage_object(usage: Any) -> Usage:
+    """A usage object (or dict) of any provider, told apart by its field names."""
+    if any(
+        _has(usage, name)
+        for name in ("prompt_token_count", "candidates_token_count", "total_token_count")
+    ):
+        # Google (google-genai's GenerateContentResponseUsageMetadata): the prompt
+        # count includes cached content; tool-use prompts and thoughts are counted
+        # apart from the prompt and the candidates.
+        thoughts = _int(usage, "thoughts_token_count")
+        return Usage(
+            input=_plus(
+                _int(usage, "prompt_token_count"), _int(usage, "tool_use_prompt_token_count")
+            ),
+            output=_plus(_int(usage, "candidates_token_count"), thoughts),
+            cache_read=_int(usage, "cached_content_token_count"),
+            reasoning=thoughts,
+        )
+    if _has(usage, "prompt_tokens") or _has(usage, "completion_tokens"):
+        # OpenAI Chat Completions, and the servers and libraries that answer in
+        # its shape (LiteLLM, vLLM): the prompt count includes cached tokens.
+        details = field_of(usage, "prompt_tokens_details")
+        return Usage(
+            input=_int(usage, "prompt_tokens"),
+            output=_int(usage, "completion_tokens"),
+            cache_read=_int(details, "cached_tokens"),
+            cache_write=_first(
+                _int(details, "cache_write_tokens"),
+                _int(details, "cache_creation_tokens"),  # LiteLLM
+                _int(usage, "cache_creation_input_tokens"),  # LiteLLM
+            ),
+            reasoning=_int(usage, "completion_tokens_details", "reasoning_tokens"),
+        )
+    if (
+        _has(usage, "input_tokens_details")
+        or _int(field_of(usage, "output_tokens_details"), "reasoning_tokens") is not None
+    ):
+        # OpenAI Responses: input_tokens includes cached tokens.
+        return Usage(
+            input=_int(usage, "input_tokens"),
+            output=_int(usage, "output_tokens"),
+            cache_read=_int(usage, "input_tokens_details", "cached_tokens"),
+            cache_write=_int(usage, "input_tokens_details", "cache_write_tokens"),
+            reasoning=_int(usage, "output_tokens_details", "reasoning_tokens"),
+        )
+    if _has(usage, "input_tokens") or _has(usage, "output_tokens"):
+        # Anthropic Messages: input_tokens leaves out what was read from or
+        # written to the cache, so they are added back.
+        raw_input = _int(usage, "input_tokens")
+        read = _int(usage, "cache_read_input_tokens")
+        written = _int(usage, "cache_creation_input_tokens")
+        return Usage(
+            input=None if raw_input is None else raw_input + (read or 0) + (written or 0),
+            output=_int(usage, "output_tokens"),
+            cache_read=read,
+            cache_write=written,
+            reasoning=_int(usage, "output_tokens_details", "thinking_tokens"),
+        )
+    raise TypeError(
+        f"usage_from() does not know the shape of {type(usage).__name__}: pass an OpenAI, "
+        "Anthropic, Google or LiteLLM response, usage object or stream event, or a dict "
+        "of the same shape"
+    )
+
+
+def usage_from(source: Any) -> Usage:
+    """The token counts in ``source``, in this package's semantics.
+
+    ``source`` is a response, a usage object, a stream event or chunk, or a
+    dict of any of these shapes, of OpenAI Chat Completions or Responses,
+    Anthropic Messages, Google genai, LiteLLM or an OpenAI-compatible server
+    (vLLM). A chunk or event that carries no usage gives an empty ``Usage``
+    (``reported`` is False); a shape it does not know is a ``TypeError``.
+
+    Example::
+
+        usage = gateway_metrics.usage_from(response)
+        metrics.record_request(..., input_tokens=usage.input or 0, ...)
+    """
+    if source is None or isinstance(source, (str, bytes, int, float)):
+        raise TypeError(f"usage_from() takes an SDK object or dict, not {type(source).__name__}")
+    # Events that wrap what carries the usage: Anthropic's message_start
+    # (.message), OpenAI Responses' response.* events (.response).
+    for wrapper in ("message", "response"):
+        inner = field_of(source, wrapper)
+        if inner is not None and not isinstance(inner, (str, bytes)) and _has(inner, "usage"):
+            return usage_from(inner)
+    for container in ("usage", "usage_metadata"):
+        if _has(source, container):
+            inner = field_of(source, container)
+            if inner is None:
+                return Usage()  # a chunk or event without usage: nothing reported
+            if not isinstance(inner, (int, float)):
+                return _from_usage_object(inner)
+    if isinstance(field_of(source, "type"), str):
+        # A typed stream event without usage (Anthropic's content_block_delta,
+        # Responses' response.output_text.delta, ...): nothing reported.
+        return Usage()
+    return _from_usage_object(source)
+
+
+#: Item types of tool calls that carry the tool's name in ``name``: Anthropic's
+#: content blocks, OpenAI Responses' output items.
+_NAMED_TOOL_TYPES = frozenset({"tool_use", "server_tool_use", "mcp_tool_use", "function_call"})
+
+
+def _text_name(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _call_key(item: Any) -> object:
+    """What identifies a tool call across stream events: its id, else its stream index."""
+    for name in ("id", "call_id"):
+        value = field_of(item, name)
+        if isinstance(value, str) and value:
+            return value
+    index = field_of(item, "index")
+    return ("index", index) if isinstance(index, int) else None
+
+
+def _item_call(item: Any) -> tuple[object, str | None] | None:
+    """One item as ``(key, name)``: None when it is not a tool call, a None name
+    when it continues a streamed call whose name came earlier."""
+    if isinstance(item, (str, bytes)) or item is None:
+        return None
+    kind = field_of(item, "type")
+    if _has(item, "function_call") and not isinstance(kind, str):
+        # A Google Part: text and thought parts have no function call.
+        call = field_of(item, "function_call")
+        if call is None:
+            return None
+        return _call_key(call), _text_name(field_of(call, "name")) or "unknown"
+    name = _text_name(field_of(item, "name"))
+    if name is None:
+        for nested in ("function", "custom"):  # OpenAI Chat tool calls, LiteLLM's
+            name = _text_name(field_of(field_of(item, nested), "name"))
+            if name is not None:
+                break
+    if isinstance(kind, str) and kind not in ("function", "custom"):
+        if kind in _NAMED_TOOL_TYPES or kind.endswith("_call"):
+            # Responses' built-in tools (web_search_call, ...) are named by their type.
+            return _call_key(item), name or kind.removesuffix("_call")
+        return None  # text, thinking, reasoning, message, ... items
+    if name is None and _has(item, "index") and not isinstance(item, Mapping):
+        return _call_key(item), None  # a streamed delta after the one with the name
+    if name is None and isinstance(item, Mapping) and "index" in item:
+        return _call_key(item), None
+    return _call_key(item), name or "unknown"
+
+
+def _items(source: Any) -> Iterator[Any]:
+    """The items of ``source`` that may be tool calls: those of a response, chunk
+    or event, or ``source``'s own items."""
+    if source is None:
+        return
+    if isinstance(source, (str, bytes)):
+        raise TypeError(
+            "tool calls must be SDK objects, dicts or an iterable of them, "
+            f"not {type(source).__name__}"
+        )
+    choices = field_of(source, "choices")
+    if isinstance(choices, Iterable) and not isinstance(choices, (str, bytes, Mapping)):
+        # OpenAI Chat Completions (LiteLLM's too): each choice's message or delta.
+        for choice in choices:
+            part = field_of(choice, "message")
+            if part is None:
+                part = field_of(choice, "delta")
+            yield from field_of(part, "tool_calls") or ()
+        return
+    candidates = field_of(source, "candidates")
+    if isinstance(candidates, Iterable) and not isinstance(candidates, (str, bytes, Mapping)):
+        # Google: the parts of each candidate's content.
+        for candidate in candidates:
+            yield from field_of(field_of(candidate, "content"), "parts") or ()
+        return
+    for wrapper in ("message", "response"):  # Anthropic's message_start, Responses' events
+        inner = field_of(source, wrapper)
+        if (
+            inner is not None
+            and not isinstance(inner, (str, bytes))
+            and (_has(inner, "content") or _has(inner, "output"))
+        ):
+            yield from _items(inner)
+            return
+    block = field_of(source, "content_block")  # Anthropic's content_block_start
+    if block is not None:
+        yield block
+        return
+    # A Chat message, a Responses Response, an Anthropic Message.
+    for listed in ("tool_calls", "output", "content"):
+        inner = field_of(source, listed)
+        if isinstance(inner, (list, tuple)):
+            yield from inner
+            return
+    if _is_one_object(source):
+        yield source  # one tool call
+        return
+    yield from source
+
+
+def _is_one_object(source: Any) -> bool:
+    """Whether ``source`` is one object rather than a collection of them.
+
+    SDK objects are pydantic models, which iterate over their fields: they
+    are single objects however they iterate.
+    """
+    return (
+        isinstance(source, Mapping)
+        or not isinstance(source, Iterable)
+        or hasattr(type(source), "model_fields")
+        or hasattr(type(source), "__fields__")
+    )
+
+
+def tool_calls_in(source: Any) -> list[tuple[object, str | None]]:
+    """Every tool call in ``source`` as ``(key, name)`` (see ``_item_call``)."""
+    return [call for call in map(_item_call, _items(source)) if call is not None]
+
+
+def tool_call_names(source: Any) -> list[str]:
+    """The names of the tool calls in ``source``, in order.
+
+    ``source`` is a response, message, chunk or stream event, or an iterable
+    of tool calls or items: objects with ``.name`` or ``.function.name``,
+    dicts of either, OpenAI Chat tool calls and streamed deltas (the name
+    arrives once, in a call's first delta), OpenAI Responses output items
+    (``function_call`` and the built-in tools' ``*_call`` items, named by
+    type), Anthropic ``tool_use`` blocks, Google ``function_call`` parts.
+    Text, thinking, reasoning and message items are not tool calls and are
+    skipped; a call without a name is ``"unknown"``.
+
+    Example::
+
+        names = gateway_metrics.tool_call_names(response)   # ["search", "calculator"]
+    """
+    return [name for _, name in tool_calls_in(source) if name is not None]

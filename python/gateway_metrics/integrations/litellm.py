@@ -1,0 +1,180 @@
+"""A LiteLLM logger that records every call LiteLLM makes into a middleware.
+
+``GatewayMetricsLogger`` is a ``litellm.integrations.custom_logger.CustomLogger``:
+give it to LiteLLM as a callback, and every ``completion``/``acompletion`` (and
+the other calls LiteLLM logs), streamed or not, successful or failed, is
+recorded once: provider and model as LiteLLM resolved them, status ``ok`` or
+``error``, latency from LiteLLM's start and end times, time to first token for
+streamed calls only (LiteLLM reports the end time as a non-streamed call's first
+token), every token type of the response's usage, its tool calls, and the cost
+from the middleware's own prices, not LiteLLM's.
+
+Example::
+
+    import litellm
+    from gateway_metrics import GatewayMetricsMiddleware
+    from gateway_metrics.integrations.litellm import GatewayMetricsLogger
+
+    metrics = GatewayMetricsMiddleware(extra_labels=["team"])
+    litellm.callbacks = [GatewayMetricsLogger(metrics, labels={"team": "user_api_key_team_alias"})]
+    litellm.completion(model="openai/gpt-4o", messages=[{"role": "user", "content": "Hi"}])
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from litellm.integrations.custom_logger import CustomLogger
+
+from gateway_metrics._track import ToolCall
+from gateway_metrics._usage import Usage, recordable_counts, tool_call_names, usage_from
+
+if TYPE_CHECKING:
+    from gateway_metrics._middleware import GatewayMetricsMiddleware
+
+__all__ = ["OPERATIONS", "GatewayMetricsLogger"]
+
+_LOGGER = logging.getLogger("gateway_metrics")
+
+#: LiteLLM's call types (``a`` prefix: the async form) to this package's
+#: ``operation`` label; a call type not listed is recorded as it is named.
+OPERATIONS = {
+    "completion": "chat",
+    "text_completion": "completion",
+    "embedding": "embedding",
+    "responses": "responses",
+    "image_generation": "image",
+    "transcription": "transcription",
+    "speech": "speech",
+    "rerank": "rerank",
+    "anthropic_messages": "chat",
+}
+
+
+def _seconds(value: Any) -> float | None:
+    """A LiteLLM time (a ``datetime`` or epoch seconds) as epoch seconds."""
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+class GatewayMetricsLogger(CustomLogger):  # type: ignore[misc]
+    """Records each LiteLLM call into ``metrics``.
+
+    ``labels`` maps the middleware's extra labels to keys of LiteLLM's
+    request metadata (the proxy's ``user_api_key_team_alias``,
+    ``user_api_key_alias``, ``user_api_key_user_id``, ... or any key of
+    ``metadata=``): each call's value of that key becomes the label's value
+    (``""`` when absent). Recording never raises into LiteLLM: a call that
+    cannot be recorded is logged.
+    """
+
+    def __init__(
+        self,
+        metrics: GatewayMetricsMiddleware,
+        *,
+        labels: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        known = metrics.extra_labels
+        mapping = dict(labels or {})
+        for name, key in mapping.items():
+            if name not in known:
+                raise ValueError(
+                    f"labels names {name!r}, which is not among the middleware's extra "
+                    f"labels ({', '.join(known) or 'none'})"
+                )
+            if not isinstance(key, str):
+                raise TypeError(f"labels[{name!r}] must name a metadata key (str)")
+        self.metrics = metrics
+        self.labels = mapping
+        # LiteLLM keeps one logger per class and public str/int/bool attributes,
+        # and drops the others as duplicates: this one tells loggers of two
+        # middlewares apart.
+        self.middleware_id = f"{id(metrics):x}"
+
+    # LiteLLM calls the sync hooks for sync calls and the async ones for async calls.
+    def log_success_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        self._record(kwargs, response_obj, start_time, end_time, failed=False)
+
+    def log_failure_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        self._record(kwargs, response_obj, start_time, end_time, failed=True)
+
+    async def async_log_success_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        self._record(kwargs, response_obj, start_time, end_time, failed=False)
+
+    async def async_log_failure_event(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        self._record(kwargs, response_obj, start_time, end_time, failed=True)
+
+    def _record(
+        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any, *, failed: bool
+    ) -> None:
+        try:
+            self._record_call(kwargs or {}, response_obj, start_time, end_time, failed)
+        except Exception as error:  # LiteLLM's call must not fail because of its logger
+            _LOGGER.warning("LiteLLM call not recorded: %s: %s", type(error).__name__, error)
+
+    def _record_call(
+        self, kwargs: Mapping[str, Any], response: Any, start_time: Any, end_time: Any, failed: bool
+    ) -> None:
+        payload = kwargs.get("standard_logging_object") or {}
+        params = kwargs.get("litellm_params") or {}
+        provider = payload.get("custom_llm_provider") or params.get("custom_llm_provider") or ""
+        model = payload.get("model") or kwargs.get("model") or ""
+        call_type = str(payload.get("call_type") or kwargs.get("call_type") or "completion")
+        plain_type = (
+            call_type[1:]
+            if call_type.startswith("a") and call_type[1:] in OPERATIONS
+            else call_type
+        )
+        started, ended = _seconds(start_time), _seconds(end_time)
+        latency_s = max(0.0, ended - started) if started is not None and ended is not None else 0.0
+        first_token_s = None
+        streamed = bool(kwargs.get("stream") or payload.get("stream"))
+        first = _seconds(kwargs.get("completion_start_time"))
+        if streamed and not failed and started is not None and first is not None:
+            first_token_s = min(max(0.0, first - started), latency_s)
+        usage = Usage()
+        tools: list[str] = []
+        if not failed and response is not None:
+            try:
+                usage = usage_from(response)
+            except TypeError:
+                usage = Usage()  # an answer without token usage (an image, a rerank)
+            tools = tool_call_names(response) if hasattr(response, "choices") else []
+        counts, problem = recordable_counts(usage)
+        if problem is not None:
+            _LOGGER.warning(
+                "LiteLLM usage of %s is inconsistent (%s): input and output kept", model, problem
+            )
+        metadata = payload.get("metadata") or params.get("metadata") or {}
+        labels = {name: str(metadata.get(key) or "") for name, key in self.labels.items()}
+        self.metrics.record_request(
+            provider=str(provider),
+            model=str(model),
+            operation=OPERATIONS.get(plain_type, plain_type),
+            status="error" if failed else "ok",
+            latency_s=latency_s,
+            input_tokens=counts["input"],
+            output_tokens=counts["output"],
+            cache_read_tokens=counts["cache_read"],
+            cache_write_tokens=counts["cache_write"],
+            reasoning_tokens=counts["reasoning"],
+            time_to_first_token_s=first_token_s,
+            tool_calls=[ToolCall(name) for name in tools],
+            labels=labels or None,
+        )

@@ -1,0 +1,150 @@
+"""``GatewayMetricsLogger`` inside real LiteLLM calls to the local provider server.
+
+LiteLLM (``completion`` and ``acompletion``, streamed and not, OpenAI and
+Anthropic routes) calls the logger's hooks itself; the middleware must then
+hold exactly what the server reported, each call once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+# LiteLLM fetches a price list from the network when imported unless told not to.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+litellm = pytest.importorskip("litellm", reason="the test extra installs LiteLLM")
+
+from gateway_metrics import GatewayMetricsMiddleware  # noqa: E402
+from gateway_metrics.integrations.litellm import GatewayMetricsLogger  # noqa: E402
+from prometheus_client import CollectorRegistry  # noqa: E402
+from providers import EXPECTED, TOOLS, ProviderServer  # noqa: E402
+from test_sdks import PRICE, recorded  # noqa: E402
+
+MESSAGES = [{"role": "user", "content": "Hi"}]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ProviderServer]:
+    with ProviderServer() as running:
+        yield running
+
+
+@pytest.fixture
+def logged() -> Iterator[GatewayMetricsMiddleware]:
+    metrics = GatewayMetricsMiddleware(
+        registry=CollectorRegistry(),
+        extra_labels=["team"],
+        price_table=dict.fromkeys(
+            ["gpt-chat", "gpt-chat-tools", "claude-test", "claude-test-tools", "error-500"], PRICE
+        ),
+    )
+    logger = GatewayMetricsLogger(metrics, labels={"team": "team_alias"})
+    litellm.callbacks = [logger]
+    try:
+        yield metrics
+    finally:
+        # LiteLLM copies callbacks into lists of its own on first use.
+        litellm.logging_callback_manager.remove_callback_from_all_lists(logger)
+
+
+def settle(metrics: GatewayMetricsMiddleware, model: str, requests: float) -> dict:
+    """What ``metrics`` holds for ``model`` once LiteLLM's logging (which may run
+    after the call returns, in its own worker) has recorded ``requests`` calls."""
+    deadline = time.monotonic() + 10
+    found = recorded(metrics, model)
+    while sum(found["requests"].values()) < requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+        found = recorded(metrics, model)
+    time.sleep(0.2)  # and no second recording of the same call follows
+    return recorded(metrics, model)
+
+
+def route(server: ProviderServer, provider: str) -> dict:
+    if provider == "openai":
+        return {"api_base": f"{server.url}/v1", "api_key": "test"}
+    return {"api_base": server.url, "api_key": "test"}
+
+
+def expected_tokens(provider: str) -> dict:
+    counts = EXPECTED["openai-chat" if provider == "openai" else "anthropic"]
+    return {kind: float(count) for kind, count in counts.items() if count}
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_completion_is_recorded_once_with_every_number(server, logged, provider, stream):
+    model = "gpt-chat-tools" if provider == "openai" else "claude-test-tools"
+    options = {"stream_options": {"include_usage": True}} if stream else {}
+    response = litellm.completion(
+        model=f"{provider}/{model}",
+        messages=MESSAGES,
+        stream=stream,
+        metadata={"team_alias": "search-team"},
+        max_tokens=100,
+        **route(server, provider),
+        **options,
+    )
+    if stream:
+        for _ in response:
+            pass
+    found = settle(logged, model, 1)
+    assert found["requests"] == {"ok": 1.0}
+    assert found["tokens"] == expected_tokens(provider)
+    assert found["tools"] == dict.fromkeys(TOOLS, 1.0)
+    # LiteLLM reports a non-streamed call's end as its first token: not a TTFT.
+    assert found["ttft"] == (1.0 if stream else 0.0)
+    counts = EXPECTED["openai-chat" if provider == "openai" else "anthropic"]
+    cost = (
+        (counts["input"] - counts["cache_read"] - counts["cache_write"]) * 2.0
+        + counts["cache_read"] * 0.5
+        + counts["cache_write"] * 2.5
+        + counts["output"] * 8.0
+    ) / 1e6
+    assert found["cost"] == pytest.approx(cost, rel=1e-12)
+    assert 'team="search-team"' in logged.generate_latest()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_acompletion_is_recorded_once(server, logged, stream):
+    async def main() -> None:
+        response = await litellm.acompletion(
+            model="openai/gpt-chat",
+            messages=MESSAGES,
+            stream=stream,
+            stream_options={"include_usage": True} if stream else None,
+            **route(server, "openai"),
+        )
+        if stream:
+            async for _ in response:
+                pass
+        # LiteLLM logs async calls from a task of this loop: let it run.
+        for _ in range(500):
+            if recorded(logged, "gpt-chat")["requests"]:
+                break
+            await asyncio.sleep(0.02)
+
+    asyncio.run(main())
+    found = settle(logged, "gpt-chat", 1)
+    assert found["requests"] == {"ok": 1.0}
+    assert found["tokens"] == expected_tokens("openai")
+    assert found["ttft"] == (1.0 if stream else 0.0)
+
+
+def test_a_failed_call_is_recorded_as_an_error(server, logged):
+    with pytest.raises(litellm.exceptions.InternalServerError):
+        litellm.completion(
+            model="openai/error-500", messages=MESSAGES, num_retries=0, **route(server, "openai")
+        )
+    found = settle(logged, "error-500", 1)
+    assert found["requests"] == {"error": 1.0}
+    assert found["tokens"] == {}
+
+
+def test_labels_must_be_extra_labels_of_the_middleware():
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
+    with pytest.raises(ValueError, match="not among the middleware's extra labels"):
+        GatewayMetricsLogger(metrics, labels={"team": "user_api_key_team_alias"})
