@@ -3,7 +3,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends
 
-.PHONY: build deps test test-suite wheel test-wheels bench bench-table lint demo ops-image
+.PHONY: build deps test test-suite wheel test-wheels bench bench-table bench-instructions lint demo ops-image
 
 ## build: compile the Rust extension (release profile) and install the package in editable mode
 build:
@@ -46,6 +46,11 @@ bench: deps
 ## bench-table: a short comparison table with the reference and the floor (under a minute)
 bench-table: deps
 	OPENBLAS_NUM_THREADS=1 $(PYTHON) benches/report.py
+
+## bench-instructions: instructions per record_request call, counted by callgrind
+## (repeatable whatever the load; run with PYTHON= another build's interpreter to compare)
+bench-instructions: deps
+	$(PYTHON) benches/instructions.py
 
 ## lint: rustfmt, clippy (pedantic, warnings are errors), ruff, mypy --strict, and
 ## stubtest of the stub against the built module

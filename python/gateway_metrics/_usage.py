@@ -240,9 +240,10 @@ def usage_from(source: Any) -> Usage:
                 return Usage()  # a chunk or event without usage: nothing reported
             if not isinstance(inner, (int, float)):
                 return _from_usage_object(inner)
-    if isinstance(field_of(source, "type"), str):
+    if isinstance(field_of(source, "type"), str) or field_of(source, "choices") is not None:
         # A typed stream event without usage (Anthropic's content_block_delta,
-        # Responses' response.output_text.delta, ...): nothing reported.
+        # Responses' response.output_text.delta, ...), or a chunk of choices
+        # without a usage field (LiteLLM's): nothing reported.
         return Usage()
     return _from_usage_object(source)
 
@@ -330,10 +331,12 @@ def _items(source: Any) -> Iterator[Any]:
         ):
             yield from _items(inner)
             return
-    block = field_of(source, "content_block")  # Anthropic's content_block_start
-    if block is not None:
-        yield block
-        return
+    # Anthropic's content_block_start, Responses' response.output_item.* events.
+    for single in ("content_block", "item"):
+        inner = field_of(source, single)
+        if inner is not None and not isinstance(inner, (str, bytes)):
+            yield inner
+            return
     # A Chat message, a Responses Response, an Anthropic Message.
     for listed in ("tool_calls", "output", "content"):
         inner = field_of(source, listed)

@@ -361,8 +361,13 @@ fn tool_name<'py, 's>(
 /// come here, so the `.name` path costs nothing more.
 fn nested_tool_name<'py>(item: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = item.py();
-    if let Some(name) = member(item, intern!(py, "name"))? {
-        return Ok(Some(name));
+    if let Ok(dict) = item.downcast::<PyDict>() {
+        // An object's `.name` was looked up already; a dict's key was not.
+        if let Some(name) = dict.get_item(intern!(py, "name"))? {
+            if !name.is_none() {
+                return Ok(Some(name));
+            }
+        }
     }
     for holder in [intern!(py, "function"), intern!(py, "custom")] {
         if let Some(inner) = member(item, holder)? {
