@@ -207,18 +207,26 @@ def test_nothing_is_answered_after_stop_returns(exporter_of):
         scrape(exporter.port, timeout=2)
 
 
+def listen_backlog(port: int) -> int:
+    """The backlog of the socket listening on ``port``, as the kernel reports it."""
+    listing = subprocess.run(
+        ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    # State, Recv-Q, Send-Q (for a listening socket: its backlog), addresses.
+    return int(listing[2])
+
+
 def test_a_burst_of_scrapes_is_queued_not_dropped(exporter_of):
     exporter = exporter_of()
+    # With a backlog of 5, connections past it waited for a SYN retransmit (1 s).
+    assert listen_backlog(exporter.port) >= 128
     scrapers = 60
     ready = threading.Barrier(scrapers)
-    durations: list[float] = []
     bodies: list[bytes] = []
 
     def scrape_once() -> None:
         ready.wait(10)
-        started = time.monotonic()
         bodies.append(scrape(exporter.port, timeout=10))
-        durations.append(time.monotonic() - started)
 
     threads = [threading.Thread(target=scrape_once) for _ in range(scrapers)]
     for thread in threads:
@@ -227,8 +235,6 @@ def test_a_burst_of_scrapes_is_queued_not_dropped(exporter_of):
         thread.join(30)
     assert len(bodies) == scrapers
     assert all(b"ractogateway_requests_total{" in body for body in bodies)
-    # A connection past a full listen backlog waits for a SYN retransmit: 1 s.
-    assert max(durations) < 1.0, sorted(durations)[-5:]
 
 
 @pytest.mark.parametrize("bad", [{"timeout_s": 0}, {"timeout_s": "1"}, {"max_connections": 0}])
@@ -423,7 +429,7 @@ def test_a_trickled_answer_ends_at_the_deadline_and_a_trickled_body_costs_nothin
     body = receiver(trickle_forever(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n"))
     started = time.monotonic()
     metrics.remote_write(body.url, timeout=5.0)  # accepted: the body is not waited for
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 3  # not the 5 s deadline
 
 
 def test_close_at_exit_is_bounded_by_the_timeout_whatever_the_receiver_does(receiver):
