@@ -15,6 +15,7 @@ Run it with two builds' interpreters to compare them.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -61,6 +62,8 @@ def instructions(python: str, extra: str, calls: int) -> int:
         text=True,
         timeout=600,
         check=True,
+        # String hashes are randomised per process, and dict probing with them.
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     )
     match = re.search(r"Collected : (\d+)", done.stderr)
     if match is None:

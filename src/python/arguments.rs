@@ -359,6 +359,8 @@ fn tool_name<'py, 's>(
 /// `name` of its `function` (OpenAI Chat and LiteLLM tool calls) or `custom`
 /// (OpenAI custom tools), as attributes or keys. Only calls without `.name`
 /// come here, so the `.name` path costs nothing more.
+#[cold]
+#[inline(never)]
 fn nested_tool_name<'py>(item: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = item.py();
     if let Ok(dict) = item.downcast::<PyDict>() {
