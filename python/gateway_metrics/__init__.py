@@ -15,6 +15,19 @@ Example::
                            output_tokens=200)
 """
 
+import sys
+
+from gateway_metrics import _core
+
+# The native core keeps its caches consistent by the GIL (it declares
+# ``gil_used``, so a free-threaded CPython turns the GIL on when importing it).
+# Where the GIL was forced off (PYTHON_GIL=0, -X gil=0), that does not hold.
+if not getattr(sys, "_is_gil_enabled", lambda: True)():
+    raise ImportError(
+        f"{_core.__name__} needs the GIL, which this interpreter runs without "
+        "(PYTHON_GIL=0 or -X gil=0): run it with the GIL on"
+    )
+
 from gateway_metrics._exporter import PrometheusExporter
 from gateway_metrics._middleware import GatewayMetricsMiddleware
 from gateway_metrics._pricing import DEFAULT_COST_TABLE, ModelPricing, compute_cost

@@ -44,7 +44,7 @@ fn label_object<'py>(
     argument: impl Display,
 ) -> PyResult<Bound<'py, PyString>> {
     if value.is_exact_instance_of::<PyString>() {
-        return Ok(value.clone().downcast_into::<PyString>()?);
+        return Ok(value.clone().cast_into::<PyString>()?);
     }
     if value.is_instance_of::<PyString>() {
         return value.str();
@@ -78,7 +78,7 @@ pub(super) fn extra_label_values<'py>(
         name: "labels",
         row,
     };
-    let mapping = mapping.downcast::<PyDict>().map_err(|_| {
+    let mapping = mapping.cast::<PyDict>().map_err(|_| {
         PyTypeError::new_err(format!(
             "{argument} must be a dict of extra label values, not {}",
             type_name(mapping)
@@ -86,7 +86,7 @@ pub(super) fn extra_label_values<'py>(
     })?;
     for key in mapping.keys() {
         let known = key
-            .downcast::<PyString>()
+            .cast::<PyString>()
             .ok()
             .and_then(|key| {
                 key.to_str()
@@ -126,7 +126,7 @@ pub(super) fn latency_seconds(
     value: &Bound<'_, PyAny>,
     argument: impl Display + Copy,
 ) -> PyResult<f64> {
-    let seconds = if let Ok(float) = value.downcast_exact::<PyFloat>() {
+    let seconds = if let Ok(float) = value.cast_exact::<PyFloat>() {
         float.value()
     } else if value.is_instance_of::<PyString>() || value.is_instance_of::<PyBytes>() {
         return Err(PyTypeError::new_err(format!(
@@ -307,7 +307,7 @@ pub(super) fn tool_call_names<'py, 's>(
     if tool_calls.is_instance_of::<PyString>() {
         return Err(not_iterable());
     }
-    if let Ok(list) = tool_calls.downcast::<PyList>() {
+    if let Ok(list) = tool_calls.cast::<PyList>() {
         for (index, item) in list.iter().enumerate() {
             names.push(tool_name(&item, ToolCallName { row, index }, cache)?);
         }
@@ -340,7 +340,7 @@ fn tool_name<'py, 's>(
     if let Some(series) = cache.get(py, [&name]) {
         return Ok(ToolName::Cached(series));
     }
-    if let Ok(text) = name.downcast::<PyString>() {
+    if let Ok(text) = name.cast::<PyString>() {
         if text.len()? == 0 {
             return Ok(ToolName::Unknown);
         }
@@ -363,7 +363,7 @@ fn tool_name<'py, 's>(
 #[inline(never)]
 fn nested_tool_name<'py>(item: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = item.py();
-    if let Ok(dict) = item.downcast::<PyDict>() {
+    if let Ok(dict) = item.cast::<PyDict>() {
         // An object's `.name` was looked up already; a dict's key was not.
         if let Some(name) = dict.get_item(intern!(py, "name"))? {
             if !name.is_none() {
@@ -386,7 +386,7 @@ fn member<'py>(
     source: &Bound<'py, PyAny>,
     key: &Bound<'py, PyString>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    let found = if let Ok(dict) = source.downcast::<PyDict>() {
+    let found = if let Ok(dict) = source.cast::<PyDict>() {
         dict.get_item(key)?
     } else {
         match source.getattr(key) {

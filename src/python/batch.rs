@@ -33,9 +33,9 @@ const RECENT_COMBINATIONS: usize = 8;
 
 /// A list or tuple column, or `None` for a scalar argument.
 fn sequence_items<'py>(value: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
-    if let Ok(list) = value.downcast::<PyList>() {
+    if let Ok(list) = value.cast::<PyList>() {
         Some(list.iter().collect())
-    } else if let Ok(tuple) = value.downcast::<PyTuple>() {
+    } else if let Ok(tuple) = value.cast::<PyTuple>() {
         Some(tuple.iter().collect())
     } else {
         None

@@ -7,10 +7,10 @@
 //! dump). A batch job whose last scrape overlaps its exit would be reported
 //! as failed.
 //!
-//! So every release goes through [`detach`], and an `atexit` handler
+//! So every release goes through [`release_gil`], and an `atexit` handler
 //! ([`finish_native_work`], registered when the module loads, so that it
 //! runs after the handlers registered later: `RemoteWriter.close`, the
-//! exporter's `stop`) closes the gate: from then on [`detach`] runs its work
+//! exporter's `stop`) closes the gate: from then on [`release_gil`] runs its work
 //! with the GIL held, and the handler waits, without the GIL, until every
 //! thread already detached has its GIL back. A thread holding the GIL in
 //! Rust cannot be ended there, since finalization only ends threads that ask
@@ -25,7 +25,7 @@ use pyo3::prelude::*;
 
 /// Set by [`finish_native_work`]: no thread releases the GIL any more.
 static EXITING: AtomicBool = AtomicBool::new(false);
-/// Threads of this process inside [`detach`] with the GIL released.
+/// Threads of this process inside [`release_gil`] with the GIL released.
 static DETACHED: AtomicUsize = AtomicUsize::new(0);
 static INSTALL: Once = Once::new();
 
@@ -62,7 +62,7 @@ pub(super) fn exiting() -> bool {
 }
 
 /// Runs `work` without the GIL, or with it once the interpreter is exiting.
-pub(super) fn detach<T, F>(py: Python<'_>, work: F) -> T
+pub(super) fn release_gil<T, F>(py: Python<'_>, work: F) -> T
 where
     F: Ungil + FnOnce() -> T,
     T: Ungil,
@@ -74,7 +74,7 @@ where
     }
     DETACHED.fetch_add(1, Ordering::AcqRel);
     let _counted = Detached;
-    py.allow_threads(work)
+    py.detach(work)
 }
 
 /// Closes the gate and waits up to `timeout` seconds for the threads still
@@ -89,7 +89,7 @@ pub(super) fn finish_native_work(py: Python<'_>, timeout: f64) -> bool {
             return false;
         }
         // The GIL is released here so that the detached threads can take it back.
-        py.allow_threads(|| std::thread::sleep(Duration::from_millis(1)));
+        py.detach(|| std::thread::sleep(Duration::from_millis(1)));
     }
     true
 }

@@ -19,7 +19,7 @@ use pyo3::exceptions::{PySystemError, PyTypeError};
 use pyo3::ffi;
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyType};
 use pyo3::Borrowed;
 
@@ -191,7 +191,7 @@ const RECORD_CACHE_MISS_DOC: &CStr = c"record_cache_miss($self, /, cache_type)
 
 Adds one to ractogateway_cache_misses_total{cache_type} (\"exact\" or \"semantic\").";
 
-static INTERNED_KEYWORDS: GILOnceCell<[Py<PyString>; FIELD_COUNT]> = GILOnceCell::new();
+static INTERNED_KEYWORDS: PyOnceLock<[Py<PyString>; FIELD_COUNT]> = PyOnceLock::new();
 
 fn interned_keywords(py: Python<'_>) -> &[Py<PyString>; FIELD_COUNT] {
     INTERNED_KEYWORDS.get_or_init(py, || {
@@ -210,7 +210,8 @@ fn keyword_index(
     if let Some(index) = interned.iter().position(|k| k.as_ptr() == name.as_ptr()) {
         return Ok(index);
     }
-    let text = name.downcast::<PyString>()?.to_cow()?;
+    let string = name.cast::<PyString>()?;
+    let text = string.to_cow()?;
     REQUEST_FIELDS
         .iter()
         .position(|field| field.name == text)
@@ -342,7 +343,7 @@ unsafe fn with_receiver<R>(
     // SAFETY: `slf` is alive for the call (the caller's contract).
     let object = unsafe { Borrowed::from_ptr(py, slf) };
     // SAFETY: `slf` is an instance of `PyMetricsStore` (the caller's contract).
-    let store = unsafe { object.downcast_unchecked::<PyMetricsStore>() };
+    let store = unsafe { object.cast_unchecked::<PyMetricsStore>() };
     call(store.get())
 }
 
@@ -386,7 +387,7 @@ unsafe fn record_batch_call(
 /// the panic, as `PanicException`) raised in Python and a null return.
 fn trampoline(call: impl FnOnce(Python<'_>) -> PyResult<*mut ffi::PyObject>) -> *mut ffi::PyObject {
     // SAFETY: CPython calls methods with the GIL held.
-    let py = unsafe { Python::assume_gil_acquired() };
+    let py = unsafe { Python::assume_attached() };
     let error = match catch_unwind(AssertUnwindSafe(|| call(py))) {
         Ok(Ok(result)) => return result,
         Ok(Err(error)) => error,
@@ -461,7 +462,7 @@ unsafe fn cache_type_argument<'py>(
     if keywords == 1 {
         // SAFETY: the tuple has one item, kept alive by the tuple for the call.
         let name = unsafe { Bound::from_borrowed_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, 0)) };
-        if name.downcast::<PyString>()?.to_cow()? != "cache_type" {
+        if name.cast::<PyString>()?.to_cow()? != "cache_type" {
             return Err(PyTypeError::new_err(format!(
                 "{method}() got an unexpected keyword argument '{name}'"
             )));
@@ -517,7 +518,10 @@ fn install(
         }
         Bound::from_owned_ptr(py, raw)
     };
-    class.setattr(name.to_str()?, descriptor)
+    let name = name
+        .to_str()
+        .map_err(|_| PySystemError::new_err("a method name is not UTF-8"))?;
+    class.setattr(name, descriptor)
 }
 
 /// Adds `record_request`, `record_batch`, `record_cache_hit` and

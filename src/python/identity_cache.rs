@@ -5,7 +5,8 @@
 //! the cache holds a strong reference to a `str`, no other object can live at
 //! its address, and a `str` never changes, so equal pointers prove equal text:
 //! a hit skips UTF-8 decoding, hashing and comparing the label values. The
-//! cache is guarded by the GIL rather than a lock (every caller holds the GIL).
+//! cache is guarded by the GIL rather than a lock (every caller holds the GIL;
+//! see [`GilCell`]).
 //! Entries are only ever replaced, never invalidated, because series are never
 //! removed from the store.
 //!
@@ -19,8 +20,38 @@ use std::cell::RefCell;
 use std::ptr::NonNull;
 
 use pyo3::prelude::*;
-use pyo3::sync::GILProtected;
 use pyo3::types::PyString;
+
+/// A value reached only by threads that hold the GIL, which is its lock.
+///
+/// The recording calls run once per request: a lock of their own would cost
+/// every call an atomic read-modify-write for exclusion the GIL already gives.
+/// That holds because the module declares it needs the GIL (`gil_used`): a
+/// free-threaded CPython turns the GIL on when it imports the module, and
+/// where it was forced off (`PYTHON_GIL=0`, `-X gil=0`) the package refuses to
+/// import (`gateway_metrics/__init__.py`), so no interpreter runs this code
+/// without it. The
+/// `RefCell` inside still refuses a reentrant borrow, should a caller ever call
+/// back into Python while borrowing.
+pub(super) struct GilCell<T>(RefCell<T>);
+
+// SAFETY: the contents are only reached through `get`, which takes a `Python`
+// token: the calling thread holds the GIL, which one thread holds at a time in
+// every interpreter the module loads into (see above), so no two threads reach
+// the `RefCell` at once. `T: Send` because the thread reaching it changes.
+unsafe impl<T: Send> Sync for GilCell<T> {}
+
+impl<T> GilCell<T> {
+    pub(super) const fn new(value: T) -> Self {
+        GilCell(RefCell::new(value))
+    }
+
+    /// The contents, for a thread that holds the GIL.
+    #[inline]
+    pub(super) fn get(&self, _py: Python<'_>) -> &RefCell<T> {
+        &self.0
+    }
+}
 
 /// Number of slots; a power of two. A key may sit in its home slot or the next
 /// one, so a handful of label sets used in turn rarely evict each other.
@@ -46,7 +77,7 @@ unsafe impl<T: Sync, const N: usize> Send for Slot<T, N> {}
 
 /// Maps `N` label objects, by identity, to a `&T` in the store that owns the cache.
 pub(super) struct IdentityCache<T, const N: usize> {
-    slots: GILProtected<RefCell<[Option<Slot<T, N>>; SLOTS]>>,
+    slots: GilCell<[Option<Slot<T, N>>; SLOTS]>,
 }
 
 fn slot_index(pointers: impl IntoIterator<Item = usize>) -> usize {
@@ -59,7 +90,7 @@ fn slot_index(pointers: impl IntoIterator<Item = usize>) -> usize {
 impl<T, const N: usize> IdentityCache<T, N> {
     pub(super) fn new() -> Self {
         IdentityCache {
-            slots: GILProtected::new(RefCell::new(std::array::from_fn(|_| None))),
+            slots: GilCell::new(std::array::from_fn(|_| None)),
         }
     }
 

@@ -13,7 +13,7 @@ use super::arguments::{
     checked_first_token, checked_parts, extra_label_values, label, latency_seconds, token_count,
     tool_call_names, ColumnArgument, ToolName, ToolNames, TOKEN_ARGUMENTS,
 };
-use super::exit_gate::detach;
+use super::exit_gate::release_gil;
 use super::fast_call::RequestArguments;
 use super::identity_cache::IdentityCache;
 use super::multiprocess::{Layout, Multiprocess};
@@ -215,13 +215,13 @@ impl PyMetricsStore {
     /// Adds a snapshot's values; returns the number of series it held.
     fn merge(&self, py: Python<'_>, snapshot: &Bound<'_, PyAny>) -> PyResult<usize> {
         let copied;
-        let bytes = if let Ok(bytes) = snapshot.downcast::<PyBytes>() {
+        let bytes = if let Ok(bytes) = snapshot.cast::<PyBytes>() {
             bytes.as_bytes()
         } else if snapshot.is_instance_of::<PyByteArray>()
             || snapshot.is_instance_of::<PyMemoryView>()
         {
             copied = py.get_type::<PyBytes>().call1((snapshot,))?;
-            copied.downcast::<PyBytes>()?.as_bytes()
+            copied.cast::<PyBytes>()?.as_bytes()
         } else {
             return Err(PyTypeError::new_err(format!(
                 "snapshot must be bytes, bytearray or memoryview, not {}",
@@ -252,7 +252,7 @@ impl PyMetricsStore {
                 .aggregate(py, self.store())?
                 .visit(false, &mut encoder),
         }
-        let body = detach(py, || encoder.finish());
+        let body = release_gil(py, || encoder.finish());
         Ok(PyBytes::new(py, &body))
     }
 
@@ -300,11 +300,11 @@ impl PyMetricsStore {
             .map(std::mem::take)
             .unwrap_or_default();
         let text = match &self.multiprocess {
-            None => detach(py, || render(self.store(), format, include_created, buffer)),
+            None => release_gil(py, || render(self.store(), format, include_created, buffer)),
             Some(multiprocess) => {
                 let sum = multiprocess.aggregate(py, self.store())?;
                 let include_created = include_created && multiprocess.keeps_created();
-                detach(py, || {
+                release_gil(py, || {
                     let mut encoder = TextEncoder::reusing(format, buffer);
                     sum.visit(include_created, &mut encoder);
                     encoder.into_text()
@@ -488,7 +488,7 @@ impl PyMetricsStore {
                 let values = extra_label_values(mapping, names, self.empty.bind(py), row)?;
                 // A value `str()` made of a subclass is a new object every call.
                 cacheable &= names.len() <= LABELLED_KEY - 4
-                    && mapping.downcast::<PyDict>().is_ok_and(|dict| {
+                    && mapping.cast::<PyDict>().is_ok_and(|dict| {
                         dict.values().iter().all(|value| {
                             value.is_none() || value.is_exact_instance_of::<PyString>()
                         })
@@ -512,7 +512,7 @@ impl PyMetricsStore {
         py: Python<'py>,
         mapping: &Bound<'py, PyAny>,
     ) -> Option<[Bound<'py, PyAny>; LABELLED_KEY - 4]> {
-        let dict = mapping.downcast_exact::<PyDict>().ok()?;
+        let dict = mapping.cast_exact::<PyDict>().ok()?;
         if self.extra_names.len() > LABELLED_KEY - 4 {
             return None;
         }
@@ -632,7 +632,7 @@ pub(super) fn python_price_resolver(resolver: Py<PyAny>) -> PriceResolver {
     type Rates = (f64, f64, f64, f64);
     type Resolved = (f64, f64, f64, f64, Vec<(u64, f64, f64, f64, f64)>, f64);
     Box::new(move |provider, model| {
-        Python::with_gil(|py| {
+        Python::attach(|py| {
             let resolved = resolver
                 .call1(py, (provider, model))
                 .and_then(|price| price.extract::<Option<Resolved>>(py));

@@ -10,7 +10,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyRuntimeWarning, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 
-use super::exit_gate::{self, detach};
+use super::exit_gate::{self, release_gil};
 use super::metrics_store::{python_price_resolver, recording};
 use crate::counter::Coding;
 use crate::family::Schema;
@@ -130,7 +130,7 @@ impl Multiprocess {
     /// created since then are missing from every process's scrape.
     pub(super) fn aggregate(&self, py: Python<'_>, store: &Store) -> PyResult<Aggregate> {
         let directory = self.directory.clone();
-        let sum = detach(py, || match self.layout {
+        let sum = release_gil(py, || match self.layout {
             Layout::Own => multiprocess::aggregate(&directory, &self.schema),
             Layout::PrometheusClient => {
                 multiprocess::aggregate_prometheus(&directory, &self.schema)
@@ -191,7 +191,7 @@ pub(super) fn compact(
     timeout: f64,
 ) -> PyResult<CompactionReport> {
     let wait = lock_wait(timeout)?;
-    let done = detach(py, || multiprocess::compact(&directory, wait)).map_err(io_error)?;
+    let done = release_gil(py, || multiprocess::compact(&directory, wait)).map_err(io_error)?;
     Ok((done.folded, done.discarded, done.into, done.not_removed))
 }
 
@@ -207,7 +207,7 @@ pub(super) fn cleanup(
 ) -> PyResult<usize> {
     let wait = lock_wait(timeout)?;
     let outcome =
-        detach(py, || multiprocess::cleanup(&directory, force, wait)).map_err(io_error)?;
+        release_gil(py, || multiprocess::cleanup(&directory, force, wait)).map_err(io_error)?;
     match outcome {
         multiprocess::Cleanup::Removed(count) => Ok(count),
         multiprocess::Cleanup::Refused(live) => {

