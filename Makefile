@@ -1,17 +1,28 @@
 # The task runner: build, test, bench, lint, demo. See README.md.
-PYTHON ?= python3
+#
+# Everything it installs goes into a project environment, $(VENV) (.venv unless
+# named otherwise: make test VENV=/path/to/env), made from $(BASE_PYTHON) on first
+# use; the Python found first on PATH is never changed. `make clean` removes it.
+BASE_PYTHON ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends
 
-.PHONY: build deps test test-suite wheel test-wheels bench bench-table bench-instructions lint demo ops-image
+.PHONY: build deps test test-suite wheel test-wheels bench bench-table bench-instructions lint demo ops-image clean
+
+## the project environment, with a current pip
+$(PYTHON):
+	$(BASE_PYTHON) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
 
 ## build: compile the Rust extension (release profile) and install the package in editable mode
-build:
+build: $(PYTHON)
 	$(PYTHON) -m pip install -e .
 
 ## deps: the package with its test dependencies (Ray among them), and Debian's Prometheus
 ## (with promtool), Pushgateway and VictoriaMetrics when missing
-deps:
+deps: $(PYTHON)
 	$(PYTHON) -m pip install -e '.[test]'
 	@missing=""; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
@@ -27,13 +38,15 @@ test-suite: deps
 	cargo test
 	$(PYTHON) -m pytest tests benches --benchmark-disable -q
 
-## wheel: a release wheel for $(PYTHON), and the manylinux tag auditwheel finds for it
+## wheel: a manylinux2014 release wheel for $(PYTHON), and the tag auditwheel finds for it
 wheel: deps
 	rm -rf target/wheels/release
-	$(PYTHON) -m maturin build --release --out target/wheels/release -i $(PYTHON)
+	$(PYTHON) -m maturin build --release --zig --compatibility manylinux2014 \
+		--out target/wheels/release -i $(PYTHON)
 	$(PYTHON) -m auditwheel show target/wheels/release/*.whl
 
-## test-wheels: release wheels for CPython 3.9 to 3.13, each tested in a fresh environment
+## test-wheels: manylinux2014 wheels for CPython 3.9 to 3.15, each tested in a fresh
+## environment (3.14 and 3.15 from Debian sid), and the cp39 one on Debian bullseye's glibc 2.31
 test-wheels: deps
 	$(PYTHON) tools/test_wheels.py
 
@@ -48,7 +61,7 @@ bench-table: deps
 	OPENBLAS_NUM_THREADS=1 $(PYTHON) benches/report.py
 
 ## bench-instructions: instructions per record_request call, counted by callgrind
-## (repeatable whatever the load; run with PYTHON= another build's interpreter to compare)
+## (repeatable whatever the load; `benches/instructions.py --python OTHER` measures another build)
 bench-instructions: deps
 	$(PYTHON) benches/instructions.py
 
@@ -65,7 +78,7 @@ lint: deps
 
 ## demo: simulated gateway traffic recorded, served, scraped and summarised
 demo: build
-	$(PYTHON) -m pip install 'rich>=13'
+	$(PYTHON) -m pip install -q 'rich>=13'
 	$(PYTHON) -m gateway_metrics demo
 
 ## ops-image: the README's picture of the dashboard, from a real Prometheus scraping
@@ -73,3 +86,7 @@ demo: build
 ops-image: deps
 	GATEWAY_METRICS_OPS_IMAGE=$(CURDIR)/docs/ops-dashboard.png GATEWAY_METRICS_OPS_TRAFFIC_S=60 \
 		$(PYTHON) -m pytest tests/test_ops.py -k real_prometheus -q
+
+## clean: the project environment, build products and fetched interpreters
+clean:
+	rm -rf $(VENV) target

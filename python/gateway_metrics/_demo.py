@@ -86,6 +86,14 @@ def scrape(port: int) -> str:
         return body.decode("utf-8")
 
 
+def _short(value: float) -> str:
+    """A count in three significant digits: 16.7M, 5.35k, 812."""
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.0f}"
+
+
 def histogram_quantile(quantile: float, buckets: list[tuple[float, float]]) -> float:
     """Estimates a quantile from cumulative buckets, interpolating as PromQL does."""
     buckets = sorted(buckets)
@@ -161,6 +169,7 @@ def run_demo(
     With ``serve`` the exporter stays up afterwards, ``serve_seconds`` long (until
     Ctrl-C when None), while ``serve_rate`` simulated requests per second go on.
     """
+    from rich import box
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
@@ -203,38 +212,34 @@ def run_demo(
 
         text = scrape(scrape_port)
         rows = summarise(text)
-        table = Table(
-            title=f"Gateway traffic: {recorded:,} calls in {duration:g} s, scraped over HTTP"
-        )
-        for column in (
-            "model",
-            "requests",
-            "errors",
-            "p50",
-            "p95",
-            "TTFT p50",
-            "tokens in",
-            "cached",
-            "tokens out",
-            "reasoning",
-            "USD",
-        ):
-            table.add_column(column, justify="left" if column == "model" else "right")
-        for model, row in sorted(rows.items(), key=lambda item: -item[1]["cost"]):
-            table.add_row(
-                model,
-                f"{row['requests']:,.0f}",
-                f"{row['errors']:,.0f}",
-                f"{row['p50']:.2f} s",
-                f"{row['p95']:.2f} s",
-                f"{row['ttft_p50']:.2f} s" if "ttft_p50" in row else "-",
-                f"{row['input_tokens']:,.0f}",
-                f"{row['cache_read_tokens']:,.0f}",
-                f"{row['output_tokens']:,.0f}",
-                f"{row['reasoning_tokens']:,.0f}",
-                f"{row['cost']:,.4f}",
-            )
-        console.print(table)
+        title = f"Gateway traffic: {recorded:,} calls in {duration:g} s, scraped over HTTP"
+        ordered = sorted(rows.items(), key=lambda item: -item[1]["cost"])
+        # One table where it fits; on a narrow terminal or in a log (80
+        # columns) two tables with token counts in thousands and millions,
+        # so that no cell is cut short.
+        narrow = console.width < 130
+        count = _short if narrow else (lambda value: f"{value:,.0f}")
+        cells = {
+            "requests": lambda row: f"{row['requests']:,.0f}",
+            "errors": lambda row: f"{row['errors']:,.0f}",
+            "p50": lambda row: f"{row['p50']:.2f} s",
+            "p95": lambda row: f"{row['p95']:.2f} s",
+            "TTFT p50": lambda row: f"{row['ttft_p50']:.2f} s" if "ttft_p50" in row else "-",
+            "tokens in": lambda row: count(row["input_tokens"]),
+            "cached": lambda row: count(row["cache_read_tokens"]),
+            "tokens out": lambda row: count(row["output_tokens"]),
+            "reasoning": lambda row: count(row["reasoning_tokens"]),
+            "USD": lambda row: f"{row['cost']:,.4f}",
+        }
+        groups = [list(cells)[:5], list(cells)[5:]] if narrow else [list(cells)]
+        for index, group in enumerate(groups):
+            table = Table(title=title if index == 0 else None, box=box.SIMPLE_HEAD)
+            table.add_column("model", justify="left", no_wrap=True)
+            for column in group:
+                table.add_column(column, justify="right", no_wrap=True)
+            for model, row in ordered:
+                table.add_row(model, *(cells[column](row) for column in group))
+            console.print(table)
         hits = sum(
             s.value
             for f in text_string_to_metric_families(text)

@@ -28,7 +28,7 @@ from gateway_metrics._serving import WsgiApp, exposition, make_wsgi_app
 #: Prometheus's default scrape timeout, after which the scraper has given up.
 DEFAULT_TIMEOUT_S = 10.0
 #: Seconds between the accept loop's checks of connection deadlines.
-_POLL_INTERVAL_S = 0.25
+_POLL_INTERVAL_S = 0.05
 #: Connections served at once; past it the one waiting longest for its
 #: request is closed to make room (see ``_Server.process_request``).
 DEFAULT_MAX_CONNECTIONS = 64
