@@ -42,14 +42,18 @@ impl DirectoryLock {
     pub fn take(directory: &Path, access: Access, wait: Duration) -> io::Result<Self> {
         fs::create_dir_all(directory)?;
         let path = directory.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)?;
-        if !file.metadata()?.is_file() {
+        // Registered before it is locked: a child forked at any moment gives
+        // the descriptor up, so the lock stays this process's alone.
+        let file = ParentOnlyFile::open(|| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&path)
+        })?;
+        if !file.file().metadata()?.is_file() {
             return Err(io::Error::other(format!(
                 "{} is not a regular file",
                 path.display()
@@ -63,10 +67,8 @@ impl DirectoryLock {
         let mut pause = Duration::from_micros(200);
         loop {
             // SAFETY: a valid descriptor; LOCK_NB makes the call return at once.
-            if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
-                return Ok(DirectoryLock {
-                    _file: ParentOnlyFile::new(file),
-                });
+            if unsafe { libc::flock(file.file().as_raw_fd(), operation) } == 0 {
+                return Ok(DirectoryLock { _file: file });
             }
             let error = io::Error::last_os_error();
             if error.raw_os_error() != Some(libc::EWOULDBLOCK) {

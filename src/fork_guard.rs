@@ -9,7 +9,13 @@
 //! stores notice that they now run in a new process. The handler only makes
 //! async-signal-safe calls (`dup2`) and atomic operations, as a child of a
 //! multi-threaded process requires.
+//!
+//! A descriptor is opened and registered under a gate that `fork()` also takes
+//! (in the prepare handler, released in both processes after it): a fork never
+//! falls between the two, when the child would keep a descriptor the registry
+//! does not list yet, and with it a lock taken through it afterwards.
 
+use std::cell::UnsafeCell;
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -26,6 +32,27 @@ static DEV_NULL: AtomicI32 = AtomicI32::new(FREE);
 static EPOCH: AtomicU64 = AtomicU64::new(0);
 static INSTALL: Once = Once::new();
 
+/// Held while a descriptor is opened and registered, and across `fork()`.
+struct ForkGate(UnsafeCell<libc::pthread_mutex_t>);
+
+// SAFETY: a pthread mutex is made to be shared between threads; it is only
+// reached through `libc::pthread_mutex_*` calls on its address.
+unsafe impl Sync for ForkGate {}
+
+static FORK_GATE: ForkGate = ForkGate(UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER));
+
+extern "C" fn close_gate() {
+    // SAFETY: the static mutex is initialised; no thread holds it across a
+    // fork of its own (the gated section only opens and registers a file).
+    unsafe { libc::pthread_mutex_lock(FORK_GATE.0.get()) };
+}
+
+extern "C" fn open_gate() {
+    // SAFETY: the forking thread took the mutex in `close_gate`; in the child
+    // the same thread, the only one, releases it.
+    unsafe { libc::pthread_mutex_unlock(FORK_GATE.0.get()) };
+}
+
 extern "C" fn detach_in_child() {
     EPOCH.fetch_add(1, Ordering::AcqRel);
     let dev_null = DEV_NULL.load(Ordering::Acquire);
@@ -37,6 +64,7 @@ extern "C" fn detach_in_child() {
             unsafe { libc::dup2(dev_null, fd) };
         }
     }
+    open_gate();
 }
 
 /// Registers the fork handler once per process (idempotent).
@@ -49,8 +77,9 @@ pub fn install() {
                 Ordering::Release,
             );
         }
-        // SAFETY: registers a handler that only makes async-signal-safe calls.
-        unsafe { libc::pthread_atfork(None, None, Some(detach_in_child)) };
+        // SAFETY: registers handlers that take and release one mutex and make
+        // only async-signal-safe calls in the child.
+        unsafe { libc::pthread_atfork(Some(close_gate), Some(open_gate), Some(detach_in_child)) };
     });
 }
 
@@ -69,15 +98,22 @@ pub struct ParentOnlyFile {
 }
 
 impl ParentOnlyFile {
-    /// Wraps `file`; when the registry is full the child keeps the descriptor.
-    pub fn new(file: File) -> Self {
+    /// The file `open` opens, registered before any fork can copy its
+    /// descriptor; when the registry is full the child keeps the descriptor.
+    pub fn open<E>(open: impl FnOnce() -> Result<File, E>) -> Result<Self, E> {
         install();
-        let fd: RawFd = file.as_raw_fd();
-        let slot = PARENT_ONLY.iter().position(|slot| {
-            slot.compare_exchange(FREE, fd, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+        close_gate();
+        let opened = open();
+        let registered = opened.map(|file| {
+            let fd: RawFd = file.as_raw_fd();
+            let slot = PARENT_ONLY.iter().position(|slot| {
+                slot.compare_exchange(FREE, fd, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            });
+            ParentOnlyFile { file, slot }
         });
-        ParentOnlyFile { file, slot }
+        open_gate();
+        registered
     }
 
     /// The file.
@@ -104,7 +140,7 @@ mod tests {
     #[test]
     fn a_forked_child_gives_up_the_lock_and_sees_a_new_epoch() {
         let path = std::env::temp_dir().join(format!("gwm-fork-guard-{}", std::process::id()));
-        let guarded = ParentOnlyFile::new(File::create(&path).unwrap());
+        let guarded = ParentOnlyFile::open(|| File::create(&path)).unwrap();
         // SAFETY: `flock` on a descriptor this test owns; no memory is involved.
         let locked = unsafe { libc::flock(guarded.file().as_raw_fd(), libc::LOCK_EX) };
         assert_eq!(locked, 0);

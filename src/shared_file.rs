@@ -182,7 +182,7 @@ fn file_kind(metadata: &fs::Metadata) -> &'static str {
 /// Whether the file at `path` belongs to a process that is gone: nobody holds
 /// its lock. The lock is taken and released at once.
 pub fn is_dead(path: &Path) -> Result<bool, ReadError> {
-    let file = ParentOnlyFile::new(open_regular(path)?);
+    let file = ParentOnlyFile::open(|| open_regular(path))?;
     try_lock(file.file()).map_err(|error| ReadError::Damaged(error.to_string()))
 }
 
@@ -296,7 +296,7 @@ impl SharedFile {
             .write(true)
             .create_new(true)
             .open(&temporary)?;
-        let lock = ParentOnlyFile::new(File::open(&temporary)?);
+        let lock = ParentOnlyFile::open(|| File::open(&temporary))?;
         if !try_lock(lock.file())? {
             return Err(io::Error::other(
                 "a new metrics file is locked by another process",
