@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::directory_lock::{Access, DirectoryLock};
-use crate::family::{FamilyDesc, FamilyId, Schema, DURATION, LATENCY_BOUNDS};
+use crate::family::{FamilyDesc, FamilyId, Schema, DURATION, LATENCY_BOUNDS, REQUESTS};
 use crate::fork_guard::ParentOnlyFile;
 
 /// The first bytes of every metrics file.
@@ -101,18 +101,35 @@ pub fn declaration(family: &FamilyDesc) -> [String; 5] {
 }
 
 /// The schema a set of declarations describes, if it is one this reader can
-/// build: the known families, with latency buckets of their own.
+/// build: the known families, with the latency buckets and the extra labels
+/// they declare (the requests family's labels beyond the reference's four), so
+/// that the declarations of the rebuilt schema are exactly the ones read.
 fn schema_of(declarations: &[Vec<String>]) -> Result<Schema, ReadError> {
-    let duration = Schema::default().family(DURATION).name;
-    let bounds: Vec<f64> = declarations
-        .iter()
-        .find(|declared| declared.first().is_some_and(|name| name == duration))
+    let reference = Schema::default();
+    let declared_of = |family| {
+        let name = reference.family(family).name;
+        declarations
+            .iter()
+            .find(|declared| declared.first().is_some_and(|first| first == name))
+    };
+    let bounds: Vec<f64> = declared_of(DURATION)
         .and_then(|declared| declared.get(4))
         .map(|text| text.split(',').map(str::parse).collect::<Result<_, _>>())
         .transpose()
         .map_err(|_| ReadError::OtherSchema("unreadable latency buckets".to_owned()))?
         .unwrap_or_else(|| LATENCY_BOUNDS.to_vec());
-    let schema = Schema::new(&bounds).map_err(ReadError::OtherSchema)?;
+    let own_labels = &reference.family(REQUESTS).label_names;
+    let extra: Vec<String> = declared_of(REQUESTS)
+        .and_then(|declared| declared.get(3))
+        .map(|names| {
+            names
+                .split(',')
+                .filter(|name| !name.is_empty() && !own_labels.iter().any(|own| own == name))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let schema = Schema::with_extra_labels(&bounds, &extra).map_err(ReadError::OtherSchema)?;
     for declared in declarations {
         known_family(declared, &schema)?;
     }
@@ -734,6 +751,31 @@ mod tests {
         ));
         fs::create_dir_all(&directory).unwrap();
         directory
+    }
+
+    #[test]
+    fn declarations_rebuild_the_schema_that_wrote_them() {
+        let extra = ["team".to_owned(), "app".to_owned()];
+        for (bounds, extra) in [
+            (&LATENCY_BOUNDS[..], &extra[..0]),
+            (&[0.5, 2.0][..], &extra[..0]),
+            (&LATENCY_BOUNDS[..], &extra[..]),
+            (&[0.25, 1.0, 8.0][..], &extra[..1]),
+        ] {
+            let schema = Schema::with_extra_labels(bounds, extra).unwrap();
+            let declarations: Vec<Vec<String>> = schema
+                .families()
+                .iter()
+                .map(|family| declaration(family).to_vec())
+                .collect();
+            let rebuilt = schema_of(&declarations).unwrap();
+            let redeclared: Vec<Vec<String>> = rebuilt
+                .families()
+                .iter()
+                .map(|family| declaration(family).to_vec())
+                .collect();
+            assert_eq!(redeclared, declarations, "{bounds:?} {extra:?}");
+        }
     }
 
     #[test]

@@ -256,3 +256,42 @@ def test_a_push_sends_the_sum_over_processes(tmp_path):
     pushing.push_to_gateway("127.0.0.1:1", job="sum", handler=capture)
     labels = {**REQUEST, "model": "gpt-4o"}
     assert sample_value(bodies[0], "ractogateway_requests_total", **labels) == 5.0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"extra_labels": ["team"]},
+        {"latency_buckets": [0.25, 1.0, 8.0]},
+        {"extra_labels": ["team", "app"], "latency_buckets": [0.5, 2.0]},
+    ],
+)
+def test_compaction_folds_every_schema_it_serves(tmp_path, options, no_created):
+    context = multiprocessing.get_context("fork")
+
+    def worker(index: int) -> None:
+        metrics = GatewayMetricsMiddleware(
+            registry=CollectorRegistry(), multiprocess_dir=tmp_path, **options
+        )
+        labels = {name: f"{name}-{index % 2}" for name in options.get("extra_labels", [])}
+        for _ in range(100):
+            metrics.record_request(
+                **REQUEST, model="gpt-4o", latency_s=0.5, input_tokens=10, labels=labels or None
+            )
+
+    processes = [context.Process(target=worker, args=(index,)) for index in range(6)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=60)
+    assert len(files(tmp_path)) == 6
+    scraper = GatewayMetricsMiddleware(
+        registry=CollectorRegistry(), multiprocess_dir=tmp_path, **options
+    )
+    before = scraper.generate_latest()
+    done = multiprocess.compact(tmp_path)
+    assert done.folded == 6
+    # The six dead workers' files became one; this process's own file stays.
+    assert len(files(tmp_path)) == 2
+    assert scraper.generate_latest() == before
+    assert requests_total(scraper) == 600.0
