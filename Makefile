@@ -2,12 +2,14 @@
 #
 # Everything it installs goes into a project environment, $(VENV) (.venv unless
 # named otherwise: make test VENV=/path/to/env), made from $(BASE_PYTHON) on first
-# use; the Python found first on PATH is never changed. `make clean` removes it.
+# use, and into target/: the Python found first on PATH and the system's packages
+# are never changed. `make clean` removes both.
 BASE_PYTHON ?= python3
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends
+# Debian's Prometheus (with promtool), Pushgateway and VictoriaMetrics, unpacked
+# into target/ by tools/debian.py, come first on every recipe's PATH.
+export PATH := $(CURDIR)/target/debian/$(shell . /etc/os-release && echo $$VERSION_CODENAME)/root/usr/bin:$(PATH)
 
 .PHONY: build deps test test-suite wheel test-wheels bench bench-table bench-instructions lint demo ops-image clean
 
@@ -20,15 +22,12 @@ $(PYTHON):
 build: $(PYTHON)
 	$(PYTHON) -m pip install -e .
 
-## deps: the package with its test dependencies (Ray among them), and Debian's Prometheus
-## (with promtool), Pushgateway and VictoriaMetrics when missing
+## deps: the package with its test dependencies (Ray among them) in the project
+## environment, and Debian's Prometheus (with promtool), Pushgateway and VictoriaMetrics
+## unpacked into target/ (downloaded once, with apt's own tools and a private state)
 deps: $(PYTHON)
 	$(PYTHON) -m pip install -e '.[test]'
-	@missing=""; \
-	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
-	command -v prometheus-pushgateway >/dev/null 2>&1 || missing="$$missing prometheus-pushgateway"; \
-	command -v victoria-metrics >/dev/null 2>&1 || missing="$$missing victoria-metrics"; \
-	if [ -n "$$missing" ]; then $(SUDO) apt-get update && $(APT_INSTALL) $$missing; fi
+	$(PYTHON) tools/debian.py servers
 
 ## test: everything CI runs: the suite, the lints, and the wheels on every Python
 test: deps test-suite lint test-wheels

@@ -80,7 +80,7 @@ def free_port() -> int:
 def promtool_check(text: str) -> str:
     """Runs ``promtool check metrics`` and returns what it reported (empty when clean)."""
     promtool = shutil.which("promtool")
-    assert promtool, "promtool is missing: `make test` installs Debian's prometheus package"
+    assert promtool, "promtool is missing: `make deps` unpacks it into target/"
     result = subprocess.run(
         [promtool, "check", "metrics"],
         input=text.encode(),
@@ -191,7 +191,7 @@ def prometheus_command(
     """The command line of Debian's Prometheus on a free loopback port, storing in
     ``data``, and that port."""
     prometheus = shutil.which("prometheus")
-    assert prometheus, "prometheus is missing: `make test` installs Debian's prometheus package"
+    assert prometheus, "prometheus is missing: `make deps` unpacks it into target/"
     data.mkdir(parents=True, exist_ok=True)
     config_file = data / "prometheus.yml"
     # JSON is YAML: no YAML writer needed.

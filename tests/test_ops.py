@@ -139,7 +139,7 @@ FAMILIES = [
 
 def promtool(*args: str, cwd: Path) -> str:
     binary = shutil.which("promtool")
-    assert binary, "promtool is missing: `make test` installs Debian's prometheus package"
+    assert binary, "promtool is missing: `make deps` unpacks it into target/"
     result = subprocess.run(
         [binary, *args], capture_output=True, text=True, cwd=cwd, timeout=120, check=False
     )

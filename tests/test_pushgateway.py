@@ -26,7 +26,7 @@ def fetch(url: str) -> str:
 @pytest.fixture(scope="module")
 def pushgateway(tmp_path_factory) -> Iterator[str]:
     binary = shutil.which("prometheus-pushgateway")
-    assert binary, "prometheus-pushgateway is missing: `make test` installs it"
+    assert binary, "prometheus-pushgateway is missing: `make deps` unpacks it into target/"
     address = f"127.0.0.1:{free_port()}"
     workdir = tmp_path_factory.mktemp("pushgateway")
     process = subprocess.Popen(

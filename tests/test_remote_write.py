@@ -94,7 +94,7 @@ def test_prometheus_receives_a_remote_write_with_exact_values(tmp_path):
 @pytest.mark.integration
 def test_victoria_metrics_receives_a_remote_write_with_exact_values(tmp_path):
     binary = shutil.which("victoria-metrics")
-    assert binary, "victoria-metrics is missing: `make test` installs Debian's package"
+    assert binary, "victoria-metrics is missing: `make deps` unpacks it into target/"
     port = free_port()
     argv = [
         binary,

@@ -6,7 +6,7 @@ for manylinux2014 (through zig, which links against glibc 2.17's symbols),
 it, and the test suite runs in a fresh virtual environment holding only that
 wheel and the ``unit`` extra, from a copy of ``tests/`` so that nothing is
 imported from the source tree. CPython 3.9 to 3.13 come from pyenv (or
-``PATH``), 3.14 and 3.15 from Debian sid (``tools/debian_python.py``). The
+``PATH``), 3.14 and 3.15 from Debian sid (``tools/debian.py``). The
 cp39 wheel is then tested once more on Debian bullseye's CPython 3.9 and
 glibc 2.31, which proves the old-glibc claim. Tests marked ``integration``
 (servers, Ray, minutes-long runs) are left to the main ``make test`` run. A
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import debian_python
+import debian
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15")
@@ -47,7 +47,7 @@ def interpreter(version: str) -> Path:
     """CPython ``version``: Debian sid's for the newest, else from PATH or pyenv;
     exits when there is none."""
     if version in FROM_SID:
-        return debian_python.fetch("sid", version)
+        return debian.fetch("sid", version)
     on_path = shutil.which(f"python{version}")
     candidates = [Path(on_path)] if on_path else []
     pyenv_root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
@@ -101,9 +101,9 @@ def test(name: str, python: Path, wheel: Path, work: Path) -> tuple[str, float]:
     started = time.monotonic()
     environment = work / f"venv-{name}"
     venv_python = environment / "bin" / "python"
-    if debian_python.CACHE in python.parents:
+    if debian.CACHE in python.parents:
         print(f"+ a virtual environment of {python}", flush=True)
-        debian_python.make_venv(python, environment)
+        debian.make_venv(python, environment)
     else:
         run([str(python), "-m", "venv", str(environment)])
         run([str(venv_python), "-m", "pip", "install", "-q", "--upgrade", "pip"])
@@ -147,7 +147,7 @@ def main() -> int:
     wheels = build(pythons, args.out)
     runs = [(f"CPython {version}", python, wheels[version]) for version, python in pythons.items()]
     if "3.9" in wheels and not args.no_old_glibc:
-        bullseye = debian_python.fetch("bullseye", "3.9")
+        bullseye = debian.fetch("bullseye", "3.9")
         runs.append(("CPython 3.9 of Debian bullseye, glibc 2.31", bullseye, wheels["3.9"]))
     rows = []
     with tempfile.TemporaryDirectory(prefix="gwm-wheels-") as work:

