@@ -57,6 +57,9 @@ LIBRARIES = (
     "libncursesw6",
     "libtinfo6",
     "libreadline8t64",
+    # Extensions built in C++ (numpy's) link these, which must match the suite's libc.
+    "libstdc++6",
+    "libgcc-s1",
 )
 #: Package names that differ by suite: (older name, newer name).
 RENAMED = {
@@ -68,6 +71,8 @@ RENAMED = {
     }
 }
 SSL = {"bullseye": "libssl1.1", "bookworm": "libssl3"}
+#: Parts of the standard library a suite ships apart: bullseye's pip needs distutils.
+SPLIT_STDLIB = {"bullseye": ("python3-distutils", "python3-lib2to3")}
 
 
 #: A Debian archive URI in a deb822 ``URIs:`` field or a one-line ``deb`` entry.
@@ -112,6 +117,7 @@ def packages(suite: str, version: str) -> list[str]:
         f"{python}-venv",
         "python3-pip-whl",
         SSL.get(suite, "libssl3t64"),
+        *SPLIT_STDLIB.get(suite, ()),
         *LIBRARIES,
     ]
     renamed = RENAMED.get(suite, {})
