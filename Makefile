@@ -80,7 +80,7 @@ demo: build
 	$(PYTHON) -m pip install -q 'rich>=13'
 	$(PYTHON) -m gateway_metrics demo
 
-## ops-image: the README's picture of the dashboard, from a real Prometheus scraping
+## ops-image: docs/ops-kit.md's picture of the dashboard, from a real Prometheus scraping
 ## a minute of the demo's traffic (see tests/test_ops.py)
 ops-image: deps
 	GATEWAY_METRICS_OPS_IMAGE=$(CURDIR)/docs/ops-dashboard.png GATEWAY_METRICS_OPS_TRAFFIC_S=60 \

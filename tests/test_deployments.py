@@ -1,4 +1,4 @@
-"""The README's deployment recipes, run for real: gunicorn with uvicorn workers
+"""The deployment recipes of docs/deployments.md, run for real: gunicorn with uvicorn workers
 (both multi-process modes) and Flask, under load on 127.0.0.1, bounded in count
 and time; every scrape must show exact totals."""
 

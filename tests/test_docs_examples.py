@@ -1,6 +1,6 @@
-"""The README's examples for each provider SDK, run as written against the local server.
+"""The documented examples for each provider SDK, run as written against the local server.
 
-Each ```python block of the README that starts with a comment naming a
+Each ```python block of docs/recording.md that starts with a comment naming a
 provider is executed with the SDKs' own environment variables pointing at
 ``providers.ProviderServer``; what its ``metrics`` then holds must be the
 provider's numbers in this package's semantics.
@@ -23,7 +23,7 @@ for module in ("openai", "anthropic", "google.genai", "litellm"):
 
 from test_sdks import recorded  # noqa: E402
 
-README = Path(__file__).parent.parent / "README.md"
+DOC = Path(__file__).parent.parent / "docs" / "recording.md"
 #: The first line of each example, and the numbers the server reports for it.
 EXAMPLES = {
     "# OpenAI Chat Completions": ("gpt-4o", EXPECTED["openai-chat"], 1.0),
@@ -35,7 +35,7 @@ EXAMPLES = {
 
 
 def examples() -> dict[str, str]:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
     found = {}
     for block in blocks:
         for start in EXAMPLES:
@@ -50,7 +50,7 @@ def server() -> Iterator[ProviderServer]:
         yield running
 
 
-def test_the_readme_has_an_example_for_each_provider():
+def test_the_docs_have_an_example_for_each_provider():
     assert sorted(examples()) == sorted(EXAMPLES)
 
 
@@ -69,7 +69,7 @@ def test_each_example_records_the_providers_numbers(server, monkeypatch, start):
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     namespace: dict = {}
     try:
-        exec(compile(examples()[start], f"README.md ({start})", "exec"), namespace)
+        exec(compile(examples()[start], f"docs/recording.md ({start})", "exec"), namespace)
         model, counts, ttft = EXAMPLES[start]
         metrics = namespace["metrics"]
         deadline = time.monotonic() + 10  # LiteLLM may log from a worker thread

@@ -380,7 +380,7 @@ def test_a_real_prometheus_answers_every_panel_and_rule_from_the_demo(tmp_path):
     """Prometheus scrapes ``demo --serve`` every second with the kit's rules loaded.
 
     Every panel's query results over the run are drawn into a PNG: the
-    README's picture when ``GATEWAY_METRICS_OPS_IMAGE`` names it (``make
+    picture in docs/ops-kit.md when ``GATEWAY_METRICS_OPS_IMAGE`` names it (``make
     ops-image``, with ``GATEWAY_METRICS_OPS_TRAFFIC_S`` seconds of traffic).
     """
     traffic_s = float(os.environ.get("GATEWAY_METRICS_OPS_TRAFFIC_S", "8"))

@@ -220,7 +220,7 @@ PANELS: tuple[Panel, ...] = (
 
 @dataclass(frozen=True)
 class Thresholds:
-    """When the alerts fire. Every threshold is documented in the README.
+    """When the alerts fire. Every threshold is documented in docs/ops-kit.md.
 
     ``job_regex`` limits ``GatewayTargetDown`` to the scrape jobs of gateways
     (a regular expression, matched whole, as PromQL's ``=~`` does). Each
