@@ -58,18 +58,21 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-@pytest.fixture
-def secure_exporter(registry, metrics, certificate):
+def https_exporter(registry, certificate, **options) -> PrometheusExporter:
+    """A started exporter on 127.0.0.1 serving HTTPS with ``certificate``."""
     cert, key = certificate
     exporter = PrometheusExporter(
-        0,
-        registry=registry,
-        addr="127.0.0.1",
-        certfile=str(cert),
-        keyfile=str(key),
-        basic_auth={USER: PASSWORD, "grafana-agent": "another secret"},
+        0, registry=registry, addr="127.0.0.1", certfile=str(cert), keyfile=str(key), **options
     )
     exporter.start()
+    return exporter
+
+
+@pytest.fixture
+def secure_exporter(registry, metrics, certificate):
+    exporter = https_exporter(
+        registry, certificate, basic_auth={USER: PASSWORD, "grafana-agent": "another secret"}
+    )
     for _ in range(3):
         metrics.record_request(
             provider="openai",
@@ -125,22 +128,13 @@ def test_plain_http_is_not_served(secure_exporter):
 def test_clients_that_never_start_the_handshake_are_cut_and_never_starve_a_scrape(
     registry, metrics, certificate
 ):
-    cert, key = certificate
-    exporter = PrometheusExporter(
-        0,
-        registry=registry,
-        addr="127.0.0.1",
-        certfile=str(cert),
-        keyfile=str(key),
-        basic_auth={USER: PASSWORD},
-        timeout_s=1.0,
-        max_connections=4,
+    exporter = https_exporter(
+        registry, certificate, basic_auth={USER: PASSWORD}, timeout_s=1.0, max_connections=4
     )
-    exporter.start()
     silent = [socket.create_connection(("127.0.0.1", exporter.port), timeout=5) for _ in range(20)]
     try:
         for _ in range(3):
-            status, _, _ = get(exporter.port, cert, (USER, PASSWORD))
+            status, _, _ = get(exporter.port, certificate[0], (USER, PASSWORD))
             assert status == 200
         started = time.monotonic()
         for sock in silent:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import atexit
 import base64
 import binascii
-import contextlib
 import errno
 import hashlib
 import hmac
-import math
 import socket
 import ssl
 import sys
@@ -22,6 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 import prometheus_client
 from prometheus_client.registry import CollectorRegistry
 
+from gateway_metrics._net import cut, positive_seconds
 from gateway_metrics._serving import WsgiApp, exposition, make_wsgi_app
 
 #: Seconds a connection may take from accept to the last byte of its answer:
@@ -60,14 +59,8 @@ class _Connection:
         self.thread: threading.Thread | None = None
 
     def cut(self) -> None:
-        """Ends the connection now: the handler's next read or write fails.
-
-        ``socket.socket.shutdown`` on the descriptor itself, even for a TLS
-        socket: ``SSLSocket.shutdown`` would also drop its TLS state under a
-        thread that may be using it.
-        """
-        with contextlib.suppress(OSError):  # already closed or never connected
-            socket.socket.shutdown(self.socket, socket.SHUT_RDWR)
+        """Ends the connection now: the handler's next read or write fails."""
+        cut(self.socket)
 
 
 class _Server(WSGIServer):
@@ -295,17 +288,11 @@ class PrometheusExporter:
                 if ":" in user:
                     raise ValueError(f"basic_auth user name {user!r} must not contain ':'")
         self._basic_auth = None if basic_auth is None else dict(basic_auth)
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
-            raise TypeError(
-                f"timeout_s must be a number of seconds, not {type(timeout_s).__name__}"
-            )
-        if not (math.isfinite(timeout_s) and timeout_s > 0):
-            raise ValueError(f"timeout_s must be finite and above zero, got {timeout_s!r}")
         if isinstance(max_connections, bool) or not isinstance(max_connections, int):
             raise TypeError(f"max_connections must be an int, not {type(max_connections).__name__}")
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
-        self._timeout_s = float(timeout_s)
+        self._timeout_s = positive_seconds(timeout_s, "timeout_s")
         self._max_connections = max_connections
         self._port = port
         self._addr = addr

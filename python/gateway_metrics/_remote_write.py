@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import atexit
 import base64
-import contextlib
 import http.client
 import logging
-import math
 import socket
 import ssl
 import threading
@@ -15,6 +13,8 @@ import time
 import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
+
+from gateway_metrics._net import cut, positive_seconds
 
 if TYPE_CHECKING:
     from gateway_metrics._middleware import GatewayMetricsMiddleware
@@ -84,7 +84,7 @@ class Target:
                 raise TypeError("basic_auth must be a (user, password) tuple of str")
             token = base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode()).decode()
             self.headers["Authorization"] = f"Basic {token}"
-        self.timeout = _positive_seconds(timeout, "timeout")
+        self.timeout = positive_seconds(timeout, "timeout")
         self.url = url
         self.job = job
         self.instance = instance
@@ -117,8 +117,8 @@ class Target:
             )
         else:
             connection = http.client.HTTPConnection(parts.netloc, timeout=seconds)
-        cut = threading.Event()
-        watchdog = threading.Timer(seconds, _cut, (connection, cut))
+        fired = threading.Event()
+        watchdog = threading.Timer(seconds, _cut, (connection, fired))
         watchdog.daemon = True
         watchdog.start()
         try:
@@ -126,11 +126,11 @@ class Target:
                 path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
                 connection.request("POST", path, body=body, headers=self.headers)
                 response = connection.getresponse()
-                if cut.is_set():
+                if fired.is_set():
                     # Headers cut short read as if they had ended.
                     raise TimeoutError("cut off")
             except Exception as failed:
-                reason = f"no answer within {seconds:g} s" if cut.is_set() else _describe(failed)
+                reason = f"no answer within {seconds:g} s" if fired.is_set() else _describe(failed)
                 raise RemoteWriteError(
                     f"remote write to {self.url} failed: {reason}", None, retryable=True
                 ) from failed
@@ -168,15 +168,11 @@ _DETAIL_LIMIT = 512
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-def _cut(connection: http.client.HTTPConnection, cut: threading.Event) -> None:
+def _cut(connection: http.client.HTTPConnection, fired: threading.Event) -> None:
     """Ends ``connection`` where it is: the sender's blocked read or write fails at once."""
-    cut.set()
-    sock = connection.sock
-    if sock is not None:
-        # The descriptor's own shutdown, not SSLSocket's, which would also
-        # drop TLS state the sending thread may be using.
-        with contextlib.suppress(OSError):  # closed already
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    fired.set()
+    if connection.sock is not None:
+        cut(connection.sock)
 
 
 def _describe(error: BaseException) -> str:
@@ -201,14 +197,6 @@ def _check_header(name: str, value: str) -> None:
         raise ValueError(f"headers: the value of {name} is not Latin-1 text") from None
     if value != value.strip(" \t"):
         raise ValueError(f"headers: the value of {name} starts or ends with white space")
-
-
-def _positive_seconds(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be finite and above zero, got {value!r}")
-    return float(value)
 
 
 class RemoteWriter:
@@ -255,14 +243,14 @@ class RemoteWriter:
         max_backoff_s: float = 30.0,
     ) -> None:
         self._target = Target(url, job, instance, headers, basic_auth, timeout)
-        self._interval_s = _positive_seconds(interval_s, "interval_s")
+        self._interval_s = positive_seconds(interval_s, "interval_s")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int):
             raise TypeError(f"max_retries must be an int, not {type(max_retries).__name__}")
         if max_retries < 0:
             raise ValueError(f"max_retries must not be negative, got {max_retries}")
         self._max_retries = max_retries
-        self._backoff_s = _positive_seconds(backoff_s, "backoff_s")
-        self._max_backoff_s = _positive_seconds(max_backoff_s, "max_backoff_s")
+        self._backoff_s = positive_seconds(backoff_s, "backoff_s")
+        self._max_backoff_s = positive_seconds(max_backoff_s, "max_backoff_s")
         self._metrics = metrics
         self._stop = threading.Event()
         self._sending = threading.Lock()

@@ -49,6 +49,38 @@ class ToolCall:
     id: str = ""
 
 
+def record_counted(
+    metrics: GatewayMetricsMiddleware,
+    *,
+    provider: str,
+    model: str,
+    operation: str,
+    status: str,
+    latency_s: float,
+    first_token_s: float | None,
+    tokens: Mapping[str, int],
+    tool_calls: list[ToolCall],
+    labels: Mapping[str, str] | None,
+) -> None:
+    """Records one request whose token counts are by type (``Usage`` field names),
+    as ``track()`` and the LiteLLM logger collect them."""
+    metrics.record_request(
+        provider=provider,
+        model=model,
+        operation=operation,
+        status=status,
+        latency_s=latency_s,
+        input_tokens=tokens["input"],
+        output_tokens=tokens["output"],
+        cache_read_tokens=tokens["cache_read"],
+        cache_write_tokens=tokens["cache_write"],
+        reasoning_tokens=tokens["reasoning"],
+        time_to_first_token_s=first_token_s,
+        tool_calls=tool_calls,
+        labels=labels,
+    )
+
+
 class TrackedCall:
     """One LLM request being timed; records itself once when its block exits.
 
@@ -228,18 +260,15 @@ class TrackedCall:
         tokens: Mapping[str, int],
         tool_calls: list[ToolCall],
     ) -> None:
-        self._metrics.record_request(
+        record_counted(
+            self._metrics,
             provider=self._provider,
             model=self._model,
             operation=self._operation,
             status=status,
             latency_s=latency_s,
-            input_tokens=tokens["input"],
-            output_tokens=tokens["output"],
-            cache_read_tokens=tokens["cache_read"],
-            cache_write_tokens=tokens["cache_write"],
-            reasoning_tokens=tokens["reasoning"],
-            time_to_first_token_s=first_token_s,
+            first_token_s=first_token_s,
+            tokens=tokens,
             tool_calls=tool_calls,
             labels=self._labels,
         )

@@ -290,10 +290,8 @@ def _item_call(item: Any) -> tuple[object, str | None] | None:
             # Responses' built-in tools (web_search_call, ...) are named by their type.
             return _call_key(item), name or kind.removesuffix("_call")
         return None  # text, thinking, reasoning, message, ... items
-    if name is None and _has(item, "index") and not isinstance(item, Mapping):
+    if name is None and _has(item, "index"):
         return _call_key(item), None  # a streamed delta after the one with the name
-    if name is None and isinstance(item, Mapping) and "index" in item:
-        return _call_key(item), None
     return _call_key(item), name or "unknown"
 
 

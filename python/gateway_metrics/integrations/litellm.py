@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from gateway_metrics._track import ToolCall
+from gateway_metrics._track import ToolCall, record_counted
 from gateway_metrics._usage import Usage, recordable_counts, tool_call_names, usage_from
 
 if TYPE_CHECKING:
@@ -163,18 +163,15 @@ class GatewayMetricsLogger(CustomLogger):  # type: ignore[misc]
             )
         metadata = payload.get("metadata") or params.get("metadata") or {}
         labels = {name: str(metadata.get(key) or "") for name, key in self.labels.items()}
-        self.metrics.record_request(
+        record_counted(
+            self.metrics,
             provider=str(provider),
             model=str(model),
             operation=OPERATIONS.get(plain_type, plain_type),
             status="error" if failed else "ok",
             latency_s=latency_s,
-            input_tokens=counts["input"],
-            output_tokens=counts["output"],
-            cache_read_tokens=counts["cache_read"],
-            cache_write_tokens=counts["cache_write"],
-            reasoning_tokens=counts["reasoning"],
-            time_to_first_token_s=first_token_s,
+            first_token_s=first_token_s,
+            tokens=counts,
             tool_calls=[ToolCall(name) for name in tools],
             labels=labels or None,
         )
