@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from gateway_metrics import (
@@ -178,6 +178,20 @@ def test_openai_chat_stream_without_usage_keeps_its_status_and_says_why(server, 
     assert len(hints) == 1
 
 
+def cancel_after_first_chunk(consume: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Runs ``consume`` and cancels it once it has set the event (at its first chunk)."""
+
+    async def main() -> None:
+        first = asyncio.Event()
+        task = asyncio.create_task(consume(first))
+        await asyncio.wait_for(first.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
 def test_openai_async_stream_cancelled_midway(server):
     model = "gpt-chat-slow"
     metrics = fresh(model)
@@ -322,6 +336,32 @@ def test_anthropic_stream_helper_async(server):
     assert_recorded(metrics, model, EXPECTED["anthropic"], tools=TOOLS, ttft=1.0)
 
 
+def test_anthropic_async_stream_cancelled_midway(server):
+    model = "claude-test-slow"
+    metrics = fresh(model)
+    client = anthropic_client(server, asynchronous=True)
+
+    async def consume(first: asyncio.Event) -> None:
+        async with metrics.track("anthropic", model) as call:
+            stream = await client.messages.create(
+                model=model, max_tokens=100, messages=MESSAGES, stream=True
+            )
+            async for event in stream:
+                call.first_token()
+                call.usage(event)
+                first.set()
+
+    cancel_after_first_chunk(consume)
+    # message_start's input side arrived before the cancellation, and is kept.
+    assert_recorded(
+        metrics,
+        model,
+        {"input": 600, "output": 1, "cache_read": 500, "cache_write": 80},
+        status="cancelled",
+        ttft=1.0,
+    )
+
+
 def test_anthropic_error_event_midstream_and_refusals(server):
     model = "claude-test-midstream"
     metrics = fresh(model)
@@ -384,6 +424,25 @@ def test_google_stream_sync_and_async(server):
         return later
 
     assert_recorded(asyncio.run(main()), model, EXPECTED["google"], tools=TOOLS)
+
+
+def test_google_async_stream_cancelled_midway(server):
+    model = "gemini-test-slow"
+    metrics = fresh(model)
+    client = google_client(server)
+
+    async def consume(first: asyncio.Event) -> None:
+        async with metrics.track("google", model) as call:
+            async for chunk in await client.aio.models.generate_content_stream(
+                model=model, contents="Hi"
+            ):
+                call.first_token()
+                call.usage(chunk)
+                first.set()
+
+    cancel_after_first_chunk(consume)
+    # The first chunk's running prompt count arrived before the cancellation.
+    assert_recorded(metrics, model, {"input": 400}, status="cancelled", ttft=1.0)
 
 
 def test_google_errors(server):
