@@ -11,7 +11,7 @@ PYTHON := $(VENV)/bin/python
 # into target/ by tools/debian.py, come first on every recipe's PATH.
 export PATH := $(CURDIR)/target/debian/$(shell . /etc/os-release && echo $$VERSION_CODENAME)/root/usr/bin:$(PATH)
 
-.PHONY: build deps test test-suite wheel test-wheels bench bench-table bench-instructions lint demo ops-image clean
+.PHONY: build deps test test-suite wheel test-wheels bench bench-table instructions lint demo ops-image clean
 
 ## the project environment, with a current pip
 $(PYTHON):
@@ -29,8 +29,9 @@ deps: $(PYTHON)
 	$(PYTHON) -m pip install -e '.[test]'
 	$(PYTHON) tools/debian.py servers
 
-## test: everything CI runs: the suite, the lints, and the wheels on every Python
-test: deps test-suite lint test-wheels
+## test: everything CI runs: the suite, the lints, the hot path's instruction
+## budgets, and the wheels on every Python
+test: deps test-suite lint instructions test-wheels
 
 ## test-suite: Rust unit tests, then pytest over tests/ and benches/ (benchmarks not timed)
 test-suite: deps
@@ -59,10 +60,12 @@ bench: deps
 bench-table: deps
 	OPENBLAS_NUM_THREADS=1 $(PYTHON) benches/report.py
 
-## bench-instructions: instructions per record_request call, counted by callgrind
-## (repeatable whatever the load; `benches/instructions.py --python OTHER` measures another build)
-bench-instructions: deps
-	$(PYTHON) benches/instructions.py
+## instructions: instructions per record_request (seed-only; four models in turn),
+## record_cache_hit and record_batch row, counted by callgrind (repeatable whatever
+## the load), each checked against its budget; `benches/instructions.py --python
+## OTHER` measures another build
+instructions: deps
+	$(PYTHON) benches/instructions.py --check
 
 ## lint: rustfmt, clippy (pedantic, warnings are errors), ruff, mypy --strict, and
 ## stubtest of the stub against the built module
