@@ -1,29 +1,24 @@
 //! gateway-metrics: Prometheus metrics for LLM gateways on a lock-free store.
 //!
-//! The core is plain Rust, one module per concept, so `cargo test` runs without
-//! Python; the `python` feature adds the `PyO3` binding that the
-//! `gateway_metrics` package loads as `gateway_metrics._core`.
+//! The core is plain Rust, in folders by layer, each depending only on the
+//! layers above it in this list, so `cargo test` runs without Python:
+//!
+//! - [`schema`]: the metric families and the request fields, as data;
+//! - [`cells`]: the atomics values live in, and the arena that hands them out;
+//! - [`store`]: series by label set, the recording rules, batches, prices;
+//! - [`formats`]: the text expositions, snapshots, remote write, numeric columns;
+//! - [`multiprocess`]: our own shared files, `prometheus_client`'s files,
+//!   directory locks, the fork guard, and the sum over a directory.
+//!
+//! The `python` feature adds the `PyO3` binding that the `gateway_metrics`
+//! package loads as `gateway_metrics._core`; `tools/module_graph.py` (part of
+//! `make lint`) checks that no module depends on itself through others.
 
-pub mod batch;
-pub mod column_format;
-pub mod counter;
-pub mod directory_lock;
-pub mod exposition;
-pub mod family;
-pub mod float_text;
-pub mod fork_guard;
-pub mod histogram;
-pub mod label_map;
+pub mod cells;
+pub mod formats;
 pub mod multiprocess;
-pub mod pricing;
-pub mod prometheus_file;
-pub mod remote_write;
-pub mod series;
-pub mod shared_file;
-pub mod slots;
-pub mod snapshot;
+pub mod schema;
 pub mod store;
-pub mod visit;
 
 #[cfg(feature = "python")]
 mod python;

@@ -11,15 +11,19 @@ __all__ = [
     "FAMILIES",
     "HISTOGRAM_BUCKETS",
     "REQUEST_FIELDS",
+    "TOKEN_TYPES",
     "MetricsStore",
     "check_extra_labels",
     "cleanup",
     "compact",
     "finish_native_work",
+    "request_cost",
 ]
 
-FAMILIES: list[tuple[str, str, str]]
-"""``(name, help, type)`` of each metric family, in exposition order."""
+FAMILIES: list[tuple[str, str, str, list[str], list[float] | None, str | None]]
+"""``(name, help, type, label names, bucket bounds of a histogram, what a request
+gives it to observe)`` of each metric family of the default configuration, in
+exposition order (the core's family table)."""
 
 def compact(
     directory: str, *, timeout: float
@@ -45,9 +49,22 @@ def finish_native_work(timeout: float) -> bool:
     call releases the GIL, and it waits up to ``timeout`` seconds for the calls
     that did to take it back; returns whether they all did."""
 
-REQUEST_FIELDS: list[tuple[str, str, str | None]]
-"""``(keyword, kind, default as Python source or None when required)`` of each
-argument of ``record_request`` and ``record_batch``, in signature order."""
+REQUEST_FIELDS: list[tuple[str, str, str | None, str, str, tuple[str, int] | None]]
+"""``(keyword, kind, default as Python source or None when required, annotation,
+doc line, (whole, group) it is part of or None)`` of each argument of
+``record_request`` and ``record_batch``, in signature order (the core's request
+table, which the signatures below and the docs' field list are generated from)."""
+
+TOKEN_TYPES: list[tuple[str, str, str]]
+"""``(token_type label, keyword, price it is billed at)`` of each token type."""
+
+def request_cost(
+    price: tuple[float, float, float, float, list[tuple[int, float, float, float, float]], float],
+    tokens: dict[str, int],
+) -> float:
+    """The USD cost of a request of ``tokens`` (token type to count) at ``price``
+    (``(input, output, cache read, cache write, tiers, per request)``), as the
+    middleware computes it."""
 
 HISTOGRAM_BUCKETS: list[float]
 """Upper bounds of the latency histogram buckets in seconds (``+Inf`` implied)."""
@@ -92,6 +109,7 @@ class MetricsStore:
     def record_request(
         self,
         *,
+        # BEGIN GENERATED: record_request (tools/generate.py, from _core.REQUEST_FIELDS)
         provider: str,
         model: str,
         operation: str,
@@ -105,6 +123,7 @@ class MetricsStore:
         cache_write_tokens: int = 0,
         reasoning_tokens: int = 0,
         labels: Mapping[str, str] | None = None,
+        # END GENERATED: record_request
     ) -> None:
         """Records one completed LLM request.
 
@@ -144,6 +163,7 @@ class MetricsStore:
     def record_batch(
         self,
         *,
+        # BEGIN GENERATED: record_batch (tools/generate.py, from _core.REQUEST_FIELDS)
         provider: str | Sequence[str],
         model: str | Sequence[str],
         operation: str | Sequence[str],
@@ -157,6 +177,7 @@ class MetricsStore:
         cache_write_tokens: int | Sequence[int] | Any | None = 0,
         reasoning_tokens: int | Sequence[int] | Any | None = 0,
         labels: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
+        # END GENERATED: record_batch
     ) -> int:
         """Records many requests in one call, given as columns; returns the row count.
 

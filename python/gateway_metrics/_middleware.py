@@ -68,7 +68,7 @@ class _GatewayCollector(Collector):
             yield family
 
     def describe(self) -> list[Metric]:
-        return [Metric(name, documentation, kind) for name, documentation, kind in FAMILIES]
+        return [Metric(name, documentation, kind) for name, documentation, kind, *_ in FAMILIES]
 
 
 #: The environment variable naming the multi-process directory when the

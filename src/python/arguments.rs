@@ -10,8 +10,8 @@ use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
 use smallvec::SmallVec;
 
 use super::identity_cache::IdentityCache;
-use crate::series::CounterSeries;
-use crate::store::{TokenType, TOKEN_TYPES};
+use crate::schema::request::RequestValues;
+use crate::store::series::CounterSeries;
 
 pub(super) fn type_name(value: &Bound<'_, PyAny>) -> String {
     value
@@ -165,67 +165,14 @@ pub(super) fn checked_latency(seconds: f64, argument: impl Display) -> PyResult<
     Ok(seconds)
 }
 
-/// The keyword of each token count, in the order of
-/// [`crate::store::TOKEN_TYPE_NAMES`]: the
-/// type's name and `_tokens`.
-pub(super) const TOKEN_ARGUMENTS: [&str; TOKEN_TYPES] = [
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-];
-
-/// Checks that the parts of a request's tokens fit their wholes: the prompt
-/// tokens read from and written to the cache are part of `input_tokens`, the
-/// reasoning tokens part of `output_tokens`. `row` names a batch row in errors.
+/// Checks that each group of parts of a request's values fits its whole (the
+/// cache parts of `input_tokens`, `time_to_first_token_s` in `latency_s`, ...,
+/// as [`crate::schema::request::REQUEST_FIELDS`] says). `row` names a batch row in errors.
 #[inline]
-pub(super) fn checked_parts(tokens: &[u64; TOKEN_TYPES], row: Option<usize>) -> PyResult<()> {
-    let [_, _, cache_read, cache_write, reasoning] = *tokens;
-    if cache_read | cache_write | reasoning == 0 {
-        return Ok(());
-    }
-    let at = |name| ColumnArgument { name, row };
-    let count = |token_type: TokenType| tokens[token_type as usize];
-    let cached = u128::from(count(TokenType::CacheRead)) + u128::from(count(TokenType::CacheWrite));
-    if cached > u128::from(count(TokenType::Input)) {
-        return Err(PyValueError::new_err(format!(
-            "{} + {} must not exceed {}, got {} + {} > {}",
-            at("cache_read_tokens"),
-            at("cache_write_tokens"),
-            at("input_tokens"),
-            count(TokenType::CacheRead),
-            count(TokenType::CacheWrite),
-            count(TokenType::Input),
-        )));
-    }
-    if count(TokenType::Reasoning) > count(TokenType::Output) {
-        return Err(PyValueError::new_err(format!(
-            "{} must not exceed {}, got {} > {}",
-            at("reasoning_tokens"),
-            at("output_tokens"),
-            count(TokenType::Reasoning),
-            count(TokenType::Output),
-        )));
-    }
-    Ok(())
-}
-
-/// `first_token_s` if it is a usable time to first token: at most the latency.
-pub(super) fn checked_first_token(
-    first_token_s: f64,
-    latency_s: f64,
-    row: Option<usize>,
-) -> PyResult<f64> {
-    if first_token_s > latency_s {
-        let at = |name| ColumnArgument { name, row };
-        return Err(PyValueError::new_err(format!(
-            "{} must not exceed {}, got {first_token_s:?} > {latency_s:?}",
-            at("time_to_first_token_s"),
-            at("latency_s"),
-        )));
-    }
-    Ok(first_token_s)
+pub(super) fn checked_parts(values: &RequestValues, row: Option<usize>) -> PyResult<()> {
+    values.check_parts().map_err(|error| {
+        PyValueError::new_err(error.message(|name| ColumnArgument { name, row }.to_string()))
+    })
 }
 
 /// A token count; `None` means the keyword was not passed (an explicit `None` is an error).

@@ -6,7 +6,7 @@
 //! is validated before any is recorded; rows then go through a [`Batch`], which
 //! adds each label set's totals once.
 //!
-//! [`Batch`]: crate::batch::Batch
+//! [`Batch`]: crate::store::batch::Batch
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -18,14 +18,18 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
 use smallvec::SmallVec;
 
 use super::arguments::{
-    checked_first_token, checked_latency, checked_parts, latency_seconds, token_value,
-    tool_call_names, type_name, ColumnArgument, ToolNames, TOKEN_ARGUMENTS,
+    checked_latency, checked_parts, latency_seconds, token_value, tool_call_names, type_name,
+    ColumnArgument, ToolNames,
 };
 use super::buffer_column::{buffer_numbers, supports_buffer};
 use super::fast_call::RequestArguments;
 use super::metrics_store::{PyMetricsStore, Resolved};
-use crate::column_format::Number;
-use crate::store::{RequestValues, TOKEN_TYPES};
+use crate::formats::columns::Number;
+use crate::schema::request::{
+    RequestValues, EXTRA_LABELS_FIELD, LABEL_FIELDS, LATENCY_FIELD, REQUEST_FIELDS,
+    SECONDS_POSITIONS, TOKEN_FIELDS, TOOL_CALLS_FIELD,
+};
+use crate::store::batch::Batch;
 
 /// Up to this many distinct label combinations, a batch finds a row's combination
 /// by scanning them; past it, by hashing.
@@ -170,10 +174,12 @@ fn buffer_seconds(value: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<f64>> {
         .collect())
 }
 
-/// The `time_to_first_token_s` argument, every row checked: `None` (or NaN in
-/// a numeric buffer) where a request did not stream.
-fn first_token_times(value: Option<&Bound<'_, PyAny>>) -> PyResult<Numbers<Option<f64>>> {
-    let name = "time_to_first_token_s";
+/// An optional duration's argument (`time_to_first_token_s`, say), every row
+/// checked: `None` (or NaN in a numeric buffer) where a request has none.
+fn optional_seconds(
+    value: Option<&Bound<'_, PyAny>>,
+    name: &'static str,
+) -> PyResult<Numbers<Option<f64>>> {
     let column = |row| ColumnArgument {
         name,
         row: Some(row),
@@ -334,13 +340,19 @@ impl PyMetricsStore {
             LabelArgument::new(status, "status")?,
         ];
         let latency = latencies(latency_s)?;
+        let field_name = |position: usize| REQUEST_FIELDS[position].name;
         let tokens = arguments
             .tokens
             .iter()
-            .zip(TOKEN_ARGUMENTS)
-            .map(|(value, name)| token_counts(*value, name))
+            .zip(TOKEN_FIELDS)
+            .map(|(value, position)| token_counts(*value, field_name(position)))
             .collect::<PyResult<Vec<_>>>()?;
-        let first_token = first_token_times(arguments.time_to_first_token_s)?;
+        let seconds = arguments
+            .seconds
+            .iter()
+            .zip(SECONDS_POSITIONS)
+            .map(|(value, position)| optional_seconds(*value, field_name(position)))
+            .collect::<PyResult<Vec<_>>>()?;
         let extra = extra_labels_argument(arguments.extra_labels)?;
         let tool_column = match tool_calls.filter(|value| !value.is_none()) {
             None => None,
@@ -352,36 +364,45 @@ impl PyMetricsStore {
                 ))
             })?),
         };
-        let mut lengths = vec![
-            ("provider", labels[0].rows()),
-            ("model", labels[1].rows()),
-            ("operation", labels[2].rows()),
-            ("status", labels[3].rows()),
-            ("latency_s", latency.rows()),
-            ("time_to_first_token_s", first_token.rows()),
-            ("tool_calls", tool_column.as_ref().map(Vec::len)),
-            ("labels", extra.as_ref().and_then(LabelArgument::rows)),
-        ];
+        // Each argument's rows, named as the table names it.
+        let mut lengths: Vec<(&str, Option<usize>)> = LABEL_FIELDS
+            .iter()
+            .zip(&labels)
+            .map(|(position, column)| (field_name(*position), column.rows()))
+            .collect();
+        lengths.push((field_name(LATENCY_FIELD), latency.rows()));
         lengths.extend(
-            TOKEN_ARGUMENTS
+            TOKEN_FIELDS
                 .iter()
                 .zip(&tokens)
-                .map(|(name, column)| (*name, column.rows())),
+                .map(|(position, column)| (field_name(*position), column.rows())),
         );
+        lengths.extend(
+            SECONDS_POSITIONS
+                .iter()
+                .zip(&seconds)
+                .map(|(position, column)| (field_name(*position), column.rows())),
+        );
+        lengths.push((
+            field_name(TOOL_CALLS_FIELD),
+            tool_column.as_ref().map(Vec::len),
+        ));
+        lengths.push((
+            field_name(EXTRA_LABELS_FIELD),
+            extra.as_ref().and_then(LabelArgument::rows),
+        ));
         let rows = row_count(&lengths)?;
         let row_values = |row: usize| {
-            let mut counts = [0; TOKEN_TYPES];
-            for (count, column) in counts.iter_mut().zip(&tokens) {
+            let mut values = RequestValues::new(latency.at(row), 0, 0);
+            for (count, column) in values.tokens.iter_mut().zip(&tokens) {
                 *count = column.at(row);
             }
-            RequestValues {
-                latency_s: latency.at(row),
-                tokens: counts,
-                time_to_first_token_s: first_token.at(row),
+            for (value, column) in values.seconds.iter_mut().zip(&seconds) {
+                *value = column.at(row);
             }
+            values
         };
-        // The parts of each row's tokens and its time to first token, checked
-        // against the row's wholes.
+        // The parts of each row's values, checked against the row's wholes.
         let named_row = |row| {
             lengths
                 .iter()
@@ -389,11 +410,7 @@ impl PyMetricsStore {
                 .then_some(row)
         };
         for row in 0..rows {
-            let values = row_values(row);
-            checked_parts(&values.tokens, named_row(row))?;
-            if let Some(first) = values.time_to_first_token_s {
-                checked_first_token(first, values.latency_s, named_row(row))?;
-            }
+            checked_parts(&row_values(row), named_row(row))?;
         }
 
         // Validate the labels: each distinct combination of label objects once. With
@@ -411,8 +428,8 @@ impl PyMetricsStore {
         if extra_column {
             let key = |row| {
                 let mut key = [0; 5];
-                for (slot, index) in key.iter_mut().zip(0..4) {
-                    *slot = labels[index].at(row).as_ptr() as usize;
+                for (part, index) in key.iter_mut().zip(0..4) {
+                    *part = labels[index].at(row).as_ptr() as usize;
                 }
                 key[4] = extra.as_ref().map_or(0, |e| e.at(row).as_ptr() as usize);
                 key
@@ -456,18 +473,18 @@ impl PyMetricsStore {
         };
 
         // Everything is valid: record. Entries are created in order of first use.
-        let mut batch = self.store().batch();
-        let slots: Vec<usize> = combinations
+        let mut batch = Batch::new(self.store());
+        let positions: Vec<usize> = combinations
             .into_iter()
             .map(|(first_row, resolved)| {
                 let labelled = extra.as_ref().is_some_and(|e| !e.at(first_row).is_none());
                 self.request_entry(py, resolved, labelled)
-                    .map(|entry| batch.slot(entry))
+                    .map(|entry| batch.position(entry))
             })
             .collect::<PyResult<_>>()?;
         for row in 0..rows {
             let combination = row_combination.get(row).map_or(0, |c| *c as usize);
-            batch.add_to(slots[combination], &row_values(row));
+            batch.add_to(positions[combination], &row_values(row));
             if let Some(names) = tool_names.get(row) {
                 self.record_tool_calls(py, names)?;
             }

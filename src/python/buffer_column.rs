@@ -4,7 +4,7 @@
 //! version used here that check has its byte-order test inverted: it takes
 //! big-endian elements for native ones and refuses explicit little-endian
 //! formats. So the view is taken raw here and its format read by
-//! [`crate::column_format`], which converts the other byte order.
+//! [`crate::formats::columns`], which converts the other byte order.
 
 use std::ffi::CStr;
 use std::mem::MaybeUninit;
@@ -13,7 +13,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 
-use crate::column_format::{Element, Number};
+use crate::formats::columns::{Element, Number};
 
 /// A buffer view, released when dropped.
 struct View(Box<ffi::Py_buffer>);

@@ -24,117 +24,11 @@ use pyo3::types::{PyString, PyType};
 use pyo3::Borrowed;
 
 use super::metrics_store::PyMetricsStore;
-use crate::store::{CacheOutcome, TOKEN_TYPES};
-
-/// What one argument of `record_request` and `record_batch` carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum FieldKind {
-    /// A label value (`str`).
-    Label,
-    /// A duration in seconds.
-    Seconds,
-    /// A token count.
-    Tokens,
-    /// Tool-call objects.
-    ToolCalls,
-    /// A mapping of extra label names to values.
-    ExtraLabels,
-}
-
-impl FieldKind {
-    /// The kind's name, as `_core.REQUEST_FIELDS` shows it.
-    pub(super) fn name(self) -> &'static str {
-        match self {
-            FieldKind::Label => "label",
-            FieldKind::Seconds => "seconds",
-            FieldKind::Tokens => "tokens",
-            FieldKind::ToolCalls => "tool_calls",
-            FieldKind::ExtraLabels => "extra_labels",
-        }
-    }
-}
-
-/// One keyword argument of the request-recording methods.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct RequestField {
-    /// The keyword.
-    pub(super) name: &'static str,
-    /// What it carries.
-    pub(super) kind: FieldKind,
-    /// Its default as Python source, or None when it is required.
-    pub(super) default: Option<&'static str>,
-}
-
-/// The keyword arguments of `record_request` and `record_batch`, in signature
-/// order: the one definition their parsing, signatures and stub follow.
-pub(super) const REQUEST_FIELDS: [RequestField; 13] = [
-    RequestField {
-        name: "provider",
-        kind: FieldKind::Label,
-        default: None,
-    },
-    RequestField {
-        name: "model",
-        kind: FieldKind::Label,
-        default: None,
-    },
-    RequestField {
-        name: "operation",
-        kind: FieldKind::Label,
-        default: None,
-    },
-    RequestField {
-        name: "status",
-        kind: FieldKind::Label,
-        default: None,
-    },
-    RequestField {
-        name: "latency_s",
-        kind: FieldKind::Seconds,
-        default: None,
-    },
-    RequestField {
-        name: "input_tokens",
-        kind: FieldKind::Tokens,
-        default: Some("0"),
-    },
-    RequestField {
-        name: "output_tokens",
-        kind: FieldKind::Tokens,
-        default: Some("0"),
-    },
-    RequestField {
-        name: "tool_calls",
-        kind: FieldKind::ToolCalls,
-        default: Some("None"),
-    },
-    RequestField {
-        name: "time_to_first_token_s",
-        kind: FieldKind::Seconds,
-        default: Some("None"),
-    },
-    RequestField {
-        name: "cache_read_tokens",
-        kind: FieldKind::Tokens,
-        default: Some("0"),
-    },
-    RequestField {
-        name: "cache_write_tokens",
-        kind: FieldKind::Tokens,
-        default: Some("0"),
-    },
-    RequestField {
-        name: "reasoning_tokens",
-        kind: FieldKind::Tokens,
-        default: Some("0"),
-    },
-    RequestField {
-        name: "labels",
-        kind: FieldKind::ExtraLabels,
-        default: Some("None"),
-    },
-];
-const FIELD_COUNT: usize = REQUEST_FIELDS.len();
+use crate::schema::request::{
+    EXTRA_LABELS_FIELD, FIELD_COUNT, LABEL_FIELDS, LATENCY_FIELD, REQUEST_FIELDS, SECONDS_FIELDS,
+    SECONDS_POSITIONS, TOKEN_FIELDS, TOKEN_TYPE_COUNT, TOOL_CALLS_FIELD,
+};
+use crate::store::CacheOutcome;
 
 /// One bit per required field, by position in [`REQUEST_FIELDS`].
 const REQUIRED_MASK: u32 = {
@@ -285,44 +179,42 @@ unsafe fn request_fields<'a, 'py>(
     Ok(values)
 }
 
-/// The arguments of `record_request` or `record_batch`, by name.
+/// The arguments of `record_request` or `record_batch`, by what they feed,
+/// bound through the positions [`REQUEST_FIELDS`] gives each.
 pub(super) struct RequestArguments<'a, 'py> {
     /// provider, model, operation, status.
     pub(super) labels: [&'a Bound<'py, PyAny>; 4],
     pub(super) latency_s: &'a Bound<'py, PyAny>,
-    /// input, output, cache read, cache write and reasoning tokens, in the
-    /// order of [`crate::store::TOKEN_TYPE_NAMES`].
-    pub(super) tokens: [Option<&'a Bound<'py, PyAny>>; TOKEN_TYPES],
+    /// By token type, in the order of [`crate::schema::request::TOKEN_TYPES`].
+    pub(super) tokens: [Option<&'a Bound<'py, PyAny>>; TOKEN_TYPE_COUNT],
+    /// The optional durations, by [`crate::schema::request::SecondsField`].
+    pub(super) seconds: [Option<&'a Bound<'py, PyAny>>; SECONDS_FIELDS],
     pub(super) tool_calls: Option<&'a Bound<'py, PyAny>>,
-    pub(super) time_to_first_token_s: Option<&'a Bound<'py, PyAny>>,
     /// The `labels` mapping of extra label values.
     pub(super) extra_labels: Option<&'a Bound<'py, PyAny>>,
 }
 
 impl<'a, 'py> RequestArguments<'a, 'py> {
-    /// Names the values [`request_fields`] matched, in the table's order.
+    /// Names the values [`request_fields`] matched, every required one present.
     fn from_fields(fields: &'a FieldValues<'a, 'py>) -> PyResult<Self> {
-        let [Some(provider), Some(model), Some(operation), Some(status), Some(latency_s), input, output, tool_calls, first_token, cache_read, cache_write, reasoning, extra_labels] =
-            fields
-        else {
-            return Err(PySystemError::new_err(
-                "the request field table and the method disagree",
-            ));
+        let at = |position: usize| fields[position].as_deref();
+        let required = |position: usize| {
+            at(position).ok_or_else(|| {
+                PySystemError::new_err("the request field table and the method disagree")
+            })
         };
-        let bound = |value: &'a Option<Borrowed<'a, 'py, PyAny>>| value.as_deref();
         Ok(RequestArguments {
-            labels: [&**provider, &**model, &**operation, &**status],
-            latency_s,
-            tokens: [
-                bound(input),
-                bound(output),
-                bound(cache_read),
-                bound(cache_write),
-                bound(reasoning),
+            labels: [
+                required(LABEL_FIELDS[0])?,
+                required(LABEL_FIELDS[1])?,
+                required(LABEL_FIELDS[2])?,
+                required(LABEL_FIELDS[3])?,
             ],
-            tool_calls: bound(tool_calls),
-            time_to_first_token_s: bound(first_token),
-            extra_labels: bound(extra_labels),
+            latency_s: required(LATENCY_FIELD)?,
+            tokens: TOKEN_FIELDS.map(at),
+            seconds: SECONDS_POSITIONS.map(at),
+            tool_calls: at(TOOL_CALLS_FIELD),
+            extra_labels: at(EXTRA_LABELS_FIELD),
         })
     }
 }

@@ -53,16 +53,16 @@ impl<T> GilCell<T> {
     }
 }
 
-/// Number of slots; a power of two. A key may sit in its home slot or the next
+/// Number of ways (entries); a power of two. A key may sit in its home way or the next
 /// one, so a handful of label sets used in turn rarely evict each other.
-const SLOTS: usize = 64;
+const WAYS: usize = 64;
 
-struct Slot<T, const N: usize> {
+struct Way<T, const N: usize> {
     keys: [Py<PyString>; N],
     value: NonNull<T>,
 }
 
-impl<T, const N: usize> Slot<T, N> {
+impl<T, const N: usize> Way<T, N> {
     /// Releases the keys now, with the GIL held.
     fn release(self, py: Python<'_>) {
         for key in self.keys {
@@ -72,53 +72,53 @@ impl<T, const N: usize> Slot<T, N> {
 }
 
 // SAFETY: `value` points to `Sync` data that outlives the cache (see `insert`);
-// the slot is only reached with the GIL held.
-unsafe impl<T: Sync, const N: usize> Send for Slot<T, N> {}
+// the way is only reached with the GIL held.
+unsafe impl<T: Sync, const N: usize> Send for Way<T, N> {}
 
 /// Maps `N` label objects, by identity, to a `&T` in the store that owns the cache.
 pub(super) struct IdentityCache<T, const N: usize> {
-    slots: GilCell<[Option<Slot<T, N>>; SLOTS]>,
+    ways: GilCell<[Option<Way<T, N>>; WAYS]>,
 }
 
-fn slot_index(pointers: impl IntoIterator<Item = usize>) -> usize {
+fn way_index(pointers: impl IntoIterator<Item = usize>) -> usize {
     let mixed = pointers.into_iter().fold(0_u64, |hash, pointer| {
         (hash ^ (pointer as u64 >> 4)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
     });
-    (mixed >> (64 - SLOTS.trailing_zeros())) as usize
+    (mixed >> (64 - WAYS.trailing_zeros())) as usize
 }
 
 impl<T, const N: usize> IdentityCache<T, N> {
     pub(super) fn new() -> Self {
         IdentityCache {
-            slots: GilCell::new(std::array::from_fn(|_| None)),
+            ways: GilCell::new(std::array::from_fn(|_| None)),
         }
     }
 
     /// The value cached for exactly these objects, if any.
     #[inline]
     pub(super) fn get<'a>(&'a self, py: Python<'_>, keys: [&Bound<'_, PyAny>; N]) -> Option<&'a T> {
-        let home = slot_index(keys.iter().map(|key| key.as_ptr() as usize));
-        let slots = self.slots.get(py).borrow();
-        [home, (home + 1) % SLOTS].into_iter().find_map(|index| {
-            let slot = slots[index].as_ref()?;
-            let same = slot
+        let home = way_index(keys.iter().map(|key| key.as_ptr() as usize));
+        let ways = self.ways.get(py).borrow();
+        [home, (home + 1) % WAYS].into_iter().find_map(|index| {
+            let way = ways[index].as_ref()?;
+            let same = way
                 .keys
                 .iter()
                 .zip(keys)
                 .all(|(cached, key)| cached.as_ptr() == key.as_ptr());
             // SAFETY: `insert`'s contract keeps the target alive as long as `self`.
-            same.then_some(unsafe { slot.value.as_ref() })
+            same.then_some(unsafe { way.value.as_ref() })
         })
     }
 
     /// Forgets every entry (their targets belong to a store no longer recorded into).
     pub(super) fn clear(&self, py: Python<'_>) {
         let emptied = std::mem::replace(
-            &mut *self.slots.get(py).borrow_mut(),
+            &mut *self.ways.get(py).borrow_mut(),
             std::array::from_fn(|_| None),
         );
-        for slot in emptied.into_iter().flatten() {
-            slot.release(py);
+        for way in emptied.into_iter().flatten() {
+            way.release(py);
         }
     }
 
@@ -127,20 +127,20 @@ impl<T, const N: usize> IdentityCache<T, N> {
     /// # Safety
     /// `value` must stay valid, at the same address, for as long as `self` lives.
     pub(super) unsafe fn insert(&self, py: Python<'_>, keys: [&Bound<'_, PyString>; N], value: &T) {
-        let home = slot_index(keys.iter().map(|key| key.as_ptr() as usize));
-        let slot = Slot {
+        let home = way_index(keys.iter().map(|key| key.as_ptr() as usize));
+        let way = Way {
             keys: keys.map(|key| key.clone().unbind()),
             value: NonNull::from(value),
         };
-        let mut slots = self.slots.get(py).borrow_mut();
-        // The home slot when free, else the next one (evicting its occupant).
-        let index = if slots[home].is_none() {
+        let mut ways = self.ways.get(py).borrow_mut();
+        // The home way when free, else the next one (evicting its occupant).
+        let index = if ways[home].is_none() {
             home
         } else {
-            (home + 1) % SLOTS
+            (home + 1) % WAYS
         };
-        let replaced = slots[index].replace(slot);
-        drop(slots);
+        let replaced = ways[index].replace(way);
+        drop(ways);
         // The evicted `str` references are released after the borrow ends.
         if let Some(replaced) = replaced {
             replaced.release(py);

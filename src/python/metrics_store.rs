@@ -10,26 +10,24 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, 
 use smallvec::SmallVec;
 
 use super::arguments::{
-    checked_first_token, checked_parts, extra_label_values, label, latency_seconds, token_count,
-    tool_call_names, ColumnArgument, ToolName, ToolNames, TOKEN_ARGUMENTS,
+    checked_parts, extra_label_values, label, latency_seconds, token_count, tool_call_names,
+    ColumnArgument, ToolName, ToolNames,
 };
 use super::exit_gate::release_gil;
 use super::fast_call::RequestArguments;
 use super::identity_cache::IdentityCache;
 use super::multiprocess::{Layout, Multiprocess};
 use super::samples::SampleBuilder;
-use crate::counter::{Coding, Recording, Writers};
-use crate::exposition::{render, Format, TextEncoder};
-use crate::family::{Schema, LATENCY_BOUNDS};
-use crate::pricing::{Price, PriceTable, PriceTier};
-use crate::remote_write::RemoteWriteEncoder;
-use crate::series::CounterSeries;
-use crate::slots::SlotArena;
-use crate::snapshot;
-use crate::store::{
-    CacheOutcome, PriceResolver, ReadMode, RequestEntry, RequestLabels, RequestValues, Store,
-    TOKEN_TYPES,
-};
+use crate::cells::arena::CellArena;
+use crate::cells::counter::{Coding, Recording, Writers};
+use crate::formats::remote_write::RemoteWriteEncoder;
+use crate::formats::snapshot;
+use crate::formats::text::{render, Format, TextEncoder};
+use crate::schema::family::{Schema, LATENCY_BOUNDS};
+use crate::schema::request::{RequestValues, REQUEST_FIELDS, SECONDS_POSITIONS, TOKEN_FIELDS};
+use crate::store::pricing::{Price, PriceTable, PriceTier};
+use crate::store::series::CounterSeries;
+use crate::store::{CacheOutcome, PriceResolver, ReadMode, RequestEntry, RequestLabels, Store};
 
 /// The lock-free metric store behind `GatewayMetricsMiddleware`.
 #[pyclass(
@@ -115,7 +113,7 @@ impl PyMetricsStore {
         let (store, multiprocess) = match shared {
             None => {
                 let mut store =
-                    Store::with_arena(table, SlotArena::heap(), recording(Coding::Integer), schema);
+                    Store::with_arena(table, CellArena::heap(), recording(Coding::Integer), schema);
                 store.set_max_series(max_series);
                 if let Some(resolver) = &price_resolver {
                     store.set_price_resolver(python_price_resolver(resolver.clone_ref(py)));
@@ -520,11 +518,11 @@ impl PyMetricsStore {
         let mut values: [Bound<'py, PyAny>; LABELLED_KEY - 4] =
             std::array::from_fn(|_| empty.clone());
         let mut present = 0;
-        for (slot, name) in values.iter_mut().zip(&self.extra_names) {
+        for (target, name) in values.iter_mut().zip(&self.extra_names) {
             if let Ok(Some(value)) = dict.get_item(name.bind(py)) {
                 present += 1;
                 if !value.is_none() {
-                    *slot = value;
+                    *target = value;
                 }
             }
         }
@@ -589,26 +587,20 @@ impl PyMetricsStore {
         self.follow_fork(py)?;
         let resolved = self.resolve_labels(py, label_objects, arguments.extra_labels, None)?;
         let latency_s = latency_seconds(arguments.latency_s, "latency_s")?;
-        let mut tokens = [0; TOKEN_TYPES];
-        for index in 0..TOKEN_TYPES {
-            if let Some(value) = arguments.tokens[index] {
-                tokens[index] = token_count(Some(value), TOKEN_ARGUMENTS[index])?;
+        let mut values = RequestValues::new(latency_s, 0, 0);
+        for (token_type, value) in arguments.tokens.iter().enumerate() {
+            if let Some(value) = value {
+                let name = REQUEST_FIELDS[TOKEN_FIELDS[token_type]].name;
+                values.tokens[token_type] = token_count(Some(value), name)?;
             }
         }
-        checked_parts(&tokens, None)?;
-        let time_to_first_token_s = match arguments.time_to_first_token_s {
-            Some(value) if !value.is_none() => Some(checked_first_token(
-                latency_seconds(value, "time_to_first_token_s")?,
-                latency_s,
-                None,
-            )?),
-            _ => None,
-        };
-        let values = RequestValues {
-            latency_s,
-            tokens,
-            time_to_first_token_s,
-        };
+        for (field, value) in arguments.seconds.iter().enumerate() {
+            if let Some(value) = value.filter(|value| !value.is_none()) {
+                let name = REQUEST_FIELDS[SECONDS_POSITIONS[field]].name;
+                values.seconds[field] = Some(latency_seconds(value, name)?);
+            }
+        }
+        checked_parts(&values, None)?;
         let tool_names = tool_call_names(arguments.tool_calls, None, &self.tool_calls)?;
         // Everything is valid: from here on the call records.
         let labelled = arguments
@@ -622,38 +614,42 @@ impl PyMetricsStore {
     }
 }
 
+/// A price as Python gives it: `(input, output, cache read, cache write, tiers,
+/// per request)` in USD per million tokens (the last in USD per request), where
+/// `tiers` lists `(above input tokens, input, output, cache read, cache write)`.
+pub(super) type PythonPrice = (f64, f64, f64, f64, Vec<(u64, f64, f64, f64, f64)>, f64);
+
+/// The [`Price`] of a Python price tuple.
+pub(super) fn price_of(price: PythonPrice) -> Price {
+    let (input, output, read, write, tiers, per_request) = price;
+    Price {
+        input_per_million: input,
+        output_per_million: output,
+        cache_read_per_million: read,
+        cache_write_per_million: write,
+        tiers: tiers
+            .into_iter()
+            .map(|(above, input, output, read, write)| PriceTier {
+                above_input_tokens: above,
+                rates: [input, output, read, write],
+            })
+            .collect(),
+        per_request,
+    }
+}
+
 /// A price resolver that calls `resolver(provider, model)`, a Python callable
-/// returning None or `(input, output, cache read, cache write, tiers, per
-/// request)` in USD per million tokens (the last in USD per request), where
-/// `tiers` lists `(above input tokens, input, output, cache read, cache write)`. It runs when a label set is first seen, with the
-/// GIL held by the recording call; an error counts the model as unpriced and is
-/// reported as unraisable.
+/// returning None or a [`PythonPrice`]. It runs when a label set is first
+/// seen, with the GIL held by the recording call; an error counts the model as
+/// unpriced and is reported as unraisable.
 pub(super) fn python_price_resolver(resolver: Py<PyAny>) -> PriceResolver {
-    type Rates = (f64, f64, f64, f64);
-    type Resolved = (f64, f64, f64, f64, Vec<(u64, f64, f64, f64, f64)>, f64);
     Box::new(move |provider, model| {
         Python::attach(|py| {
             let resolved = resolver
                 .call1(py, (provider, model))
-                .and_then(|price| price.extract::<Option<Resolved>>(py));
+                .and_then(|price| price.extract::<Option<PythonPrice>>(py));
             match resolved {
-                Ok(price) => price.map(|(input, output, read, write, tiers, per_request)| {
-                    let rates = |(input, output, read, write): Rates| [input, output, read, write];
-                    Price {
-                        input_per_million: input,
-                        output_per_million: output,
-                        cache_read_per_million: read,
-                        cache_write_per_million: write,
-                        tiers: tiers
-                            .into_iter()
-                            .map(|(above, input, output, read, write)| PriceTier {
-                                above_input_tokens: above,
-                                rates: rates((input, output, read, write)),
-                            })
-                            .collect(),
-                        per_request,
-                    }
-                }),
+                Ok(price) => price.map(price_of),
                 Err(error) => {
                     error.write_unraisable(py, None);
                     None

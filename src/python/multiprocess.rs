@@ -12,14 +12,14 @@ use pyo3::prelude::*;
 
 use super::exit_gate::{self, release_gil};
 use super::metrics_store::{python_price_resolver, recording};
-use crate::counter::Coding;
-use crate::family::Schema;
-use crate::fork_guard;
+use crate::cells::arena::CellArena;
+use crate::cells::counter::Coding;
+use crate::multiprocess::fork_guard;
+use crate::multiprocess::own_file::SharedFile;
+use crate::multiprocess::prometheus_file::PrometheusFiles;
 use crate::multiprocess::{self, Aggregate};
-use crate::pricing::PriceTable;
-use crate::prometheus_file::PrometheusFiles;
-use crate::shared_file::SharedFile;
-use crate::slots::SlotArena;
+use crate::schema::family::Schema;
+use crate::store::pricing::PriceTable;
 use crate::store::Store;
 
 /// Which files a multi-process store writes.
@@ -99,14 +99,16 @@ impl Multiprocess {
         };
         let (arena, coding) = match self.layout {
             Layout::Own => (
-                SlotArena::file(SharedFile::create(&self.directory, &self.schema).map_err(cannot)?),
+                CellArena::shared(Box::new(
+                    SharedFile::create(&self.directory, &self.schema).map_err(cannot)?,
+                )),
                 Coding::Integer,
             ),
             Layout::PrometheusClient => (
-                SlotArena::prometheus(
+                CellArena::shared(Box::new(
                     PrometheusFiles::create(&self.directory, Arc::clone(&self.schema))
                         .map_err(cannot)?,
-                ),
+                )),
                 Coding::Float,
             ),
         };

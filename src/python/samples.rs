@@ -11,8 +11,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
 use smallvec::SmallVec;
 
-use crate::family::FamilyDesc;
-use crate::visit::SampleVisitor;
+use crate::schema::family::FamilyDesc;
+use crate::store::visit::SampleVisitor;
 
 /// Turns visited samples into `prometheus_client` `Sample` tuples.
 pub(super) struct SampleBuilder<'py> {

@@ -16,6 +16,11 @@
 //! compaction; a scrape that cannot get it within a few seconds reads without it
 //! and says so.
 
+pub mod fork_guard;
+pub mod lock;
+pub mod own_file;
+pub mod prometheus_file;
+
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
@@ -25,15 +30,16 @@ use std::time::Duration;
 
 use smallvec::SmallVec;
 
-use crate::directory_lock::{Access, DirectoryLock};
-use crate::family::{Schema, ValueKind};
-use crate::histogram::HistogramSnapshot;
-use crate::prometheus_file;
-use crate::shared_file::{
+use crate::cells::arena::SeriesDescription;
+use crate::cells::histogram::HistogramSnapshot;
+use crate::multiprocess::lock::{Access, DirectoryLock};
+use crate::schema::family::{Schema, ValueKind};
+
+use crate::multiprocess::own_file::{
     declared_schema, is_dead, list_files, list_temporary_files, read_file, FileContents,
-    FileSeries, ReadError, SeriesDescription, SharedFile,
+    FileSeries, ReadError, SharedFile,
 };
-use crate::visit::{Reading, SampleVisitor, Samples, SeriesView, SeriesVisitor};
+use crate::store::visit::{Reading, SampleVisitor, Samples, SeriesView, SeriesVisitor};
 
 /// How long a scrape waits for a compaction before reading without the lock.
 const SCRAPE_LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -102,7 +108,7 @@ impl DirectoryReading {
 
 struct SummedSeries {
     labels: Vec<String>,
-    slots: Vec<u64>,
+    cells: Vec<u64>,
     created: f64,
 }
 
@@ -159,7 +165,7 @@ impl Aggregate {
                 .get(usize::from(one.family))
                 .is_some_and(|family| {
                     one.labels.len() == family.label_names.len()
-                        && one.slots.len() == family.cells()
+                        && one.cells.len() == family.cells()
                 })
         };
         if !series.iter().all(matches_family) {
@@ -180,8 +186,8 @@ impl Aggregate {
         let (summed, index) = &mut self.families[usize::from(series.family)];
         if let Some(&position) = index.get(&series.labels) {
             let target = &mut summed[position];
-            for (slot, (total, value)) in target.slots.iter_mut().zip(&series.slots).enumerate() {
-                *total = if family.is_sum(slot) {
+            for (cell, (total, value)) in target.cells.iter_mut().zip(&series.cells).enumerate() {
+                *total = if family.is_sum(cell) {
                     (f64::from_bits(*total) + f64::from_bits(*value)).to_bits()
                 } else {
                     total.saturating_add(*value)
@@ -192,7 +198,7 @@ impl Aggregate {
             index.insert(series.labels.clone(), summed.len());
             summed.push(SummedSeries {
                 labels: series.labels.clone(),
-                slots: series.slots.clone(),
+                cells: series.cells.clone(),
                 created: series.created,
             });
         }
@@ -218,10 +224,10 @@ impl Aggregate {
                     .collect::<SmallVec<_>>(),
                 reading: match family.value {
                     ValueKind::Buckets => {
-                        Reading::Histogram(HistogramSnapshot::from_slots(&series.slots))
+                        Reading::Histogram(HistogramSnapshot::from_cells(&series.cells))
                     }
-                    ValueKind::Sum => Reading::Sum(f64::from_bits(series.slots[0])),
-                    ValueKind::Count => Reading::Count(series.slots[0]),
+                    ValueKind::Sum => Reading::Sum(f64::from_bits(series.cells[0])),
+                    ValueKind::Count => Reading::Count(series.cells[0]),
                 },
                 created: series.created,
             });
@@ -246,9 +252,9 @@ impl Aggregate {
                     labels: &labels,
                     created: series.created,
                 };
-                let first = file.append_series(&description, series.slots.len())?;
-                for (index, value) in series.slots.iter().enumerate() {
-                    // SAFETY: `append_series` returned `slots.len()` slots.
+                let first = file.append_series(&description, series.cells.len())?;
+                for (index, value) in series.cells.iter().enumerate() {
+                    // SAFETY: `append_series` returned `cells.len()` cells.
                     unsafe { first.add(index).as_ref() }
                         .store(*value, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -285,7 +291,7 @@ pub fn aggregate(directory: &Path, schema: &Arc<Schema>) -> io::Result<Aggregate
 }
 
 /// Sums this layout's files of a `prometheus_client` multi-process directory
-/// (see [`crate::prometheus_file`]); other files there are the application's.
+/// (see [`crate::multiprocess::prometheus_file`]); other files there are the application's.
 pub fn aggregate_prometheus(directory: &Path, schema: &Arc<Schema>) -> io::Result<Aggregate> {
     let mut sum = Aggregate::new(Arc::clone(schema));
     for path in prometheus_file::list_files(directory)? {
@@ -524,11 +530,12 @@ pub fn cleanup(directory: &Path, force: bool, wait: Duration) -> io::Result<Clea
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counter::Recording;
-    use crate::exposition::{Format, TextEncoder};
-    use crate::pricing::{Price, PriceTable};
-    use crate::slots::SlotArena;
-    use crate::store::{CacheOutcome, RequestLabels, RequestValues, Store};
+    use crate::cells::arena::CellArena;
+    use crate::cells::counter::Recording;
+    use crate::formats::text::{Format, TextEncoder};
+    use crate::schema::request::RequestValues;
+    use crate::store::pricing::{Price, PriceTable};
+    use crate::store::{CacheOutcome, RequestLabels, Store};
 
     const WAIT: Duration = Duration::from_secs(10);
 
@@ -543,7 +550,7 @@ mod tests {
     fn file_store(directory: &Path) -> Store {
         Store::with_arena(
             prices(),
-            SlotArena::file(SharedFile::create(directory, &schema()).unwrap()),
+            CellArena::shared(Box::new(SharedFile::create(directory, &schema()).unwrap())),
             Recording::CONCURRENT,
             schema(),
         )

@@ -1,33 +1,42 @@
-//! The gateway's seven metric families and what each recording call adds to them.
+//! A middleware's metric state: the series of every family, and what each
+//! recording call adds to them.
 //!
-//! One `record_request` makes a single lock-free lookup: the requests series,
-//! keyed by all four request labels, holds the model's price and direct
-//! references to the duration histogram and to the token and cost series it
-//! feeds, so the other families are only searched the first time a label set
-//! appears. Token and cost series are created on their first positive amount,
-//! exactly when the reference middleware would create them, so samples come out
-//! in the same order. Label values are stored, and declared, in the alphabetical
-//! order in which the exposition prints them.
+//! Each family's series live in one [`FamilySeries`] container, indexed by
+//! family id and made from the schema in one loop; visiting and merging are one
+//! loop over them too. One `record_request` makes a single lock-free lookup:
+//! the requests series, keyed by all request labels, holds the model's price
+//! and direct references to the duration histogram and to the token, cost and
+//! optional histogram series it feeds, so the other families are only searched
+//! the first time a label set needs them. What a request adds is decided by the
+//! recording rules ([`rules`]); series are created on their first positive
+//! amount, exactly when the reference middleware would create them, so samples
+//! come out in the same order. Label values are stored, and declared, in the
+//! alphabetical order in which the exposition prints them.
+
+pub mod batch;
+pub mod label_map;
+pub mod pricing;
+pub mod rules;
+pub mod series;
+pub mod visit;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use smallvec::SmallVec;
 
-use crate::batch::Batch;
-use crate::counter::Recording;
-use crate::family::{
-    Buckets, FamilyId, Schema, CACHE_HITS, CACHE_MISSES, COST, DURATION, OVERFLOW, OVERFLOW_VALUE,
-    REQUESTS, TIME_PER_OUTPUT_TOKEN, TIME_TO_FIRST_TOKEN, TOKENS, TOOL_CALLS, UNPRICED,
+use crate::cells::arena::CellArena;
+use crate::cells::counter::Recording;
+use crate::schema::family::{
+    Buckets, FamilyDesc, FamilyId, Schema, ValueKind, CACHE_HITS, CACHE_MISSES, COST, DURATION,
+    OPTIONAL_OBSERVED, OVERFLOW, OVERFLOW_VALUE, REQUESTS, TOKENS, TOOL_CALLS, UNPRICED,
 };
-use crate::label_map::{Entry, LabelMap};
-use crate::pricing::{Price, PriceTable};
-use crate::series::{
-    unix_now, CostSeries, CounterSeries, HistogramSeries, RequestSeries, SeriesRef,
-};
-use crate::shared_file::SeriesDescription;
-use crate::slots::SlotArena;
-use crate::visit::{Reading, SampleVisitor, Samples, SeriesView, SeriesVisitor};
+use crate::schema::request::{RequestValues, TOKEN_TYPES};
+use crate::store::label_map::{Entry, LabelMap};
+use crate::store::pricing::{Price, PriceTable};
+use crate::store::rules::Sink;
+use crate::store::series::{CostSeries, CounterSeries, HistogramSeries, RequestSeries, SeriesRef};
+use crate::store::visit::{Reading, SampleVisitor, Samples, SeriesView, SeriesVisitor};
 
 /// Whether a cache lookup found its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,71 +76,32 @@ pub struct RequestLabels<'a> {
     pub extra: &'a [&'a str],
 }
 
-/// The measured values of one request, already validated.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestValues {
-    /// Latency in seconds: finite and not negative.
-    pub latency_s: f64,
-    /// Token counts by [`TokenType`]: every prompt token (cached or not), every
-    /// output token, and the parts of those read from or written to the prompt
-    /// cache and spent on reasoning.
-    pub tokens: [u64; TOKEN_TYPES],
-    /// Seconds to the first token of a streamed response: not negative, at most `latency_s`.
-    pub time_to_first_token_s: Option<f64>,
-}
-
-impl RequestValues {
-    /// A request of the reference's arguments: latency, prompt and output tokens.
-    pub fn new(latency_s: f64, input_tokens: u64, output_tokens: u64) -> Self {
-        let mut tokens = [0; TOKEN_TYPES];
-        tokens[TokenType::Input as usize] = input_tokens;
-        tokens[TokenType::Output as usize] = output_tokens;
-        RequestValues {
-            latency_s,
-            tokens,
-            time_to_first_token_s: None,
-        }
-    }
-
-    /// The count of one token type.
-    #[inline]
-    pub fn tokens(&self, token_type: TokenType) -> u64 {
-        self.tokens[token_type as usize]
-    }
-
-    /// The time per output token after the first, when the request streamed
-    /// (its time to first token is known) and produced at least two tokens.
-    #[inline]
-    pub fn time_per_output_token_s(&self) -> Option<f64> {
-        let first = self.time_to_first_token_s?;
-        let output = self.tokens(TokenType::Output);
-        (output >= 2).then(|| (self.latency_s - first) / (output - 1) as f64)
-    }
-}
-
-/// The `token_type` label values, in the order [`RequestValues::tokens`] keeps them.
-pub const TOKEN_TYPE_NAMES: [&str; TOKEN_TYPES] =
-    ["input", "output", "cache_read", "cache_write", "reasoning"];
-/// How many token types a request counts.
-pub const TOKEN_TYPES: usize = 5;
-
-/// A kind of token a request counts (see [`TOKEN_TYPE_NAMES`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenType {
-    /// Every prompt token.
-    Input = 0,
-    /// Every output token.
-    Output = 1,
-    /// The prompt tokens read from the provider's prompt cache.
-    CacheRead = 2,
-    /// The prompt tokens written to the provider's prompt cache.
-    CacheWrite = 3,
-    /// The output tokens spent on reasoning.
-    Reasoning = 4,
-}
-
 /// One label set of the requests family, as returned by [`Store::request_entry`].
 pub type RequestEntry = Entry<RequestSeries>;
+
+/// The series of one family, by label set, kept as the family's values are.
+pub enum FamilySeries {
+    /// The requests family: a count, and what each label set feeds.
+    Requests(LabelMap<RequestSeries>),
+    /// A counter.
+    Counter(LabelMap<CounterSeries>),
+    /// A float sum (the cost).
+    Sum(LabelMap<CostSeries>),
+    /// A histogram.
+    Histogram(LabelMap<HistogramSeries>),
+}
+
+impl FamilySeries {
+    /// The container a family's values need.
+    fn for_family(family: &FamilyDesc) -> Self {
+        match family.value {
+            ValueKind::Count if family.id == REQUESTS => FamilySeries::Requests(LabelMap::new()),
+            ValueKind::Count => FamilySeries::Counter(LabelMap::new()),
+            ValueKind::Sum => FamilySeries::Sum(LabelMap::new()),
+            ValueKind::Buckets => FamilySeries::Histogram(LabelMap::new()),
+        }
+    }
+}
 
 /// All metric state of one middleware.
 pub struct Store {
@@ -142,29 +112,11 @@ pub struct Store {
     schema: Arc<Schema>,
     /// The duration histogram's buckets, copied out of the schema for the hot path.
     latency_buckets: Buckets,
-    /// The time-to-first-token histogram's buckets.
-    first_token_buckets: Buckets,
-    /// The time-per-output-token histogram's buckets.
-    per_token_buckets: Buckets,
-    /// Where every value lives; dropped after the maps (field order), which
-    /// hold the only references into it.
-    arena: SlotArena,
-    /// Keyed by model, operation, provider, status.
-    requests: LabelMap<RequestSeries>,
-    /// Keyed by model, operation, provider.
-    durations: LabelMap<HistogramSeries>,
-    /// Keyed by model, provider, `token_type`.
-    tokens: LabelMap<CounterSeries>,
-    /// Keyed by model, provider.
-    costs: LabelMap<CostSeries>,
-    /// Keyed by model, operation, provider.
-    first_tokens: LabelMap<HistogramSeries>,
-    /// Keyed by model, operation, provider.
-    per_tokens: LabelMap<HistogramSeries>,
-    /// Keyed by the name of the family whose label sets were folded.
-    overflows: LabelMap<CounterSeries>,
-    /// Keyed by model, provider.
-    unpriced: LabelMap<CounterSeries>,
+    /// Each family's series, by family id.
+    families: Box<[FamilySeries]>,
+    /// Where every value lives; dropped after the families (field order),
+    /// which hold the only references into it.
+    arena: CellArena,
     /// Prices the models the table lacks, by provider and model, once per label set.
     resolver: Option<PriceResolver>,
     /// Whether unpriced requests are counted (see [`Store::set_count_unpriced`]).
@@ -179,9 +131,6 @@ pub struct Store {
     notices: AtomicU32,
     /// Families that ever folded a label set.
     overflowed: AtomicU32,
-    cache_hits: LabelMap<CounterSeries>,
-    cache_misses: LabelMap<CounterSeries>,
-    tool_calls: LabelMap<CounterSeries>,
 }
 
 impl Store {
@@ -190,7 +139,7 @@ impl Store {
     pub fn new(prices: PriceTable) -> Self {
         Self::with_arena(
             prices,
-            SlotArena::heap(),
+            CellArena::heap(),
             Recording::CONCURRENT,
             Arc::new(Schema::default()),
         )
@@ -200,7 +149,7 @@ impl Store {
     /// shared file in multi-process mode), recorded into as `recording` says.
     pub fn with_arena(
         prices: PriceTable,
-        arena: SlotArena,
+        arena: CellArena,
         recording: Recording,
         schema: Arc<Schema>,
     ) -> Self {
@@ -208,27 +157,65 @@ impl Store {
             prices,
             recording,
             latency_buckets: schema.latency_buckets().clone(),
-            first_token_buckets: schema.buckets(TIME_TO_FIRST_TOKEN).clone(),
-            per_token_buckets: schema.buckets(TIME_PER_OUTPUT_TOKEN).clone(),
+            families: schema
+                .families()
+                .iter()
+                .map(FamilySeries::for_family)
+                .collect(),
             schema,
             arena,
-            requests: LabelMap::new(),
-            durations: LabelMap::new(),
-            tokens: LabelMap::new(),
-            costs: LabelMap::new(),
-            first_tokens: LabelMap::new(),
-            per_tokens: LabelMap::new(),
-            overflows: LabelMap::new(),
-            unpriced: LabelMap::new(),
             resolver: None,
             count_unpriced: false,
             unpriced_models: Mutex::new(UnpricedModels::default()),
             max_series: usize::MAX,
             notices: AtomicU32::new(0),
             overflowed: AtomicU32::new(0),
-            cache_hits: LabelMap::new(),
-            cache_misses: LabelMap::new(),
-            tool_calls: LabelMap::new(),
+        }
+    }
+
+    /// The requests family's series.
+    fn requests(&self) -> &LabelMap<RequestSeries> {
+        match &self.families[usize::from(REQUESTS)] {
+            FamilySeries::Requests(map) => map,
+            FamilySeries::Counter(_) | FamilySeries::Sum(_) | FamilySeries::Histogram(_) => {
+                unreachable!("the requests family keeps requests series")
+            }
+        }
+    }
+
+    /// The series of the counter family `family`.
+    fn counters(&self, family: FamilyId) -> &LabelMap<CounterSeries> {
+        match &self.families[usize::from(family)] {
+            FamilySeries::Counter(map) => map,
+            FamilySeries::Requests(_) | FamilySeries::Sum(_) | FamilySeries::Histogram(_) => {
+                unreachable!(
+                    "{} is not a counter family",
+                    self.schema.family(family).name
+                )
+            }
+        }
+    }
+
+    /// The series of the sum family `family`.
+    fn sums(&self, family: FamilyId) -> &LabelMap<CostSeries> {
+        match &self.families[usize::from(family)] {
+            FamilySeries::Sum(map) => map,
+            FamilySeries::Requests(_) | FamilySeries::Counter(_) | FamilySeries::Histogram(_) => {
+                unreachable!("{} is not a sum family", self.schema.family(family).name)
+            }
+        }
+    }
+
+    /// The series of the histogram family `family`.
+    fn histograms(&self, family: FamilyId) -> &LabelMap<HistogramSeries> {
+        match &self.families[usize::from(family)] {
+            FamilySeries::Histogram(map) => map,
+            FamilySeries::Requests(_) | FamilySeries::Counter(_) | FamilySeries::Sum(_) => {
+                unreachable!(
+                    "{} is not a histogram family",
+                    self.schema.family(family).name
+                )
+            }
         }
     }
 
@@ -253,12 +240,13 @@ impl Store {
         // Missing extra labels are empty, as `prometheus_client` would show them.
         values.resize(4 + self.schema.extra_labels().len(), "");
         let key = self.schema.request_key(&values);
-        if let Some(entry) = self.requests.get(&key) {
+        let requests = self.requests();
+        if let Some(entry) = requests.get(&key) {
             return (entry, false);
         }
         // Priced before the map's lock is taken: a resolver may run other code.
         // A label set past the cap is not priced: it will be folded.
-        let price = if self.requests.len() < self.max_series {
+        let price = if requests.len() < self.max_series {
             self.prices.get(labels.model).or_else(|| {
                 self.resolver
                     .as_ref()
@@ -268,11 +256,11 @@ impl Store {
             None
         };
         let model_position = self.schema.model_position();
-        self.capped(&self.requests, REQUESTS, &key, |key| {
+        self.capped(requests, REQUESTS, &key, |key| {
             let duration_key = self.schema.derived_key(DURATION, |at| key[at], "");
             let duration = self
-                .capped(&self.durations, DURATION, &duration_key, |key| {
-                    self.new_histogram_series(DURATION, key)
+                .capped(self.histograms(DURATION), DURATION, &duration_key, |key| {
+                    HistogramSeries::new(&self.arena, DURATION, key, &self.latency_buckets)
                 })
                 .0;
             RequestSeries {
@@ -284,8 +272,7 @@ impl Store {
                 duration: SeriesRef::new(&duration.value),
                 tokens: Default::default(),
                 cost: OnceLock::new(),
-                first_token: OnceLock::new(),
-                per_token: OnceLock::new(),
+                observed: Default::default(),
                 unpriced: OnceLock::new(),
             }
         })
@@ -301,10 +288,10 @@ impl Store {
     /// noted for a warning either way (once per provider and model).
     pub(crate) fn unpriced_series<'s>(
         &'s self,
-        series: &'s RequestSeries,
-        entry: &RequestEntry,
+        entry: &'s RequestEntry,
     ) -> Option<&'s CounterSeries> {
-        series
+        entry
+            .value
             .unpriced
             .get_or_init(|| {
                 let model_position = self.schema.model_position();
@@ -323,9 +310,10 @@ impl Store {
                 }
                 self.count_unpriced.then(|| {
                     let key = self.schema.derived_key(UNPRICED, |at| entry.label(at), "");
-                    let (created, _) = self.capped(&self.unpriced, UNPRICED, &key, |key| {
-                        CounterSeries::new(&self.arena, UNPRICED, key)
-                    });
+                    let (created, _) =
+                        self.capped(self.counters(UNPRICED), UNPRICED, &key, |key| {
+                            CounterSeries::new(&self.arena, UNPRICED, key)
+                        });
                     SeriesRef::new(&created.value)
                 })
             })
@@ -385,7 +373,7 @@ impl Store {
     fn note_overflow(&self, family: FamilyId) {
         let name = self.schema.family(family).name;
         let series = &self
-            .overflows
+            .counters(OVERFLOW)
             .get_or_insert_with(&[name], || {
                 CounterSeries::new(&self.arena, OVERFLOW, &[name])
             })
@@ -416,7 +404,8 @@ impl Store {
             .collect()
     }
 
-    /// Records one completed request: its count, latency, tokens and cost.
+    /// Records one completed request: its count, latency, tokens, cost and
+    /// optional observations, as the recording rules say.
     ///
     /// Tool calls are recorded separately with [`Store::record_tool_call`], after
     /// the caller has validated every name.
@@ -428,120 +417,63 @@ impl Store {
     /// Records one request on an entry obtained from [`Store::request_entry`] of this store.
     #[inline]
     pub fn record_request_on(&self, entry: &RequestEntry, values: &RequestValues) {
-        let series = &entry.value;
-        let writers = self.recording;
-        series.requests.value.inc(writers);
-        series
-            .duration
-            .get()
-            .histogram
-            .observe(values.latency_s, &self.latency_buckets, writers);
-        // The reference's two token types first; the others are rarely given,
-        // so one test of all three skips them.
-        let [input, output, cache_read, cache_write, reasoning] = values.tokens;
-        if input > 0 {
-            self.token_series(series, entry, TokenType::Input as usize)
-                .value
-                .add(input, writers);
-        }
-        if output > 0 {
-            self.token_series(series, entry, TokenType::Output as usize)
-                .value
-                .add(output, writers);
-        }
-        if cache_read | cache_write | reasoning != 0 {
-            for (token_type, count) in values.tokens.iter().enumerate().skip(2) {
-                if *count > 0 {
-                    self.token_series(series, entry, token_type)
-                        .value
-                        .add(*count, writers);
-                }
-            }
-        }
-        if let Some(price) = &series.price {
-            let cost = price.cost_with_cache(input, output, cache_read, cache_write);
-            if cost > 0.0 {
-                self.cost_series(&series.cost, entry)
-                    .value
-                    .add(cost, writers);
-            }
-        } else if input | output != 0 {
-            if let Some(unpriced) = self.unpriced_series(series, entry) {
-                unpriced.value.inc(writers);
-            }
-        }
-        if let Some(first) = values.time_to_first_token_s {
-            self.stream_series(series, entry, TIME_TO_FIRST_TOKEN)
-                .histogram
-                .observe(first, &self.first_token_buckets, writers);
-            if let Some(per_token) = values.time_per_output_token_s() {
-                self.stream_series(series, entry, TIME_PER_OUTPUT_TOKEN)
-                    .histogram
-                    .observe(per_token, &self.per_token_buckets, writers);
-            }
-        }
+        rules::record(
+            values,
+            entry.value.price.as_ref(),
+            &mut AtomicSink { store: self, entry },
+        );
     }
 
-    /// The buckets of a streaming histogram family.
-    pub(crate) fn stream_buckets(&self, family: FamilyId) -> &Buckets {
-        if family == TIME_TO_FIRST_TOKEN {
-            &self.first_token_buckets
-        } else {
-            &self.per_token_buckets
-        }
-    }
-
-    /// The time-to-first-token or time-per-output-token series a requests entry
-    /// feeds, created on first use.
-    pub(crate) fn stream_series<'s>(
+    /// The histogram series at `index` of
+    /// [`crate::schema::family::OPTIONAL_OBSERVED`] that a requests entry
+    /// feeds, and its buckets, created on first use.
+    pub(crate) fn observed_series<'s>(
         &'s self,
-        series: &'s RequestSeries,
-        entry: &RequestEntry,
-        family: FamilyId,
-    ) -> &'s HistogramSeries {
-        let (slot, map) = if family == TIME_TO_FIRST_TOKEN {
-            (&series.first_token, &self.first_tokens)
-        } else {
-            (&series.per_token, &self.per_tokens)
-        };
-        slot.get_or_init(|| {
-            let key = self.schema.derived_key(family, |at| entry.label(at), "");
-            let (created, _) = self.capped(map, family, &key, |key| {
-                self.new_histogram_series(family, key)
-            });
-            SeriesRef::new(&created.value)
-        })
-        .get()
+        entry: &'s RequestEntry,
+        index: usize,
+    ) -> (&'s HistogramSeries, &'s Buckets) {
+        let (family, _) = OPTIONAL_OBSERVED[index];
+        let buckets = self.schema.buckets(family);
+        let series = entry.value.observed[index]
+            .get_or_init(|| {
+                let key = self.schema.derived_key(family, |at| entry.label(at), "");
+                let (created, _) = self.capped(self.histograms(family), family, &key, |key| {
+                    HistogramSeries::new(&self.arena, family, key, buckets)
+                });
+                SeriesRef::new(&created.value)
+            })
+            .get();
+        (series, buckets)
     }
 
     /// The cost series a requests entry feeds, created on first use.
-    pub(crate) fn cost_series<'s>(
-        &'s self,
-        slot: &'s OnceLock<SeriesRef<CostSeries>>,
-        entry: &RequestEntry,
-    ) -> &'s CostSeries {
-        slot.get_or_init(|| {
-            let key = self.schema.derived_key(COST, |at| entry.label(at), "");
-            let (created, _) =
-                self.capped(&self.costs, COST, &key, |key| self.new_cost_series(key));
-            SeriesRef::new(&created.value)
-        })
-        .get()
+    pub(crate) fn cost_series<'s>(&'s self, entry: &'s RequestEntry) -> &'s CostSeries {
+        entry
+            .value
+            .cost
+            .get_or_init(|| {
+                let key = self.schema.derived_key(COST, |at| entry.label(at), "");
+                let (created, _) = self.capped(self.sums(COST), COST, &key, |key| {
+                    CostSeries::new(&self.arena, COST, key)
+                });
+                SeriesRef::new(&created.value)
+            })
+            .get()
     }
 
-    /// The series of a token type (an index into [`TOKEN_TYPE_NAMES`]) that a
-    /// requests entry feeds, created on first use.
+    /// The series of a token type (an index into
+    /// [`crate::schema::request::TOKEN_TYPES`]) that a requests entry feeds,
+    /// created on first use.
     pub(crate) fn token_series<'s>(
         &'s self,
-        series: &'s RequestSeries,
-        entry: &RequestEntry,
+        entry: &'s RequestEntry,
         token_type: usize,
     ) -> &'s CounterSeries {
-        series.tokens[token_type]
+        entry.value.tokens[token_type]
             .get_or_init(|| {
-                let name = TOKEN_TYPE_NAMES[token_type];
+                let name = TOKEN_TYPES[token_type].name;
                 let key = self.schema.derived_key(TOKENS, |at| entry.label(at), name);
-                let (created, _) = self.capped(&self.tokens, TOKENS, &key, |key| {
+                let (created, _) = self.capped(self.counters(TOKENS), TOKENS, &key, |key| {
                     CounterSeries::new(&self.arena, TOKENS, key)
                 });
                 SeriesRef::new(&created.value)
@@ -558,8 +490,14 @@ impl Store {
     /// Like [`Store::tool_call_series`]; also says whether the name was folded
     /// into the overflow series.
     pub fn tool_call_series_capped(&self, tool_name: &str) -> (&CounterSeries, bool) {
-        let (entry, folded) = self.capped(&self.tool_calls, TOOL_CALLS, &[tool_name], |key| {
-            CounterSeries::new(&self.arena, TOOL_CALLS, key)
+        self.counter_series_capped(TOOL_CALLS, tool_name)
+    }
+
+    /// The series of the one-label counter `family` for `value`, created on
+    /// first use, and whether it was folded into the overflow series.
+    fn counter_series_capped(&self, family: FamilyId, value: &str) -> (&CounterSeries, bool) {
+        let (entry, folded) = self.capped(self.counters(family), family, &[value], |key| {
+            CounterSeries::new(&self.arena, family, key)
         });
         (&entry.value, folded)
     }
@@ -583,19 +521,11 @@ impl Store {
         outcome: CacheOutcome,
         cache_type: &str,
     ) -> (&CounterSeries, bool) {
-        let (map, family) = match outcome {
-            CacheOutcome::Hit => (&self.cache_hits, CACHE_HITS),
-            CacheOutcome::Miss => (&self.cache_misses, CACHE_MISSES),
+        let family = match outcome {
+            CacheOutcome::Hit => CACHE_HITS,
+            CacheOutcome::Miss => CACHE_MISSES,
         };
-        let (entry, folded) = self.capped(map, family, &[cache_type], |key| {
-            CounterSeries::new(&self.arena, family, key)
-        });
-        (&entry.value, folded)
-    }
-
-    /// Starts a batch of requests to be recorded together (see [`Batch`]).
-    pub fn batch(&self) -> Batch<'_> {
-        Batch::new(self)
+        self.counter_series_capped(family, cache_type)
     }
 
     /// Adds one to a counter series of this store.
@@ -668,110 +598,49 @@ impl Store {
             };
             (Reading::Count(count), series.created)
         };
-        let histogram = |series: &HistogramSeries, buckets: &Buckets| {
-            let snapshot = if reset {
-                series.histogram.take(buckets, coding)
-            } else {
-                series.histogram.snapshot(buckets, coding)
-            };
-            (Reading::Histogram(snapshot), series.created)
-        };
-        let schema = &self.schema;
-        let requests = views(&self.requests, |series: &RequestSeries| {
-            count(&series.requests)
-        });
-        visitor.family_series(schema.family(REQUESTS), requests);
-        let durations = views(&self.durations, |series: &HistogramSeries| {
-            histogram(series, &self.latency_buckets)
-        });
-        visitor.family_series(schema.family(DURATION), durations);
-        visitor.family_series(schema.family(TOKENS), views(&self.tokens, count));
-        let costs = views(&self.costs, |series: &CostSeries| {
-            let sum = if reset {
-                series.value.take()
-            } else {
-                series.value.get()
-            };
-            (Reading::Sum(sum), series.created)
-        });
-        visitor.family_series(schema.family(COST), costs);
-        for family in [CACHE_HITS, CACHE_MISSES, TOOL_CALLS, OVERFLOW, UNPRICED] {
-            let map = self.counter_map(family);
-            visitor.family_series(schema.family(family), views(map, count));
-        }
-        for family in [TIME_TO_FIRST_TOKEN, TIME_PER_OUTPUT_TOKEN] {
-            let buckets = self.stream_buckets(family);
-            let histograms = views(self.histogram_map(family), |series: &HistogramSeries| {
-                histogram(series, buckets)
-            });
-            visitor.family_series(schema.family(family), histograms);
-        }
-    }
-
-    /// The map of a family whose series are plain counters (not requests).
-    fn counter_map(&self, family: FamilyId) -> &LabelMap<CounterSeries> {
-        match family {
-            TOKENS => &self.tokens,
-            CACHE_HITS => &self.cache_hits,
-            CACHE_MISSES => &self.cache_misses,
-            TOOL_CALLS => &self.tool_calls,
-            OVERFLOW => &self.overflows,
-            _ => &self.unpriced,
-        }
-    }
-
-    /// The map of a histogram family.
-    fn histogram_map(&self, family: FamilyId) -> &LabelMap<HistogramSeries> {
-        match family {
-            DURATION => &self.durations,
-            TIME_TO_FIRST_TOKEN => &self.first_tokens,
-            _ => &self.per_tokens,
-        }
-    }
-
-    /// A new, empty series of the histogram `family` with label values `key`.
-    fn new_histogram_series(&self, family: FamilyId, key: &[&str]) -> HistogramSeries {
-        let created = unix_now();
-        let buckets = if family == DURATION {
-            &self.latency_buckets
-        } else {
-            self.stream_buckets(family)
-        };
-        HistogramSeries {
-            histogram: self.arena.histogram(
-                &SeriesDescription {
-                    family,
-                    labels: key,
-                    created,
-                },
-                buckets,
-            ),
-            created,
-        }
-    }
-
-    /// A new cost series with label values `key`.
-    fn new_cost_series(&self, key: &[&str]) -> CostSeries {
-        let created = unix_now();
-        CostSeries {
-            value: self.arena.allocate(&SeriesDescription {
-                family: COST,
-                labels: key,
-                created,
-            }),
-            created,
+        for (family, series) in self.schema.families().iter().zip(self.families.iter()) {
+            match series {
+                FamilySeries::Requests(map) => {
+                    let requests = views(map, |series: &RequestSeries| count(&series.requests));
+                    visitor.family_series(family, requests);
+                }
+                FamilySeries::Counter(map) => visitor.family_series(family, views(map, count)),
+                FamilySeries::Sum(map) => {
+                    let sums = views(map, |series: &CostSeries| {
+                        let sum = if reset {
+                            series.value.take()
+                        } else {
+                            series.value.get()
+                        };
+                        (Reading::Sum(sum), series.created)
+                    });
+                    visitor.family_series(family, sums);
+                }
+                FamilySeries::Histogram(map) => {
+                    let buckets = self.schema.buckets(family.id);
+                    let histograms = views(map, |series: &HistogramSeries| {
+                        let snapshot = if reset {
+                            series.histogram.take(buckets, coding)
+                        } else {
+                            series.histogram.snapshot(buckets, coding)
+                        };
+                        (Reading::Histogram(snapshot), series.created)
+                    });
+                    visitor.family_series(family, histograms);
+                }
+            }
         }
     }
 
     /// Adds the values of one series recorded elsewhere (a snapshot's) to the
     /// series of `family` with label values `labels` (in the family's label
     /// order), created if new and folded past the cap like a recording.
-    /// `cells` are laid out as [`crate::family::FamilyDesc::cells`] says:
+    /// `cells` are laid out as [`crate::schema::family::FamilyDesc::cells`] says:
     /// counts, or the bits of a float sum, or bucket counts then the sum's bits.
     pub fn add_series(&self, family: FamilyId, labels: &[&str], cells: &[u64]) {
         let recording = self.recording;
-        match family {
-            REQUESTS => {
+        match &self.families[usize::from(family)] {
+            FamilySeries::Requests(_) => {
                 let positions = self.schema.request_positions();
                 let extra: SmallVec<[&str; 4]> =
                     positions[4..].iter().map(|at| labels[*at]).collect();
@@ -785,10 +654,10 @@ impl Store {
                 let (entry, _) = self.request_entry_capped(&request);
                 entry.value.requests.value.add(cells[0], recording);
             }
-            DURATION | TIME_TO_FIRST_TOKEN | TIME_PER_OUTPUT_TOKEN => {
-                let map = self.histogram_map(family);
+            FamilySeries::Histogram(map) => {
+                let buckets = self.schema.buckets(family);
                 let (entry, _) = self.capped(map, family, labels, |key| {
-                    self.new_histogram_series(family, key)
+                    HistogramSeries::new(&self.arena, family, key, buckets)
                 });
                 let (sum, counts) = cells.split_last().unwrap_or((&0, &[]));
                 entry
@@ -796,26 +665,81 @@ impl Store {
                     .histogram
                     .merge(counts, f64::from_bits(*sum), recording);
             }
-            COST => {
-                let (entry, _) =
-                    self.capped(&self.costs, COST, labels, |key| self.new_cost_series(key));
+            FamilySeries::Sum(map) => {
+                let (entry, _) = self.capped(map, family, labels, |key| {
+                    CostSeries::new(&self.arena, family, key)
+                });
                 entry.value.value.add(f64::from_bits(cells[0]), recording);
             }
             // Overflow counts are not capped: their label set is a family name.
-            OVERFLOW => self
-                .overflows
-                .get_or_insert_with(labels, || CounterSeries::new(&self.arena, OVERFLOW, labels))
+            FamilySeries::Counter(map) if family == OVERFLOW => map
+                .get_or_insert_with(labels, || CounterSeries::new(&self.arena, family, labels))
                 .value
                 .value
                 .add(cells[0], recording),
-            _ => {
-                let map = self.counter_map(family);
+            FamilySeries::Counter(map) => {
                 let (entry, _) = self.capped(map, family, labels, |key| {
                     CounterSeries::new(&self.arena, family, key)
                 });
                 entry.value.value.add(cells[0], recording);
             }
         }
+    }
+}
+
+/// The recording rules' sink of a single call: adds to the entry's series at once.
+struct AtomicSink<'s> {
+    store: &'s Store,
+    entry: &'s RequestEntry,
+}
+
+impl Sink for AtomicSink<'_> {
+    #[inline]
+    fn request(&mut self) {
+        self.entry.value.requests.value.inc(self.store.recording);
+    }
+
+    #[inline]
+    fn latency(&mut self, seconds: f64) {
+        let store = self.store;
+        self.entry.value.duration.get().histogram.observe(
+            seconds,
+            &store.latency_buckets,
+            store.recording,
+        );
+    }
+
+    #[inline]
+    fn tokens(&mut self, token_type: usize, count: u64) {
+        let store = self.store;
+        store
+            .token_series(self.entry, token_type)
+            .value
+            .add(count, store.recording);
+    }
+
+    #[inline]
+    fn cost(&mut self, usd: f64) {
+        let store = self.store;
+        store
+            .cost_series(self.entry)
+            .value
+            .add(usd, store.recording);
+    }
+
+    #[inline]
+    fn unpriced(&mut self) {
+        if let Some(unpriced) = self.store.unpriced_series(self.entry) {
+            unpriced.value.inc(self.store.recording);
+        }
+    }
+
+    #[inline]
+    fn observe(&mut self, index: usize, seconds: f64) {
+        let (series, buckets) = self.store.observed_series(self.entry, index);
+        series
+            .histogram
+            .observe(seconds, buckets, self.store.recording);
     }
 }
 
@@ -833,8 +757,10 @@ pub enum ReadMode {
 #[allow(clippy::unreadable_literal)]
 mod tests {
     use super::*;
-    use crate::family::FamilyDesc;
-    use crate::pricing::Price;
+    use crate::schema::family::FamilyDesc;
+    use crate::store::batch::Batch;
+    use crate::store::pricing::Price;
+    use crate::store::series::unix_now;
 
     /// Collects `(family, suffix, le, labels, value)` for assertions.
     #[derive(Default)]
@@ -933,7 +859,7 @@ mod tests {
             ("gpt-4o", 0.05, 0, 7),
             ("mystery", 0.2, 3, 0),
         ];
-        let mut batch = batched.batch();
+        let mut batch = Batch::new(&batched);
         for (model, latency_s, input_tokens, output_tokens) in rows {
             let labels = RequestLabels {
                 model,

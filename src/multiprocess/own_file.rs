@@ -12,8 +12,8 @@
 //!
 //! ```text
 //! header (64 bytes): magic "GWMFILE3" | used: u64 (atomic) | pid: u64 | id: u64 | created: f64
-//! record: len: u32 | family: u8 | label count: u8 | slot count: u16 | created: f64
-//!         | per label: byte length u32, UTF-8 bytes | padding to 8 | slots: u64 each
+//! record: len: u32 | family: u8 | label count: u8 | cell count: u16 | created: f64
+//!         | per label: byte length u32, UTF-8 bytes | padding to 8 | cells: u64 each
 //! ```
 //!
 //! The magic names the format's version. The first records declare the
@@ -26,7 +26,7 @@
 //! A writer appends a record, then publishes it by storing the new end in
 //! `used` (release); readers load `used` and parse only up to it, so they never
 //! see a half-written record. The file grows in separately mapped chunks, so
-//! slots handed out earlier never move; a record never straddles two chunks
+//! cells handed out earlier never move; a record never straddles two chunks
 //! (the rest of a chunk is filled with a padding record). A file made by
 //! compaction also lists, in `absorbed` records, the files whose values it
 //! holds, so that readers skip those files should they outlive the compaction.
@@ -46,9 +46,10 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::directory_lock::{Access, DirectoryLock};
-use crate::family::{FamilyDesc, FamilyId, Schema, DURATION, LATENCY_BOUNDS, REQUESTS};
-use crate::fork_guard::ParentOnlyFile;
+use crate::cells::arena::{SeriesDescription, SharedCells};
+use crate::multiprocess::fork_guard::ParentOnlyFile;
+use crate::multiprocess::lock::{Access, DirectoryLock};
+use crate::schema::family::{FamilyDesc, FamilyId, Schema, DURATION, LATENCY_BOUNDS, REQUESTS};
 
 /// The first bytes of every metrics file.
 pub const MAGIC: [u8; 8] = *b"GWMFILE3";
@@ -71,17 +72,6 @@ const MAX_RECORD_LEN: usize = 64 << 20;
 const READ_WINDOW: usize = 256 << 10;
 /// How long a process creating its file waits for a compaction to finish.
 const CREATE_WAIT: Duration = Duration::from_secs(5);
-
-/// What a new series is, for the record that describes it in a shared file.
-#[derive(Debug, Clone, Copy)]
-pub struct SeriesDescription<'a> {
-    /// The family's identifier (see [`crate::family::FamilyDesc::id`]).
-    pub family: u8,
-    /// Label values in the family's label order.
-    pub labels: &'a [&'a str],
-    /// Unix time of creation in seconds.
-    pub created: f64,
-}
 
 /// The labels of the record declaring `family`: everything a reader must
 /// agree on to add this file's series of it to its own.
@@ -268,6 +258,21 @@ pub struct SharedFile {
 // through `&mut` (the arena's mutex), and the atomics inside are `Sync`.
 unsafe impl Send for SharedFile {}
 
+impl SharedCells for SharedFile {
+    fn append_series(
+        &mut self,
+        series: &SeriesDescription<'_>,
+        count: usize,
+    ) -> io::Result<(NonNull<AtomicU64>, usize)> {
+        // Our records keep a series' cells next to each other.
+        SharedFile::append_series(self, series, count).map(|first| (first, 8))
+    }
+
+    fn path(&self) -> PathBuf {
+        SharedFile::path(self).to_path_buf()
+    }
+}
+
 /// A random 64-bit identity for a new file's name.
 pub fn random_identity() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -378,7 +383,7 @@ impl SharedFile {
         let new_capacity = self.capacity + len;
         let fd = self.file.as_raw_fd();
         // Reserving the blocks now turns a full disk into an error here instead
-        // of a SIGBUS when a slot is written later.
+        // of a SIGBUS when a cell is written later.
         // SAFETY: a valid descriptor; the result is checked.
         let result =
             unsafe { libc::posix_fallocate(fd, self.capacity as libc::off_t, len as libc::off_t) };
@@ -401,16 +406,16 @@ impl SharedFile {
         self.append_series(&series, 0).map(drop)
     }
 
-    /// Appends the record of a new series with `slots` zeroed value slots and
-    /// returns the first slot; falls back to an error the caller can report.
+    /// Appends the record of a new series with `cells` zeroed value cells and
+    /// returns the first cell; falls back to an error the caller can report.
     pub fn append_series(
         &mut self,
         series: &SeriesDescription<'_>,
-        slots: usize,
+        cells: usize,
     ) -> io::Result<NonNull<AtomicU64>> {
         let labels_len: usize = series.labels.iter().map(|label| 4 + label.len()).sum();
-        let slots_offset = align8(RECORD_HEADER_LEN + labels_len);
-        let record_len = slots_offset + slots * 8;
+        let cells_offset = align8(RECORD_HEADER_LEN + labels_len);
+        let record_len = cells_offset + cells * 8;
         if record_len > MAX_RECORD_LEN {
             return Err(io::Error::other("label values too long for a metrics file"));
         }
@@ -428,13 +433,13 @@ impl SharedFile {
         let at = self.used;
         let label_count =
             u8::try_from(series.labels.len()).map_err(|_| io::Error::other("too many labels"))?;
-        let slot_count = u16::try_from(slots).map_err(|_| io::Error::other("too many slots"))?;
+        let cell_count = u16::try_from(cells).map_err(|_| io::Error::other("too many cells"))?;
         self.write_record_header(
             at,
             record_len,
             series.family,
             label_count,
-            slot_count,
+            cell_count,
             series.created,
         );
         let (chunk_start, mapping) = self
@@ -453,7 +458,7 @@ impl SharedFile {
             }
             cursor += 4 + label.len();
         }
-        let first_slot = NonNull::from(mapping.atomic(at - chunk_start + slots_offset));
+        let first_slot = NonNull::from(mapping.atomic(at - chunk_start + cells_offset));
         self.used += record_len;
         self.publish_used();
         Ok(first_slot)
@@ -465,7 +470,7 @@ impl SharedFile {
         len: usize,
         family: u8,
         label_count: u8,
-        slot_count: u16,
+        cell_count: u16,
         created: f64,
     ) {
         let Some((chunk_start, mapping)) = self.chunks.iter().rev().find(|(s, _)| *s <= at) else {
@@ -478,7 +483,7 @@ impl SharedFile {
                 .write(u32::try_from(len).unwrap_or(u32::MAX));
             base.add(4).write(family);
             base.add(5).write(label_count);
-            base.add(6).cast::<u16>().write(slot_count);
+            base.add(6).cast::<u16>().write(cell_count);
             if len >= RECORD_HEADER_LEN {
                 base.add(8).cast::<f64>().write(created);
             }
@@ -495,8 +500,8 @@ pub struct FileSeries {
     pub labels: Vec<String>,
     /// Unix time of creation in seconds.
     pub created: f64,
-    /// The raw slot values.
-    pub slots: Vec<u64>,
+    /// The raw cell values.
+    pub cells: Vec<u64>,
 }
 
 /// Everything a reader takes from one metrics file.
@@ -687,7 +692,7 @@ fn known_family<'s>(declared: &[String], schema: &'s Schema) -> Result<&'s Famil
 /// One record's series, or None when its fields do not add up to its length.
 fn parse_record(record: &[u8]) -> Option<FileSeries> {
     let label_count = usize::from(record[5]);
-    let slot_count = usize::from(u16::from_le_bytes([record[6], record[7]]));
+    let cell_count = usize::from(u16::from_le_bytes([record[6], record[7]]));
     let created = f64::from_bits(le_u64(record, 8));
     let mut cursor = RECORD_HEADER_LEN;
     let mut labels = Vec::with_capacity(label_count);
@@ -698,17 +703,17 @@ fn parse_record(record: &[u8]) -> Option<FileSeries> {
         cursor += 4 + length;
     }
     let slots_at = align8(cursor);
-    if slots_at + slot_count * 8 != record.len() {
+    if slots_at + cell_count * 8 != record.len() {
         return None;
     }
-    let slots = (0..slot_count)
+    let cells = (0..cell_count)
         .map(|index| le_u64(record, slots_at + index * 8))
         .collect();
     Some(FileSeries {
         family: record[4],
         labels,
         created,
-        slots,
+        cells,
     })
 }
 
@@ -788,11 +793,11 @@ mod tests {
             labels: &labels,
             created: 12.5,
         };
-        let slot = file.append_series(&series, 2).unwrap();
-        // SAFETY: two slots were allocated.
+        let cell = file.append_series(&series, 2).unwrap();
+        // SAFETY: two cells were allocated.
         unsafe {
-            slot.as_ref().store(7, Ordering::Relaxed);
-            slot.add(1).as_ref().store(9, Ordering::Relaxed);
+            cell.as_ref().store(7, Ordering::Relaxed);
+            cell.add(1).as_ref().store(9, Ordering::Relaxed);
         }
         let read = read_file(file.path(), &Schema::default()).unwrap();
         assert_eq!(read.pid, u64::from(std::process::id()));
@@ -802,7 +807,7 @@ mod tests {
                 family: 3,
                 labels: vec!["gpt-4o".into(), "openai".into()],
                 created: 12.5,
-                slots: vec![7, 9],
+                cells: vec![7, 9],
             }]
         );
         assert_eq!(
@@ -825,17 +830,17 @@ mod tests {
                 labels: &labels,
                 created: 0.0,
             };
-            let slot = file.append_series(&series, 1).unwrap();
-            // SAFETY: one slot was allocated.
-            unsafe { slot.as_ref().store(index, Ordering::Relaxed) };
-            first.get_or_insert(slot);
+            let cell = file.append_series(&series, 1).unwrap();
+            // SAFETY: one cell was allocated.
+            unsafe { cell.as_ref().store(index, Ordering::Relaxed) };
+            first.get_or_insert(cell);
         }
-        // SAFETY: the first slot stays mapped while the file lives.
+        // SAFETY: the first cell stays mapped while the file lives.
         unsafe { first.unwrap().as_ref().fetch_add(1000, Ordering::Relaxed) };
         let read = read_file(file.path(), &Schema::default()).unwrap().series;
         assert_eq!(read.len(), 300);
-        assert_eq!(read[0].slots, vec![1000]);
-        assert_eq!(read[299].slots, vec![299]);
+        assert_eq!(read[0].cells, vec![1000]);
+        assert_eq!(read[299].cells, vec![299]);
         fs::remove_dir_all(directory).unwrap();
     }
 
@@ -944,7 +949,7 @@ mod tests {
         };
         file.append_series(&series, 1).unwrap();
         let read = read_file(file.path(), &Schema::default()).unwrap();
-        assert_eq!(read.series[0].family, crate::family::TOOL_CALLS);
+        assert_eq!(read.series[0].family, crate::schema::family::TOOL_CALLS);
         // The same file, but its latency buckets end at 90 s instead of 60 s.
         let bytes = fs::read(file.path()).unwrap();
         let at = bytes.windows(4).position(|w| w == b"60.0").unwrap();

@@ -13,11 +13,11 @@
 
 use std::fmt::Write as _;
 
-use crate::float_text::write_value;
+use crate::schema::float_text::write_value;
 
-use crate::family::{FamilyDesc, FamilyKind};
+use crate::schema::family::{FamilyDesc, FamilyKind};
+use crate::store::visit::SampleVisitor;
 use crate::store::Store;
-use crate::visit::SampleVisitor;
 
 /// Content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -194,8 +194,9 @@ pub fn render(store: &Store, format: Format, include_created: bool, buffer: Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pricing::PriceTable;
-    use crate::store::{CacheOutcome, RequestLabels, RequestValues};
+    use crate::schema::request::RequestValues;
+    use crate::store::pricing::PriceTable;
+    use crate::store::{CacheOutcome, RequestLabels};
 
     #[test]
     fn label_values_are_escaped() {

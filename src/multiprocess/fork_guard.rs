@@ -26,8 +26,8 @@ const CAPACITY: usize = 1024;
 const FREE: i32 = -1;
 
 #[allow(clippy::declare_interior_mutable_const)] // Only used to build the array below.
-const FREE_SLOT: AtomicI32 = AtomicI32::new(FREE);
-static PARENT_ONLY: [AtomicI32; CAPACITY] = [FREE_SLOT; CAPACITY];
+const FREE_ENTRY: AtomicI32 = AtomicI32::new(FREE);
+static PARENT_ONLY: [AtomicI32; CAPACITY] = [FREE_ENTRY; CAPACITY];
 static DEV_NULL: AtomicI32 = AtomicI32::new(FREE);
 static EPOCH: AtomicU64 = AtomicU64::new(0);
 static INSTALL: Once = Once::new();
@@ -56,8 +56,8 @@ extern "C" fn open_gate() {
 extern "C" fn detach_in_child() {
     EPOCH.fetch_add(1, Ordering::AcqRel);
     let dev_null = DEV_NULL.load(Ordering::Acquire);
-    for slot in &PARENT_ONLY {
-        let fd = slot.swap(FREE, Ordering::AcqRel);
+    for entry in &PARENT_ONLY {
+        let fd = entry.swap(FREE, Ordering::AcqRel);
         if fd != FREE && dev_null != FREE {
             // SAFETY: `dup2` is async-signal-safe; both descriptors are open in the
             // child (inherited). The owner's later `close` then closes `/dev/null`.
@@ -94,7 +94,7 @@ pub fn epoch() -> u64 {
 /// that the locks held through it stay the parent's alone.
 pub struct ParentOnlyFile {
     file: File,
-    slot: Option<usize>,
+    entry: Option<usize>,
 }
 
 impl ParentOnlyFile {
@@ -106,11 +106,12 @@ impl ParentOnlyFile {
         let opened = open();
         let registered = opened.map(|file| {
             let fd: RawFd = file.as_raw_fd();
-            let slot = PARENT_ONLY.iter().position(|slot| {
-                slot.compare_exchange(FREE, fd, Ordering::AcqRel, Ordering::Acquire)
+            let entry = PARENT_ONLY.iter().position(|entry| {
+                entry
+                    .compare_exchange(FREE, fd, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
             });
-            ParentOnlyFile { file, slot }
+            ParentOnlyFile { file, entry }
         });
         open_gate();
         registered
@@ -124,11 +125,11 @@ impl ParentOnlyFile {
 
 impl Drop for ParentOnlyFile {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot {
+        if let Some(entry) = self.entry {
             // Cleared already in a child that detached it.
             let fd = self.file.as_raw_fd();
             let _ =
-                PARENT_ONLY[slot].compare_exchange(fd, FREE, Ordering::AcqRel, Ordering::Acquire);
+                PARENT_ONLY[entry].compare_exchange(fd, FREE, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 }

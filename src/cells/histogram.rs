@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use smallvec::SmallVec;
 
-use crate::counter::{add_count, add_float, read_count, take_count, Coding, Recording};
-use crate::family::Buckets;
+use crate::cells::arena::{CellArena, SeriesDescription};
+use crate::cells::counter::{add_count, add_float, read_count, take_count, Coding, Recording};
+use crate::schema::family::Buckets;
 
 /// Observations per bucket plus their sum, in one cell per bucket and one more.
 #[derive(Debug)]
@@ -47,8 +48,8 @@ impl HistogramSnapshot {
 
     /// A snapshot from raw cell values: the bucket counts (not cumulative), then
     /// the bits of the sum.
-    pub fn from_slots(slots: &[u64]) -> HistogramSnapshot {
-        let (sum, counts) = slots.split_last().unwrap_or((&0, &[]));
+    pub fn from_cells(cells: &[u64]) -> HistogramSnapshot {
+        let (sum, counts) = cells.split_last().unwrap_or((&0, &[]));
         let mut running = 0_u64;
         let cumulative = counts
             .iter()
@@ -74,6 +75,15 @@ impl Histogram {
     /// long as the histogram. Every method must be given those buckets.
     pub unsafe fn from_cells(first: NonNull<AtomicU64>, stride: usize) -> Self {
         Histogram { first, stride }
+    }
+
+    /// A new, zeroed histogram of `buckets` for `series`, its cells from `arena`.
+    pub fn allocate(arena: &CellArena, series: &SeriesDescription<'_>, buckets: &Buckets) -> Self {
+        let (first, stride) = arena.allocate_cells(series, buckets.count() + 1);
+        // SAFETY: one zeroed cell per bucket and one for the sum, `stride` apart,
+        // that live as long as the arena, which outlives the store's series;
+        // the store uses the histogram with these buckets only.
+        unsafe { Histogram::from_cells(first, stride) }
     }
 
     #[inline]
@@ -144,8 +154,8 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counter::Writers;
-    use crate::family::LATENCY_BOUNDS;
+    use crate::cells::counter::Writers;
+    use crate::schema::family::LATENCY_BOUNDS;
 
     fn buckets() -> Buckets {
         Buckets::new(&LATENCY_BOUNDS).unwrap()

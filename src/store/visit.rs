@@ -5,8 +5,8 @@
 
 use smallvec::SmallVec;
 
-use crate::family::FamilyDesc;
-use crate::histogram::HistogramSnapshot;
+use crate::cells::histogram::HistogramSnapshot;
+use crate::schema::family::FamilyDesc;
 
 /// Receives the samples of a scrape, family by family.
 pub trait SampleVisitor {

@@ -5,13 +5,12 @@ use std::ptr::NonNull;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::counter::{Counter, FloatCounter};
-use crate::family::FamilyId;
-use crate::histogram::Histogram;
-use crate::pricing::Price;
-use crate::shared_file::SeriesDescription;
-use crate::slots::{Slot, SlotArena};
-use crate::store::TOKEN_TYPES;
+use crate::cells::arena::{CellArena, Cells, SeriesDescription};
+use crate::cells::counter::{Counter, FloatCounter};
+use crate::cells::histogram::Histogram;
+use crate::schema::family::{Buckets, FamilyId, OPTIONAL_OBSERVATIONS};
+use crate::schema::request::TOKEN_TYPE_COUNT;
+use crate::store::pricing::Price;
 
 /// Now, in seconds since the Unix epoch.
 pub(crate) fn unix_now() -> f64 {
@@ -52,13 +51,13 @@ impl<T> SeriesRef<T> {
 /// A counter series and the time it was created (its `_created` sample).
 pub struct CounterSeries {
     /// The count.
-    pub value: Slot<Counter>,
+    pub value: Cells<Counter>,
     /// Unix time of creation in seconds.
     pub created: f64,
 }
 
 impl CounterSeries {
-    pub(crate) fn new(arena: &SlotArena, family: FamilyId, labels: &[&str]) -> Self {
+    pub(crate) fn new(arena: &CellArena, family: FamilyId, labels: &[&str]) -> Self {
         let created = unix_now();
         CounterSeries {
             value: arena.allocate(&SeriesDescription {
@@ -74,12 +73,26 @@ impl CounterSeries {
 /// The USD cost series of one provider and model.
 pub struct CostSeries {
     /// The accumulated cost.
-    pub value: Slot<FloatCounter>,
+    pub value: Cells<FloatCounter>,
     /// Unix time of creation in seconds.
     pub created: f64,
 }
 
-/// The latency histogram of one provider, model and operation.
+impl CostSeries {
+    pub(crate) fn new(arena: &CellArena, family: FamilyId, labels: &[&str]) -> Self {
+        let created = unix_now();
+        CostSeries {
+            value: arena.allocate(&SeriesDescription {
+                family,
+                labels,
+                created,
+            }),
+            created,
+        }
+    }
+}
+
+/// A histogram series of one label set.
 pub struct HistogramSeries {
     /// The buckets and sum.
     pub histogram: Histogram,
@@ -87,15 +100,38 @@ pub struct HistogramSeries {
     pub created: f64,
 }
 
-/// The requests counter of one label set, its model's price and the series it feeds.
+impl HistogramSeries {
+    pub(crate) fn new(
+        arena: &CellArena,
+        family: FamilyId,
+        labels: &[&str],
+        buckets: &Buckets,
+    ) -> Self {
+        let created = unix_now();
+        let series = SeriesDescription {
+            family,
+            labels,
+            created,
+        };
+        HistogramSeries {
+            histogram: Histogram::allocate(arena, &series, buckets),
+            created,
+        }
+    }
+}
+
+/// The requests counter of one label set, its model's price and the series it
+/// feeds: the duration histogram from the start, the others from the first
+/// request that needs them.
 pub struct RequestSeries {
     pub(crate) requests: CounterSeries,
     pub(crate) price: Option<Price>,
     pub(crate) duration: SeriesRef<HistogramSeries>,
-    /// One per token type, in the order of [`crate::store::TOKEN_TYPE_NAMES`].
-    pub(crate) tokens: [OnceLock<SeriesRef<CounterSeries>>; TOKEN_TYPES],
+    /// One per token type, in the order of [`crate::schema::request::TOKEN_TYPES`].
+    pub(crate) tokens: [OnceLock<SeriesRef<CounterSeries>>; TOKEN_TYPE_COUNT],
     pub(crate) cost: OnceLock<SeriesRef<CostSeries>>,
-    pub(crate) first_token: OnceLock<SeriesRef<HistogramSeries>>,
-    pub(crate) per_token: OnceLock<SeriesRef<HistogramSeries>>,
+    /// One per optional histogram, in the order of
+    /// [`crate::schema::family::OPTIONAL_OBSERVED`].
+    pub(crate) observed: [OnceLock<SeriesRef<HistogramSeries>>; OPTIONAL_OBSERVATIONS],
     pub(crate) unpriced: OnceLock<Option<SeriesRef<CounterSeries>>>,
 }

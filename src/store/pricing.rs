@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use crate::schema::request::{Rate, INPUT, OUTPUT, TOKEN_TYPES, TOKEN_TYPE_COUNT};
+
 /// The rates that apply to a whole request once its input tokens exceed a
 /// threshold (a long-prompt tier): every token of the request pays them.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,31 +48,38 @@ impl Price {
         }
     }
 
-    /// Cost of one request, evaluated in the reference's order of operations
-    /// (`in * p_in / 1e6 + out * p_out / 1e6`) so the result has the same bits.
+    /// Cost of a request of `input_tokens` and `output_tokens` alone, evaluated
+    /// in the reference's order of operations (`in * p_in / 1e6 + out * p_out /
+    /// 1e6`) so the result has the same bits.
     #[inline]
-    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+    pub fn reference_cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
         input_tokens as f64 * self.input_per_million / 1_000_000.0
             + output_tokens as f64 * self.output_per_million / 1_000_000.0
     }
 
-    /// Cost of one request whose `input_tokens` include `cache_read` tokens read
-    /// from and `cache_write` tokens written to the prompt cache (their sum at
-    /// most `input_tokens`); without cached tokens, exactly [`Price::cost`].
+    /// Cost of one request with `tokens` (by token type), each type billed at
+    /// its [`Rate`]: the cache parts of the input at the cache prices and the
+    /// rest of the input at the input price, the whole request at a long-prompt
+    /// tier's rates when its input passes the tier's threshold, plus the fee
+    /// per request. With only input and output tokens, no tier and no fee,
+    /// exactly [`Price::reference_cost`].
     #[inline]
-    pub fn cost_with_cache(
-        &self,
-        input_tokens: u64,
-        output_tokens: u64,
-        cache_read: u64,
-        cache_write: u64,
-    ) -> f64 {
+    pub fn cost(&self, tokens: &[u64; TOKEN_TYPE_COUNT]) -> f64 {
+        let apart = TOKEN_TYPES
+            .iter()
+            .zip(tokens)
+            .filter(|(desc, _)| matches!(desc.rate, Rate::CacheRead | Rate::CacheWrite))
+            .fold(0, |any, (_, count)| any | count);
         // One branch for the common case: no cached tokens, no tiers, no fee.
-        let plain =
-            (cache_read | cache_write == 0) & self.tiers.is_empty() && (self.per_request == 0.0);
-        if plain {
-            return self.cost(input_tokens, output_tokens);
+        if (apart == 0) & self.tiers.is_empty() && (self.per_request == 0.0) {
+            return self.reference_cost(tokens[INPUT], tokens[OUTPUT]);
         }
+        self.itemised_cost(tokens)
+    }
+
+    #[cold]
+    fn itemised_cost(&self, tokens: &[u64; TOKEN_TYPE_COUNT]) -> f64 {
+        let input_tokens = tokens[INPUT];
         let tier = self
             .tiers
             .iter()
@@ -85,12 +94,24 @@ impl Price {
             ],
             |tier| tier.rates,
         );
-        let uncached = input_tokens.saturating_sub(cache_read.saturating_add(cache_write));
-        uncached as f64 * input / 1_000_000.0
-            + output_tokens as f64 * output / 1_000_000.0
-            + cache_read as f64 * read / 1_000_000.0
-            + cache_write as f64 * write / 1_000_000.0
-            + self.per_request
+        let taken = TOKEN_TYPES
+            .iter()
+            .zip(tokens)
+            .filter(|(desc, _)| matches!(desc.rate, Rate::CacheRead | Rate::CacheWrite))
+            .fold(0_u64, |sum, (_, count)| sum.saturating_add(*count));
+        let mut cost = input_tokens.saturating_sub(taken) as f64 * input / 1_000_000.0;
+        for (token_type, (desc, count)) in TOKEN_TYPES.iter().zip(tokens).enumerate() {
+            let rate = match desc.rate {
+                Rate::Input if token_type == INPUT => continue,
+                Rate::Input => input,
+                Rate::Output => output,
+                Rate::CacheRead => read,
+                Rate::CacheWrite => write,
+                Rate::Whole => continue,
+            };
+            cost += *count as f64 * rate / 1_000_000.0;
+        }
+        cost + self.per_request
     }
 }
 
@@ -127,8 +148,8 @@ mod tests {
     fn cost_has_the_reference_bits() {
         let gpt_4o = Price::new(2.5, 10.0);
         // The reference prints 0.0045000000000000005 for 1000 in / 200 out.
-        assert_eq!(gpt_4o.cost(1000, 200), 0.0045000000000000005);
-        assert_eq!(gpt_4o.cost(0, 0), 0.0);
+        assert_eq!(gpt_4o.reference_cost(1000, 200), 0.0045000000000000005);
+        assert_eq!(gpt_4o.reference_cost(0, 0), 0.0);
     }
 
     #[test]
@@ -138,6 +159,13 @@ mod tests {
         let table = PriceTable::new([("m", cheap), ("m", dear.clone())]);
         assert_eq!(table.get("m"), Some(dear));
         assert_eq!(table.get("unknown"), None);
+    }
+
+    /// Token counts by type: input, output, cache read, cache write.
+    fn counts(input: u64, output: u64, read: u64, write: u64) -> [u64; TOKEN_TYPE_COUNT] {
+        let mut tokens = [0; TOKEN_TYPE_COUNT];
+        tokens[..4].copy_from_slice(&[input, output, read, write]);
+        tokens
     }
 
     #[test]
@@ -154,20 +182,17 @@ mod tests {
             per_request: 0.0,
         };
         assert_eq!(
-            price.cost_with_cache(1000, 100, 0, 0),
-            price.cost(1000, 100)
+            price.cost(&counts(1000, 100, 0, 0)),
+            price.reference_cost(1000, 100)
         );
-        let cached = price.cost_with_cache(1000, 100, 600, 100);
+        let cached = price.cost(&counts(1000, 100, 600, 100));
         assert_eq!(
             cached,
             (300.0 * 2.0 + 100.0 * 8.0 + 600.0 * 0.5 + 100.0 * 2.5) / 1e6
         );
-        let long = price.cost_with_cache(300_000, 100, 0, 0);
+        let long = price.cost(&counts(300_000, 100, 0, 0));
         assert_eq!(long, 300_000.0 * 4.0 / 1e6 + 100.0 * 12.0 / 1e6);
         // The tier starts above its threshold, as genai-prices counts it.
-        assert_eq!(
-            price.cost_with_cache(200_000, 0, 0, 0),
-            200_000.0 * 2.0 / 1e6
-        );
+        assert_eq!(price.cost(&counts(200_000, 0, 0, 0)), 200_000.0 * 2.0 / 1e6);
     }
 }

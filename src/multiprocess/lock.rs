@@ -15,7 +15,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::fork_guard::ParentOnlyFile;
+use crate::multiprocess::fork_guard::ParentOnlyFile;
 
 /// Name of the lock file inside the directory.
 pub const LOCK_FILE: &str = ".gateway_metrics.lock";

@@ -5,7 +5,7 @@
 //! to entries. Entries are allocated once and never move or die before the map,
 //! which lets a reader hand out `&V` for as long as it borrows the map. A writer
 //! (under the mutex) publishes a new entry with one release store into an empty
-//! slot; when the table is half full it builds a bigger one and swaps the table
+//! cell; when the table is half full it builds a bigger one and swaps the table
 //! pointer. Readers still walking an old table finish safely because old tables
 //! are kept until the map is dropped (together they are never larger than the
 //! current one). Equal hashes are confirmed by comparing the label values.
@@ -79,43 +79,43 @@ impl<V> Entry<V> {
 }
 
 struct Table<V> {
-    slots: Box<[AtomicPtr<Entry<V>>]>,
+    cells: Box<[AtomicPtr<Entry<V>>]>,
 }
 
 impl<V> Table<V> {
     fn with_capacity(capacity: usize) -> Self {
-        let slots = (0..capacity)
+        let cells = (0..capacity)
             .map(|_| AtomicPtr::new(ptr::null_mut()))
             .collect();
-        Table { slots }
+        Table { cells }
     }
 
     fn mask(&self) -> usize {
-        self.slots.len() - 1
+        self.cells.len() - 1
     }
 
-    /// Stores `entry` in the first empty slot of its probe sequence.
+    /// Stores `entry` in the first empty cell of its probe sequence.
     fn place(&self, entry: NonNull<Entry<V>>) {
         // SAFETY: `entry` is a live entry of this map, freed only in `Drop`.
         let hash = unsafe { entry.as_ref() }.hash;
         let mut index = hash as usize & self.mask();
-        while !self.slots[index].load(Ordering::Relaxed).is_null() {
+        while !self.cells[index].load(Ordering::Relaxed).is_null() {
             index = (index + 1) & self.mask();
         }
-        self.slots[index].store(entry.as_ptr(), Ordering::Release);
+        self.cells[index].store(entry.as_ptr(), Ordering::Release);
     }
 }
 
-/// Entries in insertion order: the first `len` slots are published.
+/// Entries in insertion order: the first `len` cells are published.
 struct OrderList<V> {
-    slots: Box<[AtomicPtr<Entry<V>>]>,
+    cells: Box<[AtomicPtr<Entry<V>>]>,
     len: AtomicUsize,
 }
 
 impl<V> OrderList<V> {
     fn with_capacity(capacity: usize) -> Self {
         OrderList {
-            slots: (0..capacity)
+            cells: (0..capacity)
                 .map(|_| AtomicPtr::new(ptr::null_mut()))
                 .collect(),
             len: AtomicUsize::new(0),
@@ -125,9 +125,9 @@ impl<V> OrderList<V> {
     /// The published entries' pointers.
     fn entries(&self) -> impl Iterator<Item = NonNull<Entry<V>>> + '_ {
         let len = self.len.load(Ordering::Acquire);
-        self.slots[..len]
+        self.cells[..len]
             .iter()
-            .filter_map(|slot| NonNull::new(slot.load(Ordering::Acquire)))
+            .filter_map(|cell| NonNull::new(cell.load(Ordering::Acquire)))
     }
 }
 
@@ -147,10 +147,10 @@ pub struct LabelMap<V> {
 }
 
 // SAFETY: entries and tables are only freed in `Drop`, which has exclusive access;
-// until then they are shared immutably (slots are atomics), so sharing the map
+// until then they are shared immutably (cells are atomics), so sharing the map
 // across threads is sound whenever the values themselves may be shared.
 unsafe impl<V: Send + Sync> Send for LabelMap<V> {}
-// SAFETY: shared access reads immutable entries and atomic slots only; entries
+// SAFETY: shared access reads immutable entries and atomic cells only; entries
 // and tables are freed in `Drop` alone, which has exclusive access.
 unsafe impl<V: Send + Sync> Sync for LabelMap<V> {}
 
@@ -201,12 +201,12 @@ impl<V> LabelMap<V> {
         let mask = table.mask();
         let mut index = hash as usize & mask;
         loop {
-            let slot = table.slots[index].load(Ordering::Acquire);
-            if slot.is_null() {
+            let cell = table.cells[index].load(Ordering::Acquire);
+            if cell.is_null() {
                 return None;
             }
             // SAFETY: published entries live as long as `self`.
-            let entry = unsafe { &*slot };
+            let entry = unsafe { &*cell };
             if entry.hash == hash && entry.has_labels(labels) {
                 return Some(entry);
             }
@@ -234,8 +234,8 @@ impl<V> LabelMap<V> {
         let count = self.append_in_order(&mut state, entry);
         // SAFETY: the current table is owned by `self` and only replaced under this lock.
         let table = unsafe { &*self.current.load(Ordering::Relaxed) };
-        if count * 2 > table.slots.len() {
-            let bigger = Table::with_capacity(table.slots.len() * 2);
+        if count * 2 > table.cells.len() {
+            let bigger = Table::with_capacity(table.cells.len() * 2);
             // SAFETY: the order list is owned by `self` and only replaced under this lock.
             for existing in unsafe { &*self.order.load(Ordering::Relaxed) }.entries() {
                 bigger.place(existing);
@@ -255,10 +255,10 @@ impl<V> LabelMap<V> {
         // SAFETY: the order list is owned by `self` and only replaced under this lock.
         let mut list = unsafe { &*self.order.load(Ordering::Relaxed) };
         let len = list.len.load(Ordering::Relaxed);
-        if len == list.slots.len() {
+        if len == list.cells.len() {
             let bigger = OrderList::with_capacity(len * 2);
-            for (slot, existing) in bigger.slots.iter().zip(list.entries()) {
-                slot.store(existing.as_ptr(), Ordering::Relaxed);
+            for (cell, existing) in bigger.cells.iter().zip(list.entries()) {
+                cell.store(existing.as_ptr(), Ordering::Relaxed);
             }
             bigger.len.store(len, Ordering::Relaxed);
             let bigger = NonNull::from(Box::leak(Box::new(bigger)));
@@ -267,7 +267,7 @@ impl<V> LabelMap<V> {
             // SAFETY: just published; owned by `self`.
             list = unsafe { bigger.as_ref() };
         }
-        list.slots[len].store(entry.as_ptr(), Ordering::Release);
+        list.cells[len].store(entry.as_ptr(), Ordering::Release);
         list.len.store(len + 1, Ordering::Release);
         len + 1
     }

@@ -17,7 +17,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::slots::SlotValue;
+use crate::cells::arena::CellValue;
 
 /// How the writers of a value are coordinated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,13 +176,13 @@ impl FloatCounter {
 }
 
 // SAFETY: one `AtomicU64`, `repr(transparent)`, zero is the empty counter.
-unsafe impl SlotValue for Counter {
-    const SLOTS: usize = 1;
+unsafe impl CellValue for Counter {
+    const CELLS: usize = 1;
 }
 
 // SAFETY: one `AtomicU64`, `repr(transparent)`, zero bits are 0.0.
-unsafe impl SlotValue for FloatCounter {
-    const SLOTS: usize = 1;
+unsafe impl CellValue for FloatCounter {
+    const CELLS: usize = 1;
 }
 
 #[cfg(test)]

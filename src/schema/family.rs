@@ -9,7 +9,8 @@
 
 use smallvec::SmallVec;
 
-use crate::float_text::write_value;
+use crate::schema::float_text::write_value;
+use crate::schema::request::{self, Observed};
 
 /// A family's position in its [`Schema`].
 pub type FamilyId = u8;
@@ -40,17 +41,6 @@ pub const UNPRICED: FamilyId = 10;
 /// Every label value of a family's overflow series, which takes the label sets
 /// past the cap on series.
 pub const OVERFLOW_VALUE: &str = "__overflow__";
-
-/// The families every request feeds, which carry the extra labels.
-const REQUEST_FAMILIES: [FamilyId; 7] = [
-    REQUESTS,
-    DURATION,
-    TOKENS,
-    COST,
-    TIME_TO_FIRST_TOKEN,
-    TIME_PER_OUTPUT_TOKEN,
-    UNPRICED,
-];
 
 /// Upper bounds of the reference's latency buckets in seconds.
 pub const LATENCY_BOUNDS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
@@ -214,6 +204,10 @@ pub struct FamilyDesc {
     /// are; the ones it does not have appear with their first series, so that
     /// a workload of the reference's arguments prints the reference's bytes.
     pub shown_when_empty: bool,
+    /// Whether every request feeds it: it carries the extra labels.
+    pub per_request: bool,
+    /// What a request gives a histogram family to observe.
+    pub observes: Option<Observed>,
 }
 
 impl FamilyDesc {
@@ -246,34 +240,192 @@ pub struct Schema {
     request_positions: Vec<usize>,
 }
 
-fn counter(id: FamilyId, name: &'static str, help: &'static str, labels: &[&str]) -> FamilyDesc {
-    FamilyDesc {
-        id,
+/// A histogram's bounds, as its row gives them.
+#[derive(Debug, Clone, Copy)]
+enum Bounds {
+    /// Not a histogram.
+    None,
+    /// The latency buckets the middleware is configured with.
+    Latency,
+    /// Fixed bounds.
+    Fixed(&'static [f64]),
+}
+
+/// One family, as the table describes it.
+struct FamilyRow {
+    name: &'static str,
+    help: &'static str,
+    value: ValueKind,
+    /// Label names in alphabetical order, without the extra labels.
+    labels: &'static [&'static str],
+    bounds: Bounds,
+    shown_when_empty: bool,
+    per_request: bool,
+    observes: Option<Observed>,
+}
+
+const fn counter_row(
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    per_request: bool,
+    shown_when_empty: bool,
+) -> FamilyRow {
+    FamilyRow {
         name,
         help,
-        kind: FamilyKind::Counter,
         value: ValueKind::Count,
-        label_names: labels.iter().map(|name| (*name).to_owned()).collect(),
-        sources: Vec::new(),
-        buckets: None,
-        shown_when_empty: true,
+        labels,
+        bounds: Bounds::None,
+        shown_when_empty,
+        per_request,
+        observes: None,
     }
 }
 
-fn stream_histogram(
-    id: FamilyId,
+/// A histogram of a request's `(model, operation, provider)` that observes `observes`.
+const fn request_histogram(
     name: &'static str,
     help: &'static str,
-    bounds: &[f64],
-) -> Result<FamilyDesc, String> {
-    Ok(FamilyDesc {
-        kind: FamilyKind::Histogram,
+    bounds: Bounds,
+    observes: Observed,
+) -> FamilyRow {
+    FamilyRow {
+        name,
+        help,
         value: ValueKind::Buckets,
-        buckets: Some(Buckets::new(bounds)?),
+        labels: &["model", "operation", "provider"],
+        bounds,
         shown_when_empty: false,
-        ..counter(id, name, help, &["model", "operation", "provider"])
-    })
+        per_request: true,
+        observes: Some(observes),
+    }
 }
+
+/// Every family, by [`FamilyId`], in the order the reference registers (and
+/// prints) its own; the others follow, shown from their first series.
+const FAMILY_ROWS: [FamilyRow; 11] = [
+    counter_row(
+        "ractogateway_requests",
+        "Total LLM requests by provider / model / operation / status.",
+        &["model", "operation", "provider", "status"],
+        true,
+        true,
+    ),
+    FamilyRow {
+        shown_when_empty: true,
+        ..request_histogram(
+            "ractogateway_request_duration_seconds",
+            "LLM request wall-clock latency in seconds.",
+            Bounds::Latency,
+            Observed::Latency,
+        )
+    },
+    counter_row(
+        "ractogateway_tokens",
+        "Total tokens consumed \u{2014} labelled by token_type (input / output).",
+        &["model", "provider", "token_type"],
+        true,
+        true,
+    ),
+    FamilyRow {
+        value: ValueKind::Sum,
+        ..counter_row(
+            "ractogateway_cost_usd",
+            "Total estimated cost in USD.",
+            &["model", "provider"],
+            true,
+            true,
+        )
+    },
+    counter_row(
+        "ractogateway_cache_hits",
+        "Total cache hits by cache type (exact / semantic).",
+        &["cache_type"],
+        false,
+        true,
+    ),
+    counter_row(
+        "ractogateway_cache_misses",
+        "Total cache misses by cache type (exact / semantic).",
+        &["cache_type"],
+        false,
+        true,
+    ),
+    counter_row(
+        "ractogateway_tool_calls",
+        "Total tool calls executed, labelled by tool name.",
+        &["tool_name"],
+        false,
+        true,
+    ),
+    request_histogram(
+        "ractogateway_time_to_first_token_seconds",
+        "Time from an LLM request to the first token of its response, in seconds.",
+        Bounds::Fixed(&TIME_TO_FIRST_TOKEN_BOUNDS),
+        Observed::Seconds(request::TIME_TO_FIRST_TOKEN),
+    ),
+    request_histogram(
+        "ractogateway_time_per_output_token_seconds",
+        "Time per output token after the first of an LLM response, in seconds.",
+        Bounds::Fixed(&TIME_PER_OUTPUT_TOKEN_BOUNDS),
+        Observed::PerToken {
+            after: request::TIME_TO_FIRST_TOKEN,
+            tokens: request::OUTPUT,
+        },
+    ),
+    counter_row(
+        "ractogateway_overflow_requests",
+        "Recordings folded into a family's overflow series, past max_series label sets.",
+        &["family"],
+        false,
+        false,
+    ),
+    counter_row(
+        "ractogateway_unpriced_requests",
+        "LLM requests with tokens for which no price was found (their cost is not counted).",
+        &["model", "provider"],
+        true,
+        false,
+    ),
+];
+/// How many families a schema has.
+pub const FAMILY_COUNT: usize = FAMILY_ROWS.len();
+
+/// How many histogram families observe an optional value of a request (all
+/// but the duration's): the lazily created histograms of a requests series.
+pub const OPTIONAL_OBSERVATIONS: usize = {
+    let mut count = 0;
+    let mut index = 0;
+    while index < FAMILY_COUNT {
+        if let Some(observed) = FAMILY_ROWS[index].observes {
+            if !matches!(observed, Observed::Latency) {
+                count += 1;
+            }
+        }
+        index += 1;
+    }
+    count
+};
+
+/// The families of the optional observations, in family order.
+pub const OPTIONAL_OBSERVED: [(FamilyId, Observed); OPTIONAL_OBSERVATIONS] = {
+    let mut found = [(0, Observed::Latency); OPTIONAL_OBSERVATIONS];
+    let mut count = 0;
+    let mut index = 0;
+    while index < FAMILY_COUNT {
+        if let Some(observed) = FAMILY_ROWS[index].observes {
+            if !matches!(observed, Observed::Latency) {
+                #[allow(clippy::cast_possible_truncation)] // Fewer than 256 families.
+                let id = index as FamilyId;
+                found[count] = (id, observed);
+                count += 1;
+            }
+        }
+        index += 1;
+    }
+    found
+};
 
 /// Whether `name` is a label name Prometheus accepts and Prometheus does not reserve.
 fn valid_label_name(name: &str) -> bool {
@@ -341,91 +493,41 @@ impl Schema {
                 return Err(format!("extra_labels: {name:?} is named twice"));
             }
         }
-        let mut families = vec![
-            counter(
-                REQUESTS,
-                "ractogateway_requests",
-                "Total LLM requests by provider / model / operation / status.",
-                &["model", "operation", "provider", "status"],
-            ),
-            FamilyDesc {
-                shown_when_empty: true,
-                ..stream_histogram(
-                    DURATION,
-                    "ractogateway_request_duration_seconds",
-                    "LLM request wall-clock latency in seconds.",
-                    latency_bounds,
-                )
-                .map_err(|reason| format!("latency_buckets {reason}"))?
-            },
-            counter(
-                TOKENS,
-                "ractogateway_tokens",
-                "Total tokens consumed \u{2014} labelled by token_type (input / output).",
-                &["model", "provider", "token_type"],
-            ),
-            FamilyDesc {
-                value: ValueKind::Sum,
-                ..counter(
-                    COST,
-                    "ractogateway_cost_usd",
-                    "Total estimated cost in USD.",
-                    &["model", "provider"],
-                )
-            },
-            counter(
-                CACHE_HITS,
-                "ractogateway_cache_hits",
-                "Total cache hits by cache type (exact / semantic).",
-                &["cache_type"],
-            ),
-            counter(
-                CACHE_MISSES,
-                "ractogateway_cache_misses",
-                "Total cache misses by cache type (exact / semantic).",
-                &["cache_type"],
-            ),
-            counter(
-                TOOL_CALLS,
-                "ractogateway_tool_calls",
-                "Total tool calls executed, labelled by tool name.",
-                &["tool_name"],
-            ),
-            stream_histogram(
-                TIME_TO_FIRST_TOKEN,
-                "ractogateway_time_to_first_token_seconds",
-                "Time from an LLM request to the first token of its response, in seconds.",
-                &TIME_TO_FIRST_TOKEN_BOUNDS,
-            )?,
-            stream_histogram(
-                TIME_PER_OUTPUT_TOKEN,
-                "ractogateway_time_per_output_token_seconds",
-                "Time per output token after the first of an LLM response, in seconds.",
-                &TIME_PER_OUTPUT_TOKEN_BOUNDS,
-            )?,
-            FamilyDesc {
-                shown_when_empty: false,
-                ..counter(
-                    OVERFLOW,
-                    "ractogateway_overflow_requests",
-                    "Recordings folded into a family's overflow series, past max_series label sets.",
-                    &["family"],
-                )
-            },
-            FamilyDesc {
-                shown_when_empty: false,
-                ..counter(
-                    UNPRICED,
-                    "ractogateway_unpriced_requests",
-                    "LLM requests with tokens for which no price was found (their cost is not counted).",
-                    &["model", "provider"],
-                )
-            },
-        ];
-        for id in REQUEST_FAMILIES {
-            let family = &mut families[usize::from(id)];
-            *family = with_request_labels(family.clone(), extra_labels);
-        }
+        let families = FAMILY_ROWS
+            .iter()
+            .enumerate()
+            .map(|(index, row)| {
+                let buckets = match row.bounds {
+                    Bounds::None => None,
+                    Bounds::Latency => Some(
+                        Buckets::new(latency_bounds)
+                            .map_err(|reason| format!("latency_buckets {reason}"))?,
+                    ),
+                    Bounds::Fixed(bounds) => Some(Buckets::new(bounds)?),
+                };
+                let family = FamilyDesc {
+                    id: FamilyId::try_from(index).map_err(|_| "too many families".to_owned())?,
+                    name: row.name,
+                    help: row.help,
+                    kind: match row.value {
+                        ValueKind::Count | ValueKind::Sum => FamilyKind::Counter,
+                        ValueKind::Buckets => FamilyKind::Histogram,
+                    },
+                    value: row.value,
+                    label_names: row.labels.iter().map(|name| (*name).to_owned()).collect(),
+                    sources: Vec::new(),
+                    buckets,
+                    shown_when_empty: row.shown_when_empty,
+                    per_request: row.per_request,
+                    observes: row.observes,
+                };
+                Ok(if row.per_request {
+                    with_request_labels(family, extra_labels)
+                } else {
+                    family
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let requests = &families[usize::from(REQUESTS)];
         let request_positions = (0..REQUEST_LABELS.len() + extra_labels.len())
             .map(|index| {

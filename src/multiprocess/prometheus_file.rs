@@ -20,9 +20,9 @@
 //! A histogram series has twelve entries (eleven buckets and the sum). Their
 //! keys are padded with spaces (JSON allows trailing whitespace) to one length,
 //! so that the twelve values lie a fixed stride apart, as a
-//! [`crate::histogram::Histogram`] needs.
+//! [`crate::cells::histogram::Histogram`] needs.
 //!
-//! [`Coding::Float`]: crate::counter::Coding::Float
+//! [`Coding::Float`]: crate::cells::counter::Coding::Float
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -35,8 +35,9 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::family::{FamilyDesc, FamilyKind, Schema, ValueKind};
-use crate::shared_file::{open_regular, random_identity, FileSeries, ReadError, SeriesDescription};
+use crate::cells::arena::{SeriesDescription, SharedCells};
+use crate::multiprocess::own_file::{open_regular, random_identity, FileSeries, ReadError};
+use crate::schema::family::{FamilyDesc, FamilyKind, Schema, ValueKind};
 
 /// What the names of this layout's files contain after the type word.
 pub const NAME_MARKER: &str = "_gwm-";
@@ -279,6 +280,21 @@ pub struct PrometheusFiles {
 // through `&mut` (the arena's mutex), and the cells handed out are atomics.
 unsafe impl Send for PrometheusFiles {}
 
+impl SharedCells for PrometheusFiles {
+    fn append_series(
+        &mut self,
+        series: &SeriesDescription<'_>,
+        _count: usize,
+    ) -> io::Result<(NonNull<AtomicU64>, usize)> {
+        // The family's layout gives the count.
+        PrometheusFiles::append_series(self, series)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.counter_path().to_path_buf()
+    }
+}
+
 impl PrometheusFiles {
     /// Creates this process's counter and histogram files in `directory`.
     pub fn create(directory: &Path, schema: Arc<Schema>) -> io::Result<Self> {
@@ -424,7 +440,7 @@ impl SeriesByLabels {
         le: Option<&str>,
         value: f64,
     ) -> Option<()> {
-        let slot_count = family.cells();
+        let cell_count = family.cells();
         let next = self.series.len();
         let position = *self
             .index
@@ -436,21 +452,21 @@ impl SeriesByLabels {
                 labels,
                 // `prometheus_client`'s files keep no creation time.
                 created: f64::INFINITY,
-                slots: vec![0; slot_count],
+                cells: vec![0; cell_count],
             });
         }
-        let slots = &mut self.series[position].slots;
+        let cells = &mut self.series[position].cells;
         // Floats stay floats (the cost, a histogram's sum); counts become integers.
         let count = |value: f64| value as u64;
         match (family.value, suffix, le) {
-            (ValueKind::Sum, "_total", None) => slots[0] = value.to_bits(),
-            (ValueKind::Count, "_total", None) => slots[0] = count(value),
+            (ValueKind::Sum, "_total", None) => cells[0] = value.to_bits(),
+            (ValueKind::Count, "_total", None) => cells[0] = count(value),
             (ValueKind::Buckets, "_bucket", Some(le)) => {
                 let buckets = family.buckets.as_ref()?;
                 let index = buckets.labels().iter().position(|bucket| bucket == le)?;
-                slots[index] = count(value);
+                cells[index] = count(value);
             }
-            (ValueKind::Buckets, "_sum", None) => slots[slot_count - 1] = value.to_bits(),
+            (ValueKind::Buckets, "_sum", None) => cells[cell_count - 1] = value.to_bits(),
             _ => return None,
         }
         Some(())
@@ -460,14 +476,14 @@ impl SeriesByLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::family::DURATION;
+    use crate::schema::family::DURATION;
 
     #[test]
     fn keys_are_what_json_dumps_writes() {
         let labels = [("provider", "openai"), ("model", "g\u{e9}\"n\n\u{1f600}")];
         assert_eq!(
             sample_key(
-                Schema::default().family(crate::family::REQUESTS),
+                Schema::default().family(crate::schema::family::REQUESTS),
                 "_total",
                 &labels
             ),
@@ -513,7 +529,7 @@ mod tests {
         let mut expected = vec![0; cells];
         expected[3] = 2;
         expected[cells - 1] = 0.75_f64.to_bits();
-        assert_eq!(read[0].slots, expected);
+        assert_eq!(read[0].cells, expected);
         assert_eq!(list_files(&directory).unwrap().len(), 2);
         fs::remove_dir_all(directory).unwrap();
     }

@@ -10,8 +10,8 @@
 
 use prost::Message;
 
-use crate::family::{FamilyDesc, FamilyKind};
-use crate::visit::SampleVisitor;
+use crate::schema::family::{FamilyDesc, FamilyKind};
+use crate::store::visit::SampleVisitor;
 
 /// `prometheus.Label`.
 #[derive(Clone, PartialEq, Message)]
@@ -178,8 +178,9 @@ impl SampleVisitor for RemoteWriteEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pricing::{Price, PriceTable};
-    use crate::store::{RequestLabels, RequestValues, Store};
+    use crate::schema::request::RequestValues;
+    use crate::store::pricing::{Price, PriceTable};
+    use crate::store::{RequestLabels, Store};
 
     fn decoded(body: &[u8]) -> WriteRequest {
         let protobuf = snap::raw::Decoder::new().decompress_vec(body).unwrap();

@@ -27,10 +27,10 @@ use std::fmt;
 
 use smallvec::SmallVec;
 
-use crate::family::{FamilyDesc, Schema, OVERFLOW};
-use crate::shared_file::declaration;
+use crate::multiprocess::own_file::declaration;
+use crate::schema::family::{FamilyDesc, Schema, OVERFLOW};
+use crate::store::visit::{Reading, SeriesView, SeriesVisitor};
 use crate::store::{ReadMode, Store};
-use crate::visit::{Reading, SeriesView, SeriesVisitor};
 
 /// The first bytes of every snapshot.
 const MAGIC: &[u8; 8] = b"GWMSNAP\0";
@@ -481,9 +481,10 @@ fn check_series(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exposition::{render, Format};
-    use crate::pricing::{Price, PriceTable};
-    use crate::store::{CacheOutcome, RequestLabels, RequestValues};
+    use crate::formats::text::{render, Format};
+    use crate::schema::request::{RequestValues, TIME_TO_FIRST_TOKEN};
+    use crate::store::pricing::{Price, PriceTable};
+    use crate::store::{CacheOutcome, RequestLabels};
 
     fn store() -> Store {
         Store::new(PriceTable::new([("gpt-4o", Price::new(2.5, 10.0))]))
@@ -498,7 +499,7 @@ mod tests {
             extra: &[],
         };
         let mut values = RequestValues::new(latency_s, input, 7);
-        values.time_to_first_token_s = Some(latency_s / 2.0);
+        values.seconds[TIME_TO_FIRST_TOKEN] = Some(latency_s / 2.0);
         store.record_request(&labels, &values);
         store.record_tool_call("search");
         store.record_cache(CacheOutcome::Hit, "semantic");
@@ -588,8 +589,8 @@ mod tests {
         assert_eq!(merge(&store(), &snapshot), Err(SnapshotError::Version(9)));
         let other = Store::with_arena(
             PriceTable::new([]),
-            crate::slots::SlotArena::heap(),
-            crate::counter::Recording::CONCURRENT,
+            crate::cells::arena::CellArena::heap(),
+            crate::cells::counter::Recording::CONCURRENT,
             std::sync::Arc::new(Schema::new(&[1.0, 2.0]).unwrap()),
         );
         let error = merge(&other, &take(&worker, ReadMode::Keep)).unwrap_err();
@@ -622,8 +623,8 @@ mod tests {
     fn store_like(store: &Store) -> Store {
         Store::with_arena(
             PriceTable::new([]),
-            crate::slots::SlotArena::heap(),
-            crate::counter::Recording::CONCURRENT,
+            crate::cells::arena::CellArena::heap(),
+            crate::cells::counter::Recording::CONCURRENT,
             std::sync::Arc::clone(store.schema()),
         )
     }
@@ -652,7 +653,7 @@ mod tests {
         let series: Vec<_> = (0..1000)
             .map(|index| {
                 (
-                    crate::family::TOOL_CALLS,
+                    crate::schema::family::TOOL_CALLS,
                     vec![format!("tool-{index}")],
                     vec![1],
                 )
@@ -673,8 +674,8 @@ mod tests {
         let worker = store();
         let other = Store::with_arena(
             PriceTable::new([]),
-            crate::slots::SlotArena::heap(),
-            crate::counter::Recording::CONCURRENT,
+            crate::cells::arena::CellArena::heap(),
+            crate::cells::counter::Recording::CONCURRENT,
             std::sync::Arc::new(Schema::new(&[1.0, 2.0]).unwrap()),
         );
         // Series damaged from their first byte: a schema refusal says the
@@ -728,5 +729,5 @@ mod tests {
         assert!(merge(&driver, &nan).is_err());
     }
 
-    const COST_ID: u8 = crate::family::COST;
+    const COST_ID: u8 = crate::schema::family::COST;
 }

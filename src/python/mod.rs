@@ -1,0 +1,169 @@
+//! The `PyO3` binding: `gateway_metrics._core`, one module per thing it binds.
+//!
+//! Only argument validation and conversion live here; every recording and
+//! rendering decision is made by the plain-Rust [`crate::store::Store`]. Each
+//! recording call validates all of its arguments before it touches the store,
+//! so a call that raises leaves the metrics exactly as they were.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use std::collections::HashMap;
+
+use crate::multiprocess::fork_guard;
+use crate::schema::family::{Schema, LATENCY_BOUNDS};
+use crate::schema::request::{
+    Observed, Rate, REQUEST_FIELDS, TOKEN_FIELDS, TOKEN_TYPES, TOKEN_TYPE_COUNT,
+};
+use metrics_store::{price_of, PyMetricsStore, PythonPrice};
+
+mod arguments;
+mod batch;
+mod buffer_column;
+mod exit_gate;
+mod fast_call;
+mod identity_cache;
+mod metrics_store;
+mod multiprocess;
+mod samples;
+
+/// The gateway-metrics native core.
+///
+/// It needs the GIL: the identity caches are guarded by it, and recording
+/// relies on it to keep writers apart. Declared, so that a free-threaded
+/// interpreter turns the GIL on when importing the module instead of running
+/// it unguarded.
+#[pymodule(gil_used = true)]
+fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    fork_guard::install();
+    exit_gate::install();
+    module.add_class::<PyMetricsStore>()?;
+    module.add_function(wrap_pyfunction!(multiprocess::compact, module)?)?;
+    module.add_function(wrap_pyfunction!(multiprocess::cleanup, module)?)?;
+    module.add_function(wrap_pyfunction!(check_extra_labels, module)?)?;
+    let finish = wrap_pyfunction!(exit_gate::finish_native_work, module)?;
+    module.add_function(finish.clone())?;
+    module
+        .py()
+        .import("atexit")?
+        .call_method1("register", (finish, exit_gate::EXIT_WAIT_S))?;
+    fast_call::install_recording_methods(&module.py().get_type::<PyMetricsStore>())?;
+    module.add("FAMILIES", families())?;
+    module.add("REQUEST_FIELDS", request_fields())?;
+    module.add("TOKEN_TYPES", token_types())?;
+    module.add_function(wrap_pyfunction!(request_cost, module)?)?;
+    module.add("HISTOGRAM_BUCKETS", LATENCY_BOUNDS.to_vec())?;
+    Ok(())
+}
+
+/// A family as `_core.FAMILIES` shows it: name, help, type, label names (of
+/// the reference's configuration), bucket bounds of a histogram, and what a
+/// request gives it to observe.
+type FamilyRow = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<String>,
+    Option<Vec<f64>>,
+    Option<String>,
+);
+
+/// The families of the default schema.
+fn families() -> Vec<FamilyRow> {
+    Schema::default()
+        .families()
+        .iter()
+        .map(|desc| {
+            (
+                desc.name,
+                desc.help,
+                desc.kind.type_name(),
+                desc.label_names.clone(),
+                desc.buckets
+                    .as_ref()
+                    .map(|buckets| buckets.bounds().to_vec()),
+                desc.observes.map(Observed::describe),
+            )
+        })
+        .collect()
+}
+
+/// A request field as `_core.REQUEST_FIELDS` shows it: name, kind, default
+/// (Python source, None when required), annotation, doc line, and the whole
+/// it is part of (with its group) or None.
+type FieldRow = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    &'static str,
+    Option<(&'static str, u8)>,
+);
+
+/// The request fields, for the package (signatures, validation, the stub and
+/// the docs are generated from them).
+fn request_fields() -> Vec<FieldRow> {
+    REQUEST_FIELDS
+        .iter()
+        .map(|field| {
+            let part_of = field
+                .part_of
+                .map(|part_of| (REQUEST_FIELDS[part_of.whole].name, part_of.group));
+            (
+                field.name,
+                field.feeds.kind_name(),
+                field.default,
+                field.annotation,
+                field.doc,
+                part_of,
+            )
+        })
+        .collect()
+}
+
+/// The token types as `(name, field, rate)`: the `token_type` label, the
+/// keyword that carries it, and the price it is billed at.
+fn token_types() -> Vec<(&'static str, &'static str, &'static str)> {
+    TOKEN_TYPES
+        .iter()
+        .enumerate()
+        .map(|(token_type, desc)| {
+            let rate = match desc.rate {
+                Rate::Input => "input",
+                Rate::Output => "output",
+                Rate::CacheRead => "cache_read",
+                Rate::CacheWrite => "cache_write",
+                Rate::Whole => "whole",
+            };
+            (
+                desc.name,
+                REQUEST_FIELDS[TOKEN_FIELDS[token_type]].name,
+                rate,
+            )
+        })
+        .collect()
+}
+
+/// The USD cost of a request of `tokens` (token type name to count; absent
+/// ones are 0) at `price`, computed as the middleware computes it.
+#[pyfunction]
+fn request_cost(price: PythonPrice, tokens: HashMap<String, u64>) -> PyResult<f64> {
+    let mut counts = [0; TOKEN_TYPE_COUNT];
+    for (name, count) in tokens {
+        let token_type = TOKEN_TYPES
+            .iter()
+            .position(|desc| desc.name == name)
+            .ok_or_else(|| PyValueError::new_err(format!("{name:?} is not a token type")))?;
+        counts[token_type] = count;
+    }
+    Ok(price_of(price).cost(&counts))
+}
+
+/// Raises `ValueError` unless a middleware accepts `names` as its extra
+/// labels: the one rule, for what is generated for them (the ops kit).
+#[pyfunction]
+fn check_extra_labels(names: Vec<String>) -> PyResult<()> {
+    Schema::with_extra_labels(&LATENCY_BOUNDS, &names)
+        .map(|_| ())
+        .map_err(PyValueError::new_err)
+}

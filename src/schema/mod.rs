@@ -1,0 +1,9 @@
+//! What is measured, as data: the metric families and the fields of a request.
+//!
+//! Every other layer reads these tables: the store lays out series by the
+//! families, the recording rules follow the request fields, the binding parses
+//! arguments by them, and the stub and the docs are generated from them.
+
+pub mod family;
+pub mod float_text;
+pub mod request;

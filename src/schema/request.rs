@@ -1,0 +1,620 @@
+//! The fields of a request and the token types, as data.
+//!
+//! [`REQUEST_FIELDS`] describes each keyword of `record_request` and
+//! `record_batch` once: what it feeds, its default, the whole it is part of,
+//! and its doc line. [`TOKEN_TYPES`] describes each token type once: its
+//! `token_type` label and the price it is billed at. Argument parsing (single
+//! calls and batch columns), validation, the recording rules, pricing, the
+//! `_core.pyi` stub and the docs' field list all read these tables, so adding a
+//! field is a row here (and a family row in [`crate::schema::family`] when it
+//! feeds a new histogram).
+
+use smallvec::SmallVec;
+
+/// A token type: an index into [`TOKEN_TYPES`] and [`RequestValues::tokens`].
+pub type TokenType = usize;
+/// Every prompt token.
+pub const INPUT: TokenType = 0;
+/// Every output token.
+pub const OUTPUT: TokenType = 1;
+/// The token types the reference counts: the first ones, by design, so that the
+/// recording rules can test the others with one comparison.
+pub const REFERENCE_TOKEN_TYPES: usize = 2;
+
+/// Which of a model's prices a token type is billed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    /// The input price, for the prompt tokens no other rate bills.
+    Input,
+    /// The output price.
+    Output,
+    /// The cache-read price; these tokens are taken out of the input price's.
+    CacheRead,
+    /// The cache-write price; these tokens are taken out of the input price's.
+    CacheWrite,
+    /// The price of the whole this type is part of: billed there already.
+    Whole,
+}
+
+/// One token type.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenTypeDesc {
+    /// The `token_type` label value.
+    pub name: &'static str,
+    /// The price it is billed at.
+    pub rate: Rate,
+}
+
+/// The token types, in the order of [`RequestValues::tokens`] (the reference's
+/// two first).
+pub const TOKEN_TYPES: [TokenTypeDesc; 5] = [
+    TokenTypeDesc {
+        name: "input",
+        rate: Rate::Input,
+    },
+    TokenTypeDesc {
+        name: "output",
+        rate: Rate::Output,
+    },
+    TokenTypeDesc {
+        name: "cache_read",
+        rate: Rate::CacheRead,
+    },
+    TokenTypeDesc {
+        name: "cache_write",
+        rate: Rate::CacheWrite,
+    },
+    TokenTypeDesc {
+        name: "reasoning",
+        rate: Rate::Whole,
+    },
+];
+/// How many token types a request counts.
+pub const TOKEN_TYPE_COUNT: usize = TOKEN_TYPES.len();
+
+/// An optional duration of a request besides its latency: an index into
+/// [`RequestValues::seconds`].
+pub type SecondsField = usize;
+/// Seconds to the first token of a streamed response.
+pub const TIME_TO_FIRST_TOKEN: SecondsField = 0;
+/// How many optional durations a request carries.
+pub const SECONDS_FIELDS: usize = 1;
+
+/// A value a request gives or implies, that a histogram family observes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// The latency.
+    Latency,
+    /// An optional duration, when given.
+    Seconds(SecondsField),
+    /// The time per token of a type after the first, when an optional duration
+    /// (the time to that first token) is given and the type counts at least two:
+    /// `(latency - after) / (tokens - 1)`.
+    PerToken {
+        /// The time to the first token.
+        after: SecondsField,
+        /// The token type.
+        tokens: TokenType,
+    },
+}
+
+impl Observed {
+    /// The value `values` gives this observation, if any.
+    #[inline]
+    pub fn value(self, values: &RequestValues) -> Option<f64> {
+        match self {
+            Observed::Latency => Some(values.latency_s),
+            Observed::Seconds(field) => values.seconds[field],
+            Observed::PerToken { after, tokens } => {
+                let first = values.seconds[after]?;
+                let count = values.tokens[tokens];
+                (count >= 2).then(|| (values.latency_s - first) / (count - 1) as f64)
+            }
+        }
+    }
+}
+
+impl Observed {
+    /// What is observed, in words, for the docs.
+    pub fn describe(self) -> String {
+        let name = |field: SecondsField| REQUEST_FIELDS[SECONDS_POSITIONS[field]].name;
+        match self {
+            Observed::Latency => "`latency_s`".to_owned(),
+            Observed::Seconds(field) => format!("`{}` when given", name(field)),
+            Observed::PerToken { after, tokens } => {
+                let count = REQUEST_FIELDS[TOKEN_FIELDS[tokens]].name;
+                format!(
+                    "`(latency_s - {after}) / ({count} - 1)` when `{after}` is given and \
+                     `{count} >= 2`",
+                    after = name(after)
+                )
+            }
+        }
+    }
+}
+
+/// What a request field feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feeds {
+    /// A request label, by position: provider, model, operation, status.
+    Label(usize),
+    /// The latency, observed in the duration histogram.
+    Latency,
+    /// An optional duration (see [`RequestValues::seconds`]).
+    Seconds(SecondsField),
+    /// A token count (see [`TOKEN_TYPES`]).
+    Tokens(TokenType),
+    /// Tool-call objects, counted by name.
+    ToolCalls,
+    /// The values of the middleware's extra labels.
+    ExtraLabels,
+}
+
+impl Feeds {
+    /// The kind of value, as `_core.REQUEST_FIELDS` names it.
+    pub fn kind_name(self) -> &'static str {
+        match self {
+            Feeds::Label(_) => "label",
+            Feeds::Latency | Feeds::Seconds(_) => "seconds",
+            Feeds::Tokens(_) => "tokens",
+            Feeds::ToolCalls => "tool_calls",
+            Feeds::ExtraLabels => "extra_labels",
+        }
+    }
+}
+
+/// The whole a numeric field is part of: the parts of one group add up to at
+/// most the whole (the groups of a whole may overlap each other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartOf {
+    /// The whole's field, by position in [`REQUEST_FIELDS`].
+    pub whole: usize,
+    /// The parts that together fit in the whole.
+    pub group: u8,
+}
+
+/// One keyword argument of the request-recording methods.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestField {
+    /// The keyword.
+    pub name: &'static str,
+    /// What it feeds.
+    pub feeds: Feeds,
+    /// Its default as Python source, or None when it is required.
+    pub default: Option<&'static str>,
+    /// The whole it is part of, if any.
+    pub part_of: Option<PartOf>,
+    /// Its type in the stub.
+    pub annotation: &'static str,
+    /// One line for the stub and the docs.
+    pub doc: &'static str,
+}
+
+const fn label(name: &'static str, position: usize, doc: &'static str) -> RequestField {
+    RequestField {
+        name,
+        feeds: Feeds::Label(position),
+        default: None,
+        part_of: None,
+        annotation: "str",
+        doc,
+    }
+}
+
+const fn tokens(
+    name: &'static str,
+    token_type: TokenType,
+    part_of: Option<PartOf>,
+    doc: &'static str,
+) -> RequestField {
+    RequestField {
+        name,
+        feeds: Feeds::Tokens(token_type),
+        default: Some("0"),
+        part_of,
+        annotation: "int",
+        doc,
+    }
+}
+
+const fn seconds(
+    name: &'static str,
+    field: SecondsField,
+    part_of: PartOf,
+    doc: &'static str,
+) -> RequestField {
+    RequestField {
+        name,
+        feeds: Feeds::Seconds(field),
+        default: Some("None"),
+        part_of: Some(part_of),
+        annotation: "float | None",
+        doc,
+    }
+}
+
+/// The positions of `latency_s`, `input_tokens` and `output_tokens`, the
+/// wholes of the parts below (checked against the table by a test).
+const LATENCY: usize = 4;
+const INPUT_FIELD: usize = 5;
+const OUTPUT_FIELD: usize = 6;
+
+/// The keyword arguments of `record_request` and `record_batch`, in signature
+/// order (the reference's first).
+pub const REQUEST_FIELDS: [RequestField; 13] = [
+    label("provider", 0, "The provider, e.g. \"openai\"."),
+    label("model", 1, "The model, e.g. \"gpt-4o\"."),
+    label("operation", 2, "The operation, e.g. \"chat\"."),
+    label("status", 3, "The outcome, e.g. \"ok\" or \"error\"."),
+    RequestField {
+        name: "latency_s",
+        feeds: Feeds::Latency,
+        default: None,
+        part_of: None,
+        annotation: "float",
+        doc: "Wall-clock seconds from request to last byte.",
+    },
+    tokens(
+        "input_tokens",
+        INPUT,
+        None,
+        "Every prompt token, cached ones included.",
+    ),
+    tokens(
+        "output_tokens",
+        OUTPUT,
+        None,
+        "Every generated token, reasoning included.",
+    ),
+    RequestField {
+        name: "tool_calls",
+        feeds: Feeds::ToolCalls,
+        default: Some("None"),
+        part_of: None,
+        annotation: "Iterable[Any] | None",
+        doc: "Tool calls, counted by their .name (or .function.name, or [\"name\"]).",
+    },
+    seconds(
+        "time_to_first_token_s",
+        TIME_TO_FIRST_TOKEN,
+        PartOf {
+            whole: LATENCY,
+            group: 0,
+        },
+        "Seconds to the first token of a streamed response; None when not streamed.",
+    ),
+    tokens(
+        "cache_read_tokens",
+        2,
+        Some(PartOf {
+            whole: INPUT_FIELD,
+            group: 0,
+        }),
+        "Prompt tokens read from the provider's prompt cache (part of input_tokens).",
+    ),
+    tokens(
+        "cache_write_tokens",
+        3,
+        Some(PartOf {
+            whole: INPUT_FIELD,
+            group: 0,
+        }),
+        "Prompt tokens written to the provider's prompt cache (part of input_tokens).",
+    ),
+    tokens(
+        "reasoning_tokens",
+        4,
+        Some(PartOf {
+            whole: OUTPUT_FIELD,
+            group: 0,
+        }),
+        "Output tokens spent on reasoning (part of output_tokens).",
+    ),
+    RequestField {
+        name: "labels",
+        feeds: Feeds::ExtraLabels,
+        default: Some("None"),
+        part_of: None,
+        annotation: "Mapping[str, str] | None",
+        doc: "Values of the middleware's extra_labels; a missing one is \"\".",
+    },
+];
+/// How many keywords the request-recording methods take.
+pub const FIELD_COUNT: usize = REQUEST_FIELDS.len();
+
+/// Whether two [`Feeds`] are the same, in a constant expression.
+const fn same_feed(a: Feeds, b: Feeds) -> bool {
+    match (a, b) {
+        (Feeds::Label(x), Feeds::Label(y))
+        | (Feeds::Seconds(x), Feeds::Seconds(y))
+        | (Feeds::Tokens(x), Feeds::Tokens(y)) => x == y,
+        (Feeds::Latency, Feeds::Latency)
+        | (Feeds::ToolCalls, Feeds::ToolCalls)
+        | (Feeds::ExtraLabels, Feeds::ExtraLabels) => true,
+        _ => false,
+    }
+}
+
+/// The position in [`REQUEST_FIELDS`] of the field that feeds `feeds`.
+pub const fn position_of(feeds: Feeds) -> usize {
+    let mut index = 0;
+    while index < FIELD_COUNT {
+        if same_feed(REQUEST_FIELDS[index].feeds, feeds) {
+            return index;
+        }
+        index += 1;
+    }
+    panic!("no field feeds this")
+}
+
+/// The positions of the request labels' fields: provider, model, operation, status.
+pub const LABEL_FIELDS: [usize; 4] = [
+    position_of(Feeds::Label(0)),
+    position_of(Feeds::Label(1)),
+    position_of(Feeds::Label(2)),
+    position_of(Feeds::Label(3)),
+];
+/// The position of `latency_s`.
+pub const LATENCY_FIELD: usize = position_of(Feeds::Latency);
+/// The position of `tool_calls`.
+pub const TOOL_CALLS_FIELD: usize = position_of(Feeds::ToolCalls);
+/// The position of `labels`.
+pub const EXTRA_LABELS_FIELD: usize = position_of(Feeds::ExtraLabels);
+/// The position of each token type's field.
+pub const TOKEN_FIELDS: [usize; TOKEN_TYPE_COUNT] = {
+    let mut positions = [0; TOKEN_TYPE_COUNT];
+    let mut token_type = 0;
+    while token_type < TOKEN_TYPE_COUNT {
+        positions[token_type] = position_of(Feeds::Tokens(token_type));
+        token_type += 1;
+    }
+    positions
+};
+/// The position of each optional duration's field.
+pub const SECONDS_POSITIONS: [usize; SECONDS_FIELDS] = {
+    let mut positions = [0; SECONDS_FIELDS];
+    let mut field = 0;
+    while field < SECONDS_FIELDS {
+        positions[field] = position_of(Feeds::Seconds(field));
+        field += 1;
+    }
+    positions
+};
+
+/// The measured values of one request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestValues {
+    /// Latency in seconds: finite and not negative.
+    pub latency_s: f64,
+    /// Token counts by token type (see [`TOKEN_TYPES`]).
+    pub tokens: [u64; TOKEN_TYPE_COUNT],
+    /// The optional durations, by [`SecondsField`]: finite and not negative.
+    pub seconds: [Option<f64>; SECONDS_FIELDS],
+}
+
+impl RequestValues {
+    /// A request of the reference's arguments: latency, prompt and output tokens.
+    pub fn new(latency_s: f64, input_tokens: u64, output_tokens: u64) -> Self {
+        let mut tokens = [0; TOKEN_TYPE_COUNT];
+        tokens[INPUT] = input_tokens;
+        tokens[OUTPUT] = output_tokens;
+        RequestValues {
+            latency_s,
+            tokens,
+            seconds: [None; SECONDS_FIELDS],
+        }
+    }
+
+    /// Whether the request carries more than the reference's values: a token
+    /// type past the reference's two, or an optional duration.
+    #[inline]
+    pub fn has_more(&self) -> bool {
+        self.tokens[REFERENCE_TOKEN_TYPES..]
+            .iter()
+            .fold(0, |any, count| any | count)
+            != 0
+            || self.seconds.iter().any(Option::is_some)
+    }
+
+    /// The value of the numeric field at `position` in [`REQUEST_FIELDS`], as
+    /// the parts check adds it up (None for other fields and absent durations).
+    fn numeric(&self, position: usize) -> Option<Number> {
+        match REQUEST_FIELDS[position].feeds {
+            Feeds::Latency => Some(Number::Seconds(self.latency_s)),
+            Feeds::Seconds(field) => self.seconds[field].map(Number::Seconds),
+            Feeds::Tokens(token_type) => Some(Number::Count(self.tokens[token_type])),
+            Feeds::Label(_) | Feeds::ToolCalls | Feeds::ExtraLabels => None,
+        }
+    }
+
+    /// Checks that every group of parts fits its whole (cache reads and writes
+    /// in the input tokens, the time to first token in the latency, ...).
+    pub fn check_parts(&self) -> Result<(), Box<PartsError>> {
+        if !self.has_more() {
+            return Ok(());
+        }
+        let mut checked: SmallVec<[(usize, u8); 8]> = SmallVec::new();
+        for field in &REQUEST_FIELDS {
+            let Some(part_of) = field.part_of else {
+                continue;
+            };
+            let group = (part_of.whole, part_of.group);
+            if checked.contains(&group) {
+                continue;
+            }
+            checked.push(group);
+            let parts: SmallVec<[(usize, Number); 4]> = (0..FIELD_COUNT)
+                .filter(|at| REQUEST_FIELDS[*at].part_of == Some(part_of))
+                .filter_map(|at| self.numeric(at).map(|value| (at, value)))
+                .collect();
+            let Some(whole) = self.numeric(part_of.whole) else {
+                continue;
+            };
+            let sum = parts
+                .iter()
+                .fold(Number::zero_like(whole), |sum, (_, part)| sum.plus(*part));
+            if sum.exceeds(whole) {
+                return Err(Box::new(PartsError {
+                    parts,
+                    whole: (part_of.whole, whole),
+                }));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A count or a duration, as the parts check adds them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Number {
+    /// A token count (added without overflow).
+    Count(u64),
+    /// Seconds.
+    Seconds(f64),
+}
+
+impl Number {
+    fn zero_like(other: Number) -> Number {
+        match other {
+            Number::Count(_) => Number::Count(0),
+            Number::Seconds(_) => Number::Seconds(0.0),
+        }
+    }
+
+    fn plus(self, other: Number) -> Number {
+        match (self, other) {
+            (Number::Count(a), Number::Count(b)) => Number::Count(a.saturating_add(b)),
+            (a, b) => Number::Seconds(a.as_f64() + b.as_f64()),
+        }
+    }
+
+    fn exceeds(self, whole: Number) -> bool {
+        match (self, whole) {
+            (Number::Count(a), Number::Count(b)) => a > b,
+            (a, b) => a.as_f64() > b.as_f64(),
+        }
+    }
+
+    fn as_f64(self) -> f64 {
+        match self {
+            Number::Count(count) => count as f64,
+            Number::Seconds(seconds) => seconds,
+        }
+    }
+}
+
+impl std::fmt::Display for Number {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Number::Count(count) => write!(f, "{count}"),
+            Number::Seconds(seconds) => write!(f, "{seconds:?}"),
+        }
+    }
+}
+
+/// A group of parts that exceeds its whole: each part's field position and
+/// value, and the whole's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartsError {
+    /// The parts given, by field position in [`REQUEST_FIELDS`].
+    pub parts: SmallVec<[(usize, Number); 4]>,
+    /// The whole.
+    pub whole: (usize, Number),
+}
+
+impl PartsError {
+    /// `a + b must not exceed w, got 1 + 2 > 2`, each field named by `name`.
+    pub fn message(&self, name: impl Fn(&'static str) -> String) -> String {
+        let names: Vec<String> = self
+            .parts
+            .iter()
+            .map(|(at, _)| name(REQUEST_FIELDS[*at].name))
+            .collect();
+        let values: Vec<String> = self.parts.iter().map(|(_, v)| v.to_string()).collect();
+        format!(
+            "{} must not exceed {}, got {} > {}",
+            names.join(" + "),
+            name(REQUEST_FIELDS[self.whole.0].name),
+            values.join(" + "),
+            self.whole.1
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_row_is_consistent() {
+        for (position, field) in REQUEST_FIELDS.iter().enumerate() {
+            if let Some(part_of) = field.part_of {
+                let whole = REQUEST_FIELDS[part_of.whole];
+                assert_eq!(
+                    whole.feeds.kind_name(),
+                    field.feeds.kind_name(),
+                    "{} is part of {}",
+                    field.name,
+                    whole.name
+                );
+                assert!(whole.default.is_none_or(|d| d == "0"), "{}", whole.name);
+            }
+            if let Feeds::Tokens(token_type) = field.feeds {
+                assert_eq!(TOKEN_FIELDS[token_type], position);
+                assert_eq!(
+                    field.name,
+                    format!("{}_tokens", TOKEN_TYPES[token_type].name)
+                );
+            }
+        }
+        for position in SECONDS_POSITIONS {
+            assert!(REQUEST_FIELDS[position].name.ends_with("_s"));
+        }
+        assert_eq!(LATENCY_FIELD, LATENCY);
+        assert_eq!(
+            [TOKEN_FIELDS[INPUT], TOKEN_FIELDS[OUTPUT]],
+            [INPUT_FIELD, OUTPUT_FIELD]
+        );
+        assert_eq!(
+            LABEL_FIELDS.map(|at| REQUEST_FIELDS[at].name),
+            ["provider", "model", "operation", "status"]
+        );
+    }
+
+    #[test]
+    fn parts_must_fit_their_whole_by_group() {
+        let mut values = RequestValues::new(1.0, 10, 5);
+        values.tokens[2] = 6;
+        values.tokens[3] = 4;
+        assert_eq!(values.check_parts(), Ok(()));
+        values.tokens[3] = 5;
+        let error = values.check_parts().unwrap_err();
+        assert_eq!(
+            error.message(str::to_owned),
+            "cache_read_tokens + cache_write_tokens must not exceed input_tokens, got 6 + 5 > 10"
+        );
+        let mut values = RequestValues::new(0.25, 0, 0);
+        values.seconds[TIME_TO_FIRST_TOKEN] = Some(0.5);
+        assert_eq!(
+            values
+                .check_parts()
+                .unwrap_err()
+                .message(|n| format!("{n}[3]")),
+            "time_to_first_token_s[3] must not exceed latency_s[3], got 0.5 > 0.25"
+        );
+    }
+
+    #[test]
+    fn time_per_output_token_needs_two_tokens_and_a_first_token() {
+        let per_token = Observed::PerToken {
+            after: TIME_TO_FIRST_TOKEN,
+            tokens: OUTPUT,
+        };
+        let mut values = RequestValues::new(2.0, 1, 5);
+        assert_eq!(per_token.value(&values), None);
+        values.seconds[TIME_TO_FIRST_TOKEN] = Some(1.0);
+        assert_eq!(per_token.value(&values), Some(0.25));
+        values.tokens[OUTPUT] = 1;
+        assert_eq!(per_token.value(&values), None);
+    }
+}

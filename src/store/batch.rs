@@ -1,0 +1,204 @@
+//! Many requests recorded as one: totals per label set, applied once.
+
+use std::collections::HashMap;
+
+use smallvec::{smallvec, SmallVec};
+
+use crate::schema::family::{Buckets, OPTIONAL_OBSERVATIONS};
+use crate::schema::request::{RequestValues, TOKEN_TYPE_COUNT};
+use crate::store::rules::{self, Sink};
+use crate::store::{RequestEntry, Store};
+
+/// What the rows of one batch add to one histogram.
+struct HistogramTotals {
+    buckets: SmallVec<[u64; 24]>,
+    sum: f64,
+}
+
+impl HistogramTotals {
+    fn new(buckets: &Buckets) -> Self {
+        HistogramTotals {
+            buckets: smallvec![0; buckets.count()],
+            sum: 0.0,
+        }
+    }
+
+    #[inline]
+    fn observe(&mut self, value: f64, buckets: &Buckets) {
+        self.buckets[buckets.index(value)] += 1;
+        self.sum += value;
+    }
+}
+
+/// What the rows of one batch add to one requests entry.
+struct EntryTotals<'s> {
+    entry: &'s RequestEntry,
+    requests: u64,
+    duration: HistogramTotals,
+    tokens: [u64; TOKEN_TYPE_COUNT],
+    cost: f64,
+    /// Rows with tokens but no price.
+    unpriced: u64,
+    /// One per optional histogram, from the first row that observes it.
+    observed: [Option<HistogramTotals>; OPTIONAL_OBSERVATIONS],
+}
+
+/// The recording rules' sink of a batch row: adds to the entry's totals, and
+/// creates a series the first time a row needs it, as a single call would.
+struct TotalsSink<'t, 's> {
+    store: &'s Store,
+    totals: &'t mut EntryTotals<'s>,
+}
+
+impl Sink for TotalsSink<'_, '_> {
+    #[inline]
+    fn request(&mut self) {
+        self.totals.requests += 1;
+    }
+
+    #[inline]
+    fn latency(&mut self, seconds: f64) {
+        self.totals
+            .duration
+            .observe(seconds, self.store.latency_buckets());
+    }
+
+    #[inline]
+    fn tokens(&mut self, token_type: usize, count: u64) {
+        let total = &mut self.totals.tokens[token_type];
+        if *total == 0 {
+            self.store.token_series(self.totals.entry, token_type);
+        }
+        *total = total.saturating_add(count);
+    }
+
+    #[inline]
+    fn cost(&mut self, usd: f64) {
+        if self.totals.cost == 0.0 {
+            self.store.cost_series(self.totals.entry);
+        }
+        self.totals.cost += usd;
+    }
+
+    #[inline]
+    fn unpriced(&mut self) {
+        if self.totals.unpriced == 0 {
+            self.store.unpriced_series(self.totals.entry);
+        }
+        self.totals.unpriced += 1;
+    }
+
+    #[inline]
+    fn observe(&mut self, index: usize, seconds: f64) {
+        let (_, buckets) = self.store.observed_series(self.totals.entry, index);
+        self.totals.observed[index]
+            .get_or_insert_with(|| HistogramTotals::new(buckets))
+            .observe(seconds, buckets);
+    }
+}
+
+/// Many requests recorded as one: totals per label set, applied once at the end.
+///
+/// The result equals one `record_request_on` per row, in row order: the rows
+/// follow the same recording rules, so the counts are the same and the sums
+/// equal up to the order of float additions. Series that a row creates (token,
+/// cost and optional histogram series) are created while the rows are added,
+/// so they appear in the exposition in the same order as with single calls.
+pub struct Batch<'s> {
+    store: &'s Store,
+    totals: Vec<EntryTotals<'s>>,
+    index: HashMap<usize, usize, foldhash::fast::RandomState>,
+}
+
+impl<'s> Batch<'s> {
+    /// An empty batch for `store`.
+    pub fn new(store: &'s Store) -> Self {
+        Batch {
+            store,
+            totals: Vec::new(),
+            index: HashMap::default(),
+        }
+    }
+
+    /// The position of `entry` (an entry of this batch's store) in the batch.
+    pub fn position(&mut self, entry: &'s RequestEntry) -> usize {
+        let next = self.totals.len();
+        let position = *self
+            .index
+            .entry(std::ptr::from_ref::<RequestEntry>(entry) as usize)
+            .or_insert(next);
+        if position == next {
+            self.totals.push(EntryTotals {
+                entry,
+                requests: 0,
+                duration: HistogramTotals::new(self.store.latency_buckets()),
+                tokens: [0; TOKEN_TYPE_COUNT],
+                cost: 0.0,
+                unpriced: 0,
+                observed: Default::default(),
+            });
+        }
+        position
+    }
+
+    /// Adds one row for `entry`, an entry of this batch's store.
+    pub fn add(&mut self, entry: &'s RequestEntry, values: &RequestValues) {
+        let position = self.position(entry);
+        self.add_to(position, values);
+    }
+
+    /// Adds one row to the entry at `position`, as returned by [`Batch::position`].
+    #[inline]
+    pub fn add_to(&mut self, position: usize, values: &RequestValues) {
+        let totals = &mut self.totals[position];
+        let price = totals.entry.value.price.as_ref();
+        rules::record(
+            values,
+            price,
+            &mut TotalsSink {
+                store: self.store,
+                totals,
+            },
+        );
+    }
+
+    /// Applies the totals to the store.
+    pub fn finish(self) {
+        let store = self.store;
+        let writers = store.recording;
+        for totals in self.totals {
+            let entry = totals.entry;
+            let series = &entry.value;
+            series.requests.value.add(totals.requests, writers);
+            series.duration.get().histogram.merge(
+                &totals.duration.buckets,
+                totals.duration.sum,
+                writers,
+            );
+            for (token_type, count) in totals.tokens.iter().enumerate() {
+                if *count > 0 {
+                    store
+                        .token_series(entry, token_type)
+                        .value
+                        .add(*count, writers);
+                }
+            }
+            if let Some(cost) = series.cost.get() {
+                cost.get().value.add(totals.cost, writers);
+            }
+            if totals.unpriced > 0 {
+                if let Some(unpriced) = store.unpriced_series(entry) {
+                    unpriced.value.add(totals.unpriced, writers);
+                }
+            }
+            for (index, observed) in totals.observed.iter().enumerate() {
+                if let Some(histogram) = observed {
+                    let (series, _) = store.observed_series(entry, index);
+                    series
+                        .histogram
+                        .merge(&histogram.buckets, histogram.sum, writers);
+                }
+            }
+        }
+    }
+}
