@@ -67,8 +67,9 @@ bench-table: deps
 instructions: deps
 	$(PYTHON) benches/instructions.py --check
 
-## lint: rustfmt, clippy (pedantic, warnings are errors), ruff, mypy --strict, and
-## stubtest of the stub against the built module
+## lint: rustfmt, clippy (pedantic, warnings are errors), ruff, mypy --strict,
+## stubtest of the stub against the built module, and the module graph (no cycles,
+## the core's layers in order: tools/module_graph.py)
 lint: deps
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
@@ -77,6 +78,7 @@ lint: deps
 	$(PYTHON) -m ruff format --check python tests benches examples tools
 	$(PYTHON) -m mypy --strict python/gateway_metrics tools
 	$(PYTHON) -m mypy.stubtest gateway_metrics._core
+	$(PYTHON) tools/module_graph.py
 
 ## demo: simulated gateway traffic recorded, served, scraped and summarised
 demo: build

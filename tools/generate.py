@@ -50,10 +50,9 @@ def signature(batch: bool) -> list[str]:
     """The keyword-only parameters of ``record_request`` (or ``record_batch``)."""
     lines = []
     for name, kind, default, annotation, _doc, _part_of in _core.REQUEST_FIELDS:
-        if batch:
-            annotation = batch_annotation(kind, annotation)
+        shown = batch_annotation(kind, annotation) if batch else annotation
         suffix = "" if default is None else f" = {default}"
-        lines.append(f"        {name}: {annotation}{suffix},")
+        lines.append(f"        {name}: {shown}{suffix},")
     return lines
 
 
@@ -135,7 +134,9 @@ def main() -> int:
     stale = stale_files()
     for path, text in stale.items():
         if args.check:
-            print(f"{path.relative_to(ROOT)} is stale: run python tools/generate.py", file=sys.stderr)
+            print(
+                f"{path.relative_to(ROOT)} is stale: run python tools/generate.py", file=sys.stderr
+            )
         else:
             path.write_text(text)
     return 1 if args.check and stale else 0

@@ -28,9 +28,10 @@ if not getattr(sys, "_is_gil_enabled", lambda: True)():
         "(PYTHON_GIL=0 or -X gil=0): run it with the GIL on"
     )
 
+from gateway_metrics._cost import compute_cost
 from gateway_metrics._exporter import PrometheusExporter
 from gateway_metrics._middleware import GatewayMetricsMiddleware
-from gateway_metrics._pricing import DEFAULT_COST_TABLE, ModelPricing, compute_cost
+from gateway_metrics._pricing import DEFAULT_COST_TABLE, ModelPricing
 from gateway_metrics._remote_write import RemoteWriteError, RemoteWriter
 from gateway_metrics._serving import make_asgi_app, make_wsgi_app
 from gateway_metrics._track import ToolCall, TrackedCall

@@ -240,7 +240,6 @@ class GatewayMetricsMiddleware(MetricsStore):
     ) -> None:
         self._registry = prometheus_client.REGISTRY if registry is None else registry
         #: Kinds of unusable usage ``track()`` has logged: each is logged once.
-        self._reported_usage_problems: set[str] = set()
         self._collector = _GatewayCollector(self)
         try:
             self._registry.register(self._collector)

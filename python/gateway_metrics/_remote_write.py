@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from gateway_metrics._net import cut, positive_seconds
 
 if TYPE_CHECKING:
-    from gateway_metrics._middleware import GatewayMetricsMiddleware
+    from gateway_metrics._core import MetricsStore
 
 _LOGGER = logging.getLogger("gateway_metrics")
 DEFAULT_JOB = "gateway_metrics"
@@ -89,7 +89,7 @@ class Target:
         self.job = job
         self.instance = instance
 
-    def body(self, metrics: GatewayMetricsMiddleware) -> bytes:
+    def body(self, metrics: MetricsStore) -> bytes:
         """Every sample a scrape would show now, encoded for this receiver."""
         return metrics._remote_write_body(self.job, self.instance, int(time.time() * 1000))
 
@@ -229,7 +229,7 @@ class RemoteWriter:
 
     def __init__(
         self,
-        metrics: GatewayMetricsMiddleware,
+        metrics: MetricsStore,
         url: str,
         *,
         interval_s: float = 15.0,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from gateway_metrics._core import TOKEN_TYPES, MetricsStore
 from gateway_metrics._usage import (
     Usage,
     check_tokens,
@@ -19,16 +21,20 @@ from gateway_metrics._usage import (
     usage_from,
 )
 
-if TYPE_CHECKING:
-    from gateway_metrics._middleware import GatewayMetricsMiddleware
-
 _LOGGER = logging.getLogger("gateway_metrics")
 
+#: The kinds of usage problem each middleware has logged.
+_REPORTED: weakref.WeakKeyDictionary[MetricsStore, set[str]] = weakref.WeakKeyDictionary()
 
-def _report_once(metrics: GatewayMetricsMiddleware, kind: str, message: str) -> None:
+#: ``record_request``'s keyword for each token type (``Usage`` field names).
+_TOKEN_KEYWORDS = {name: keyword for name, keyword, _rate in TOKEN_TYPES}
+
+
+def _report_once(metrics: MetricsStore, kind: str, message: str) -> None:
     """Logs ``message`` the first time ``metrics`` sees a problem of ``kind``."""
-    if kind not in metrics._reported_usage_problems:
-        metrics._reported_usage_problems.add(kind)
+    reported = _REPORTED.setdefault(metrics, set())
+    if kind not in reported:
+        reported.add(kind)
         _LOGGER.warning("%s (reported once)", message)
 
 
@@ -50,7 +56,7 @@ class ToolCall:
 
 
 def record_counted(
-    metrics: GatewayMetricsMiddleware,
+    metrics: MetricsStore,
     *,
     provider: str,
     model: str,
@@ -64,20 +70,17 @@ def record_counted(
 ) -> None:
     """Records one request whose token counts are by type (``Usage`` field names),
     as ``track()`` and the LiteLLM logger collect them."""
+    counts: dict[str, Any] = {_TOKEN_KEYWORDS[name]: count for name, count in tokens.items()}
     metrics.record_request(
         provider=provider,
         model=model,
         operation=operation,
         status=status,
         latency_s=latency_s,
-        input_tokens=tokens["input"],
-        output_tokens=tokens["output"],
-        cache_read_tokens=tokens["cache_read"],
-        cache_write_tokens=tokens["cache_write"],
-        reasoning_tokens=tokens["reasoning"],
         time_to_first_token_s=first_token_s,
         tool_calls=tool_calls,
         labels=labels,
+        **counts,
     )
 
 
@@ -92,7 +95,7 @@ class TrackedCall:
 
     def __init__(
         self,
-        metrics: GatewayMetricsMiddleware,
+        metrics: MetricsStore,
         provider: str,
         model: str,
         operation: str,
@@ -101,7 +104,7 @@ class TrackedCall:
         for argument, value in (("provider", provider), ("model", model), ("operation", operation)):
             if not isinstance(value, str):
                 raise TypeError(f"{argument} must be str, not {type(value).__name__}")
-        known = metrics.extra_labels
+        known = metrics._extra_labels()
         unknown = sorted(str(name) for name in (labels or {}) if name not in known)
         if unknown:
             raise ValueError(

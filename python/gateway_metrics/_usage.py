@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from gateway_metrics import _core
+
 __all__ = ["Usage", "tool_call_names", "usage_from"]
 
 
@@ -68,10 +70,25 @@ class Usage:
 TOKEN_TYPES = tuple(field.name for field in fields(Usage))
 
 
+def _token_parts() -> dict[tuple[str, int], tuple[str, list[str]]]:
+    """Each group of token types that together fit in a whole, from the core's
+    request table: ``(whole keyword, group)`` to the whole's type and the parts'."""
+    type_of = {keyword: name for name, keyword, _rate in _core.TOKEN_TYPES}
+    groups: dict[tuple[str, int], tuple[str, list[str]]] = {}
+    for keyword, kind, _default, _annotation, _doc, part_of in _core.REQUEST_FIELDS:
+        if kind == "tokens" and part_of is not None:
+            groups.setdefault(part_of, (type_of[part_of[0]], []))[1].append(type_of[keyword])
+    return groups
+
+
+_TOKEN_PARTS = _token_parts()
+
+
 def check_tokens(counts: Mapping[str, object]) -> dict[str, int]:
     """``counts`` (token type to count) as ``record_request`` will take them, or a
     ``TypeError``/``ValueError`` naming the argument: counts are ints from 0 to
-    2**64-1, the cache parts fit in ``input`` and ``reasoning`` in ``output``."""
+    2**64-1, and each group of parts fits its whole (the cache parts in
+    ``input``, ``reasoning`` in ``output``), as the core's request table says."""
     checked = {}
     for name in TOKEN_TYPES:
         value = counts.get(name, 0)
@@ -80,15 +97,12 @@ def check_tokens(counts: Mapping[str, object]) -> dict[str, int]:
         if not 0 <= value < 2**64:
             raise ValueError(f"{name} must be between 0 and 2**64-1, got {value}")
         checked[name] = value
-    if checked["cache_read"] + checked["cache_write"] > checked["input"]:
-        raise ValueError(
-            "cache_read + cache_write must not exceed input, got "
-            f"{checked['cache_read']} + {checked['cache_write']} > {checked['input']}"
-        )
-    if checked["reasoning"] > checked["output"]:
-        raise ValueError(
-            f"reasoning must not exceed output, got {checked['reasoning']} > {checked['output']}"
-        )
+    for whole, parts in _TOKEN_PARTS.values():
+        if sum(checked[part] for part in parts) > checked[whole]:
+            raise ValueError(
+                f"{' + '.join(parts)} must not exceed {whole}, got "
+                f"{' + '.join(str(checked[part]) for part in parts)} > {checked[whole]}"
+            )
     return checked
 
 

@@ -27,7 +27,6 @@ use std::fmt;
 
 use smallvec::SmallVec;
 
-use crate::multiprocess::own_file::declaration;
 use crate::schema::family::{FamilyDesc, Schema, OVERFLOW};
 use crate::store::visit::{Reading, SeriesView, SeriesVisitor};
 use crate::store::{ReadMode, Store};
@@ -82,7 +81,7 @@ pub fn take(store: &Store, mode: ReadMode) -> Vec<u8> {
     writer.bytes.extend_from_slice(&VERSION.to_le_bytes());
     writer.put_u32(schema.families().len());
     for family in schema.families() {
-        for field in declaration(family) {
+        for field in family.declaration() {
             writer.put_str(&field);
         }
     }
@@ -393,7 +392,7 @@ fn matching_families<'s>(
         let family = schema.named(declared[0]).ok_or_else(|| {
             SnapshotError::OtherSchema(format!("this middleware has no family {}", declared[0]))
         })?;
-        let own = declaration(family);
+        let own = family.declaration();
         for (field, (theirs, ours)) in declared.iter().zip(&own).enumerate() {
             if theirs != ours {
                 return Err(SnapshotError::OtherSchema(format!(

@@ -73,23 +73,6 @@ const READ_WINDOW: usize = 256 << 10;
 /// How long a process creating its file waits for a compaction to finish.
 const CREATE_WAIT: Duration = Duration::from_secs(5);
 
-/// The labels of the record declaring `family`: everything a reader must
-/// agree on to add this file's series of it to its own.
-pub fn declaration(family: &FamilyDesc) -> [String; 5] {
-    // The bucket labels are the bounds in their shortest round-trip form.
-    let bounds = family.buckets.as_ref().map_or(String::new(), |buckets| {
-        let labels = buckets.labels();
-        labels[..labels.len() - 1].join(",")
-    });
-    [
-        family.name.to_owned(),
-        family.kind.type_name().to_owned(),
-        format!("{:?}", family.value),
-        family.label_names.join(","),
-        bounds,
-    ]
-}
-
 /// The schema a set of declarations describes, if it is one this reader can
 /// build: the known families, with the latency buckets and the extra labels
 /// they declare (the requests family's labels beyond the reference's four), so
@@ -349,7 +332,7 @@ impl SharedFile {
         // Series records name their family by its position here, which is its
         // position in the schema.
         for family in schema.families() {
-            let labels = declaration(family);
+            let labels = family.declaration();
             let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
             let record = SeriesDescription {
                 family: DECLARATION,
@@ -680,7 +663,7 @@ fn known_family<'s>(declared: &[String], schema: &'s Schema) -> Result<&'s Famil
     let family = schema.named(name).ok_or_else(|| {
         ReadError::OtherSchema(format!("written with an unknown family {name:?}"))
     })?;
-    if declaration(family) != declared {
+    if family.declaration() != declared {
         return Err(ReadError::OtherSchema(format!(
             "written with another schema of {name} ({})",
             declared.join(" | ")
@@ -771,13 +754,13 @@ mod tests {
             let declarations: Vec<Vec<String>> = schema
                 .families()
                 .iter()
-                .map(|family| declaration(family).to_vec())
+                .map(|family| family.declaration().to_vec())
                 .collect();
             let rebuilt = schema_of(&declarations).unwrap();
             let redeclared: Vec<Vec<String>> = rebuilt
                 .families()
                 .iter()
-                .map(|family| declaration(family).to_vec())
+                .map(|family| family.declaration().to_vec())
                 .collect();
             assert_eq!(redeclared, declarations, "{bounds:?} {extra:?}");
         }

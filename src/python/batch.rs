@@ -22,8 +22,8 @@ use super::arguments::{
     ColumnArgument, ToolNames,
 };
 use super::buffer_column::{buffer_numbers, supports_buffer};
-use super::fast_call::RequestArguments;
 use super::metrics_store::{PyMetricsStore, Resolved};
+use super::request_arguments::RequestArguments;
 use crate::formats::columns::Number;
 use crate::schema::request::{
     RequestValues, EXTRA_LABELS_FIELD, LABEL_FIELDS, LATENCY_FIELD, REQUEST_FIELDS,

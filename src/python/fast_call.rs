@@ -19,33 +19,13 @@ use pyo3::exceptions::{PySystemError, PyTypeError};
 use pyo3::ffi;
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyString, PyType};
 use pyo3::Borrowed;
 
 use super::metrics_store::PyMetricsStore;
-use crate::schema::request::{
-    EXTRA_LABELS_FIELD, FIELD_COUNT, LABEL_FIELDS, LATENCY_FIELD, REQUEST_FIELDS, SECONDS_FIELDS,
-    SECONDS_POSITIONS, TOKEN_FIELDS, TOKEN_TYPE_COUNT, TOOL_CALLS_FIELD,
-};
+use super::request_arguments::{request_fields, RequestArguments};
+use crate::schema::request::REQUEST_FIELDS;
 use crate::store::CacheOutcome;
-
-/// One bit per required field, by position in [`REQUEST_FIELDS`].
-const REQUIRED_MASK: u32 = {
-    let mut mask = 0;
-    let mut index = 0;
-    while index < FIELD_COUNT {
-        if REQUEST_FIELDS[index].default.is_none() {
-            mask |= 1 << index;
-        }
-        index += 1;
-    }
-    mask
-};
-
-/// The arguments of one call, by position in [`REQUEST_FIELDS`], borrowed from
-/// the caller's argument array for the duration of the call.
-type FieldValues<'a, 'py> = [Option<Borrowed<'a, 'py, PyAny>>; FIELD_COUNT];
 
 const RECORD_REQUEST_DOC: &str = "Records one completed LLM request.
 
@@ -84,140 +64,6 @@ const RECORD_CACHE_MISS_DOC: &CStr = c"record_cache_miss($self, /, cache_type)
 --
 
 Adds one to ractogateway_cache_misses_total{cache_type} (\"exact\" or \"semantic\").";
-
-static INTERNED_KEYWORDS: PyOnceLock<[Py<PyString>; FIELD_COUNT]> = PyOnceLock::new();
-
-fn interned_keywords(py: Python<'_>) -> &[Py<PyString>; FIELD_COUNT] {
-    INTERNED_KEYWORDS.get_or_init(py, || {
-        REQUEST_FIELDS.map(|field| PyString::intern(py, field.name).unbind())
-    })
-}
-
-/// Index of the field called `name`: by identity with the `interned` names
-/// first, then by value.
-#[inline]
-fn keyword_index(
-    interned: &[Py<PyString>; FIELD_COUNT],
-    method: &str,
-    name: Borrowed<'_, '_, PyAny>,
-) -> PyResult<usize> {
-    if let Some(index) = interned.iter().position(|k| k.as_ptr() == name.as_ptr()) {
-        return Ok(index);
-    }
-    let string = name.cast::<PyString>()?;
-    let text = string.to_cow()?;
-    REQUEST_FIELDS
-        .iter()
-        .position(|field| field.name == text)
-        .ok_or_else(|| {
-            PyTypeError::new_err(format!(
-                "{method}() got an unexpected keyword argument '{text}'"
-            ))
-        })
-}
-
-/// Matches the vectorcall arguments of `method` to [`REQUEST_FIELDS`], every
-/// required one present.
-///
-/// # Safety
-/// `args` holds `nargs` positional values followed by one value per name in
-/// `kwnames` (a tuple or null), all borrowed for the duration of the call.
-unsafe fn request_fields<'a, 'py>(
-    py: Python<'py>,
-    method: &str,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> PyResult<FieldValues<'a, 'py>> {
-    if nargs != 0 {
-        return Err(PyTypeError::new_err(format!(
-            "{method}() takes 0 positional arguments but {nargs} were given"
-        )));
-    }
-    let mut values: FieldValues<'a, 'py> = [None; FIELD_COUNT];
-    let mut given = 0_u32;
-    if !kwnames.is_null() {
-        let interned = interned_keywords(py);
-        // SAFETY: `kwnames` is a non-null tuple (the caller's contract).
-        let count = unsafe { ffi::PyTuple_GET_SIZE(kwnames) };
-        // Callers mostly pass keywords in the signature's order: the field after
-        // the last one matched is tried before the table is searched.
-        let mut expected = 0;
-        for position in 0..count {
-            // SAFETY: `position` is below the tuple's size; the tuple keeps the
-            // name alive for the call, so borrowing it is sound.
-            let name = unsafe { Borrowed::from_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, position)) };
-            let index = match interned.get(expected) {
-                Some(next) if next.as_ptr() == name.as_ptr() => expected,
-                _ => keyword_index(interned, method, name)?,
-            };
-            expected = index + 1;
-            if given & (1 << index) != 0 {
-                return Err(PyTypeError::new_err(format!(
-                    "{method}() got multiple values for argument '{}'",
-                    REQUEST_FIELDS[index].name
-                )));
-            }
-            // SAFETY: `args` holds one value per keyword name after the `nargs`
-            // (zero) positional ones, each alive for the call.
-            values[index] = Some(unsafe { Borrowed::from_ptr(py, *args.offset(position)) });
-            given |= 1 << index;
-        }
-    }
-    if given & REQUIRED_MASK != REQUIRED_MASK {
-        let missing: Vec<&str> = REQUEST_FIELDS
-            .iter()
-            .zip(&values)
-            .filter(|(field, value)| field.default.is_none() && value.is_none())
-            .map(|(field, _)| field.name)
-            .collect();
-        return Err(PyTypeError::new_err(format!(
-            "{method}() missing required keyword argument(s): '{}'",
-            missing.join("', '")
-        )));
-    }
-    Ok(values)
-}
-
-/// The arguments of `record_request` or `record_batch`, by what they feed,
-/// bound through the positions [`REQUEST_FIELDS`] gives each.
-pub(super) struct RequestArguments<'a, 'py> {
-    /// provider, model, operation, status.
-    pub(super) labels: [&'a Bound<'py, PyAny>; 4],
-    pub(super) latency_s: &'a Bound<'py, PyAny>,
-    /// By token type, in the order of [`crate::schema::request::TOKEN_TYPES`].
-    pub(super) tokens: [Option<&'a Bound<'py, PyAny>>; TOKEN_TYPE_COUNT],
-    /// The optional durations, by [`crate::schema::request::SecondsField`].
-    pub(super) seconds: [Option<&'a Bound<'py, PyAny>>; SECONDS_FIELDS],
-    pub(super) tool_calls: Option<&'a Bound<'py, PyAny>>,
-    /// The `labels` mapping of extra label values.
-    pub(super) extra_labels: Option<&'a Bound<'py, PyAny>>,
-}
-
-impl<'a, 'py> RequestArguments<'a, 'py> {
-    /// Names the values [`request_fields`] matched, every required one present.
-    fn from_fields(fields: &'a FieldValues<'a, 'py>) -> PyResult<Self> {
-        let at = |position: usize| fields[position].as_deref();
-        let required = |position: usize| {
-            at(position).ok_or_else(|| {
-                PySystemError::new_err("the request field table and the method disagree")
-            })
-        };
-        Ok(RequestArguments {
-            labels: [
-                required(LABEL_FIELDS[0])?,
-                required(LABEL_FIELDS[1])?,
-                required(LABEL_FIELDS[2])?,
-                required(LABEL_FIELDS[3])?,
-            ],
-            latency_s: required(LATENCY_FIELD)?,
-            tokens: TOKEN_FIELDS.map(at),
-            seconds: SECONDS_POSITIONS.map(at),
-            tool_calls: at(TOOL_CALLS_FIELD),
-            extra_labels: at(EXTRA_LABELS_FIELD),
-        })
-    }
-}
 
 /// Runs `call` on the store a recording method was called on, without a type check.
 ///

@@ -14,20 +14,22 @@ use super::arguments::{
     ColumnArgument, ToolName, ToolNames,
 };
 use super::exit_gate::release_gil;
-use super::fast_call::RequestArguments;
 use super::identity_cache::IdentityCache;
 use super::multiprocess::{Layout, Multiprocess};
+use super::prices::python_price_resolver;
+use super::recording::recording;
+use super::request_arguments::RequestArguments;
 use super::samples::SampleBuilder;
 use crate::cells::arena::CellArena;
-use crate::cells::counter::{Coding, Recording, Writers};
+use crate::cells::counter::Coding;
 use crate::formats::remote_write::RemoteWriteEncoder;
 use crate::formats::snapshot;
 use crate::formats::text::{render, Format, TextEncoder};
 use crate::schema::family::{Schema, LATENCY_BOUNDS};
 use crate::schema::request::{RequestValues, REQUEST_FIELDS, SECONDS_POSITIONS, TOKEN_FIELDS};
-use crate::store::pricing::{Price, PriceTable, PriceTier};
+use crate::store::pricing::{Price, PriceTable};
 use crate::store::series::CounterSeries;
-use crate::store::{CacheOutcome, PriceResolver, ReadMode, RequestEntry, RequestLabels, Store};
+use crate::store::{CacheOutcome, ReadMode, RequestEntry, RequestLabels, Store};
 
 /// The lock-free metric store behind `GatewayMetricsMiddleware`.
 #[pyclass(
@@ -611,64 +613,6 @@ impl PyMetricsStore {
         self.record_tool_calls(py, &tool_names)?;
         self.report_overflows(py);
         Ok(())
-    }
-}
-
-/// A price as Python gives it: `(input, output, cache read, cache write, tiers,
-/// per request)` in USD per million tokens (the last in USD per request), where
-/// `tiers` lists `(above input tokens, input, output, cache read, cache write)`.
-pub(super) type PythonPrice = (f64, f64, f64, f64, Vec<(u64, f64, f64, f64, f64)>, f64);
-
-/// The [`Price`] of a Python price tuple.
-pub(super) fn price_of(price: PythonPrice) -> Price {
-    let (input, output, read, write, tiers, per_request) = price;
-    Price {
-        input_per_million: input,
-        output_per_million: output,
-        cache_read_per_million: read,
-        cache_write_per_million: write,
-        tiers: tiers
-            .into_iter()
-            .map(|(above, input, output, read, write)| PriceTier {
-                above_input_tokens: above,
-                rates: [input, output, read, write],
-            })
-            .collect(),
-        per_request,
-    }
-}
-
-/// A price resolver that calls `resolver(provider, model)`, a Python callable
-/// returning None or a [`PythonPrice`]. It runs when a label set is first
-/// seen, with the GIL held by the recording call; an error counts the model as
-/// unpriced and is reported as unraisable.
-pub(super) fn python_price_resolver(resolver: Py<PyAny>) -> PriceResolver {
-    Box::new(move |provider, model| {
-        Python::attach(|py| {
-            let resolved = resolver
-                .call1(py, (provider, model))
-                .and_then(|price| price.extract::<Option<PythonPrice>>(py));
-            match resolved {
-                Ok(price) => price.map(price_of),
-                Err(error) => {
-                    error.write_unraisable(py, None);
-                    None
-                }
-            }
-        })
-    })
-}
-
-/// How the stores of this extension are written to.
-///
-/// Every recording method runs while holding the GIL (the module declares that
-/// it needs the GIL, so even a free-threaded interpreter has one while it is
-/// loaded) and calls no Python code once it starts writing, so writes never
-/// overlap and plain atomic stores suffice.
-pub(super) fn recording(coding: Coding) -> Recording {
-    Recording {
-        writers: Writers::Serialized,
-        coding,
     }
 }
 

@@ -8,14 +8,10 @@
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use std::collections::HashMap;
-
 use crate::multiprocess::fork_guard;
 use crate::schema::family::{Schema, LATENCY_BOUNDS};
-use crate::schema::request::{
-    Observed, Rate, REQUEST_FIELDS, TOKEN_FIELDS, TOKEN_TYPES, TOKEN_TYPE_COUNT,
-};
-use metrics_store::{price_of, PyMetricsStore, PythonPrice};
+use crate::schema::request::{Observed, Rate, REQUEST_FIELDS, TOKEN_FIELDS, TOKEN_TYPES};
+use metrics_store::PyMetricsStore;
 
 mod arguments;
 mod batch;
@@ -25,6 +21,9 @@ mod fast_call;
 mod identity_cache;
 mod metrics_store;
 mod multiprocess;
+mod prices;
+mod recording;
+mod request_arguments;
 mod samples;
 
 /// The gateway-metrics native core.
@@ -51,7 +50,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("FAMILIES", families())?;
     module.add("REQUEST_FIELDS", request_fields())?;
     module.add("TOKEN_TYPES", token_types())?;
-    module.add_function(wrap_pyfunction!(request_cost, module)?)?;
+    module.add_function(wrap_pyfunction!(prices::request_cost, module)?)?;
     module.add("HISTOGRAM_BUCKETS", LATENCY_BOUNDS.to_vec())?;
     Ok(())
 }
@@ -142,21 +141,6 @@ fn token_types() -> Vec<(&'static str, &'static str, &'static str)> {
             )
         })
         .collect()
-}
-
-/// The USD cost of a request of `tokens` (token type name to count; absent
-/// ones are 0) at `price`, computed as the middleware computes it.
-#[pyfunction]
-fn request_cost(price: PythonPrice, tokens: HashMap<String, u64>) -> PyResult<f64> {
-    let mut counts = [0; TOKEN_TYPE_COUNT];
-    for (name, count) in tokens {
-        let token_type = TOKEN_TYPES
-            .iter()
-            .position(|desc| desc.name == name)
-            .ok_or_else(|| PyValueError::new_err(format!("{name:?} is not a token type")))?;
-        counts[token_type] = count;
-    }
-    Ok(price_of(price).cost(&counts))
 }
 
 /// Raises `ValueError` unless a middleware accepts `names` as its extra

@@ -11,7 +11,8 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyRuntimeWarning, PyTimeoutErr
 use pyo3::prelude::*;
 
 use super::exit_gate::{self, release_gil};
-use super::metrics_store::{python_price_resolver, recording};
+use super::prices::python_price_resolver;
+use super::recording::recording;
 use crate::cells::arena::CellArena;
 use crate::cells::counter::Coding;
 use crate::multiprocess::fork_guard;

@@ -219,6 +219,23 @@ impl FamilyDesc {
         }
     }
 
+    /// The labels of the record declaring the family in a file or snapshot:
+    /// everything a reader must agree on to add these series to its own.
+    pub fn declaration(&self) -> [String; 5] {
+        // The bucket labels are the bounds in their shortest round-trip form.
+        let bounds = self.buckets.as_ref().map_or(String::new(), |buckets| {
+            let labels = buckets.labels();
+            labels[..labels.len() - 1].join(",")
+        });
+        [
+            self.name.to_owned(),
+            self.kind.type_name().to_owned(),
+            format!("{:?}", self.value),
+            self.label_names.join(","),
+            bounds,
+        ]
+    }
+
     /// Whether the cell at `index` holds the bits of a float sum (the others hold counts).
     pub fn is_sum(&self, index: usize) -> bool {
         match self.value {
