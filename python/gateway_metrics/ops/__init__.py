@@ -27,7 +27,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from gateway_metrics._core import check_extra_labels
+from gateway_metrics._core import FAMILIES, check_extra_labels
 from gateway_metrics.ops._yaml import dump
 
 __all__ = [
@@ -100,6 +100,15 @@ def _hit_ratio(window: str, selector: str, by: str = "cache_type") -> str:
 REQUESTS_RATE = "sum by (model) (rate(ractogateway_requests_total{{{filter}}}[$__rate_interval]))"
 
 #: The dashboard's panels, in order (two per row of 24 columns).
+#: The histograms the hand-made panels below show.
+_SHOWN_ABOVE = frozenset(
+    {
+        "ractogateway_request_duration_seconds",
+        "ractogateway_time_to_first_token_seconds",
+        "ractogateway_time_per_output_token_seconds",
+    }
+)
+
 PANELS: tuple[Panel, ...] = (
     Panel(
         "Request rate by model",
@@ -203,6 +212,19 @@ PANELS: tuple[Panel, ...] = (
         ),
         kind="bargauge",
     ),
+    # Every other histogram a request feeds gets its quantiles, from the core's
+    # family table: a family added there appears here.
+    *(
+        Panel(
+            f"{name.removeprefix('ractogateway_').replace('_', ' ').capitalize()} "
+            "p50 / p95 by model",
+            f"{help_text} Observes {observes}.",
+            "s",
+            _quantiles(name, "model", (0.5, 0.95)),
+        )
+        for name, help_text, kind, _labels, _bounds, observes in FAMILIES
+        if kind == "histogram" and name not in _SHOWN_ABOVE
+    ),
     Panel(
         "Recordings folded into overflow series",
         "Per second, by family: label sets past max_series go to __overflow__ series.",
@@ -289,11 +311,17 @@ def recording_rules(extra_labels: Iterable[str] = ()) -> dict[str, Any]:
             f" or {requests} * 0) / {requests}",
         },
     ]
-    histograms = (
+    histograms = [
         ("ractogateway_request_duration_seconds", "request_duration_seconds", (0.5, 0.95, 0.99)),
         ("ractogateway_time_to_first_token_seconds", "time_to_first_token_seconds", (0.5, 0.95)),
         ("ractogateway_time_per_output_token_seconds", "time_per_output_token_seconds", (0.95,)),
-    )
+    ]
+    # The other histograms of the core's family table, at p95.
+    histograms += [
+        (name, name.removeprefix("ractogateway_"), (0.95,))
+        for name, _help, kind, *_ in FAMILIES
+        if kind == "histogram" and name not in _SHOWN_ABOVE
+    ]
     rules.extend(
         {
             "record": f"{level}:ractogateway_{short}:p{round(quantile * 100)}_rate5m",
