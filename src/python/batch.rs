@@ -26,8 +26,8 @@ use super::metrics_store::{PyMetricsStore, Resolved};
 use super::request_arguments::RequestArguments;
 use crate::formats::columns::Number;
 use crate::schema::request::{
-    RequestValues, EXTRA_LABELS_FIELD, LABEL_FIELDS, LATENCY_FIELD, REQUEST_FIELDS,
-    SECONDS_POSITIONS, TOKEN_FIELDS, TOOL_CALLS_FIELD,
+    RequestValues, EXTRA_LABELS_FIELD, INPUT, LABEL_FIELDS, LATENCY_FIELD, OUTPUT,
+    REFERENCE_TOKEN_TYPES, REQUEST_FIELDS, SECONDS_POSITIONS, TOKEN_FIELDS, TOOL_CALLS_FIELD,
 };
 use crate::store::batch::Batch;
 
@@ -392,13 +392,27 @@ impl PyMetricsStore {
             extra.as_ref().and_then(LabelArgument::rows),
         ));
         let rows = row_count(&lengths)?;
+        // Rows of the reference's values alone (every other argument absent,
+        // zero or None) need none of the rest.
+        let plain = tokens[REFERENCE_TOKEN_TYPES..]
+            .iter()
+            .all(|column| matches!(column, Numbers::Scalar(0)))
+            && seconds
+                .iter()
+                .all(|column| matches!(column, Numbers::Scalar(None)));
         let row_values = |row: usize| {
-            let mut values = RequestValues::new(latency.at(row), 0, 0);
-            for (count, column) in values.tokens.iter_mut().zip(&tokens) {
-                *count = column.at(row);
-            }
-            for (value, column) in values.seconds.iter_mut().zip(&seconds) {
-                *value = column.at(row);
+            let mut values = RequestValues::new(
+                latency.at(row),
+                tokens[INPUT].at(row),
+                tokens[OUTPUT].at(row),
+            );
+            if !plain {
+                for (count, column) in values.tokens.iter_mut().zip(&tokens) {
+                    *count = column.at(row);
+                }
+                for (value, column) in values.seconds.iter_mut().zip(&seconds) {
+                    *value = column.at(row);
+                }
             }
             values
         };
@@ -409,8 +423,10 @@ impl PyMetricsStore {
                 .any(|(_, length)| length.is_some())
                 .then_some(row)
         };
-        for row in 0..rows {
-            checked_parts(&row_values(row), named_row(row))?;
+        if !plain {
+            for row in 0..rows {
+                checked_parts(&row_values(row), named_row(row))?;
+            }
         }
 
         // Validate the labels: each distinct combination of label objects once. With

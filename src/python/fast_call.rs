@@ -97,8 +97,8 @@ unsafe fn record_request_call(
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<()> {
     // SAFETY: the caller passes the vectorcall arguments as `request_fields` requires.
-    let fields = unsafe { request_fields(py, "record_request", args, nargs, kwnames) }?;
-    let arguments = RequestArguments::from_fields(&fields)?;
+    let (fields, given) = unsafe { request_fields(py, "record_request", args, nargs, kwnames) }?;
+    let arguments = RequestArguments::from_fields(&fields, given)?;
     // SAFETY: `slf` is the receiver of the installed `record_request` method.
     unsafe { with_receiver(py, slf, |store| store.record_request(&arguments)) }
 }
@@ -115,8 +115,8 @@ unsafe fn record_batch_call(
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<usize> {
     // SAFETY: the caller passes the vectorcall arguments as `request_fields` requires.
-    let fields = unsafe { request_fields(py, "record_batch", args, nargs, kwnames) }?;
-    let arguments = RequestArguments::from_fields(&fields)?;
+    let (fields, given) = unsafe { request_fields(py, "record_batch", args, nargs, kwnames) }?;
+    let arguments = RequestArguments::from_fields(&fields, given)?;
     // SAFETY: `slf` is the receiver of the installed `record_batch` method.
     unsafe { with_receiver(py, slf, |store| store.record_columns(&arguments)) }
 }

@@ -26,7 +26,10 @@ use crate::formats::remote_write::RemoteWriteEncoder;
 use crate::formats::snapshot;
 use crate::formats::text::{render, Format, TextEncoder};
 use crate::schema::family::{Schema, LATENCY_BOUNDS};
-use crate::schema::request::{RequestValues, REQUEST_FIELDS, SECONDS_POSITIONS, TOKEN_FIELDS};
+use crate::schema::request::{
+    RequestValues, INPUT, OUTPUT, REFERENCE_TOKEN_TYPES, REQUEST_FIELDS, SECONDS_POSITIONS,
+    TOKEN_FIELDS, TOKEN_TYPE_COUNT,
+};
 use crate::store::pricing::{Price, PriceTable};
 use crate::store::series::CounterSeries;
 use crate::store::{CacheOutcome, ReadMode, RequestEntry, RequestLabels, Store};
@@ -589,20 +592,24 @@ impl PyMetricsStore {
         self.follow_fork(py)?;
         let resolved = self.resolve_labels(py, label_objects, arguments.extra_labels, None)?;
         let latency_s = latency_seconds(arguments.latency_s, "latency_s")?;
-        let mut values = RequestValues::new(latency_s, 0, 0);
-        for (token_type, value) in arguments.tokens.iter().enumerate() {
-            if let Some(value) = value {
-                let name = REQUEST_FIELDS[TOKEN_FIELDS[token_type]].name;
-                values.tokens[token_type] = token_count(Some(value), name)?;
+        let count = |token_type: usize| {
+            let name = REQUEST_FIELDS[TOKEN_FIELDS[token_type]].name;
+            token_count(arguments.tokens[token_type], name)
+        };
+        let mut values = RequestValues::new(latency_s, count(INPUT)?, count(OUTPUT)?);
+        // The reference's arguments alone need none of the rest.
+        if arguments.more {
+            for token_type in REFERENCE_TOKEN_TYPES..TOKEN_TYPE_COUNT {
+                values.tokens[token_type] = count(token_type)?;
             }
-        }
-        for (field, value) in arguments.seconds.iter().enumerate() {
-            if let Some(value) = value.filter(|value| !value.is_none()) {
-                let name = REQUEST_FIELDS[SECONDS_POSITIONS[field]].name;
-                values.seconds[field] = Some(latency_seconds(value, name)?);
+            for (field, value) in arguments.seconds.iter().enumerate() {
+                if let Some(value) = value.filter(|value| !value.is_none()) {
+                    let name = REQUEST_FIELDS[SECONDS_POSITIONS[field]].name;
+                    values.seconds[field] = Some(latency_seconds(value, name)?);
+                }
             }
+            checked_parts(&values, None)?;
         }
-        checked_parts(&values, None)?;
         let tool_names = tool_call_names(arguments.tool_calls, None, &self.tool_calls)?;
         // Everything is valid: from here on the call records.
         let labelled = arguments

@@ -13,8 +13,9 @@ use pyo3::types::PyString;
 use pyo3::Borrowed;
 
 use crate::schema::request::{
-    EXTRA_LABELS_FIELD, FIELD_COUNT, LABEL_FIELDS, LATENCY_FIELD, REQUEST_FIELDS, SECONDS_FIELDS,
-    SECONDS_POSITIONS, TOKEN_FIELDS, TOKEN_TYPE_COUNT, TOOL_CALLS_FIELD,
+    EXTRA_LABELS_FIELD, FIELD_COUNT, LABEL_FIELDS, LATENCY_FIELD, REFERENCE_TOKEN_TYPES,
+    REQUEST_FIELDS, SECONDS_FIELDS, SECONDS_POSITIONS, TOKEN_FIELDS, TOKEN_TYPE_COUNT,
+    TOOL_CALLS_FIELD,
 };
 
 /// One bit per required field, by position in [`REQUEST_FIELDS`].
@@ -77,7 +78,7 @@ pub(super) unsafe fn request_fields<'a, 'py>(
     args: *const *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
-) -> PyResult<FieldValues<'a, 'py>> {
+) -> PyResult<(FieldValues<'a, 'py>, u32)> {
     if nargs != 0 {
         return Err(PyTypeError::new_err(format!(
             "{method}() takes 0 positional arguments but {nargs} were given"
@@ -125,7 +126,7 @@ pub(super) unsafe fn request_fields<'a, 'py>(
             missing.join("', '")
         )));
     }
-    Ok(values)
+    Ok((values, given))
 }
 
 /// The arguments of `record_request` or `record_batch`, by what they feed,
@@ -141,11 +142,31 @@ pub(super) struct RequestArguments<'a, 'py> {
     pub(super) tool_calls: Option<&'a Bound<'py, PyAny>>,
     /// The `labels` mapping of extra label values.
     pub(super) extra_labels: Option<&'a Bound<'py, PyAny>>,
+    /// Whether a value beyond the reference's was passed: a token type past
+    /// the reference's two, or an optional duration.
+    pub(super) more: bool,
 }
+
+/// One bit per field, by position in [`REQUEST_FIELDS`], for the values beyond
+/// the reference's: token types past its two and the optional durations.
+const MORE_MASK: u32 = {
+    let mut mask = 0;
+    let mut token_type = REFERENCE_TOKEN_TYPES;
+    while token_type < TOKEN_TYPE_COUNT {
+        mask |= 1 << TOKEN_FIELDS[token_type];
+        token_type += 1;
+    }
+    let mut field = 0;
+    while field < SECONDS_FIELDS {
+        mask |= 1 << SECONDS_POSITIONS[field];
+        field += 1;
+    }
+    mask
+};
 
 impl<'a, 'py> RequestArguments<'a, 'py> {
     /// Names the values [`request_fields`] matched, every required one present.
-    pub(super) fn from_fields(fields: &'a FieldValues<'a, 'py>) -> PyResult<Self> {
+    pub(super) fn from_fields(fields: &'a FieldValues<'a, 'py>, given: u32) -> PyResult<Self> {
         let at = |position: usize| fields[position].as_deref();
         let required = |position: usize| {
             at(position).ok_or_else(|| {
@@ -164,6 +185,7 @@ impl<'a, 'py> RequestArguments<'a, 'py> {
             seconds: SECONDS_POSITIONS.map(at),
             tool_calls: at(TOOL_CALLS_FIELD),
             extra_labels: at(EXTRA_LABELS_FIELD),
+            more: given & MORE_MASK != 0,
         })
     }
 }
