@@ -32,6 +32,8 @@ genai = pytest.importorskip("google.genai", reason="the test extra installs the 
 #: One price for every model the tests use (USD per million tokens).
 PRICE = ModelPricing(2.0, 8.0, cache_read_per_million=0.5, cache_write_per_million=2.5)
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
+#: The audio counts, which these fixtures do not report.
+NO_AUDIO = {"audio_input": 0, "audio_output": 0}
 
 
 @pytest.fixture(scope="module")
@@ -462,11 +464,18 @@ def test_usage_and_tool_names_read_dicts_of_every_shape(caplog):
     caplog.set_level(logging.WARNING)
     from providers import ANTHROPIC_USAGE, OPENAI_CHAT_USAGE, OPENAI_RESPONSES_USAGE
 
-    assert usage_from({"usage": OPENAI_CHAT_USAGE}).counts() == EXPECTED["openai-chat"]
-    assert usage_from(OPENAI_RESPONSES_USAGE).counts() == EXPECTED["openai-responses"]
-    assert (
-        usage_from({"type": "message", "usage": ANTHROPIC_USAGE}).counts() == EXPECTED["anthropic"]
-    )
+    assert usage_from({"usage": OPENAI_CHAT_USAGE}).counts() == {
+        **NO_AUDIO,
+        **EXPECTED["openai-chat"],
+    }
+    assert usage_from(OPENAI_RESPONSES_USAGE).counts() == {
+        **NO_AUDIO,
+        **EXPECTED["openai-responses"],
+    }
+    assert usage_from({"type": "message", "usage": ANTHROPIC_USAGE}).counts() == {
+        **NO_AUDIO,
+        **EXPECTED["anthropic"],
+    }
     google = {
         "prompt_token_count": 400,
         "cached_content_token_count": 100,
@@ -474,10 +483,11 @@ def test_usage_and_tool_names_read_dicts_of_every_shape(caplog):
         "thoughts_token_count": 40,
         "tool_use_prompt_token_count": 25,
     }
-    assert usage_from({"usage_metadata": google}).counts() == EXPECTED["google"]
+    assert usage_from({"usage_metadata": google}).counts() == {**NO_AUDIO, **EXPECTED["google"]}
     start = {"type": "message_start", "message": {"usage": {**ANTHROPIC_USAGE, "output_tokens": 1}}}
     delta = {"type": "message_delta", "usage": {"input_tokens": None, "output_tokens": 70}}
     assert usage_from(start).merged(usage_from(delta)).counts() == {
+        **NO_AUDIO,
         **EXPECTED["anthropic"],
         "reasoning": 30,
     }

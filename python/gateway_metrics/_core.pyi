@@ -122,6 +122,10 @@ class MetricsStore:
         cache_read_tokens: int = 0,
         cache_write_tokens: int = 0,
         reasoning_tokens: int = 0,
+        queue_s: float | None = None,
+        upstream_latency_s: float | None = None,
+        audio_input_tokens: int = 0,
+        audio_output_tokens: int = 0,
         labels: Mapping[str, str] | None = None,
         # END GENERATED: record_request
     ) -> None:
@@ -176,6 +180,10 @@ class MetricsStore:
         cache_read_tokens: int | Sequence[int] | Any | None = 0,
         cache_write_tokens: int | Sequence[int] | Any | None = 0,
         reasoning_tokens: int | Sequence[int] | Any | None = 0,
+        queue_s: float | Sequence[float | None] | Any | None = None,
+        upstream_latency_s: float | Sequence[float | None] | Any | None = None,
+        audio_input_tokens: int | Sequence[int] | Any | None = 0,
+        audio_output_tokens: int | Sequence[int] | Any | None = 0,
         labels: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
         # END GENERATED: record_batch
     ) -> int:

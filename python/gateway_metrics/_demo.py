@@ -75,6 +75,9 @@ def simulate_request(metrics: GatewayMetricsMiddleware, rng: random.Random) -> N
         cache_read_tokens=int(input_tokens * rng.choice([0, 0, 0.5, 0.8])),
         reasoning_tokens=int(output_tokens * rng.choice([0, 0, 0.3])),
         time_to_first_token_s=seconds * rng.uniform(0.05, 0.3) if streamed else None,
+        # Most of a request is the provider's; a little is queueing and the gateway.
+        queue_s=seconds * rng.uniform(0.0, 0.04),
+        upstream_latency_s=seconds * rng.uniform(0.9, 0.95),
         tool_calls=tool_calls,
         labels=labels,
     )

@@ -25,8 +25,9 @@ __all__ = ["Usage", "tool_call_names", "usage_from"]
 class Usage:
     """Token counts of one request; ``None`` where the source did not report one.
 
-    ``input`` counts every prompt token (cached ones too), ``cache_read`` and
-    ``cache_write`` are parts of ``input``, ``reasoning`` is part of ``output``.
+    ``input`` counts every prompt token (cached ones too), ``cache_read``,
+    ``cache_write`` and ``audio_input`` are parts of ``input``, ``reasoning`` and
+    ``audio_output`` parts of ``output``.
 
     Example::
 
@@ -39,6 +40,8 @@ class Usage:
     cache_read: int | None = None
     cache_write: int | None = None
     reasoning: int | None = None
+    audio_input: int | None = None
+    audio_output: int | None = None
 
     def merged(self, later: Usage) -> Usage:
         """This usage updated by a later report: each count ``later`` reports replaces ours.
@@ -160,6 +163,21 @@ def _plus(*counts: int | None) -> int | None:
     return sum(reported) if reported else None
 
 
+def _modality(usage: Any, name: str, modality: str) -> int | None:
+    """Google's count of one modality in a list of ``ModalityTokenCount``s
+    (``{"modality": "AUDIO", "token_count": 12}``); None when not reported."""
+    details = field_of(usage, name)
+    if not isinstance(details, (list, tuple)):
+        return None
+    counts = [
+        _int(detail, "token_count")
+        for detail in details
+        if str(getattr(field_of(detail, "modality"), "value", field_of(detail, "modality")))
+        == modality
+    ]
+    return _plus(*counts) if counts else None
+
+
 def _from_usage_object(usage: Any) -> Usage:
     """A usage object (or dict) of any provider, told apart by its field names."""
     if any(
@@ -177,6 +195,8 @@ def _from_usage_object(usage: Any) -> Usage:
             output=_plus(_int(usage, "candidates_token_count"), thoughts),
             cache_read=_int(usage, "cached_content_token_count"),
             reasoning=thoughts,
+            audio_input=_modality(usage, "prompt_tokens_details", "AUDIO"),
+            audio_output=_modality(usage, "candidates_tokens_details", "AUDIO"),
         )
     if _has(usage, "prompt_tokens") or _has(usage, "completion_tokens"):
         # OpenAI Chat Completions, and the servers and libraries that answer in
@@ -192,6 +212,8 @@ def _from_usage_object(usage: Any) -> Usage:
                 _int(usage, "cache_creation_input_tokens"),  # LiteLLM
             ),
             reasoning=_int(usage, "completion_tokens_details", "reasoning_tokens"),
+            audio_input=_int(details, "audio_tokens"),
+            audio_output=_int(usage, "completion_tokens_details", "audio_tokens"),
         )
     if (
         _has(usage, "input_tokens_details")

@@ -53,6 +53,15 @@ pub const TIME_PER_OUTPUT_TOKEN_BOUNDS: [f64; 13] = [
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
 ];
 
+/// Upper bounds of the queue-time buckets in seconds: 1 ms to 30 s.
+pub const QUEUE_TIME_BOUNDS: [f64; 13] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Upper bounds of the gateway-overhead buckets in seconds: 0.5 ms to 2.5 s.
+pub const GATEWAY_OVERHEAD_BOUNDS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
 /// Whether a family is a counter or a histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FamilyKind {
@@ -321,7 +330,7 @@ const fn request_histogram(
 
 /// Every family, by [`FamilyId`], in the order the reference registers (and
 /// prints) its own; the others follow, shown from their first series.
-const FAMILY_ROWS: [FamilyRow; 11] = [
+const FAMILY_ROWS: [FamilyRow; 14] = [
     counter_row(
         "ractogateway_requests",
         "Total LLM requests by provider / model / operation / status.",
@@ -404,6 +413,27 @@ const FAMILY_ROWS: [FamilyRow; 11] = [
         &["model", "provider"],
         true,
         false,
+    ),
+    request_histogram(
+        "ractogateway_queue_time_seconds",
+        "Time an LLM request waited in the gateway before its upstream call, in seconds.",
+        Bounds::Fixed(&QUEUE_TIME_BOUNDS),
+        Observed::Seconds(request::QUEUE),
+    ),
+    request_histogram(
+        "ractogateway_upstream_latency_seconds",
+        "Time an LLM request spent waiting on its provider, in seconds.",
+        Bounds::Fixed(&LATENCY_BOUNDS),
+        Observed::Seconds(request::UPSTREAM_LATENCY),
+    ),
+    request_histogram(
+        "ractogateway_gateway_overhead_seconds",
+        "Time an LLM request spent in the gateway itself (latency less queue and upstream), \
+         in seconds.",
+        Bounds::Fixed(&GATEWAY_OVERHEAD_BOUNDS),
+        Observed::Remainder {
+            minus: &[request::UPSTREAM_LATENCY, request::QUEUE],
+        },
     ),
 ];
 /// How many families a schema has.

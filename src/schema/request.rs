@@ -47,7 +47,7 @@ pub struct TokenTypeDesc {
 
 /// The token types, in the order of [`RequestValues::tokens`] (the reference's
 /// two first).
-pub const TOKEN_TYPES: [TokenTypeDesc; 5] = [
+pub const TOKEN_TYPES: [TokenTypeDesc; 7] = [
     TokenTypeDesc {
         name: "input",
         rate: Rate::Input,
@@ -68,6 +68,14 @@ pub const TOKEN_TYPES: [TokenTypeDesc; 5] = [
         name: "reasoning",
         rate: Rate::Whole,
     },
+    TokenTypeDesc {
+        name: "audio_input",
+        rate: Rate::Whole,
+    },
+    TokenTypeDesc {
+        name: "audio_output",
+        rate: Rate::Whole,
+    },
 ];
 /// How many token types a request counts.
 pub const TOKEN_TYPE_COUNT: usize = TOKEN_TYPES.len();
@@ -77,8 +85,12 @@ pub const TOKEN_TYPE_COUNT: usize = TOKEN_TYPES.len();
 pub type SecondsField = usize;
 /// Seconds to the first token of a streamed response.
 pub const TIME_TO_FIRST_TOKEN: SecondsField = 0;
+/// Seconds before the upstream call (queued in the gateway).
+pub const QUEUE: SecondsField = 1;
+/// Seconds spent waiting on the provider.
+pub const UPSTREAM_LATENCY: SecondsField = 2;
 /// How many optional durations a request carries.
-pub const SECONDS_FIELDS: usize = 1;
+pub const SECONDS_FIELDS: usize = 3;
 
 /// A value a request gives or implies, that a histogram family observes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +99,12 @@ pub enum Observed {
     Latency,
     /// An optional duration, when given.
     Seconds(SecondsField),
+    /// The latency less some optional durations (those absent count 0), when
+    /// the first of them is given: `latency - minus[0] - minus[1] ...`.
+    Remainder {
+        /// The durations taken off; the first must be given.
+        minus: &'static [SecondsField],
+    },
     /// The time per token of a type after the first, when an optional duration
     /// (the time to that first token) is given and the type counts at least two:
     /// `(latency - after) / (tokens - 1)`.
@@ -105,6 +123,17 @@ impl Observed {
         match self {
             Observed::Latency => Some(values.latency_s),
             Observed::Seconds(field) => values.seconds[field],
+            Observed::Remainder { minus } => {
+                values.seconds[*minus.first()?]?;
+                Some(
+                    minus
+                        .iter()
+                        .fold(values.latency_s, |rest, field| {
+                            rest - values.seconds[*field].unwrap_or(0.0)
+                        })
+                        .max(0.0),
+                )
+            }
             Observed::PerToken { after, tokens } => {
                 let first = values.seconds[after]?;
                 let count = values.tokens[tokens];
@@ -121,6 +150,14 @@ impl Observed {
         match self {
             Observed::Latency => "`latency_s`".to_owned(),
             Observed::Seconds(field) => format!("`{}` when given", name(field)),
+            Observed::Remainder { minus } => {
+                let names: Vec<String> = minus.iter().map(|f| format!(" - {}", name(*f))).collect();
+                format!(
+                    "`latency_s{}` when `{}` is given (an absent one counts 0)",
+                    names.concat(),
+                    minus.first().map_or("", |f| name(*f))
+                )
+            }
             Observed::PerToken { after, tokens } => {
                 let count = REQUEST_FIELDS[TOKEN_FIELDS[tokens]].name;
                 format!(
@@ -241,7 +278,7 @@ const OUTPUT_FIELD: usize = 6;
 
 /// The keyword arguments of `record_request` and `record_batch`, in signature
 /// order (the reference's first).
-pub const REQUEST_FIELDS: [RequestField; 13] = [
+pub const REQUEST_FIELDS: [RequestField; 17] = [
     label("provider", 0, "The provider, e.g. \"openai\"."),
     label("model", 1, "The model, e.g. \"gpt-4o\"."),
     label("operation", 2, "The operation, e.g. \"chat\"."),
@@ -309,6 +346,42 @@ pub const REQUEST_FIELDS: [RequestField; 13] = [
             group: 0,
         }),
         "Output tokens spent on reasoning (part of output_tokens).",
+    ),
+    seconds(
+        "queue_s",
+        QUEUE,
+        PartOf {
+            whole: LATENCY,
+            group: 1,
+        },
+        "Seconds before the upstream call (queued in the gateway), part of latency_s.",
+    ),
+    seconds(
+        "upstream_latency_s",
+        UPSTREAM_LATENCY,
+        PartOf {
+            whole: LATENCY,
+            group: 1,
+        },
+        "Seconds spent waiting on the provider, part of latency_s (with queue_s).",
+    ),
+    tokens(
+        "audio_input_tokens",
+        5,
+        Some(PartOf {
+            whole: INPUT_FIELD,
+            group: 1,
+        }),
+        "Prompt tokens of audio (part of input_tokens).",
+    ),
+    tokens(
+        "audio_output_tokens",
+        6,
+        Some(PartOf {
+            whole: OUTPUT_FIELD,
+            group: 1,
+        }),
+        "Output tokens of audio (part of output_tokens).",
     ),
     RequestField {
         name: "labels",
