@@ -1,4 +1,5 @@
-"""Test helpers: a nameless tool call, parsed expositions, promtool, servers on loopback."""
+"""Test helpers: a nameless tool call, parsed expositions, promtool, servers on loopback,
+and the prometheus_client reference model the differential tests share."""
 
 from __future__ import annotations
 
@@ -211,3 +212,233 @@ def prometheus_server(data: Path, *flags: str, config: dict | None = None) -> Ru
     """Debian's Prometheus started as ``prometheus_command`` says (see ``wait_ready``)."""
     argv, port = prometheus_command(data, *flags, config=config)
     return RunningServer(argv, port, "/-/ready")
+
+
+class ReferenceModel:
+    """What a middleware records, kept by ``prometheus_client`` itself: the model
+    the differential tests compare the core with.
+
+    The families, labels and buckets come from the core's family table
+    (``_core.FAMILIES``); what a call adds to each is written here again, plainly,
+    from the documented semantics, so that a rule the core gets wrong shows up.
+    Prices are left out (cost is compared with the reference middleware elsewhere).
+    """
+
+    def __init__(
+        self,
+        extra_labels: tuple[str, ...] = (),
+        latency_buckets: list[float] | None = None,
+    ) -> None:
+        from gateway_metrics import _core
+        from prometheus_client import Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.extra_labels = extra_labels
+        self.metrics: dict[str, Any] = {}
+        for name, help_text, kind, labels, bounds, _observes in _core.FAMILIES:
+            request_family = "model" in labels
+            names = [*labels, *extra_labels] if request_family else list(labels)
+            if kind == "counter":
+                metric: Any = Counter(name, help_text, names, registry=self.registry)
+            else:
+                custom = name == "ractogateway_request_duration_seconds" and latency_buckets
+                buckets = latency_buckets if custom else bounds
+                metric = Histogram(name, help_text, names, buckets=buckets, registry=self.registry)
+            self.metrics[name] = metric
+
+    def _series(self, name: str, values: dict[str, str]) -> Any:
+        metric = self.metrics[name]
+        return metric.labels(**{label: values[label] for label in metric._labelnames})
+
+    def record(self, **call: Any) -> None:
+        """Records one ``record_request`` call (tool calls given as names)."""
+        extra = {name: (call.get("labels") or {}).get(name) or "" for name in self.extra_labels}
+        values = {
+            "provider": call["provider"],
+            "model": call["model"],
+            "operation": call["operation"],
+            "status": call["status"],
+            **extra,
+        }
+        latency = call["latency_s"]
+        self._series("ractogateway_requests", values).inc()
+        self._series("ractogateway_request_duration_seconds", values).observe(latency)
+        for token_type in (
+            "input",
+            "output",
+            "cache_read",
+            "cache_write",
+            "reasoning",
+            "audio_input",
+            "audio_output",
+        ):
+            count = call.get(f"{token_type}_tokens") or 0
+            if count > 0:
+                self._series("ractogateway_tokens", {**values, "token_type": token_type}).inc(count)
+        first = call.get("time_to_first_token_s")
+        if first is not None:
+            self._series("ractogateway_time_to_first_token_seconds", values).observe(first)
+            output = call.get("output_tokens") or 0
+            if output >= 2:
+                self._series("ractogateway_time_per_output_token_seconds", values).observe(
+                    (latency - first) / (output - 1)
+                )
+        queue, upstream = call.get("queue_s"), call.get("upstream_latency_s")
+        if queue is not None:
+            self._series("ractogateway_queue_time_seconds", values).observe(queue)
+        if upstream is not None:
+            self._series("ractogateway_upstream_latency_seconds", values).observe(upstream)
+            overhead = max(0.0, latency - upstream - (queue or 0.0))
+            self._series("ractogateway_gateway_overhead_seconds", values).observe(overhead)
+        for tool in call.get("tool_calls") or ():
+            self.metrics["ractogateway_tool_calls"].labels(tool_name=tool).inc()
+
+    def samples(self, families: tuple[str, ...] | None = None) -> dict:
+        """Every sample but ``_created``, as ``model_samples`` reads ours."""
+        return model_samples(generate_latest(self.registry).decode(), families)
+
+
+def model_samples(text: str, families: tuple[str, ...] | None = None) -> dict:
+    """Every sample but ``_created`` of ``families`` (all when None), by name and
+    sorted labels, of the families that have samples."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        if families is None or family.name in families
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
+
+
+def assert_close_samples(ours: dict, expected: dict, rel_tol: float = 1e-9) -> None:
+    """The same samples, floats within ``rel_tol`` (sums may add in another order)."""
+    assert ours.keys() == expected.keys()
+    for key, value in expected.items():
+        assert math.isclose(ours[key], value, rel_tol=rel_tol, abs_tol=1e-12), (
+            key,
+            ours[key],
+            value,
+        )
+
+
+def _exposition_message_classes() -> dict[str, Any]:
+    """``io.prometheus.client`` messages built from our own descriptor of the
+    exposition format (field numbers from prometheus/client_model's
+    metrics.proto), with the protobuf runtime from PyPI: a decoder independent
+    of the core's encoder."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    field = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="gateway_metrics_test_exposition.proto",
+        package="io.prometheus.client",
+        syntax="proto3",
+    )
+
+    def message(name: str, *fields: tuple[str, int, int, str | None, bool]) -> None:
+        described = file.message_type.add(name=name)
+        for field_name, number, kind, type_name, repeated in fields:
+            added = described.field.add(
+                name=field_name,
+                number=number,
+                type=kind,
+                label=field.LABEL_REPEATED if repeated else field.LABEL_OPTIONAL,
+            )
+            if type_name:
+                added.type_name = f".io.prometheus.client.{type_name}"
+
+    string, double, uint64, sint32, sint64, int64, int32, uint32, msg = (
+        field.TYPE_STRING,
+        field.TYPE_DOUBLE,
+        field.TYPE_UINT64,
+        field.TYPE_SINT32,
+        field.TYPE_SINT64,
+        field.TYPE_INT64,
+        field.TYPE_INT32,
+        field.TYPE_UINT32,
+        field.TYPE_MESSAGE,
+    )
+    message("Timestamp", ("seconds", 1, int64, None, False), ("nanos", 2, int32, None, False))
+    message("LabelPair", ("name", 1, string, None, False), ("value", 2, string, None, False))
+    message(
+        "Counter",
+        ("value", 1, double, None, False),
+        ("created_timestamp", 3, msg, "Timestamp", False),
+    )
+    message("Gauge", ("value", 1, double, None, False))
+    message("Untyped", ("value", 1, double, None, False))
+    message(
+        "Bucket",
+        ("cumulative_count", 1, uint64, None, False),
+        ("upper_bound", 2, double, None, False),
+    )
+    message("BucketSpan", ("offset", 1, sint32, None, False), ("length", 2, uint32, None, False))
+    message(
+        "Histogram",
+        ("sample_count", 1, uint64, None, False),
+        ("sample_sum", 2, double, None, False),
+        ("bucket", 3, msg, "Bucket", True),
+        ("schema", 5, sint32, None, False),
+        ("zero_threshold", 6, double, None, False),
+        ("zero_count", 7, uint64, None, False),
+        ("positive_span", 12, msg, "BucketSpan", True),
+        ("positive_delta", 13, sint64, None, True),
+        ("created_timestamp", 15, msg, "Timestamp", False),
+    )
+    message(
+        "Metric",
+        ("label", 1, msg, "LabelPair", True),
+        ("gauge", 2, msg, "Gauge", False),
+        ("counter", 3, msg, "Counter", False),
+        ("untyped", 5, msg, "Untyped", False),
+        ("histogram", 7, msg, "Histogram", False),
+    )
+    message(
+        "MetricFamily",
+        ("name", 1, string, None, False),
+        ("help", 2, string, None, False),
+        ("type", 3, int32, None, False),
+        ("metric", 4, msg, "Metric", True),
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return {
+        name: message_factory.GetMessageClass(
+            pool.FindMessageTypeByName(f"io.prometheus.client.{name}")
+        )
+        for name in ("MetricFamily",)
+    }
+
+
+def decode_delimited_families(body: bytes) -> list[Any]:
+    """The ``MetricFamily`` messages of a delimited protobuf exposition."""
+    family_class = _exposition_message_classes()["MetricFamily"]
+    families, position = [], 0
+    while position < len(body):
+        length, shift = 0, 0
+        while True:
+            byte = body[position]
+            position += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        family = family_class()
+        family.ParseFromString(body[position : position + length])
+        families.append(family)
+        position += length
+    assert position == len(body), "a message runs past the body"
+    return families
+
+
+def native_buckets(histogram: Any) -> list[tuple[int, int]]:
+    """A decoded histogram's native buckets as ``(index, count)``."""
+    buckets, index, count = [], 0, 0
+    deltas = iter(histogram.positive_delta)
+    for number, span in enumerate(histogram.positive_span):
+        index = span.offset if number == 0 else index + span.offset
+        for _ in range(span.length):
+            count += next(deltas)
+            buckets.append((index, count))
+            index += 1
+    return buckets

@@ -14,9 +14,9 @@ import pytest
 from gateway_metrics import GatewayMetricsMiddleware, multiprocess
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from support import prometheus_multiprocess_run, promtool_check
+from support import ReferenceModel, prometheus_multiprocess_run, promtool_check
 
 DURATION = "ractogateway_request_duration_seconds"
 REQUEST = {"provider": "openai", "model": "gpt-4o", "operation": "chat", "status": "ok"}
@@ -63,20 +63,17 @@ def model(latencies: list[float], bounds: tuple[float, ...]) -> dict[tuple[str, 
 @given(LATENCIES)
 def test_custom_buckets_count_as_a_plain_model_and_as_prometheus_client(latencies):
     ours = GatewayMetricsMiddleware(registry=CollectorRegistry(), latency_buckets=BOUNDS)
-    registry = CollectorRegistry()
-    reference = Histogram(
-        DURATION, "d", ["provider", "model", "operation"], buckets=BOUNDS, registry=registry
-    ).labels("openai", "gpt-4o", "chat")
+    reference = ReferenceModel(latency_buckets=list(BOUNDS))
     for latency in latencies:
         ours.record_request(**REQUEST, latency_s=latency)
-        reference.observe(latency)
+        reference.record(**REQUEST, latency_s=latency)
     text = ours.generate_latest()
     samples = duration_samples(text)
     expected = model(latencies, BOUNDS)
     assert samples.keys() == expected.keys()
     for key, value in expected.items():
         assert math.isclose(samples[key], value, rel_tol=1e-12), key
-    assert samples == duration_samples(generate_latest(registry).decode())
+    assert samples == duration_samples(generate_latest(reference.registry).decode())
     assert ours.latency_buckets == tuple(float(bound) for bound in BOUNDS)
 
 

@@ -7,9 +7,9 @@ import warnings
 
 import pytest
 from gateway_metrics import GatewayMetricsMiddleware
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from support import prometheus_multiprocess_run, promtool_check
+from support import ReferenceModel, prometheus_multiprocess_run, promtool_check
 
 EXTRA = ("tenant", "app")
 CALLS = [
@@ -32,27 +32,19 @@ def samples(text: str, prefix: str = "ractogateway_") -> dict:
 
 def modelled() -> str:
     """The request families with the extra labels, as prometheus_client keeps them."""
-    registry = CollectorRegistry()
-    names = ["provider", "model", "operation", "status", *EXTRA]
-    requests = Counter("ractogateway_requests", "r", names, registry=registry)
-    duration = Histogram(
-        "ractogateway_request_duration_seconds",
-        "d",
-        ["provider", "model", "operation", *EXTRA],
-        buckets=[0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60],
-        registry=registry,
-    )
-    tokens = Counter(
-        "ractogateway_tokens", "t", ["provider", "model", "token_type", *EXTRA], registry=registry
-    )
-    for labels, model, latency, input_tokens, output_tokens in CALLS:
-        extra = [(labels or {}).get(name, "") for name in EXTRA]
-        requests.labels("openai", model, "chat", "ok", *extra).inc()
-        duration.labels("openai", model, "chat", *extra).observe(latency)
-        for token_type, count in (("input", input_tokens), ("output", output_tokens)):
-            if count:
-                tokens.labels("openai", model, token_type, *extra).inc(count)
-    return generate_latest(registry).decode()
+    model = ReferenceModel(extra_labels=EXTRA)
+    for labels, model_name, latency, input_tokens, output_tokens in CALLS:
+        model.record(
+            provider="openai",
+            model=model_name,
+            operation="chat",
+            status="ok",
+            latency_s=latency,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            labels=labels,
+        )
+    return generate_latest(model.registry).decode()
 
 
 def record_call(metrics: GatewayMetricsMiddleware, call: tuple) -> None:

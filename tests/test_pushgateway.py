@@ -168,3 +168,18 @@ def test_the_batch_inference_example_pushes_its_result(pushgateway):
         count for (name, _), count in samples.items() if name == "ractogateway_tool_calls_total"
     )
     assert tool_calls > 0
+
+
+def test_the_table_added_families_are_pushed(pushgateway):
+    from prometheus_client import CollectorRegistry
+    from test_table_additions import LABELS, OVERHEAD, QUEUE, record_rows
+
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
+    record_rows(metrics)
+    metrics.push_to_gateway(pushgateway, job="table-additions")
+    samples = pushed_samples(pushgateway, "table-additions")
+    labels = {**LABELS, "job": "table-additions"}
+    assert value(samples, f"{OVERHEAD}_sum", **labels) == 0.625
+    assert value(samples, f"{QUEUE}_count", **labels) == 2
+    tokens = {"model": "gpt-4o", "provider": "openai", "job": "table-additions"}
+    assert value(samples, "ractogateway_tokens_total", **tokens, token_type="audio_output") == 40

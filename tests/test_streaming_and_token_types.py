@@ -8,12 +8,12 @@ import warnings
 
 import numpy as np
 import pytest
-from gateway_metrics import GatewayMetricsMiddleware
+from gateway_metrics import GatewayMetricsMiddleware, _core
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from support import prometheus_multiprocess_run, promtool_check
+from support import ReferenceModel, prometheus_multiprocess_run, promtool_check
 
 FIRST_TOKEN = "ractogateway_time_to_first_token_seconds"
 PER_TOKEN = "ractogateway_time_per_output_token_seconds"
@@ -51,35 +51,16 @@ WORKLOADS = st.lists(requests(), min_size=1, max_size=30)
 
 def modelled(rows: list[dict]) -> str:
     """The new families as prometheus_client itself would keep them."""
-    registry = CollectorRegistry()
-    first_token = Histogram(
-        FIRST_TOKEN,
-        "f",
-        ["provider", "model", "operation"],
-        buckets=FIRST_TOKEN_BOUNDS,
-        registry=registry,
-    )
-    per_token = Histogram(
-        PER_TOKEN,
-        "p",
-        ["provider", "model", "operation"],
-        buckets=PER_TOKEN_BOUNDS,
-        registry=registry,
-    )
-    tokens = Counter(TOKENS, "t", ["provider", "model", "token_type"], registry=registry)
+    model = ReferenceModel()
     for row in rows:
-        labels = ("openai", row["model"], "chat")
-        for token_type in ("input", "output", "cache_read", "cache_write", "reasoning"):
-            if row[f"{token_type}_tokens"] > 0:
-                tokens.labels("openai", row["model"], token_type).inc(row[f"{token_type}_tokens"])
-        first = row["time_to_first_token_s"]
-        if first is not None:
-            first_token.labels(*labels).observe(first)
-            if row["output_tokens"] >= 2:
-                per_token.labels(*labels).observe(
-                    (row["latency_s"] - first) / (row["output_tokens"] - 1)
-                )
-    return generate_latest(registry).decode()
+        model.record(**LABELS, **row)
+    return generate_latest(model.registry).decode()
+
+
+def test_the_family_table_has_vllms_buckets():
+    bounds = {name: bounds for name, _, _, _, bounds, _ in _core.FAMILIES}
+    assert bounds[FIRST_TOKEN] == FIRST_TOKEN_BOUNDS
+    assert bounds[PER_TOKEN] == PER_TOKEN_BOUNDS
 
 
 def samples(text: str, families=(FIRST_TOKEN, PER_TOKEN, TOKENS)) -> dict:

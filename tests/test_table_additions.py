@@ -13,6 +13,9 @@ from gateway_metrics import GatewayMetricsMiddleware, Usage, compute_cost, usage
 from gateway_metrics.ops import dashboard, recording_rules
 from prometheus_client import CollectorRegistry, generate_latest
 from support import (
+    ReferenceModel,
+    assert_close_samples,
+    model_samples,
     parse,
     prometheus_multiprocess_run,
     prometheus_server,
@@ -37,19 +40,22 @@ ROWS = [
 ]
 
 
+#: A call with audio tokens.
+AUDIO_CALL = {
+    "latency_s": 0.5,
+    "input_tokens": 1000,
+    "audio_input_tokens": 300,
+    "cache_read_tokens": 200,
+    "output_tokens": 50,
+    "audio_output_tokens": 40,
+    "reasoning_tokens": 5,
+}
+
+
 def record_rows(metrics: GatewayMetricsMiddleware) -> None:
     for row in ROWS:
         metrics.record_request(**CALL, input_tokens=100, output_tokens=10, **row)
-    metrics.record_request(
-        **CALL,
-        latency_s=0.5,
-        input_tokens=1000,
-        audio_input_tokens=300,
-        cache_read_tokens=200,
-        output_tokens=50,
-        audio_output_tokens=40,
-        reasoning_tokens=5,
-    )
+    metrics.record_request(**CALL, **AUDIO_CALL)
 
 
 def check_values(text: str) -> None:
@@ -80,6 +86,19 @@ def test_a_call_records_the_new_families_and_token_types():
     text = metrics.generate_latest()
     check_values(text)
     promtool_check(text)
+
+
+def test_they_equal_the_prometheus_client_reference_model():
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
+    record_rows(metrics)
+    model = ReferenceModel()
+    for row in ROWS:
+        model.record(**CALL, input_tokens=100, output_tokens=10, **row)
+    model.record(**CALL, **AUDIO_CALL)
+    families = (*NEW, "ractogateway_tokens", "ractogateway_request_duration_seconds")
+    assert_close_samples(
+        model_samples(metrics.generate_latest(), families), model.samples(families)
+    )
 
 
 def test_the_reference_arguments_print_none_of_them():
@@ -169,18 +188,7 @@ RECORD_IN_CHILD = """
 
 def child_calls() -> list[dict]:
     calls = [{**CALL, "input_tokens": 100, "output_tokens": 10, **row} for row in ROWS]
-    calls.append(
-        {
-            **CALL,
-            "latency_s": 0.5,
-            "input_tokens": 1000,
-            "audio_input_tokens": 300,
-            "cache_read_tokens": 200,
-            "output_tokens": 50,
-            "audio_output_tokens": 40,
-            "reasoning_tokens": 5,
-        }
-    )
+    calls.append({**CALL, **AUDIO_CALL})
     return calls
 
 

@@ -121,7 +121,8 @@ def test(name: str, python: Path, wheel: Path, work: Path) -> tuple[str, float]:
     ).stdout.strip()
     if not imported.startswith(str(environment)):
         raise SystemExit(f"{name} imported {imported}, not the installed wheel")
-    pytest = [str(venv_python), "-m", "pytest", copied.name, "-m", "not integration"]
+    markers = "not integration and not source_tree"
+    pytest = [str(venv_python), "-m", "pytest", copied.name, "-m", markers]
     options = ["-rs", "-p", "no:cacheprovider", "-c", str(work / "pyproject.toml")]
     options += ["--basetemp", str(work / f"tmp-{name}")]
     result = subprocess.run(

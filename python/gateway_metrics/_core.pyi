@@ -10,6 +10,7 @@ from typing_extensions import Self, disjoint_base
 __all__ = [
     "FAMILIES",
     "HISTOGRAM_BUCKETS",
+    "NATIVE_HISTOGRAM_DEFAULTS",
     "REQUEST_FIELDS",
     "TOKEN_TYPES",
     "MetricsStore",
@@ -66,6 +67,10 @@ def request_cost(
     (``(input, output, cache read, cache write, tiers, per request)``), as the
     middleware computes it."""
 
+NATIVE_HISTOGRAM_DEFAULTS: tuple[int, float, int]
+"""``(schema, zero threshold, max buckets)`` of ``native_histograms=True``: schema 3
+(bucket bounds a factor 2^(1/8) = 1.0905 apart), 2^-128, and 160."""
+
 HISTOGRAM_BUCKETS: list[float]
 """Upper bounds of the latency histogram buckets in seconds (``+Inf`` implied)."""
 
@@ -86,6 +91,7 @@ class MetricsStore:
         extra_labels: list[str] | None = None,
         max_series: int | None = None,
         price_resolver: Any = None,
+        native_histograms: tuple[int, float, int] | None = None,
         *args: Any,
         **kwargs: Any,
     ) -> Self:
@@ -272,6 +278,12 @@ class MetricsStore:
 
     def _render_str(self, include_created: bool) -> str:
         """Every family in the Prometheus text format (0.0.4)."""
+
+    def _render_protobuf(self, include_created: bool) -> bytes:
+        """Every family in the delimited protobuf format, native histograms included."""
+
+    def _native_histograms(self) -> tuple[int, float, int] | None:
+        """The native histograms' ``(schema, zero threshold, max buckets)``, if kept."""
 
     def _collect(
         self, include_created: bool, sample_type: type

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -15,7 +16,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 
-from gateway_metrics._core import FAMILIES, MetricsStore
+from gateway_metrics._core import FAMILIES, NATIVE_HISTOGRAM_DEFAULTS, MetricsStore
 from gateway_metrics._pricing import (
     DEFAULT_COST_TABLE,
     ModelPricing,
@@ -102,6 +103,49 @@ def _bucket_bounds(latency_buckets: Iterable[float]) -> list[float]:
             raise TypeError(f"latency_buckets must hold numbers, not {type(bound).__name__}")
         bounds.append(float(bound))
     return bounds
+
+
+def _native_config(native_histograms: object) -> tuple[int, float, int] | None:
+    """``native_histograms=`` as the core takes it: ``(schema, zero threshold,
+    max buckets)``, or None when they are not kept."""
+    if native_histograms is False or native_histograms is None:
+        return None
+    schema, zero_threshold, max_buckets = NATIVE_HISTOGRAM_DEFAULTS
+    if native_histograms is True:
+        return schema, zero_threshold, max_buckets
+    if not isinstance(native_histograms, Mapping):
+        raise TypeError(
+            "native_histograms must be a bool or a dict of schema, zero_threshold and "
+            f"max_buckets, not {type(native_histograms).__name__}"
+        )
+    unknown = sorted(set(native_histograms) - {"schema", "zero_threshold", "max_buckets"})
+    if unknown:
+        raise ValueError(
+            f"native_histograms: unknown setting {unknown[0]!r} (schema, zero_threshold "
+            "and max_buckets are known)"
+        )
+    settings = {"schema": schema, "zero_threshold": zero_threshold, "max_buckets": max_buckets}
+    settings.update(native_histograms)
+    for name in ("schema", "max_buckets"):
+        value = settings[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(
+                f"native_histograms['{name}'] must be an int, not {type(value).__name__}"
+            )
+    zero = settings["zero_threshold"]
+    if isinstance(zero, bool) or not isinstance(zero, (int, float)):
+        raise TypeError(
+            f"native_histograms['zero_threshold'] must be a number, not {type(zero).__name__}"
+        )
+    if not -128 <= settings["schema"] <= 127:
+        raise ValueError(
+            f"native_histograms: schema must be from -4 to 8, got {settings['schema']}"
+        )
+    if settings["max_buckets"] < 0:
+        raise ValueError(
+            f"native_histograms: max_buckets must not be negative, got {settings['max_buckets']}"
+        )
+    return int(settings["schema"]), float(zero), int(settings["max_buckets"])
 
 
 def _label_names(extra_labels: Iterable[str]) -> list[str]:
@@ -196,6 +240,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         extra_labels: Iterable[str] = (),
         max_series: int | None = None,
         prices: str | None = None,
+        native_histograms: bool | Mapping[str, Any] = False,
     ) -> GatewayMetricsMiddleware:
         source = checked_prices(prices)
         table = merged_price_table(price_table)
@@ -219,8 +264,26 @@ class GatewayMetricsMiddleware(MetricsStore):
                 )
             if max_series < 1:
                 raise ValueError(f"max_series must be at least 1, got {max_series}")
+        native = _native_config(native_histograms)
+        if native is not None and prometheus_dir is not None:
+            warnings.warn(
+                "native_histograms are not kept in prometheus_client's multi-process mode: "
+                "its files have no place for them (the classic buckets are kept as always). "
+                "Use multiprocess_dir= (GATEWAY_METRICS_MULTIPROC_DIR) to keep them.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            native = None
         self = super().__new__(
-            cls, core_prices, multiprocess_dir, prometheus_dir, bounds, names, max_series, resolve
+            cls,
+            core_prices,
+            multiprocess_dir,
+            prometheus_dir,
+            bounds,
+            names,
+            max_series,
+            resolve,
+            native,
         )
         self._price_table = table
         self._multiprocess_dir = None if multiprocess_dir is None else os.fspath(multiprocess_dir)
@@ -237,9 +300,9 @@ class GatewayMetricsMiddleware(MetricsStore):
         extra_labels: Iterable[str] = (),
         max_series: int | None = None,
         prices: str | None = None,
+        native_histograms: bool | Mapping[str, Any] = False,
     ) -> None:
         self._registry = prometheus_client.REGISTRY if registry is None else registry
-        #: Kinds of unusable usage ``track()`` has logged: each is logged once.
         self._collector = _GatewayCollector(self)
         try:
             self._registry.register(self._collector)
@@ -466,6 +529,20 @@ class GatewayMetricsMiddleware(MetricsStore):
     def _exposition(self, openmetrics: bool) -> bytes:
         """This middleware's families for an HTTP response (OpenMetrics without ``# EOF``)."""
         return self._render(_created_series_enabled(), openmetrics)
+
+    def _protobuf_exposition(self) -> bytes:
+        """This middleware's families in the delimited protobuf format."""
+        return self._render_protobuf(_created_series_enabled())
+
+    @property
+    def native_histograms(self) -> dict[str, float] | None:
+        """The native histograms' ``schema``, ``zero_threshold`` and ``max_buckets``,
+        or None when they are not kept."""
+        native = self._native_histograms()
+        if native is None:
+            return None
+        schema, zero_threshold, max_buckets = native
+        return {"schema": schema, "zero_threshold": zero_threshold, "max_buckets": max_buckets}
 
     def __repr__(self) -> str:
         return f"<GatewayMetricsMiddleware models_priced={len(self._price_table)}>"

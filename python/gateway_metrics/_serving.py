@@ -5,7 +5,9 @@ middleware in Python. These apps answer with the middleware's families rendered
 natively, followed by every other collector of the registry rendered by
 ``prometheus_client``, with ``prometheus_client``'s content negotiation: the
 text format 0.0.4 by default, OpenMetrics 1.0 when the scraper asks for it (as
-Prometheus does), gzip when accepted. Formats the native renderer does not
+Prometheus does), gzip when accepted. A scraper that prefers the delimited
+protobuf format (Prometheus scraping native histograms) gets it, the other
+collectors encoded by ``_protobuf``. Formats the native renderer does not
 write, and ``?name[]=`` filtered scrapes, are answered by ``prometheus_client``
 alone, exactly as its own apps answer them.
 """
@@ -26,7 +28,9 @@ from prometheus_client.exposition import (
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_1_0
 from prometheus_client.registry import CollectorRegistry
 
+from gateway_metrics import _protobuf
 from gateway_metrics._middleware import RENDERED_NATIVELY, middleware_of
+from gateway_metrics._protobuf import accepts_protobuf
 
 #: What the native renderer writes, by content type: OpenMetrics or not.
 _NATIVE_FORMATS = {
@@ -49,7 +53,16 @@ def exposition(
     encoder, content_type = choose_encoder(accept_header or "")
     middleware = middleware_of(registry)
     openmetrics = _NATIVE_FORMATS.get(content_type)
-    if "name[]" in params:
+    if "name[]" not in params and middleware is not None and accepts_protobuf(accept_header or ""):
+        # The format that carries native histograms: ours natively, the others here.
+        ours = middleware._protobuf_exposition()
+        token = RENDERED_NATIVELY.set(True)
+        try:
+            body = ours + _protobuf.encode(registry.collect())
+        finally:
+            RENDERED_NATIVELY.reset(token)
+        content_type = _protobuf.CONTENT_TYPE
+    elif "name[]" in params:
         body = encoder(registry.restricted_registry(params["name[]"]))
     elif middleware is None or openmetrics is None:
         body = encoder(registry)

@@ -15,7 +15,9 @@ use smallvec::SmallVec;
 
 use crate::cells::arena::{CellArena, SeriesDescription};
 use crate::cells::counter::{add_count, add_float, read_count, take_count, Coding, Recording};
+use crate::cells::native_histogram::{NativeCells, NativeSnapshot};
 use crate::schema::family::Buckets;
+use crate::schema::native::NativeConfig;
 
 /// Observations per bucket plus their sum, in one cell per bucket and one more.
 #[derive(Debug)]
@@ -23,6 +25,8 @@ pub struct Histogram {
     first: NonNull<AtomicU64>,
     /// Bytes from one cell to the next.
     stride: usize,
+    /// Whether a native histogram's cells follow the sum's.
+    native: bool,
 }
 
 // SAFETY: the cells are atomics that outlive the histogram (the contract of
@@ -38,6 +42,8 @@ pub struct HistogramSnapshot {
     pub cumulative: SmallVec<[u64; 16]>,
     /// Sum of the observed values.
     pub sum: f64,
+    /// The native histogram, when the family keeps one.
+    pub native: Option<NativeSnapshot>,
 }
 
 impl HistogramSnapshot {
@@ -46,10 +52,12 @@ impl HistogramSnapshot {
         self.cumulative.last().copied().unwrap_or(0)
     }
 
-    /// A snapshot from raw cell values: the bucket counts (not cumulative), then
-    /// the bits of the sum.
-    pub fn from_cells(cells: &[u64]) -> HistogramSnapshot {
-        let (sum, counts) = cells.split_last().unwrap_or((&0, &[]));
+    /// A snapshot from raw cell values: the bucket counts (not cumulative), the
+    /// bits of the sum, then a native histogram's cells when `native` is given.
+    pub fn from_cells(cells: &[u64], native: Option<&NativeConfig>) -> HistogramSnapshot {
+        let native_cells = native.map_or(0, NativeConfig::cells);
+        let (classic, native_part) = cells.split_at(cells.len().saturating_sub(native_cells));
+        let (sum, counts) = classic.split_last().unwrap_or((&0, &[]));
         let mut running = 0_u64;
         let cumulative = counts
             .iter()
@@ -61,7 +69,29 @@ impl HistogramSnapshot {
         HistogramSnapshot {
             cumulative,
             sum: f64::from_bits(*sum),
+            native: native.map(|config| NativeSnapshot::from_cells(native_part, config)),
         }
+    }
+
+    /// The raw cells of this snapshot, as [`HistogramSnapshot::from_cells`]
+    /// reads them.
+    pub fn to_cells(&self, native: Option<&NativeConfig>) -> Vec<u64> {
+        let mut cells = Vec::with_capacity(self.cumulative.len() + 1);
+        let mut below = 0;
+        for cumulative in &self.cumulative {
+            cells.push(cumulative.saturating_sub(below));
+            below = *cumulative;
+        }
+        cells.push(self.sum.to_bits());
+        if let Some(config) = native {
+            let empty = NativeSnapshot {
+                schema: config.schema,
+                zero_threshold: config.zero_threshold,
+                ..NativeSnapshot::default()
+            };
+            cells.extend(self.native.as_ref().unwrap_or(&empty).to_cells(config));
+        }
+        cells
     }
 }
 
@@ -74,16 +104,44 @@ impl Histogram {
     /// must be zeroed or hold a histogram of the same coding, and stay valid as
     /// long as the histogram. Every method must be given those buckets.
     pub unsafe fn from_cells(first: NonNull<AtomicU64>, stride: usize) -> Self {
-        Histogram { first, stride }
+        Histogram {
+            first,
+            stride,
+            native: false,
+        }
     }
 
-    /// A new, zeroed histogram of `buckets` for `series`, its cells from `arena`.
-    pub fn allocate(arena: &CellArena, series: &SeriesDescription<'_>, buckets: &Buckets) -> Self {
-        let (first, stride) = arena.allocate_cells(series, buckets.count() + 1);
-        // SAFETY: one zeroed cell per bucket and one for the sum, `stride` apart,
-        // that live as long as the arena, which outlives the store's series;
-        // the store uses the histogram with these buckets only.
-        unsafe { Histogram::from_cells(first, stride) }
+    /// A new, zeroed histogram of `buckets` for `series`, its cells from
+    /// `arena`, with a native histogram's cells after them when `native` is given.
+    pub fn allocate(
+        arena: &CellArena,
+        series: &SeriesDescription<'_>,
+        buckets: &Buckets,
+        native: Option<&NativeConfig>,
+    ) -> Self {
+        let native_cells = native.map_or(0, NativeConfig::cells);
+        let (first, stride) = arena.allocate_cells(series, buckets.count() + 1 + native_cells);
+        Histogram {
+            first,
+            stride,
+            native: native.is_some(),
+        }
+    }
+
+    /// The native histogram's cells, if it has them (after the buckets' and
+    /// the sum's, of `buckets`).
+    #[inline]
+    pub fn native_cells(&self, buckets: &Buckets) -> Option<NativeCells> {
+        self.native.then(|| {
+            // SAFETY: `allocate` made the native cells of the configuration
+            // the store passes with them, `stride` apart after the sum's;
+            // they live as long as the histogram's.
+            unsafe { NativeCells::new(self.cell_pointer(buckets.count() + 1), self.stride) }
+        })
+    }
+
+    fn cell_pointer(&self, index: usize) -> NonNull<AtomicU64> {
+        NonNull::from(self.cell(index))
     }
 
     #[inline]
@@ -147,6 +205,7 @@ impl Histogram {
         HistogramSnapshot {
             cumulative,
             sum: f64::from_bits(sum_bits(self.cell(buckets.count()))),
+            native: None,
         }
     }
 }

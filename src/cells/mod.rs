@@ -4,3 +4,4 @@
 pub mod arena;
 pub mod counter;
 pub mod histogram;
+pub mod native_histogram;

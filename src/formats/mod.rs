@@ -2,6 +2,7 @@
 //! remote-write requests, and the numeric columns `record_batch` reads.
 
 pub mod columns;
+pub mod protobuf;
 pub mod remote_write;
 pub mod snapshot;
 pub mod text;

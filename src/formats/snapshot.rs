@@ -160,12 +160,7 @@ impl SeriesVisitor for SnapshotWriter {
                 Reading::Count(count) => cells.push(*count),
                 Reading::Sum(sum) => cells.push(sum.to_bits()),
                 Reading::Histogram(histogram) => {
-                    let mut below = 0;
-                    for cumulative in &histogram.cumulative {
-                        cells.push(cumulative.saturating_sub(below));
-                        below = *cumulative;
-                    }
-                    cells.push(histogram.sum.to_bits());
+                    cells.extend(histogram.to_cells(desc.native.as_ref()));
                 }
             }
             // The bits of a zero sum are zero too.

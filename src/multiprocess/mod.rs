@@ -32,6 +32,7 @@ use smallvec::SmallVec;
 
 use crate::cells::arena::SeriesDescription;
 use crate::cells::histogram::HistogramSnapshot;
+use crate::cells::native_histogram::NativeSnapshot;
 use crate::multiprocess::lock::{Access, DirectoryLock};
 use crate::schema::family::{Schema, ValueKind};
 
@@ -186,7 +187,18 @@ impl Aggregate {
         let (summed, index) = &mut self.families[usize::from(series.family)];
         if let Some(&position) = index.get(&series.labels) {
             let target = &mut summed[position];
-            for (cell, (total, value)) in target.cells.iter_mut().zip(&series.cells).enumerate() {
+            let classic = family.classic_cells();
+            if let Some(config) = &family.native {
+                // Native histograms add up as histograms, at the coarser schema.
+                let ours = NativeSnapshot::from_cells(&target.cells[classic..], config);
+                let theirs = NativeSnapshot::from_cells(&series.cells[classic..], config);
+                let sum = ours.merged(&theirs).to_cells(config);
+                target.cells[classic..].copy_from_slice(&sum);
+            }
+            let cells = target.cells[..classic]
+                .iter_mut()
+                .zip(&series.cells[..classic]);
+            for (cell, (total, value)) in cells.enumerate() {
                 *total = if family.is_sum(cell) {
                     (f64::from_bits(*total) + f64::from_bits(*value)).to_bits()
                 } else {
@@ -223,9 +235,10 @@ impl Aggregate {
                     .map(String::as_str)
                     .collect::<SmallVec<_>>(),
                 reading: match family.value {
-                    ValueKind::Buckets => {
-                        Reading::Histogram(HistogramSnapshot::from_cells(&series.cells))
-                    }
+                    ValueKind::Buckets => Reading::Histogram(HistogramSnapshot::from_cells(
+                        &series.cells,
+                        family.native.as_ref(),
+                    )),
                     ValueKind::Sum => Reading::Sum(f64::from_bits(series.cells[0])),
                     ValueKind::Count => Reading::Count(series.cells[0]),
                 },

@@ -50,6 +50,7 @@ use crate::cells::arena::{SeriesDescription, SharedCells};
 use crate::multiprocess::fork_guard::ParentOnlyFile;
 use crate::multiprocess::lock::{Access, DirectoryLock};
 use crate::schema::family::{FamilyDesc, FamilyId, Schema, DURATION, LATENCY_BOUNDS, REQUESTS};
+use crate::schema::native::NativeConfig;
 
 /// The first bytes of every metrics file.
 pub const MAGIC: [u8; 8] = *b"GWMFILE3";
@@ -85,8 +86,14 @@ fn schema_of(declarations: &[Vec<String>]) -> Result<Schema, ReadError> {
             .iter()
             .find(|declared| declared.first().is_some_and(|first| first == name))
     };
-    let bounds: Vec<f64> = declared_of(DURATION)
-        .and_then(|declared| declared.get(4))
+    let duration_bounds = declared_of(DURATION).and_then(|declared| declared.get(4));
+    let native = duration_bounds
+        .map(|text| NativeConfig::from_declaration(text))
+        .transpose()
+        .map_err(ReadError::OtherSchema)?
+        .flatten();
+    let bounds: Vec<f64> = duration_bounds
+        .map(|text| text.split(';').next().unwrap_or_default())
         .map(|text| text.split(',').map(str::parse).collect::<Result<_, _>>())
         .transpose()
         .map_err(|_| ReadError::OtherSchema("unreadable latency buckets".to_owned()))?
@@ -102,7 +109,7 @@ fn schema_of(declarations: &[Vec<String>]) -> Result<Schema, ReadError> {
                 .collect()
         })
         .unwrap_or_default();
-    let schema = Schema::with_extra_labels(&bounds, &extra).map_err(ReadError::OtherSchema)?;
+    let schema = Schema::with_options(&bounds, &extra, native).map_err(ReadError::OtherSchema)?;
     for declared in declarations {
         known_family(declared, &schema)?;
     }

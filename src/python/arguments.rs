@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
 use smallvec::SmallVec;
 
+use super::ffi::int::exact_u64;
 use super::identity_cache::IdentityCache;
 use crate::schema::request::RequestValues;
 use crate::store::series::CounterSeries;
@@ -185,11 +186,9 @@ pub(super) fn token_count(value: Option<&Bound<'_, PyAny>>, argument: &str) -> P
 
 /// A token count given as a Python object: an `int` from 0 to 2**64-1.
 pub(super) fn token_value(value: &Bound<'_, PyAny>, argument: impl Display) -> PyResult<u64> {
-    if value.is_exact_instance_of::<PyInt>() {
+    if let Ok(int) = value.cast_exact::<PyInt>() {
         // An exact `int` needs no `__index__` call: read it directly.
-        // SAFETY: `value` is a live `int`.
-        let count = unsafe { pyo3::ffi::PyLong_AsUnsignedLongLong(value.as_ptr()) };
-        if count != u64::MAX || PyErr::take(value.py()).is_none() {
+        if let Some(count) = exact_u64(int) {
             return Ok(count);
         }
     } else if value.is_instance_of::<PyFloat>() {

@@ -341,17 +341,19 @@ impl PyMetricsStore {
         ];
         let latency = latencies(latency_s)?;
         let field_name = |position: usize| REQUEST_FIELDS[position].name;
-        let tokens = arguments
-            .tokens
+        let tokens = TOKEN_FIELDS
             .iter()
-            .zip(TOKEN_FIELDS)
-            .map(|(value, position)| token_counts(*value, field_name(position)))
+            .enumerate()
+            .map(|(token_type, position)| {
+                token_counts(arguments.tokens(token_type), field_name(*position))
+            })
             .collect::<PyResult<Vec<_>>>()?;
-        let seconds = arguments
-            .seconds
+        let seconds = SECONDS_POSITIONS
             .iter()
-            .zip(SECONDS_POSITIONS)
-            .map(|(value, position)| optional_seconds(*value, field_name(position)))
+            .enumerate()
+            .map(|(field, position)| {
+                optional_seconds(arguments.seconds(field), field_name(*position))
+            })
             .collect::<PyResult<Vec<_>>>()?;
         let extra = extra_labels_argument(arguments.extra_labels)?;
         let tool_column = match tool_calls.filter(|value| !value.is_none()) {

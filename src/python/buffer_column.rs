@@ -1,95 +1,31 @@
 //! Numeric columns given through the buffer protocol, in either byte order.
 //!
-//! `PyO3`'s typed buffers check the element format themselves, and in the `PyO3`
-//! version used here that check has its byte-order test inverted: it takes
-//! big-endian elements for native ones and refuses explicit little-endian
-//! formats. So the view is taken raw here and its format read by
-//! [`crate::formats::columns`], which converts the other byte order.
+//! The view's bytes and format come from [`super::ffi::buffer`]; the format is
+//! read by [`crate::formats::columns`], which converts the other byte order.
 
-use std::ffi::CStr;
-use std::mem::MaybeUninit;
-
-use pyo3::exceptions::{PyTypeError, PyValueError};
-use pyo3::ffi;
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
+use super::ffi::buffer::buffer_bytes;
+pub(super) use super::ffi::buffer::supports_buffer;
 use crate::formats::columns::{Element, Number};
-
-/// A buffer view, released when dropped.
-struct View(Box<ffi::Py_buffer>);
-
-impl Drop for View {
-    fn drop(&mut self) {
-        // SAFETY: the view was filled by a successful `PyObject_GetBuffer` and is
-        // released once; the GIL is held by whoever holds the view.
-        unsafe { ffi::PyBuffer_Release(&raw mut *self.0) };
-    }
-}
-
-/// Whether `value` offers the buffer protocol.
-pub(super) fn supports_buffer(value: &Bound<'_, PyAny>) -> bool {
-    // SAFETY: a type check on a live object.
-    unsafe { ffi::PyObject_CheckBuffer(value.as_ptr()) == 1 }
-}
 
 /// The elements of the 1-dimensional numeric buffer `value`, widened, in row order.
 ///
 /// `name` names the argument in errors: a buffer of several dimensions is a
 /// `ValueError`, one of other elements (text, bool, half floats, records) a `TypeError`.
 pub(super) fn buffer_numbers(value: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<Number>> {
-    let py = value.py();
-    let mut raw = Box::new(MaybeUninit::<ffi::Py_buffer>::uninit());
-    // SAFETY: `raw` has room for a view; the call fills it or fails.
-    let status =
-        unsafe { ffi::PyObject_GetBuffer(value.as_ptr(), raw.as_mut_ptr(), ffi::PyBUF_RECORDS_RO) };
-    if status != 0 {
-        let cause = PyErr::take(py).map_or_else(String::new, |error| format!(": {error}"));
-        return Err(PyTypeError::new_err(format!(
-            "{name} must be a list, a tuple or a readable numeric buffer{cause}"
-        )));
-    }
-    // SAFETY: `PyObject_GetBuffer` succeeded, so the view is initialised.
-    let view = View(unsafe { Box::from_raw(Box::into_raw(raw).cast::<ffi::Py_buffer>()) });
-    if view.0.ndim != 1 {
-        return Err(PyValueError::new_err(format!(
-            "{name} must be 1-dimensional, got {} dimensions",
-            view.0.ndim
-        )));
-    }
-    let format = if view.0.format.is_null() {
-        b"B".as_slice()
-    } else {
-        // SAFETY: a non-null format is a NUL-terminated string owned by the view.
-        unsafe { CStr::from_ptr(view.0.format) }.to_bytes()
-    };
-    let item_size = usize::try_from(view.0.itemsize).unwrap_or(0);
-    let element = Element::parse(format, item_size).ok_or_else(|| {
+    let buffer = buffer_bytes(value, name)?;
+    let element = Element::parse(&buffer.format, buffer.item_size).ok_or_else(|| {
         PyTypeError::new_err(format!(
-            "{name} has an unsupported element type (buffer format {:?}, {item_size} bytes): \
+            "{name} has an unsupported element type (buffer format {:?}, {} bytes): \
              use integers or float32/float64, in either byte order",
-            String::from_utf8_lossy(format)
+            String::from_utf8_lossy(&buffer.format),
+            buffer.item_size
         ))
     })?;
-    let len = usize::try_from(view.0.len).unwrap_or(0);
-    let mut bytes = vec![0_u8; len];
-    // CPython before 3.11 declares the view argument mutable; it is only read.
-    let view_pointer = (&raw const *view.0).cast_mut();
-    // SAFETY: `bytes` has the view's `len` bytes; strided views are gathered in
-    // row order ('C'); the view stays valid until `view` is dropped, and
-    // `PyBuffer_ToContiguous` only reads it.
-    let copied = unsafe {
-        ffi::PyBuffer_ToContiguous(
-            bytes.as_mut_ptr().cast(),
-            view_pointer,
-            view.0.len,
-            b'C' as std::os::raw::c_char,
-        )
-    };
-    if copied != 0 {
-        return Err(PyErr::take(py)
-            .unwrap_or_else(|| PyValueError::new_err(format!("{name} could not be read"))));
-    }
-    Ok(bytes
+    Ok(buffer
+        .bytes
         .chunks_exact(element.size)
         .map(|chunk| element.read(chunk))
         .collect())

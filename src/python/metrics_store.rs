@@ -22,13 +22,15 @@ use super::request_arguments::RequestArguments;
 use super::samples::SampleBuilder;
 use crate::cells::arena::CellArena;
 use crate::cells::counter::Coding;
+use crate::formats::protobuf::ProtobufEncoder;
 use crate::formats::remote_write::RemoteWriteEncoder;
 use crate::formats::snapshot;
 use crate::formats::text::{render, Format, TextEncoder};
 use crate::schema::family::{Schema, LATENCY_BOUNDS};
+use crate::schema::native::NativeConfig;
 use crate::schema::request::{
-    RequestValues, INPUT, OUTPUT, REFERENCE_TOKEN_TYPES, REQUEST_FIELDS, SECONDS_POSITIONS,
-    TOKEN_FIELDS, TOKEN_TYPE_COUNT,
+    RequestValues, INPUT, OUTPUT, REFERENCE_TOKEN_TYPES, REQUEST_FIELDS, SECONDS_FIELDS,
+    SECONDS_POSITIONS, TOKEN_FIELDS, TOKEN_TYPE_COUNT,
 };
 use crate::store::pricing::{Price, PriceTable};
 use crate::store::series::CounterSeries;
@@ -72,7 +74,8 @@ impl PyMetricsStore {
     #[allow(clippy::too_many_arguments)] // The Python constructor's keywords, one each.
     #[pyo3(signature = (
         prices, multiprocess_dir = None, prometheus_multiproc_dir = None, latency_buckets = None,
-        extra_labels = None, max_series = None, price_resolver = None, *_args, **_kwargs
+        extra_labels = None, max_series = None, price_resolver = None,
+        native_histograms = None, *_args, **_kwargs
     ))]
     fn new(
         py: Python<'_>,
@@ -83,14 +86,22 @@ impl PyMetricsStore {
         extra_labels: Option<Vec<String>>,
         max_series: Option<usize>,
         price_resolver: Option<Py<PyAny>>,
+        native_histograms: Option<(i8, f64, usize)>,
         _args: &Bound<'_, PyTuple>,
         _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let extra_names = extra_labels.clone().unwrap_or_default();
+        let native = native_histograms
+            .map(|(schema, zero_threshold, max_buckets)| {
+                NativeConfig::new(schema, zero_threshold, max_buckets)
+                    .map_err(|reason| PyValueError::new_err(format!("native_histograms: {reason}")))
+            })
+            .transpose()?;
         let schema = Arc::new(
-            Schema::with_extra_labels(
+            Schema::with_options(
                 latency_buckets.as_deref().unwrap_or(&LATENCY_BOUNDS),
                 extra_labels.as_deref().unwrap_or_default(),
+                native,
             )
             .map_err(PyValueError::new_err)?,
         );
@@ -184,6 +195,39 @@ impl PyMetricsStore {
         self.with_rendered(py, format, include_created, |text| {
             PyBytes::new(py, text.as_bytes())
         })
+    }
+
+    /// Every family in the delimited protobuf format, native histograms included.
+    fn _render_protobuf<'py>(
+        &self,
+        py: Python<'py>,
+        include_created: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let body = match &self.multiprocess {
+            None => release_gil(py, || {
+                let mut encoder = ProtobufEncoder::new(include_created);
+                self.store().visit_series(ReadMode::Keep, &mut encoder);
+                encoder.finish()
+            }),
+            Some(multiprocess) => {
+                let sum = multiprocess.aggregate(py, self.store())?;
+                let include_created = include_created && multiprocess.keeps_created();
+                release_gil(py, || {
+                    let mut encoder = ProtobufEncoder::new(include_created);
+                    sum.visit_series(&mut encoder);
+                    encoder.finish()
+                })
+            }
+        };
+        Ok(PyBytes::new(py, &body))
+    }
+
+    /// The native histograms' `(schema, zero threshold, max buckets)`, if kept.
+    fn _native_histograms(&self) -> Option<(i8, f64, usize)> {
+        self.store()
+            .schema()
+            .native()
+            .map(|native| (native.schema, native.zero_threshold, native.max_buckets))
     }
 
     /// Every family in the text format 0.0.4, as `str`.
@@ -594,7 +638,7 @@ impl PyMetricsStore {
         let latency_s = latency_seconds(arguments.latency_s, "latency_s")?;
         let count = |token_type: usize| {
             let name = REQUEST_FIELDS[TOKEN_FIELDS[token_type]].name;
-            token_count(arguments.tokens[token_type], name)
+            token_count(arguments.tokens(token_type), name)
         };
         let mut values = RequestValues::new(latency_s, count(INPUT)?, count(OUTPUT)?);
         // The reference's arguments alone need none of the rest.
@@ -602,8 +646,8 @@ impl PyMetricsStore {
             for token_type in REFERENCE_TOKEN_TYPES..TOKEN_TYPE_COUNT {
                 values.tokens[token_type] = count(token_type)?;
             }
-            for (field, value) in arguments.seconds.iter().enumerate() {
-                if let Some(value) = value.filter(|value| !value.is_none()) {
+            for field in 0..SECONDS_FIELDS {
+                if let Some(value) = arguments.seconds(field).filter(|value| !value.is_none()) {
                     let name = REQUEST_FIELDS[SECONDS_POSITIONS[field]].name;
                     values.seconds[field] = Some(latency_seconds(value, name)?);
                 }

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 
 use crate::multiprocess::fork_guard;
 use crate::schema::family::{Schema, LATENCY_BOUNDS};
+use crate::schema::native::NativeConfig;
 use crate::schema::request::{Observed, Rate, REQUEST_FIELDS, TOKEN_FIELDS, TOKEN_TYPES};
 use metrics_store::PyMetricsStore;
 
@@ -18,6 +19,7 @@ mod batch;
 mod buffer_column;
 mod exit_gate;
 mod fast_call;
+mod ffi;
 mod identity_cache;
 mod metrics_store;
 mod multiprocess;
@@ -52,6 +54,11 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("TOKEN_TYPES", token_types())?;
     module.add_function(wrap_pyfunction!(prices::request_cost, module)?)?;
     module.add("HISTOGRAM_BUCKETS", LATENCY_BOUNDS.to_vec())?;
+    let native = NativeConfig::DEFAULT;
+    module.add(
+        "NATIVE_HISTOGRAM_DEFAULTS",
+        (native.schema, native.zero_threshold, native.max_buckets),
+    )?;
     Ok(())
 }
 

@@ -6,12 +6,12 @@
 //! names, with a string comparison only as the fallback.
 
 use pyo3::exceptions::{PySystemError, PyTypeError};
-use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyString;
 use pyo3::Borrowed;
 
+use super::ffi::fastcall::FastcallArgs;
 use crate::schema::request::{
     EXTRA_LABELS_FIELD, FIELD_COUNT, LABEL_FIELDS, LATENCY_FIELD, REFERENCE_TOKEN_TYPES,
     REQUEST_FIELDS, SECONDS_FIELDS, SECONDS_POSITIONS, TOKEN_FIELDS, TOKEN_TYPE_COUNT,
@@ -66,53 +66,39 @@ fn keyword_index(
         })
 }
 
-/// Matches the vectorcall arguments of `method` to [`REQUEST_FIELDS`], every
-/// required one present.
-///
-/// # Safety
-/// `args` holds `nargs` positional values followed by one value per name in
-/// `kwnames` (a tuple or null), all borrowed for the duration of the call.
-pub(super) unsafe fn request_fields<'a, 'py>(
-    py: Python<'py>,
+/// Matches the arguments of a call to `method` with [`REQUEST_FIELDS`],
+/// every required one present; also returns a bit per field given.
+pub(super) fn request_fields<'a, 'py>(
     method: &str,
-    args: *const *mut ffi::PyObject,
-    nargs: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
+    arguments: &FastcallArgs<'a, 'py>,
 ) -> PyResult<(FieldValues<'a, 'py>, u32)> {
-    if nargs != 0 {
+    let positional = arguments.positional_count();
+    if positional != 0 {
         return Err(PyTypeError::new_err(format!(
-            "{method}() takes 0 positional arguments but {nargs} were given"
+            "{method}() takes 0 positional arguments but {positional} were given"
         )));
     }
     let mut values: FieldValues<'a, 'py> = [None; FIELD_COUNT];
     let mut given = 0_u32;
-    if !kwnames.is_null() {
-        let interned = interned_keywords(py);
-        // SAFETY: `kwnames` is a non-null tuple (the caller's contract).
-        let count = unsafe { ffi::PyTuple_GET_SIZE(kwnames) };
-        // Callers mostly pass keywords in the signature's order: the field after
-        // the last one matched is tried before the table is searched.
-        let mut expected = 0;
-        for position in 0..count {
-            // SAFETY: `position` is below the tuple's size; the tuple keeps the
-            // name alive for the call, so borrowing it is sound.
-            let name = unsafe { Borrowed::from_ptr(py, ffi::PyTuple_GET_ITEM(kwnames, position)) };
-            let index = match interned.get(expected) {
-                Some(next) if next.as_ptr() == name.as_ptr() => expected,
-                _ => keyword_index(interned, method, name)?,
-            };
-            expected = index + 1;
-            if given & (1 << index) != 0 {
-                return Err(PyTypeError::new_err(format!(
-                    "{method}() got multiple values for argument '{}'",
-                    REQUEST_FIELDS[index].name
-                )));
-            }
-            // SAFETY: `args` holds one value per keyword name after the `nargs`
-            // (zero) positional ones, each alive for the call.
-            values[index] = Some(unsafe { Borrowed::from_ptr(py, *args.offset(position)) });
-            given |= 1 << index;
+    let interned = interned_keywords(arguments.py());
+    // Callers mostly pass keywords in the signature's order: the field after
+    // the last one matched is tried before the table is searched.
+    let mut expected = 0;
+    for position in 0..arguments.keyword_count() {
+        let (name, value) = arguments.keyword(position);
+        let index = match interned.get(expected) {
+            Some(next) if next.as_ptr() == name.as_ptr() => expected,
+            _ => keyword_index(interned, method, name)?,
+        };
+        expected = index + 1;
+        if given & (1 << index) != 0 {
+            return Err(PyTypeError::new_err(format!(
+                "{method}() got multiple values for argument '{}'",
+                REQUEST_FIELDS[index].name
+            )));
         }
+        values[index] = Some(value);
+        given |= 1 << index;
     }
     if given & REQUIRED_MASK != REQUIRED_MASK {
         let missing: Vec<&str> = REQUEST_FIELDS
@@ -132,13 +118,10 @@ pub(super) unsafe fn request_fields<'a, 'py>(
 /// The arguments of `record_request` or `record_batch`, by what they feed,
 /// bound through the positions [`REQUEST_FIELDS`] gives each.
 pub(super) struct RequestArguments<'a, 'py> {
+    fields: &'a FieldValues<'a, 'py>,
     /// provider, model, operation, status.
     pub(super) labels: [&'a Bound<'py, PyAny>; 4],
     pub(super) latency_s: &'a Bound<'py, PyAny>,
-    /// By token type, in the order of [`crate::schema::request::TOKEN_TYPES`].
-    pub(super) tokens: [Option<&'a Bound<'py, PyAny>>; TOKEN_TYPE_COUNT],
-    /// The optional durations, by [`crate::schema::request::SecondsField`].
-    pub(super) seconds: [Option<&'a Bound<'py, PyAny>>; SECONDS_FIELDS],
     pub(super) tool_calls: Option<&'a Bound<'py, PyAny>>,
     /// The `labels` mapping of extra label values.
     pub(super) extra_labels: Option<&'a Bound<'py, PyAny>>,
@@ -181,11 +164,23 @@ impl<'a, 'py> RequestArguments<'a, 'py> {
                 required(LABEL_FIELDS[3])?,
             ],
             latency_s: required(LATENCY_FIELD)?,
-            tokens: TOKEN_FIELDS.map(at),
-            seconds: SECONDS_POSITIONS.map(at),
             tool_calls: at(TOOL_CALLS_FIELD),
             extra_labels: at(EXTRA_LABELS_FIELD),
             more: given & MORE_MASK != 0,
+            fields,
         })
+    }
+
+    /// The count of token type `token_type` (see
+    /// [`crate::schema::request::TOKEN_TYPES`]), if passed.
+    #[inline]
+    pub(super) fn tokens(&self, token_type: usize) -> Option<&'a Bound<'py, PyAny>> {
+        self.fields[TOKEN_FIELDS[token_type]].as_deref()
+    }
+
+    /// The optional duration `field` (a [`crate::schema::request::SecondsField`]), if passed.
+    #[inline]
+    pub(super) fn seconds(&self, field: usize) -> Option<&'a Bound<'py, PyAny>> {
+        self.fields[SECONDS_POSITIONS[field]].as_deref()
     }
 }

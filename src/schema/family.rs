@@ -10,6 +10,7 @@
 use smallvec::SmallVec;
 
 use crate::schema::float_text::write_value;
+use crate::schema::native::NativeConfig;
 use crate::schema::request::{self, Observed};
 
 /// A family's position in its [`Schema`].
@@ -217,11 +218,20 @@ pub struct FamilyDesc {
     pub per_request: bool,
     /// What a request gives a histogram family to observe.
     pub observes: Option<Observed>,
+    /// How its series keep a native histogram beside the classic buckets, if
+    /// they do (opt-in, for the latency-like histograms).
+    pub native: Option<NativeConfig>,
 }
 
 impl FamilyDesc {
-    /// The number of cells of one series.
+    /// The number of cells of one series: a count, a sum, or a histogram's
+    /// bucket counts and sum, then its native histogram's cells.
     pub fn cells(&self) -> usize {
+        self.classic_cells() + self.native.as_ref().map_or(0, NativeConfig::cells)
+    }
+
+    /// The cells before the native histogram's.
+    pub fn classic_cells(&self) -> usize {
         match (&self.value, &self.buckets) {
             (ValueKind::Buckets, Some(buckets)) => buckets.count() + 1,
             _ => 1,
@@ -231,11 +241,15 @@ impl FamilyDesc {
     /// The labels of the record declaring the family in a file or snapshot:
     /// everything a reader must agree on to add these series to its own.
     pub fn declaration(&self) -> [String; 5] {
-        // The bucket labels are the bounds in their shortest round-trip form.
-        let bounds = self.buckets.as_ref().map_or(String::new(), |buckets| {
+        // The bucket labels are the bounds in their shortest round-trip form;
+        // a native histogram's configuration follows them.
+        let mut bounds = self.buckets.as_ref().map_or(String::new(), |buckets| {
             let labels = buckets.labels();
             labels[..labels.len() - 1].join(",")
         });
+        if let Some(native) = &self.native {
+            bounds.push_str(&native.declaration());
+        }
         [
             self.name.to_owned(),
             self.kind.type_name().to_owned(),
@@ -250,7 +264,7 @@ impl FamilyDesc {
         match self.value {
             ValueKind::Count => false,
             ValueKind::Sum => true,
-            ValueKind::Buckets => index + 1 == self.cells(),
+            ValueKind::Buckets => index + 1 == self.classic_cells(),
         }
     }
 }
@@ -264,6 +278,8 @@ pub struct Schema {
     /// For each request label value ([`LabelSource::Request`] order), its
     /// position among the requests family's labels.
     request_positions: Vec<usize>,
+    /// The native histograms' configuration, if they are kept.
+    native: Option<NativeConfig>,
 }
 
 /// A histogram's bounds, as its row gives them.
@@ -288,6 +304,9 @@ struct FamilyRow {
     shown_when_empty: bool,
     per_request: bool,
     observes: Option<Observed>,
+    /// Whether it observes durations spanning orders of magnitude, and so may
+    /// keep a native histogram.
+    latency_like: bool,
 }
 
 const fn counter_row(
@@ -306,6 +325,7 @@ const fn counter_row(
         shown_when_empty,
         per_request,
         observes: None,
+        latency_like: false,
     }
 }
 
@@ -325,6 +345,7 @@ const fn request_histogram(
         shown_when_empty: false,
         per_request: true,
         observes: Some(observes),
+        latency_like: true,
     }
 }
 
@@ -524,6 +545,16 @@ impl Schema {
         latency_bounds: &[f64],
         extra_labels: &[String],
     ) -> Result<Self, String> {
+        Self::with_options(latency_bounds, extra_labels, None)
+    }
+
+    /// Like [`Schema::with_extra_labels`]; with `native`, every latency-like
+    /// histogram (the ones a request feeds) keeps a native histogram too.
+    pub fn with_options(
+        latency_bounds: &[f64],
+        extra_labels: &[String],
+        native: Option<NativeConfig>,
+    ) -> Result<Self, String> {
         for (index, name) in extra_labels.iter().enumerate() {
             if !valid_label_name(name) {
                 return Err(format!(
@@ -567,6 +598,7 @@ impl Schema {
                     shown_when_empty: row.shown_when_empty,
                     per_request: row.per_request,
                     observes: row.observes,
+                    native: native.filter(|_| row.latency_like),
                 };
                 Ok(if row.per_request {
                     with_request_labels(family, extra_labels)
@@ -589,6 +621,7 @@ impl Schema {
             families,
             extra_labels: extra_labels.to_vec(),
             request_positions,
+            native,
         })
     }
 
@@ -600,6 +633,11 @@ impl Schema {
     /// The position of `model` among the requests family's labels.
     pub fn model_position(&self) -> usize {
         self.request_positions[1]
+    }
+
+    /// The native histograms' configuration, if the latency-like histograms keep them.
+    pub fn native(&self) -> Option<NativeConfig> {
+        self.native
     }
 
     /// The extra label names, in the order they were configured.

@@ -6,4 +6,5 @@
 
 pub mod family;
 pub mod float_text;
+pub mod native;
 pub mod request;

@@ -1,25 +1,68 @@
 //! Many requests recorded as one: totals per label set, applied once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use smallvec::{smallvec, SmallVec};
 
-use crate::schema::family::{Buckets, OPTIONAL_OBSERVATIONS};
+use crate::cells::counter::Recording;
+use crate::cells::histogram::Histogram;
+use crate::cells::native_histogram::{bucket_index, NativeSnapshot};
+use crate::schema::family::{Buckets, DURATION, OPTIONAL_OBSERVATIONS};
+use crate::schema::native::NativeConfig;
 use crate::schema::request::{RequestValues, TOKEN_TYPE_COUNT};
 use crate::store::rules::{self, Sink};
 use crate::store::{RequestEntry, Store};
+
+/// What the rows of one batch add to one native histogram, at its configured schema.
+struct NativeTotals {
+    config: NativeConfig,
+    zero_count: u64,
+    buckets: BTreeMap<i32, u64>,
+}
+
+impl NativeTotals {
+    fn observe(&mut self, value: f64) {
+        if value <= self.config.zero_threshold {
+            self.zero_count += 1;
+        } else {
+            *self
+                .buckets
+                .entry(bucket_index(value, self.config.schema))
+                .or_default() += 1;
+        }
+    }
+
+    fn snapshot(&self) -> NativeSnapshot {
+        NativeSnapshot {
+            schema: self.config.schema,
+            zero_threshold: self.config.zero_threshold,
+            zero_count: self.zero_count,
+            buckets: self
+                .buckets
+                .iter()
+                .map(|(index, count)| (*index, *count))
+                .collect(),
+        }
+    }
+}
 
 /// What the rows of one batch add to one histogram.
 struct HistogramTotals {
     buckets: SmallVec<[u64; 24]>,
     sum: f64,
+    native: Option<NativeTotals>,
 }
 
 impl HistogramTotals {
-    fn new(buckets: &Buckets) -> Self {
+    fn new(buckets: &Buckets, native: Option<&NativeConfig>) -> Self {
         HistogramTotals {
             buckets: smallvec![0; buckets.count()],
             sum: 0.0,
+            native: native.map(|config| NativeTotals {
+                config: *config,
+                zero_count: 0,
+                buckets: BTreeMap::new(),
+            }),
         }
     }
 
@@ -27,6 +70,17 @@ impl HistogramTotals {
     fn observe(&mut self, value: f64, buckets: &Buckets) {
         self.buckets[buckets.index(value)] += 1;
         self.sum += value;
+        if let Some(native) = &mut self.native {
+            native.observe(value);
+        }
+    }
+
+    /// Adds the totals to `histogram`, whose buckets are `buckets`.
+    fn apply(&self, histogram: &Histogram, buckets: &Buckets, recording: Recording) {
+        histogram.merge(&self.buckets, self.sum, recording);
+        if let (Some(native), Some(cells)) = (&self.native, histogram.native_cells(buckets)) {
+            cells.merge(&native.snapshot(), &native.config, recording.writers);
+        }
     }
 }
 
@@ -90,9 +144,9 @@ impl Sink for TotalsSink<'_, '_> {
 
     #[inline]
     fn observe(&mut self, index: usize, seconds: f64) {
-        let (_, buckets) = self.store.observed_series(self.totals.entry, index);
+        let (_, buckets, native) = self.store.observed_series(self.totals.entry, index);
         self.totals.observed[index]
-            .get_or_insert_with(|| HistogramTotals::new(buckets))
+            .get_or_insert_with(|| HistogramTotals::new(buckets, native))
             .observe(seconds, buckets);
     }
 }
@@ -131,7 +185,10 @@ impl<'s> Batch<'s> {
             self.totals.push(EntryTotals {
                 entry,
                 requests: 0,
-                duration: HistogramTotals::new(self.store.latency_buckets()),
+                duration: HistogramTotals::new(
+                    self.store.latency_buckets(),
+                    self.store.schema().family(DURATION).native.as_ref(),
+                ),
                 tokens: [0; TOKEN_TYPE_COUNT],
                 cost: 0.0,
                 unpriced: 0,
@@ -170,9 +227,9 @@ impl<'s> Batch<'s> {
             let entry = totals.entry;
             let series = &entry.value;
             series.requests.value.add(totals.requests, writers);
-            series.duration.get().histogram.merge(
-                &totals.duration.buckets,
-                totals.duration.sum,
+            totals.duration.apply(
+                &series.duration.get().histogram,
+                store.latency_buckets(),
                 writers,
             );
             for (token_type, count) in totals.tokens.iter().enumerate() {
@@ -192,11 +249,9 @@ impl<'s> Batch<'s> {
                 }
             }
             for (index, observed) in totals.observed.iter().enumerate() {
-                if let Some(histogram) = observed {
-                    let (series, _) = store.observed_series(entry, index);
-                    series
-                        .histogram
-                        .merge(&histogram.buckets, histogram.sum, writers);
+                if let Some(totals) = observed {
+                    let (series, buckets, _) = store.observed_series(entry, index);
+                    totals.apply(&series.histogram, buckets, writers);
                 }
             }
         }

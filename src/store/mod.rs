@@ -27,10 +27,12 @@ use smallvec::SmallVec;
 
 use crate::cells::arena::CellArena;
 use crate::cells::counter::Recording;
+use crate::cells::histogram::{Histogram, HistogramSnapshot};
 use crate::schema::family::{
     Buckets, FamilyDesc, FamilyId, Schema, ValueKind, CACHE_HITS, CACHE_MISSES, COST, DURATION,
     OPTIONAL_OBSERVED, OVERFLOW, OVERFLOW_VALUE, REQUESTS, TOKENS, TOOL_CALLS, UNPRICED,
 };
+use crate::schema::native::NativeConfig;
 use crate::schema::request::{RequestValues, TOKEN_TYPES};
 use crate::store::label_map::{Entry, LabelMap};
 use crate::store::pricing::{Price, PriceTable};
@@ -112,6 +114,8 @@ pub struct Store {
     schema: Arc<Schema>,
     /// The duration histogram's buckets, copied out of the schema for the hot path.
     latency_buckets: Buckets,
+    /// The duration histogram's native configuration, if it keeps one.
+    latency_native: Option<NativeConfig>,
     /// Each family's series, by family id.
     families: Box<[FamilySeries]>,
     /// Where every value lives; dropped after the families (field order),
@@ -157,6 +161,7 @@ impl Store {
             prices,
             recording,
             latency_buckets: schema.latency_buckets().clone(),
+            latency_native: schema.family(DURATION).native,
             families: schema
                 .families()
                 .iter()
@@ -260,7 +265,13 @@ impl Store {
             let duration_key = self.schema.derived_key(DURATION, |at| key[at], "");
             let duration = self
                 .capped(self.histograms(DURATION), DURATION, &duration_key, |key| {
-                    HistogramSeries::new(&self.arena, DURATION, key, &self.latency_buckets)
+                    HistogramSeries::new(
+                        &self.arena,
+                        DURATION,
+                        key,
+                        &self.latency_buckets,
+                        self.latency_native.as_ref(),
+                    )
                 })
                 .0;
             RequestSeries {
@@ -431,19 +442,20 @@ impl Store {
         &'s self,
         entry: &'s RequestEntry,
         index: usize,
-    ) -> (&'s HistogramSeries, &'s Buckets) {
+    ) -> (&'s HistogramSeries, &'s Buckets, Option<&'s NativeConfig>) {
         let (family, _) = OPTIONAL_OBSERVED[index];
         let buckets = self.schema.buckets(family);
+        let native = self.schema.family(family).native;
         let series = entry.value.observed[index]
             .get_or_init(|| {
                 let key = self.schema.derived_key(family, |at| entry.label(at), "");
                 let (created, _) = self.capped(self.histograms(family), family, &key, |key| {
-                    HistogramSeries::new(&self.arena, family, key, buckets)
+                    HistogramSeries::new(&self.arena, family, key, buckets, native.as_ref())
                 });
                 SeriesRef::new(&created.value)
             })
             .get();
-        (series, buckets)
+        (series, buckets, self.schema.family(family).native.as_ref())
     }
 
     /// The cost series a requests entry feeds, created on first use.
@@ -619,11 +631,21 @@ impl Store {
                 FamilySeries::Histogram(map) => {
                     let buckets = self.schema.buckets(family.id);
                     let histograms = views(map, |series: &HistogramSeries| {
-                        let snapshot = if reset {
-                            series.histogram.take(buckets, coding)
+                        let histogram = &series.histogram;
+                        let mut snapshot = if reset {
+                            histogram.take(buckets, coding)
                         } else {
-                            series.histogram.snapshot(buckets, coding)
+                            histogram.snapshot(buckets, coding)
                         };
+                        if let (Some(config), Some(native)) =
+                            (&family.native, histogram.native_cells(buckets))
+                        {
+                            snapshot.native = Some(if reset {
+                                native.take(config)
+                            } else {
+                                native.snapshot(config)
+                            });
+                        }
                         (Reading::Histogram(snapshot), series.created)
                     });
                     visitor.family_series(family, histograms);
@@ -656,14 +678,20 @@ impl Store {
             }
             FamilySeries::Histogram(map) => {
                 let buckets = self.schema.buckets(family);
+                let native = self.schema.family(family).native;
                 let (entry, _) = self.capped(map, family, labels, |key| {
-                    HistogramSeries::new(&self.arena, family, key, buckets)
+                    HistogramSeries::new(&self.arena, family, key, buckets, native.as_ref())
                 });
-                let (sum, counts) = cells.split_last().unwrap_or((&0, &[]));
-                entry
-                    .value
-                    .histogram
-                    .merge(counts, f64::from_bits(*sum), recording);
+                let snapshot = HistogramSnapshot::from_cells(cells, native.as_ref());
+                let histogram = &entry.value.histogram;
+                let classic = &cells[..=buckets.count()];
+                let (sum, counts) = classic.split_last().unwrap_or((&0, &[]));
+                histogram.merge(counts, f64::from_bits(*sum), recording);
+                if let (Some(config), Some(cells), Some(added)) =
+                    (&native, histogram.native_cells(buckets), &snapshot.native)
+                {
+                    cells.merge(added, config, recording.writers);
+                }
             }
             FamilySeries::Sum(map) => {
                 let (entry, _) = self.capped(map, family, labels, |key| {
@@ -702,11 +730,11 @@ impl Sink for AtomicSink<'_> {
     #[inline]
     fn latency(&mut self, seconds: f64) {
         let store = self.store;
-        self.entry.value.duration.get().histogram.observe(
-            seconds,
-            &store.latency_buckets,
-            store.recording,
-        );
+        let histogram = &self.entry.value.duration.get().histogram;
+        histogram.observe(seconds, &store.latency_buckets, store.recording);
+        if let Some(config) = &store.latency_native {
+            observe_native(histogram, &store.latency_buckets, config, seconds, store);
+        }
     }
 
     #[inline]
@@ -736,10 +764,27 @@ impl Sink for AtomicSink<'_> {
 
     #[inline]
     fn observe(&mut self, index: usize, seconds: f64) {
-        let (series, buckets) = self.store.observed_series(self.entry, index);
+        let (series, buckets, native) = self.store.observed_series(self.entry, index);
         series
             .histogram
             .observe(seconds, buckets, self.store.recording);
+        if let Some(config) = native {
+            observe_native(&series.histogram, buckets, config, seconds, self.store);
+        }
+    }
+}
+
+/// Records `seconds` in `histogram`'s native histogram too.
+#[cold]
+fn observe_native(
+    histogram: &Histogram,
+    buckets: &Buckets,
+    config: &NativeConfig,
+    seconds: f64,
+    store: &Store,
+) {
+    if let Some(native) = histogram.native_cells(buckets) {
+        native.observe(seconds, config, store.recording.writers);
     }
 }
 

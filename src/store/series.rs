@@ -9,6 +9,7 @@ use crate::cells::arena::{CellArena, Cells, SeriesDescription};
 use crate::cells::counter::{Counter, FloatCounter};
 use crate::cells::histogram::Histogram;
 use crate::schema::family::{Buckets, FamilyId, OPTIONAL_OBSERVATIONS};
+use crate::schema::native::NativeConfig;
 use crate::schema::request::TOKEN_TYPE_COUNT;
 use crate::store::pricing::Price;
 
@@ -106,6 +107,7 @@ impl HistogramSeries {
         family: FamilyId,
         labels: &[&str],
         buckets: &Buckets,
+        native: Option<&NativeConfig>,
     ) -> Self {
         let created = unix_now();
         let series = SeriesDescription {
@@ -114,7 +116,7 @@ impl HistogramSeries {
             created,
         };
         HistogramSeries {
-            histogram: Histogram::allocate(arena, &series, buckets),
+            histogram: Histogram::allocate(arena, &series, buckets, native),
             created,
         }
     }

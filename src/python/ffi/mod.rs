@@ -1,0 +1,11 @@
+//! Raw CPython calls, behind small typed wrappers: the rest of the binding is
+//! safe code over `PyO3` types and these.
+//!
+//! - [`fastcall`]: the arguments CPython passes a `METH_FASTCALL |
+//!   METH_KEYWORDS` method, and installing such methods on a class;
+//! - [`buffer`]: a numeric buffer's bytes and element format;
+//! - [`int`]: an exact `int` read as a `u64` without a method call.
+
+pub(super) mod buffer;
+pub(super) mod fastcall;
+pub(super) mod int;
