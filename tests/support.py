@@ -186,13 +186,27 @@ class RunningServer:
         self.stop()
 
 
+#: Debian forky's Prometheus 3.5, which ``make deps`` unpacks beside bookworm's 2.42.
+PROMETHEUS_3 = (
+    Path(__file__).resolve().parent.parent
+    / "target"
+    / "debian"
+    / "forky"
+    / "root"
+    / "usr"
+    / "bin"
+    / "prometheus"
+)
+
+
 def prometheus_command(
-    data: Path, *flags: str, config: dict | None = None
+    data: Path, *flags: str, config: dict | None = None, binary: Path | None = None
 ) -> tuple[list[str], int]:
-    """The command line of Debian's Prometheus on a free loopback port, storing in
-    ``data``, and that port."""
-    prometheus = shutil.which("prometheus")
+    """The command line of Debian's Prometheus (or ``binary``) on a free loopback
+    port, storing in ``data``, and that port."""
+    prometheus = str(binary) if binary is not None else shutil.which("prometheus")
     assert prometheus, "prometheus is missing: `make deps` unpacks it into target/"
+    assert Path(prometheus).exists(), f"{prometheus} is missing: `make deps` unpacks it"
     data.mkdir(parents=True, exist_ok=True)
     config_file = data / "prometheus.yml"
     # JSON is YAML: no YAML writer needed.
@@ -208,9 +222,11 @@ def prometheus_command(
     return argv, port
 
 
-def prometheus_server(data: Path, *flags: str, config: dict | None = None) -> RunningServer:
+def prometheus_server(
+    data: Path, *flags: str, config: dict | None = None, binary: Path | None = None
+) -> RunningServer:
     """Debian's Prometheus started as ``prometheus_command`` says (see ``wait_ready``)."""
-    argv, port = prometheus_command(data, *flags, config=config)
+    argv, port = prometheus_command(data, *flags, config=config, binary=binary)
     return RunningServer(argv, port, "/-/ready")
 
 
@@ -368,9 +384,16 @@ def _exposition_message_classes() -> dict[str, Any]:
     message("Gauge", ("value", 1, double, None, False))
     message("Untyped", ("value", 1, double, None, False))
     message(
+        "Exemplar",
+        ("label", 1, msg, "LabelPair", True),
+        ("value", 2, double, None, False),
+        ("timestamp", 3, msg, "Timestamp", False),
+    )
+    message(
         "Bucket",
         ("cumulative_count", 1, uint64, None, False),
         ("upper_bound", 2, double, None, False),
+        ("exemplar", 3, msg, "Exemplar", False),
     )
     message("BucketSpan", ("offset", 1, sint32, None, False), ("length", 2, uint32, None, False))
     message(
@@ -384,6 +407,7 @@ def _exposition_message_classes() -> dict[str, Any]:
         ("positive_span", 12, msg, "BucketSpan", True),
         ("positive_delta", 13, sint64, None, True),
         ("created_timestamp", 15, msg, "Timestamp", False),
+        ("exemplars", 16, msg, "Exemplar", True),
     )
     message(
         "Metric",

@@ -18,6 +18,7 @@ from gateway_metrics import GatewayMetricsMiddleware, PrometheusExporter
 from gateway_metrics._protobuf import CONTENT_TYPE, accepts_protobuf
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from support import (
+    PROMETHEUS_3,
     decode_delimited_families,
     native_buckets,
     prometheus_server,
@@ -273,9 +274,12 @@ def exact_quantile(values: list[float], q: float) -> float:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("prometheus", ["2.42", "3.5"])
 def test_prometheus_scrapes_them_over_protobuf_and_answers_quantiles_within_the_schemas_error(
-    tmp_path,
+    tmp_path, prometheus
 ):
+    # Bookworm's 2.42 is on PATH; forky's 3.5 is unpacked beside it.
+    binary = PROMETHEUS_3 if prometheus == "3.5" else None
     registry = CollectorRegistry()
     metrics = GatewayMetricsMiddleware(registry=registry, native_histograms=True)
     values = long_tailed(5000)
@@ -294,7 +298,10 @@ def test_prometheus_scrapes_them_over_protobuf_and_answers_quantiles_within_the_
     try:
         with (
             prometheus_server(
-                tmp_path / "native", "--enable-feature=native-histograms", config=job
+                tmp_path / "native",
+                "--enable-feature=native-histograms",
+                config=job,
+                binary=binary,
             ) as native,
             prometheus_server(tmp_path / "classic", config=job) as classic,
         ):
@@ -318,8 +325,34 @@ def test_prometheus_scrapes_them_over_protobuf_and_answers_quantiles_within_the_
                     abs(classic_estimate - exact) / exact,
                 )
                 assert errors[q][0] <= bound, (q, exact, native_estimate)
-            print("relative errors (native, classic):", errors)
+            print(f"Prometheus {prometheus}, relative errors (native, classic):", errors)
             # At the tail the classic buckets (the reference's, to 60 s) miss by far more.
             assert errors[0.999][1] > 3 * errors[0.999][0]
     finally:
         exporter.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("prometheus", ["2.42", "3.5"])
+def test_remote_write_carries_them_into_prometheus(tmp_path, prometheus):
+    binary = PROMETHEUS_3 if prometheus == "3.5" else None
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), native_histograms=True)
+    values = long_tailed(2000, seed=11)
+    metrics.record_batch(**CALL, latency_s=values)
+    with prometheus_server(
+        tmp_path,
+        "--enable-feature=native-histograms",
+        "--web.enable-remote-write-receiver",
+        binary=binary,
+    ) as server:
+        server.wait_ready()
+        metrics.remote_write(f"{server.base}/api/v1/write", job="batch", instance="w")
+        selector = f'{DURATION}{{job="batch"}}'
+        wait_for(server, f"histogram_count({selector})")
+        assert query(server, f"histogram_count({selector})") == len(values)
+        assert query(server, f"histogram_sum({selector})") == sum(values)
+        exact = exact_quantile(values, 0.99)
+        estimate = query(server, f"histogram_quantile(0.99, {selector})")
+        assert abs(estimate - exact) / exact <= 2 ** (1 / 8) - 1
+        # The classic series went too.
+        assert query(server, f'{DURATION}_count{{job="batch"}}') == len(values)

@@ -2,7 +2,8 @@
 
 ``python tools/debian.py python sid 3.14`` makes another suite's CPython
 runnable here; ``python tools/debian.py servers`` unpacks the Prometheus,
-Pushgateway and VictoriaMetrics the tests run, and prints their folder.
+Pushgateway and VictoriaMetrics the tests run (and forky's Prometheus 3.5),
+and prints their folder.
 
 Newer interpreters (sid's ``python3.14`` and ``python3.15``), older C
 libraries (bullseye's glibc 2.31 with its ``python3.9``) and the servers come
@@ -210,8 +211,16 @@ def own_suite() -> str:
     raise SystemExit("/etc/os-release names no Debian suite")
 
 
+#: Newer servers from a newer suite, beside this system's: Prometheus 3.5 (forky's).
+NEWER_SERVERS = {"forky": ("prometheus",)}
+
+
 def servers() -> Path:
-    """The folder of the servers' programs, unpacked from this system's suite."""
+    """The folder of the servers' programs, unpacked from this system's suite;
+    the newer servers are unpacked into their suite's folder
+    (``target/debian/forky/root/usr/bin``)."""
+    for suite, names in NEWER_SERVERS.items():
+        unpack(suite, list(names))
     return unpack(own_suite(), list(SERVERS)) / "usr" / "bin"
 
 

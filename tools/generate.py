@@ -32,6 +32,7 @@ BATCH_ANNOTATIONS = {
     "tokens": "int | Sequence[int] | Any | None",
     "tool_calls": "Sequence[Iterable[Any] | None] | None",
     "extra_labels": "Mapping[str, str] | Sequence[Mapping[str, str] | None] | None",
+    "exemplar": "Mapping[str, str] | Sequence[Mapping[str, str] | None] | None",
 }
 
 

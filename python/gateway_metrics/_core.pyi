@@ -14,6 +14,7 @@ __all__ = [
     "REQUEST_FIELDS",
     "TOKEN_TYPES",
     "MetricsStore",
+    "check_exemplar",
     "check_extra_labels",
     "cleanup",
     "compact",
@@ -25,6 +26,10 @@ FAMILIES: list[tuple[str, str, str, list[str], list[float] | None, str | None]]
 """``(name, help, type, label names, bucket bounds of a histogram, what a request
 gives it to observe)`` of each metric family of the default configuration, in
 exposition order (the core's family table)."""
+
+def check_exemplar(labels: object) -> None:
+    """Raises ``TypeError``/``ValueError`` naming ``exemplar`` unless ``labels`` may
+    be an exemplar's: a dict of label names to values, at most 128 characters in all."""
 
 def compact(
     directory: str, *, timeout: float
@@ -133,6 +138,7 @@ class MetricsStore:
         audio_input_tokens: int = 0,
         audio_output_tokens: int = 0,
         labels: Mapping[str, str] | None = None,
+        exemplar: Mapping[str, str] | None = None,
         # END GENERATED: record_request
     ) -> None:
         """Records one completed LLM request.
@@ -191,6 +197,7 @@ class MetricsStore:
         audio_input_tokens: int | Sequence[int] | Any | None = 0,
         audio_output_tokens: int | Sequence[int] | Any | None = 0,
         labels: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
+        exemplar: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
         # END GENERATED: record_batch
     ) -> int:
         """Records many requests in one call, given as columns; returns the row count.

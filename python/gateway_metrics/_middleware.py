@@ -241,6 +241,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         max_series: int | None = None,
         prices: str | None = None,
         native_histograms: bool | Mapping[str, Any] = False,
+        exemplars: str | None = None,
     ) -> GatewayMetricsMiddleware:
         source = checked_prices(prices)
         table = merged_price_table(price_table)
@@ -301,6 +302,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         max_series: int | None = None,
         prices: str | None = None,
         native_histograms: bool | Mapping[str, Any] = False,
+        exemplars: str | None = None,
     ) -> None:
         self._registry = prometheus_client.REGISTRY if registry is None else registry
         self._collector = _GatewayCollector(self)
@@ -315,6 +317,34 @@ class GatewayMetricsMiddleware(MetricsStore):
                 "GatewayMetricsMiddleware(registry=CollectorRegistry())"
             ) from duplicate
         _MIDDLEWARES[self._registry] = weakref.ref(self)
+        if exemplars is not None:
+            self._take_exemplars_from(exemplars)
+
+    def _take_exemplars_from(self, source: str) -> None:
+        """Gives each ``record_request`` call without an ``exemplar`` the current
+        OpenTelemetry span's ids (``exemplars="opentelemetry"``)."""
+        if source != "opentelemetry":
+            raise ValueError(f"exemplars must be None or 'opentelemetry', got {source!r}")
+        try:
+            from opentelemetry import trace
+        except ImportError:
+            raise ValueError(
+                "exemplars='opentelemetry' needs opentelemetry-api installed"
+            ) from None
+        record = super().record_request
+
+        def record_request(**arguments: Any) -> None:
+            if arguments.get("exemplar") is None:
+                context = trace.get_current_span().get_span_context()
+                if context.is_valid:
+                    arguments["exemplar"] = {
+                        "trace_id": format(context.trace_id, "032x"),
+                        "span_id": format(context.span_id, "016x"),
+                    }
+            record(**arguments)
+
+        # An instance attribute wins over the class's method for this middleware only.
+        self.record_request = record_request  # type: ignore[method-assign]
 
     @property
     def price_table(self) -> Mapping[str, ModelPricing]:
@@ -494,6 +524,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         operation: str = "chat",
         *,
         labels: Mapping[str, str] | None = None,
+        exemplar: Mapping[str, str] | None = None,
     ) -> TrackedCall:
         """Times one LLM request and records it when the block exits.
 
@@ -507,6 +538,8 @@ class GatewayMetricsMiddleware(MetricsStore):
         ``"ok"``, ``"error"`` when an exception leaves the block (it is
         re-raised) or ``"cancelled"`` (``asyncio.CancelledError``, or a
         streaming generator closed early); our own parsing never changes it.
+        ``exemplar`` (labels such as ``trace_id``) is kept on the buckets the
+        request's duration and time to first token fall in.
 
         Example::
 
@@ -518,7 +551,7 @@ class GatewayMetricsMiddleware(MetricsStore):
                     call.usage(chunk)
                     call.tool_calls(chunk)
         """
-        return TrackedCall(self, provider, model, operation, labels)
+        return TrackedCall(self, provider, model, operation, labels, exemplar)
 
     def unregister(self) -> None:
         """Removes this middleware's collector from its registry."""

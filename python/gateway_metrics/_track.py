@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from gateway_metrics._core import TOKEN_TYPES, MetricsStore
+from gateway_metrics._core import TOKEN_TYPES, MetricsStore, check_exemplar
 from gateway_metrics._usage import (
     Usage,
     check_tokens,
@@ -67,10 +67,16 @@ def record_counted(
     tokens: Mapping[str, int],
     tool_calls: list[ToolCall],
     labels: Mapping[str, str] | None,
+    exemplar: Mapping[str, str] | None = None,
 ) -> None:
     """Records one request whose token counts are by type (``Usage`` field names),
     as ``track()`` and the LiteLLM logger collect them."""
+    if exemplar is not None:
+        counts_and_exemplar: dict[str, Any] = {"exemplar": exemplar}
+    else:
+        counts_and_exemplar = {}
     counts: dict[str, Any] = {_TOKEN_KEYWORDS[name]: count for name, count in tokens.items()}
+    counts.update(counts_and_exemplar)
     metrics.record_request(
         provider=provider,
         model=model,
@@ -100,7 +106,10 @@ class TrackedCall:
         model: str,
         operation: str,
         labels: Mapping[str, str] | None,
+        exemplar: Mapping[str, str] | None = None,
     ) -> None:
+        if exemplar is not None:
+            check_exemplar(exemplar)
         for argument, value in (("provider", provider), ("model", model), ("operation", operation)):
             if not isinstance(value, str):
                 raise TypeError(f"{argument} must be str, not {type(value).__name__}")
@@ -113,6 +122,7 @@ class TrackedCall:
             )
         self._metrics = metrics
         self._labels = dict(labels) if labels else None
+        self._exemplar = dict(exemplar) if exemplar is not None else None
         self._provider, self._model, self._operation = provider, model, operation
         self._started: float | None = None
         self._first_token_s: float | None = None
@@ -274,6 +284,7 @@ class TrackedCall:
             tokens=tokens,
             tool_calls=tool_calls,
             labels=self._labels,
+            exemplar=self._exemplar,
         )
 
     def __enter__(self) -> TrackedCall:

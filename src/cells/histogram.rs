@@ -10,11 +10,13 @@
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use smallvec::SmallVec;
 
 use crate::cells::arena::{CellArena, SeriesDescription};
 use crate::cells::counter::{add_count, add_float, read_count, take_count, Coding, Recording};
+use crate::cells::exemplar::Exemplar;
 use crate::cells::native_histogram::{NativeCells, NativeSnapshot};
 use crate::schema::family::Buckets;
 use crate::schema::native::NativeConfig;
@@ -44,6 +46,8 @@ pub struct HistogramSnapshot {
     pub sum: f64,
     /// The native histogram, when the family keeps one.
     pub native: Option<NativeSnapshot>,
+    /// Each bucket's last exemplar (empty when the series has none).
+    pub exemplars: Vec<Option<Arc<Exemplar>>>,
 }
 
 impl HistogramSnapshot {
@@ -70,6 +74,7 @@ impl HistogramSnapshot {
             cumulative,
             sum: f64::from_bits(*sum),
             native: native.map(|config| NativeSnapshot::from_cells(native_part, config)),
+            exemplars: Vec::new(),
         }
     }
 
@@ -206,6 +211,7 @@ impl Histogram {
             cumulative,
             sum: f64::from_bits(sum_bits(self.cell(buckets.count()))),
             native: None,
+            exemplars: Vec::new(),
         }
     }
 }

@@ -3,5 +3,6 @@
 
 pub mod arena;
 pub mod counter;
+pub mod exemplar;
 pub mod histogram;
 pub mod native_histogram;

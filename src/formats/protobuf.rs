@@ -12,7 +12,8 @@
 
 use prost::Message;
 
-use crate::cells::native_histogram::NativeSnapshot;
+use crate::cells::exemplar::Exemplar;
+use crate::cells::histogram::HistogramSnapshot;
 use crate::schema::family::{FamilyDesc, FamilyKind};
 use crate::store::visit::{Reading, SeriesView, SeriesVisitor};
 
@@ -53,6 +54,20 @@ pub struct Counter {
     pub created_timestamp: Option<Timestamp>,
 }
 
+/// `io.prometheus.client.Exemplar`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ProtoExemplar {
+    /// Its labels.
+    #[prost(message, repeated, tag = "1")]
+    pub label: Vec<LabelPair>,
+    /// The observed value.
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    /// When it was observed.
+    #[prost(message, optional, tag = "3")]
+    pub timestamp: Option<Timestamp>,
+}
+
 /// `io.prometheus.client.Bucket`: a classic bucket.
 #[derive(Clone, PartialEq, Message)]
 pub struct Bucket {
@@ -62,6 +77,9 @@ pub struct Bucket {
     /// The bucket's bound.
     #[prost(double, tag = "2")]
     pub upper_bound: f64,
+    /// The last exemplar of the bucket.
+    #[prost(message, optional, tag = "3")]
+    pub exemplar: Option<ProtoExemplar>,
 }
 
 /// `io.prometheus.client.BucketSpan`: consecutive native buckets.
@@ -105,6 +123,9 @@ pub struct Histogram {
     /// When the series was created.
     #[prost(message, optional, tag = "15")]
     pub created_timestamp: Option<Timestamp>,
+    /// The native histogram's exemplars (each with its timestamp).
+    #[prost(message, repeated, tag = "16")]
+    pub exemplars: Vec<ProtoExemplar>,
 }
 
 /// `io.prometheus.client.Metric`: one series.
@@ -150,6 +171,22 @@ fn timestamp(seconds: f64) -> Timestamp {
     Timestamp {
         seconds: whole as i64,
         nanos: ((seconds - whole) * 1e9).round().min(999_999_999.0) as i32,
+    }
+}
+
+/// An exemplar as the format carries it.
+fn proto_exemplar(exemplar: &Exemplar) -> ProtoExemplar {
+    ProtoExemplar {
+        label: exemplar
+            .labels
+            .iter()
+            .map(|(name, value)| LabelPair {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        value: exemplar.value,
+        timestamp: Some(timestamp(exemplar.timestamp)),
     }
 }
 
@@ -205,23 +242,41 @@ impl ProtobufEncoder {
     fn histogram(
         &self,
         desc: &FamilyDesc,
-        cumulative: &[u64],
-        sum: f64,
-        native: Option<&NativeSnapshot>,
+        snapshot: &HistogramSnapshot,
         created: f64,
     ) -> Histogram {
+        let cumulative = &snapshot.cumulative;
         let bounds = desc.buckets.as_ref().map_or(&[][..], |b| b.bounds());
+        let exemplar_of = |index: usize| {
+            snapshot
+                .exemplars
+                .get(index)
+                .and_then(Option::as_ref)
+                .map(|exemplar| proto_exemplar(exemplar))
+        };
+        let mut bucket: Vec<Bucket> = bounds
+            .iter()
+            .zip(cumulative)
+            .enumerate()
+            .map(|(index, (bound, count))| Bucket {
+                cumulative_count: *count,
+                upper_bound: *bound,
+                exemplar: exemplar_of(index),
+            })
+            .collect();
+        // The `+Inf` bucket is left out, unless it has an exemplar to carry.
+        if let Some(exemplar) = exemplar_of(bounds.len()) {
+            bucket.push(Bucket {
+                cumulative_count: cumulative.last().copied().unwrap_or(0),
+                upper_bound: f64::INFINITY,
+                exemplar: Some(exemplar),
+            });
+        }
+        let native = snapshot.native.as_ref();
         let mut histogram = Histogram {
             sample_count: cumulative.last().copied().unwrap_or(0),
-            sample_sum: sum,
-            bucket: bounds
-                .iter()
-                .zip(cumulative)
-                .map(|(bound, count)| Bucket {
-                    cumulative_count: *count,
-                    upper_bound: *bound,
-                })
-                .collect(),
+            sample_sum: snapshot.sum,
+            bucket,
             created_timestamp: self.include_created.then(|| timestamp(created)),
             ..Histogram::default()
         };
@@ -238,6 +293,12 @@ impl ProtobufEncoder {
                 spans
             };
             histogram.positive_delta = deltas;
+            histogram.exemplars = snapshot
+                .exemplars
+                .iter()
+                .flatten()
+                .map(|exemplar| proto_exemplar(exemplar))
+                .collect();
         }
         histogram
     }
@@ -292,13 +353,7 @@ impl SeriesVisitor for ProtobufEncoder {
                     });
                 }
                 Reading::Histogram(snapshot) => {
-                    metric.histogram = Some(self.histogram(
-                        desc,
-                        &snapshot.cumulative,
-                        snapshot.sum,
-                        snapshot.native.as_ref(),
-                        view.created,
-                    ));
+                    metric.histogram = Some(self.histogram(desc, &snapshot, view.created));
                 }
             }
             family.metric.push(metric);

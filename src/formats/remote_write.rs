@@ -3,13 +3,18 @@
 //! The body is a protobuf `prometheus.WriteRequest` compressed with snappy's
 //! block format, as the remote-write 1.0 specification requires
 //! (<https://prometheus.io/docs/specs/prw/remote_write_spec/>). Histograms go as
-//! classic `_bucket`/`_count`/`_sum` series; `_created` samples stay home,
-//! since a receiver would store them as series of their own. Every sample of
-//! one request carries the same timestamp, and each series' labels are sorted
-//! by name, `__name__` among them, as the specification asks.
+//! classic `_bucket`/`_count`/`_sum` series, each bucket series with its
+//! exemplar; a native histogram goes too, as a series named as its family
+//! holding a `prometheus.Histogram`. `_created` samples stay home, since a
+//! receiver would store them as series of their own. Every sample of one
+//! request carries the same timestamp, and each series' labels are sorted by
+//! name, `__name__` among them, as the specification asks.
 
 use prost::Message;
 
+use crate::cells::exemplar::Exemplar;
+use crate::cells::native_histogram::NativeSnapshot;
+use crate::formats::protobuf::spans_and_deltas;
 use crate::schema::family::{FamilyDesc, FamilyKind};
 use crate::store::visit::SampleVisitor;
 
@@ -35,6 +40,60 @@ pub struct Sample {
     pub timestamp: i64,
 }
 
+/// `prometheus.Exemplar`.
+#[derive(Clone, PartialEq, Message)]
+pub struct WriteExemplar {
+    /// Its labels.
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    /// The observed value.
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    /// Milliseconds since the Unix epoch.
+    #[prost(int64, tag = "3")]
+    pub timestamp: i64,
+}
+
+/// `prometheus.BucketSpan`: consecutive native buckets.
+#[derive(Clone, PartialEq, Message)]
+pub struct WriteBucketSpan {
+    /// The first bucket's index, or its gap from the previous span's end.
+    #[prost(sint32, tag = "1")]
+    pub offset: i32,
+    /// How many buckets.
+    #[prost(uint32, tag = "2")]
+    pub length: u32,
+}
+
+/// `prometheus.Histogram`: a native histogram (integer counts).
+#[derive(Clone, PartialEq, Message)]
+pub struct WriteHistogram {
+    /// Every observation (`count_int`).
+    #[prost(uint64, tag = "1")]
+    pub count_int: u64,
+    /// Their sum.
+    #[prost(double, tag = "3")]
+    pub sum: f64,
+    /// The resolution.
+    #[prost(sint32, tag = "4")]
+    pub schema: i32,
+    /// The zero bucket's width.
+    #[prost(double, tag = "5")]
+    pub zero_threshold: f64,
+    /// Observations in the zero bucket (`zero_count_int`).
+    #[prost(uint64, tag = "6")]
+    pub zero_count_int: u64,
+    /// The buckets in use, as spans.
+    #[prost(message, repeated, tag = "11")]
+    pub positive_spans: Vec<WriteBucketSpan>,
+    /// Each bucket's count less the previous one's.
+    #[prost(sint64, repeated, tag = "12")]
+    pub positive_deltas: Vec<i64>,
+    /// Milliseconds since the Unix epoch.
+    #[prost(int64, tag = "15")]
+    pub timestamp: i64,
+}
+
 /// `prometheus.TimeSeries`.
 #[derive(Clone, PartialEq, Message)]
 pub struct TimeSeries {
@@ -44,6 +103,12 @@ pub struct TimeSeries {
     /// One sample per request.
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<Sample>,
+    /// A bucket series' exemplar.
+    #[prost(message, repeated, tag = "3")]
+    pub exemplars: Vec<WriteExemplar>,
+    /// A native histogram series' value.
+    #[prost(message, repeated, tag = "4")]
+    pub histograms: Vec<WriteHistogram>,
 }
 
 /// `prometheus.MetricMetadata`.
@@ -114,6 +179,42 @@ impl RemoteWriteEncoder {
     }
 }
 
+impl RemoteWriteEncoder {
+    /// A series' labels: its name, the family's labels, `le`, and the target
+    /// labels it lacks (unsorted).
+    fn series_labels(
+        &self,
+        desc: &FamilyDesc,
+        suffix: &str,
+        le: Option<&str>,
+        labels: &[&str],
+    ) -> Vec<Label> {
+        let mut series_labels = Vec::with_capacity(labels.len() + 4);
+        series_labels.push(Label {
+            name: "__name__".to_owned(),
+            value: format!("{}{suffix}", desc.name),
+        });
+        for (name, value) in desc.label_names.iter().zip(labels) {
+            series_labels.push(Label {
+                name: name.clone(),
+                value: (*value).to_owned(),
+            });
+        }
+        if let Some(le) = le {
+            series_labels.push(Label {
+                name: "le".to_owned(),
+                value: le.to_owned(),
+            });
+        }
+        for target in &self.target_labels {
+            if !desc.label_names.contains(&target.name) {
+                series_labels.push(target.clone());
+            }
+        }
+        series_labels
+    }
+}
+
 impl SampleVisitor for RemoteWriteEncoder {
     fn family(&mut self, desc: &FamilyDesc) {
         let (metric_type, suffix) = match desc.kind {
@@ -140,33 +241,67 @@ impl SampleVisitor for RemoteWriteEncoder {
         if suffix == "_created" {
             return;
         }
-        let mut series_labels = Vec::with_capacity(labels.len() + 4);
-        series_labels.push(Label {
-            name: "__name__".to_owned(),
-            value: format!("{}{suffix}", desc.name),
-        });
-        for (name, value) in desc.label_names.iter().zip(labels) {
-            series_labels.push(Label {
-                name: name.clone(),
-                value: (*value).to_owned(),
-            });
-        }
-        if let Some(le) = le {
-            series_labels.push(Label {
-                name: "le".to_owned(),
-                value: le.to_owned(),
-            });
-        }
-        for target in &self.target_labels {
-            if !desc.label_names.contains(&target.name) {
-                series_labels.push(target.clone());
-            }
-        }
+        let mut series_labels = self.series_labels(desc, suffix, le, labels);
         series_labels.sort_by(|a, b| a.name.cmp(&b.name));
         self.request.timeseries.push(TimeSeries {
             labels: series_labels,
             samples: vec![Sample {
                 value,
+                timestamp: self.timestamp_ms,
+            }],
+            exemplars: Vec::new(),
+            histograms: Vec::new(),
+        });
+    }
+
+    fn exemplar(&mut self, _desc: &FamilyDesc, exemplar: &Exemplar) {
+        // It belongs to the bucket series just added.
+        if let Some(series) = self.request.timeseries.last_mut() {
+            #[allow(clippy::cast_possible_truncation)] // Milliseconds of this era fit.
+            series.exemplars.push(WriteExemplar {
+                labels: exemplar
+                    .labels
+                    .iter()
+                    .map(|(name, value)| Label {
+                        name: name.clone(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+                value: exemplar.value,
+                timestamp: (exemplar.timestamp * 1000.0).round() as i64,
+            });
+        }
+    }
+
+    fn native_histogram(
+        &mut self,
+        desc: &FamilyDesc,
+        labels: &[&str],
+        native: &NativeSnapshot,
+        sum: f64,
+    ) {
+        // A series of its own, named as the family, holding the histogram.
+        let mut series_labels = self.series_labels(desc, "", None, labels);
+        series_labels.sort_by(|a, b| a.name.cmp(&b.name));
+        let (spans, deltas) = spans_and_deltas(&native.buckets);
+        self.request.timeseries.push(TimeSeries {
+            labels: series_labels,
+            samples: Vec::new(),
+            exemplars: Vec::new(),
+            histograms: vec![WriteHistogram {
+                count_int: native.count(),
+                sum,
+                schema: i32::from(native.schema),
+                zero_threshold: native.zero_threshold,
+                zero_count_int: native.zero_count,
+                positive_spans: spans
+                    .into_iter()
+                    .map(|span| WriteBucketSpan {
+                        offset: span.offset,
+                        length: span.length,
+                    })
+                    .collect(),
+                positive_deltas: deltas,
                 timestamp: self.timestamp_ms,
             }],
         });

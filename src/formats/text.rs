@@ -13,6 +13,7 @@
 
 use std::fmt::Write as _;
 
+use crate::cells::exemplar::Exemplar;
 use crate::schema::float_text::write_value;
 
 use crate::schema::family::{FamilyDesc, FamilyKind};
@@ -147,6 +148,30 @@ impl SampleVisitor for TextEncoder {
             &mut self.out
         };
         write_sample(out, desc, suffix, le, &self.series_labels, value);
+    }
+
+    fn exemplar(&mut self, _desc: &FamilyDesc, exemplar: &Exemplar) {
+        // Only OpenMetrics has exemplars: ` # {labels} value timestamp` ends
+        // the bucket's line.
+        if self.format != Format::OpenMetrics || !self.out.ends_with('\n') {
+            return;
+        }
+        self.out.pop();
+        self.out.push_str(" # {");
+        for (index, (name, value)) in exemplar.labels.iter().enumerate() {
+            if index > 0 {
+                self.out.push(',');
+            }
+            self.out.push_str(name);
+            self.out.push_str("=\"");
+            write_label_value(&mut self.out, value);
+            self.out.push('"');
+        }
+        self.out.push_str("} ");
+        write_value(&mut self.out, exemplar.value);
+        self.out.push(' ');
+        write_value(&mut self.out, exemplar.timestamp);
+        self.out.push('\n');
     }
 
     fn end_family(&mut self, desc: &FamilyDesc) {

@@ -11,6 +11,7 @@ use smallvec::SmallVec;
 
 use super::ffi::int::exact_u64;
 use super::identity_cache::IdentityCache;
+use crate::cells::exemplar::Exemplar;
 use crate::schema::request::RequestValues;
 use crate::store::series::CounterSeries;
 
@@ -111,6 +112,29 @@ pub(super) fn extra_label_values<'py>(
             _ => Ok(empty.clone()),
         })
         .collect()
+}
+
+/// An exemplar's labels from a `dict` of `str` to `str`, checked as
+/// [`Exemplar::check_labels`] says; `argument` names it in errors.
+pub(super) fn exemplar_labels(
+    value: &Bound<'_, PyAny>,
+    argument: impl Display + Copy,
+) -> PyResult<Vec<(String, String)>> {
+    let mapping = value.cast::<PyDict>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{argument} must be a dict of label names to values, not {}",
+            type_name(value)
+        ))
+    })?;
+    let mut labels = Vec::with_capacity(mapping.len());
+    for (name, label_value) in mapping.iter() {
+        let name = label(&name, format!("{argument} key").as_str())?;
+        let text = label(&label_value, format!("{argument}[{name}]").as_str())?;
+        labels.push((name.to_str()?.to_owned(), text.to_str()?.to_owned()));
+    }
+    Exemplar::check_labels(&labels)
+        .map_err(|reason| PyValueError::new_err(format!("{argument}: {reason}")))?;
+    Ok(labels)
 }
 
 /// A validated label object: its text as the exposition shows it.

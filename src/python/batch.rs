@@ -18,18 +18,19 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
 use smallvec::SmallVec;
 
 use super::arguments::{
-    checked_latency, checked_parts, latency_seconds, token_value, tool_call_names, type_name,
-    ColumnArgument, ToolNames,
+    checked_latency, checked_parts, exemplar_labels, latency_seconds, token_value, tool_call_names,
+    type_name, ColumnArgument, ToolNames,
 };
 use super::buffer_column::{buffer_numbers, supports_buffer};
 use super::metrics_store::{PyMetricsStore, Resolved};
 use super::request_arguments::RequestArguments;
 use crate::formats::columns::Number;
 use crate::schema::request::{
-    RequestValues, EXTRA_LABELS_FIELD, INPUT, LABEL_FIELDS, LATENCY_FIELD, OUTPUT,
+    RequestValues, EXEMPLAR_FIELD, EXTRA_LABELS_FIELD, INPUT, LABEL_FIELDS, LATENCY_FIELD, OUTPUT,
     REFERENCE_TOKEN_TYPES, REQUEST_FIELDS, SECONDS_POSITIONS, TOKEN_FIELDS, TOOL_CALLS_FIELD,
 };
 use crate::store::batch::Batch;
+use crate::store::series::unix_now;
 
 /// Up to this many distinct label combinations, a batch finds a row's combination
 /// by scanning them; past it, by hashing.
@@ -103,6 +104,28 @@ fn extra_labels_argument<'py>(
             PyTypeError::new_err(format!(
                 "labels must be a dict of extra label values, or a list or tuple with one \
                  (or None) per row, not {}",
+                type_name(value)
+            ))
+        })
+}
+
+/// The `exemplar` argument: one dict of labels for every row, or a list or
+/// tuple with one (or None) per row; None when it is not given.
+fn exemplar_argument<'py>(
+    value: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Option<LabelArgument<'py>>> {
+    let Some(value) = value.filter(|value| !value.is_none()) else {
+        return Ok(None);
+    };
+    if value.is_instance_of::<PyDict>() {
+        return Ok(Some(LabelArgument::Scalar(value.clone())));
+    }
+    sequence_items(value)
+        .map(|items| Some(LabelArgument::Column(items)))
+        .ok_or_else(|| {
+            PyTypeError::new_err(format!(
+                "exemplar must be a dict of labels, or a list or tuple with one (or None) \
+                 per row, not {}",
                 type_name(value)
             ))
         })
@@ -356,6 +379,7 @@ impl PyMetricsStore {
             })
             .collect::<PyResult<Vec<_>>>()?;
         let extra = extra_labels_argument(arguments.extra_labels)?;
+        let exemplar = exemplar_argument(arguments.exemplar)?;
         let tool_column = match tool_calls.filter(|value| !value.is_none()) {
             None => None,
             Some(value) => Some(sequence_items(value).ok_or_else(|| {
@@ -392,6 +416,10 @@ impl PyMetricsStore {
         lengths.push((
             field_name(EXTRA_LABELS_FIELD),
             extra.as_ref().and_then(LabelArgument::rows),
+        ));
+        lengths.push((
+            field_name(EXEMPLAR_FIELD),
+            exemplar.as_ref().and_then(LabelArgument::rows),
         ));
         let rows = row_count(&lengths)?;
         // Rows of the reference's values alone (every other argument absent,
@@ -481,6 +509,26 @@ impl PyMetricsStore {
         } else {
             combinations.push((0, resolve(0)?));
         }
+        let exemplars: Vec<Option<Vec<(String, String)>>> = match &exemplar {
+            None => Vec::new(),
+            Some(LabelArgument::Scalar(value)) => {
+                let labels = exemplar_labels(value, "exemplar")?;
+                vec![Some(labels); rows]
+            }
+            Some(LabelArgument::Column(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(row, item)| {
+                    let argument = ColumnArgument {
+                        name: "exemplar",
+                        row: Some(row),
+                    };
+                    (!item.is_none())
+                        .then(|| exemplar_labels(item, argument))
+                        .transpose()
+                })
+                .collect::<PyResult<_>>()?,
+        };
         let tool_names: Vec<ToolNames<'_, '_>> = match &tool_column {
             None => Vec::new(),
             Some(items) => items
@@ -492,14 +540,14 @@ impl PyMetricsStore {
 
         // Everything is valid: record. Entries are created in order of first use.
         let mut batch = Batch::new(self.store());
-        let positions: Vec<usize> = combinations
+        let entries: Vec<_> = combinations
             .into_iter()
             .map(|(first_row, resolved)| {
                 let labelled = extra.as_ref().is_some_and(|e| !e.at(first_row).is_none());
                 self.request_entry(py, resolved, labelled)
-                    .map(|entry| batch.position(entry))
             })
             .collect::<PyResult<_>>()?;
+        let positions: Vec<usize> = entries.iter().map(|entry| batch.position(entry)).collect();
         for row in 0..rows {
             let combination = row_combination.get(row).map_or(0, |c| *c as usize);
             batch.add_to(positions[combination], &row_values(row));
@@ -508,6 +556,15 @@ impl PyMetricsStore {
             }
         }
         batch.finish();
+        // Each bucket keeps the last row's exemplar, as with one call per row.
+        let now = unix_now();
+        for (row, labels) in exemplars.iter().enumerate() {
+            if let Some(labels) = labels {
+                let combination = row_combination.get(row).map_or(0, |c| *c as usize);
+                self.store()
+                    .attach_exemplar(entries[combination], &row_values(row), labels, now);
+            }
+        }
         self.report_overflows(py);
         Ok(rows)
     }

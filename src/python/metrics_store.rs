@@ -10,8 +10,8 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView, PyString, 
 use smallvec::SmallVec;
 
 use super::arguments::{
-    checked_parts, extra_label_values, label, latency_seconds, token_count, tool_call_names,
-    ColumnArgument, ToolName, ToolNames,
+    checked_parts, exemplar_labels, extra_label_values, label, latency_seconds, token_count,
+    tool_call_names, ColumnArgument, ToolName, ToolNames,
 };
 use super::exit_gate::release_gil;
 use super::identity_cache::IdentityCache;
@@ -33,6 +33,7 @@ use crate::schema::request::{
     SECONDS_POSITIONS, TOKEN_FIELDS, TOKEN_TYPE_COUNT,
 };
 use crate::store::pricing::{Price, PriceTable};
+use crate::store::series::unix_now;
 use crate::store::series::CounterSeries;
 use crate::store::{CacheOutcome, ReadMode, RequestEntry, RequestLabels, Store};
 
@@ -655,12 +656,20 @@ impl PyMetricsStore {
             checked_parts(&values, None)?;
         }
         let tool_names = tool_call_names(arguments.tool_calls, None, &self.tool_calls)?;
+        let exemplar = match arguments.exemplar {
+            Some(value) if !value.is_none() => Some(exemplar_labels(value, "exemplar")?),
+            _ => None,
+        };
         // Everything is valid: from here on the call records.
         let labelled = arguments
             .extra_labels
             .is_some_and(|mapping| !mapping.is_none());
         let entry = self.request_entry(py, resolved, labelled)?;
         self.store().record_request_on(entry, &values);
+        if let Some(labels) = &exemplar {
+            self.store()
+                .attach_exemplar(entry, &values, labels, unix_now());
+        }
         self.record_tool_calls(py, &tool_names)?;
         self.report_overflows(py);
         Ok(())

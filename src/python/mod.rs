@@ -42,6 +42,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(multiprocess::compact, module)?)?;
     module.add_function(wrap_pyfunction!(multiprocess::cleanup, module)?)?;
     module.add_function(wrap_pyfunction!(check_extra_labels, module)?)?;
+    module.add_function(wrap_pyfunction!(check_exemplar, module)?)?;
     let finish = wrap_pyfunction!(exit_gate::finish_native_work, module)?;
     module.add_function(finish.clone())?;
     module
@@ -148,6 +149,13 @@ fn token_types() -> Vec<(&'static str, &'static str, &'static str)> {
             )
         })
         .collect()
+}
+
+/// Raises `TypeError`/`ValueError` (naming `exemplar`) unless `labels` may be
+/// an exemplar's: a dict of label names to values, at most 128 characters in all.
+#[pyfunction]
+fn check_exemplar(labels: &Bound<'_, PyAny>) -> PyResult<()> {
+    arguments::exemplar_labels(labels, "exemplar").map(|_| ())
 }
 
 /// Raises `ValueError` unless a middleware accepts `names` as its extra

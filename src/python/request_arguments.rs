@@ -13,9 +13,9 @@ use pyo3::Borrowed;
 
 use super::ffi::fastcall::FastcallArgs;
 use crate::schema::request::{
-    EXTRA_LABELS_FIELD, FIELD_COUNT, LABEL_FIELDS, LATENCY_FIELD, REFERENCE_TOKEN_TYPES,
-    REQUEST_FIELDS, SECONDS_FIELDS, SECONDS_POSITIONS, TOKEN_FIELDS, TOKEN_TYPE_COUNT,
-    TOOL_CALLS_FIELD,
+    EXEMPLAR_FIELD, EXTRA_LABELS_FIELD, FIELD_COUNT, LABEL_FIELDS, LATENCY_FIELD,
+    REFERENCE_TOKEN_TYPES, REQUEST_FIELDS, SECONDS_FIELDS, SECONDS_POSITIONS, TOKEN_FIELDS,
+    TOKEN_TYPE_COUNT, TOOL_CALLS_FIELD,
 };
 
 /// One bit per required field, by position in [`REQUEST_FIELDS`].
@@ -125,6 +125,8 @@ pub(super) struct RequestArguments<'a, 'py> {
     pub(super) tool_calls: Option<&'a Bound<'py, PyAny>>,
     /// The `labels` mapping of extra label values.
     pub(super) extra_labels: Option<&'a Bound<'py, PyAny>>,
+    /// The `exemplar` mapping of labels.
+    pub(super) exemplar: Option<&'a Bound<'py, PyAny>>,
     /// Whether a value beyond the reference's was passed: a token type past
     /// the reference's two, or an optional duration.
     pub(super) more: bool,
@@ -166,6 +168,7 @@ impl<'a, 'py> RequestArguments<'a, 'py> {
             latency_s: required(LATENCY_FIELD)?,
             tool_calls: at(TOOL_CALLS_FIELD),
             extra_labels: at(EXTRA_LABELS_FIELD),
+            exemplar: at(EXEMPLAR_FIELD),
             more: given & MORE_MASK != 0,
             fields,
         })

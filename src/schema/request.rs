@@ -185,6 +185,8 @@ pub enum Feeds {
     ToolCalls,
     /// The values of the middleware's extra labels.
     ExtraLabels,
+    /// An exemplar's labels (a trace id, say) for the buckets observed.
+    Exemplar,
 }
 
 impl Feeds {
@@ -196,6 +198,7 @@ impl Feeds {
             Feeds::Tokens(_) => "tokens",
             Feeds::ToolCalls => "tool_calls",
             Feeds::ExtraLabels => "extra_labels",
+            Feeds::Exemplar => "exemplar",
         }
     }
 }
@@ -278,7 +281,7 @@ const OUTPUT_FIELD: usize = 6;
 
 /// The keyword arguments of `record_request` and `record_batch`, in signature
 /// order (the reference's first).
-pub const REQUEST_FIELDS: [RequestField; 17] = [
+pub const REQUEST_FIELDS: [RequestField; 18] = [
     label("provider", 0, "The provider, e.g. \"openai\"."),
     label("model", 1, "The model, e.g. \"gpt-4o\"."),
     label("operation", 2, "The operation, e.g. \"chat\"."),
@@ -391,6 +394,15 @@ pub const REQUEST_FIELDS: [RequestField; 17] = [
         annotation: "Mapping[str, str] | None",
         doc: "Values of the middleware's extra_labels; a missing one is \"\".",
     },
+    RequestField {
+        name: "exemplar",
+        feeds: Feeds::Exemplar,
+        default: Some("None"),
+        part_of: None,
+        annotation: "Mapping[str, str] | None",
+        doc: "An exemplar's labels (trace_id, span_id) for the duration and time-to-first-token \
+              buckets observed; at most 128 characters in all.",
+    },
 ];
 /// How many keywords the request-recording methods take.
 pub const FIELD_COUNT: usize = REQUEST_FIELDS.len();
@@ -403,7 +415,8 @@ const fn same_feed(a: Feeds, b: Feeds) -> bool {
         | (Feeds::Tokens(x), Feeds::Tokens(y)) => x == y,
         (Feeds::Latency, Feeds::Latency)
         | (Feeds::ToolCalls, Feeds::ToolCalls)
-        | (Feeds::ExtraLabels, Feeds::ExtraLabels) => true,
+        | (Feeds::ExtraLabels, Feeds::ExtraLabels)
+        | (Feeds::Exemplar, Feeds::Exemplar) => true,
         _ => false,
     }
 }
@@ -433,6 +446,8 @@ pub const LATENCY_FIELD: usize = position_of(Feeds::Latency);
 pub const TOOL_CALLS_FIELD: usize = position_of(Feeds::ToolCalls);
 /// The position of `labels`.
 pub const EXTRA_LABELS_FIELD: usize = position_of(Feeds::ExtraLabels);
+/// The position of `exemplar`.
+pub const EXEMPLAR_FIELD: usize = position_of(Feeds::Exemplar);
 /// The position of each token type's field.
 pub const TOKEN_FIELDS: [usize; TOKEN_TYPE_COUNT] = {
     let mut positions = [0; TOKEN_TYPE_COUNT];
@@ -496,7 +511,7 @@ impl RequestValues {
             Feeds::Latency => Some(Number::Seconds(self.latency_s)),
             Feeds::Seconds(field) => self.seconds[field].map(Number::Seconds),
             Feeds::Tokens(token_type) => Some(Number::Count(self.tokens[token_type])),
-            Feeds::Label(_) | Feeds::ToolCalls | Feeds::ExtraLabels => None,
+            Feeds::Label(_) | Feeds::ToolCalls | Feeds::ExtraLabels | Feeds::Exemplar => None,
         }
     }
 

@@ -27,13 +27,17 @@ use smallvec::SmallVec;
 
 use crate::cells::arena::CellArena;
 use crate::cells::counter::Recording;
+use crate::cells::exemplar::Exemplar;
 use crate::cells::histogram::{Histogram, HistogramSnapshot};
 use crate::schema::family::{
     Buckets, FamilyDesc, FamilyId, Schema, ValueKind, CACHE_HITS, CACHE_MISSES, COST, DURATION,
-    OPTIONAL_OBSERVED, OVERFLOW, OVERFLOW_VALUE, REQUESTS, TOKENS, TOOL_CALLS, UNPRICED,
+    OPTIONAL_OBSERVED, OVERFLOW, OVERFLOW_VALUE, REQUESTS, TIME_TO_FIRST_TOKEN, TOKENS, TOOL_CALLS,
+    UNPRICED,
 };
 use crate::schema::native::NativeConfig;
-use crate::schema::request::{RequestValues, TOKEN_TYPES};
+use crate::schema::request::{
+    RequestValues, TIME_TO_FIRST_TOKEN as TIME_TO_FIRST_TOKEN_S, TOKEN_TYPES,
+};
 use crate::store::label_map::{Entry, LabelMap};
 use crate::store::pricing::{Price, PriceTable};
 use crate::store::rules::Sink;
@@ -458,6 +462,39 @@ impl Store {
         (series, buckets, self.schema.family(family).native.as_ref())
     }
 
+    /// Keeps an exemplar of `labels` (checked with
+    /// [`Exemplar::check_labels`]) at `timestamp` for the request `values`
+    /// recorded on `entry`: on the duration bucket its latency fell in, and on
+    /// the time-to-first-token bucket when it streamed.
+    pub fn attach_exemplar(
+        &self,
+        entry: &RequestEntry,
+        values: &RequestValues,
+        labels: &[(String, String)],
+        timestamp: f64,
+    ) {
+        let exemplar = |value| Exemplar {
+            labels: labels.to_vec(),
+            value,
+            timestamp,
+        };
+        let buckets = &self.latency_buckets;
+        entry.value.duration.get().exemplars.record(
+            buckets.index(values.latency_s),
+            buckets.count(),
+            exemplar(values.latency_s),
+        );
+        let first_token = OPTIONAL_OBSERVED
+            .iter()
+            .position(|(family, _)| *family == TIME_TO_FIRST_TOKEN);
+        if let (Some(index), Some(first)) = (first_token, values.seconds[TIME_TO_FIRST_TOKEN_S]) {
+            let (series, buckets, _) = self.observed_series(entry, index);
+            series
+                .exemplars
+                .record(buckets.index(first), buckets.count(), exemplar(first));
+        }
+    }
+
     /// The cost series a requests entry feeds, created on first use.
     pub(crate) fn cost_series<'s>(&'s self, entry: &'s RequestEntry) -> &'s CostSeries {
         entry
@@ -636,6 +673,11 @@ impl Store {
                             histogram.take(buckets, coding)
                         } else {
                             histogram.snapshot(buckets, coding)
+                        };
+                        snapshot.exemplars = if reset {
+                            series.exemplars.take()
+                        } else {
+                            series.exemplars.read()
                         };
                         if let (Some(config), Some(native)) =
                             (&family.native, histogram.native_cells(buckets))

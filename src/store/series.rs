@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cells::arena::{CellArena, Cells, SeriesDescription};
 use crate::cells::counter::{Counter, FloatCounter};
+use crate::cells::exemplar::ExemplarSlots;
 use crate::cells::histogram::Histogram;
 use crate::schema::family::{Buckets, FamilyId, OPTIONAL_OBSERVATIONS};
 use crate::schema::native::NativeConfig;
@@ -97,6 +98,8 @@ impl CostSeries {
 pub struct HistogramSeries {
     /// The buckets and sum.
     pub histogram: Histogram,
+    /// The last exemplar of each bucket, once one is given.
+    pub exemplars: ExemplarSlots,
     /// Unix time of creation in seconds.
     pub created: f64,
 }
@@ -117,6 +120,7 @@ impl HistogramSeries {
         };
         HistogramSeries {
             histogram: Histogram::allocate(arena, &series, buckets, native),
+            exemplars: ExemplarSlots::default(),
             created,
         }
     }

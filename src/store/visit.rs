@@ -5,7 +5,9 @@
 
 use smallvec::SmallVec;
 
+use crate::cells::exemplar::Exemplar;
 use crate::cells::histogram::HistogramSnapshot;
+use crate::cells::native_histogram::NativeSnapshot;
 use crate::schema::family::FamilyDesc;
 
 /// Receives the samples of a scrape, family by family.
@@ -26,9 +28,25 @@ pub trait SampleVisitor {
     );
     /// The current family ends.
     fn end_family(&mut self, desc: &FamilyDesc);
+    /// The exemplar of the bucket sample just visited (formats without
+    /// exemplars leave it).
+    fn exemplar(&mut self, _desc: &FamilyDesc, _exemplar: &Exemplar) {}
+    /// The native histogram of the series whose samples were just visited,
+    /// with its count and sum (formats without native histograms leave it).
+    fn native_histogram(
+        &mut self,
+        _desc: &FamilyDesc,
+        _labels: &[&str],
+        _native: &NativeSnapshot,
+        _sum: f64,
+    ) {
+    }
 }
 
 /// What a scrape read from one series.
+// A reading lives while its series is visited: a histogram's stays inline
+// rather than costing an allocation per series and scrape.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Reading {
     /// A count: requests, tokens, cache lookups, tool calls.
@@ -102,7 +120,7 @@ pub fn visit_family<'a>(
                     .buckets
                     .as_ref()
                     .map_or(&[][..], |buckets| buckets.labels());
-                for (bucket, le) in snapshot.cumulative.iter().zip(les) {
+                for (index, (bucket, le)) in snapshot.cumulative.iter().zip(les).enumerate() {
                     visitor.sample(
                         desc,
                         "_bucket",
@@ -111,10 +129,16 @@ pub fn visit_family<'a>(
                         labels,
                         *bucket as f64,
                     );
+                    if let Some(Some(exemplar)) = snapshot.exemplars.get(index) {
+                        visitor.exemplar(desc, exemplar);
+                    }
                 }
                 let count = snapshot.count() as f64;
                 visitor.sample(desc, "_count", None, id, labels, count);
                 visitor.sample(desc, "_sum", None, id, labels, snapshot.sum);
+                if let Some(native) = &snapshot.native {
+                    visitor.native_histogram(desc, labels, native, snapshot.sum);
+                }
             }
         }
         if include_created {
