@@ -355,7 +355,7 @@ impl PyMetricsStore {
         let [provider, model, operation, status] = arguments.labels;
         let py = provider.py();
         self.follow_fork(py)?;
-        let (latency_s, tool_calls) = (arguments.latency_s, arguments.tool_calls);
+        let (latency_s, tool_calls) = (arguments.latency_s, arguments.tool_calls());
         let labels = [
             LabelArgument::new(provider, "provider")?,
             LabelArgument::new(model, "model")?,
@@ -378,8 +378,8 @@ impl PyMetricsStore {
                 optional_seconds(arguments.seconds(field), field_name(*position))
             })
             .collect::<PyResult<Vec<_>>>()?;
-        let extra = extra_labels_argument(arguments.extra_labels)?;
-        let exemplar = exemplar_argument(arguments.exemplar)?;
+        let extra = extra_labels_argument(arguments.extra_labels())?;
+        let exemplar = exemplar_argument(arguments.exemplar())?;
         let tool_column = match tool_calls.filter(|value| !value.is_none()) {
             None => None,
             Some(value) => Some(sequence_items(value).ok_or_else(|| {

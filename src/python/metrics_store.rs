@@ -635,7 +635,7 @@ impl PyMetricsStore {
         let label_objects = arguments.labels;
         let py = label_objects[0].py();
         self.follow_fork(py)?;
-        let resolved = self.resolve_labels(py, label_objects, arguments.extra_labels, None)?;
+        let resolved = self.resolve_labels(py, label_objects, arguments.extra_labels(), None)?;
         let latency_s = latency_seconds(arguments.latency_s, "latency_s")?;
         let count = |token_type: usize| {
             let name = REQUEST_FIELDS[TOKEN_FIELDS[token_type]].name;
@@ -655,23 +655,59 @@ impl PyMetricsStore {
             }
             checked_parts(&values, None)?;
         }
-        let tool_names = tool_call_names(arguments.tool_calls, None, &self.tool_calls)?;
-        let exemplar = match arguments.exemplar {
-            Some(value) if !value.is_none() => Some(exemplar_labels(value, "exemplar")?),
-            _ => None,
-        };
-        // Everything is valid: from here on the call records.
+        let tool_names = tool_call_names(arguments.tool_calls(), None, &self.tool_calls)?;
         let labelled = arguments
-            .extra_labels
+            .extra_labels()
             .is_some_and(|mapping| !mapping.is_none());
-        let entry = self.request_entry(py, resolved, labelled)?;
-        self.store().record_request_on(entry, &values);
-        if let Some(labels) = &exemplar {
-            self.store()
-                .attach_exemplar(entry, &values, labels, unix_now());
+        if let Some(exemplar) = arguments.exemplar().filter(|value| !value.is_none()) {
+            return self.record_with_exemplar(
+                py,
+                exemplar,
+                resolved,
+                labelled,
+                &values,
+                &tool_names,
+            );
         }
-        self.record_tool_calls(py, &tool_names)?;
+        // Everything is valid: from here on the call records.
+        self.record_valid(py, resolved, labelled, &values, &tool_names)
+            .map(|_| ())
+    }
+
+    /// Records a call whose every argument is valid; returns its entry.
+    #[inline]
+    fn record_valid<'s>(
+        &'s self,
+        py: Python<'_>,
+        resolved: Resolved<'s, '_>,
+        labelled: bool,
+        values: &RequestValues,
+        tool_names: &ToolNames<'_, '_>,
+    ) -> PyResult<&'s RequestEntry> {
+        let entry = self.request_entry(py, resolved, labelled)?;
+        self.store().record_request_on(entry, values);
+        self.record_tool_calls(py, tool_names)?;
         self.report_overflows(py);
+        Ok(entry)
+    }
+
+    /// Validates a call's exemplar, records the call, and keeps the exemplar
+    /// on the buckets it observed (out of line: most calls have none).
+    #[cold]
+    #[inline(never)]
+    fn record_with_exemplar<'s>(
+        &'s self,
+        py: Python<'_>,
+        exemplar: &Bound<'_, PyAny>,
+        resolved: Resolved<'s, '_>,
+        labelled: bool,
+        values: &RequestValues,
+        tool_names: &ToolNames<'_, '_>,
+    ) -> PyResult<()> {
+        let labels = exemplar_labels(exemplar, "exemplar")?;
+        let entry = self.record_valid(py, resolved, labelled, values, tool_names)?;
+        self.store()
+            .attach_exemplar(entry, values, &labels, unix_now());
         Ok(())
     }
 }

@@ -122,11 +122,6 @@ pub(super) struct RequestArguments<'a, 'py> {
     /// provider, model, operation, status.
     pub(super) labels: [&'a Bound<'py, PyAny>; 4],
     pub(super) latency_s: &'a Bound<'py, PyAny>,
-    pub(super) tool_calls: Option<&'a Bound<'py, PyAny>>,
-    /// The `labels` mapping of extra label values.
-    pub(super) extra_labels: Option<&'a Bound<'py, PyAny>>,
-    /// The `exemplar` mapping of labels.
-    pub(super) exemplar: Option<&'a Bound<'py, PyAny>>,
     /// Whether a value beyond the reference's was passed: a token type past
     /// the reference's two, or an optional duration.
     pub(super) more: bool,
@@ -166,9 +161,6 @@ impl<'a, 'py> RequestArguments<'a, 'py> {
                 required(LABEL_FIELDS[3])?,
             ],
             latency_s: required(LATENCY_FIELD)?,
-            tool_calls: at(TOOL_CALLS_FIELD),
-            extra_labels: at(EXTRA_LABELS_FIELD),
-            exemplar: at(EXEMPLAR_FIELD),
             more: given & MORE_MASK != 0,
             fields,
         })
@@ -179,6 +171,24 @@ impl<'a, 'py> RequestArguments<'a, 'py> {
     #[inline]
     pub(super) fn tokens(&self, token_type: usize) -> Option<&'a Bound<'py, PyAny>> {
         self.fields[TOKEN_FIELDS[token_type]].as_deref()
+    }
+
+    /// The `tool_calls` argument, if passed.
+    #[inline]
+    pub(super) fn tool_calls(&self) -> Option<&'a Bound<'py, PyAny>> {
+        self.fields[TOOL_CALLS_FIELD].as_deref()
+    }
+
+    /// The `labels` mapping of extra label values, if passed.
+    #[inline]
+    pub(super) fn extra_labels(&self) -> Option<&'a Bound<'py, PyAny>> {
+        self.fields[EXTRA_LABELS_FIELD].as_deref()
+    }
+
+    /// The `exemplar` mapping of labels, if passed.
+    #[inline]
+    pub(super) fn exemplar(&self) -> Option<&'a Bound<'py, PyAny>> {
+        self.fields[EXEMPLAR_FIELD].as_deref()
     }
 
     /// The optional duration `field` (a [`crate::schema::request::SecondsField`]), if passed.
