@@ -264,6 +264,8 @@ def test_a_push_sends_the_sum_over_processes(tmp_path):
         {"extra_labels": ["team"]},
         {"latency_buckets": [0.25, 1.0, 8.0]},
         {"extra_labels": ["team", "app"], "latency_buckets": [0.5, 2.0]},
+        {"native_histograms": True},
+        {"native_histograms": {"schema": 1, "max_buckets": 140}, "extra_labels": ["team"]},
     ],
 )
 def test_compaction_folds_every_schema_it_serves(tmp_path, options, no_created):
@@ -289,9 +291,12 @@ def test_compaction_folds_every_schema_it_serves(tmp_path, options, no_created):
         registry=CollectorRegistry(), multiprocess_dir=tmp_path, **options
     )
     before = scraper.generate_latest()
+    # The protobuf format carries the native histograms, which the text cannot.
+    before_protobuf = scraper._protobuf_exposition()
     done = multiprocess.compact(tmp_path)
     assert done.folded == 6
     # The six dead workers' files became one; this process's own file stays.
     assert len(files(tmp_path)) == 2
     assert scraper.generate_latest() == before
+    assert scraper._protobuf_exposition() == before_protobuf
     assert requests_total(scraper) == 600.0
