@@ -127,6 +127,35 @@ def test_protobuf_carries_them_on_buckets_and_native_histograms():
     assert all(e.timestamp.seconds > 0 for e in histogram.exemplars)
 
 
+def test_snapshots_carry_them_and_a_damaged_exemplar_section_adds_nothing():
+    import struct
+    import zlib
+
+    source = GatewayMetricsMiddleware(registry=CollectorRegistry())
+    source.record_request(
+        **CALL, latency_s=0.3, time_to_first_token_s=0.07, output_tokens=5, exemplar=TRACE
+    )
+    snapshot = source.snapshot()
+    target = GatewayMetricsMiddleware(registry=CollectorRegistry())
+    target.merge(snapshot)
+    text = openmetrics(target)
+    assert bucket_exemplars(text, DURATION) == {"0.5": (TRACE, 0.3)}
+    assert bucket_exemplars(text, FIRST_TOKEN) == {"0.08": (TRACE, 0.07)}
+    # An exemplar naming a bucket its series lacks: refused whole.
+    body = bytearray(snapshot[:-4])
+    section = body.index(b"EXEMPLAR")
+    struct.pack_into("<H", body, section + 12 + 8, 999)
+    damaged = bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
+    fresh = GatewayMetricsMiddleware(registry=CollectorRegistry())
+    with pytest.raises(ValueError, match="has no such bucket"):
+        fresh.merge(damaged)
+    assert "ractogateway_requests_total{" not in fresh.generate_latest()
+    # A snapshot without exemplars has no section (the layout of version 1).
+    plain = GatewayMetricsMiddleware(registry=CollectorRegistry())
+    plain.record_request(**CALL, latency_s=0.3)
+    assert b"EXEMPLAR" not in plain.snapshot()
+
+
 def query_exemplars(server, expression: str) -> list[dict]:
     now = time.time()
     return server.get_json(

@@ -120,8 +120,8 @@ def test_bad_snapshots_are_refused_by_name_and_add_nothing(no_created):
     with pytest.raises(ValueError, match="checksum"):
         driver.merge(flipped)
     newer = bytearray(snapshot)
-    newer[8] = 2
-    with pytest.raises(ValueError, match="layout version 2"):
+    newer[8] = 3
+    with pytest.raises(ValueError, match="layout version 3"):
         driver.merge(bytes(newer))
     with pytest.raises(ValueError, match="buckets"):
         free_metrics(latency_buckets=[1.0, 2.0]).merge(snapshot)

@@ -16,8 +16,15 @@
 //! u64 series, each: u8 family (declaration index)
 //!                   u16 labels, each: u32 length, UTF-8
 //!                   u16 cells, each: u64             -- FamilyDesc::cells
+//! only when some histogram bucket has an exemplar (version 2):
+//! "EXEMPLAR"  u32 exemplars, each: u64 series (its position above)
+//!                   u16 bucket
+//!                   u16 labels, each: 2 × (u32 length, UTF-8)
+//!                   f64 value, f64 timestamp
 //! u32 CRC-32 of every byte before it
 //! ```
+//!
+//! Version 1 is version 2 without exemplars: this build reads both.
 //!
 //! Reading validates the whole snapshot (checksum, families, lengths, UTF-8,
 //! label and cell counts, sums, overflow series) before a single value is
@@ -25,16 +32,23 @@
 
 use std::fmt;
 
+use std::sync::Arc;
+
 use smallvec::SmallVec;
 
-use crate::schema::family::{FamilyDesc, Schema, OVERFLOW};
+use crate::cells::exemplar::Exemplar;
+use crate::schema::family::{Buckets, FamilyDesc, Schema, OVERFLOW};
 use crate::store::visit::{Reading, SeriesView, SeriesVisitor};
 use crate::store::{ReadMode, Store};
 
 /// The first bytes of every snapshot.
 const MAGIC: &[u8; 8] = b"GWMSNAP\0";
-/// The layout version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The layout version this build writes (and the newest it reads).
+pub const VERSION: u32 = 2;
+/// The oldest layout version this build reads.
+const OLDEST_VERSION: u32 = 1;
+/// The first bytes of the exemplar section.
+const EXEMPLAR_MAGIC: &[u8; 8] = b"EXEMPLAR";
 /// Fields of a family declaration.
 const DECLARATION_FIELDS: usize = 5;
 /// The names of the declaration fields, for saying which one differs.
@@ -58,7 +72,8 @@ impl fmt::Display for SnapshotError {
             SnapshotError::Damaged(reason) => write!(f, "damaged snapshot: {reason}"),
             SnapshotError::Version(version) => write!(
                 f,
-                "snapshot of layout version {version}; this version reads version {VERSION}"
+                "snapshot of layout version {version}; this version reads versions \
+                 {OLDEST_VERSION} to {VERSION}"
             ),
             SnapshotError::OtherSchema(reason) => {
                 write!(f, "snapshot of other metric families: {reason}")
@@ -76,6 +91,7 @@ pub fn take(store: &Store, mode: ReadMode) -> Vec<u8> {
         bytes: Vec::with_capacity(4096),
         series: 0,
         skip_empty: mode == ReadMode::Reset,
+        exemplars: Vec::new(),
     };
     writer.bytes.extend_from_slice(MAGIC);
     writer.bytes.extend_from_slice(&VERSION.to_le_bytes());
@@ -90,6 +106,7 @@ pub fn take(store: &Store, mode: ReadMode) -> Vec<u8> {
     store.visit_series(mode, &mut writer);
     let series = writer.series.to_le_bytes();
     writer.bytes[count_at..count_at + 8].copy_from_slice(&series);
+    writer.write_exemplars();
     let checksum = crc32fast::hash(&writer.bytes);
     writer.bytes.extend_from_slice(&checksum.to_le_bytes());
     writer.bytes
@@ -110,13 +127,42 @@ pub fn merge(store: &Store, snapshot: &[u8]) -> Result<usize, SnapshotError> {
     while let Some(series) = checked.next_series()? {
         check_series(schema, families[series.declaration], &series)?;
     }
-    checked.finish()?;
+    let exemplars = checked.finish(header.series_count)?;
+    if !exemplars.is_empty() {
+        // Each exemplar's series must be a histogram's with its bucket: one
+        // more pass over the series, in place.
+        let mut pending = exemplars.iter().peekable();
+        let mut series_of = SeriesReader::new(&header);
+        let mut position = 0_u64;
+        while let Some(series) = series_of.next_series()? {
+            let buckets = families[series.declaration]
+                .buckets
+                .as_ref()
+                .map_or(0, Buckets::count);
+            while let Some((_, bucket, _)) = pending.next_if(|(at, _, _)| *at == position) {
+                if *bucket >= buckets {
+                    return Err(SnapshotError::Damaged(format!(
+                        "an exemplar of series {position}, bucket {bucket}, which has no such \
+                         bucket"
+                    )));
+                }
+            }
+            position += 1;
+        }
+    }
     let mut cells: SmallVec<[u64; 32]> = SmallVec::new();
     let mut added = SeriesReader::new(&header);
+    let mut pending = exemplars.iter().peekable();
+    let mut position = 0_u64;
     while let Some(series) = added.next_series()? {
         cells.clear();
         cells.extend(series.cells());
-        store.add_series(families[series.declaration].id, &series.labels, &cells);
+        let family = families[series.declaration].id;
+        store.add_series(family, &series.labels, &cells);
+        while let Some((_, bucket, exemplar)) = pending.next_if(|(at, _, _)| *at == position) {
+            store.add_exemplar(family, &series.labels, *bucket, exemplar.clone());
+        }
+        position += 1;
     }
     Ok(header.series_count)
 }
@@ -126,6 +172,8 @@ struct SnapshotWriter {
     bytes: Vec<u8>,
     series: u64,
     skip_empty: bool,
+    /// The buckets' exemplars: series position, bucket, exemplar.
+    exemplars: Vec<(u64, usize, Arc<Exemplar>)>,
 }
 
 impl SnapshotWriter {
@@ -144,6 +192,29 @@ impl SnapshotWriter {
     fn put_str(&mut self, text: &str) {
         self.put_u32(text.len());
         self.bytes.extend_from_slice(text.as_bytes());
+    }
+
+    /// The exemplar section, when there are exemplars.
+    fn write_exemplars(&mut self) {
+        if self.exemplars.is_empty() {
+            return;
+        }
+        let exemplars = std::mem::take(&mut self.exemplars);
+        self.bytes.extend_from_slice(EXEMPLAR_MAGIC);
+        self.put_u32(exemplars.len());
+        for (series, bucket, exemplar) in exemplars {
+            self.bytes.extend_from_slice(&series.to_le_bytes());
+            self.put_u16(bucket);
+            self.put_u16(exemplar.labels.len());
+            for (name, value) in &exemplar.labels {
+                self.put_str(name);
+                self.put_str(value);
+            }
+            self.bytes
+                .extend_from_slice(&exemplar.value.to_bits().to_le_bytes());
+            self.bytes
+                .extend_from_slice(&exemplar.timestamp.to_bits().to_le_bytes());
+        }
     }
 }
 
@@ -176,6 +247,14 @@ impl SeriesVisitor for SnapshotWriter {
             self.put_u16(cells.len());
             for cell in &cells {
                 self.bytes.extend_from_slice(&cell.to_le_bytes());
+            }
+            if let Reading::Histogram(histogram) = &view.reading {
+                for (bucket, exemplar) in histogram.exemplars.iter().enumerate() {
+                    if let Some(exemplar) = exemplar {
+                        self.exemplars
+                            .push((self.series - 1, bucket, Arc::clone(exemplar)));
+                    }
+                }
             }
         }
     }
@@ -270,7 +349,7 @@ fn parse_header(snapshot: &[u8]) -> Result<SnapshotHeader<'_>, SnapshotError> {
         ));
     }
     let version = u32::from_le_bytes([snapshot[8], snapshot[9], snapshot[10], snapshot[11]]);
-    if version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(SnapshotError::Version(version));
     }
     let (body, checksum) = snapshot.split_at(snapshot.len() - 4);
@@ -365,15 +444,88 @@ impl<'a> SeriesReader<'a> {
         }))
     }
 
-    /// Whether the series ended where the snapshot does.
-    fn finish(&self) -> Result<(), SnapshotError> {
-        match self.cursor.remaining() {
-            0 => Ok(()),
-            extra => Err(SnapshotError::Damaged(format!(
+    /// The exemplar section after the last series (each naming one of the
+    /// `series_count` series), sorted by series; an error unless the snapshot
+    /// ends there.
+    fn finish(
+        &mut self,
+        series_count: usize,
+    ) -> Result<Vec<(u64, usize, Exemplar)>, SnapshotError> {
+        let cursor = &mut self.cursor;
+        let mut exemplars = Vec::new();
+        if cursor.remaining() >= EXEMPLAR_MAGIC.len()
+            && &cursor.bytes[cursor.at..cursor.at + EXEMPLAR_MAGIC.len()] == EXEMPLAR_MAGIC
+        {
+            cursor.take(EXEMPLAR_MAGIC.len(), "the exemplars")?;
+            let count = cursor.u32("the exemplar count")? as usize;
+            // Every exemplar takes at least 28 bytes.
+            if count > cursor.remaining() / 28 {
+                return Err(SnapshotError::Damaged(format!(
+                    "it claims {count} exemplars"
+                )));
+            }
+            exemplars.reserve(count);
+            for _ in 0..count {
+                exemplars.push(next_exemplar(cursor, series_count)?);
+            }
+            exemplars.sort_by_key(|(series, _, _)| *series);
+        }
+        match cursor.remaining() {
+            0 => Ok(exemplars),
+            extra if exemplars.is_empty() => Err(SnapshotError::Damaged(format!(
                 "{extra} bytes follow its last series"
+            ))),
+            extra => Err(SnapshotError::Damaged(format!(
+                "{extra} bytes follow its exemplars"
             ))),
         }
     }
+}
+
+/// One exemplar of the exemplar section, checked: it names one of the
+/// `series_count` series, its labels are an exemplar's, its value and time
+/// finite (its bucket is checked against its series by the caller).
+fn next_exemplar(
+    cursor: &mut Cursor<'_>,
+    series_count: usize,
+) -> Result<(u64, usize, Exemplar), SnapshotError> {
+    let series = cursor.u64("an exemplar")?;
+    let bucket = cursor.u16("an exemplar's bucket")?;
+    if usize::try_from(series).map_or(true, |at| at >= series_count) {
+        return Err(SnapshotError::Damaged(format!(
+            "an exemplar of series {series}, of {series_count}"
+        )));
+    }
+    let label_count = cursor.u16("an exemplar's labels")?;
+    if label_count > cursor.remaining() / 8 {
+        return Err(SnapshotError::Damaged(format!(
+            "an exemplar claims {label_count} labels"
+        )));
+    }
+    let mut labels = Vec::with_capacity(label_count);
+    for _ in 0..label_count {
+        let name = cursor.str("an exemplar's label name")?;
+        let value = cursor.str("an exemplar's label value")?;
+        labels.push((name.to_owned(), value.to_owned()));
+    }
+    Exemplar::check_labels(&labels)
+        .map_err(|reason| SnapshotError::Damaged(format!("an exemplar: {reason}")))?;
+    let value = f64::from_bits(cursor.u64("an exemplar's value")?);
+    let timestamp = f64::from_bits(cursor.u64("an exemplar's time")?);
+    if !value.is_finite() || !timestamp.is_finite() {
+        return Err(SnapshotError::Damaged(
+            "an exemplar's value or time is not finite".to_owned(),
+        ));
+    }
+    Ok((
+        series,
+        bucket,
+        Exemplar {
+            labels,
+            value,
+            timestamp,
+        },
+    ))
 }
 
 /// For each declaration of the snapshot, the store's family of that name,

@@ -495,6 +495,26 @@ impl Store {
         }
     }
 
+    /// Keeps `exemplar` on bucket `bucket` of the series of histogram `family`
+    /// with label values `labels` (in the family's order), if it has that
+    /// series (a merged snapshot's, say; a label set folded past the cap
+    /// keeps none).
+    pub fn add_exemplar(
+        &self,
+        family: FamilyId,
+        labels: &[&str],
+        bucket: usize,
+        exemplar: Exemplar,
+    ) {
+        let FamilySeries::Histogram(map) = &self.families[usize::from(family)] else {
+            return;
+        };
+        if let Some(entry) = map.get(labels) {
+            let buckets = self.schema.buckets(family).count();
+            entry.value.exemplars.record(bucket, buckets, exemplar);
+        }
+    }
+
     /// The cost series a requests entry feeds, created on first use.
     pub(crate) fn cost_series<'s>(&'s self, entry: &'s RequestEntry) -> &'s CostSeries {
         entry
