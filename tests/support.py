@@ -222,6 +222,29 @@ def prometheus_command(
     return argv, port
 
 
+def wait_until(fetch: Any, what: str, server: Any, timeout: float = 30.0) -> Any:
+    """``fetch()``'s first non-empty answer, polled until ``timeout``; an
+    assertion naming ``what`` (and the server's output) when none comes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = fetch()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{what} never returned data:\n{server.output()}")
+
+
+def query_values(server: Any, expression: str) -> dict[frozenset, float]:
+    """An instant query's result by label set."""
+    result = server.get_json("/api/v1/query", query=expression)["data"]["result"]
+    return {frozenset(r["metric"].items()): float(r["value"][1]) for r in result}
+
+
+def wait_for_values(server: Any, expression: str, timeout: float = 30.0) -> dict:
+    """``query_values`` once the query returns data."""
+    return wait_until(lambda: query_values(server, expression), expression, server, timeout)
+
+
 def prometheus_server(
     data: Path, *flags: str, config: dict | None = None, binary: Path | None = None
 ) -> RunningServer:

@@ -9,7 +9,7 @@ import pytest
 from gateway_metrics import GatewayMetricsMiddleware, PrometheusExporter
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
-from support import decode_delimited_families, prometheus_server
+from support import decode_delimited_families, prometheus_server, wait_until
 
 CALL = {"provider": "openai", "model": "gpt-4o", "operation": "chat", "status": "ok"}
 DURATION = "ractogateway_request_duration_seconds"
@@ -163,14 +163,10 @@ def query_exemplars(server, expression: str) -> list[dict]:
     )["data"]
 
 
-def wait_for_exemplars(server, expression: str, timeout: float = 60.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = query_exemplars(server, expression)
-        if found:
-            return found
-        time.sleep(0.25)
-    raise AssertionError(f"no exemplars for {expression}:\n{server.output()}")
+def wait_for_exemplars(server, expression: str) -> list[dict]:
+    return wait_until(
+        lambda: query_exemplars(server, expression), f"exemplars of {expression}", server, 60.0
+    )
 
 
 @pytest.mark.integration

@@ -30,35 +30,31 @@ def samples(text: str, prefix: str = "ractogateway_") -> dict:
     }
 
 
+def call_arguments(call: tuple) -> dict:
+    """The ``record_request`` arguments of one of ``CALLS``."""
+    labels, model, latency, input_tokens, output_tokens = call
+    return {
+        "provider": "openai",
+        "model": model,
+        "operation": "chat",
+        "status": "ok",
+        "latency_s": latency,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "labels": labels,
+    }
+
+
 def modelled() -> str:
     """The request families with the extra labels, as prometheus_client keeps them."""
     model = ReferenceModel(extra_labels=EXTRA)
-    for labels, model_name, latency, input_tokens, output_tokens in CALLS:
-        model.record(
-            provider="openai",
-            model=model_name,
-            operation="chat",
-            status="ok",
-            latency_s=latency,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            labels=labels,
-        )
+    for call in CALLS:
+        model.record(**call_arguments(call))
     return generate_latest(model.registry).decode()
 
 
 def record_call(metrics: GatewayMetricsMiddleware, call: tuple) -> None:
-    labels, model, latency, input_tokens, output_tokens = call
-    metrics.record_request(
-        provider="openai",
-        model=model,
-        operation="chat",
-        status="ok",
-        latency_s=latency,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        labels=labels,
-    )
+    metrics.record_request(**call_arguments(call))
 
 
 def record_all(metrics: GatewayMetricsMiddleware) -> None:

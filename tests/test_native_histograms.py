@@ -9,7 +9,6 @@ import random
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 import warnings
 
@@ -22,7 +21,9 @@ from support import (
     decode_delimited_families,
     native_buckets,
     prometheus_server,
+    query_values,
     sample_value,
+    wait_for_values,
 )
 
 CALL = {"provider": "openai", "model": "gpt-4o", "operation": "chat", "status": "ok"}
@@ -253,19 +254,14 @@ def test_the_exporter_answers_protobuf_with_the_registrys_other_collectors():
 
 
 def query(server, expression: str) -> float:
-    result = server.get_json("/api/v1/query", query=expression)["data"]["result"]
-    assert result, f"{expression} returned nothing:\n{server.output()}"
-    return float(result[0]["value"][1])
+    """The first value an instant query returns."""
+    found = query_values(server, expression)
+    assert found, f"{expression} returned nothing:\n{server.output()}"
+    return next(iter(found.values()))
 
 
-def wait_for(server, expression: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = server.get_json("/api/v1/query", query=expression)["data"]["result"]
-        if result:
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"{expression} never returned data:\n{server.output()}")
+def wait_for(server, expression: str) -> None:
+    wait_for_values(server, expression, timeout=60.0)
 
 
 def exact_quantile(values: list[float], q: float) -> float:

@@ -18,6 +18,12 @@ from support import (
     prometheus_server,
     sample_value,
 )
+from support import (
+    query_values as values,
+)
+from support import (
+    wait_for_values as wait_for,
+)
 
 DURATION = {"model": "gpt-4o", "operation": "chat", "provider": "openai"}
 REQUESTS = {**DURATION, "status": "ok"}
@@ -32,22 +38,6 @@ def recorded_metrics(requests: int = 3) -> GatewayMetricsMiddleware:
     metrics.record_request(**{**REQUESTS, "status": "error"}, latency_s=7.0)
     metrics.record_cache_hit("semantic")
     return metrics
-
-
-def values(server: RunningServer, expression: str) -> dict[frozenset, float]:
-    """An instant query's result by label set."""
-    result = server.get_json("/api/v1/query", query=expression)["data"]["result"]
-    return {frozenset(r["metric"].items()): float(r["value"][1]) for r in result}
-
-
-def wait_for(server: RunningServer, expression: str, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = values(server, expression)
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"{expression} never returned data:\n{server.output()}")
 
 
 def assert_receiver_holds(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 from gateway_metrics import GatewayMetricsMiddleware, Usage, compute_cost, usage_from
@@ -22,6 +21,7 @@ from support import (
     promtool_check,
     sample_value,
     samples_by_series,
+    wait_for_values,
 )
 
 LABELS = {"provider": "openai", "model": "gpt-4o", "operation": "chat"}
@@ -249,13 +249,8 @@ def test_remote_write_carries_them_into_prometheus(tmp_path):
     with prometheus_server(tmp_path, "--web.enable-remote-write-receiver") as server:
         server.wait_ready()
         metrics.remote_write(f"{server.base}/api/v1/write", job="batch", instance="w")
-        deadline_query = f'{OVERHEAD}_sum{{job="batch"}}'
-        for _ in range(150):
-            result = server.get_json("/api/v1/query", query=deadline_query)["data"]["result"]
-            if result:
-                break
-            time.sleep(0.2)
-        assert [float(r["value"][1]) for r in result] == [0.625]
+        found = wait_for_values(server, f'{OVERHEAD}_sum{{job="batch"}}')
+        assert list(found.values()) == [0.625]
 
 
 def test_the_collector_shows_them_too():

@@ -71,12 +71,9 @@ def record_counted(
 ) -> None:
     """Records one request whose token counts are by type (``Usage`` field names),
     as ``track()`` and the LiteLLM logger collect them."""
-    if exemplar is not None:
-        counts_and_exemplar: dict[str, Any] = {"exemplar": exemplar}
-    else:
-        counts_and_exemplar = {}
     counts: dict[str, Any] = {_TOKEN_KEYWORDS[name]: count for name, count in tokens.items()}
-    counts.update(counts_and_exemplar)
+    if exemplar is not None:
+        counts["exemplar"] = exemplar
     metrics.record_request(
         provider=provider,
         model=model,

@@ -180,8 +180,8 @@ impl RemoteWriteEncoder {
 }
 
 impl RemoteWriteEncoder {
-    /// A series' labels: its name, the family's labels, `le`, and the target
-    /// labels it lacks (unsorted).
+    /// A series' labels, sorted by name: its name, the family's labels, `le`,
+    /// and the target labels it lacks.
     fn series_labels(
         &self,
         desc: &FamilyDesc,
@@ -211,6 +211,7 @@ impl RemoteWriteEncoder {
                 series_labels.push(target.clone());
             }
         }
+        series_labels.sort_by(|a, b| a.name.cmp(&b.name));
         series_labels
     }
 }
@@ -241,8 +242,7 @@ impl SampleVisitor for RemoteWriteEncoder {
         if suffix == "_created" {
             return;
         }
-        let mut series_labels = self.series_labels(desc, suffix, le, labels);
-        series_labels.sort_by(|a, b| a.name.cmp(&b.name));
+        let series_labels = self.series_labels(desc, suffix, le, labels);
         self.request.timeseries.push(TimeSeries {
             labels: series_labels,
             samples: vec![Sample {
@@ -281,8 +281,7 @@ impl SampleVisitor for RemoteWriteEncoder {
         sum: f64,
     ) {
         // A series of its own, named as the family, holding the histogram.
-        let mut series_labels = self.series_labels(desc, "", None, labels);
-        series_labels.sort_by(|a, b| a.name.cmp(&b.name));
+        let series_labels = self.series_labels(desc, "", None, labels);
         let (spans, deltas) = spans_and_deltas(&native.buckets);
         self.request.timeseries.push(TimeSeries {
             labels: series_labels,

@@ -87,10 +87,13 @@ impl<'py> LabelArgument<'py> {
     }
 }
 
-/// The `labels` argument: one dict of extra label values for every row, or a
-/// list or tuple with one (or None) per row; None when it is not given.
-fn extra_labels_argument<'py>(
+/// A dict-valued argument (`labels`, `exemplar`): one dict for every row, or a
+/// list or tuple with one (or None) per row; None when it is not given. `dict_of`
+/// says what the dict holds, in errors.
+fn dict_argument<'py>(
     value: Option<&Bound<'py, PyAny>>,
+    name: &str,
+    dict_of: &str,
 ) -> PyResult<Option<LabelArgument<'py>>> {
     let Some(value) = value.filter(|value| !value.is_none()) else {
         return Ok(None);
@@ -102,34 +105,15 @@ fn extra_labels_argument<'py>(
         .map(|items| Some(LabelArgument::Column(items)))
         .ok_or_else(|| {
             PyTypeError::new_err(format!(
-                "labels must be a dict of extra label values, or a list or tuple with one \
-                 (or None) per row, not {}",
-                type_name(value)
-            ))
-        })
-}
-
-/// The `exemplar` argument: one dict of labels for every row, or a list or
-/// tuple with one (or None) per row; None when it is not given.
-fn exemplar_argument<'py>(
-    value: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Option<LabelArgument<'py>>> {
-    let Some(value) = value.filter(|value| !value.is_none()) else {
-        return Ok(None);
-    };
-    if value.is_instance_of::<PyDict>() {
-        return Ok(Some(LabelArgument::Scalar(value.clone())));
-    }
-    sequence_items(value)
-        .map(|items| Some(LabelArgument::Column(items)))
-        .ok_or_else(|| {
-            PyTypeError::new_err(format!(
-                "exemplar must be a dict of labels, or a list or tuple with one (or None) \
+                "{name} must be a dict of {dict_of}, or a list or tuple with one (or None) \
                  per row, not {}",
                 type_name(value)
             ))
         })
 }
+
+/// An exemplar's checked labels.
+type ExemplarLabels = Vec<(String, String)>;
 
 /// A numeric argument: one value for every row, or one per row.
 enum Numbers<T> {
@@ -378,8 +362,8 @@ impl PyMetricsStore {
                 optional_seconds(arguments.seconds(field), field_name(*position))
             })
             .collect::<PyResult<Vec<_>>>()?;
-        let extra = extra_labels_argument(arguments.extra_labels())?;
-        let exemplar = exemplar_argument(arguments.exemplar())?;
+        let extra = dict_argument(arguments.extra_labels(), "labels", "extra label values")?;
+        let exemplar = dict_argument(arguments.exemplar(), "exemplar", "labels")?;
         let tool_column = match tool_calls.filter(|value| !value.is_none()) {
             None => None,
             Some(value) => Some(sequence_items(value).ok_or_else(|| {
@@ -509,26 +493,30 @@ impl PyMetricsStore {
         } else {
             combinations.push((0, resolve(0)?));
         }
-        let exemplars: Vec<Option<Vec<(String, String)>>> = match &exemplar {
-            None => Vec::new(),
-            Some(LabelArgument::Scalar(value)) => {
-                let labels = exemplar_labels(value, "exemplar")?;
-                vec![Some(labels); rows]
-            }
-            Some(LabelArgument::Column(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(row, item)| {
-                    let argument = ColumnArgument {
-                        name: "exemplar",
-                        row: Some(row),
-                    };
-                    (!item.is_none())
-                        .then(|| exemplar_labels(item, argument))
-                        .transpose()
-                })
-                .collect::<PyResult<_>>()?,
-        };
+        // One checked exemplar for every row, or one (or None) per row.
+        let (every_row, per_row): (Option<ExemplarLabels>, Vec<Option<ExemplarLabels>>) =
+            match &exemplar {
+                None => (None, Vec::new()),
+                Some(LabelArgument::Scalar(value)) => {
+                    (Some(exemplar_labels(value, "exemplar")?), Vec::new())
+                }
+                Some(LabelArgument::Column(items)) => (
+                    None,
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(row, item)| {
+                            let argument = ColumnArgument {
+                                name: "exemplar",
+                                row: Some(row),
+                            };
+                            (!item.is_none())
+                                .then(|| exemplar_labels(item, argument))
+                                .transpose()
+                        })
+                        .collect::<PyResult<_>>()?,
+                ),
+            };
         let tool_names: Vec<ToolNames<'_, '_>> = match &tool_column {
             None => Vec::new(),
             Some(items) => items
@@ -558,7 +546,13 @@ impl PyMetricsStore {
         batch.finish();
         // Each bucket keeps the last row's exemplar, as with one call per row.
         let now = unix_now();
-        for (row, labels) in exemplars.iter().enumerate() {
+        let exemplar_rows = if every_row.is_some() || !per_row.is_empty() {
+            rows
+        } else {
+            0
+        };
+        for row in 0..exemplar_rows {
+            let labels = every_row.as_ref().or_else(|| per_row.get(row)?.as_ref());
             if let Some(labels) = labels {
                 let combination = row_combination.get(row).map_or(0, |c| *c as usize);
                 self.store()

@@ -516,41 +516,105 @@ impl RequestValues {
     }
 
     /// Checks that every group of parts fits its whole (cache reads and writes
-    /// in the input tokens, the time to first token in the latency, ...).
+    /// in the input tokens, the time to first token in the latency, ...), in
+    /// the order of [`PART_GROUPS`].
     pub fn check_parts(&self) -> Result<(), Box<PartsError>> {
         if !self.has_more() {
             return Ok(());
         }
-        let mut checked: SmallVec<[(usize, u8); 8]> = SmallVec::new();
-        for field in &REQUEST_FIELDS {
-            let Some(part_of) = field.part_of else {
+        for group in &PART_GROUPS {
+            let Some(whole) = self.numeric(group.whole) else {
                 continue;
             };
-            let group = (part_of.whole, part_of.group);
-            if checked.contains(&group) {
-                continue;
-            }
-            checked.push(group);
-            let parts: SmallVec<[(usize, Number); 4]> = (0..FIELD_COUNT)
-                .filter(|at| REQUEST_FIELDS[*at].part_of == Some(part_of))
-                .filter_map(|at| self.numeric(at).map(|value| (at, value)))
-                .collect();
-            let Some(whole) = self.numeric(part_of.whole) else {
-                continue;
-            };
+            let parts = &group.parts[..group.count];
             let sum = parts
                 .iter()
-                .fold(Number::zero_like(whole), |sum, (_, part)| sum.plus(*part));
+                .filter_map(|at| self.numeric(*at))
+                .fold(Number::zero_like(whole), Number::plus);
             if sum.exceeds(whole) {
                 return Err(Box::new(PartsError {
-                    parts,
-                    whole: (part_of.whole, whole),
+                    parts: parts
+                        .iter()
+                        .filter_map(|at| self.numeric(*at).map(|value| (*at, value)))
+                        .collect(),
+                    whole: (group.whole, whole),
                 }));
             }
         }
         Ok(())
     }
 }
+
+/// The most parts one group may have.
+const MAX_GROUP_PARTS: usize = 4;
+
+/// Fields that together fit in a whole, by position in [`REQUEST_FIELDS`].
+#[derive(Debug, Clone, Copy)]
+pub struct PartGroup {
+    /// The whole.
+    pub whole: usize,
+    /// The parts, the first `count` of them.
+    pub parts: [usize; MAX_GROUP_PARTS],
+    /// How many parts.
+    pub count: usize,
+}
+
+/// How many groups of parts the table has.
+const PART_GROUP_COUNT: usize = {
+    let mut seen: [Option<PartOf>; FIELD_COUNT] = [None; FIELD_COUNT];
+    let mut count = 0;
+    let mut index = 0;
+    while index < FIELD_COUNT {
+        if let Some(part_of) = REQUEST_FIELDS[index].part_of {
+            let mut known = false;
+            let mut at = 0;
+            while at < count {
+                if let Some(other) = seen[at] {
+                    known |= other.whole == part_of.whole && other.group == part_of.group;
+                }
+                at += 1;
+            }
+            if !known {
+                seen[count] = Some(part_of);
+                count += 1;
+            }
+        }
+        index += 1;
+    }
+    count
+};
+
+/// The groups of parts of the request table, in the order their first part
+/// appears in it: derived from the rows once, so a check reads only these.
+pub const PART_GROUPS: [PartGroup; PART_GROUP_COUNT] = {
+    let mut groups = [PartGroup {
+        whole: 0,
+        parts: [0; MAX_GROUP_PARTS],
+        count: 0,
+    }; PART_GROUP_COUNT];
+    let mut keys: [(usize, u8); PART_GROUP_COUNT] = [(0, 0); PART_GROUP_COUNT];
+    let mut made = 0;
+    let mut index = 0;
+    while index < FIELD_COUNT {
+        if let Some(part_of) = REQUEST_FIELDS[index].part_of {
+            let mut at = 0;
+            while at < made && !(keys[at].0 == part_of.whole && keys[at].1 == part_of.group) {
+                at += 1;
+            }
+            if at == made {
+                keys[made] = (part_of.whole, part_of.group);
+                groups[made].whole = part_of.whole;
+                made += 1;
+            }
+            let group = &mut groups[at];
+            assert!(group.count < MAX_GROUP_PARTS, "a group has too many parts");
+            group.parts[group.count] = index;
+            group.count += 1;
+        }
+        index += 1;
+    }
+    groups
+};
 
 /// A count or a duration, as the parts check adds them.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -569,6 +633,7 @@ impl Number {
         }
     }
 
+    #[allow(clippy::needless_pass_by_value)] // A fold's step, `Copy` anyway.
     fn plus(self, other: Number) -> Number {
         match (self, other) {
             (Number::Count(a), Number::Count(b)) => Number::Count(a.saturating_add(b)),
