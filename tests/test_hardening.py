@@ -209,6 +209,7 @@ def test_repeated_compactions_never_double_count_when_a_removal_fails(tmp_path):
     assert (tmp_path / "gwm-7-00000000000000bb.gwm").is_dir()
 
 
+@pytest.mark.core_loop
 def test_compaction_killed_at_random_moments_counts_every_dead_process_once(tmp_path):
     scraper = mp_middleware(tmp_path)
     rng = random.Random(20261127)

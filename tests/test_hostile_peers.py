@@ -173,6 +173,7 @@ def test_the_accept_loop_does_not_spin_when_the_process_runs_out_of_descriptors(
         child.wait(10)
 
 
+@pytest.mark.core_loop
 def test_start_racing_stop_never_finds_the_port_in_use():
     port = free_port()
     exporter = PrometheusExporter(port, registry=recorded_registry(), addr="127.0.0.1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from gateway_metrics import ToolCall
 from support import sample_value
 
@@ -31,6 +32,7 @@ def test_equal_strings_from_different_objects_share_one_series(metrics, no_creat
     assert sample_value(text, "ractogateway_cache_hits_total", cache_type="exact") == 6.0
 
 
+@pytest.mark.core_loop
 def test_more_label_sets_than_cache_slots_are_counted_exactly(metrics, no_created):
     models = [f"model-{i}" for i in range(100)]
     for round_number in range(5):
