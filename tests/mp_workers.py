@@ -22,6 +22,23 @@ def record_requests(directory: str, count: int, model: str) -> None:
     metrics.record_cache_hit("exact")
 
 
+def record_exemplars(directory: str, rows: list[tuple[float, float | None, str]]) -> None:
+    """A fresh process records one request per ``(latency, first token, trace id)``
+    row on ``directory``, each with its trace id as the exemplar."""
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), multiprocess_dir=directory)
+    for latency, first_token, trace_id in rows:
+        metrics.record_request(
+            provider="openai",
+            model="gpt-4o",
+            operation="chat",
+            status="ok",
+            latency_s=latency,
+            time_to_first_token_s=first_token,
+            output_tokens=5,
+            exemplar={"trace_id": trace_id},
+        )
+
+
 #: Free models: no cost series, so every sum of the workload below is exact.
 FREE_MODELS = {name: ModelPricing(0.0, 0.0) for name in ("model-a", "model-b", "model-c")}
 

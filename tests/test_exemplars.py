@@ -3,10 +3,12 @@ token fell in, in OpenMetrics, protobuf and remote write, read by a real Prometh
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 
+import mp_workers
 import pytest
-from gateway_metrics import GatewayMetricsMiddleware, PrometheusExporter
+from gateway_metrics import GatewayMetricsMiddleware, PrometheusExporter, multiprocess
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from support import decode_delimited_families, prometheus_server, wait_until
@@ -49,6 +51,25 @@ def test_the_buckets_observed_carry_the_exemplar_in_openmetrics_only():
     assert before <= timestamp <= time.time()
     # The text format 0.0.4 has no exemplars: its bytes do not change.
     assert " # " not in metrics.generate_latest()
+
+
+def test_prometheus_clients_openmetrics_rendering_of_the_registry_shows_them(tmp_path):
+    from prometheus_client.openmetrics.exposition import generate_latest
+
+    registry = CollectorRegistry()
+    metrics = GatewayMetricsMiddleware(registry=registry)
+    metrics.record_request(
+        **CALL, latency_s=0.3, time_to_first_token_s=0.07, output_tokens=5, exemplar=TRACE
+    )
+    text = generate_latest(registry).decode()
+    assert text == openmetrics(metrics)
+    assert bucket_exemplars(text, DURATION) == {"0.5": (TRACE, 0.3)}
+    # In multi-process mode, from the workers' files.
+    run_exemplar_workers(tmp_path)
+    workers = CollectorRegistry()
+    GatewayMetricsMiddleware(registry=workers, multiprocess_dir=tmp_path)
+    text = generate_latest(workers).decode()
+    assert bucket_exemplars(text, DURATION) == WORKER_DURATION_EXEMPLARS
 
 
 def test_each_bucket_keeps_its_last_exemplar_and_a_batch_does_as_calls_do():
@@ -156,6 +177,51 @@ def test_snapshots_carry_them_and_a_damaged_exemplar_section_adds_nothing():
     assert b"EXEMPLAR" not in plain.snapshot()
 
 
+#: What two worker processes record in turn: ``(latency, first token, trace id)``.
+WORKER_ROWS = (
+    [(0.3, 0.07, "first-a"), (2.0, None, "first-b")],
+    [(0.4, 0.075, "second-a"), (7.0, None, "second-b")],
+)
+#: What a scrape of their directory shows: each bucket's newest exemplar.
+WORKER_DURATION_EXEMPLARS = {
+    "0.5": ({"trace_id": "second-a"}, 0.4),
+    "2.0": ({"trace_id": "first-b"}, 2.0),
+    "10.0": ({"trace_id": "second-b"}, 7.0),
+}
+
+
+def run_exemplar_workers(directory) -> None:
+    """The two workers of :data:`WORKER_ROWS`, one after the other (so the second's
+    exemplars are the newer), each a forked process that exits."""
+    context = multiprocessing.get_context("fork")
+    for rows in WORKER_ROWS:
+        worker = context.Process(target=mp_workers.record_exemplars, args=(str(directory), rows))
+        worker.start()
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+
+
+def test_workers_exemplars_reach_a_scrape_in_any_process_and_survive_compaction(tmp_path):
+    # Each exemplar is kept in its worker's file, so the scrape of any process
+    # of the directory shows it, after the worker is gone too.
+    run_exemplar_workers(tmp_path)
+    scraper = GatewayMetricsMiddleware(registry=CollectorRegistry(), multiprocess_dir=tmp_path)
+    text = openmetrics(scraper)
+    assert bucket_exemplars(text, DURATION) == WORKER_DURATION_EXEMPLARS
+    assert bucket_exemplars(text, FIRST_TOKEN) == {"0.08": ({"trace_id": "second-a"}, 0.075)}
+    families = {f.name: f for f in decode_delimited_families(scraper._protobuf_exposition())}
+    [series] = families[DURATION].metric
+    carried = {
+        bucket.upper_bound: bucket.exemplar.label[0].value
+        for bucket in series.histogram.bucket
+        if bucket.HasField("exemplar")
+    }
+    assert carried == {0.5: "second-a", 2.0: "first-b", 10.0: "second-b"}
+    # The workers are gone: compaction folds their files, exemplars and all.
+    assert multiprocess.compact(tmp_path).folded == 2
+    assert bucket_exemplars(openmetrics(scraper), DURATION) == WORKER_DURATION_EXEMPLARS
+
+
 def query_exemplars(server, expression: str) -> list[dict]:
     now = time.time()
     return server.get_json(
@@ -170,19 +236,28 @@ def wait_for_exemplars(server, expression: str) -> list[dict]:
 
 
 @pytest.mark.integration
-def test_prometheus_stores_them_from_a_scrape_and_from_remote_write(tmp_path):
+def test_prometheus_stores_them_from_scrapes_in_both_modes_and_from_remote_write(tmp_path):
     registry = CollectorRegistry()
     metrics = GatewayMetricsMiddleware(registry=registry)
     metrics.record_request(**CALL, latency_s=0.3, exemplar=TRACE)
-    exporter = PrometheusExporter(0, registry=registry, addr="127.0.0.1")
-    exporter.start()
+    # Multi-process mode: workers that are gone, scraped through another process.
+    run_exemplar_workers(tmp_path / "workers")
+    workers_registry = CollectorRegistry()
+    GatewayMetricsMiddleware(registry=workers_registry, multiprocess_dir=tmp_path / "workers")
+    exporters = {
+        "gateway": PrometheusExporter(0, registry=registry, addr="127.0.0.1"),
+        "workers": PrometheusExporter(0, registry=workers_registry, addr="127.0.0.1"),
+    }
+    for exporter in exporters.values():
+        exporter.start()
     config = {
         "scrape_configs": [
             {
-                "job_name": "gateway",
+                "job_name": job,
                 "scrape_interval": "1s",
                 "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}],
             }
+            for job, exporter in exporters.items()
         ]
     }
     try:
@@ -196,6 +271,17 @@ def test_prometheus_stores_them_from_a_scrape_and_from_remote_write(tmp_path):
             scraped = wait_for_exemplars(server, f'{DURATION}_bucket{{job="gateway"}}')
             labels = [e["labels"] for series in scraped for e in series["exemplars"]]
             assert TRACE in labels
+
+            def from_workers() -> dict:
+                found = query_exemplars(server, f'{DURATION}_bucket{{job="workers"}}')
+                return {
+                    series["seriesLabels"]["le"]: (e["labels"], float(e["value"]))
+                    for series in found
+                    for e in series["exemplars"]
+                }
+
+            wait_until(lambda: len(from_workers()) == 3, "the workers' exemplars", server, 60.0)
+            assert from_workers() == WORKER_DURATION_EXEMPLARS
             pushed = GatewayMetricsMiddleware(registry=CollectorRegistry())
             pushed.record_request(**CALL, latency_s=2.5, exemplar={"trace_id": "written"})
             pushed.remote_write(f"{server.base}/api/v1/write", job="batch", instance="w")
@@ -205,4 +291,5 @@ def test_prometheus_stores_them_from_a_scrape_and_from_remote_write(tmp_path):
             assert [e["labels"] for e in series["exemplars"]] == [{"trace_id": "written"}]
             assert float(series["exemplars"][0]["value"]) == 2.5
     finally:
-        exporter.stop()
+        for exporter in exporters.values():
+            exporter.stop()

@@ -9,6 +9,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 import warnings
 
@@ -334,10 +335,11 @@ def test_remote_write_carries_them_into_prometheus(tmp_path, prometheus):
     binary = PROMETHEUS_3 if prometheus == "3.5" else None
     metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), native_histograms=True)
     values = long_tailed(2000, seed=11)
-    metrics.record_batch(**CALL, latency_s=values)
+    metrics.record_request(**CALL, latency_s=values[0], exemplar={"trace_id": "pushed"})
+    metrics.record_batch(**CALL, latency_s=values[1:])
     with prometheus_server(
         tmp_path,
-        "--enable-feature=native-histograms",
+        "--enable-feature=native-histograms,exemplar-storage",
         "--web.enable-remote-write-receiver",
         binary=binary,
     ) as server:
@@ -350,5 +352,14 @@ def test_remote_write_carries_them_into_prometheus(tmp_path, prometheus):
         exact = exact_quantile(values, 0.99)
         estimate = query(server, f"histogram_quantile(0.99, {selector})")
         assert abs(estimate - exact) / exact <= 2 ** (1 / 8) - 1
-        # The classic series went too.
+        # The classic series went too, with the exemplar on its bucket.
         assert query(server, f'{DURATION}_count{{job="batch"}}') == len(values)
+        now = time.time()
+        [series] = server.get_json(
+            "/api/v1/query_exemplars",
+            query=f'{DURATION}_bucket{{job="batch"}}',
+            start=now - 600,
+            end=now + 60,
+        )["data"]
+        assert [e["labels"] for e in series["exemplars"]] == [{"trace_id": "pushed"}]
+        assert float(series["exemplars"][0]["value"]) == values[0]

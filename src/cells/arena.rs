@@ -12,6 +12,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
+use crate::cells::exemplar::{SharedSlot, SHARED_HEAD_CELLS};
+
 /// What a new series is, for the record that describes it in a shared file.
 #[derive(Debug, Clone, Copy)]
 pub struct SeriesDescription<'a> {
@@ -37,6 +39,22 @@ pub trait SharedCells: Send {
 
     /// The file's path.
     fn path(&self) -> std::path::PathBuf;
+
+    /// Whether the file keeps exemplars (see [`SharedCells::append_exemplar`]).
+    fn keeps_exemplars(&self) -> bool {
+        false
+    }
+
+    /// Appends a zeroed exemplar slot of `cells` cells for bucket `bucket` of
+    /// the histogram whose first cell is `series`; returns its first cell.
+    fn append_exemplar(
+        &mut self,
+        _series: NonNull<AtomicU64>,
+        _bucket: usize,
+        _cells: usize,
+    ) -> std::io::Result<NonNull<AtomicU64>> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// Values made only of `AtomicU64`s, so they can be laid over allocated cells.
@@ -96,6 +114,8 @@ unsafe impl Send for ArenaState {}
 /// Hands out zeroed cells for new series.
 pub struct CellArena {
     state: Mutex<ArenaState>,
+    /// Whether the shared file keeps exemplars, known without the lock.
+    keeps_exemplars: bool,
 }
 
 impl CellArena {
@@ -112,7 +132,9 @@ impl CellArena {
     }
 
     fn with_backing(backing: Backing) -> Self {
+        let keeps_exemplars = matches!(&backing, Backing::Shared(file) if file.keeps_exemplars());
         CellArena {
+            keeps_exemplars,
             state: Mutex::new(ArenaState {
                 backing,
                 slabs: Vec::new(),
@@ -166,6 +188,39 @@ impl CellArena {
         // SAFETY: `used + count <= SLAB_CELLS`: zeroed atomics of a slab the arena
         // owns until it is dropped.
         (unsafe { slab.cast::<AtomicU64>().add(used) }, CELL)
+    }
+
+    /// Whether exemplars go to the shared file too (see [`CellArena::exemplar_slot`]).
+    pub fn keeps_exemplars(&self) -> bool {
+        self.keeps_exemplars
+    }
+
+    /// A new slot in the shared file for the exemplar of bucket `bucket` of
+    /// the histogram whose first cell is `series`, with `label_cells` cells
+    /// of label bytes; None when the file keeps no exemplars or cannot grow
+    /// (the exemplar is then kept in memory only, and the error noted).
+    pub fn exemplar_slot(
+        &self,
+        series: NonNull<AtomicU64>,
+        bucket: usize,
+        label_cells: usize,
+    ) -> Option<SharedSlot> {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Backing::Shared(file) = &mut state.backing else {
+            return None;
+        };
+        match file.append_exemplar(series, bucket, SHARED_HEAD_CELLS + label_cells) {
+            // SAFETY: the file handed out that many zeroed cells next to each
+            // other, mapped until the arena (and so the store) is dropped.
+            Ok(first) => Some(unsafe { SharedSlot::new(first, label_cells) }),
+            Err(error) => {
+                state.file_error.get_or_insert(error.to_string());
+                None
+            }
+        }
     }
 
     /// The path of the shared file, if the arena has one.

@@ -4,8 +4,14 @@
 //! of a request in it.
 //!
 //! A series keeps no exemplar storage until its first exemplar; then one slot
-//! per bucket, each replaced whole under its own short lock.
+//! per bucket, each replaced whole under its own short lock. In our own
+//! multi-process mode a slot also lives in the process's file, so that any
+//! process's scrape finds it: a few cells written under a sequence lock (the
+//! owner is the only writer; readers copy the cells and keep a copy only if the
+//! sequence number was even and the same before and after).
 
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// The most characters (Unicode code points) an exemplar's label names and
@@ -49,51 +55,251 @@ impl Exemplar {
     }
 }
 
-/// One bucket's exemplar, replaced whole.
-type Slot = Mutex<Option<Arc<Exemplar>>>;
+/// Cells of a shared slot before its label bytes: the sequence number (odd
+/// while a write is under way, 0 before the first), the value's bits, the
+/// timestamp's bits and the label bytes' length.
+pub const SHARED_HEAD_CELLS: usize = 4;
+/// The most cells a shared slot keeps label bytes in: 128 characters of
+/// at most 4 bytes each, plus a 2-byte length before each name and value (a
+/// label takes at least one character), fit in 1,024 bytes.
+pub const SHARED_MAX_LABEL_CELLS: usize = 128;
+/// The fewest, enough for a trace id and a span id.
+const SHARED_MIN_LABEL_CELLS: usize = 16;
+
+/// Labels as a shared slot keeps them: each name and value as a 2-byte
+/// little-endian length and its UTF-8 bytes.
+pub fn encode_labels(labels: &[(String, String)]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for text in labels.iter().flat_map(|(name, value)| [name, value]) {
+        let length = u16::try_from(text.len()).unwrap_or(u16::MAX);
+        bytes.extend_from_slice(&length.to_le_bytes());
+        bytes.extend_from_slice(&text.as_bytes()[..usize::from(length)]);
+    }
+    bytes
+}
+
+/// The labels [`encode_labels`] wrote, or None when the bytes are not such labels.
+pub fn decode_labels(mut bytes: &[u8]) -> Option<Vec<(String, String)>> {
+    let mut texts = Vec::new();
+    while let [low, high, rest @ ..] = bytes {
+        let length = usize::from(u16::from_le_bytes([*low, *high]));
+        let text = rest.get(..length)?;
+        texts.push(std::str::from_utf8(text).ok()?.to_owned());
+        bytes = &rest[length..];
+    }
+    if !bytes.is_empty() || texts.len() % 2 != 0 {
+        return None;
+    }
+    let mut texts = texts.into_iter();
+    let mut labels = Vec::new();
+    while let (Some(name), Some(value)) = (texts.next(), texts.next()) {
+        labels.push((name, value));
+    }
+    Some(labels)
+}
+
+/// How many cells of label bytes a new shared slot gets for labels that
+/// encode in `length` bytes: a power of two, so that a slot outgrown by
+/// longer labels is replaced a few times at most.
+pub fn label_cells_for(length: usize) -> usize {
+    length
+        .div_ceil(8)
+        .next_power_of_two()
+        .clamp(SHARED_MIN_LABEL_CELLS, SHARED_MAX_LABEL_CELLS)
+}
+
+/// One bucket's exemplar slot in a shared file, which this process alone writes.
+#[derive(Debug)]
+pub struct SharedSlot {
+    first: NonNull<AtomicU64>,
+    label_cells: usize,
+}
+
+// SAFETY: the cells are atomics that outlive the slot (the contract of `new`),
+// and the slot is only written under its bucket's mutex.
+unsafe impl Send for SharedSlot {}
+
+impl SharedSlot {
+    /// The slot whose [`SHARED_HEAD_CELLS`] and `label_cells` cells start at `first`.
+    ///
+    /// # Safety
+    /// The cells must be next to each other, zeroed or written by a
+    /// `SharedSlot` only, and outlive the slot.
+    pub unsafe fn new(first: NonNull<AtomicU64>, label_cells: usize) -> Self {
+        SharedSlot { first, label_cells }
+    }
+
+    fn cell(&self, index: usize) -> &AtomicU64 {
+        debug_assert!(index < SHARED_HEAD_CELLS + self.label_cells);
+        // SAFETY: inside the slot's cells, which outlive it (see `new`).
+        unsafe { self.first.add(index).as_ref() }
+    }
+
+    /// Writes `exemplar`, whose labels encode as `encoded`; false (writing
+    /// nothing) when they do not fit.
+    fn write(&self, exemplar: &Exemplar, encoded: &[u8]) -> bool {
+        if encoded.len() > self.label_cells * 8 {
+            return false;
+        }
+        let sequence = self.cell(0).load(Ordering::Relaxed);
+        self.cell(0).store(sequence | 1, Ordering::Relaxed);
+        // Readers that see a cell written below see the odd number too.
+        fence(Ordering::Release);
+        self.cell(1)
+            .store(exemplar.value.to_bits(), Ordering::Relaxed);
+        self.cell(2)
+            .store(exemplar.timestamp.to_bits(), Ordering::Relaxed);
+        self.cell(3).store(encoded.len() as u64, Ordering::Relaxed);
+        for (index, chunk) in encoded.chunks(8).enumerate() {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.cell(SHARED_HEAD_CELLS + index)
+                .store(u64::from_le_bytes(word), Ordering::Relaxed);
+        }
+        self.cell(0)
+            .store((sequence | 1).wrapping_add(1), Ordering::Release);
+        true
+    }
+}
+
+/// What a copy of a shared slot's cells holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SharedReading {
+    /// Nothing written yet.
+    Empty,
+    /// A write was under way when the cells were copied.
+    Busy,
+    /// The exemplar.
+    Written(Exemplar),
+}
+
+/// Reads a copy of a shared slot's cells, which the caller made sure is whole
+/// (its sequence number was the same before and after the copy); `Err` when
+/// they cannot be a slot's (a damaged file).
+pub fn read_shared(cells: &[u64]) -> Result<SharedReading, String> {
+    let [sequence, value, timestamp, length, label_cells @ ..] = cells else {
+        return Err("an exemplar slot too short".to_owned());
+    };
+    if *sequence == 0 {
+        return Ok(SharedReading::Empty);
+    }
+    if sequence % 2 == 1 {
+        return Ok(SharedReading::Busy);
+    }
+    let bytes: Vec<u8> = label_cells
+        .iter()
+        .flat_map(|cell| cell.to_le_bytes())
+        .collect();
+    let labels = usize::try_from(*length)
+        .ok()
+        .and_then(|length| bytes.get(..length))
+        .and_then(decode_labels);
+    let (value, timestamp) = (f64::from_bits(*value), f64::from_bits(*timestamp));
+    match labels {
+        Some(labels) if value.is_finite() && timestamp.is_finite() => {
+            Exemplar::check_labels(&labels)?;
+            Ok(SharedReading::Written(Exemplar {
+                labels,
+                value,
+                timestamp,
+            }))
+        }
+        _ => Err("an exemplar slot holds no exemplar".to_owned()),
+    }
+}
+
+/// The cells of a new shared slot for `exemplar`.
+pub fn shared_slot_cells(exemplar: &Exemplar) -> usize {
+    SHARED_HEAD_CELLS + label_cells_for(encode_labels(&exemplar.labels).len())
+}
+
+/// Writes `exemplar` into a new shared slot at `first`, as compaction does.
+///
+/// # Safety
+/// As [`SharedSlot::new`], for [`shared_slot_cells`] cells.
+pub unsafe fn write_shared(first: NonNull<AtomicU64>, exemplar: &Exemplar) {
+    let encoded = encode_labels(&exemplar.labels);
+    // SAFETY: the caller's contract.
+    let slot = unsafe { SharedSlot::new(first, label_cells_for(encoded.len())) };
+    slot.write(exemplar, &encoded);
+}
+
+/// One bucket's exemplar: the last one given, and its shared slot if it has one.
+#[derive(Debug, Default)]
+struct Slot {
+    exemplar: Option<Arc<Exemplar>>,
+    shared: Option<SharedSlot>,
+}
+
+/// Makes a shared slot of the given number of label cells for a bucket, when
+/// the series' cells are in a shared file that keeps exemplars.
+pub type ShareSlot<'a> = &'a dyn Fn(usize) -> Option<SharedSlot>;
 
 /// The last exemplar of each bucket of one histogram series.
 #[derive(Debug, Default)]
 pub struct ExemplarSlots {
-    slots: OnceLock<Box<[Slot]>>,
+    slots: OnceLock<Box<[Mutex<Slot>]>>,
 }
 
 impl ExemplarSlots {
-    /// Keeps `exemplar` as the one of bucket `bucket` (of `buckets` buckets).
-    pub fn record(&self, bucket: usize, buckets: usize, exemplar: Exemplar) {
+    /// Keeps `exemplar` as the one of bucket `bucket` (of `buckets` buckets),
+    /// in the series' shared file too when `share` makes it a slot there.
+    pub fn record(
+        &self,
+        bucket: usize,
+        buckets: usize,
+        exemplar: Exemplar,
+        share: Option<ShareSlot<'_>>,
+    ) {
         let slots = self
             .slots
-            .get_or_init(|| (0..buckets).map(|_| Mutex::new(None)).collect());
-        if let Some(slot) = slots.get(bucket) {
-            *slot
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(exemplar));
+            .get_or_init(|| (0..buckets).map(|_| Mutex::default()).collect());
+        let Some(slot) = slots.get(bucket) else {
+            return;
+        };
+        let mut slot = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(share) = share {
+            let encoded = encode_labels(&exemplar.labels);
+            let written = slot
+                .shared
+                .as_ref()
+                .is_some_and(|shared| shared.write(&exemplar, &encoded));
+            if !written {
+                // The first exemplar of the bucket, or longer labels than its
+                // slot holds: a new slot, which readers prefer (it is newer).
+                slot.shared = share(label_cells_for(encoded.len()));
+                if let Some(shared) = &slot.shared {
+                    shared.write(&exemplar, &encoded);
+                }
+            }
         }
+        slot.exemplar = Some(Arc::new(exemplar));
     }
 
     /// Each bucket's exemplar; empty when the series has none.
     pub fn read(&self) -> Vec<Option<Arc<Exemplar>>> {
-        self.slots.get().map_or_else(Vec::new, |slots| {
-            slots
-                .iter()
-                .map(|slot| {
-                    slot.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .clone()
-                })
-                .collect()
-        })
+        self.each(|slot| slot.exemplar.clone())
     }
 
-    /// Each bucket's exemplar, leaving none (a snapshot that resets).
+    /// Each bucket's exemplar, leaving none (a snapshot that resets; a
+    /// shared slot keeps its copy, as a shared file keeps counts).
     pub fn take(&self) -> Vec<Option<Arc<Exemplar>>> {
+        self.each(|slot| slot.exemplar.take())
+    }
+
+    fn each(
+        &self,
+        mut one: impl FnMut(&mut Slot) -> Option<Arc<Exemplar>>,
+    ) -> Vec<Option<Arc<Exemplar>>> {
         self.slots.get().map_or_else(Vec::new, |slots| {
             slots
                 .iter()
                 .map(|slot| {
-                    slot.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .take()
+                    one(&mut slot
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner))
                 })
                 .collect()
         })
@@ -133,9 +339,9 @@ mod tests {
             value,
             timestamp: 1.0,
         };
-        slots.record(2, 4, make(0.3));
-        slots.record(2, 4, make(0.4));
-        slots.record(3, 4, make(9.0));
+        slots.record(2, 4, make(0.3), None);
+        slots.record(2, 4, make(0.4), None);
+        slots.record(3, 4, make(9.0), None);
         let read: Vec<Option<f64>> = slots
             .read()
             .iter()
@@ -144,5 +350,74 @@ mod tests {
         assert_eq!(read, [None, None, Some(0.4), Some(9.0)]);
         assert_eq!(slots.take().iter().flatten().count(), 2);
         assert_eq!(slots.read().iter().flatten().count(), 0);
+    }
+
+    fn copy(cells: &[AtomicU64]) -> Vec<u64> {
+        cells
+            .iter()
+            .map(|cell| cell.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    #[test]
+    fn a_shared_slot_is_read_back_whole_and_replaced_when_outgrown() {
+        let cells: Vec<AtomicU64> = (0..SHARED_HEAD_CELLS + SHARED_MAX_LABEL_CELLS + 64)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let first = NonNull::from(&cells[0]);
+        let made = std::cell::Cell::new(0);
+        let share = |label_cells: usize| {
+            // Each new slot after the previous one's cells.
+            let at = made.replace(made.get() + 1) * (SHARED_HEAD_CELLS + SHARED_MIN_LABEL_CELLS);
+            assert!(at + SHARED_HEAD_CELLS + label_cells <= cells.len());
+            // SAFETY: zeroed cells of `cells`, which outlive the slots.
+            Some(unsafe { SharedSlot::new(first.add(at).cast(), label_cells) })
+        };
+        let slots = ExemplarSlots::default();
+        assert_eq!(read_shared(&copy(&cells[..20])), Ok(SharedReading::Empty));
+        let trace = labels(&[("trace_id", "4bf92f3577b34da6"), ("span_id", "00f067aa")]);
+        let exemplar = |labels: &Vec<(String, String)>, value| Exemplar {
+            labels: labels.clone(),
+            value,
+            timestamp: 1_700_000_000.5,
+        };
+        slots.record(1, 3, exemplar(&trace, 0.25), Some(&share));
+        slots.record(1, 3, exemplar(&trace, 0.5), Some(&share));
+        assert_eq!(made.get(), 1);
+        let first_slot = copy(&cells[..SHARED_HEAD_CELLS + SHARED_MIN_LABEL_CELLS]);
+        assert_eq!(first_slot[0], 4, "two writes, each odd then even");
+        assert_eq!(
+            read_shared(&first_slot),
+            Ok(SharedReading::Written(exemplar(&trace, 0.5)))
+        );
+        // Labels longer than the slot holds go to a new, larger slot.
+        let long = labels(&[("trace_id", &"é".repeat(60))]);
+        slots.record(1, 3, exemplar(&long, 0.75), Some(&share));
+        assert_eq!(made.get(), 2);
+        let second = SHARED_HEAD_CELLS + SHARED_MIN_LABEL_CELLS;
+        let second_slot = copy(&cells[second..second + SHARED_HEAD_CELLS + 32]);
+        assert_eq!(
+            read_shared(&second_slot),
+            Ok(SharedReading::Written(exemplar(&long, 0.75)))
+        );
+        // A copy taken mid-write is busy; a damaged one is an error.
+        let mut busy = first_slot.clone();
+        busy[0] = 5;
+        assert_eq!(read_shared(&busy), Ok(SharedReading::Busy));
+        let mut damaged = first_slot;
+        damaged[3] = 10_000;
+        assert!(read_shared(&damaged).is_err());
+    }
+
+    #[test]
+    fn encoded_labels_decode_to_themselves_and_junk_does_not_decode() {
+        let trace = labels(&[("trace_id", "ab"), ("span_id", ""), ("x", "é")]);
+        assert_eq!(decode_labels(&encode_labels(&trace)), Some(trace));
+        assert_eq!(decode_labels(&[5, 0, b'a']), None);
+        assert_eq!(decode_labels(&[1, 0, b'a']), None);
+        assert_eq!(decode_labels(&[1, 0, 0xff, 0, 0]), None);
+        assert_eq!(label_cells_for(71), 16);
+        assert_eq!(label_cells_for(200), 32);
+        assert_eq!(label_cells_for(1024), SHARED_MAX_LABEL_CELLS);
     }
 }

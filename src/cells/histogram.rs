@@ -145,6 +145,12 @@ impl Histogram {
         })
     }
 
+    /// The first bucket's cell: where the histogram's record in a shared file
+    /// keeps its values, which an exemplar slot there points back to.
+    pub fn first_cell(&self) -> NonNull<AtomicU64> {
+        self.first
+    }
+
     fn cell_pointer(&self, index: usize) -> NonNull<AtomicU64> {
         NonNull::from(self.cell(index))
     }

@@ -13,8 +13,10 @@
 
 use std::fmt::Write as _;
 
+use smallvec::SmallVec;
+
 use crate::cells::exemplar::Exemplar;
-use crate::schema::float_text::write_value;
+use crate::schema::float_text::{write_repr, write_value};
 
 use crate::schema::family::{FamilyDesc, FamilyKind};
 use crate::store::visit::SampleVisitor;
@@ -158,7 +160,10 @@ impl SampleVisitor for TextEncoder {
         }
         self.out.pop();
         self.out.push_str(" # {");
-        for (index, (name, value)) in exemplar.labels.iter().enumerate() {
+        // Sorted, and the timestamp as Python prints it, as `prometheus_client` writes them.
+        let mut labels: SmallVec<[&(String, String); 4]> = exemplar.labels.iter().collect();
+        labels.sort();
+        for (index, (name, value)) in labels.into_iter().enumerate() {
             if index > 0 {
                 self.out.push(',');
             }
@@ -170,7 +175,7 @@ impl SampleVisitor for TextEncoder {
         self.out.push_str("} ");
         write_value(&mut self.out, exemplar.value);
         self.out.push(' ');
-        write_value(&mut self.out, exemplar.timestamp);
+        write_repr(&mut self.out, exemplar.timestamp);
         self.out.push('\n');
     }
 

@@ -31,6 +31,7 @@ use std::time::Duration;
 use smallvec::SmallVec;
 
 use crate::cells::arena::SeriesDescription;
+use crate::cells::exemplar::{shared_slot_cells, write_shared, Exemplar};
 use crate::cells::histogram::HistogramSnapshot;
 use crate::cells::native_histogram::NativeSnapshot;
 use crate::multiprocess::lock::{Access, DirectoryLock};
@@ -38,7 +39,7 @@ use crate::schema::family::{Schema, ValueKind};
 
 use crate::multiprocess::own_file::{
     declared_schema, is_dead, list_files, list_temporary_files, read_file, FileContents,
-    FileSeries, ReadError, SharedFile,
+    FileExemplar, FileSeries, ReadError, SharedFile,
 };
 use crate::store::visit::{Reading, SampleVisitor, Samples, SeriesView, SeriesVisitor};
 
@@ -111,6 +112,8 @@ struct SummedSeries {
     labels: Vec<String>,
     cells: Vec<u64>,
     created: f64,
+    /// A histogram's newest exemplar of each bucket (empty when it has none).
+    exemplars: Vec<Option<Arc<Exemplar>>>,
 }
 
 /// One family's summed series in order of first appearance, and their index by labels.
@@ -149,7 +152,7 @@ impl Aggregate {
         let absorbed = reading.absorbed();
         for (path, contents) in &reading.files {
             if !absorbed.contains(file_name(path)) {
-                sum.add_file(path, &contents.series);
+                sum.add_file(path, &contents.series, &contents.exemplars);
             }
         }
         for (path, error) in &reading.unreadable {
@@ -159,7 +162,7 @@ impl Aggregate {
     }
 
     /// Checks a whole file before adding any of it, so a bad file adds nothing.
-    fn add_file(&mut self, path: &Path, series: &[FileSeries]) {
+    fn add_file(&mut self, path: &Path, series: &[FileSeries], exemplars: &[FileExemplar]) {
         let matches_family = |one: &FileSeries| {
             self.schema
                 .families()
@@ -169,7 +172,14 @@ impl Aggregate {
                         && one.cells.len() == family.cells()
                 })
         };
-        if !series.iter().all(matches_family) {
+        let matches_bucket = |exemplar: &FileExemplar| {
+            series.get(exemplar.series).is_some_and(|one| {
+                let family = self.schema.family(one.family);
+                family.value == ValueKind::Buckets
+                    && exemplar.bucket < self.schema.buckets(family.id).count()
+            })
+        };
+        if !series.iter().all(matches_family) || !exemplars.iter().all(matches_bucket) {
             self.skipped.push((
                 path.to_path_buf(),
                 "a record does not match its family".to_owned(),
@@ -177,12 +187,25 @@ impl Aggregate {
             return;
         }
         self.files += 1;
-        for one in series {
-            self.add_series(one);
+        let positions: Vec<usize> = series.iter().map(|one| self.add_series(one)).collect();
+        for one in exemplars {
+            let family = series[one.series].family;
+            let buckets = self.schema.buckets(family).count();
+            let target = &mut self.families[usize::from(family)].0[positions[one.series]];
+            target.exemplars.resize(buckets, None);
+            let kept = &mut target.exemplars[one.bucket];
+            // Each bucket shows the newest exemplar of any process.
+            if kept
+                .as_ref()
+                .is_none_or(|kept| kept.timestamp <= one.exemplar.timestamp)
+            {
+                *kept = Some(Arc::new(one.exemplar.clone()));
+            }
         }
     }
 
-    fn add_series(&mut self, series: &FileSeries) {
+    /// Adds one series to the sum; returns its position in its family.
+    fn add_series(&mut self, series: &FileSeries) -> usize {
         let family = self.schema.family(series.family);
         let (summed, index) = &mut self.families[usize::from(series.family)];
         if let Some(&position) = index.get(&series.labels) {
@@ -206,13 +229,16 @@ impl Aggregate {
                 };
             }
             target.created = target.created.min(series.created);
+            position
         } else {
             index.insert(series.labels.clone(), summed.len());
             summed.push(SummedSeries {
                 labels: series.labels.clone(),
                 cells: series.cells.clone(),
                 created: series.created,
+                exemplars: Vec::new(),
             });
+            summed.len() - 1
         }
     }
 
@@ -235,10 +261,10 @@ impl Aggregate {
                     .map(String::as_str)
                     .collect::<SmallVec<_>>(),
                 reading: match family.value {
-                    ValueKind::Buckets => Reading::Histogram(HistogramSnapshot::from_cells(
-                        &series.cells,
-                        family.native.as_ref(),
-                    )),
+                    ValueKind::Buckets => Reading::Histogram(HistogramSnapshot {
+                        exemplars: series.exemplars.clone(),
+                        ..HistogramSnapshot::from_cells(&series.cells, family.native.as_ref())
+                    }),
                     ValueKind::Sum => Reading::Sum(f64::from_bits(series.cells[0])),
                     ValueKind::Count => Reading::Count(series.cells[0]),
                 },
@@ -270,6 +296,15 @@ impl Aggregate {
                     // SAFETY: `append_series` returned `cells.len()` cells.
                     unsafe { first.add(index).as_ref() }
                         .store(*value, std::sync::atomic::Ordering::Relaxed);
+                }
+                for (bucket, exemplar) in series.exemplars.iter().enumerate() {
+                    if let Some(exemplar) = exemplar {
+                        let cells = shared_slot_cells(exemplar);
+                        let slot = file.append_exemplar(first, bucket, cells)?;
+                        // SAFETY: `append_exemplar` returned that many zeroed cells,
+                        // mapped while `file` lives.
+                        unsafe { write_shared(slot, exemplar) };
+                    }
                 }
             }
         }
@@ -309,7 +344,7 @@ pub fn aggregate_prometheus(directory: &Path, schema: &Arc<Schema>) -> io::Resul
     let mut sum = Aggregate::new(Arc::clone(schema));
     for path in prometheus_file::list_files(directory)? {
         match prometheus_file::read_file(&path, schema) {
-            Ok(series) => sum.add_file(&path, &series),
+            Ok(series) => sum.add_file(&path, &series, &[]),
             Err(error) => sum.skipped.push((path, error.to_string())),
         }
     }
@@ -436,7 +471,7 @@ fn compact_schema(
     if foldable.len() >= 2 {
         let mut sum = Aggregate::new(Arc::clone(schema));
         for (path, contents) in &foldable {
-            sum.add_file(path, &contents.series);
+            sum.add_file(path, &contents.series, &contents.exemplars);
         }
         // Every name the folded files absorbed themselves, should one still be
         // there, passes to the new file: it alone will list them.
@@ -642,6 +677,153 @@ mod tests {
         fs::remove_dir_all(directory).unwrap();
     }
 
+    /// The exemplar lines of an OpenMetrics exposition, sorted.
+    fn exemplar_lines(aggregate: &Aggregate) -> Vec<String> {
+        let mut encoder = TextEncoder::new(Format::OpenMetrics);
+        aggregate.visit(false, &mut encoder);
+        let text = encoder.into_text();
+        lines(text)
+            .into_iter()
+            .filter(|line| line.contains(" # {"))
+            .collect()
+    }
+
+    #[test]
+    fn exemplars_in_files_reach_every_scrape_and_survive_compaction() {
+        let directory = directory("exemplars");
+        let labels = RequestLabels {
+            provider: "openai",
+            model: "gpt-4o",
+            operation: "chat",
+            status: "ok",
+            extra: &[],
+        };
+        let trace = |id: &str| vec![("trace_id".to_owned(), id.to_owned())];
+        let exemplify = |store: &Store, latency_s: f64, id: &str, at: f64| {
+            let values = RequestValues::new(latency_s, 10, 2);
+            let entry = store.request_entry(&labels);
+            store.record_request_on(entry, &values);
+            store.attach_exemplar(entry, &values, &trace(id), at);
+        };
+        // Two processes: the newer exemplar of a bucket wins, whichever file it is in.
+        let first = file_store(&directory);
+        exemplify(&first, 0.3, "a1", 100.0);
+        exemplify(&first, 2.0, "a2", 300.0);
+        let second = file_store(&directory);
+        exemplify(&second, 0.4, "b1", 200.0);
+        exemplify(&second, 1.5, "b2", 150.0);
+        // Longer labels move the bucket to a larger slot of the same file.
+        let long = "f".repeat(120);
+        exemplify(&second, 20.0, "short", 50.0);
+        exemplify(&second, 20.0, &long, 60.0);
+        let before = exemplar_lines(&aggregate(&directory, &schema()).unwrap());
+        let expected = [
+            r#"ractogateway_request_duration_seconds_bucket{le="0.5",model="gpt-4o",operation="chat",provider="openai"} 2.0 # {trace_id="b1"} 0.4 200.0"#.to_owned(),
+            r#"ractogateway_request_duration_seconds_bucket{le="2.0",model="gpt-4o",operation="chat",provider="openai"} 4.0 # {trace_id="a2"} 2.0 300.0"#.to_owned(),
+            format!(r#"ractogateway_request_duration_seconds_bucket{{le="30.0",model="gpt-4o",operation="chat",provider="openai"}} 6.0 # {{trace_id="{long}"}} 20.0 60.0"#),
+        ];
+        assert_eq!(before, expected);
+        // Compaction folds dead files with their exemplars.
+        drop((first, second));
+        let compaction = compact(&directory, WAIT).unwrap();
+        assert_eq!(compaction.folded, 2);
+        let after = aggregate(&directory, &schema()).unwrap();
+        assert_eq!((after.files, exemplar_lines(&after)), (1, before));
+        fs::remove_dir_all(directory).unwrap();
+    }
+
+    #[test]
+    fn a_scrape_never_sees_an_exemplar_half_written() {
+        let directory = directory("exemplar-race");
+        let store = Arc::new(file_store(&directory));
+        let labels = RequestLabels {
+            provider: "openai",
+            model: "gpt-4o",
+            operation: "chat",
+            status: "ok",
+            extra: &[],
+        };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let entry = store.request_entry(&labels);
+                let mut written = 0_u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && written < 5_000_000 {
+                    written += 1;
+                    // The trace id says the value; its length varies too.
+                    let value = 0.001 * f64::from(written % 400);
+                    let values = RequestValues::new(value, 1, 1);
+                    let id = format!("{value}-{}", "x".repeat((written % 90) as usize));
+                    let trace = [("trace_id".to_owned(), id)];
+                    store.attach_exemplar(entry, &values, &trace, f64::from(written));
+                }
+            })
+        };
+        let started = std::time::Instant::now();
+        let mut seen = 0;
+        for _ in 0..300 {
+            if started.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            let sum = aggregate(&directory, &schema()).unwrap();
+            assert!(sum.skipped.is_empty(), "{:?}", sum.skipped);
+            for line in exemplar_lines(&sum) {
+                let (_, exemplar) = line.split_once(" # {trace_id=\"").unwrap();
+                let (id, rest) = exemplar.split_once('"').unwrap();
+                let value = rest.split_whitespace().nth(1).unwrap();
+                let named: f64 = id.split('-').next().unwrap().parse().unwrap();
+                assert_eq!(named, value.parse::<f64>().unwrap(), "{line}");
+                seen += 1;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(seen > 0);
+        drop(store);
+        fs::remove_dir_all(directory).unwrap();
+    }
+
+    #[test]
+    fn an_exemplar_record_that_points_nowhere_makes_its_file_damaged() {
+        let directory = directory("exemplar-damaged");
+        let store = file_store(&directory);
+        let labels = RequestLabels {
+            provider: "openai",
+            model: "gpt-4o",
+            operation: "chat",
+            status: "ok",
+            extra: &[],
+        };
+        let values = RequestValues::new(0.3, 1, 1);
+        let entry = store.request_entry(&labels);
+        store.record_request_on(entry, &values);
+        store.attach_exemplar(
+            entry,
+            &values,
+            &[("trace_id".to_owned(), "a".to_owned())],
+            1.0,
+        );
+        let path = store.arena_file_path().unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        // Walk the records to the exemplar's (family byte 0xfc) and aim it elsewhere.
+        let mut at = 64;
+        while bytes[at + 4] != 0xfc {
+            at += u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        }
+        bytes[at + 16..at + 24].copy_from_slice(&8_u64.to_le_bytes());
+        drop(store);
+        fs::write(&path, bytes).unwrap();
+        let sum = aggregate(&directory, &schema()).unwrap();
+        assert_eq!(sum.files, 0);
+        assert!(
+            sum.skipped[0].1.starts_with("torn record"),
+            "{:?}",
+            sum.skipped
+        );
+        fs::remove_dir_all(directory).unwrap();
+    }
+
     #[test]
     fn a_torn_file_is_skipped_and_reported() {
         let directory = directory("torn");
@@ -706,7 +888,8 @@ mod tests {
         // A compaction killed after publishing: the folded file and its sources.
         let mut sum = Aggregate::new(schema());
         for path in &sources {
-            sum.add_file(path, &read_file(path, &schema()).unwrap().series);
+            let contents = read_file(path, &schema()).unwrap();
+            sum.add_file(path, &contents.series, &contents.exemplars);
         }
         sum.write_to(&directory, sources.iter().map(|path| file_name(path)))
             .unwrap();

@@ -11,12 +11,16 @@
 //! Layout, little-endian, every record 8-byte aligned:
 //!
 //! ```text
-//! header (64 bytes): magic "GWMFILE3" | used: u64 (atomic) | pid: u64 | id: u64 | created: f64
+//! header (64 bytes): magic "GWMFILE4" | used: u64 (atomic) | pid: u64 | id: u64 | created: f64
 //! record: len: u32 | family: u8 | label count: u8 | cell count: u16 | created: f64
 //!         | per label: byte length u32, UTF-8 bytes | padding to 8 | cells: u64 each
+//! exemplar record (family 0xfc, no labels): cells: the file offset of its
+//!         histogram's first cell | bucket | an exemplar slot (see
+//!         crate::cells::exemplar: sequence, value, timestamp, label bytes)
 //! ```
 //!
-//! The magic names the format's version. The first records declare the
+//! The magic names the format's version (version 3, the same without
+//! exemplar records, is still read). The first records declare the
 //! families the file's series belong to, by their whole description (name,
 //! type, how values are kept, label names, bucket bounds); a series record's
 //! family byte is the position of its declaration in this file. A reader
@@ -37,6 +41,7 @@
 //! value is aligned, so it is copied whole), and only open regular files,
 //! without following symbolic links and without blocking.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -47,13 +52,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cells::arena::{SeriesDescription, SharedCells};
+use crate::cells::exemplar::{
+    read_shared, Exemplar, SharedReading, SHARED_HEAD_CELLS, SHARED_MAX_LABEL_CELLS,
+};
 use crate::multiprocess::fork_guard::ParentOnlyFile;
 use crate::multiprocess::lock::{Access, DirectoryLock};
 use crate::schema::family::{FamilyDesc, FamilyId, Schema, DURATION, LATENCY_BOUNDS, REQUESTS};
 use crate::schema::native::NativeConfig;
 
 /// The first bytes of every metrics file.
-pub const MAGIC: [u8; 8] = *b"GWMFILE3";
+pub const MAGIC: [u8; 8] = *b"GWMFILE4";
+/// The first bytes of files of the previous version, still read.
+const MAGIC_3: [u8; 8] = *b"GWMFILE3";
 /// Extension of published metrics files.
 pub const EXTENSION: &str = "gwm";
 const HEADER_LEN: usize = 64;
@@ -66,6 +76,14 @@ const PADDING: u8 = 0xff;
 const ABSORBED: u8 = 0xfe;
 /// Family byte of a record declaring a family (see [`declaration`]).
 const DECLARATION: u8 = 0xfd;
+/// Family byte of an exemplar slot's record.
+const EXEMPLAR: u8 = 0xfc;
+/// Cells of an exemplar record before its slot: the histogram's first cell's
+/// offset, and the bucket.
+const EXEMPLAR_TARGET_CELLS: usize = 2;
+/// Times a reader copies an exemplar slot that was being written before it
+/// leaves the exemplar to the next scrape.
+const EXEMPLAR_READ_ATTEMPTS: usize = 3;
 /// Longest record a reader accepts: far above any real label set, and a bound
 /// on what a damaged length field can make a reader allocate.
 const MAX_RECORD_LEN: usize = 64 << 20;
@@ -261,6 +279,19 @@ impl SharedCells for SharedFile {
     fn path(&self) -> PathBuf {
         SharedFile::path(self).to_path_buf()
     }
+
+    fn keeps_exemplars(&self) -> bool {
+        true
+    }
+
+    fn append_exemplar(
+        &mut self,
+        series: NonNull<AtomicU64>,
+        bucket: usize,
+        cells: usize,
+    ) -> io::Result<NonNull<AtomicU64>> {
+        SharedFile::append_exemplar(self, series, bucket, cells)
+    }
 }
 
 /// A random 64-bit identity for a new file's name.
@@ -403,6 +434,48 @@ impl SharedFile {
         series: &SeriesDescription<'_>,
         cells: usize,
     ) -> io::Result<NonNull<AtomicU64>> {
+        self.append_record(series, &[], cells)
+    }
+
+    /// Appends an exemplar slot's record of `cells` zeroed cells for bucket
+    /// `bucket` of the histogram whose first cell is `series` (in this file);
+    /// returns the slot's first cell.
+    pub fn append_exemplar(
+        &mut self,
+        series: NonNull<AtomicU64>,
+        bucket: usize,
+        cells: usize,
+    ) -> io::Result<NonNull<AtomicU64>> {
+        let address = series.as_ptr() as usize;
+        let offset = self
+            .chunks
+            .iter()
+            .find_map(|(start, mapping)| {
+                let base = mapping.start.as_ptr() as usize;
+                (base..base + mapping.len)
+                    .contains(&address)
+                    .then(|| start + (address - base))
+            })
+            .ok_or_else(|| io::Error::other("the histogram's cells are not in the file"))?;
+        let record = SeriesDescription {
+            family: EXEMPLAR,
+            labels: &[],
+            created: 0.0,
+        };
+        let target = [offset as u64, bucket as u64];
+        let first = self.append_record(&record, &target, EXEMPLAR_TARGET_CELLS + cells)?;
+        // SAFETY: the record has `EXEMPLAR_TARGET_CELLS + cells` cells.
+        Ok(unsafe { first.add(EXEMPLAR_TARGET_CELLS) })
+    }
+
+    /// Appends a record of `cells` cells, the first ones set to `initial`
+    /// before it is published, the others zeroed; returns its first cell.
+    fn append_record(
+        &mut self,
+        series: &SeriesDescription<'_>,
+        initial: &[u64],
+        cells: usize,
+    ) -> io::Result<NonNull<AtomicU64>> {
         let labels_len: usize = series.labels.iter().map(|label| 4 + label.len()).sum();
         let cells_offset = align8(RECORD_HEADER_LEN + labels_len);
         let record_len = cells_offset + cells * 8;
@@ -449,6 +522,11 @@ impl SharedFile {
             cursor += 4 + label.len();
         }
         let first_slot = NonNull::from(mapping.atomic(at - chunk_start + cells_offset));
+        for (index, value) in initial.iter().take(cells).enumerate() {
+            mapping
+                .atomic(at - chunk_start + cells_offset + index * 8)
+                .store(*value, Ordering::Relaxed);
+        }
         self.used += record_len;
         self.publish_used();
         Ok(first_slot)
@@ -494,6 +572,17 @@ pub struct FileSeries {
     pub cells: Vec<u64>,
 }
 
+/// An exemplar as read from a metrics file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileExemplar {
+    /// The position of its histogram series in [`FileContents::series`].
+    pub series: usize,
+    /// The bucket it fell in.
+    pub bucket: usize,
+    /// The exemplar.
+    pub exemplar: Exemplar,
+}
+
 /// Everything a reader takes from one metrics file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FileContents {
@@ -505,6 +594,8 @@ pub struct FileContents {
     pub series: Vec<FileSeries>,
     /// Names of the files whose values this file holds (it was made by compaction).
     pub absorbed: Vec<String>,
+    /// The exemplars of its histogram series, oldest slots first.
+    pub exemplars: Vec<FileExemplar>,
 }
 
 /// Why a file was not read.
@@ -605,7 +696,7 @@ fn read_with(
     let mut header = [0_u8; HEADER_LEN];
     file.read_exact_at(&mut header, 0)
         .map_err(|_| damaged(format!("{} bytes is shorter than a header", metadata.len())))?;
-    if header[..8] != MAGIC {
+    if header[..8] != MAGIC && header[..8] != MAGIC_3 {
         return Err(damaged(
             "not a metrics file of this version (bad magic)".to_owned(),
         ));
@@ -628,8 +719,11 @@ fn read_with(
         identity: (metadata.dev(), metadata.ino()),
         series: Vec::new(),
         absorbed: Vec::new(),
+        exemplars: Vec::new(),
     };
     let mut declared: Vec<FamilyId> = Vec::new();
+    // Each series by the file offset of its first cell, where exemplar slots point.
+    let mut series_at: HashMap<u64, usize> = HashMap::new();
     let mut at = HEADER_LEN;
     while at < reader.end {
         let torn = || ReadError::Damaged(format!("torn record at byte {at}"));
@@ -650,12 +744,28 @@ fn read_with(
             return Err(torn());
         }
         let record = reader.bytes(at, len)?;
-        let mut one = parse_record(record).ok_or_else(torn)?;
+        let (mut one, cells_at) = parse_record(record).ok_or_else(torn)?;
         match one.family {
             ABSORBED => contents.absorbed.extend(one.labels),
             DECLARATION => declared.push(resolve(&one.labels)?),
+            EXEMPLAR => {
+                let [target, bucket, slot @ ..] = &one.cells[..] else {
+                    return Err(torn());
+                };
+                let series = *series_at.get(target).ok_or_else(torn)?;
+                let bucket = usize::try_from(*bucket).map_err(|_| torn())?;
+                let slot_at = at + cells_at + EXEMPLAR_TARGET_CELLS * 8;
+                if let Some(exemplar) = read_exemplar(&reader.file, slot_at, slot)? {
+                    contents.exemplars.push(FileExemplar {
+                        series,
+                        bucket,
+                        exemplar,
+                    });
+                }
+            }
             local => {
                 one.family = *declared.get(usize::from(local)).ok_or_else(torn)?;
+                series_at.insert((at + cells_at) as u64, contents.series.len());
                 contents.series.push(one);
             }
         }
@@ -679,8 +789,53 @@ fn known_family<'s>(declared: &[String], schema: &'s Schema) -> Result<&'s Famil
     Ok(family)
 }
 
-/// One record's series, or None when its fields do not add up to its length.
-fn parse_record(record: &[u8]) -> Option<FileSeries> {
+/// The exemplar of the slot at byte `slot_at` of `file`, whose cells a first
+/// copy found to be `copied`: taken from a second copy when the slot's
+/// sequence number is even and the same in the copies before and after it (a
+/// sequence lock; the owner may be writing the slot), None when the slot is
+/// empty or stays busy. A slot that cannot be one makes the file damaged.
+fn read_exemplar(
+    file: &File,
+    slot_at: usize,
+    copied: &[u64],
+) -> Result<Option<Exemplar>, ReadError> {
+    if copied.len() < SHARED_HEAD_CELLS || copied.len() > SHARED_HEAD_CELLS + SHARED_MAX_LABEL_CELLS
+    {
+        return Err(ReadError::Damaged(format!(
+            "an exemplar slot of {} cells",
+            copied.len()
+        )));
+    }
+    let read = |at: usize, cells: &mut [u8]| {
+        file.read_exact_at(cells, at as u64)
+            .map_err(|error| ReadError::Damaged(error.to_string()))
+    };
+    let mut before = copied[0];
+    let mut bytes = vec![0_u8; copied.len() * 8];
+    for _ in 0..EXEMPLAR_READ_ATTEMPTS {
+        read(slot_at, &mut bytes)?;
+        let mut after = [0_u8; 8];
+        read(slot_at, &mut after)?;
+        let after = u64::from_le_bytes(after);
+        let cells: Vec<u64> = (0..copied.len())
+            .map(|index| le_u64(&bytes, index * 8))
+            .collect();
+        // Unchanged from before the copy to after it: the copy is whole.
+        if cells[0] == before && before == after {
+            match read_shared(&cells).map_err(ReadError::Damaged)? {
+                SharedReading::Empty => return Ok(None),
+                SharedReading::Written(exemplar) => return Ok(Some(exemplar)),
+                SharedReading::Busy => {}
+            }
+        }
+        before = after;
+    }
+    Ok(None)
+}
+
+/// One record's series and the offset of its cells in the record, or None
+/// when its fields do not add up to its length.
+fn parse_record(record: &[u8]) -> Option<(FileSeries, usize)> {
     let label_count = usize::from(record[5]);
     let cell_count = usize::from(u16::from_le_bytes([record[6], record[7]]));
     let created = f64::from_bits(le_u64(record, 8));
@@ -699,12 +854,13 @@ fn parse_record(record: &[u8]) -> Option<FileSeries> {
     let cells = (0..cell_count)
         .map(|index| le_u64(record, slots_at + index * 8))
         .collect();
-    Some(FileSeries {
+    let series = FileSeries {
         family: record[4],
         labels,
         created,
         cells,
-    })
+    };
+    Some((series, slots_at))
 }
 
 /// The entries of `directory` whose names `keep` accepts, sorted by name.

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyList, PyString, PyTuple};
 use smallvec::SmallVec;
 
+use crate::cells::exemplar::Exemplar;
 use crate::schema::family::FamilyDesc;
 use crate::store::visit::SampleVisitor;
 
@@ -28,6 +29,8 @@ pub(super) struct SampleBuilder<'py> {
     label_names: Vec<Bound<'py, PyString>>,
     /// The label values of the series being visited, converted once for all its samples.
     last_labels: Option<(usize, Vec<Bound<'py, PyString>>)>,
+    /// `prometheus_client.samples.Exemplar`, imported at the first exemplar.
+    exemplar_type: Option<Bound<'py, PyAny>>,
     error: Option<PyErr>,
 }
 
@@ -47,6 +50,7 @@ impl<'py> SampleBuilder<'py> {
             sample_names: Vec::new(),
             label_names: Vec::new(),
             last_labels: None,
+            exemplar_type: None,
             error: None,
         }
     }
@@ -105,6 +109,36 @@ impl<'py> SampleBuilder<'py> {
         };
         self.samples.append(sample)
     }
+
+    /// Gives the sample built last (a bucket's) `exemplar`, as
+    /// `prometheus_client` keeps one: its `exemplar` field.
+    fn attach(&mut self, exemplar: &Exemplar) -> PyResult<()> {
+        let py = self.py;
+        let last = self.samples.len().checked_sub(1);
+        let Some(last) = last.filter(|_| self.tuple_new.is_some()) else {
+            return Ok(());
+        };
+        if self.exemplar_type.is_none() {
+            let module = py.import(intern!(py, "prometheus_client.samples"))?;
+            self.exemplar_type = Some(module.getattr(intern!(py, "Exemplar"))?);
+        }
+        let Some(exemplar_type) = &self.exemplar_type else {
+            return Ok(());
+        };
+        let labels = PyDict::new(py);
+        for (name, value) in &exemplar.labels {
+            labels.set_item(name, value)?;
+        }
+        let made = exemplar_type.call1((labels, exemplar.value, exemplar.timestamp))?;
+        let replaced = PyDict::new(py);
+        replaced.set_item(intern!(py, "exemplar"), made)?;
+        let sample = self.samples.get_item(last)?.call_method(
+            intern!(py, "_replace"),
+            (),
+            Some(&replaced),
+        )?;
+        self.samples.set_item(last, sample)
+    }
 }
 
 /// The defaults of the fields after `(name, labels, value)` of a named tuple
@@ -145,6 +179,14 @@ impl SampleVisitor for SampleBuilder<'_> {
     ) {
         if self.error.is_none() {
             if let Err(error) = self.build(desc, suffix, le, series, labels, value) {
+                self.error = Some(error);
+            }
+        }
+    }
+
+    fn exemplar(&mut self, _desc: &FamilyDesc, exemplar: &Exemplar) {
+        if self.error.is_none() {
+            if let Err(error) = self.attach(exemplar) {
                 self.error = Some(error);
             }
         }

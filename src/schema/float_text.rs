@@ -1,6 +1,7 @@
 //! Floats as `prometheus_client.utils.floatToGoString` prints them: Python's
 //! shortest `repr`, switched to an exponent from 1e6 up as Go does. Sample
-//! values and bucket labels are both written this way.
+//! values and bucket labels are both written this way; an exemplar's
+//! timestamp is written as Python's own `repr` (see [`write_repr`]).
 
 use std::fmt::Write as _;
 
@@ -34,6 +35,24 @@ pub fn write_value(out: &mut String, value: f64) {
         write_integral_value(out, value);
         return;
     }
+    write_shortest(out, value, true);
+}
+
+/// Appends `value` as Python's `repr` prints it, which is how
+/// `prometheus_client` writes an exemplar's timestamp in `OpenMetrics`.
+pub fn write_repr(out: &mut String, value: f64) {
+    if value.is_nan() {
+        out.push_str("nan");
+    } else if value.is_infinite() {
+        out.push_str(if value > 0.0 { "inf" } else { "-inf" });
+    } else {
+        write_shortest(out, value, false);
+    }
+}
+
+/// Appends the finite `value`'s shortest round-tripping digits as Python's
+/// `repr` places them, with Go's exponent from 1e6 up when `go` is set.
+fn write_shortest(out: &mut String, value: f64, go: bool) {
     // Ryu gives the shortest digits that round-trip and, when two are equally
     // close, the even one: the digits Python's `repr` chooses. (Rust's own `{:e}`
     // rounds such ties up: 74576834028684.625 would end in 63 instead of 62.)
@@ -63,7 +82,7 @@ pub fn write_value(out: &mut String, value: f64) {
         out.push('-');
     }
     let python_uses_exponent = !(-5 < exponent && exponent < 16);
-    let go_uses_exponent = value > 0.0 && exponent >= 6;
+    let go_uses_exponent = go && value > 0.0 && exponent >= 6;
     if python_uses_exponent || go_uses_exponent {
         out.push_str(lead);
         if !rest.is_empty() {
@@ -190,6 +209,26 @@ mod tests {
         ];
         for (value, expected) in cases {
             assert_eq!(formatted(value), expected, "formatting {value:e}");
+        }
+    }
+
+    #[test]
+    fn timestamps_print_as_python_prints_them() {
+        let cases = [
+            (1796167796.58827, "1796167796.58827"),
+            (1796167796.0, "1796167796.0"),
+            (1.5, "1.5"),
+            (-0.0, "-0.0"),
+            (1e16, "1e+16"),
+            (1234567890123456.0, "1234567890123456.0"),
+            (3e-05, "3e-05"),
+            (0.0001, "0.0001"),
+            (f64::INFINITY, "inf"),
+        ];
+        for (value, expected) in cases {
+            let mut out = String::new();
+            write_repr(&mut out, value);
+            assert_eq!(out, expected, "formatting {value:e}");
         }
     }
 }

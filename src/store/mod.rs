@@ -27,7 +27,7 @@ use smallvec::SmallVec;
 
 use crate::cells::arena::CellArena;
 use crate::cells::counter::Recording;
-use crate::cells::exemplar::Exemplar;
+use crate::cells::exemplar::{Exemplar, ShareSlot};
 use crate::cells::histogram::{Histogram, HistogramSnapshot};
 use crate::schema::family::{
     Buckets, FamilyDesc, FamilyId, Schema, ValueKind, CACHE_HITS, CACHE_MISSES, COST, DURATION,
@@ -479,7 +479,8 @@ impl Store {
             timestamp,
         };
         let buckets = &self.latency_buckets;
-        entry.value.duration.get().exemplars.record(
+        self.keep_exemplar(
+            entry.value.duration.get(),
             buckets.index(values.latency_s),
             buckets.count(),
             exemplar(values.latency_s),
@@ -489,10 +490,28 @@ impl Store {
             .position(|(family, _)| *family == TIME_TO_FIRST_TOKEN);
         if let (Some(index), Some(first)) = (first_token, values.seconds[TIME_TO_FIRST_TOKEN_S]) {
             let (series, buckets, _) = self.observed_series(entry, index);
-            series
-                .exemplars
-                .record(buckets.index(first), buckets.count(), exemplar(first));
+            self.keep_exemplar(
+                series,
+                buckets.index(first),
+                buckets.count(),
+                exemplar(first),
+            );
         }
+    }
+
+    /// Keeps `exemplar` as bucket `bucket`'s (of `buckets`) in `series`, and in
+    /// the store's shared file when it keeps exemplars.
+    fn keep_exemplar(
+        &self,
+        series: &HistogramSeries,
+        bucket: usize,
+        buckets: usize,
+        exemplar: Exemplar,
+    ) {
+        let first = series.histogram.first_cell();
+        let share = |label_cells| self.arena.exemplar_slot(first, bucket, label_cells);
+        let share: Option<ShareSlot<'_>> = self.arena.keeps_exemplars().then_some(&share);
+        series.exemplars.record(bucket, buckets, exemplar, share);
     }
 
     /// Keeps `exemplar` on bucket `bucket` of the series of histogram `family`
@@ -511,7 +530,7 @@ impl Store {
         };
         if let Some(entry) = map.get(labels) {
             let buckets = self.schema.buckets(family).count();
-            entry.value.exemplars.record(bucket, buckets, exemplar);
+            self.keep_exemplar(&entry.value, bucket, buckets, exemplar);
         }
     }
 
