@@ -125,6 +125,19 @@ def test_record_request_with_every_field(measure, contender):
     assert requests_seen(metrics, "gpt-4o") is None  # the requests series carry a tenant
 
 
+@pytest.mark.parametrize("contender", ["ours", workloads.NATIVE])
+def test_record_request_with_native_histograms(measure, middlewares, contender):
+    group = "record_request fixed + 1 tool, native histograms off vs on"
+    metrics = middlewares["ours"] if contender == "ours" else workloads.new_middleware(contender)
+    workload = workloads.fixed_request(metrics.record_request)
+    measure(group, contender, workload, calls_per_round=workloads.CALLS_PER_ROUND)
+    if contender != "ours" and TIMINGS.get((group, contender)):
+        FIGURES[("record_request native histograms on / off, in alternation", "ratio")] = (
+            interleaved_ratio(workload, workloads.fixed_request(middlewares["ours"].record_request))
+        )
+    assert requests_seen(metrics, "gpt-4o") >= 1
+
+
 @pytest.fixture(scope="module")
 def capped():
     """A middleware that saw the fixed workload's label set, then 1,000,000 model
@@ -261,6 +274,34 @@ def test_generate_latest_2500_models(measure, populated, contender):
     )
 
 
+@pytest.fixture(scope="module")
+def populated_native():
+    middleware = workloads.new_middleware(workloads.NATIVE)
+    workloads.populate_for_scrape(middleware)
+    return middleware
+
+
+@pytest.mark.parametrize(
+    "contender", ["OpenMetrics, off", "protobuf, off", "OpenMetrics, on", "protobuf, on"]
+)
+def test_scrape_body_2500_models_protobuf_vs_text(measure, populated, populated_native, contender):
+    group = "scrape body 2500 models, native histograms off/on"
+    fmt, native = contender.split(", ")
+    metrics = populated_native if native == "on" else populated["ours"]
+    render = (
+        metrics._protobuf_exposition if fmt == "protobuf" else lambda: metrics._exposition(True)
+    )
+    body = measure(group, contender, render)
+    FIGURES[(f"{group}: body bytes", contender)] = len(body)
+    # The tests decode both formats; here each body is checked to be the one meant.
+    if fmt == "protobuf":
+        assert body.count(b"ractogateway_request_duration_seconds") == 1  # one family message
+    else:
+        assert (
+            body.count(b"ractogateway_request_duration_seconds_count{") == workloads.SCRAPE_MODELS
+        )
+
+
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
@@ -328,7 +369,7 @@ def test_prometheus_client_formatting_alone(measure, populated):
     assert body.decode() == populated["ours"].generate_latest()
 
 
-@pytest.mark.parametrize("contender", ["reference", "ours"])
+@pytest.mark.parametrize("contender", ["reference", "ours", workloads.NATIVE])
 def test_resident_memory_per_label_set(benchmark, contender):
     benchmark.group = "memory per label set (bytes)"
     label_sets = workloads.MEMORY_LABEL_SETS if benchmark.enabled else 2_000

@@ -56,10 +56,17 @@ def reference_middleware_class() -> type | None:
     return Reference
 
 
+#: Our middleware with native histograms on, as a contender's name.
+NATIVE = "ours, native histograms"
+
+
 def new_middleware(contender: str) -> Any:
-    """A fresh middleware of ``"ours"`` or ``"reference"`` on its own registry."""
+    """A fresh middleware of ``"ours"``, ``"ours, native histograms"`` or
+    ``"reference"`` on its own registry."""
     if contender == "ours":
         return GatewayMetricsMiddleware(registry=CollectorRegistry())
+    if contender == NATIVE:
+        return GatewayMetricsMiddleware(registry=CollectorRegistry(), native_histograms=True)
     reference = reference_middleware_class()
     if reference is None:
         raise RuntimeError("the reference needs `pip install ractogateway==0.2.1`")
