@@ -211,8 +211,9 @@ def own_suite() -> str:
     raise SystemExit("/etc/os-release names no Debian suite")
 
 
-#: Newer servers from a newer suite, beside this system's: Prometheus 3.5 (forky's).
-NEWER_SERVERS = {"forky": ("prometheus",)}
+#: Newer servers from a newer suite, beside this system's: forky's Prometheus 3.5 and
+#: VictoriaMetrics 1.145 (which ingests OTLP).
+NEWER_SERVERS = {"forky": ("prometheus", "victoria-metrics")}
 
 
 def servers() -> Path:

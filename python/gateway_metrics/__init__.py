@@ -31,6 +31,7 @@ if not getattr(sys, "_is_gil_enabled", lambda: True)():
 from gateway_metrics._cost import compute_cost
 from gateway_metrics._exporter import PrometheusExporter
 from gateway_metrics._middleware import GatewayMetricsMiddleware
+from gateway_metrics._otlp import OtlpError, OtlpExporter
 from gateway_metrics._pricing import DEFAULT_COST_TABLE, ModelPricing
 from gateway_metrics._remote_write import RemoteWriteError, RemoteWriter
 from gateway_metrics._serving import make_asgi_app, make_wsgi_app
@@ -41,6 +42,8 @@ __all__ = [
     "DEFAULT_COST_TABLE",
     "GatewayMetricsMiddleware",
     "ModelPricing",
+    "OtlpError",
+    "OtlpExporter",
     "PrometheusExporter",
     "RemoteWriteError",
     "RemoteWriter",

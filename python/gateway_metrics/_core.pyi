@@ -280,6 +280,7 @@ class MetricsStore:
         """
 
     def _remote_write_body(self, job: str, instance: str, timestamp_ms: int) -> bytes: ...
+    def _otlp_body(self, resource: list[tuple[str, str]], now: float) -> bytes: ...
     def _render(self, include_created: bool, openmetrics: bool) -> bytes:
         """Every family in the text format 0.0.4, or OpenMetrics 1.0 without ``# EOF``."""
 

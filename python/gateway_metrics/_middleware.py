@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 
 from gateway_metrics._core import FAMILIES, NATIVE_HISTOGRAM_DEFAULTS, MetricsStore
+from gateway_metrics._otlp import OtlpTarget
 from gateway_metrics._pricing import (
     DEFAULT_COST_TABLE,
     ModelPricing,
@@ -515,6 +516,37 @@ class GatewayMetricsMiddleware(MetricsStore):
             metrics.remote_write("http://127.0.0.1:9090/api/v1/write", job="nightly-eval")
         """
         target = Target(url, job, instance, headers, basic_auth, timeout)
+        target.post(target.body(self))
+
+    def otlp_push(
+        self,
+        endpoint: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        resource: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Pushes every series to an OpenTelemetry OTLP/HTTP metrics receiver, once.
+
+        For jobs and platforms that collect OpenTelemetry; ``OtlpExporter``
+        pushes periodically, with retries. One ``ExportMetricsServiceRequest``
+        (protobuf, gzip): counters as cumulative monotonic sums starting when
+        their series was created, histograms as explicit-bucket histograms (or
+        exponential ones with native histograms on), the buckets' exemplars with
+        their points, under our family names (a counter's without ``_total``).
+        ``endpoint``, ``headers``, ``resource`` and ``timeout`` default as
+        ``OtlpExporter`` says (the ``OTEL_EXPORTER_OTLP_*``,
+        ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` variables). In
+        multi-process mode the sum over the directory is pushed. Raises
+        ``OtlpError`` (an ``OSError``) unless the receiver accepts the request:
+        the whole exchange ends within the timeout, and a redirect is refused.
+
+        Example::
+
+            metrics.otlp_push("http://127.0.0.1:4318/v1/metrics",
+                              resource={"service.name": "nightly-eval"})
+        """
+        target = OtlpTarget(endpoint, headers, resource, timeout)
         target.post(target.body(self))
 
     def track(

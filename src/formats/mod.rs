@@ -1,7 +1,9 @@
-//! What a store's values become outside it: the text expositions, snapshots,
-//! remote-write requests, and the numeric columns `record_batch` reads.
+//! What a store's values become outside it: the text and protobuf
+//! expositions, snapshots, remote-write requests, OTLP exports, and the
+//! numeric columns `record_batch` reads.
 
 pub mod columns;
+pub mod otlp;
 pub mod protobuf;
 pub mod remote_write;
 pub mod snapshot;

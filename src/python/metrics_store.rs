@@ -22,6 +22,7 @@ use super::request_arguments::RequestArguments;
 use super::samples::SampleBuilder;
 use crate::cells::arena::CellArena;
 use crate::cells::counter::Coding;
+use crate::formats::otlp::{OtlpEncoder, OwnNames};
 use crate::formats::protobuf::ProtobufEncoder;
 use crate::formats::remote_write::RemoteWriteEncoder;
 use crate::formats::snapshot;
@@ -215,6 +216,39 @@ impl PyMetricsStore {
                 let include_created = include_created && multiprocess.keeps_created();
                 release_gil(py, || {
                     let mut encoder = ProtobufEncoder::new(include_created);
+                    sum.visit_series(&mut encoder);
+                    encoder.finish()
+                })
+            }
+        };
+        Ok(PyBytes::new(py, &body))
+    }
+
+    /// Every series as the body of an OTLP metrics export (protobuf, not
+    /// compressed) of resource `resource` at Unix time `now`; in multi-process
+    /// mode, the directory's sum.
+    fn _otlp_body<'py>(
+        &self,
+        py: Python<'py>,
+        resource: Vec<(String, String)>,
+        now: f64,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let resource: Vec<(&str, &str)> = resource
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        let scope = ("gateway_metrics", env!("CARGO_PKG_VERSION"));
+        let encoder = || OtlpEncoder::new(OwnNames, &resource, scope, now);
+        let body = match &self.multiprocess {
+            None => release_gil(py, || {
+                let mut encoder = encoder();
+                self.store().visit_series(ReadMode::Keep, &mut encoder);
+                encoder.finish()
+            }),
+            Some(multiprocess) => {
+                let sum = multiprocess.aggregate(py, self.store())?;
+                release_gil(py, || {
+                    let mut encoder = encoder();
                     sum.visit_series(&mut encoder);
                     encoder.finish()
                 })
