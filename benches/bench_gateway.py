@@ -12,6 +12,8 @@ import prometheus_client
 import pytest
 import workloads
 from gateway_metrics import GatewayMetricsMiddleware, ModelPricing, PrometheusExporter
+from gateway_metrics._otlp import OtlpTarget
+from gateway_metrics._remote_write import Target
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
@@ -300,6 +302,27 @@ def test_scrape_body_2500_models_protobuf_vs_text(measure, populated, populated_
         assert (
             body.count(b"ractogateway_request_duration_seconds_count{") == workloads.SCRAPE_MODELS
         )
+
+
+@pytest.mark.parametrize(
+    "contender", ["ours, remote write", "ours, OTLP", "OpenTelemetry SDK, OTLP"]
+)
+def test_push_body_2500_models(measure, populated, contender):
+    """What one push costs before it is sent: reading every series, encoding and compressing."""
+    group = "push body 2500 models"
+    metrics = populated["ours"]
+    if contender == "ours, remote write":
+        target = Target("http://127.0.0.1:1/api/v1/write", "bench", "bench", None, None, 30.0)
+    elif contender == "ours, OTLP":
+        target = OtlpTarget("http://127.0.0.1:1/v1/metrics", None, None, 30.0)
+    else:
+        sdk_body = workloads.opentelemetry_sdk_for_scrape()
+        body = measure(group, contender, sdk_body)
+        FIGURES[(f"{group}: body bytes", contender)] = len(body)
+        return
+    body = measure(group, contender, lambda: target.body(metrics))
+    FIGURES[(f"{group}: body bytes", contender)] = len(body)
+    assert len(body) > 50_000
 
 
 PROMETHEUS_ACCEPT = (

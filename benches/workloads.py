@@ -228,6 +228,46 @@ def batch_columns(rows: int = BATCH_ROWS, *, model_column: bool) -> dict[str, An
     }
 
 
+def opentelemetry_sdk_for_scrape(models: int = SCRAPE_MODELS) -> Callable[[], bytes]:
+    """The requests of ``populate_for_scrape`` recorded through the OpenTelemetry
+    SDK (the same names, attributes and buckets), and what one OTLP push of
+    them costs there: collecting, encoding with the SDK's OTLP encoder, gzip."""
+    import gzip
+
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+
+    duration = "ractogateway_request_duration_seconds"
+    bounds = GatewayMetricsMiddleware(registry=CollectorRegistry()).latency_buckets
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(
+        metric_readers=[reader],
+        views=[
+            View(instrument_name=duration, aggregation=ExplicitBucketHistogramAggregation(bounds))
+        ],
+    )
+    meter = provider.get_meter("bench")
+    requests = meter.create_counter("ractogateway_requests")
+    histogram = meter.create_histogram(duration, unit="s")
+    tokens = meter.create_counter("ractogateway_tokens")
+    for i in range(models):
+        model = f"model-{i:05d}"
+        series = {"provider": "openai", "model": model, "operation": "chat"}
+        for status, latency in (("ok", 0.3), ("error", 2.5)):
+            requests.add(1, {**series, "status": status})
+            histogram.record(latency, series)
+        for token_type, count in (("input", 1000 + i), ("output", 200)):
+            tokens.add(count, {"provider": "openai", "model": model, "token_type": token_type})
+
+    def push_body() -> bytes:
+        encoded = encode_metrics(reader.get_metrics_data()).SerializeToString()
+        return gzip.compress(encoded, compresslevel=6, mtime=0)
+
+    return push_body
+
+
 def populate_for_scrape(middleware: Any, models: int = SCRAPE_MODELS) -> None:
     """Two requests per model (ok with tokens and an error): about 20 sample lines each."""
     for i in range(models):

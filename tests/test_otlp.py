@@ -8,6 +8,9 @@ import gzip
 import http.server
 import math
 import multiprocessing
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -246,6 +249,35 @@ def test_multiprocess_mode_and_a_merged_driver_push_the_sum(tmp_path, receiver):
     assert merged.keys() == expected.keys()
     for key, point in merged.items():
         assert point == expected[key], key
+
+
+PROMETHEUS_CLIENT_WORKER = """
+import sys
+from gateway_metrics import GatewayMetricsMiddleware
+from prometheus_client import CollectorRegistry
+metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
+for _ in range(int(sys.argv[1])):
+    metrics.record_request(provider="openai", model="gpt-4o", operation="chat", status="ok",
+                           latency_s=0.5, input_tokens=10, output_tokens=2)
+if len(sys.argv) > 2:
+    metrics.otlp_push(sys.argv[2])
+"""
+
+
+def test_prometheus_clients_multiprocess_mode_pushes_the_sum(tmp_path, receiver):
+    environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for argv in (["4"], ["3"], ["0", receiver.url]):
+        subprocess.run(
+            [sys.executable, "-c", PROMETHEUS_CLIENT_WORKER, *argv],
+            env=environment,
+            check=True,
+            timeout=120,
+        )
+    found = metrics_by_name(receiver.last())
+    [requests] = found["ractogateway_requests"].sum.data_points
+    assert requests.as_int == 7
+    [duration] = found[DURATION].histogram.data_points
+    assert (duration.count, duration.sum) == (7, 3.5)
 
 
 def test_the_opentelemetry_variables_configure_it_as_the_sdks_do(monkeypatch, receiver):
