@@ -20,7 +20,14 @@ from typing import Any
 
 import mp_workers
 import pytest
-from gateway_metrics import GatewayMetricsMiddleware, OtlpError, OtlpExporter, ToolCall
+from gateway_metrics import (
+    GEN_AI_SEMCONV_VERSION,
+    GatewayMetricsMiddleware,
+    OtlpError,
+    OtlpExporter,
+    ToolCall,
+)
+from gateway_metrics._core import GEN_AI_SEMCONV_NAMES
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from support import (
@@ -29,6 +36,7 @@ from support import (
     free_port,
     native_buckets,
     query_values,
+    wait_for_values,
     wait_until,
 )
 
@@ -376,45 +384,59 @@ def test_the_exporter_retries_a_receiver_down_then_up_and_pushes_the_final_total
             receiver.close()
 
 
-def sdk_request(metrics: GatewayMetricsMiddleware) -> Any:
-    """The same requests recorded through the OpenTelemetry SDK, with our names,
-    attributes and buckets, encoded by its own OTLP encoder."""
+def sdk_request(metrics: GatewayMetricsMiddleware, semconv: str | None) -> Any:
+    """The same requests recorded through the OpenTelemetry SDK, with the names,
+    attributes and buckets of ``semconv`` (ours when None), encoded by its own
+    OTLP encoder."""
     sdk_metrics = pytest.importorskip("opentelemetry.sdk.metrics")
     export = pytest.importorskip("opentelemetry.sdk.metrics.export")
     view = pytest.importorskip("opentelemetry.sdk.metrics.view")
     encoder = pytest.importorskip("opentelemetry.exporter.otlp.proto.common.metrics_encoder")
+    metric_names, attribute_names = (dict(names) for names in GEN_AI_SEMCONV_NAMES)
+    if semconv is None:
+        metric_names, attribute_names = {}, {}
+
+    def named(family: str) -> str:
+        return metric_names.get(family, family.removesuffix("_total"))
+
+    def labelled(labels: dict[str, str]) -> dict[str, str]:
+        return {attribute_names.get(key, key): value for key, value in labels.items()}
+
     reader = export.InMemoryMetricReader()
     provider = sdk_metrics.MeterProvider(
         metric_readers=[reader],
         views=[
             view.View(
-                instrument_name=DURATION,
+                instrument_name=named(DURATION),
                 aggregation=view.ExplicitBucketHistogramAggregation(metrics.latency_buckets),
             )
         ],
     )
     meter = provider.get_meter("gateway_metrics", "0.1.0")
-    requests = meter.create_counter("ractogateway_requests")
-    duration = meter.create_histogram(DURATION, unit="s")
-    tokens = meter.create_counter("ractogateway_tokens")
+    requests = meter.create_counter(named("ractogateway_requests_total"))
+    duration = meter.create_histogram(named(DURATION), unit="s")
+    tokens = meter.create_counter(named("ractogateway_tokens_total"))
     rows = [(0.2 * (index + 1), 1000, 200 + index) for index in range(5)]
     for latency, input_tokens, output_tokens in rows:
         metrics.record_request(
             **CALL, latency_s=latency, input_tokens=input_tokens, output_tokens=output_tokens
         )
-        requests.add(1, CALL)
-        duration.record(latency, {k: CALL[k] for k in ("model", "operation", "provider")})
+        requests.add(1, labelled(CALL))
+        duration.record(latency, labelled({k: CALL[k] for k in ("model", "operation", "provider")}))
         for token_type, count in (("input", input_tokens), ("output", output_tokens)):
-            tokens.add(count, {"model": "gpt-4o", "provider": "openai", "token_type": token_type})
+            token_labels = {"model": "gpt-4o", "provider": "openai", "token_type": token_type}
+            tokens.add(count, labelled(token_labels))
     return encoder.encode_metrics(reader.get_metrics_data())
 
 
-def test_the_points_equal_the_opentelemetry_sdks_for_the_same_requests(receiver):
+@pytest.mark.parametrize("semconv", [None, "gen_ai"])
+def test_the_points_equal_the_opentelemetry_sdks_for_the_same_requests(receiver, semconv):
     metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), price_table={})
-    theirs = metrics_by_name(sdk_request(metrics))
-    metrics.otlp_push(receiver.url)
+    theirs = metrics_by_name(sdk_request(metrics, semconv))
+    metrics.otlp_push(receiver.url, semconv=semconv)
     ours = metrics_by_name(receiver.last())
-    assert set(theirs) == {"ractogateway_requests", DURATION, "ractogateway_tokens"}
+    duration = "gen_ai.client.operation.duration" if semconv else DURATION
+    assert set(theirs) == {"ractogateway_requests", duration, "ractogateway_tokens"}
     for name, their_metric in theirs.items():
         our_metric = ours[name]
         kind = their_metric.WhichOneof("data")
@@ -439,6 +461,71 @@ def test_the_points_equal_the_opentelemetry_sdks_for_the_same_requests(receiver)
             return points
 
         assert comparable(ours_data) == comparable(theirs_data), name
+
+
+#: The client metrics of the OpenTelemetry GenAI semantic conventions v1.41.0
+#: (semantic-conventions, docs/gen-ai/gen-ai-metrics.md) that ours map to: the
+#: instrument, the unit, the required attributes and every attribute defined.
+PUBLISHED_GEN_AI_METRICS = {
+    "gen_ai.client.operation.duration": (
+        "histogram",
+        "s",
+        {"gen_ai.operation.name", "gen_ai.provider.name"},
+        {
+            "gen_ai.operation.name",
+            "gen_ai.provider.name",
+            "error.type",
+            "gen_ai.request.model",
+            "server.port",
+            "gen_ai.response.model",
+            "server.address",
+        },
+    ),
+    "gen_ai.client.operation.time_to_first_chunk": (
+        "histogram",
+        "s",
+        {"gen_ai.operation.name", "gen_ai.provider.name"},
+        {
+            "gen_ai.operation.name",
+            "gen_ai.provider.name",
+            "gen_ai.request.model",
+            "server.port",
+            "gen_ai.response.model",
+            "server.address",
+        },
+    ),
+}
+
+
+def test_gen_ai_names_follow_the_pinned_conventions(receiver):
+    assert GEN_AI_SEMCONV_VERSION == "1.41.0"
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), extra_labels=["tenant"])
+    metrics.record_request(
+        **CALL,
+        latency_s=0.8,
+        time_to_first_token_s=0.1,
+        input_tokens=10,
+        output_tokens=4,
+        labels={"tenant": "t1"},
+    )
+    metrics.otlp_push(receiver.url, semconv="gen_ai")
+    [resource] = receiver.last().resource_metrics
+    [scope] = resource.scope_metrics
+    assert scope.schema_url == "https://opentelemetry.io/schemas/1.41.0"
+    found = {metric.name: metric for metric in scope.metrics}
+    for name, (instrument, unit, required, defined) in PUBLISHED_GEN_AI_METRICS.items():
+        metric = found[name]
+        assert (metric.WhichOneof("data"), metric.unit) == (instrument, unit)
+        for point in metric.histogram.data_points:
+            keys = set(attributes(point))
+            assert required <= keys
+            assert keys - defined == {"tenant"}  # the user's own labels stay
+    # Families the conventions do not define keep our names, with their attributes.
+    [tokens] = [p for p in found["ractogateway_tokens"].sum.data_points if p.as_int == 4]
+    assert attributes(tokens)["gen_ai.token.type"] == "output"
+    assert not any(name.startswith("ractogateway_request_duration") for name in found)
+    with pytest.raises(ValueError, match="semconv must be None or 'gen_ai'"):
+        metrics.otlp_push(receiver.url, semconv="genai")
 
 
 @pytest.mark.integration
@@ -494,3 +581,16 @@ def test_victoria_metrics_ingests_a_push_with_exact_values(tmp_path):
         assert got.keys() == expected.keys()
         for key, value in expected.items():
             assert math.isclose(got[key], value, rel_tol=1e-12), (key, got[key], value)
+        # The GenAI conventions' names and attributes arrive as such.
+        metrics.otlp_push(
+            f"{server.base}/opentelemetry/v1/metrics",
+            resource={"service.name": "vm-semconv"},
+            semconv="gen_ai",
+        )
+        urllib.request.urlopen(f"{server.base}/internal/force_flush", timeout=10).close()
+        counts = wait_for_values(
+            server,
+            '{__name__="gen_ai.client.operation.duration_count",service.name="vm-semconv"}',
+        )
+        by_model = {dict(labels)["gen_ai.request.model"]: value for labels, value in counts.items()}
+        assert by_model == {"gpt-4o": 5.0, "mystery": 1.0}

@@ -97,12 +97,22 @@ def family_table() -> list[str]:
     return lines
 
 
+def semconv_table() -> list[str]:
+    """The docs' table of the names ``semconv="gen_ai"`` gives."""
+    metrics, attributes = _core.GEN_AI_SEMCONV_NAMES
+    lines = ["| ours | OpenTelemetry GenAI |", "|---|---|"]
+    lines += [f"| family `{ours}` | metric `{theirs}` |" for ours, theirs in metrics]
+    lines += [f"| label `{ours}` | attribute `{theirs}` |" for ours, theirs in attributes]
+    return lines
+
+
 #: Each generated region: the file it is in and what it holds.
 REGIONS: dict[str, tuple[Path, Callable[[], list[str]]]] = {
     "record_request": (STUB, lambda: signature(batch=False)),
     "record_batch": (STUB, lambda: signature(batch=True)),
     "request fields": (ROOT / "docs" / "recording.md", field_table),
     "families": (ROOT / "docs" / "metrics.md", family_table),
+    "gen_ai names": (ROOT / "docs" / "otlp.md", semconv_table),
 }
 
 

@@ -28,6 +28,7 @@ if not getattr(sys, "_is_gil_enabled", lambda: True)():
         "(PYTHON_GIL=0 or -X gil=0): run it with the GIL on"
     )
 
+from gateway_metrics._core import GEN_AI_SEMCONV_VERSION
 from gateway_metrics._cost import compute_cost
 from gateway_metrics._exporter import PrometheusExporter
 from gateway_metrics._middleware import GatewayMetricsMiddleware
@@ -40,6 +41,7 @@ from gateway_metrics._usage import Usage, tool_call_names, usage_from
 
 __all__ = [
     "DEFAULT_COST_TABLE",
+    "GEN_AI_SEMCONV_VERSION",
     "GatewayMetricsMiddleware",
     "ModelPricing",
     "OtlpError",

@@ -9,6 +9,8 @@ from typing_extensions import Self, disjoint_base
 
 __all__ = [
     "FAMILIES",
+    "GEN_AI_SEMCONV_NAMES",
+    "GEN_AI_SEMCONV_VERSION",
     "HISTOGRAM_BUCKETS",
     "NATIVE_HISTOGRAM_DEFAULTS",
     "REQUEST_FIELDS",
@@ -75,6 +77,14 @@ def request_cost(
 NATIVE_HISTOGRAM_DEFAULTS: tuple[int, float, int]
 """``(schema, zero threshold, max buckets)`` of ``native_histograms=True``: schema 3
 (bucket bounds a factor 2^(1/8) = 1.0905 apart), 2^-128, and 160."""
+
+GEN_AI_SEMCONV_VERSION: str
+"""The OpenTelemetry semantic conventions version whose GenAI names ``semconv="gen_ai"``
+uses (``1.41.0``)."""
+
+GEN_AI_SEMCONV_NAMES: tuple[list[tuple[str, str]], list[tuple[str, str]]]
+"""Under ``semconv="gen_ai"``: our families the conventions define with their names
+there, and our labels with their attribute names."""
 
 HISTOGRAM_BUCKETS: list[float]
 """Upper bounds of the latency histogram buckets in seconds (``+Inf`` implied)."""
@@ -280,7 +290,7 @@ class MetricsStore:
         """
 
     def _remote_write_body(self, job: str, instance: str, timestamp_ms: int) -> bytes: ...
-    def _otlp_body(self, resource: list[tuple[str, str]], now: float) -> bytes: ...
+    def _otlp_body(self, resource: list[tuple[str, str]], now: float, gen_ai: bool) -> bytes: ...
     def _render(self, include_created: bool, openmetrics: bool) -> bytes:
         """Every family in the text format 0.0.4, or OpenMetrics 1.0 without ``# EOF``."""
 

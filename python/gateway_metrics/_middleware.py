@@ -525,6 +525,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         headers: Mapping[str, str] | None = None,
         resource: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        semconv: str | None = None,
     ) -> None:
         """Pushes every series to an OpenTelemetry OTLP/HTTP metrics receiver, once.
 
@@ -533,8 +534,9 @@ class GatewayMetricsMiddleware(MetricsStore):
         (protobuf, gzip): counters as cumulative monotonic sums starting when
         their series was created, histograms as explicit-bucket histograms (or
         exponential ones with native histograms on), the buckets' exemplars with
-        their points, under our family names (a counter's without ``_total``).
-        ``endpoint``, ``headers``, ``resource`` and ``timeout`` default as
+        their points, under our family names (a counter's without ``_total``),
+        or the OpenTelemetry GenAI conventions' with ``semconv="gen_ai"`` (see
+        ``OtlpExporter``). ``endpoint``, ``headers``, ``resource`` and ``timeout`` default as
         ``OtlpExporter`` says (the ``OTEL_EXPORTER_OTLP_*``,
         ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` variables). In
         multi-process mode the sum over the directory is pushed. Raises
@@ -546,7 +548,7 @@ class GatewayMetricsMiddleware(MetricsStore):
             metrics.otlp_push("http://127.0.0.1:4318/v1/metrics",
                               resource={"service.name": "nightly-eval"})
         """
-        target = OtlpTarget(endpoint, headers, resource, timeout)
+        target = OtlpTarget(endpoint, headers, resource, timeout, semconv)
         target.post(target.body(self))
 
     def track(

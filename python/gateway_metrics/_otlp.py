@@ -121,8 +121,16 @@ class OtlpTarget(Receiver):
     error = OtlpError
 
     def __init__(
-        self, endpoint: object, headers: object, resource: object, timeout: object
+        self,
+        endpoint: object,
+        headers: object,
+        resource: object,
+        timeout: object,
+        semconv: object = None,
     ) -> None:
+        if semconv not in (None, "gen_ai"):
+            raise ValueError(f"semconv must be None or 'gen_ai', got {semconv!r}")
+        self.gen_ai = semconv == "gen_ai"
         variable = _environment("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
         configured = _pairs(variable, "OTEL_EXPORTER_OTLP_HEADERS") if variable else {}
         if headers is not None:
@@ -145,7 +153,7 @@ class OtlpTarget(Receiver):
 
     def body(self, metrics: MetricsStore) -> bytes:
         """Every series now, as a gzip-compressed ``ExportMetricsServiceRequest``."""
-        encoded = metrics._otlp_body(list(self.resource.items()), time.time())
+        encoded = metrics._otlp_body(list(self.resource.items()), time.time(), self.gen_ai)
         return gzip.compress(encoded, compresslevel=6, mtime=0)
 
     def retryable(self, status: int) -> bool:
@@ -179,6 +187,14 @@ class OtlpExporter(PeriodicSender):
     ``unknown_service:python``), ``service.instance.id`` (random per process),
     the attributes of ``OTEL_RESOURCE_ATTRIBUTES``, then ``resource``'s.
 
+    ``semconv="gen_ai"`` names the series as the OpenTelemetry GenAI semantic
+    conventions do (version ``GEN_AI_SEMCONV_VERSION``): the request duration as
+    ``gen_ai.client.operation.duration``, time to first token as
+    ``gen_ai.client.operation.time_to_first_chunk``, and the labels provider,
+    model, operation and token type as ``gen_ai.provider.name``,
+    ``gen_ai.request.model``, ``gen_ai.operation.name`` and ``gen_ai.token.type``;
+    families the conventions do not define keep our names.
+
     ``sent``, ``failed`` (failed attempts) and ``last_error`` tell how it went;
     the first failure of each kind since the last success is logged.
 
@@ -199,11 +215,12 @@ class OtlpExporter(PeriodicSender):
         headers: Mapping[str, str] | None = None,
         resource: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        semconv: str | None = None,
         max_retries: int = 5,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
     ) -> None:
-        target = OtlpTarget(endpoint, headers, resource, timeout)
+        target = OtlpTarget(endpoint, headers, resource, timeout, semconv)
         if interval_s is None:
             interval_s = _milliseconds("OTEL_METRIC_EXPORT_INTERVAL") or DEFAULT_INTERVAL_S
         super().__init__(

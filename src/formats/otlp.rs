@@ -14,7 +14,8 @@
 //!
 //! A metric's name is its family's (a counter's without `_total`, which a
 //! Prometheus-compatible receiver adds back to monotonic sums), or another
-//! convention's (see [`Naming`]), with its help text as description.
+//! convention's (see [`Naming`], and [`crate::formats::semconv`] for the
+//! OpenTelemetry GenAI conventions'), with its help text as description.
 
 use prost::Message;
 
@@ -43,7 +44,8 @@ pub struct KeyValue {
 }
 
 impl KeyValue {
-    fn new(key: &str, value: &str) -> Self {
+    /// A string attribute.
+    pub fn new(key: &str, value: &str) -> Self {
         KeyValue {
             key: key.to_owned(),
             value: Some(AnyValue {
@@ -255,6 +257,9 @@ pub struct ScopeMetrics {
     /// One per family with series.
     #[prost(message, repeated, tag = "2")]
     pub metrics: Vec<Metric>,
+    /// The semantic conventions the names follow, if any.
+    #[prost(string, tag = "3")]
+    pub schema_url: String,
 }
 
 /// `opentelemetry.proto.metrics.v1.ResourceMetrics`.
@@ -286,6 +291,10 @@ pub trait Naming {
     fn metric(&self, family: &FamilyDesc) -> Option<(String, &'static str)>;
     /// The attributes of a series of `family` with label values `labels`.
     fn attributes(&self, family: &FamilyDesc, labels: &[&str]) -> Vec<KeyValue>;
+    /// The schema URL of the semantic conventions the names follow (empty: none).
+    fn schema_url(&self) -> &'static str {
+        ""
+    }
 }
 
 /// Our families' own names and labels.
@@ -417,6 +426,7 @@ impl<N: Naming> OtlpEncoder<N> {
                 scope_metrics: vec![ScopeMetrics {
                     scope: Some(self.scope),
                     metrics: self.metrics,
+                    schema_url: self.naming.schema_url().to_owned(),
                 }],
             }],
         }

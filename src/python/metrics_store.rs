@@ -22,9 +22,10 @@ use super::request_arguments::RequestArguments;
 use super::samples::SampleBuilder;
 use crate::cells::arena::CellArena;
 use crate::cells::counter::Coding;
-use crate::formats::otlp::{OtlpEncoder, OwnNames};
+use crate::formats::otlp::{Naming, OtlpEncoder, OwnNames};
 use crate::formats::protobuf::ProtobufEncoder;
 use crate::formats::remote_write::RemoteWriteEncoder;
+use crate::formats::semconv::GenAiNames;
 use crate::formats::snapshot;
 use crate::formats::text::{render, Format, TextEncoder};
 use crate::schema::family::{Schema, LATENCY_BOUNDS};
@@ -225,34 +226,20 @@ impl PyMetricsStore {
     }
 
     /// Every series as the body of an OTLP metrics export (protobuf, not
-    /// compressed) of resource `resource` at Unix time `now`; in multi-process
-    /// mode, the directory's sum.
+    /// compressed) of resource `resource` at Unix time `now`, named as the
+    /// OpenTelemetry GenAI conventions do when `gen_ai`; in multi-process mode,
+    /// the directory's sum.
     fn _otlp_body<'py>(
         &self,
         py: Python<'py>,
         resource: Vec<(String, String)>,
         now: f64,
+        gen_ai: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let resource: Vec<(&str, &str)> = resource
-            .iter()
-            .map(|(key, value)| (key.as_str(), value.as_str()))
-            .collect();
-        let scope = ("gateway_metrics", env!("CARGO_PKG_VERSION"));
-        let encoder = || OtlpEncoder::new(OwnNames, &resource, scope, now);
-        let body = match &self.multiprocess {
-            None => release_gil(py, || {
-                let mut encoder = encoder();
-                self.store().visit_series(ReadMode::Keep, &mut encoder);
-                encoder.finish()
-            }),
-            Some(multiprocess) => {
-                let sum = multiprocess.aggregate(py, self.store())?;
-                release_gil(py, || {
-                    let mut encoder = encoder();
-                    sum.visit_series(&mut encoder);
-                    encoder.finish()
-                })
-            }
+        let body = if gen_ai {
+            self.otlp_body(py, GenAiNames, &resource, now)?
+        } else {
+            self.otlp_body(py, OwnNames, &resource, now)?
         };
         Ok(PyBytes::new(py, &body))
     }
@@ -366,6 +353,37 @@ impl Drop for PyMetricsStore {
 }
 
 impl PyMetricsStore {
+    /// The encoded OTLP export of every series, named by `naming`: this
+    /// store's, or in multi-process mode the directory's sum. Encoded without
+    /// the GIL.
+    fn otlp_body(
+        &self,
+        py: Python<'_>,
+        naming: impl Naming + Send,
+        resource: &[(String, String)],
+        now: f64,
+    ) -> PyResult<Vec<u8>> {
+        let resource: Vec<(&str, &str)> = resource
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        let scope = ("gateway_metrics", env!("CARGO_PKG_VERSION"));
+        let mut encoder = OtlpEncoder::new(naming, &resource, scope, now);
+        match &self.multiprocess {
+            None => release_gil(py, || {
+                self.store().visit_series(ReadMode::Keep, &mut encoder);
+                Ok(encoder.finish())
+            }),
+            Some(multiprocess) => {
+                let sum = multiprocess.aggregate(py, self.store())?;
+                release_gil(py, || {
+                    sum.visit_series(&mut encoder);
+                    Ok(encoder.finish())
+                })
+            }
+        }
+    }
+
     /// Passes every family in `format` to `convert`: this store's, or in
     /// multi-process mode the directory's sum. Rendered without the GIL.
     fn with_rendered<R>(

@@ -8,6 +8,7 @@
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+use crate::formats::semconv;
 use crate::multiprocess::fork_guard;
 use crate::schema::family::{Schema, LATENCY_BOUNDS};
 use crate::schema::native::NativeConfig;
@@ -59,6 +60,16 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add(
         "NATIVE_HISTOGRAM_DEFAULTS",
         (native.schema, native.zero_threshold, native.max_buckets),
+    )?;
+    module.add("GEN_AI_SEMCONV_VERSION", semconv::VERSION)?;
+    let schema = Schema::default();
+    let metrics: Vec<(&str, &str)> = semconv::METRICS
+        .iter()
+        .map(|(family, name)| (schema.family(*family).name, *name))
+        .collect();
+    module.add(
+        "GEN_AI_SEMCONV_NAMES",
+        (metrics, semconv::ATTRIBUTES.to_vec()),
     )?;
     Ok(())
 }
