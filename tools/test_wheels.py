@@ -74,14 +74,21 @@ def interpreter(version: str) -> Path:
     raise SystemExit(f"CPython {version} not found on PATH or under {pyenv_root}: install it")
 
 
+def built_wheel(version: str, out: Path) -> Path:
+    """The wheel for ``version`` in ``out``; exits when there is none."""
+    tag = "cp" + version.replace(".", "")
+    found = sorted(out.glob(f"gateway_metrics-*-{tag}-{tag}-*.whl"))
+    if len(found) != 1:
+        raise SystemExit(f"expected one {tag} wheel in {out}, found {len(found)}")
+    return found[0]
+
+
 def build(version: str, python: Path, out: Path) -> Path:
     """The release wheel for one version."""
     argv = [sys.executable, "-m", "maturin", "build", "--release", "--out", str(out)]
     argv += ["--zig", "--compatibility", "manylinux2014", "-i", str(python)]
     run(argv, cwd=ROOT)
-    tag = "cp" + version.replace(".", "")
-    [wheel] = out.glob(f"gateway_metrics-*-{tag}-{tag}-*.whl")
-    return wheel
+    return built_wheel(version, out)
 
 
 def platform_tag(wheel: Path) -> str:
@@ -144,12 +151,23 @@ def main() -> int:
     parser.add_argument(
         "--no-old-glibc", action="store_true", help="skip the run on Debian bullseye's glibc 2.31"
     )
+    stage = parser.add_mutually_exclusive_group()
+    stage.add_argument("--build-only", action="store_true", help="build the wheels, test none")
+    stage.add_argument(
+        "--prebuilt", action="store_true", help="test the wheels --build-only left in --out"
+    )
     args = parser.parse_args()
     pythons = {version: interpreter(version) for version in args.versions}
+    if args.build_only:
+        shutil.rmtree(args.out, ignore_errors=True)
+        for version, python in pythons.items():
+            platform_tag(build(version, python, args.out))
+        return 0
     bullseye = None
     if "3.9" in pythons and not args.no_old_glibc:
         bullseye = debian.fetch("bullseye", "3.9")
-    shutil.rmtree(args.out, ignore_errors=True)
+    if not args.prebuilt:
+        shutil.rmtree(args.out, ignore_errors=True)
     tags: dict[Path, str] = {}
     runs: list[tuple[str, Path, Path]] = []
     futures: list[concurrent.futures.Future[tuple[str, float]]] = []
@@ -160,7 +178,8 @@ def main() -> int:
         # start as soon as it is built, one at a time beside the next build,
         # then `jobs` at once, so the machine's cores (two here) stay busy
         # without timing-sensitive tests sharing a core.
-        slots = threading.Semaphore(max(args.jobs - 1, 1))
+        building = not args.prebuilt
+        slots = threading.Semaphore(max(args.jobs - 1, 1) if building else args.jobs)
 
         def test_in_slot(name: str, python: Path, wheel: Path) -> tuple[str, float]:
             with slots:
@@ -168,7 +187,10 @@ def main() -> int:
 
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             for version, python in pythons.items():
-                wheel = build(version, python, args.out)
+                if building:
+                    wheel = build(version, python, args.out)
+                else:
+                    wheel = built_wheel(version, args.out)
                 tags[wheel] = platform_tag(wheel)
                 mine = [(f"CPython {version}", python, wheel)]
                 if version == "3.9" and bullseye is not None:
@@ -177,7 +199,7 @@ def main() -> int:
                     index = f"{len(runs)}"
                     runs.append((name, interpreter_path, built))
                     futures.append(pool.submit(test_in_slot, index, interpreter_path, built))
-            for _ in range(args.jobs - max(args.jobs - 1, 1)):
+            for _ in range(args.jobs - max(args.jobs - 1, 1) if building else 0):
                 slots.release()
             results = [future.result() for future in futures]
     rows = [

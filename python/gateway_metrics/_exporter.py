@@ -370,7 +370,7 @@ class PrometheusExporter:
 
     def generate_latest(self) -> str:
         """The whole registry in the Prometheus text format, as a scrape gets it, without HTTP."""
-        return exposition(self._registry, None, None, {})[2].decode("utf-8")
+        return b"".join(exposition(self._registry, None, None, {})[2]).decode("utf-8")
 
     def __enter__(self) -> PrometheusExporter:
         self.start()

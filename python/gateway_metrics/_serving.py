@@ -14,7 +14,8 @@ alone, exactly as its own apps answer them.
 
 from __future__ import annotations
 
-import gzip
+import asyncio
+import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
@@ -39,7 +40,21 @@ _NATIVE_FORMATS = {
     f"{OPENMETRICS_1_0}; escaping=underscores": True,
 }
 
-Response = tuple[str, list[tuple[str, str]], bytes]
+#: A response's status, headers and body, the body in parts: our families'
+#: megabytes are never copied into one `bytes` with the others' (the copy would
+#: hold the GIL).
+Response = tuple[str, list[tuple[str, str]], list[bytes]]
+
+#: The gzip level of compressed scrapes: `prometheus_client` uses 9, which costs
+#: several times level 1's time for a body a little smaller (docs/performance.md).
+GZIP_LEVEL = 1
+
+
+def _gzipped(parts: list[bytes]) -> bytes:
+    """The parts as one gzip member, compressed part by part (zlib runs
+    without the GIL; only the compressed bytes are joined)."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return b"".join([*(compressor.compress(part) for part in parts), compressor.flush()])
 
 
 def exposition(
@@ -58,14 +73,14 @@ def exposition(
         ours = middleware._protobuf_exposition()
         token = RENDERED_NATIVELY.set(True)
         try:
-            body = ours + _protobuf.encode(registry.collect())
+            parts = [ours, _protobuf.encode(registry.collect())]
         finally:
             RENDERED_NATIVELY.reset(token)
         content_type = _protobuf.CONTENT_TYPE
     elif "name[]" in params:
-        body = encoder(registry.restricted_registry(params["name[]"]))
+        parts = [encoder(registry.restricted_registry(params["name[]"]))]
     elif middleware is None or openmetrics is None:
-        body = encoder(registry)
+        parts = [encoder(registry)]
     else:
         ours = middleware._exposition(openmetrics)
         token = RENDERED_NATIVELY.set(True)
@@ -73,12 +88,12 @@ def exposition(
             others = encoder(registry)
         finally:
             RENDERED_NATIVELY.reset(token)
-        body = ours + others
+        parts = [ours, others]
     headers = [("Content-Type", content_type)]
     if not disable_compression and gzip_accepted(accept_encoding_header or ""):
-        body = gzip.compress(body)
+        parts = [_gzipped(parts)]
         headers.append(("Content-Encoding", "gzip"))
-    return "200 OK", headers, body
+    return "200 OK", headers, [part for part in parts if part]
 
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -104,14 +119,15 @@ def make_wsgi_app(
 
     def metrics_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         method = environ["REQUEST_METHOD"]
+        body: list[bytes]
         if method == "OPTIONS":
-            status, headers, body = "200 OK", [("Allow", "OPTIONS,GET")], b""
+            status, headers, body = "200 OK", [("Allow", "OPTIONS,GET")], []
         elif method != "GET":
             status = "405 Method Not Allowed"
             headers = [("Allow", "OPTIONS,GET")]
-            body = f"# HTTP {status}: {method}; use OPTIONS or GET\n".encode()
+            body = [f"# HTTP {status}: {method}; use OPTIONS or GET\n".encode()]
         elif environ.get("PATH_INFO") == "/favicon.ico":
-            status, headers, body = "200 OK", [], b""
+            status, headers, body = "200 OK", [], []
         else:
             status, headers, body = exposition(
                 served,
@@ -121,7 +137,7 @@ def make_wsgi_app(
                 disable_compression,
             )
         start_response(status, headers)
-        return [body]
+        return body
 
     return metrics_app
 
@@ -162,7 +178,11 @@ def make_asgi_app(
                 if name.decode("latin-1").lower() == wanted
             )
 
-        status, response_headers, body = exposition(
+        # Rendering and compressing take milliseconds to seconds with many
+        # label sets: in a worker thread, so that the loop serves meanwhile (the
+        # native rendering and zlib run without the GIL).
+        status, response_headers, body = await asyncio.to_thread(
+            exposition,
             served,
             header("accept"),
             header("accept-encoding"),
@@ -180,6 +200,10 @@ def make_asgi_app(
                     ],
                 }
             )
-            await send({"type": "http.response.body", "body": body})
+            for index, part in enumerate(body):
+                more = index < len(body) - 1
+                await send({"type": "http.response.body", "body": part, "more_body": more})
+            if not body:
+                await send({"type": "http.response.body", "body": b""})
 
     return metrics_app

@@ -587,6 +587,15 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(10);
 
+    /// The labels of the exemplar tests' requests.
+    const GPT_4O: RequestLabels<'static> = RequestLabels {
+        provider: "openai",
+        model: "gpt-4o",
+        operation: "chat",
+        status: "ok",
+        extra: &[],
+    };
+
     fn schema() -> Arc<Schema> {
         Arc::new(Schema::default())
     }
@@ -691,13 +700,7 @@ mod tests {
     #[test]
     fn exemplars_in_files_reach_every_scrape_and_survive_compaction() {
         let directory = directory("exemplars");
-        let labels = RequestLabels {
-            provider: "openai",
-            model: "gpt-4o",
-            operation: "chat",
-            status: "ok",
-            extra: &[],
-        };
+        let labels = GPT_4O;
         let trace = |id: &str| vec![("trace_id".to_owned(), id.to_owned())];
         let exemplify = |store: &Store, latency_s: f64, id: &str, at: f64| {
             let values = RequestValues::new(latency_s, 10, 2);
@@ -736,13 +739,7 @@ mod tests {
     fn a_scrape_never_sees_an_exemplar_half_written() {
         let directory = directory("exemplar-race");
         let store = Arc::new(file_store(&directory));
-        let labels = RequestLabels {
-            provider: "openai",
-            model: "gpt-4o",
-            operation: "chat",
-            status: "ok",
-            extra: &[],
-        };
+        let labels = GPT_4O;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = {
             let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
@@ -788,13 +785,7 @@ mod tests {
     fn an_exemplar_record_that_points_nowhere_makes_its_file_damaged() {
         let directory = directory("exemplar-damaged");
         let store = file_store(&directory);
-        let labels = RequestLabels {
-            provider: "openai",
-            model: "gpt-4o",
-            operation: "chat",
-            status: "ok",
-            extra: &[],
-        };
+        let labels = GPT_4O;
         let values = RequestValues::new(0.3, 1, 1);
         let entry = store.request_entry(&labels);
         store.record_request_on(entry, &values);

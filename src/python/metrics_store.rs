@@ -14,6 +14,7 @@ use super::arguments::{
     tool_call_names, ColumnArgument, ToolName, ToolNames,
 };
 use super::exit_gate::release_gil;
+use super::ffi::bytes::bytes_released;
 use super::identity_cache::IdentityCache;
 use super::multiprocess::{Layout, Multiprocess};
 use super::prices::python_price_resolver;
@@ -196,8 +197,8 @@ impl PyMetricsStore {
             Format::Text
         };
         self.with_rendered(py, format, include_created, |text| {
-            PyBytes::new(py, text.as_bytes())
-        })
+            bytes_released(py, text.as_bytes())
+        })?
     }
 
     /// Every family in the delimited protobuf format, native histograms included.
@@ -222,7 +223,7 @@ impl PyMetricsStore {
                 })
             }
         };
-        Ok(PyBytes::new(py, &body))
+        bytes_released(py, &body)
     }
 
     /// Every series as the body of an OTLP metrics export (protobuf, not
@@ -241,7 +242,7 @@ impl PyMetricsStore {
         } else {
             self.otlp_body(py, OwnNames, &resource, now)?
         };
-        Ok(PyBytes::new(py, &body))
+        bytes_released(py, &body)
     }
 
     /// The native histograms' `(schema, zero threshold, max buckets)`, if kept.
@@ -322,7 +323,7 @@ impl PyMetricsStore {
                 .visit(false, &mut encoder),
         }
         let body = release_gil(py, || encoder.finish());
-        Ok(PyBytes::new(py, &body))
+        bytes_released(py, &body)
     }
 
     /// Every family as `(name, help, type, samples)` with `prometheus_client` `Sample`s.

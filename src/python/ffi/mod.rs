@@ -4,8 +4,10 @@
 //! - [`fastcall`]: the arguments CPython passes a `METH_FASTCALL |
 //!   METH_KEYWORDS` method, and installing such methods on a class;
 //! - [`buffer`]: a numeric buffer's bytes and element format;
-//! - [`int`]: an exact `int` read as a `u64` without a method call.
+//! - [`int`]: an exact `int` read as a `u64` without a method call;
+//! - [`bytes`]: a new `bytes` filled without the GIL.
 
 pub(super) mod buffer;
+pub(super) mod bytes;
 pub(super) mod fastcall;
 pub(super) mod int;
