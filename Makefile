@@ -11,7 +11,7 @@ PYTHON := $(VENV)/bin/python
 # into target/ by tools/debian.py, come first on every recipe's PATH.
 export PATH := $(CURDIR)/target/debian/$(shell . /etc/os-release && echo $$VERSION_CODENAME)/root/usr/bin:$(PATH)
 
-.PHONY: build deps test test-suite wheel test-wheels bench bench-table instructions lint demo ops-image clean
+.PHONY: build deps test test-suite wheel test-wheels bench bench-load bench-table instructions lint demo ops-image clean
 
 ## the project environment, with a current pip
 $(PYTHON):
