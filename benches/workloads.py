@@ -242,10 +242,19 @@ def opentelemetry_sdk_for_scrape(models: int = SCRAPE_MODELS) -> Callable[[], by
     duration = "ractogateway_request_duration_seconds"
     bounds = GatewayMetricsMiddleware(registry=CollectorRegistry()).latency_buckets
     reader = InMemoryMetricReader()
+    # The SDK folds label sets past 2,000 per instrument into one overflow
+    # point unless told otherwise: every series is kept, as ours are.
+    every = 10 * models
     provider = MeterProvider(
         metric_readers=[reader],
         views=[
-            View(instrument_name=duration, aggregation=ExplicitBucketHistogramAggregation(bounds))
+            View(
+                instrument_name=duration,
+                aggregation=ExplicitBucketHistogramAggregation(bounds),
+                aggregation_cardinality_limit=every,
+            ),
+            View(instrument_name="ractogateway_requests", aggregation_cardinality_limit=every),
+            View(instrument_name="ractogateway_tokens", aggregation_cardinality_limit=every),
         ],
     )
     meter = provider.get_meter("bench")
