@@ -217,6 +217,10 @@ impl RemoteWriteEncoder {
 }
 
 impl SampleVisitor for RemoteWriteEncoder {
+    fn wants_native(&self) -> bool {
+        true
+    }
+
     fn family(&mut self, desc: &FamilyDesc) {
         let (metric_type, suffix) = match desc.kind {
             FamilyKind::Counter => (COUNTER, "_total"),

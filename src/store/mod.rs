@@ -706,6 +706,8 @@ impl Store {
                 }
                 FamilySeries::Histogram(map) => {
                     let buckets = self.schema.buckets(family.id);
+                    // A reset takes every cell, whatever the visitor shows.
+                    let native_config = family.native.filter(|_| reset || visitor.wants_native());
                     let histograms = views(map, |series: &HistogramSeries| {
                         let histogram = &series.histogram;
                         let mut snapshot = if reset {
@@ -719,7 +721,7 @@ impl Store {
                             series.exemplars.read()
                         };
                         if let (Some(config), Some(native)) =
-                            (&family.native, histogram.native_cells(buckets))
+                            (&native_config, histogram.native_cells(buckets))
                         {
                             snapshot.native = Some(if reset {
                                 native.take(config)
