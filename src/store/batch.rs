@@ -241,7 +241,7 @@ impl<'s> Batch<'s> {
                 }
             }
             if let Some(cost) = series.cost.get() {
-                cost.get().value.add(totals.cost, writers);
+                cost.value.add(totals.cost, writers);
             }
             if totals.unpriced > 0 {
                 if let Some(unpriced) = store.unpriced_series(entry) {

@@ -41,7 +41,9 @@ use crate::schema::request::{
 use crate::store::label_map::{Entry, LabelMap};
 use crate::store::pricing::{Price, PriceTable};
 use crate::store::rules::Sink;
-use crate::store::series::{CostSeries, CounterSeries, HistogramSeries, RequestSeries, SeriesRef};
+use crate::store::series::{
+    CostSeries, CounterSeries, HistogramSeries, LazySeriesRef, RequestSeries, SeriesRef,
+};
 use crate::store::visit::{Reading, SampleVisitor, Samples, SeriesView, SeriesVisitor};
 
 /// Whether a cache lookup found its answer.
@@ -286,7 +288,7 @@ impl Store {
                     .flatten(),
                 duration: SeriesRef::new(&duration.value),
                 tokens: Default::default(),
-                cost: OnceLock::new(),
+                cost: LazySeriesRef::default(),
                 observed: Default::default(),
                 unpriced: OnceLock::new(),
             }
@@ -450,15 +452,13 @@ impl Store {
         let (family, _) = OPTIONAL_OBSERVED[index];
         let buckets = self.schema.buckets(family);
         let native = self.schema.family(family).native;
-        let series = entry.value.observed[index]
-            .get_or_init(|| {
-                let key = self.schema.derived_key(family, |at| entry.label(at), "");
-                let (created, _) = self.capped(self.histograms(family), family, &key, |key| {
-                    HistogramSeries::new(&self.arena, family, key, buckets, native.as_ref())
-                });
-                SeriesRef::new(&created.value)
-            })
-            .get();
+        let series = entry.value.observed[index].get_or_init(|| {
+            let key = self.schema.derived_key(family, |at| entry.label(at), "");
+            let (created, _) = self.capped(self.histograms(family), family, &key, |key| {
+                HistogramSeries::new(&self.arena, family, key, buckets, native.as_ref())
+            });
+            &created.value
+        });
         (series, buckets, self.schema.family(family).native.as_ref())
     }
 
@@ -536,17 +536,13 @@ impl Store {
 
     /// The cost series a requests entry feeds, created on first use.
     pub(crate) fn cost_series<'s>(&'s self, entry: &'s RequestEntry) -> &'s CostSeries {
-        entry
-            .value
-            .cost
-            .get_or_init(|| {
-                let key = self.schema.derived_key(COST, |at| entry.label(at), "");
-                let (created, _) = self.capped(self.sums(COST), COST, &key, |key| {
-                    CostSeries::new(&self.arena, COST, key)
-                });
-                SeriesRef::new(&created.value)
-            })
-            .get()
+        entry.value.cost.get_or_init(|| {
+            let key = self.schema.derived_key(COST, |at| entry.label(at), "");
+            let (created, _) = self.capped(self.sums(COST), COST, &key, |key| {
+                CostSeries::new(&self.arena, COST, key)
+            });
+            &created.value
+        })
     }
 
     /// The series of a token type (an index into
@@ -557,16 +553,14 @@ impl Store {
         entry: &'s RequestEntry,
         token_type: usize,
     ) -> &'s CounterSeries {
-        entry.value.tokens[token_type]
-            .get_or_init(|| {
-                let name = TOKEN_TYPES[token_type].name;
-                let key = self.schema.derived_key(TOKENS, |at| entry.label(at), name);
-                let (created, _) = self.capped(self.counters(TOKENS), TOKENS, &key, |key| {
-                    CounterSeries::new(&self.arena, TOKENS, key)
-                });
-                SeriesRef::new(&created.value)
-            })
-            .get()
+        entry.value.tokens[token_type].get_or_init(|| {
+            let name = TOKEN_TYPES[token_type].name;
+            let key = self.schema.derived_key(TOKENS, |at| entry.label(at), name);
+            let (created, _) = self.capped(self.counters(TOKENS), TOKENS, &key, |key| {
+                CounterSeries::new(&self.arena, TOKENS, key)
+            });
+            &created.value
+        })
     }
 
     /// The tool-call series of `tool_name`, created on first use.

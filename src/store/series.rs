@@ -2,6 +2,7 @@
 //! when they were created, and (for a requests series) the series it feeds.
 
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -47,6 +48,62 @@ impl<T> SeriesRef<T> {
         // SAFETY: the target lives in the store's arena or maps, which outlive
         // every `SeriesRef` into them, and is only mutated through atomics.
         unsafe { self.0.as_ref() }
+    }
+}
+
+/// A [`SeriesRef`] that starts empty and is set on first use, in one pointer
+/// (a `OnceLock` of one takes two words): a requests series holds a dozen, one
+/// per series it may feed.
+pub(crate) struct LazySeriesRef<T>(AtomicPtr<T>);
+
+// SAFETY: only a pointer to a series shared immutably (every mutation is
+// atomic), which outlives the holder, as for `SeriesRef`.
+unsafe impl<T: Sync> Send for LazySeriesRef<T> {}
+// SAFETY: as for `Send`; the pointer itself is an atomic.
+unsafe impl<T: Sync> Sync for LazySeriesRef<T> {}
+
+impl<T> Default for LazySeriesRef<T> {
+    fn default() -> Self {
+        LazySeriesRef(AtomicPtr::new(std::ptr::null_mut()))
+    }
+}
+
+impl<T> LazySeriesRef<T> {
+    /// The series, once set.
+    #[inline]
+    pub(crate) fn get(&self) -> Option<&T> {
+        // SAFETY: null, or set by `get_or_init` to a series of the store that
+        // holds this reference, which outlives it (see `SeriesRef`).
+        unsafe { self.0.load(Ordering::Acquire).as_ref() }
+    }
+
+    /// The series, found or made by `init` on first use. Callers racing to
+    /// set it find the same series (the store's maps return the entry a label
+    /// set already has), and all keep the first one set.
+    #[inline]
+    pub(crate) fn get_or_init<'s>(&'s self, init: impl FnOnce() -> &'s T) -> &'s T {
+        match self.get() {
+            Some(found) => found,
+            None => self.initialize(init),
+        }
+    }
+
+    /// The first use: out of line, so that the hot path stays a load and a test.
+    #[cold]
+    #[inline(never)]
+    fn initialize<'s>(&'s self, init: impl FnOnce() -> &'s T) -> &'s T {
+        let made = init();
+        let pointer = std::ptr::from_ref(made).cast_mut();
+        match self.0.compare_exchange(
+            std::ptr::null_mut(),
+            pointer,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => made,
+            // SAFETY: set by another caller to a series of the store (see `get`).
+            Err(set) => unsafe { &*set },
+        }
     }
 }
 
@@ -134,10 +191,10 @@ pub struct RequestSeries {
     pub(crate) price: Option<Price>,
     pub(crate) duration: SeriesRef<HistogramSeries>,
     /// One per token type, in the order of [`crate::schema::request::TOKEN_TYPES`].
-    pub(crate) tokens: [OnceLock<SeriesRef<CounterSeries>>; TOKEN_TYPE_COUNT],
-    pub(crate) cost: OnceLock<SeriesRef<CostSeries>>,
+    pub(crate) tokens: [LazySeriesRef<CounterSeries>; TOKEN_TYPE_COUNT],
+    pub(crate) cost: LazySeriesRef<CostSeries>,
     /// One per optional histogram, in the order of
     /// [`crate::schema::family::OPTIONAL_OBSERVED`].
-    pub(crate) observed: [OnceLock<SeriesRef<HistogramSeries>>; OPTIONAL_OBSERVATIONS],
+    pub(crate) observed: [LazySeriesRef<HistogramSeries>; OPTIONAL_OBSERVATIONS],
     pub(crate) unpriced: OnceLock<Option<SeriesRef<CounterSeries>>>,
 }
