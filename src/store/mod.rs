@@ -137,6 +137,9 @@ pub struct Store {
     /// The most label sets a family holds before new ones are folded into its
     /// overflow series (`usize::MAX`: no cap).
     max_series: usize,
+    /// Held while a requests series' handle to another series is set (its
+    /// first use; see [`LazySeriesRef::get_or_init`]).
+    first_use: Mutex<()>,
     /// Families that folded a label set since [`Store::take_overflowed_families`] last looked.
     notices: AtomicU32,
     /// Families that ever folded a label set.
@@ -179,6 +182,7 @@ impl Store {
             count_unpriced: false,
             unpriced_models: Mutex::new(UnpricedModels::default()),
             max_series: usize::MAX,
+            first_use: Mutex::new(()),
             notices: AtomicU32::new(0),
             overflowed: AtomicU32::new(0),
         }
@@ -452,7 +456,7 @@ impl Store {
         let (family, _) = OPTIONAL_OBSERVED[index];
         let buckets = self.schema.buckets(family);
         let native = self.schema.family(family).native;
-        let series = entry.value.observed[index].get_or_init(|| {
+        let series = entry.value.observed[index].get_or_init(&self.first_use, || {
             let key = self.schema.derived_key(family, |at| entry.label(at), "");
             let (created, _) = self.capped(self.histograms(family), family, &key, |key| {
                 HistogramSeries::new(&self.arena, family, key, buckets, native.as_ref())
@@ -536,7 +540,7 @@ impl Store {
 
     /// The cost series a requests entry feeds, created on first use.
     pub(crate) fn cost_series<'s>(&'s self, entry: &'s RequestEntry) -> &'s CostSeries {
-        entry.value.cost.get_or_init(|| {
+        entry.value.cost.get_or_init(&self.first_use, || {
             let key = self.schema.derived_key(COST, |at| entry.label(at), "");
             let (created, _) = self.capped(self.sums(COST), COST, &key, |key| {
                 CostSeries::new(&self.arena, COST, key)
@@ -553,7 +557,7 @@ impl Store {
         entry: &'s RequestEntry,
         token_type: usize,
     ) -> &'s CounterSeries {
-        entry.value.tokens[token_type].get_or_init(|| {
+        entry.value.tokens[token_type].get_or_init(&self.first_use, || {
             let name = TOKEN_TYPES[token_type].name;
             let key = self.schema.derived_key(TOKENS, |at| entry.label(at), name);
             let (created, _) = self.capped(self.counters(TOKENS), TOKENS, &key, |key| {

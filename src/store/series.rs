@@ -3,7 +3,7 @@
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cells::arena::{CellArena, Cells, SeriesDescription};
@@ -51,9 +51,9 @@ impl<T> SeriesRef<T> {
     }
 }
 
-/// A [`SeriesRef`] that starts empty and is set on first use, in one pointer
-/// (a `OnceLock` of one takes two words): a requests series holds a dozen, one
-/// per series it may feed.
+/// A [`SeriesRef`] that starts empty and is set once, on first use, in one
+/// pointer (a `OnceLock` of one takes two words): a requests series holds a
+/// dozen, one per series it may feed.
 pub(crate) struct LazySeriesRef<T>(AtomicPtr<T>);
 
 // SAFETY: only a pointer to a series shared immutably (every mutation is
@@ -77,33 +77,36 @@ impl<T> LazySeriesRef<T> {
         unsafe { self.0.load(Ordering::Acquire).as_ref() }
     }
 
-    /// The series, found or made by `init` on first use. Callers racing to
-    /// set it find the same series (the store's maps return the entry a label
-    /// set already has), and all keep the first one set.
+    /// The series, found or made by `init` on first use. The first use holds
+    /// `first_use`, so that one caller makes the series and racing callers
+    /// find it, as with a `OnceLock` (two could otherwise pick different series
+    /// at the `max_series` cap).
     #[inline]
-    pub(crate) fn get_or_init<'s>(&'s self, init: impl FnOnce() -> &'s T) -> &'s T {
+    pub(crate) fn get_or_init<'s>(
+        &'s self,
+        first_use: &Mutex<()>,
+        init: impl FnOnce() -> &'s T,
+    ) -> &'s T {
         match self.get() {
             Some(found) => found,
-            None => self.initialize(init),
+            None => self.initialize(first_use, init),
         }
     }
 
     /// The first use: out of line, so that the hot path stays a load and a test.
     #[cold]
     #[inline(never)]
-    fn initialize<'s>(&'s self, init: impl FnOnce() -> &'s T) -> &'s T {
-        let made = init();
-        let pointer = std::ptr::from_ref(made).cast_mut();
-        match self.0.compare_exchange(
-            std::ptr::null_mut(),
-            pointer,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => made,
-            // SAFETY: set by another caller to a series of the store (see `get`).
-            Err(set) => unsafe { &*set },
+    fn initialize<'s>(&'s self, first_use: &Mutex<()>, init: impl FnOnce() -> &'s T) -> &'s T {
+        let _only = first_use
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = self.get() {
+            return found;
         }
+        let made = init();
+        self.0
+            .store(std::ptr::from_ref(made).cast_mut(), Ordering::Release);
+        made
     }
 }
 
