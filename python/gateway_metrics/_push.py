@@ -3,6 +3,7 @@ thread sending periodically. Remote write and OTLP export share it."""
 
 from __future__ import annotations
 
+import abc
 import atexit
 import base64
 import http.client
@@ -39,7 +40,7 @@ class PushError(OSError):
         self.retryable = retryable
 
 
-class Receiver:
+class Receiver(abc.ABC):
     """A validated receiver: where to send, with which headers; what a body is
     and which answers are worth retrying are the protocol's."""
 
@@ -82,9 +83,9 @@ class Receiver:
         self.timeout = positive_seconds(timeout, "timeout")
         self.url = url
 
+    @abc.abstractmethod
     def body(self, metrics: MetricsStore) -> bytes:
         """What to send now: every series, encoded for this receiver."""
-        raise NotImplementedError
 
     def retryable(self, status: int) -> bool:
         """Whether an answer of ``status`` is worth sending again."""

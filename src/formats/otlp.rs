@@ -522,21 +522,21 @@ impl<N: Naming> SeriesVisitor for OtlpEncoder<N> {
         };
         for view in series {
             let attributes = self.naming.attributes(desc, &view.labels);
-            let point = |as_int, as_double| NumberDataPoint {
-                attributes: attributes.clone(),
-                start_time_unix_nano: nanos(view.created),
-                time_unix_nano: self.now,
-                as_double,
-                as_int,
-            };
-            let point = match view.reading {
+            let (as_int, as_double) = match view.reading {
                 #[allow(clippy::cast_possible_wrap)] // Counts stay far below 2^63.
-                Reading::Count(count) => point(Some(count as i64), None),
-                Reading::Sum(sum) => point(None, Some(sum)),
+                Reading::Count(count) => (Some(count as i64), None),
+                Reading::Sum(sum) => (None, Some(sum)),
                 Reading::Histogram(_) => {
                     self.histogram_point(desc, &view, attributes, &mut metric);
                     continue;
                 }
+            };
+            let point = NumberDataPoint {
+                attributes,
+                start_time_unix_nano: nanos(view.created),
+                time_unix_nano: self.now,
+                as_double,
+                as_int,
             };
             metric
                 .sum
