@@ -216,13 +216,21 @@ def test_prometheus_clients_multiprocess_mode_says_it_cannot_keep_them(tmp_path,
 
 
 def test_the_scraper_that_prefers_protobuf_gets_it():
-    assert accepts_protobuf(PROTOBUF_ACCEPT)
-    assert not accepts_protobuf("text/plain;version=0.0.4")
-    assert not accepts_protobuf(
-        "application/openmetrics-text;version=1.0.0,application/vnd.google.protobuf;"
-        "proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5"
+    assert accepts_protobuf(PROTOBUF_ACCEPT) == ""
+    assert accepts_protobuf(PROTOBUF_ACCEPT.replace(";q=0.7", ";escaping=allow-utf-8;q=0.7")) == (
+        "allow-utf-8"
     )
-    assert not accepts_protobuf("application/vnd.google.protobuf;proto=other;encoding=delimited")
+    assert accepts_protobuf("text/plain;version=0.0.4") is None
+    assert (
+        accepts_protobuf(
+            "application/openmetrics-text;version=1.0.0,application/vnd.google.protobuf;"
+            "proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5"
+        )
+        is None
+    )
+    assert (
+        accepts_protobuf("application/vnd.google.protobuf;proto=other;encoding=delimited") is None
+    )
 
 
 def test_the_exporter_answers_protobuf_with_the_registrys_other_collectors():

@@ -107,6 +107,7 @@ class MetricsStore:
         max_series: int | None = None,
         price_resolver: Any = None,
         native_histograms: tuple[int, float, int] | None = None,
+        semconv: str | None = None,
         *args: Any,
         **kwargs: Any,
     ) -> Self:
@@ -116,6 +117,8 @@ class MetricsStore:
         per million tokens. With
         ``multiprocess_dir`` the values live in a file of that directory; else,
         with ``prometheus_multiproc_dir``, in ``prometheus_client``'s files there.
+        ``semconv="gen_ai"`` names the expositions and pushes as the
+        OpenTelemetry GenAI conventions do.
         """
 
     def _extra_labels(self) -> list[str]:
@@ -290,20 +293,27 @@ class MetricsStore:
         """
 
     def _remote_write_body(self, job: str, instance: str, timestamp_ms: int) -> bytes: ...
-    def _otlp_body(self, resource: list[tuple[str, str]], now: float, gen_ai: bool) -> bytes: ...
-    def _render(self, include_created: bool, openmetrics: bool) -> bytes:
-        """Every family in the text format 0.0.4, or OpenMetrics 1.0 without ``# EOF``."""
+    def _otlp_body(
+        self, resource: list[tuple[str, str]], now: float, semconv: str | None = None
+    ) -> bytes: ...
+    def _semconv(self) -> str | None: ...
+    def _families(self, utf8: bool) -> list[tuple[str, str, str]]:
+        """Every family as ``(name, help, type)``, named as the expositions name it."""
+
+    def _render(self, include_created: bool, openmetrics: bool, utf8: bool = False) -> bytes:
+        """Every family in the text format 0.0.4, or OpenMetrics 1.0 without
+        ``# EOF``; UTF-8 names when ``utf8``."""
 
     def _render_str(self, include_created: bool) -> str:
         """Every family in the Prometheus text format (0.0.4)."""
 
-    def _render_protobuf(self, include_created: bool) -> bytes:
+    def _render_protobuf(self, include_created: bool, utf8: bool = False) -> bytes:
         """Every family in the delimited protobuf format, native histograms included."""
 
     def _native_histograms(self) -> tuple[int, float, int] | None:
         """The native histograms' ``(schema, zero threshold, max buckets)``, if kept."""
 
     def _collect(
-        self, include_created: bool, sample_type: type
+        self, include_created: bool, sample_type: type, utf8: bool = False
     ) -> list[tuple[str, str, str, list[Any]]]:
         """Every family as ``(name, help, type, samples)`` built with ``sample_type``."""

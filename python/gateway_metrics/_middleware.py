@@ -16,7 +16,15 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 
-from gateway_metrics._core import FAMILIES, NATIVE_HISTOGRAM_DEFAULTS, MetricsStore
+try:  # prometheus_client 0.22 and later escape UTF-8 names as the scraper asks.
+    from prometheus_client.validation import get_legacy_validation as _get_legacy_validation
+except ImportError:  # pragma: no cover - older prometheus_client
+
+    def _get_legacy_validation() -> bool:
+        return True
+
+
+from gateway_metrics._core import NATIVE_HISTOGRAM_DEFAULTS, MetricsStore
 from gateway_metrics._otlp import OtlpTarget
 from gateway_metrics._pricing import (
     DEFAULT_COST_TABLE,
@@ -63,14 +71,25 @@ class _GatewayCollector(Collector):
         if RENDERED_NATIVELY.get():
             return
         for name, documentation, kind, samples in self._store._collect(
-            _created_series_enabled(), Sample
+            _created_series_enabled(), Sample, _utf8_names()
         ):
             family = Metric(name, documentation, kind)
             family.samples = samples
             yield family
 
     def describe(self) -> list[Metric]:
-        return [Metric(name, documentation, kind) for name, documentation, kind, *_ in FAMILIES]
+        return [
+            Metric(name, documentation, kind)
+            for name, documentation, kind in self._store._families(_utf8_names())
+        ]
+
+
+def _utf8_names() -> bool:
+    """Whether ``prometheus_client`` takes UTF-8 metric names and escapes them
+    as each scraper asks (0.22 and later, unless its legacy name validation is
+    on): then the collector gives a convention's dotted names, else their
+    underscore translation."""
+    return not _get_legacy_validation()
 
 
 #: The environment variable naming the multi-process directory when the
@@ -206,6 +225,14 @@ class GatewayMetricsMiddleware(MetricsStore):
     scrapes stop growing; ``ractogateway_overflow_requests_total{family}``
     counts what was folded, and a ``logging`` warning says so once per family.
 
+    ``semconv="gen_ai"`` names the families and labels the OpenTelemetry GenAI
+    semantic conventions define as they do (version ``GEN_AI_SEMCONV_VERSION``)
+    in every exposition and push: a scraper that asks for UTF-8 names
+    (Prometheus 3) gets ``gen_ai.client.operation.duration_seconds`` and
+    ``gen_ai.provider.name``, any other ``gen_ai_client_operation_duration_seconds``
+    and ``gen_ai_provider_name``; other families keep our names. Files and
+    snapshots keep ours, so such processes still share a directory and merge.
+
     ``latency_buckets`` replaces the upper bounds of the request-duration
     histogram (finite, above zero, strictly increasing; ``+Inf`` is implied).
     The default is the reference's 0.05 to 60 seconds; bounds that fit the
@@ -243,6 +270,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         prices: str | None = None,
         native_histograms: bool | Mapping[str, Any] = False,
         exemplars: str | None = None,
+        semconv: str | None = None,
     ) -> GatewayMetricsMiddleware:
         source = checked_prices(prices)
         table = merged_price_table(price_table)
@@ -266,6 +294,8 @@ class GatewayMetricsMiddleware(MetricsStore):
                 )
             if max_series < 1:
                 raise ValueError(f"max_series must be at least 1, got {max_series}")
+        if semconv is not None and not isinstance(semconv, str):
+            raise TypeError(f"semconv must be a str or None, not {type(semconv).__name__}")
         native = _native_config(native_histograms)
         if native is not None and prometheus_dir is not None:
             warnings.warn(
@@ -286,6 +316,7 @@ class GatewayMetricsMiddleware(MetricsStore):
             max_series,
             resolve,
             native,
+            semconv,
         )
         self._price_table = table
         self._multiprocess_dir = None if multiprocess_dir is None else os.fspath(multiprocess_dir)
@@ -304,6 +335,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         prices: str | None = None,
         native_histograms: bool | Mapping[str, Any] = False,
         exemplars: str | None = None,
+        semconv: str | None = None,
     ) -> None:
         self._registry = prometheus_client.REGISTRY if registry is None else registry
         self._collector = _GatewayCollector(self)
@@ -536,9 +568,10 @@ class GatewayMetricsMiddleware(MetricsStore):
         exponential ones with native histograms on), the buckets' exemplars with
         their points, under our family names (a counter's without ``_total``),
         or the OpenTelemetry GenAI conventions' with ``semconv="gen_ai"`` (see
-        ``OtlpExporter``). ``endpoint``, ``headers``, ``resource`` and ``timeout`` default as
-        ``OtlpExporter`` says (the ``OTEL_EXPORTER_OTLP_*``,
-        ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` variables). In
+        ``OtlpExporter``; None names them as the middleware does). ``endpoint``,
+        ``headers``, ``resource`` and ``timeout`` default as ``OtlpExporter``
+        says (the ``OTEL_EXPORTER_OTLP_*``, ``OTEL_RESOURCE_ATTRIBUTES`` and
+        ``OTEL_SERVICE_NAME`` variables). In
         multi-process mode the sum over the directory is pushed. Raises
         ``OtlpError`` (an ``OSError``) unless the receiver accepts the request:
         the whole exchange ends within the timeout, and a redirect is refused.
@@ -593,13 +626,20 @@ class GatewayMetricsMiddleware(MetricsStore):
         if middleware_of(self._registry) is self:
             del _MIDDLEWARES[self._registry]
 
-    def _exposition(self, openmetrics: bool) -> bytes:
-        """This middleware's families for an HTTP response (OpenMetrics without ``# EOF``)."""
-        return self._render(_created_series_enabled(), openmetrics)
+    def _exposition(self, openmetrics: bool, utf8: bool = False) -> bytes:
+        """This middleware's families for an HTTP response (OpenMetrics without
+        ``# EOF``), UTF-8 names when the scraper asked for them."""
+        return self._render(_created_series_enabled(), openmetrics, utf8)
 
-    def _protobuf_exposition(self) -> bytes:
+    def _protobuf_exposition(self, utf8: bool = False) -> bytes:
         """This middleware's families in the delimited protobuf format."""
-        return self._render_protobuf(_created_series_enabled())
+        return self._render_protobuf(_created_series_enabled(), utf8)
+
+    @property
+    def semconv(self) -> str | None:
+        """Whose names the expositions and pushes use: None for ours, or
+        ``"gen_ai"`` for the OpenTelemetry GenAI conventions'."""
+        return self._semconv()
 
     @property
     def native_histograms(self) -> dict[str, float] | None:

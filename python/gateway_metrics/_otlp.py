@@ -130,7 +130,7 @@ class OtlpTarget(Receiver):
     ) -> None:
         if semconv not in (None, "gen_ai"):
             raise ValueError(f"semconv must be None or 'gen_ai', got {semconv!r}")
-        self.gen_ai = semconv == "gen_ai"
+        self.semconv = semconv
         variable = _environment("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
         configured = _pairs(variable, "OTEL_EXPORTER_OTLP_HEADERS") if variable else {}
         if headers is not None:
@@ -153,7 +153,7 @@ class OtlpTarget(Receiver):
 
     def body(self, metrics: MetricsStore) -> bytes:
         """Every series now, as a gzip-compressed ``ExportMetricsServiceRequest``."""
-        encoded = metrics._otlp_body(list(self.resource.items()), time.time(), self.gen_ai)
+        encoded = metrics._otlp_body(list(self.resource.items()), time.time(), self.semconv)
         return gzip.compress(encoded, compresslevel=6, mtime=0)
 
     def retryable(self, status: int) -> bool:
@@ -193,7 +193,8 @@ class OtlpExporter(PeriodicSender):
     ``gen_ai.client.operation.time_to_first_chunk``, and the labels provider,
     model, operation and token type as ``gen_ai.provider.name``,
     ``gen_ai.request.model``, ``gen_ai.operation.name`` and ``gen_ai.token.type``;
-    families the conventions do not define keep our names.
+    families the conventions do not define keep our names. The default, None,
+    names them as the middleware does (its own ``semconv``).
 
     ``sent``, ``failed`` (failed attempts) and ``last_error`` tell how it went;
     the first failure of each kind since the last success is logged.

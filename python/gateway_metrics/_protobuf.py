@@ -16,6 +16,17 @@ from collections.abc import Iterable
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
+try:  # prometheus_client 0.22 and later allow UTF-8 names, escaped on output.
+    from prometheus_client.openmetrics.exposition import escape_label_name, escape_metric_name
+except ImportError:  # pragma: no cover - older prometheus_client: legacy names only
+
+    def escape_metric_name(s: str, escaping: str = "underscores") -> str:
+        return s
+
+    def escape_label_name(s: str, escaping: str = "underscores") -> str:
+        return s
+
+
 #: The media type, as the core writes it and Prometheus asks for it.
 CONTENT_TYPE = (
     "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
@@ -56,11 +67,16 @@ def _timestamp(seconds: float) -> bytes:
     return _uint(1, whole) + _uint(2, nanos)
 
 
-def _labels(labels: dict[str, str]) -> bytes:
+def _labels(labels: dict[str, str], utf8: bool) -> bytes:
     return b"".join(
-        _field(1, _field(1, name.encode()) + _field(2, value.encode()))
+        _field(1, _field(1, _label_name(name, utf8).encode()) + _field(2, value.encode()))
         for name, value in labels.items()
     )
+
+
+def _label_name(name: str, utf8: bool) -> str:
+    """A label name as the scraper takes it: as it is, or underscore-escaped."""
+    return name if utf8 else escape_label_name(name, "underscores")
 
 
 def _series(
@@ -74,9 +90,9 @@ def _series(
     return grouped
 
 
-def _metric(family: Metric, labels: dict[str, str], samples: list[Sample]) -> bytes:
+def _metric(family: Metric, labels: dict[str, str], samples: list[Sample], utf8: bool) -> bytes:
     """One ``Metric`` message of ``family``."""
-    body = _labels(labels)
+    body = _labels(labels, utf8)
     by_suffix = {sample.name[len(family.name) :]: sample for sample in samples}
     created = by_suffix.get("_created")
     if family.type == "counter":
@@ -112,21 +128,21 @@ def _metric(family: Metric, labels: dict[str, str], samples: list[Sample]) -> by
     return body + _field(5, _double(1, value))
 
 
-def _families(family: Metric) -> Iterable[tuple[str, int, list[bytes]]]:
+def _families(family: Metric, utf8: bool) -> Iterable[tuple[str, int, list[bytes]]]:
     """``(name, type, metric messages)`` of one collected family."""
     if family.type in ("histogram", "gaugehistogram"):
         kind = _HISTOGRAM if family.type == "histogram" else _GAUGE_HISTOGRAM
         grouped = _series(family.samples, "le")
-        yield family.name, kind, [_metric(family, dict(k), s) for k, s in grouped.items()]
+        yield family.name, kind, [_metric(family, dict(k), s, utf8) for k, s in grouped.items()]
     elif family.type == "summary":
         grouped = _series(family.samples, "quantile")
-        yield family.name, _SUMMARY, [_metric(family, dict(k), s) for k, s in grouped.items()]
+        yield family.name, _SUMMARY, [_metric(family, dict(k), s, utf8) for k, s in grouped.items()]
     elif family.type == "counter":
         grouped = _series(family.samples)
         yield (
             f"{family.name}_total",
             _COUNTER,
-            [_metric(family, dict(k), s) for k, s in grouped.items()],
+            [_metric(family, dict(k), s, utf8) for k, s in grouped.items()],
         )
     else:
         # Gauges, and what protobuf has no type for (info, stateset, unknown):
@@ -135,32 +151,40 @@ def _families(family: Metric) -> Iterable[tuple[str, int, list[bytes]]]:
         by_name: dict[str, list[bytes]] = {}
         for sample in family.samples:
             by_name.setdefault(sample.name, []).append(
-                _metric(family, dict(sample.labels), [sample])
+                _metric(family, dict(sample.labels), [sample], utf8)
             )
         for name, metrics in by_name.items():
             yield name, kind, metrics
 
 
-def encode(families: Iterable[Metric]) -> bytes:
-    """Delimited ``MetricFamily`` messages of ``families``."""
+def encode(families: Iterable[Metric], utf8: bool = False) -> bytes:
+    """Delimited ``MetricFamily`` messages of ``families``; UTF-8 names as they
+    are when ``utf8`` (the scraper asked for ``escaping=allow-utf-8``), else
+    underscore-escaped."""
     out = bytearray()
     for family in families:
-        for name, kind, metrics in _families(family):
+        for name, kind, metrics in _families(family, utf8):
             if not metrics:
                 continue
-            message = _field(1, name.encode()) + _field(2, family.documentation.encode())
+            spelt = name if utf8 else escape_metric_name(name, "underscores")
+            message = _field(1, spelt.encode()) + _field(2, family.documentation.encode())
             message += _uint(3, kind) + b"".join(_field(4, metric) for metric in metrics)
             out += _varint(len(message)) + message
     return bytes(out)
 
 
-def accepts_protobuf(accept_header: str) -> bool:
-    """Whether the scraper prefers the delimited protobuf format to the text formats.
+#: The ``escaping`` a scraper names to take UTF-8 names as they are.
+ALLOW_UTF8 = "allow-utf-8"
+
+
+def accepts_protobuf(accept_header: str) -> str | None:
+    """The ``escaping`` parameter of the delimited protobuf range (``""`` when
+    absent) if the scraper prefers that format to the text formats, else None.
 
     Each media range's ``q`` (1 when absent) decides; a tie goes to the range
     listed first, as Prometheus lists its preferred format first.
     """
-    best: tuple[float, int, bool] | None = None
+    best: tuple[float, int, str | None] | None = None
     for position, part in enumerate(accept_header.split(",")):
         pieces = [piece.strip() for piece in part.split(";")]
         media = pieces[0].lower()
@@ -179,11 +203,11 @@ def accepts_protobuf(accept_header: str) -> bool:
             )
             if not ours:
                 continue
-            protobuf = True
+            protobuf: str | None = params.get("escaping", "")
         elif media in ("text/plain", "application/openmetrics-text", "*/*", "text/*"):
-            protobuf = False
+            protobuf = None
         else:
             continue
         if q > 0 and (best is None or q > best[0]):
             best = (q, position, protobuf)
-    return best is not None and best[2]
+    return None if best is None else best[2]

@@ -31,13 +31,20 @@ from prometheus_client.registry import CollectorRegistry
 
 from gateway_metrics import _protobuf
 from gateway_metrics._middleware import RENDERED_NATIVELY, middleware_of
-from gateway_metrics._protobuf import accepts_protobuf
+from gateway_metrics._protobuf import ALLOW_UTF8, accepts_protobuf
 
-#: What the native renderer writes, by content type: OpenMetrics or not.
+#: What the native renderer writes, by the content type ``prometheus_client``
+#: negotiated: whether OpenMetrics, and whether the names are UTF-8 (the
+#: scraper asked for ``escaping=allow-utf-8``) rather than underscore-escaped.
+#: The text format 1.0.0 is 0.0.4 with UTF-8 names allowed.
+_PLAIN_1_0_0 = "text/plain; version=1.0.0; charset=utf-8"
 _NATIVE_FORMATS = {
-    CONTENT_TYPE_PLAIN_0_0_4: False,
-    OPENMETRICS_1_0: True,
-    f"{OPENMETRICS_1_0}; escaping=underscores": True,
+    CONTENT_TYPE_PLAIN_0_0_4: (False, False),
+    f"{_PLAIN_1_0_0}; escaping=underscores": (False, False),
+    f"{_PLAIN_1_0_0}; escaping=allow-utf-8": (False, True),
+    OPENMETRICS_1_0: (True, False),
+    f"{OPENMETRICS_1_0}; escaping=underscores": (True, False),
+    f"{OPENMETRICS_1_0}; escaping=allow-utf-8": (True, True),
 }
 
 #: A response's status, headers and body, the body in parts: our families'
@@ -67,22 +74,26 @@ def exposition(
     """The status, headers and body of a scrape of ``registry``."""
     encoder, content_type = choose_encoder(accept_header or "")
     middleware = middleware_of(registry)
-    openmetrics = _NATIVE_FORMATS.get(content_type)
-    if "name[]" not in params and middleware is not None and accepts_protobuf(accept_header or ""):
+    native = _NATIVE_FORMATS.get(content_type)
+    escaping = accepts_protobuf(accept_header or "")
+    if "name[]" not in params and middleware is not None and escaping is not None:
         # The format that carries native histograms: ours natively, the others here.
-        ours = middleware._protobuf_exposition()
+        utf8 = escaping == ALLOW_UTF8
+        ours = middleware._protobuf_exposition(utf8)
         token = RENDERED_NATIVELY.set(True)
         try:
-            parts = [ours, _protobuf.encode(registry.collect())]
+            parts = [ours, _protobuf.encode(registry.collect(), utf8)]
         finally:
             RENDERED_NATIVELY.reset(token)
         content_type = _protobuf.CONTENT_TYPE
+        if escaping:
+            content_type += f"; escaping={ALLOW_UTF8 if utf8 else 'underscores'}"
     elif "name[]" in params:
         parts = [encoder(registry.restricted_registry(params["name[]"]))]
-    elif middleware is None or openmetrics is None:
+    elif middleware is None or native is None:
         parts = [encoder(registry)]
     else:
-        ours = middleware._exposition(openmetrics)
+        ours = middleware._exposition(*native)
         token = RENDERED_NATIVELY.set(True)
         try:
             others = encoder(registry)

@@ -6,6 +6,5 @@ pub mod columns;
 pub mod otlp;
 pub mod protobuf;
 pub mod remote_write;
-pub mod semconv;
 pub mod snapshot;
 pub mod text;

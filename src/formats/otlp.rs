@@ -13,15 +13,16 @@
 //! bytes their hex spells when they spell a valid id.
 //!
 //! A metric's name is its family's (a counter's without `_total`, which a
-//! Prometheus-compatible receiver adds back to monotonic sums), or another
-//! convention's (see [`Naming`], and [`crate::formats::semconv`] for the
-//! OpenTelemetry GenAI conventions'), with its help text as description.
+//! Prometheus-compatible receiver adds back to monotonic sums), or the
+//! OpenTelemetry GenAI conventions' (see [`Convention`]), with its help text
+//! as description.
 
 use prost::Message;
 
 use crate::cells::exemplar::Exemplar;
 use crate::cells::native_histogram::NativeSnapshot;
-use crate::schema::family::{FamilyDesc, ValueKind};
+use crate::schema::family::FamilyDesc;
+use crate::schema::semconv::Convention;
 use crate::store::visit::{Reading, SeriesView, SeriesVisitor};
 
 /// `opentelemetry.proto.common.v1.AnyValue`, as strings only.
@@ -284,42 +285,6 @@ pub struct ExportMetricsServiceRequest {
 /// `AGGREGATION_TEMPORALITY_CUMULATIVE`.
 const CUMULATIVE: i32 = 2;
 
-/// How a family is named in an export: its own name and labels, or another
-/// convention's.
-pub trait Naming {
-    /// The metric's name and unit for `family`, or None to leave it out.
-    fn metric(&self, family: &FamilyDesc) -> Option<(String, &'static str)>;
-    /// The attributes of a series of `family` with label values `labels`.
-    fn attributes(&self, family: &FamilyDesc, labels: &[&str]) -> Vec<KeyValue>;
-    /// The schema URL of the semantic conventions the names follow (empty: none).
-    fn schema_url(&self) -> &'static str {
-        ""
-    }
-}
-
-/// Our families' own names and labels.
-pub struct OwnNames;
-
-impl Naming for OwnNames {
-    fn metric(&self, family: &FamilyDesc) -> Option<(String, &'static str)> {
-        let unit = if family.value == ValueKind::Buckets {
-            "s"
-        } else {
-            ""
-        };
-        Some((family.name.to_owned(), unit))
-    }
-
-    fn attributes(&self, family: &FamilyDesc, labels: &[&str]) -> Vec<KeyValue> {
-        family
-            .label_names
-            .iter()
-            .zip(labels)
-            .map(|(name, value)| KeyValue::new(name, value))
-            .collect()
-    }
-}
-
 /// Nanoseconds since the Unix epoch of `seconds` (0 before it).
 fn nanos(seconds: f64) -> u64 {
     // Saturating: a time past 2554 or before 1970 is not one of ours.
@@ -389,20 +354,25 @@ fn exponential_buckets(native: &NativeSnapshot) -> Option<ExponentialBuckets> {
 }
 
 /// Builds the body of one OTLP export.
-pub struct OtlpEncoder<N> {
-    naming: N,
+pub struct OtlpEncoder {
+    convention: Convention,
     resource: Vec<KeyValue>,
     scope: InstrumentationScope,
     now: u64,
     metrics: Vec<Metric>,
 }
 
-impl<N: Naming> OtlpEncoder<N> {
+impl OtlpEncoder {
     /// An export by scope `scope` (name, version) of resource `resource`, at
-    /// Unix time `now` in seconds, naming families as `naming` says.
-    pub fn new(naming: N, resource: &[(&str, &str)], scope: (&str, &str), now: f64) -> Self {
+    /// Unix time `now` in seconds, naming families as `convention` does.
+    pub fn new(
+        convention: Convention,
+        resource: &[(&str, &str)],
+        scope: (&str, &str),
+        now: f64,
+    ) -> Self {
         OtlpEncoder {
-            naming,
+            convention,
             resource: resource
                 .iter()
                 .map(|(key, value)| KeyValue::new(key, value))
@@ -426,7 +396,7 @@ impl<N: Naming> OtlpEncoder<N> {
                 scope_metrics: vec![ScopeMetrics {
                     scope: Some(self.scope),
                     metrics: self.metrics,
-                    schema_url: self.naming.schema_url().to_owned(),
+                    schema_url: self.convention.schema_url().to_owned(),
                 }],
             }],
         }
@@ -503,17 +473,15 @@ impl<N: Naming> OtlpEncoder<N> {
     }
 }
 
-impl<N: Naming> SeriesVisitor for OtlpEncoder<N> {
+impl SeriesVisitor for OtlpEncoder {
     fn family_series<'a>(
         &mut self,
         desc: &FamilyDesc,
         series: impl Iterator<Item = SeriesView<'a>>,
     ) {
-        let Some((name, unit)) = self.naming.metric(desc) else {
-            return;
-        };
+        let (name, unit) = self.convention.otlp_metric(desc);
         let mut metric = Metric {
-            name,
+            name: name.to_owned(),
             description: desc.help.to_owned(),
             unit: unit.to_owned(),
             sum: None,
@@ -521,7 +489,12 @@ impl<N: Naming> SeriesVisitor for OtlpEncoder<N> {
             exponential_histogram: None,
         };
         for view in series {
-            let attributes = self.naming.attributes(desc, &view.labels);
+            let attributes = desc
+                .label_names
+                .iter()
+                .zip(view.labels.iter())
+                .map(|(label, value)| KeyValue::new(self.convention.attribute(label), value))
+                .collect();
             let (as_int, as_double) = match view.reading {
                 #[allow(clippy::cast_possible_wrap)] // Counts stay far below 2^63.
                 Reading::Count(count) => (Some(count as i64), None),

@@ -15,6 +15,7 @@ use prost::Message;
 use crate::cells::exemplar::Exemplar;
 use crate::cells::histogram::HistogramSnapshot;
 use crate::schema::family::{FamilyDesc, FamilyKind};
+use crate::schema::semconv::{Charset, Convention};
 use crate::store::visit::{Reading, SeriesView, SeriesVisitor};
 
 /// The `Content-Type` of this format.
@@ -223,6 +224,8 @@ pub fn spans_and_deltas(buckets: &[(i32, u64)]) -> (Vec<BucketSpan>, Vec<i64>) {
 pub struct ProtobufEncoder {
     body: Vec<u8>,
     include_created: bool,
+    convention: Convention,
+    charset: Charset,
 }
 
 impl ProtobufEncoder {
@@ -231,7 +234,17 @@ impl ProtobufEncoder {
         ProtobufEncoder {
             body: Vec::new(),
             include_created,
+            convention: Convention::Ours,
+            charset: Charset::Legacy,
         }
+    }
+
+    /// The encoder, naming families as `convention` does in `charset`.
+    #[must_use]
+    pub fn named(mut self, convention: Convention, charset: Charset) -> Self {
+        self.convention = convention;
+        self.charset = charset;
+        self
     }
 
     /// The body: every family's message, each prefixed by its length.
@@ -314,9 +327,10 @@ impl SeriesVisitor for ProtobufEncoder {
         if !desc.shown_when_empty && series.peek().is_none() {
             return;
         }
+        let names = self.convention.prometheus(desc, self.charset);
         let (name, metric_type) = match desc.kind {
-            FamilyKind::Counter => (format!("{}_total", desc.name), COUNTER),
-            FamilyKind::Histogram => (desc.name.to_owned(), HISTOGRAM),
+            FamilyKind::Counter => (format!("{}_total", names.name), COUNTER),
+            FamilyKind::Histogram => (names.name, HISTOGRAM),
         };
         let mut family = MetricFamily {
             name,
@@ -325,8 +339,8 @@ impl SeriesVisitor for ProtobufEncoder {
             metric: Vec::new(),
         };
         for view in series {
-            let label = desc
-                .label_names
+            let label = names
+                .labels
                 .iter()
                 .zip(view.labels.iter())
                 .map(|(name, value)| LabelPair {

@@ -16,6 +16,7 @@ use crate::cells::exemplar::Exemplar;
 use crate::cells::native_histogram::NativeSnapshot;
 use crate::formats::protobuf::spans_and_deltas;
 use crate::schema::family::{FamilyDesc, FamilyKind};
+use crate::schema::semconv::{Charset, Convention, PrometheusNames};
 use crate::store::visit::SampleVisitor;
 
 /// `prometheus.Label`.
@@ -150,6 +151,9 @@ pub struct RemoteWriteEncoder {
     /// Labels every series gets unless it has a label of that name: `job`, `instance`.
     target_labels: Vec<Label>,
     timestamp_ms: i64,
+    convention: Convention,
+    /// The current family's names, legacy-spelt as remote write 1.0 requires.
+    names: PrometheusNames,
 }
 
 impl RemoteWriteEncoder {
@@ -166,7 +170,19 @@ impl RemoteWriteEncoder {
                 })
                 .collect(),
             timestamp_ms,
+            convention: Convention::Ours,
+            names: PrometheusNames {
+                name: String::new(),
+                labels: Vec::new(),
+            },
         }
+    }
+
+    /// The encoder, naming families as `convention` does.
+    #[must_use]
+    pub fn named(mut self, convention: Convention) -> Self {
+        self.convention = convention;
+        self
     }
 
     /// The request's body: the protobuf, snappy-compressed.
@@ -182,19 +198,13 @@ impl RemoteWriteEncoder {
 impl RemoteWriteEncoder {
     /// A series' labels, sorted by name: its name, the family's labels, `le`,
     /// and the target labels it lacks.
-    fn series_labels(
-        &self,
-        desc: &FamilyDesc,
-        suffix: &str,
-        le: Option<&str>,
-        labels: &[&str],
-    ) -> Vec<Label> {
+    fn series_labels(&self, suffix: &str, le: Option<&str>, labels: &[&str]) -> Vec<Label> {
         let mut series_labels = Vec::with_capacity(labels.len() + 4);
         series_labels.push(Label {
             name: "__name__".to_owned(),
-            value: format!("{}{suffix}", desc.name),
+            value: format!("{}{suffix}", self.names.name),
         });
-        for (name, value) in desc.label_names.iter().zip(labels) {
+        for (name, value) in self.names.labels.iter().zip(labels) {
             series_labels.push(Label {
                 name: name.clone(),
                 value: (*value).to_owned(),
@@ -207,7 +217,7 @@ impl RemoteWriteEncoder {
             });
         }
         for target in &self.target_labels {
-            if !desc.label_names.contains(&target.name) {
+            if !self.names.labels.contains(&target.name) {
                 series_labels.push(target.clone());
             }
         }
@@ -226,9 +236,10 @@ impl SampleVisitor for RemoteWriteEncoder {
             FamilyKind::Counter => (COUNTER, "_total"),
             FamilyKind::Histogram => (HISTOGRAM, ""),
         };
+        self.names = self.convention.prometheus(desc, Charset::Legacy);
         self.request.metadata.push(MetricMetadata {
             metric_type,
-            metric_family_name: format!("{}{suffix}", desc.name),
+            metric_family_name: format!("{}{suffix}", self.names.name),
             help: desc.help.to_owned(),
             unit: String::new(),
         });
@@ -236,7 +247,7 @@ impl SampleVisitor for RemoteWriteEncoder {
 
     fn sample(
         &mut self,
-        desc: &FamilyDesc,
+        _desc: &FamilyDesc,
         suffix: &'static str,
         le: Option<&str>,
         _series: usize,
@@ -246,7 +257,7 @@ impl SampleVisitor for RemoteWriteEncoder {
         if suffix == "_created" {
             return;
         }
-        let series_labels = self.series_labels(desc, suffix, le, labels);
+        let series_labels = self.series_labels(suffix, le, labels);
         self.request.timeseries.push(TimeSeries {
             labels: series_labels,
             samples: vec![Sample {
@@ -279,13 +290,13 @@ impl SampleVisitor for RemoteWriteEncoder {
 
     fn native_histogram(
         &mut self,
-        desc: &FamilyDesc,
+        _desc: &FamilyDesc,
         labels: &[&str],
         native: &NativeSnapshot,
         sum: f64,
     ) {
         // A series of its own, named as the family, holding the histogram.
-        let series_labels = self.series_labels(desc, "", None, labels);
+        let series_labels = self.series_labels("", None, labels);
         let (spans, deltas) = spans_and_deltas(&native.buckets);
         self.request.timeseries.push(TimeSeries {
             labels: series_labels,

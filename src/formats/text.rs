@@ -11,14 +11,13 @@
 //! and in the `# EOF` line that ends an `OpenMetrics` exposition, which the
 //! caller writes once every collector has written its families.
 
-use std::fmt::Write as _;
-
 use smallvec::SmallVec;
 
 use crate::cells::exemplar::Exemplar;
 use crate::schema::float_text::{write_repr, write_value};
 
 use crate::schema::family::{FamilyDesc, FamilyKind};
+use crate::schema::semconv::{is_legacy, Charset, Convention};
 use crate::store::visit::SampleVisitor;
 use crate::store::Store;
 
@@ -42,9 +41,25 @@ pub fn write_label_value(out: &mut String, value: &str) {
     out.push_str(&value[start..]);
 }
 
+/// Appends a metric or label name, quoted when `quoted` (a UTF-8 name outside
+/// the legacy set).
+fn write_name(out: &mut String, name: &str, suffix: &str, quoted: bool) {
+    if quoted {
+        out.push('"');
+        write_label_value(out, name);
+        out.push_str(suffix);
+        out.push('"');
+    } else {
+        out.push_str(name);
+        out.push_str(suffix);
+    }
+}
+
 /// Appends a `# HELP` line, escaping the help text as `format` requires.
-fn write_help(out: &mut String, format: Format, name: &str, suffix: &str, help: &str) {
-    let _ = write!(out, "# HELP {name}{suffix} ");
+fn write_help(out: &mut String, format: Format, name: &FamilyName, suffix: &str, help: &str) {
+    out.push_str("# HELP ");
+    write_name(out, &name.name, suffix, name.quoted);
+    out.push(' ');
     for c in help.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -56,9 +71,19 @@ fn write_help(out: &mut String, format: Format, name: &str, suffix: &str, help: 
     out.push('\n');
 }
 
-/// Appends `name="value",...` for the labels of one series.
-fn write_labels(out: &mut String, desc: &FamilyDesc, labels: &[&str]) {
-    for (index, (name, label)) in desc.label_names.iter().zip(labels).enumerate() {
+/// Appends a `# TYPE` line.
+fn write_type(out: &mut String, name: &FamilyName, suffix: &str, type_name: &str) {
+    out.push_str("# TYPE ");
+    write_name(out, &name.name, suffix, name.quoted);
+    out.push(' ');
+    out.push_str(type_name);
+    out.push('\n');
+}
+
+/// Appends `name="value",...` for the labels of one series, the names as
+/// rendered once for the family.
+fn write_labels(out: &mut String, names: &[String], labels: &[&str]) {
+    for (index, (name, label)) in names.iter().zip(labels).enumerate() {
         if index > 0 {
             out.push(',');
         }
@@ -71,27 +96,47 @@ fn write_labels(out: &mut String, desc: &FamilyDesc, labels: &[&str]) {
 
 fn write_sample(
     out: &mut String,
-    desc: &FamilyDesc,
+    name: &FamilyName,
     suffix: &str,
     le: Option<&str>,
     rendered_labels: &str,
     value: f64,
 ) {
-    out.push_str(desc.name);
-    out.push_str(suffix);
-    out.push('{');
+    // A quoted name goes inside the braces, as the first "label".
+    let mut first = true;
+    if name.quoted {
+        out.push('{');
+        write_name(out, &name.name, suffix, true);
+        first = false;
+    } else {
+        out.push_str(&name.name);
+        out.push_str(suffix);
+        out.push('{');
+    }
     if let Some(le) = le {
+        if !first {
+            out.push(',');
+        }
         out.push_str("le=\"");
         out.push_str(le);
         out.push('"');
-        if !rendered_labels.is_empty() {
-            out.push(',');
-        }
+        first = false;
+    }
+    if !rendered_labels.is_empty() && !first {
+        out.push(',');
     }
     out.push_str(rendered_labels);
     out.push_str("} ");
     write_value(out, value);
     out.push('\n');
+}
+
+/// The name of the family being written, as the exposition spells it.
+#[derive(Default)]
+struct FamilyName {
+    name: String,
+    /// Whether it is quoted (a UTF-8 name outside the legacy set).
+    quoted: bool,
 }
 
 /// An exposition format.
@@ -108,7 +153,12 @@ pub enum Format {
 #[derive(Default)]
 pub struct TextEncoder {
     format: Format,
+    convention: Convention,
+    charset: Charset,
     out: String,
+    /// The current family's name, and its label names as written.
+    name: FamilyName,
+    label_names: Vec<String>,
     created: String,
     /// The escaped labels of the series being visited, rendered once for all its samples.
     series_labels: String,
@@ -117,22 +167,36 @@ pub struct TextEncoder {
 
 impl SampleVisitor for TextEncoder {
     fn family(&mut self, desc: &FamilyDesc) {
+        let names = self.convention.prometheus(desc, self.charset);
+        let utf8 = self.charset == Charset::Utf8;
+        self.name = FamilyName {
+            quoted: utf8 && !is_legacy(&names.name, true),
+            name: names.name,
+        };
+        self.label_names = names
+            .labels
+            .into_iter()
+            .map(|label| {
+                if utf8 && !is_legacy(&label, false) {
+                    let mut quoted = String::with_capacity(label.len() + 2);
+                    write_name(&mut quoted, &label, "", true);
+                    quoted
+                } else {
+                    label
+                }
+            })
+            .collect();
         let suffix = match (self.format, desc.kind) {
             (Format::Text, FamilyKind::Counter) => "_total",
             _ => "",
         };
-        write_help(&mut self.out, self.format, desc.name, suffix, desc.help);
-        let _ = writeln!(
-            self.out,
-            "# TYPE {}{suffix} {}",
-            desc.name,
-            desc.kind.type_name()
-        );
+        write_help(&mut self.out, self.format, &self.name, suffix, desc.help);
+        write_type(&mut self.out, &self.name, suffix, desc.kind.type_name());
     }
 
     fn sample(
         &mut self,
-        desc: &FamilyDesc,
+        _desc: &FamilyDesc,
         suffix: &'static str,
         le: Option<&str>,
         series: usize,
@@ -142,14 +206,14 @@ impl SampleVisitor for TextEncoder {
         if self.series != Some(series) {
             self.series = Some(series);
             self.series_labels.clear();
-            write_labels(&mut self.series_labels, desc, labels);
+            write_labels(&mut self.series_labels, &self.label_names, labels);
         }
         let out = if suffix == "_created" && self.format == Format::Text {
             &mut self.created
         } else {
             &mut self.out
         };
-        write_sample(out, desc, suffix, le, &self.series_labels, value);
+        write_sample(out, &self.name, suffix, le, &self.series_labels, value);
     }
 
     fn exemplar(&mut self, _desc: &FamilyDesc, exemplar: &Exemplar) {
@@ -184,8 +248,14 @@ impl SampleVisitor for TextEncoder {
         if self.created.is_empty() {
             return;
         }
-        write_help(&mut self.out, self.format, desc.name, "_created", desc.help);
-        let _ = writeln!(self.out, "# TYPE {}_created gauge", desc.name);
+        write_help(
+            &mut self.out,
+            self.format,
+            &self.name,
+            "_created",
+            desc.help,
+        );
+        write_type(&mut self.out, &self.name, "_created", "gauge");
         self.out.push_str(&self.created);
         self.created.clear();
     }
@@ -206,6 +276,14 @@ impl TextEncoder {
             out: buffer,
             ..TextEncoder::default()
         }
+    }
+
+    /// The encoder, naming families as `convention` does in `charset`.
+    #[must_use]
+    pub fn named(mut self, convention: Convention, charset: Charset) -> Self {
+        self.convention = convention;
+        self.charset = charset;
+        self
     }
 
     /// The text written so far.
@@ -284,5 +362,50 @@ mod tests {
              # TYPE ractogateway_cache_misses_created gauge\n\
              ractogateway_cache_misses_created{cache_type=\"semantic\"} ";
         assert!(text.contains(block), "{text}");
+    }
+
+    #[test]
+    fn gen_ai_names_are_quoted_in_utf8_and_underscored_otherwise() {
+        let store = Store::new(PriceTable::default());
+        let labels = RequestLabels {
+            provider: "openai",
+            model: "gpt-4o",
+            operation: "chat",
+            status: "ok",
+            extra: &[],
+        };
+        store.record_request(&labels, &RequestValues::new(0.2, 3, 4));
+        let text = |format, charset| {
+            let mut encoder = TextEncoder::new(format).named(Convention::GenAi, charset);
+            store.visit(true, &mut encoder);
+            encoder.into_text()
+        };
+        let utf8 = text(Format::OpenMetrics, Charset::Utf8);
+        assert!(utf8.contains(
+            "# HELP \"gen_ai.client.operation.duration_seconds\" LLM request wall-clock latency in seconds.\n\
+             # TYPE \"gen_ai.client.operation.duration_seconds\" histogram\n\
+             {\"gen_ai.client.operation.duration_seconds_bucket\",le=\"0.05\",\"gen_ai.request.model\"=\"gpt-4o\",\"gen_ai.operation.name\"=\"chat\",\"gen_ai.provider.name\"=\"openai\"} 0.0\n"
+        ), "{utf8}");
+        assert!(utf8.contains(
+            "{\"gen_ai.client.operation.duration_seconds_created\",\"gen_ai.request.model\"=\"gpt-4o\""
+        ));
+        // Names within the legacy set stay unquoted, labels named by the conventions do not.
+        assert!(utf8.contains(
+            "ractogateway_tokens_total{\"gen_ai.request.model\"=\"gpt-4o\",\"gen_ai.provider.name\"=\"openai\",\"gen_ai.token.type\"=\"input\"} 3.0\n"
+        ), "{utf8}");
+        let legacy = text(Format::Text, Charset::Legacy);
+        assert!(legacy.contains(
+            "gen_ai_client_operation_duration_seconds_count{gen_ai_request_model=\"gpt-4o\",gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\"} 1.0\n"
+        ), "{legacy}");
+        assert!(legacy.contains("# TYPE gen_ai_client_operation_duration_seconds_created gauge\n"));
+        assert!(!legacy.contains('"') || !legacy.contains("{\""));
+        // Our names in UTF-8 are the legacy bytes.
+        let ours = |charset| {
+            let mut encoder =
+                TextEncoder::new(Format::OpenMetrics).named(Convention::Ours, charset);
+            store.visit(true, &mut encoder);
+            encoder.into_text()
+        };
+        assert_eq!(ours(Charset::Utf8), ours(Charset::Legacy));
     }
 }

@@ -23,18 +23,18 @@ use super::request_arguments::RequestArguments;
 use super::samples::SampleBuilder;
 use crate::cells::arena::CellArena;
 use crate::cells::counter::Coding;
-use crate::formats::otlp::{Naming, OtlpEncoder, OwnNames};
+use crate::formats::otlp::OtlpEncoder;
 use crate::formats::protobuf::ProtobufEncoder;
 use crate::formats::remote_write::RemoteWriteEncoder;
-use crate::formats::semconv::GenAiNames;
 use crate::formats::snapshot;
-use crate::formats::text::{render, Format, TextEncoder};
+use crate::formats::text::{Format, TextEncoder};
 use crate::schema::family::{Schema, LATENCY_BOUNDS};
 use crate::schema::native::NativeConfig;
 use crate::schema::request::{
     RequestValues, INPUT, OUTPUT, REFERENCE_TOKEN_TYPES, REQUEST_FIELDS, SECONDS_FIELDS,
     SECONDS_POSITIONS, TOKEN_FIELDS, TOKEN_TYPE_COUNT,
 };
+use crate::schema::semconv::{Charset, Convention};
 use crate::store::pricing::{Price, PriceTable};
 use crate::store::series::unix_now;
 use crate::store::series::CounterSeries;
@@ -68,6 +68,8 @@ pub struct PyMetricsStore {
     /// The last exposition's buffer, reused so that a large exposition does not
     /// fault in fresh pages on every scrape; it keeps that exposition's size.
     render_buffer: Mutex<String>,
+    /// Whose names the expositions and pushes use.
+    convention: Convention,
 }
 
 #[pymethods]
@@ -79,7 +81,7 @@ impl PyMetricsStore {
     #[pyo3(signature = (
         prices, multiprocess_dir = None, prometheus_multiproc_dir = None, latency_buckets = None,
         extra_labels = None, max_series = None, price_resolver = None,
-        native_histograms = None, *_args, **_kwargs
+        native_histograms = None, semconv = None, *_args, **_kwargs
     ))]
     fn new(
         py: Python<'_>,
@@ -91,10 +93,13 @@ impl PyMetricsStore {
         max_series: Option<usize>,
         price_resolver: Option<Py<PyAny>>,
         native_histograms: Option<(i8, f64, usize)>,
+        semconv: Option<&str>,
         _args: &Bound<'_, PyTuple>,
         _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let extra_names = extra_labels.clone().unwrap_or_default();
+        let convention = Convention::named(semconv)
+            .map_err(|reason| PyValueError::new_err(format!("semconv {reason}")))?;
         let native = native_histograms
             .map(|(schema, zero_threshold, max_buckets)| {
                 NativeConfig::new(schema, zero_threshold, max_buckets)
@@ -164,6 +169,7 @@ impl PyMetricsStore {
             cache_misses: IdentityCache::new(),
             tool_calls: IdentityCache::new(),
             render_buffer: Mutex::new(String::new()),
+            convention,
         })
     }
 
@@ -184,32 +190,41 @@ impl PyMetricsStore {
     }
 
     /// Every family in the text format 0.0.4, or `OpenMetrics` 1.0 without the
-    /// final `# EOF` line, as UTF-8 bytes for an HTTP response.
+    /// final `# EOF` line, as UTF-8 bytes for an HTTP response; the names
+    /// UTF-8 when `utf8` (the scraper asked for `escaping=allow-utf-8`).
+    #[pyo3(signature = (include_created, openmetrics, utf8 = false))]
     fn _render<'py>(
         &self,
         py: Python<'py>,
         include_created: bool,
         openmetrics: bool,
+        utf8: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let format = if openmetrics {
             Format::OpenMetrics
         } else {
             Format::Text
         };
-        self.with_rendered(py, format, include_created, |text| {
+        self.with_rendered(py, format, charset(utf8), include_created, |text| {
             bytes_released(py, text.as_bytes())
         })?
     }
 
-    /// Every family in the delimited protobuf format, native histograms included.
+    /// Every family in the delimited protobuf format, native histograms
+    /// included; the names UTF-8 when `utf8`.
+    #[pyo3(signature = (include_created, utf8 = false))]
     fn _render_protobuf<'py>(
         &self,
         py: Python<'py>,
         include_created: bool,
+        utf8: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
+        let encoder = |include_created| {
+            ProtobufEncoder::new(include_created).named(self.convention, charset(utf8))
+        };
         let body = match &self.multiprocess {
             None => release_gil(py, || {
-                let mut encoder = ProtobufEncoder::new(include_created);
+                let mut encoder = encoder(include_created);
                 self.store().visit_series(ReadMode::Keep, &mut encoder);
                 encoder.finish()
             }),
@@ -217,7 +232,7 @@ impl PyMetricsStore {
                 let sum = multiprocess.aggregate(py, self.store())?;
                 let include_created = include_created && multiprocess.keeps_created();
                 release_gil(py, || {
-                    let mut encoder = ProtobufEncoder::new(include_created);
+                    let mut encoder = encoder(include_created);
                     sum.visit_series(&mut encoder);
                     encoder.finish()
                 })
@@ -228,21 +243,45 @@ impl PyMetricsStore {
 
     /// Every series as the body of an OTLP metrics export (protobuf, not
     /// compressed) of resource `resource` at Unix time `now`, named as the
-    /// OpenTelemetry GenAI conventions do when `gen_ai`; in multi-process mode,
-    /// the directory's sum.
+    /// OpenTelemetry GenAI conventions do with `semconv="gen_ai"` (None: as
+    /// the store names them); in multi-process mode, the directory's sum.
+    #[pyo3(signature = (resource, now, semconv = None))]
     fn _otlp_body<'py>(
         &self,
         py: Python<'py>,
         resource: Vec<(String, String)>,
         now: f64,
-        gen_ai: bool,
+        semconv: Option<&str>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let body = if gen_ai {
-            self.otlp_body(py, GenAiNames, &resource, now)?
-        } else {
-            self.otlp_body(py, OwnNames, &resource, now)?
+        let convention = match semconv {
+            None => self.convention,
+            named => Convention::named(named)
+                .map_err(|reason| PyValueError::new_err(format!("semconv {reason}")))?,
         };
+        let body = self.otlp_body(py, convention, &resource, now)?;
         bytes_released(py, &body)
+    }
+
+    /// Every family as `(name, help, type)`, named as the expositions name
+    /// it, in UTF-8 when `utf8`.
+    fn _families(&self, utf8: bool) -> Vec<(String, &'static str, &'static str)> {
+        self.store()
+            .schema()
+            .families()
+            .iter()
+            .map(|desc| {
+                let names = self.convention.prometheus(desc, charset(utf8));
+                (names.name, desc.help, desc.kind.type_name())
+            })
+            .collect()
+    }
+
+    /// Whose names the expositions use: None (ours) or `"gen_ai"`.
+    fn _semconv(&self) -> Option<&'static str> {
+        match self.convention {
+            Convention::Ours => None,
+            Convention::GenAi => Some("gen_ai"),
+        }
     }
 
     /// The native histograms' `(schema, zero threshold, max buckets)`, if kept.
@@ -259,7 +298,7 @@ impl PyMetricsStore {
         py: Python<'py>,
         include_created: bool,
     ) -> PyResult<Bound<'py, PyString>> {
-        self.with_rendered(py, Format::Text, include_created, |text| {
+        self.with_rendered(py, Format::Text, Charset::Legacy, include_created, |text| {
             PyString::new(py, text)
         })
     }
@@ -315,7 +354,8 @@ impl PyMetricsStore {
         timestamp_ms: i64,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let mut encoder =
-            RemoteWriteEncoder::new(&[("job", job), ("instance", instance)], timestamp_ms);
+            RemoteWriteEncoder::new(&[("job", job), ("instance", instance)], timestamp_ms)
+                .named(self.convention);
         match &self.multiprocess {
             None => self.store().visit(false, &mut encoder),
             Some(multiprocess) => multiprocess
@@ -326,14 +366,18 @@ impl PyMetricsStore {
         bytes_released(py, &body)
     }
 
-    /// Every family as `(name, help, type, samples)` with `prometheus_client` `Sample`s.
+    /// Every family as `(name, help, type, samples)` with `prometheus_client`
+    /// `Sample`s; the names UTF-8 when `utf8` (`prometheus_client` escapes
+    /// them as the scraper asks), legacy otherwise.
+    #[pyo3(signature = (include_created, sample_type, utf8 = false))]
     fn _collect<'py>(
         &self,
         py: Python<'py>,
         include_created: bool,
         sample_type: &Bound<'py, PyAny>,
+        utf8: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let mut builder = SampleBuilder::new(sample_type);
+        let mut builder = SampleBuilder::new(sample_type, self.convention, charset(utf8));
         match &self.multiprocess {
             None => self.store().visit(include_created, &mut builder),
             Some(multiprocess) => multiprocess.aggregate(py, self.store())?.visit(
@@ -354,13 +398,13 @@ impl Drop for PyMetricsStore {
 }
 
 impl PyMetricsStore {
-    /// The encoded OTLP export of every series, named by `naming`: this
-    /// store's, or in multi-process mode the directory's sum. Encoded without
-    /// the GIL.
+    /// The encoded OTLP export of every series, named as `convention` does:
+    /// this store's, or in multi-process mode the directory's sum. Encoded
+    /// without the GIL.
     fn otlp_body(
         &self,
         py: Python<'_>,
-        naming: impl Naming + Send,
+        convention: Convention,
         resource: &[(String, String)],
         now: f64,
     ) -> PyResult<Vec<u8>> {
@@ -369,7 +413,7 @@ impl PyMetricsStore {
             .map(|(key, value)| (key.as_str(), value.as_str()))
             .collect();
         let scope = ("gateway_metrics", env!("CARGO_PKG_VERSION"));
-        let mut encoder = OtlpEncoder::new(naming, &resource, scope, now);
+        let mut encoder = OtlpEncoder::new(convention, &resource, scope, now);
         match &self.multiprocess {
             None => release_gil(py, || {
                 self.store().visit_series(ReadMode::Keep, &mut encoder);
@@ -391,6 +435,7 @@ impl PyMetricsStore {
         &self,
         py: Python<'_>,
         format: Format,
+        charset: Charset,
         include_created: bool,
         convert: impl FnOnce(&str) -> R,
     ) -> PyResult<R> {
@@ -400,13 +445,16 @@ impl PyMetricsStore {
             .as_deref_mut()
             .map(std::mem::take)
             .unwrap_or_default();
+        let mut encoder = TextEncoder::reusing(format, buffer).named(self.convention, charset);
         let text = match &self.multiprocess {
-            None => release_gil(py, || render(self.store(), format, include_created, buffer)),
+            None => release_gil(py, || {
+                self.store().visit(include_created, &mut encoder);
+                encoder.into_text()
+            }),
             Some(multiprocess) => {
                 let sum = multiprocess.aggregate(py, self.store())?;
                 let include_created = include_created && multiprocess.keeps_created();
                 release_gil(py, || {
-                    let mut encoder = TextEncoder::reusing(format, buffer);
                     sum.visit(include_created, &mut encoder);
                     encoder.into_text()
                 })
@@ -781,3 +829,12 @@ pub(super) enum Resolved<'s, 'py> {
 /// Objects in the key of a call with a `labels` mapping: the four request
 /// labels and up to four extra ones.
 const LABELLED_KEY: usize = 8;
+
+/// The names' characters: UTF-8 when the scraper asked for them.
+fn charset(utf8: bool) -> Charset {
+    if utf8 {
+        Charset::Utf8
+    } else {
+        Charset::Legacy
+    }
+}

@@ -8,11 +8,11 @@
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::formats::semconv;
 use crate::multiprocess::fork_guard;
 use crate::schema::family::{Schema, LATENCY_BOUNDS};
 use crate::schema::native::NativeConfig;
 use crate::schema::request::{Observed, Rate, REQUEST_FIELDS, TOKEN_FIELDS, TOKEN_TYPES};
+use crate::schema::semconv;
 use metrics_store::PyMetricsStore;
 
 mod arguments;

@@ -13,6 +13,7 @@ use smallvec::SmallVec;
 
 use crate::cells::exemplar::Exemplar;
 use crate::schema::family::FamilyDesc;
+use crate::schema::semconv::{Charset, Convention};
 use crate::store::visit::SampleVisitor;
 
 /// Turns visited samples into `prometheus_client` `Sample` tuples.
@@ -24,6 +25,11 @@ pub(super) struct SampleBuilder<'py> {
     tuple_new: Option<(Bound<'py, PyAny>, Vec<Bound<'py, PyAny>>)>,
     families: Bound<'py, PyList>,
     samples: Bound<'py, PyList>,
+    /// Whose names, in which characters.
+    convention: Convention,
+    charset: Charset,
+    /// The current family's name.
+    name: String,
     /// Interned full sample names of the current family, by suffix.
     sample_names: Vec<(&'static str, Bound<'py, PyString>)>,
     label_names: Vec<Bound<'py, PyString>>,
@@ -35,8 +41,13 @@ pub(super) struct SampleBuilder<'py> {
 }
 
 impl<'py> SampleBuilder<'py> {
-    /// A builder of `sample_type` (`prometheus_client.samples.Sample`) tuples.
-    pub(super) fn new(sample_type: &Bound<'py, PyAny>) -> Self {
+    /// A builder of `sample_type` (`prometheus_client.samples.Sample`) tuples,
+    /// naming families as `convention` does in `charset`.
+    pub(super) fn new(
+        sample_type: &Bound<'py, PyAny>,
+        convention: Convention,
+        charset: Charset,
+    ) -> Self {
         let py = sample_type.py();
         SampleBuilder {
             py,
@@ -47,6 +58,9 @@ impl<'py> SampleBuilder<'py> {
             }),
             families: PyList::empty(py),
             samples: PyList::empty(py),
+            convention,
+            charset,
+            name: String::new(),
             sample_names: Vec::new(),
             label_names: Vec::new(),
             last_labels: None,
@@ -63,25 +77,24 @@ impl<'py> SampleBuilder<'py> {
         }
     }
 
-    fn sample_name(&mut self, desc: &FamilyDesc, suffix: &'static str) -> Bound<'py, PyString> {
+    fn sample_name(&mut self, suffix: &'static str) -> Bound<'py, PyString> {
         if let Some((_, name)) = self.sample_names.iter().find(|(known, _)| *known == suffix) {
             return name.clone();
         }
-        let name = PyString::new(self.py, &format!("{}{suffix}", desc.name));
+        let name = PyString::new(self.py, &format!("{}{suffix}", self.name));
         self.sample_names.push((suffix, name.clone()));
         name
     }
 
     fn build(
         &mut self,
-        desc: &FamilyDesc,
         suffix: &'static str,
         le: Option<&str>,
         series: usize,
         labels: &[&str],
         value: f64,
     ) -> PyResult<()> {
-        let name = self.sample_name(desc, suffix);
+        let name = self.sample_name(suffix);
         let reuse = matches!(&self.last_labels, Some((known, _)) if *known == series);
         if !reuse {
             let values = labels.iter().map(|v| PyString::new(self.py, v)).collect();
@@ -161,8 +174,10 @@ impl SampleVisitor for SampleBuilder<'_> {
         self.samples = PyList::empty(self.py);
         self.sample_names.clear();
         self.last_labels = None;
-        self.label_names = desc
-            .label_names
+        let names = self.convention.prometheus(desc, self.charset);
+        self.name = names.name;
+        self.label_names = names
+            .labels
             .iter()
             .map(|name| PyString::intern(self.py, name))
             .collect();
@@ -170,7 +185,7 @@ impl SampleVisitor for SampleBuilder<'_> {
 
     fn sample(
         &mut self,
-        desc: &FamilyDesc,
+        _desc: &FamilyDesc,
         suffix: &'static str,
         le: Option<&str>,
         series: usize,
@@ -178,7 +193,7 @@ impl SampleVisitor for SampleBuilder<'_> {
         value: f64,
     ) {
         if self.error.is_none() {
-            if let Err(error) = self.build(desc, suffix, le, series, labels, value) {
+            if let Err(error) = self.build(suffix, le, series, labels, value) {
                 self.error = Some(error);
             }
         }
@@ -194,7 +209,7 @@ impl SampleVisitor for SampleBuilder<'_> {
 
     fn end_family(&mut self, desc: &FamilyDesc) {
         let family = (
-            desc.name,
+            self.name.as_str(),
             desc.help,
             desc.kind.type_name(),
             self.samples.clone(),

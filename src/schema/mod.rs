@@ -8,3 +8,4 @@ pub mod family;
 pub mod float_text;
 pub mod native;
 pub mod request;
+pub mod semconv;

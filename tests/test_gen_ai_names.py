@@ -1,0 +1,304 @@
+"""``semconv="gen_ai"``: the OpenTelemetry GenAI names in every exposition and push.
+
+A scraper that asks for UTF-8 names (``escaping=allow-utf-8``, as Prometheus 3
+does) gets the conventions' dotted names with Prometheus's unit suffix; every
+other one gets their underscore translation. The values are the same as under
+our names, whatever the format.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import threading
+import urllib.request
+from typing import Any
+
+import pytest
+from gateway_metrics import GatewayMetricsMiddleware, PrometheusExporter
+from gateway_metrics._core import GEN_AI_SEMCONV_NAMES
+from gateway_metrics._serving import exposition
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+from support import (
+    PROMETHEUS_3,
+    decode_delimited_families,
+    prometheus_server,
+    promtool_check,
+    wait_for_values,
+)
+
+CALL = {"provider": "openai", "model": "gpt-4o", "operation": "chat", "status": "ok"}
+
+#: Our names and the conventions', in UTF-8 and underscore-escaped.
+DURATION = "ractogateway_request_duration_seconds"
+DURATION_UTF8 = "gen_ai.client.operation.duration_seconds"
+DURATION_LEGACY = "gen_ai_client_operation_duration_seconds"
+TTFT_UTF8 = "gen_ai.client.operation.time_to_first_chunk_seconds"
+RENAMED_LABELS = {
+    "provider": "gen_ai.provider.name",
+    "model": "gen_ai.request.model",
+    "operation": "gen_ai.operation.name",
+    "token_type": "gen_ai.token.type",
+}
+
+OPENMETRICS_UTF8 = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8"
+TEXT_UTF8 = "text/plain;version=1.0.0;escaping=allow-utf-8"
+PROTOBUF = (
+    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"
+)
+
+
+def recorded(semconv: str | None, registry: CollectorRegistry | None = None) -> Any:
+    metrics = GatewayMetricsMiddleware(registry=registry or CollectorRegistry(), semconv=semconv)
+    for index in range(4):
+        metrics.record_request(
+            **CALL,
+            latency_s=0.1 * (index + 1),
+            time_to_first_token_s=0.04,
+            input_tokens=100 + index,
+            output_tokens=30,
+        )
+    metrics.record_request(**{**CALL, "status": "error", "model": "o3"}, latency_s=2.5)
+    return metrics
+
+
+def legacy(name: str) -> str:
+    return name.replace(".", "_")
+
+
+def translated(sample_name: str, labels: dict[str, str], utf8: bool) -> tuple[str, frozenset]:
+    """One of our samples as the GenAI names spell it."""
+    spell = (lambda name: name) if utf8 else legacy
+    for ours, theirs in (
+        (DURATION, DURATION_UTF8),
+        (
+            "ractogateway_time_to_first_token_seconds",
+            TTFT_UTF8,
+        ),
+    ):
+        if sample_name.startswith(ours):
+            sample_name = theirs + sample_name[len(ours) :]
+    renamed = {spell(RENAMED_LABELS.get(name, name)): value for name, value in labels.items()}
+    return spell(sample_name), frozenset(renamed.items())
+
+
+def samples(text: str, parser: Any) -> dict[tuple[str, frozenset], float]:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in parser(text)
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
+
+
+def body(registry: CollectorRegistry, accept: str | None) -> tuple[str, str]:
+    _, headers, parts = exposition(registry, accept, None, {})
+    return dict(headers)["Content-Type"], b"".join(parts).decode()
+
+
+@pytest.mark.parametrize(
+    ("accept", "parser", "utf8"),
+    [
+        (None, parse_text, False),
+        ("text/plain;version=0.0.4", parse_text, False),
+        (TEXT_UTF8, parse_text, True),
+        ("application/openmetrics-text;version=1.0.0", parse_openmetrics, False),
+        (
+            "application/openmetrics-text;version=1.0.0;escaping=underscores",
+            parse_openmetrics,
+            False,
+        ),
+        (OPENMETRICS_UTF8, parse_openmetrics, True),
+    ],
+)
+def test_each_negotiated_text_format_carries_our_values_under_the_gen_ai_names(
+    accept, parser, utf8
+):
+    ours = recorded(None)
+    theirs = recorded("gen_ai")
+    _, our_text = body(ours._registry, accept)
+    content_type, text = body(theirs._registry, accept)
+    if utf8:
+        assert content_type.endswith("escaping=allow-utf-8")
+        assert f'# TYPE "{DURATION_UTF8}" histogram' in text
+    else:
+        assert '"gen_ai' not in text
+        assert f"# TYPE {DURATION_LEGACY} histogram" in text
+    expected = {
+        translated(name, dict(labels), utf8): value
+        for (name, labels), value in samples(our_text, parser).items()
+    }
+    assert samples(text, parser) == expected
+    # The same as prometheus_client's own rendering of the collector, negotiated alike.
+    encoder, _ = choose_encoder(accept or "")
+    assert samples(encoder(theirs._registry).decode(), parser) == expected
+
+
+def test_the_legacy_spelling_passes_promtool_and_ours_is_untouched():
+    theirs = recorded("gen_ai")
+    promtool_check(theirs.generate_latest())
+    ours = recorded(None)
+    assert ours.semconv is None and theirs.semconv == "gen_ai"
+    # Without the option nothing changes, whatever the scraper asks for.
+    assert (
+        body(ours._registry, OPENMETRICS_UTF8)[1]
+        == body(ours._registry, "application/openmetrics-text;version=1.0.0")[1]
+    )
+
+
+@pytest.mark.parametrize("utf8", [False, True])
+def test_protobuf_names_follow_the_escaping_asked_for(utf8):
+    theirs = recorded("gen_ai")
+    Counter("app.jobs", "An application's own counter.", registry=theirs._registry).inc()
+    accept = PROTOBUF + (";escaping=allow-utf-8" if utf8 else "")
+    _, headers, parts = exposition(theirs._registry, accept, None, {})
+    content_type = dict(headers)["Content-Type"]
+    assert content_type.endswith("escaping=allow-utf-8") == utf8
+    families = {family.name: family for family in decode_delimited_families(b"".join(parts))}
+    spell = (lambda name: name) if utf8 else legacy
+    duration = families[spell(DURATION_UTF8)]
+    [metric] = [
+        metric
+        for metric in duration.metric
+        if {label.name: label.value for label in metric.label}.get(spell("gen_ai.request.model"))
+        == "gpt-4o"
+    ]
+    assert {label.name for label in metric.label} == {
+        spell("gen_ai.request.model"),
+        spell("gen_ai.operation.name"),
+        spell("gen_ai.provider.name"),
+    }
+    assert metric.histogram.sample_count == 4
+    assert spell("app.jobs_total") in families
+    assert "ractogateway_requests_total" in families
+
+
+def test_describe_names_the_families_as_collect_does():
+    theirs = recorded("gen_ai")
+    described = {family.name for family in theirs._collector.describe()}
+    collected = {family.name for family in theirs._collector.collect()}
+    assert collected <= described
+    assert DURATION_UTF8 in described and DURATION not in described
+
+
+def test_files_and_snapshots_keep_our_names_so_conventions_merge():
+    theirs = recorded("gen_ai")
+    ours = GatewayMetricsMiddleware(registry=CollectorRegistry())
+    ours.merge(theirs.snapshot())
+    assert samples(ours.generate_latest(), parse_text) == samples(
+        recorded(None).generate_latest(), parse_text
+    )
+
+
+def test_a_push_follows_the_middlewares_names_unless_told():
+    otlp = pytest.importorskip("opentelemetry.proto.collector.metrics.v1.metrics_service_pb2")
+    received: list[bytes] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1/metrics"
+        theirs = recorded("gen_ai")
+        theirs.otlp_push(url)
+        recorded(None).otlp_push(url)
+        recorded(None).otlp_push(url, semconv="gen_ai")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    names = []
+    for request in received:
+        decoded = otlp.ExportMetricsServiceRequest.FromString(gzip.decompress(request))
+        [resource] = decoded.resource_metrics
+        [scope] = resource.scope_metrics
+        names.append({metric.name for metric in scope.metrics})
+    assert "gen_ai.client.operation.duration" in names[0]
+    assert DURATION in names[1] and "gen_ai.client.operation.duration" not in names[1]
+    assert names[2] == names[0]
+
+
+def test_bad_semconv_is_refused_by_name():
+    with pytest.raises(TypeError, match="semconv"):
+        GatewayMetricsMiddleware(registry=CollectorRegistry(), semconv=1)
+    with pytest.raises(ValueError, match="semconv"):
+        GatewayMetricsMiddleware(registry=CollectorRegistry(), semconv="otel")
+
+
+def test_the_mapping_is_the_pinned_tables():
+    metrics, attributes = GEN_AI_SEMCONV_NAMES
+    assert dict(attributes) == RENAMED_LABELS
+    assert dict(metrics)[DURATION] + "_seconds" == DURATION_UTF8
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("prometheus", ["2.42", "3.5"])
+def test_prometheus_stores_the_names_it_negotiated(tmp_path, prometheus):
+    # Prometheus 3 asks for UTF-8 names and keeps the dotted ones; 2.42 cannot
+    # and gets the underscore translation.
+    registry = CollectorRegistry()
+    recorded("gen_ai", registry)
+    exporter = PrometheusExporter(0, registry=registry, addr="127.0.0.1")
+    exporter.start()
+    job = {
+        "scrape_configs": [
+            {
+                "job_name": "gateway",
+                "scrape_interval": "1s",
+                "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}],
+            }
+        ]
+    }
+    binary = PROMETHEUS_3 if prometheus == "3.5" else None
+    utf8 = prometheus == "3.5"
+    count = f'{{"{DURATION_UTF8}_count"}}' if utf8 else f"{DURATION_LEGACY}_count"
+    try:
+        with prometheus_server(tmp_path / "data", config=job, binary=binary) as server:
+            server.wait_ready()
+            found = wait_for_values(server, count, timeout=60.0)
+            model = "gen_ai.request.model" if utf8 else "gen_ai_request_model"
+            by_model = {dict(labels)[model]: value for labels, value in found.items()}
+            assert by_model == {"gpt-4o": 4.0, "o3": 1.0}
+            [labels] = [dict(labels) for labels in found if "o3" in dict(labels).values()]
+            provider = "gen_ai.provider.name" if utf8 else "gen_ai_provider_name"
+            assert labels[provider] == "openai"
+    finally:
+        exporter.stop()
+
+
+def test_a_scrape_over_http_negotiates_as_prometheus_3_asks():
+    registry = CollectorRegistry()
+    recorded("gen_ai", registry)
+    exporter = PrometheusExporter(0, registry=registry, addr="127.0.0.1")
+    exporter.start()
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{exporter.port}/metrics",
+            headers={
+                "Accept": "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+                "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+            assert response.headers["Content-Type"].endswith("escaping=allow-utf-8")
+    finally:
+        exporter.stop()
+    families = {family.name: family for family in parse_openmetrics(text)}
+    assert families[DURATION_UTF8].type == "histogram"
+    assert generate_latest(registry).decode().count(DURATION_LEGACY + "_count") == 2
