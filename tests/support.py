@@ -274,7 +274,7 @@ class ReferenceModel:
         self.registry = CollectorRegistry()
         self.extra_labels = extra_labels
         self.metrics: dict[str, Any] = {}
-        for name, help_text, kind, labels, bounds, _observes in _core.FAMILIES:
+        for name, help_text, kind, labels, bounds, *_ in _core.FAMILIES:
             request_family = "model" in labels
             names = [*labels, *extra_labels] if request_family else list(labels)
             if kind == "counter":

@@ -133,10 +133,20 @@ def test_each_negotiated_text_format_carries_our_values_under_the_gen_ai_names(
         translated(name, dict(labels), utf8): value
         for (name, labels), value in samples(our_text, parser).items()
     }
-    assert samples(text, parser) == expected
+    # Besides ours, the conventions' token usage histogram, which only they keep.
+    usage = "gen_ai.client.token.usage" if utf8 else "gen_ai_client_token_usage"
+    found = samples(text, parser)
+    assert {name for name, _ in found if name.startswith(usage)} == {
+        f"{usage}_bucket",
+        f"{usage}_count",
+        f"{usage}_sum",
+    }
+    assert {key: value for key, value in found.items() if not key[0].startswith(usage)} == (
+        expected
+    )
     # The same as prometheus_client's own rendering of the collector, negotiated alike.
     encoder, _ = choose_encoder(accept or "")
-    assert samples(encoder(theirs._registry).decode(), parser) == expected
+    assert samples(encoder(theirs._registry).decode(), parser) == found
 
 
 def test_the_legacy_spelling_passes_promtool_and_ours_is_untouched():
@@ -190,9 +200,27 @@ def test_files_and_snapshots_keep_our_names_so_conventions_merge():
     theirs = recorded("gen_ai")
     ours = GatewayMetricsMiddleware(registry=CollectorRegistry())
     ours.merge(theirs.snapshot())
-    assert samples(ours.generate_latest(), parse_text) == samples(
-        recorded(None).generate_latest(), parse_text
+    merged = samples(ours.generate_latest(), parse_text)
+    # The token usage histogram they kept comes along, under our name here.
+    usage = {key: value for key, value in merged.items() if "request_tokens" in key[0]}
+    assert (
+        usage[
+            (
+                "ractogateway_request_tokens_count",
+                frozenset(
+                    {
+                        "model": "gpt-4o",
+                        "operation": "chat",
+                        "provider": "openai",
+                        "token_type": "input",
+                    }.items()
+                ),
+            )
+        ]
+        == 4
     )
+    rest = {key: value for key, value in merged.items() if key not in usage}
+    assert rest == samples(recorded(None).generate_latest(), parse_text)
 
 
 def test_a_push_follows_the_middlewares_names_unless_told():
@@ -230,7 +258,9 @@ def test_a_push_follows_the_middlewares_names_unless_told():
         names.append({metric.name for metric in scope.metrics})
     assert "gen_ai.client.operation.duration" in names[0]
     assert DURATION in names[1] and "gen_ai.client.operation.duration" not in names[1]
-    assert names[2] == names[0]
+    # Pushed under their names, ours lacks only the token usage only they keep.
+    assert names[2] == names[0] - {"gen_ai.client.token.usage"}
+    assert "gen_ai.client.token.usage" in names[0]
 
 
 def test_bad_semconv_is_refused_by_name():
@@ -302,3 +332,60 @@ def test_a_scrape_over_http_negotiates_as_prometheus_3_asks():
     families = {family.name: family for family in parse_openmetrics(text)}
     assert families[DURATION_UTF8].type == "histogram"
     assert generate_latest(registry).decode().count(DURATION_LEGACY + "_count") == 2
+
+
+def test_the_token_usage_histogram_is_kept_under_the_gen_ai_names_only():
+    theirs = recorded("gen_ai")
+    text = theirs.generate_latest()
+    found = samples(text, parse_text)
+    usage = {
+        (name, dict(labels)["gen_ai_token_type"], dict(labels).get("le")): value
+        for (name, labels), value in found.items()
+        if name.startswith("gen_ai_client_token_usage")
+        and dict(labels)["gen_ai_request_model"] == "gpt-4o"
+    }
+    # Four requests of 100..103 input and 30 output tokens each.
+    assert usage[("gen_ai_client_token_usage_count", "input", None)] == 4
+    assert usage[("gen_ai_client_token_usage_sum", "input", None)] == 406
+    assert usage[("gen_ai_client_token_usage_bucket", "input", "64.0")] == 0
+    assert usage[("gen_ai_client_token_usage_bucket", "input", "256.0")] == 4
+    assert usage[("gen_ai_client_token_usage_bucket", "output", "16.0")] == 0
+    assert usage[("gen_ai_client_token_usage_bucket", "output", "64.0")] == 4
+    # The error request had no tokens: nothing observed for o3.
+    assert not any(
+        name.startswith("gen_ai_client_token_usage")
+        and dict(labels)["gen_ai_request_model"] == "o3"
+        for name, labels in found
+    )
+    # A middleware of our names does not keep it: no cost, no family.
+    assert "request_tokens" not in recorded(None).generate_latest()
+
+
+def test_a_batch_keeps_the_token_usage_as_one_call_per_row():
+    np = pytest.importorskip("numpy")
+    calls = GatewayMetricsMiddleware(registry=CollectorRegistry(), semconv="gen_ai")
+    batch = GatewayMetricsMiddleware(registry=CollectorRegistry(), semconv="gen_ai")
+    inputs, outputs = [5, 0, 70_000, 3], [1, 9, 0, 2_000_000]
+    for input_tokens, output_tokens in zip(inputs, outputs):
+        calls.record_request(
+            **CALL, latency_s=0.5, input_tokens=input_tokens, output_tokens=output_tokens
+        )
+    batch.record_batch(
+        **CALL,
+        latency_s=np.full(4, 0.5),
+        input_tokens=np.array(inputs),
+        output_tokens=np.array(outputs),
+    )
+    assert samples(batch.generate_latest(), parse_text) == samples(
+        calls.generate_latest(), parse_text
+    )
+    usage = samples(batch.generate_latest(), parse_text)
+    key = frozenset(
+        {
+            "gen_ai_request_model": "gpt-4o",
+            "gen_ai_operation_name": "chat",
+            "gen_ai_provider_name": "openai",
+            "gen_ai_token_type": "output",
+        }.items()
+    )
+    assert usage[("gen_ai_client_token_usage_count", key)] == 3

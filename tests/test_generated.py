@@ -32,5 +32,6 @@ def test_every_token_type_has_its_field_and_every_family_its_row():
         assert rate != "whole" or fields[keyword][1] is not None
     names = [family[0] for family in _core.FAMILIES]
     assert len(set(names)) == len(names)
-    for _name, _help, kind, _labels, bounds, observes in _core.FAMILIES:
+    for _name, _help, kind, _labels, bounds, observes, unit in _core.FAMILIES:
         assert (kind == "histogram") == (bounds is not None) == (observes is not None)
+        assert (kind == "histogram") == (unit in ("s", "{token}"))

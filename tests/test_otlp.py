@@ -44,6 +44,9 @@ otlp_metrics = pytest.importorskip("opentelemetry.proto.collector.metrics.v1.met
 
 CALL = {"provider": "openai", "model": "gpt-4o", "operation": "chat", "status": "ok"}
 DURATION = "ractogateway_request_duration_seconds"
+TOKEN_USAGE = "ractogateway_request_tokens"
+#: The GenAI conventions' advised buckets for gen_ai.client.token.usage (v1.41.0).
+TOKEN_USAGE_BOUNDS = [float(4**power) for power in range(14)]
 TRACE = {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"}
 
 
@@ -409,13 +412,19 @@ def sdk_request(metrics: GatewayMetricsMiddleware, semconv: str | None) -> Any:
             view.View(
                 instrument_name=named(DURATION),
                 aggregation=view.ExplicitBucketHistogramAggregation(metrics.latency_buckets),
-            )
+            ),
+            view.View(
+                instrument_name=named(TOKEN_USAGE),
+                aggregation=view.ExplicitBucketHistogramAggregation(TOKEN_USAGE_BOUNDS),
+            ),
         ],
     )
     meter = provider.get_meter("gateway_metrics", "0.1.0")
     requests = meter.create_counter(named("ractogateway_requests_total"))
     duration = meter.create_histogram(named(DURATION), unit="s")
     tokens = meter.create_counter(named("ractogateway_tokens_total"))
+    # Kept by a middleware named as the conventions: their gen_ai.client.token.usage.
+    usage = meter.create_histogram(named(TOKEN_USAGE), unit="{token}") if semconv else None
     rows = [(0.2 * (index + 1), 1000, 200 + index) for index in range(5)]
     for latency, input_tokens, output_tokens in rows:
         metrics.record_request(
@@ -426,17 +435,24 @@ def sdk_request(metrics: GatewayMetricsMiddleware, semconv: str | None) -> Any:
         for token_type, count in (("input", input_tokens), ("output", output_tokens)):
             token_labels = {"model": "gpt-4o", "provider": "openai", "token_type": token_type}
             tokens.add(count, labelled(token_labels))
+            if usage is not None:
+                usage.record(count, labelled({**token_labels, "operation": CALL["operation"]}))
     return encoder.encode_metrics(reader.get_metrics_data())
 
 
 @pytest.mark.parametrize("semconv", [None, "gen_ai"])
 def test_the_points_equal_the_opentelemetry_sdks_for_the_same_requests(receiver, semconv):
-    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), price_table={})
+    metrics = GatewayMetricsMiddleware(
+        registry=CollectorRegistry(), price_table={}, semconv=semconv
+    )
     theirs = metrics_by_name(sdk_request(metrics, semconv))
-    metrics.otlp_push(receiver.url, semconv=semconv)
+    metrics.otlp_push(receiver.url)
     ours = metrics_by_name(receiver.last())
     duration = "gen_ai.client.operation.duration" if semconv else DURATION
-    assert set(theirs) == {"ractogateway_requests", duration, "ractogateway_tokens"}
+    names = {"ractogateway_requests", duration, "ractogateway_tokens"}
+    if semconv:
+        names.add("gen_ai.client.token.usage")
+    assert set(theirs) == names
     for name, their_metric in theirs.items():
         our_metric = ours[name]
         kind = their_metric.WhichOneof("data")
@@ -467,6 +483,20 @@ def test_the_points_equal_the_opentelemetry_sdks_for_the_same_requests(receiver,
 #: (semantic-conventions, docs/gen-ai/gen-ai-metrics.md) that ours map to: the
 #: instrument, the unit, the required attributes and every attribute defined.
 PUBLISHED_GEN_AI_METRICS = {
+    "gen_ai.client.token.usage": (
+        "histogram",
+        "{token}",
+        {"gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.token.type"},
+        {
+            "gen_ai.operation.name",
+            "gen_ai.provider.name",
+            "gen_ai.token.type",
+            "gen_ai.request.model",
+            "server.port",
+            "gen_ai.response.model",
+            "server.address",
+        },
+    ),
     "gen_ai.client.operation.duration": (
         "histogram",
         "s",
@@ -499,7 +529,9 @@ PUBLISHED_GEN_AI_METRICS = {
 
 def test_gen_ai_names_follow_the_pinned_conventions(receiver):
     assert GEN_AI_SEMCONV_VERSION == "1.41.0"
-    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), extra_labels=["tenant"])
+    metrics = GatewayMetricsMiddleware(
+        registry=CollectorRegistry(), extra_labels=["tenant"], semconv="gen_ai"
+    )
     metrics.record_request(
         **CALL,
         latency_s=0.8,
@@ -508,7 +540,7 @@ def test_gen_ai_names_follow_the_pinned_conventions(receiver):
         output_tokens=4,
         labels={"tenant": "t1"},
     )
-    metrics.otlp_push(receiver.url, semconv="gen_ai")
+    metrics.otlp_push(receiver.url)
     [resource] = receiver.last().resource_metrics
     [scope] = resource.scope_metrics
     assert scope.schema_url == "https://opentelemetry.io/schemas/1.41.0"
@@ -516,10 +548,18 @@ def test_gen_ai_names_follow_the_pinned_conventions(receiver):
     for name, (instrument, unit, required, defined) in PUBLISHED_GEN_AI_METRICS.items():
         metric = found[name]
         assert (metric.WhichOneof("data"), metric.unit) == (instrument, unit)
+        assert metric.histogram.data_points
         for point in metric.histogram.data_points:
             keys = set(attributes(point))
             assert required <= keys
             assert keys - defined == {"tenant"}  # the user's own labels stay
+    # The conventions' advised buckets, and their token types.
+    usage = found["gen_ai.client.token.usage"].histogram.data_points
+    assert {attributes(point)["gen_ai.token.type"]: point.sum for point in usage} == {
+        "input": 10.0,
+        "output": 4.0,
+    }
+    assert list(usage[0].explicit_bounds) == TOKEN_USAGE_BOUNDS
     # Families the conventions do not define keep our names, with their attributes.
     [tokens] = [p for p in found["ractogateway_tokens"].sum.data_points if p.as_int == 4]
     assert attributes(tokens)["gen_ai.token.type"] == "output"

@@ -78,8 +78,12 @@ def field_table() -> list[str]:
     return lines
 
 
+#: How the docs write a family's unit (UCUM, as ``_core.FAMILIES`` gives it).
+UNIT_WORDS = {"s": "s", "{token}": "tokens"}
+
+
 def bounds_text(bounds: list[float]) -> str:
-    return ", ".join(f"{bound:g}" for bound in bounds) + ", +Inf"
+    return ", ".join(f"{bound:.15g}" for bound in bounds) + ", +Inf"
 
 
 def family_table() -> list[str]:
@@ -88,11 +92,11 @@ def family_table() -> list[str]:
         "| family | type | labels | observes | help |",
         "|---|---|---|---|---|",
     ]
-    for name, help_text, kind, labels, bounds, observes in _core.FAMILIES:
+    for name, help_text, kind, labels, bounds, observes, unit in _core.FAMILIES:
         shown = f"{name}_total" if kind == "counter" else name
         what = observes or ""
         if bounds is not None:
-            what += f"; buckets {bounds_text(bounds)} s"
+            what += f"; buckets {bounds_text(bounds)} {UNIT_WORDS[unit]}"
         lines.append(f"| `{shown}` | {kind} | {', '.join(labels)} | {what} | {help_text} |")
     return lines
 

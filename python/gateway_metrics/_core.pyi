@@ -24,7 +24,7 @@ __all__ = [
     "request_cost",
 ]
 
-FAMILIES: list[tuple[str, str, str, list[str], list[float] | None, str | None]]
+FAMILIES: list[tuple[str, str, str, list[str], list[float] | None, str | None, str]]
 """``(name, help, type, label names, bucket bounds of a histogram, what a request
 gives it to observe)`` of each metric family of the default configuration, in
 exposition order (the core's family table)."""

@@ -230,8 +230,10 @@ class GatewayMetricsMiddleware(MetricsStore):
     in every exposition and push: a scraper that asks for UTF-8 names
     (Prometheus 3) gets ``gen_ai.client.operation.duration_seconds`` and
     ``gen_ai.provider.name``, any other ``gen_ai_client_operation_duration_seconds``
-    and ``gen_ai_provider_name``; other families keep our names. Files and
-    snapshots keep ours, so such processes still share a directory and merge.
+    and ``gen_ai_provider_name``; other families keep our names. Such a
+    middleware also keeps the conventions' ``gen_ai.client.token.usage``, a
+    histogram of each request's input and output tokens. Files and snapshots
+    keep our names, so such processes still share a directory and merge.
 
     ``latency_buckets`` replaces the upper bounds of the request-duration
     histogram (finite, above zero, strictly increasing; ``+Inf`` is implied).

@@ -112,7 +112,9 @@ impl PyMetricsStore {
                 extra_labels.as_deref().unwrap_or_default(),
                 native,
             )
-            .map_err(PyValueError::new_err)?,
+            .map_err(PyValueError::new_err)?
+            // The conventions' `gen_ai.client.token.usage` is kept under their names.
+            .keeping_token_usage(convention == Convention::GenAi),
         );
         let table = PriceTable::new(prices.iter().map(
             |(model, input, output, cache_read, cache_write)| {

@@ -75,8 +75,8 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
 }
 
 /// A family as `_core.FAMILIES` shows it: name, help, type, label names (of
-/// the reference's configuration), bucket bounds of a histogram, and what a
-/// request gives it to observe.
+/// the reference's configuration), bucket bounds of a histogram, what a
+/// request gives it to observe, and its unit (UCUM, empty for none).
 type FamilyRow = (
     &'static str,
     &'static str,
@@ -84,6 +84,7 @@ type FamilyRow = (
     Vec<String>,
     Option<Vec<f64>>,
     Option<String>,
+    &'static str,
 );
 
 /// The families of the default schema.
@@ -101,6 +102,7 @@ fn families() -> Vec<FamilyRow> {
                     .as_ref()
                     .map(|buckets| buckets.bounds().to_vec()),
                 desc.observes.map(Observed::describe),
+                desc.unit,
             )
         })
         .collect()

@@ -38,6 +38,8 @@ pub const TIME_PER_OUTPUT_TOKEN: FamilyId = 8;
 pub const OVERFLOW: FamilyId = 9;
 /// `ractogateway_unpriced_requests_total{model,provider}`.
 pub const UNPRICED: FamilyId = 10;
+/// `ractogateway_request_tokens{model,operation,provider,token_type}`.
+pub const TOKEN_USAGE: FamilyId = 14;
 
 /// Every label value of a family's overflow series, which takes the label sets
 /// past the cap on series.
@@ -62,6 +64,30 @@ pub const QUEUE_TIME_BOUNDS: [f64; 13] = [
 pub const GATEWAY_OVERHEAD_BOUNDS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
+
+/// Upper bounds of the tokens-per-request buckets: powers of 4 from 1 to
+/// 4^13, the OpenTelemetry GenAI conventions' advice for
+/// `gen_ai.client.token.usage`.
+pub const TOKEN_USAGE_BOUNDS: [f64; 14] = [
+    1.0,
+    4.0,
+    16.0,
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+];
+
+/// The token types the tokens-per-request histogram observes: the ones the
+/// GenAI conventions name (`input`, `output`).
+const USAGE_TOKEN_TYPES: [request::TokenType; 2] = [request::INPUT, request::OUTPUT];
 
 /// Whether a family is a counter or a histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +226,8 @@ pub struct FamilyDesc {
     pub help: &'static str,
     /// Counter or histogram.
     pub kind: FamilyKind,
+    /// The unit of what it counts or observes, as OTLP (UCUM) writes it (empty: none).
+    pub unit: &'static str,
     /// How its series keep their values.
     pub value: ValueKind,
     /// Label names in alphabetical (exposition) order, extra labels included.
@@ -280,6 +308,9 @@ pub struct Schema {
     request_positions: Vec<usize>,
     /// The native histograms' configuration, if they are kept.
     native: Option<NativeConfig>,
+    /// Whether requests observe their token counts in the tokens-per-request
+    /// histogram (see [`Schema::keeping_token_usage`]).
+    token_usage: bool,
 }
 
 /// A histogram's bounds, as its row gives them.
@@ -307,6 +338,8 @@ struct FamilyRow {
     /// Whether it observes durations spanning orders of magnitude, and so may
     /// keep a native histogram.
     latency_like: bool,
+    /// The unit (UCUM), as OTLP writes it.
+    unit: &'static str,
 }
 
 const fn counter_row(
@@ -326,6 +359,7 @@ const fn counter_row(
         per_request,
         observes: None,
         latency_like: false,
+        unit: "",
     }
 }
 
@@ -346,12 +380,13 @@ const fn request_histogram(
         per_request: true,
         observes: Some(observes),
         latency_like: true,
+        unit: "s",
     }
 }
 
 /// Every family, by [`FamilyId`], in the order the reference registers (and
 /// prints) its own; the others follow, shown from their first series.
-const FAMILY_ROWS: [FamilyRow; 14] = [
+const FAMILY_ROWS: [FamilyRow; 15] = [
     counter_row(
         "ractogateway_requests",
         "Total LLM requests by provider / model / operation / status.",
@@ -456,36 +491,58 @@ const FAMILY_ROWS: [FamilyRow; 14] = [
             minus: &[request::UPSTREAM_LATENCY, request::QUEUE],
         },
     ),
+    FamilyRow {
+        labels: &["model", "operation", "provider", "token_type"],
+        latency_like: false,
+        unit: "{token}",
+        ..request_histogram(
+            "ractogateway_request_tokens",
+            "Tokens of each LLM request, labelled by token_type (input / output).",
+            Bounds::Fixed(&TOKEN_USAGE_BOUNDS),
+            Observed::TokenCounts(&USAGE_TOKEN_TYPES),
+        )
+    },
 ];
 /// How many families a schema has.
 pub const FAMILY_COUNT: usize = FAMILY_ROWS.len();
 
-/// How many histogram families observe an optional value of a request (all
-/// but the duration's): the lazily created histograms of a requests series.
+/// How many histogram series a request may feed besides the duration's: one
+/// per family observing an optional value, one per token type for a family
+/// observing token counts. The lazily created histograms of a requests series.
 pub const OPTIONAL_OBSERVATIONS: usize = {
     let mut count = 0;
     let mut index = 0;
     while index < FAMILY_COUNT {
-        if let Some(observed) = FAMILY_ROWS[index].observes {
-            if !matches!(observed, Observed::Latency) {
-                count += 1;
-            }
+        match FAMILY_ROWS[index].observes {
+            None | Some(Observed::Latency) => {}
+            Some(Observed::TokenCounts(types)) => count += types.len(),
+            Some(_) => count += 1,
         }
         index += 1;
     }
     count
 };
 
-/// The families of the optional observations, in family order.
+/// The families of the optional observations and what each observes, in
+/// family order (a token-counting family's once per token type).
 pub const OPTIONAL_OBSERVED: [(FamilyId, Observed); OPTIONAL_OBSERVATIONS] = {
     let mut found = [(0, Observed::Latency); OPTIONAL_OBSERVATIONS];
     let mut count = 0;
     let mut index = 0;
     while index < FAMILY_COUNT {
-        if let Some(observed) = FAMILY_ROWS[index].observes {
-            if !matches!(observed, Observed::Latency) {
-                #[allow(clippy::cast_possible_truncation)] // Fewer than 256 families.
-                let id = index as FamilyId;
+        #[allow(clippy::cast_possible_truncation)] // Fewer than 256 families.
+        let id = index as FamilyId;
+        match FAMILY_ROWS[index].observes {
+            None | Some(Observed::Latency) => {}
+            Some(Observed::TokenCounts(types)) => {
+                let mut at = 0;
+                while at < types.len() {
+                    found[count] = (id, Observed::TokenCount(types[at]));
+                    count += 1;
+                    at += 1;
+                }
+            }
+            Some(observed) => {
                 found[count] = (id, observed);
                 count += 1;
             }
@@ -592,6 +649,7 @@ impl Schema {
                         ValueKind::Buckets => FamilyKind::Histogram,
                     },
                     value: row.value,
+                    unit: row.unit,
                     label_names: row.labels.iter().map(|name| (*name).to_owned()).collect(),
                     sources: Vec::new(),
                     buckets,
@@ -622,7 +680,24 @@ impl Schema {
             extra_labels: extra_labels.to_vec(),
             request_positions,
             native,
+            token_usage: false,
         })
+    }
+
+    /// The schema, its tokens-per-request histogram observed: off by default,
+    /// as it costs two histogram series per label set that few read; on for
+    /// a middleware named as the OpenTelemetry GenAI conventions (their
+    /// `gen_ai.client.token.usage`). The family is in every schema, so that
+    /// files and snapshots of either kind match.
+    #[must_use]
+    pub fn keeping_token_usage(mut self, keep: bool) -> Self {
+        self.token_usage = keep;
+        self
+    }
+
+    /// Whether requests observe their token counts (see [`Schema::keeping_token_usage`]).
+    pub fn keeps_token_usage(&self) -> bool {
+        self.token_usage
     }
 
     /// For each request label value, its position among the requests family's labels.

@@ -114,6 +114,13 @@ pub enum Observed {
         /// The token type.
         tokens: TokenType,
     },
+    /// The counts of some token types, each in its own series (the family's
+    /// `token_type` label), when above zero and the store keeps them (see
+    /// [`crate::store::rules::Sink::keeps_token_usage`]). A family row's; the
+    /// optional observations list one [`Observed::TokenCount`] per type.
+    TokenCounts(&'static [TokenType]),
+    /// The count of one token type, when above zero (see [`Observed::TokenCounts`]).
+    TokenCount(TokenType),
 }
 
 impl Observed {
@@ -139,7 +146,18 @@ impl Observed {
                 let count = values.tokens[tokens];
                 (count >= 2).then(|| (values.latency_s - first) / (count - 1) as f64)
             }
+            #[allow(clippy::cast_precision_loss)] // Counts stay far below 2^53.
+            Observed::TokenCount(token_type) => {
+                let count = values.tokens[token_type];
+                (count > 0).then_some(count as f64)
+            }
+            Observed::TokenCounts(_) => None,
         }
+    }
+
+    /// Whether it observes token counts, which a store keeps only when asked.
+    pub fn counts_tokens(self) -> bool {
+        matches!(self, Observed::TokenCount(_) | Observed::TokenCounts(_))
     }
 }
 
@@ -166,6 +184,20 @@ impl Observed {
                     after = name(after)
                 )
             }
+            Observed::TokenCounts(types) => {
+                let names: Vec<String> = types
+                    .iter()
+                    .map(|t| format!("`{}`", REQUEST_FIELDS[TOKEN_FIELDS[*t]].name))
+                    .collect();
+                format!(
+                    "{}, each when above zero, with `semconv=\"gen_ai\"`",
+                    names.join(" and ")
+                )
+            }
+            Observed::TokenCount(token_type) => format!(
+                "`{}` when above zero",
+                REQUEST_FIELDS[TOKEN_FIELDS[token_type]].name
+            ),
         }
     }
 }

@@ -6,10 +6,11 @@
 //! releases: `gen_ai.system` became `gen_ai.provider.name` in 1.37.0). Where
 //! they define a metric for one of our families, the family takes its name;
 //! every label they name becomes their attribute. Families they do not define
-//! (the request, cost, cache and tool call counters, time per output token,
-//! queue, upstream and overhead times) keep our names. Token counts keep ours
-//! too: `gen_ai.client.token.usage` is a histogram of each request's tokens,
-//! which a running total is not.
+//! (the request, token, cost, cache and tool call counters, time per output
+//! token, queue, upstream and overhead times) keep our names. Their
+//! `gen_ai.client.token.usage` is the tokens-per-request histogram, which a
+//! store keeps only when asked (a middleware of these names), not the token
+//! counter's running totals.
 //!
 //! The store, its files and snapshots always use our names: a convention is
 //! how an exposition or a push presents them, so processes named differently
@@ -28,7 +29,7 @@
 
 use std::borrow::Cow;
 
-use crate::schema::family::{FamilyDesc, FamilyId, ValueKind, DURATION, TIME_TO_FIRST_TOKEN};
+use crate::schema::family::{FamilyDesc, FamilyId, DURATION, TIME_TO_FIRST_TOKEN, TOKEN_USAGE};
 
 /// The version of the GenAI conventions these names are from.
 pub const VERSION: &str = "1.41.0";
@@ -37,7 +38,8 @@ pub const VERSION: &str = "1.41.0";
 pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.41.0";
 
 /// Our families the GenAI conventions define, and their names there.
-pub const METRICS: [(FamilyId, &str); 2] = [
+pub const METRICS: [(FamilyId, &str); 3] = [
+    (TOKEN_USAGE, "gen_ai.client.token.usage"),
     (DURATION, "gen_ai.client.operation.duration"),
     (
         TIME_TO_FIRST_TOKEN,
@@ -53,7 +55,8 @@ pub const ATTRIBUTES: [(&str, &str); 4] = [
     ("token_type", "gen_ai.token.type"),
 ];
 
-/// Prometheus's suffix for an OTLP unit (only seconds are ours).
+/// Prometheus's suffix for an OTLP unit: seconds; an annotation in braces
+/// (`{token}`) adds none.
 const UNIT_SUFFIXES: [(&str, &str); 1] = [("s", "_seconds")];
 
 /// Whose names the families go by.
@@ -121,12 +124,7 @@ impl Convention {
 
     /// The OTLP metric name and unit of `family`.
     pub fn otlp_metric(self, family: &FamilyDesc) -> (&'static str, &'static str) {
-        let unit = if family.value == ValueKind::Buckets {
-            "s"
-        } else {
-            ""
-        };
-        (self.defined(family).unwrap_or(family.name), unit)
+        (self.defined(family).unwrap_or(family.name), family.unit)
     }
 
     /// The schema URL an OTLP export of these names gives (empty: none).
@@ -253,6 +251,15 @@ mod tests {
         assert_eq!(
             Convention::GenAi.otlp_metric(duration),
             ("gen_ai.client.operation.duration", "s")
+        );
+        let usage = schema.family(TOKEN_USAGE);
+        assert_eq!(
+            Convention::GenAi.otlp_metric(usage),
+            ("gen_ai.client.token.usage", "{token}")
+        );
+        assert_eq!(
+            Convention::GenAi.prometheus(usage, Charset::Legacy).name,
+            "gen_ai_client_token_usage"
         );
     }
 

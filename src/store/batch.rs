@@ -149,6 +149,11 @@ impl Sink for TotalsSink<'_, '_> {
             .get_or_insert_with(|| HistogramTotals::new(buckets, native))
             .observe(seconds, buckets);
     }
+
+    #[inline]
+    fn keeps_token_usage(&self) -> bool {
+        self.store.token_usage
+    }
 }
 
 /// Many requests recorded as one: totals per label set, applied once at the end.

@@ -36,7 +36,7 @@ use crate::schema::family::{
 };
 use crate::schema::native::NativeConfig;
 use crate::schema::request::{
-    RequestValues, TIME_TO_FIRST_TOKEN as TIME_TO_FIRST_TOKEN_S, TOKEN_TYPES,
+    Observed, RequestValues, TIME_TO_FIRST_TOKEN as TIME_TO_FIRST_TOKEN_S, TOKEN_TYPES,
 };
 use crate::store::label_map::{Entry, LabelMap};
 use crate::store::pricing::{Price, PriceTable};
@@ -131,6 +131,9 @@ pub struct Store {
     resolver: Option<PriceResolver>,
     /// Whether unpriced requests are counted (see [`Store::set_count_unpriced`]).
     count_unpriced: bool,
+    /// Whether requests observe their token counts, as the schema says (kept
+    /// here beside the other values the hot path reads).
+    pub(crate) token_usage: bool,
     /// `(provider, model)` pairs found without a price: every one seen, and the
     /// ones not yet reported (see [`Store::take_unpriced_models`]).
     unpriced_models: Mutex<UnpricedModels>,
@@ -171,6 +174,7 @@ impl Store {
             recording,
             latency_buckets: schema.latency_buckets().clone(),
             latency_native: schema.family(DURATION).native,
+            token_usage: schema.keeps_token_usage(),
             families: schema
                 .families()
                 .iter()
@@ -453,11 +457,17 @@ impl Store {
         entry: &'s RequestEntry,
         index: usize,
     ) -> (&'s HistogramSeries, &'s Buckets, Option<&'s NativeConfig>) {
-        let (family, _) = OPTIONAL_OBSERVED[index];
+        let (family, observed) = OPTIONAL_OBSERVED[index];
         let buckets = self.schema.buckets(family);
         let native = self.schema.family(family).native;
         let series = entry.value.observed[index].get_or_init(&self.first_use, || {
-            let key = self.schema.derived_key(family, |at| entry.label(at), "");
+            let token_type = match observed {
+                Observed::TokenCount(token_type) => TOKEN_TYPES[token_type].name,
+                _ => "",
+            };
+            let key = self
+                .schema
+                .derived_key(family, |at| entry.label(at), token_type);
             let (created, _) = self.capped(self.histograms(family), family, &key, |key| {
                 HistogramSeries::new(&self.arena, family, key, buckets, native.as_ref())
             });
@@ -852,6 +862,11 @@ impl Sink for AtomicSink<'_> {
         if let Some(config) = native {
             observe_native(&series.histogram, buckets, config, seconds, self.store);
         }
+    }
+
+    #[inline]
+    fn keeps_token_usage(&self) -> bool {
+        self.store.token_usage
     }
 }
 

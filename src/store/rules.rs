@@ -25,6 +25,9 @@ pub trait Sink {
     /// `seconds` observed in the optional histogram at `index` of
     /// [`OPTIONAL_OBSERVED`].
     fn observe(&mut self, index: usize, seconds: f64);
+    /// Whether token counts are observed in the tokens-per-request histogram
+    /// (see [`crate::schema::family::Schema::keeping_token_usage`]).
+    fn keeps_token_usage(&self) -> bool;
 }
 
 /// Applies one request's values to `sink`, its model priced at `price`.
@@ -43,7 +46,9 @@ pub fn record(values: &RequestValues, price: Option<&Price>, sink: &mut impl Sin
             sink.tokens(token_type, count);
         }
     }
-    let more = values.has_more();
+    // The optional values' rules run when a request has one, or when every
+    // request's token counts are observed.
+    let more = values.has_more() || sink.keeps_token_usage();
     if more {
         record_more_tokens(values, sink);
     }
@@ -70,12 +75,17 @@ fn record_more_tokens(values: &RequestValues, sink: &mut impl Sink) {
     }
 }
 
-/// The optional histograms, each observing the value its family's row names.
+/// The optional histograms, each observing the value its family's row names
+/// (token counts only when the sink keeps them).
 #[inline]
 fn record_observations(values: &RequestValues, sink: &mut impl Sink) {
+    let token_usage = sink.keeps_token_usage();
     for (index, (_, observed)) in OPTIONAL_OBSERVED.iter().enumerate() {
-        if let Some(seconds) = observed.value(values) {
-            sink.observe(index, seconds);
+        if observed.counts_tokens() && !token_usage {
+            continue;
+        }
+        if let Some(value) = observed.value(values) {
+            sink.observe(index, value);
         }
     }
 }
@@ -85,9 +95,9 @@ mod tests {
     use super::*;
     use crate::schema::request::TIME_TO_FIRST_TOKEN;
 
-    /// Writes down what the rules add.
+    /// Writes down what the rules add; keeps token usage when its flag is set.
     #[derive(Default)]
-    struct Log(Vec<String>);
+    struct Log(Vec<String>, bool);
 
     impl Sink for Log {
         fn request(&mut self) {
@@ -107,6 +117,9 @@ mod tests {
         }
         fn observe(&mut self, index: usize, seconds: f64) {
             self.0.push(format!("observe {index} {seconds}"));
+        }
+        fn keeps_token_usage(&self) -> bool {
+            self.1
         }
     }
 
@@ -147,5 +160,40 @@ mod tests {
                 "observe 1 0.25",
             ]
         );
+    }
+
+    #[test]
+    fn token_counts_are_observed_only_when_kept() {
+        let usage: Vec<usize> = OPTIONAL_OBSERVED
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, observed))| observed.counts_tokens())
+            .map(|(index, _)| index)
+            .collect();
+        assert_eq!(usage.len(), 2);
+        let mut kept = Log(Vec::new(), true);
+        record(&RequestValues::new(0.3, 1000, 0), None, &mut kept);
+        // Input only: a count of zero is not observed, as it adds no tokens.
+        assert_eq!(
+            kept.0,
+            [
+                "request".to_owned(),
+                "latency 0.3".to_owned(),
+                "tokens 0 1000".to_owned(),
+                "unpriced".to_owned(),
+                format!("observe {} 1000", usage[0]),
+            ]
+        );
+        let mut values = RequestValues::new(2.5, 7, 9);
+        values.seconds[TIME_TO_FIRST_TOKEN] = Some(0.5);
+        let mut not_kept = Log::default();
+        record(&values, None, &mut not_kept);
+        let observed: Vec<&String> = not_kept
+            .0
+            .iter()
+            .filter(|line| line.starts_with("observe"))
+            .collect();
+        // The time to first token and per output token, not the token counts.
+        assert_eq!(observed, ["observe 0 0.5", "observe 1 0.25"]);
     }
 }

@@ -58,6 +58,9 @@ def hit_ratio(window: str, selector: str, by: str = "cache_type") -> str:
 
 REQUESTS_RATE = "sum by (model) (rate(ractogateway_requests_total{{{filter}}}[$__rate_interval]))"
 
+#: Grafana's unit for a family's unit (UCUM, as ``_core.FAMILIES`` gives it).
+GRAFANA_UNITS = {"s": "s"}
+
 #: The dashboard's panels, in order (two per row of 24 columns).
 #: The histograms the hand-made panels below show.
 SHOWN_BY_HAND = frozenset(
@@ -67,6 +70,11 @@ SHOWN_BY_HAND = frozenset(
         "ractogateway_time_per_output_token_seconds",
     }
 )
+
+#: Histograms only a middleware of the OpenTelemetry GenAI names keeps
+#: (``semconv="gen_ai"``), whose series go by those names, not the ones this
+#: kit queries.
+GEN_AI_ONLY = frozenset({"ractogateway_request_tokens"})
 
 PANELS: tuple[Panel, ...] = (
     Panel(
@@ -178,11 +186,11 @@ PANELS: tuple[Panel, ...] = (
             f"{name.removeprefix('ractogateway_').replace('_', ' ').capitalize()} "
             "p50 / p95 by model",
             f"{help_text} Observes {observes}.",
-            "s",
+            GRAFANA_UNITS[unit],
             _quantiles(name, "model", (0.5, 0.95)),
         )
-        for name, help_text, kind, _labels, _bounds, observes in FAMILIES
-        if kind == "histogram" and name not in SHOWN_BY_HAND
+        for name, help_text, kind, _labels, _bounds, observes, unit in FAMILIES
+        if kind == "histogram" and name not in SHOWN_BY_HAND | GEN_AI_ONLY
     ),
     Panel(
         "Recordings folded into overflow series",

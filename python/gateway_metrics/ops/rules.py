@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from gateway_metrics._core import FAMILIES
-from gateway_metrics.ops.panels import SHOWN_BY_HAND, hit_ratio
+from gateway_metrics.ops.panels import GEN_AI_ONLY, SHOWN_BY_HAND, hit_ratio
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def recording_rules(extra_labels: Iterable[str] = ()) -> dict[str, Any]:
     histograms += [
         (name, name.removeprefix("ractogateway_"), (0.95,))
         for name, _help, kind, *_ in FAMILIES
-        if kind == "histogram" and name not in SHOWN_BY_HAND
+        if kind == "histogram" and name not in SHOWN_BY_HAND | GEN_AI_ONLY
     ]
     rules.extend(
         {
