@@ -538,7 +538,7 @@ impl PyMetricsStore {
         let positions: Vec<usize> = entries.iter().map(|entry| batch.position(entry)).collect();
         for row in 0..rows {
             let combination = row_combination.get(row).map_or(0, |c| *c as usize);
-            batch.add_to(positions[combination], &row_values(row));
+            batch.add_to(positions[combination], &row_values(row), !plain);
             if let Some(names) = tool_names.get(row) {
                 self.record_tool_calls(py, names)?;
             }

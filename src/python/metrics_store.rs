@@ -773,11 +773,12 @@ impl PyMetricsStore {
             );
         }
         // Everything is valid: from here on the call records.
-        self.record_valid(py, resolved, labelled, &values, &tool_names)
+        self.record_valid(py, resolved, labelled, &values, arguments.more, &tool_names)
             .map(|_| ())
     }
 
-    /// Records a call whose every argument is valid; returns its entry.
+    /// Records a call whose every argument is valid (`more`: whether any
+    /// beyond the reference's was passed); returns its entry.
     #[inline]
     fn record_valid<'s>(
         &'s self,
@@ -785,10 +786,11 @@ impl PyMetricsStore {
         resolved: Resolved<'s, '_>,
         labelled: bool,
         values: &RequestValues,
+        more: bool,
         tool_names: &ToolNames<'_, '_>,
     ) -> PyResult<&'s RequestEntry> {
         let entry = self.request_entry(py, resolved, labelled)?;
-        self.store().record_request_on(entry, values);
+        self.store().record_known_request_on(entry, values, more);
         self.record_tool_calls(py, tool_names)?;
         self.report_overflows(py);
         Ok(entry)
@@ -808,7 +810,8 @@ impl PyMetricsStore {
         tool_names: &ToolNames<'_, '_>,
     ) -> PyResult<()> {
         let labels = exemplar_labels(exemplar, "exemplar")?;
-        let entry = self.record_valid(py, resolved, labelled, values, tool_names)?;
+        let more = values.has_more();
+        let entry = self.record_valid(py, resolved, labelled, values, more, tool_names)?;
         self.store()
             .attach_exemplar(entry, values, &labels, unix_now());
         Ok(())

@@ -206,16 +206,18 @@ impl<'s> Batch<'s> {
     /// Adds one row for `entry`, an entry of this batch's store.
     pub fn add(&mut self, entry: &'s RequestEntry, values: &RequestValues) {
         let position = self.position(entry);
-        self.add_to(position, values);
+        self.add_to(position, values, values.has_more());
     }
 
-    /// Adds one row to the entry at `position`, as returned by [`Batch::position`].
+    /// Adds one row to the entry at `position`, as returned by
+    /// [`Batch::position`]; `more` as [`rules::record`] takes it.
     #[inline]
-    pub fn add_to(&mut self, position: usize, values: &RequestValues) {
+    pub fn add_to(&mut self, position: usize, values: &RequestValues, more: bool) {
         let totals = &mut self.totals[position];
         let price = totals.entry.value.price.as_ref();
         rules::record(
             values,
+            more,
             price,
             &mut TotalsSink {
                 store: self.store,

@@ -442,8 +442,21 @@ impl Store {
     /// Records one request on an entry obtained from [`Store::request_entry`] of this store.
     #[inline]
     pub fn record_request_on(&self, entry: &RequestEntry, values: &RequestValues) {
+        self.record_known_request_on(entry, values, values.has_more());
+    }
+
+    /// [`Store::record_request_on`] for a caller that knows whether `values`
+    /// has more than the reference's values (see [`rules::record`]).
+    #[inline]
+    pub fn record_known_request_on(
+        &self,
+        entry: &RequestEntry,
+        values: &RequestValues,
+        more: bool,
+    ) {
         rules::record(
             values,
+            more,
             entry.value.price.as_ref(),
             &mut AtomicSink { store: self, entry },
         );

@@ -33,11 +33,13 @@ pub trait Sink {
 /// Applies one request's values to `sink`, its model priced at `price`.
 ///
 /// The reference's values come first, in the reference's order; the others
-/// are rarely given, so one test of them all skips them.
+/// are rarely given, so one test of them all skips them: `more` says whether
+/// `values` has any ([`RequestValues::has_more`], or what a caller that parsed
+/// the arguments knows already; true when unsure is only slower).
 // Inlined into each sink's caller: the single call's hot path is this function.
 #[allow(clippy::inline_always)]
 #[inline(always)]
-pub fn record(values: &RequestValues, price: Option<&Price>, sink: &mut impl Sink) {
+pub fn record(values: &RequestValues, more: bool, price: Option<&Price>, sink: &mut impl Sink) {
     sink.request();
     sink.latency(values.latency_s);
     for token_type in 0..REFERENCE_TOKEN_TYPES {
@@ -46,9 +48,6 @@ pub fn record(values: &RequestValues, price: Option<&Price>, sink: &mut impl Sin
             sink.tokens(token_type, count);
         }
     }
-    // The optional values' rules run when a request has one, or when every
-    // request's token counts are observed.
-    let more = values.has_more() || sink.keeps_token_usage();
     if more {
         record_more_tokens(values, sink);
     }
@@ -60,7 +59,9 @@ pub fn record(values: &RequestValues, price: Option<&Price>, sink: &mut impl Sin
     } else if values.tokens[INPUT] | values.tokens[OUTPUT] != 0 {
         sink.unpriced();
     }
-    if more {
+    // The optional histograms: when a request has an optional value, or when
+    // every request's token counts are observed.
+    if more || sink.keeps_token_usage() {
         record_observations(values, sink);
     }
 }
@@ -128,6 +129,7 @@ mod tests {
         let mut log = Log::default();
         record(
             &RequestValues::new(0.3, 1000, 0),
+            false,
             Some(&Price::new(2.5, 10.0)),
             &mut log,
         );
@@ -136,7 +138,7 @@ mod tests {
             ["request", "latency 0.3", "tokens 0 1000", "cost 0.0025"]
         );
         let mut log = Log::default();
-        record(&RequestValues::new(0.3, 0, 5), None, &mut log);
+        record(&RequestValues::new(0.3, 0, 5), false, None, &mut log);
         assert_eq!(log.0, ["request", "latency 0.3", "tokens 1 5", "unpriced"]);
     }
 
@@ -146,7 +148,7 @@ mod tests {
         values.tokens[4] = 3;
         values.seconds[TIME_TO_FIRST_TOKEN] = Some(1.0);
         let mut log = Log::default();
-        record(&values, None, &mut log);
+        record(&values, values.has_more(), None, &mut log);
         assert_eq!(
             log.0,
             [
@@ -172,7 +174,7 @@ mod tests {
             .collect();
         assert_eq!(usage.len(), 2);
         let mut kept = Log(Vec::new(), true);
-        record(&RequestValues::new(0.3, 1000, 0), None, &mut kept);
+        record(&RequestValues::new(0.3, 1000, 0), false, None, &mut kept);
         // Input only: a count of zero is not observed, as it adds no tokens.
         assert_eq!(
             kept.0,
@@ -187,7 +189,7 @@ mod tests {
         let mut values = RequestValues::new(2.5, 7, 9);
         values.seconds[TIME_TO_FIRST_TOKEN] = Some(0.5);
         let mut not_kept = Log::default();
-        record(&values, None, &mut not_kept);
+        record(&values, values.has_more(), None, &mut not_kept);
         let observed: Vec<&String> = not_kept
             .0
             .iter()
