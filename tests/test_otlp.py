@@ -122,8 +122,8 @@ def exposition(metrics: GatewayMetricsMiddleware) -> dict[tuple[str, frozenset],
     }
 
 
-def recorded() -> GatewayMetricsMiddleware:
-    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
+def recorded(semconv: str | None = None) -> GatewayMetricsMiddleware:
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), semconv=semconv)
     for index in range(5):
         metrics.record_request(
             **CALL,
@@ -621,16 +621,29 @@ def test_victoria_metrics_ingests_a_push_with_exact_values(tmp_path):
         assert got.keys() == expected.keys()
         for key, value in expected.items():
             assert math.isclose(got[key], value, rel_tol=1e-12), (key, got[key], value)
-        # The GenAI conventions' names and attributes arrive as such.
-        metrics.otlp_push(
-            f"{server.base}/opentelemetry/v1/metrics",
-            resource={"service.name": "vm-semconv"},
-            semconv="gen_ai",
+        # The GenAI conventions' names and attributes arrive as such, and a
+        # middleware of those names adds their token usage histogram.
+        recorded("gen_ai").otlp_push(
+            f"{server.base}/opentelemetry/v1/metrics", resource={"service.name": "vm-semconv"}
         )
         urllib.request.urlopen(f"{server.base}/internal/force_flush", timeout=10).close()
+        semconv = 'service.name="vm-semconv"'
         counts = wait_for_values(
-            server,
-            '{__name__="gen_ai.client.operation.duration_count",service.name="vm-semconv"}',
+            server, f'{{__name__="gen_ai.client.operation.duration_count",{semconv}}}'
         )
         by_model = {dict(labels)["gen_ai.request.model"]: value for labels, value in counts.items()}
         assert by_model == {"gpt-4o": 5.0, "mystery": 1.0}
+        usage = {}
+        for suffix in ("count", "sum"):
+            found = wait_for_values(
+                server, f'{{__name__="gen_ai.client.token.usage_{suffix}",{semconv}}}'
+            )
+            for labels, value in found.items():
+                usage[(suffix, dict(labels)["gen_ai.token.type"])] = value
+        # Five requests of 1,000 input and 200..204 output tokens; the error had none.
+        assert usage == {
+            ("count", "input"): 5.0,
+            ("sum", "input"): 5000.0,
+            ("count", "output"): 5.0,
+            ("sum", "output"): 1010.0,
+        }
