@@ -601,3 +601,36 @@ def test_exiting_while_a_thread_is_mid_scrape_always_exits_cleanly(scraper):
         )
         statuses.append((done.returncode, done.stderr[-300:]))
     assert [status for status, _ in statuses] == [0] * 20, statuses
+
+
+def test_models_without_a_price_are_named_up_to_a_bound_then_summed_up(caplog):
+    # Model names come from callers: each unpriced one is named once in a
+    # warning, and past a hundred they stop being kept (and named).
+    import logging
+
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
+    with caplog.at_level(logging.WARNING, logger="gateway_metrics"):
+        for index in range(250):
+            for _ in range(2):
+                metrics.record_request(
+                    provider="acme",
+                    model=f"house-{index}",
+                    operation="chat",
+                    status="ok",
+                    latency_s=0.1,
+                    input_tokens=5,
+                )
+    messages = [record.getMessage() for record in caplog.records]
+    named = [message for message in messages if message.startswith("no price for model")]
+    assert len(named) == 100
+    assert named[0].startswith('no price for model "house-0" of provider "acme"')
+    summary = [message for message in messages if message.startswith("more than 100 models")]
+    assert len(summary) == 1
+    # Every request is counted all the same.
+    total = sum(
+        value
+        for line in metrics.generate_latest().splitlines()
+        if line.startswith("ractogateway_requests_total{")
+        for value in [float(line.rsplit(" ", 1)[1])]
+    )
+    assert total == 500

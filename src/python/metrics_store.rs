@@ -38,7 +38,9 @@ use crate::schema::semconv::{Charset, Convention};
 use crate::store::pricing::{Price, PriceTable};
 use crate::store::series::unix_now;
 use crate::store::series::CounterSeries;
-use crate::store::{CacheOutcome, ReadMode, RequestEntry, RequestLabels, Store};
+use crate::store::{
+    CacheOutcome, ReadMode, RequestEntry, RequestLabels, Store, NAMED_UNPRICED_MODELS,
+};
 
 /// The lock-free metric store behind `GatewayMetricsMiddleware`.
 #[pyclass(
@@ -565,7 +567,7 @@ impl PyMetricsStore {
     #[cold]
     fn log_overflows(&self, py: Python<'_>) {
         let families = self.store().take_overflowed_families();
-        let unpriced = self.store().take_unpriced_models();
+        let (unpriced, past_named) = self.store().take_unpriced_models();
         let logged = py.import("logging").and_then(|logging| {
             let logger = logging.call_method1("getLogger", ("gateway_metrics",))?;
             for (provider, model) in unpriced {
@@ -574,6 +576,16 @@ impl PyMetricsStore {
                     (format!(
                         "no price for model {model:?} of provider {provider:?}: its cost is not \
                          counted; give it a price with price_table= or prices=\"genai-prices\""
+                    ),),
+                )?;
+            }
+            if past_named {
+                logger.call_method1(
+                    "warning",
+                    (format!(
+                        "more than {NAMED_UNPRICED_MODELS} models have no price: further ones are \
+                         not named (with prices=\"genai-prices\", \
+                         ractogateway_unpriced_requests_total counts their requests)"
                     ),),
                 )?;
             }

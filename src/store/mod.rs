@@ -55,11 +55,41 @@ pub enum CacheOutcome {
     Miss,
 }
 
-/// The `(provider, model)` pairs a store found without a price.
+/// How many models without a price a store names in warnings. Model names
+/// come from callers, and every distinct one would otherwise stay in memory
+/// for good (past `max_series` too): past these, one more warning says that
+/// further ones go unnamed.
+pub const NAMED_UNPRICED_MODELS: usize = 100;
+
+/// The `(provider, model)` pairs a store found without a price (the first
+/// [`NAMED_UNPRICED_MODELS`]).
 #[derive(Default)]
 struct UnpricedModels {
     seen: std::collections::HashSet<(String, String)>,
     unreported: Vec<(String, String)>,
+    /// Whether a model past the named ones was found, and whether that is
+    /// yet to be reported.
+    past_named: bool,
+    past_named_unreported: bool,
+}
+
+impl UnpricedModels {
+    /// Notes a model found without a price; whether there is news to report.
+    fn note(&mut self, provider: &str, model: &str) -> bool {
+        let noted = (provider.to_owned(), model.to_owned());
+        if self.seen.contains(&noted) {
+            return false;
+        }
+        if self.seen.len() < NAMED_UNPRICED_MODELS {
+            self.seen.insert(noted.clone());
+            self.unreported.push(noted);
+            return true;
+        }
+        let news = !self.past_named;
+        self.past_named = true;
+        self.past_named_unreported |= news;
+        news
+    }
 }
 
 /// Prices a model the table lacks: `(provider, model)` to its price, if any.
@@ -323,13 +353,11 @@ impl Store {
                 let model = entry.label(model_position);
                 if model != OVERFLOW_VALUE {
                     let provider = entry.label(self.schema.request_positions()[0]);
-                    let noted = (provider.to_owned(), model.to_owned());
                     let mut models = self
                         .unpriced_models
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if models.seen.insert(noted.clone()) {
-                        models.unreported.push(noted);
+                    if models.note(provider, model) {
                         self.notices.fetch_or(UNPRICED_NOTICE, Ordering::Release);
                     }
                 }
@@ -353,16 +381,17 @@ impl Store {
         self.count_unpriced = count;
     }
 
-    /// The `(provider, model)` pairs found without a price since the last call.
-    pub fn take_unpriced_models(&self) -> Vec<(String, String)> {
+    /// The `(provider, model)` pairs found without a price since the last
+    /// call, and whether the first model past the [`NAMED_UNPRICED_MODELS`]
+    /// was found since then.
+    pub fn take_unpriced_models(&self) -> (Vec<(String, String)>, bool) {
         self.notices.fetch_and(!UNPRICED_NOTICE, Ordering::Acquire);
-        std::mem::take(
-            &mut self
-                .unpriced_models
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .unreported,
-        )
+        let mut models = self
+            .unpriced_models
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let past_named = std::mem::take(&mut models.past_named_unreported);
+        (std::mem::take(&mut models.unreported), past_named)
     }
 
     /// Sets the cap on label sets per family (see [`Store::capped`]).
