@@ -536,9 +536,12 @@ impl PyMetricsStore {
             })
             .collect::<PyResult<_>>()?;
         let positions: Vec<usize> = entries.iter().map(|entry| batch.position(entry)).collect();
+        // The rules of the values beyond the reference's run when a column has
+        // some, or when every row's token usage is kept.
+        let more = !plain || self.store().keeps_token_usage();
         for row in 0..rows {
             let combination = row_combination.get(row).map_or(0, |c| *c as usize);
-            batch.add_to(positions[combination], &row_values(row), !plain);
+            batch.add_to(positions[combination], &row_values(row), more);
             if let Some(names) = tool_names.get(row) {
                 self.record_tool_calls(py, names)?;
             }

@@ -115,8 +115,7 @@ impl PyMetricsStore {
                 native,
             )
             .map_err(PyValueError::new_err)?
-            // The conventions' `gen_ai.client.token.usage` is kept under their names.
-            .keeping_token_usage(convention == Convention::GenAi),
+            .keeping_token_usage(keeps_token_usage(convention)),
         );
         let table = PriceTable::new(prices.iter().map(
             |(model, input, output, cache_read, cache_write)| {
@@ -745,6 +744,13 @@ impl PyMetricsStore {
         Ok(entry)
     }
 
+    /// Whether every request's token counts are observed, as its store's
+    /// schema says (read here, beside the other fields a call reads).
+    #[inline]
+    fn keeps_token_usage(&self) -> bool {
+        keeps_token_usage(self.convention)
+    }
+
     /// Validates every argument of `record_request`, then records it.
     pub(super) fn record_request(&self, arguments: &RequestArguments<'_, '_>) -> PyResult<()> {
         let label_objects = arguments.labels;
@@ -785,7 +791,8 @@ impl PyMetricsStore {
             );
         }
         // Everything is valid: from here on the call records.
-        self.record_valid(py, resolved, labelled, &values, arguments.more, &tool_names)
+        let more = arguments.more || self.keeps_token_usage();
+        self.record_valid(py, resolved, labelled, &values, more, &tool_names)
             .map(|_| ())
     }
 
@@ -822,7 +829,7 @@ impl PyMetricsStore {
         tool_names: &ToolNames<'_, '_>,
     ) -> PyResult<()> {
         let labels = exemplar_labels(exemplar, "exemplar")?;
-        let more = values.has_more();
+        let more = values.has_more() || self.keeps_token_usage();
         let entry = self.record_valid(py, resolved, labelled, values, more, tool_names)?;
         self.store()
             .attach_exemplar(entry, values, &labels, unix_now());
@@ -846,6 +853,12 @@ pub(super) enum Resolved<'s, 'py> {
 /// Objects in the key of a call with a `labels` mapping: the four request
 /// labels and up to four extra ones.
 const LABELLED_KEY: usize = 8;
+
+/// Whether a store of `convention` keeps the tokens-per-request histogram:
+/// the GenAI conventions' `gen_ai.client.token.usage`, kept under their names.
+fn keeps_token_usage(convention: Convention) -> bool {
+    convention == Convention::GenAi
+}
 
 /// The names' characters: UTF-8 when the scraper asked for them.
 fn charset(utf8: bool) -> Charset {

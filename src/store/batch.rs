@@ -152,7 +152,7 @@ impl Sink for TotalsSink<'_, '_> {
 
     #[inline]
     fn keeps_token_usage(&self) -> bool {
-        self.store.token_usage
+        self.store.keeps_token_usage()
     }
 }
 
@@ -206,7 +206,8 @@ impl<'s> Batch<'s> {
     /// Adds one row for `entry`, an entry of this batch's store.
     pub fn add(&mut self, entry: &'s RequestEntry, values: &RequestValues) {
         let position = self.position(entry);
-        self.add_to(position, values, values.has_more());
+        let more = values.has_more() || self.store.keeps_token_usage();
+        self.add_to(position, values, more);
     }
 
     /// Adds one row to the entry at `position`, as returned by

@@ -36,13 +36,14 @@ use crate::schema::family::{
 };
 use crate::schema::native::NativeConfig;
 use crate::schema::request::{
-    Observed, RequestValues, TIME_TO_FIRST_TOKEN as TIME_TO_FIRST_TOKEN_S, TOKEN_TYPES,
+    Observed, RequestValues, REFERENCE_TOKEN_TYPES, TIME_TO_FIRST_TOKEN as TIME_TO_FIRST_TOKEN_S,
+    TOKEN_TYPES,
 };
 use crate::store::label_map::{Entry, LabelMap};
 use crate::store::pricing::{Price, PriceTable};
 use crate::store::rules::Sink;
 use crate::store::series::{
-    CostSeries, CounterSeries, HistogramSeries, LazySeriesRef, RequestSeries, SeriesRef,
+    CostSeries, CounterSeries, HistogramSeries, LazyBox, LazySeriesRef, RequestSeries, SeriesRef,
 };
 use crate::store::visit::{Reading, SampleVisitor, Samples, SeriesView, SeriesVisitor};
 
@@ -163,7 +164,7 @@ pub struct Store {
     count_unpriced: bool,
     /// Whether requests observe their token counts, as the schema says (kept
     /// here beside the other values the hot path reads).
-    pub(crate) token_usage: bool,
+    token_usage: bool,
     /// `(provider, model)` pairs found without a price: every one seen, and the
     /// ones not yet reported (see [`Store::take_unpriced_models`]).
     unpriced_models: Mutex<UnpricedModels>,
@@ -327,7 +328,7 @@ impl Store {
                 duration: SeriesRef::new(&duration.value),
                 tokens: Default::default(),
                 cost: LazySeriesRef::default(),
-                observed: Default::default(),
+                more: LazyBox::default(),
                 unpriced: OnceLock::new(),
             }
         })
@@ -372,6 +373,13 @@ impl Store {
             })
             .as_ref()
             .map(SeriesRef::get)
+    }
+
+    /// Whether every request's token counts are observed (see
+    /// [`Schema::keeping_token_usage`]).
+    #[inline]
+    pub fn keeps_token_usage(&self) -> bool {
+        self.token_usage
     }
 
     /// Counts unpriced requests in `ractogateway_unpriced_requests_total`: off
@@ -471,11 +479,12 @@ impl Store {
     /// Records one request on an entry obtained from [`Store::request_entry`] of this store.
     #[inline]
     pub fn record_request_on(&self, entry: &RequestEntry, values: &RequestValues) {
-        self.record_known_request_on(entry, values, values.has_more());
+        self.record_known_request_on(entry, values, values.has_more() || self.token_usage);
     }
 
-    /// [`Store::record_request_on`] for a caller that knows whether `values`
-    /// has more than the reference's values (see [`rules::record`]).
+    /// [`Store::record_request_on`] for a caller that knows whether the rules
+    /// of the values beyond the reference's must run (see [`rules::record`]):
+    /// `values` has some, or [`Store::keeps_token_usage`].
     #[inline]
     pub fn record_known_request_on(
         &self,
@@ -502,7 +511,8 @@ impl Store {
         let (family, observed) = OPTIONAL_OBSERVED[index];
         let buckets = self.schema.buckets(family);
         let native = self.schema.family(family).native;
-        let series = entry.value.observed[index].get_or_init(&self.first_use, || {
+        let more = entry.value.more.get_or_default(&self.first_use);
+        let series = more.observed[index].get_or_init(&self.first_use, || {
             let token_type = match observed {
                 Observed::TokenCount(token_type) => TOKEN_TYPES[token_type].name,
                 _ => "",
@@ -609,7 +619,14 @@ impl Store {
         entry: &'s RequestEntry,
         token_type: usize,
     ) -> &'s CounterSeries {
-        entry.value.tokens[token_type].get_or_init(&self.first_use, || {
+        let slot = match entry.value.tokens.get(token_type) {
+            Some(slot) => slot,
+            None => {
+                &entry.value.more.get_or_default(&self.first_use).tokens
+                    [token_type - REFERENCE_TOKEN_TYPES]
+            }
+        };
+        slot.get_or_init(&self.first_use, || {
             let name = TOKEN_TYPES[token_type].name;
             let key = self.schema.derived_key(TOKENS, |at| entry.label(at), name);
             let (created, _) = self.capped(self.counters(TOKENS), TOKENS, &key, |key| {

@@ -34,8 +34,10 @@ pub trait Sink {
 ///
 /// The reference's values come first, in the reference's order; the others
 /// are rarely given, so one test of them all skips them: `more` says whether
-/// `values` has any ([`RequestValues::has_more`], or what a caller that parsed
-/// the arguments knows already; true when unsure is only slower).
+/// the rules of the others run, because `values` has some
+/// ([`RequestValues::has_more`], or what a caller that parsed the arguments
+/// knows already) or because the sink keeps every request's token usage
+/// ([`Sink::keeps_token_usage`]); true when unsure is only slower.
 // Inlined into each sink's caller: the single call's hot path is this function.
 #[allow(clippy::inline_always)]
 #[inline(always)]
@@ -59,9 +61,7 @@ pub fn record(values: &RequestValues, more: bool, price: Option<&Price>, sink: &
     } else if values.tokens[INPUT] | values.tokens[OUTPUT] != 0 {
         sink.unpriced();
     }
-    // The optional histograms: when a request has an optional value, or when
-    // every request's token counts are observed.
-    if more || sink.keeps_token_usage() {
+    if more {
         record_observations(values, sink);
     }
 }
@@ -174,7 +174,7 @@ mod tests {
             .collect();
         assert_eq!(usage.len(), 2);
         let mut kept = Log(Vec::new(), true);
-        record(&RequestValues::new(0.3, 1000, 0), false, None, &mut kept);
+        record(&RequestValues::new(0.3, 1000, 0), true, None, &mut kept);
         // Input only: a count of zero is not observed, as it adds no tokens.
         assert_eq!(
             kept.0,

@@ -12,7 +12,7 @@ use crate::cells::exemplar::ExemplarSlots;
 use crate::cells::histogram::Histogram;
 use crate::schema::family::{Buckets, FamilyId, OPTIONAL_OBSERVATIONS};
 use crate::schema::native::NativeConfig;
-use crate::schema::request::TOKEN_TYPE_COUNT;
+use crate::schema::request::{REFERENCE_TOKEN_TYPES, TOKEN_TYPE_COUNT};
 use crate::store::pricing::Price;
 
 /// Now, in seconds since the Unix epoch.
@@ -110,6 +110,61 @@ impl<T> LazySeriesRef<T> {
     }
 }
 
+/// An owned value made on first use, in one pointer: what most label sets
+/// never need costs them eight bytes.
+pub(crate) struct LazyBox<T>(AtomicPtr<T>);
+
+// SAFETY: it owns its value as a `Box` would, set once and then only shared.
+unsafe impl<T: Send> Send for LazyBox<T> {}
+// SAFETY: as for `Send`; the value is shared immutably once set, the pointer
+// itself is an atomic.
+unsafe impl<T: Sync> Sync for LazyBox<T> {}
+
+impl<T> Default for LazyBox<T> {
+    fn default() -> Self {
+        LazyBox(AtomicPtr::new(std::ptr::null_mut()))
+    }
+}
+
+impl<T: Default> LazyBox<T> {
+    /// The value, made on first use while `first_use` is held (see
+    /// [`LazySeriesRef::get_or_init`]).
+    #[inline]
+    pub(crate) fn get_or_default(&self, first_use: &Mutex<()>) -> &T {
+        // SAFETY: null, or set once below to a leaked `Box` this owns until drop.
+        match unsafe { self.0.load(Ordering::Acquire).as_ref() } {
+            Some(found) => found,
+            None => self.initialize(first_use),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn initialize(&self, first_use: &Mutex<()>) -> &T {
+        let _only = first_use
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // SAFETY: as in `get_or_default`; racing callers wait on the lock.
+        if let Some(found) = unsafe { self.0.load(Ordering::Acquire).as_ref() } {
+            return found;
+        }
+        let made = Box::into_raw(Box::new(T::default()));
+        self.0.store(made, Ordering::Release);
+        // SAFETY: just made from a `Box`, freed only on drop.
+        unsafe { &*made }
+    }
+}
+
+impl<T> Drop for LazyBox<T> {
+    fn drop(&mut self) {
+        let pointer = *self.0.get_mut();
+        if !pointer.is_null() {
+            // SAFETY: made by `Box::into_raw` in `initialize`, freed once, here.
+            drop(unsafe { Box::from_raw(pointer) });
+        }
+    }
+}
+
 /// A counter series and the time it was created (its `_created` sample).
 pub struct CounterSeries {
     /// The count.
@@ -193,11 +248,23 @@ pub struct RequestSeries {
     pub(crate) requests: CounterSeries,
     pub(crate) price: Option<Price>,
     pub(crate) duration: SeriesRef<HistogramSeries>,
-    /// One per token type, in the order of [`crate::schema::request::TOKEN_TYPES`].
-    pub(crate) tokens: [LazySeriesRef<CounterSeries>; TOKEN_TYPE_COUNT],
+    /// The reference's token types', in the order of
+    /// [`crate::schema::request::TOKEN_TYPES`].
+    pub(crate) tokens: [LazySeriesRef<CounterSeries>; REFERENCE_TOKEN_TYPES],
     pub(crate) cost: LazySeriesRef<CostSeries>,
+    /// The series of the values beyond the reference's, which most label sets
+    /// never see: kept apart, made on first use.
+    pub(crate) more: LazyBox<MoreSeries>,
+    pub(crate) unpriced: OnceLock<Option<SeriesRef<CounterSeries>>>,
+}
+
+/// The series a requests series feeds with values beyond the reference's.
+#[derive(Default)]
+pub(crate) struct MoreSeries {
+    /// One per token type past the reference's, in the order of
+    /// [`crate::schema::request::TOKEN_TYPES`].
+    pub(crate) tokens: [LazySeriesRef<CounterSeries>; TOKEN_TYPE_COUNT - REFERENCE_TOKEN_TYPES],
     /// One per optional histogram, in the order of
     /// [`crate::schema::family::OPTIONAL_OBSERVED`].
     pub(crate) observed: [LazySeriesRef<HistogramSeries>; OPTIONAL_OBSERVATIONS],
-    pub(crate) unpriced: OnceLock<Option<SeriesRef<CounterSeries>>>,
 }
