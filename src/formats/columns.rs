@@ -57,6 +57,13 @@ impl Element {
         })
     }
 
+    /// The kind of an 8-byte element in this machine's byte order (`f64`,
+    /// `i64`, `u64`: what numpy makes by default), which reads without
+    /// conversion; None for any other.
+    pub fn native_wide(self) -> Option<Kind> {
+        (self.size == 8 && !self.swapped).then_some(self.kind)
+    }
+
     /// The element at the start of `bytes` (`self.size` long), widened.
     pub fn read(self, bytes: &[u8]) -> Number {
         let mut word = [0_u8; 8];

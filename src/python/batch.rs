@@ -21,7 +21,7 @@ use super::arguments::{
     checked_latency, checked_parts, exemplar_labels, latency_seconds, token_value, tool_call_names,
     type_name, ColumnArgument, ToolNames,
 };
-use super::buffer_column::{buffer_numbers, supports_buffer};
+use super::buffer_column::{buffer_column, supports_buffer};
 use super::metrics_store::{PyMetricsStore, Resolved};
 use super::request_arguments::RequestArguments;
 use crate::formats::columns::Number;
@@ -162,23 +162,26 @@ fn latencies(value: &Bound<'_, PyAny>) -> PyResult<Numbers<f64>> {
     if is_text(value) || !supports_buffer(value) {
         return Ok(Numbers::Scalar(latency_seconds(value, name)?));
     }
-    let values = buffer_seconds(value, name)?;
-    for (row, seconds) in values.iter().enumerate() {
-        checked_latency(*seconds, column(row))?;
-    }
+    let values = buffer_column(value, name, |row, number| {
+        let seconds = seconds_of(number);
+        // Every row is checked: the usual case inline, the rest (and its error) by the call.
+        if seconds.is_finite() && seconds >= 0.0 {
+            Ok(seconds)
+        } else {
+            checked_latency(seconds, column(row))
+        }
+    })?;
     Ok(Numbers::Column(values))
 }
 
-/// The elements of a numeric buffer of seconds, as floats.
-fn buffer_seconds(value: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<f64>> {
-    Ok(buffer_numbers(value, name)?
-        .into_iter()
-        .map(|number| match number {
-            Number::Float(value) => value,
-            Number::Signed(value) => value as f64,
-            Number::Unsigned(value) => value as f64,
-        })
-        .collect())
+/// A numeric buffer's element as seconds.
+#[inline]
+fn seconds_of(number: Number) -> f64 {
+    match number {
+        Number::Float(value) => value,
+        Number::Signed(value) => value as f64,
+        Number::Unsigned(value) => value as f64,
+    }
 }
 
 /// An optional duration's argument (`time_to_first_token_s`, say), every row
@@ -209,15 +212,12 @@ fn optional_seconds(
     if is_text(value) || !supports_buffer(value) {
         return Ok(Numbers::Scalar(Some(latency_seconds(value, name)?)));
     }
-    let values = buffer_seconds(value, name)?
-        .into_iter()
-        .enumerate()
-        .map(|(row, seconds)| {
-            (!seconds.is_nan())
-                .then(|| checked_latency(seconds, column(row)))
-                .transpose()
-        })
-        .collect::<PyResult<_>>()?;
+    let values = buffer_column(value, name, |row, number| {
+        let seconds = seconds_of(number);
+        (!seconds.is_nan())
+            .then(|| checked_latency(seconds, column(row)))
+            .transpose()
+    })?;
     Ok(Numbers::Column(values))
 }
 
@@ -245,25 +245,19 @@ fn token_counts(value: Option<&Bound<'_, PyAny>>, name: &'static str) -> PyResul
     if is_text(value) || !supports_buffer(value) {
         return Ok(Numbers::Scalar(token_value(value, name)?));
     }
-    let values = buffer_numbers(value, name)?
-        .into_iter()
-        .enumerate()
-        .map(|(row, number)| {
+    let values = buffer_column(value, name, |row, number| match number {
+        Number::Unsigned(count) => Ok(count),
+        Number::Signed(count) => u64::try_from(count).map_err(|_| {
             let argument = ColumnArgument {
                 name,
                 row: Some(row),
             };
-            match number {
-                Number::Unsigned(count) => Ok(count),
-                Number::Signed(count) => u64::try_from(count).map_err(|_| {
-                    PyValueError::new_err(format!("{argument} must not be negative, got {count}"))
-                }),
-                Number::Float(_) => Err(PyTypeError::new_err(format!(
-                    "{name} has an unsupported element type: token counts must be integers"
-                ))),
-            }
-        })
-        .collect::<PyResult<_>>()?;
+            PyValueError::new_err(format!("{argument} must not be negative, got {count}"))
+        }),
+        Number::Float(_) => Err(PyTypeError::new_err(format!(
+            "{name} has an unsupported element type: token counts must be integers"
+        ))),
+    })?;
     Ok(Numbers::Column(values))
 }
 

@@ -8,13 +8,21 @@ use pyo3::prelude::*;
 
 use super::ffi::buffer::buffer_bytes;
 pub(super) use super::ffi::buffer::supports_buffer;
-use crate::formats::columns::{Element, Number};
+use crate::formats::columns::{Element, Kind, Number};
 
-/// The elements of the 1-dimensional numeric buffer `value`, widened, in row order.
+/// The elements of the 1-dimensional numeric buffer `value`, each widened and
+/// turned into a `T` by `convert` (given its row, and failing the whole
+/// column on the first bad element), in row order.
 ///
 /// `name` names the argument in errors: a buffer of several dimensions is a
 /// `ValueError`, one of other elements (text, bool, half floats, records) a `TypeError`.
-pub(super) fn buffer_numbers(value: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<Number>> {
+/// The 8-byte elements of this machine's byte order, numpy's defaults, are
+/// read in one pass without the general conversion.
+pub(super) fn buffer_column<T>(
+    value: &Bound<'_, PyAny>,
+    name: &str,
+    mut convert: impl FnMut(usize, Number) -> PyResult<T>,
+) -> PyResult<Vec<T>> {
     let buffer = buffer_bytes(value, name)?;
     let element = Element::parse(&buffer.format, buffer.item_size).ok_or_else(|| {
         PyTypeError::new_err(format!(
@@ -24,9 +32,35 @@ pub(super) fn buffer_numbers(value: &Bound<'_, PyAny>, name: &str) -> PyResult<V
             buffer.item_size
         ))
     })?;
-    Ok(buffer
-        .bytes
-        .chunks_exact(element.size)
-        .map(|chunk| element.read(chunk))
-        .collect())
+    let mut values = Vec::with_capacity(buffer.bytes.len() / element.size);
+    let words = || {
+        buffer
+            .bytes
+            .chunks_exact(8)
+            .map(|chunk| <[u8; 8]>::try_from(chunk).unwrap_or_default())
+            .enumerate()
+    };
+    match element.native_wide() {
+        Some(Kind::Float) => {
+            for (row, word) in words() {
+                values.push(convert(row, Number::Float(f64::from_ne_bytes(word)))?);
+            }
+        }
+        Some(Kind::Signed) => {
+            for (row, word) in words() {
+                values.push(convert(row, Number::Signed(i64::from_ne_bytes(word)))?);
+            }
+        }
+        Some(Kind::Unsigned) => {
+            for (row, word) in words() {
+                values.push(convert(row, Number::Unsigned(u64::from_ne_bytes(word)))?);
+            }
+        }
+        None => {
+            for (row, chunk) in buffer.bytes.chunks_exact(element.size).enumerate() {
+                values.push(convert(row, element.read(chunk))?);
+            }
+        }
+    }
+    Ok(values)
 }

@@ -148,7 +148,7 @@ impl<T: Default> LazyBox<T> {
         if let Some(found) = unsafe { self.0.load(Ordering::Acquire).as_ref() } {
             return found;
         }
-        let made = Box::into_raw(Box::new(T::default()));
+        let made = Box::into_raw(Box::<T>::default());
         self.0.store(made, Ordering::Release);
         // SAFETY: just made from a `Box`, freed only on drop.
         unsafe { &*made }

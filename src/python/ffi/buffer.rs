@@ -73,12 +73,13 @@ pub(in crate::python) fn buffer_bytes(
     };
     let item_size = usize::try_from(view.0.itemsize).unwrap_or(0);
     let len = usize::try_from(view.0.len).unwrap_or(0);
-    let mut bytes = vec![0_u8; len];
+    // Filled by the copy below before it is read: not zeroed first.
+    let mut bytes: Vec<u8> = Vec::with_capacity(len);
     // CPython before 3.11 declares the view argument mutable; it is only read.
     let view_pointer = (&raw const *view.0).cast_mut();
-    // SAFETY: `bytes` has the view's `len` bytes; strided views are gathered in
-    // row order ('C'); the view stays valid until `view` is dropped, and
-    // `PyBuffer_ToContiguous` only reads it.
+    // SAFETY: `bytes` has room for the view's `len` bytes; strided views are
+    // gathered in row order ('C'); the view stays valid until `view` is
+    // dropped, and `PyBuffer_ToContiguous` only reads it.
     let copied = unsafe {
         ffi::PyBuffer_ToContiguous(
             bytes.as_mut_ptr().cast(),
@@ -91,6 +92,8 @@ pub(in crate::python) fn buffer_bytes(
         return Err(PyErr::take(py)
             .unwrap_or_else(|| PyValueError::new_err(format!("{name} could not be read"))));
     }
+    // SAFETY: the successful copy wrote all `len` bytes of the capacity.
+    unsafe { bytes.set_len(len) };
     Ok(BufferBytes {
         bytes,
         format,
