@@ -558,7 +558,14 @@ impl PyMetricsStore {
     /// there is nothing to report.
     #[inline]
     pub(super) fn report_overflows(&self, py: Python<'_>) {
-        if self.store().has_notices() {
+        self.report_overflows_of(py, self.store());
+    }
+
+    /// [`Self::report_overflows`] with the store already at hand (a call
+    /// that has recorded into it need not load the pointer again).
+    #[inline]
+    fn report_overflows_of(&self, py: Python<'_>, store: &Store) {
+        if store.has_notices() {
             self.log_overflows(py);
         }
     }
@@ -791,7 +798,8 @@ impl PyMetricsStore {
             );
         }
         // Everything is valid: from here on the call records.
-        let more = arguments.more || self.keeps_token_usage();
+        // Both are plain reads: `|` rather than `||` spares the hot path a branch.
+        let more = arguments.more | self.keeps_token_usage();
         self.record_valid(py, resolved, labelled, &values, more, &tool_names)
             .map(|_| ())
     }
@@ -809,9 +817,10 @@ impl PyMetricsStore {
         tool_names: &ToolNames<'_, '_>,
     ) -> PyResult<&'s RequestEntry> {
         let entry = self.request_entry(py, resolved, labelled)?;
-        self.store().record_known_request_on(entry, values, more);
+        let store = self.store();
+        store.record_known_request_on(entry, values, more);
         self.record_tool_calls(py, tool_names)?;
-        self.report_overflows(py);
+        self.report_overflows_of(py, store);
         Ok(entry)
     }
 
