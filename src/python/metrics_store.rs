@@ -100,8 +100,7 @@ impl PyMetricsStore {
         _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let extra_names = extra_labels.clone().unwrap_or_default();
-        let convention = Convention::named(semconv)
-            .map_err(|reason| PyValueError::new_err(format!("semconv {reason}")))?;
+        let convention = convention_named(semconv)?;
         let native = native_histograms
             .map(|(schema, zero_threshold, max_buckets)| {
                 NativeConfig::new(schema, zero_threshold, max_buckets)
@@ -258,8 +257,7 @@ impl PyMetricsStore {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let convention = match semconv {
             None => self.convention,
-            named => Convention::named(named)
-                .map_err(|reason| PyValueError::new_err(format!("semconv {reason}")))?,
+            named => convention_named(named)?,
         };
         let body = self.otlp_body(py, convention, &resource, now)?;
         bytes_released(py, &body)
@@ -838,7 +836,7 @@ impl PyMetricsStore {
         tool_names: &ToolNames<'_, '_>,
     ) -> PyResult<()> {
         let labels = exemplar_labels(exemplar, "exemplar")?;
-        let more = values.has_more() || self.keeps_token_usage();
+        let more = self.store().runs_more_rules(values);
         let entry = self.record_valid(py, resolved, labelled, values, more, tool_names)?;
         self.store()
             .attach_exemplar(entry, values, &labels, unix_now());
@@ -862,6 +860,11 @@ pub(super) enum Resolved<'s, 'py> {
 /// Objects in the key of a call with a `labels` mapping: the four request
 /// labels and up to four extra ones.
 const LABELLED_KEY: usize = 8;
+
+/// The convention a `semconv` argument names, or a `ValueError` naming it.
+fn convention_named(semconv: Option<&str>) -> PyResult<Convention> {
+    Convention::named(semconv).map_err(|reason| PyValueError::new_err(format!("semconv {reason}")))
+}
 
 /// Whether a store of `convention` keeps the tokens-per-request histogram:
 /// the GenAI conventions' `gen_ai.client.token.usage`, kept under their names.

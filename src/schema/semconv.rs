@@ -140,10 +140,9 @@ impl Convention {
         let name = match self.defined(family) {
             None => Cow::Borrowed(family.name),
             Some(metric) => {
-                let (_, unit) = self.otlp_metric(family);
                 let suffix = UNIT_SUFFIXES
                     .iter()
-                    .find(|(known, _)| *known == unit)
+                    .find(|(known, _)| *known == family.unit)
                     .map_or("", |(_, suffix)| suffix);
                 Cow::Owned(format!("{metric}{suffix}"))
             }

@@ -206,8 +206,7 @@ impl<'s> Batch<'s> {
     /// Adds one row for `entry`, an entry of this batch's store.
     pub fn add(&mut self, entry: &'s RequestEntry, values: &RequestValues) {
         let position = self.position(entry);
-        let more = values.has_more() || self.store.keeps_token_usage();
-        self.add_to(position, values, more);
+        self.add_to(position, values, self.store.runs_more_rules(values));
     }
 
     /// Adds one row to the entry at `position`, as returned by

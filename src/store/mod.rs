@@ -479,7 +479,15 @@ impl Store {
     /// Records one request on an entry obtained from [`Store::request_entry`] of this store.
     #[inline]
     pub fn record_request_on(&self, entry: &RequestEntry, values: &RequestValues) {
-        self.record_known_request_on(entry, values, values.has_more() || self.token_usage);
+        self.record_known_request_on(entry, values, self.runs_more_rules(values));
+    }
+
+    /// Whether the rules of the values beyond the reference's run for
+    /// `values` (see [`rules::record`]): it has some, or every request's token
+    /// usage is kept.
+    #[inline]
+    pub fn runs_more_rules(&self, values: &RequestValues) -> bool {
+        values.has_more() || self.token_usage
     }
 
     /// [`Store::record_request_on`] for a caller that knows whether the rules

@@ -127,12 +127,19 @@ impl<T> Default for LazyBox<T> {
 }
 
 impl<T: Default> LazyBox<T> {
+    /// The value, once made.
+    #[inline]
+    fn get(&self) -> Option<&T> {
+        // SAFETY: null, or set once in `initialize` to a leaked `Box` this
+        // owns until drop.
+        unsafe { self.0.load(Ordering::Acquire).as_ref() }
+    }
+
     /// The value, made on first use while `first_use` is held (see
     /// [`LazySeriesRef::get_or_init`]).
     #[inline]
     pub(crate) fn get_or_default(&self, first_use: &Mutex<()>) -> &T {
-        // SAFETY: null, or set once below to a leaked `Box` this owns until drop.
-        match unsafe { self.0.load(Ordering::Acquire).as_ref() } {
+        match self.get() {
             Some(found) => found,
             None => self.initialize(first_use),
         }
@@ -144,8 +151,8 @@ impl<T: Default> LazyBox<T> {
         let _only = first_use
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // SAFETY: as in `get_or_default`; racing callers wait on the lock.
-        if let Some(found) = unsafe { self.0.load(Ordering::Acquire).as_ref() } {
+        // Racing callers wait on the lock, then find the value made.
+        if let Some(found) = self.get() {
             return found;
         }
         let made = Box::into_raw(Box::<T>::default());
