@@ -259,3 +259,32 @@ def test_every_float_prints_as_prometheus_client_prints_it(latencies):
             f'provider="p"}} {floatToGoString(latency)}\n'
         )
         assert line in text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    models=st.lists(
+        st.one_of(
+            st.text(max_size=12),
+            st.text(alphabet=st.characters(max_codepoint=0xFF), max_size=12),
+            st.text(alphabet="ab\u2014\u00e9\U0001f600\"\\\n", max_size=12),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    counts=st.lists(st.integers(min_value=1, max_value=3), min_size=8, max_size=8),
+)
+def test_generate_latest_is_the_str_prometheus_client_decodes(models, counts):
+    # Our `str` is written as code units, not decoded: it must still equal (and
+    # so be stored at the width of) the text prometheus_client renders, whatever
+    # characters the label values hold.
+    registry = CollectorRegistry()
+    metrics = GatewayMetricsMiddleware(registry=registry)
+    for model, count in zip(models, counts):
+        for _ in range(count):
+            metrics.record_request(
+                provider="p", model=model, operation="o", status="s", latency_s=0.25
+            )
+    expected = prometheus_client.generate_latest(registry).decode()
+    assert metrics.generate_latest() == expected
+    assert metrics.generate_latest().encode() == prometheus_client.generate_latest(registry)

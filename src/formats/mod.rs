@@ -2,6 +2,7 @@
 //! expositions, snapshots, remote-write requests, OTLP exports, and the
 //! numeric columns `record_batch` reads.
 
+pub mod code_units;
 pub mod columns;
 pub mod otlp;
 pub mod protobuf;

@@ -15,6 +15,7 @@ use super::arguments::{
 };
 use super::exit_gate::release_gil;
 use super::ffi::bytes::bytes_released;
+use super::ffi::string::str_released;
 use super::identity_cache::IdentityCache;
 use super::multiprocess::{Layout, Multiprocess};
 use super::prices::python_price_resolver;
@@ -300,8 +301,8 @@ impl PyMetricsStore {
         include_created: bool,
     ) -> PyResult<Bound<'py, PyString>> {
         self.with_rendered(py, Format::Text, Charset::Legacy, include_created, |text| {
-            PyString::new(py, text)
-        })
+            str_released(py, text)
+        })?
     }
 
     /// This process's values as snapshot bytes; `reset` takes them, leaving zeros.

@@ -3,24 +3,6 @@
 //! values and bucket labels are both written this way; an exemplar's
 //! timestamp is written as Python's own `repr` (see [`write_repr`]).
 
-use std::fmt::Write as _;
-
-/// A small stack buffer for the digits of one float.
-struct Digits {
-    bytes: [u8; 40],
-    len: usize,
-}
-
-impl std::fmt::Write for Digits {
-    fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        let end = self.len + text.len();
-        let room = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
-        room.copy_from_slice(text.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
-
 /// Appends `value` exactly as `prometheus_client.utils.floatToGoString` prints it.
 pub fn write_value(out: &mut String, value: f64) {
     if value.is_nan() {
@@ -31,7 +13,8 @@ pub fn write_value(out: &mut String, value: f64) {
         out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
         return;
     }
-    if value.fract() == 0.0 && value.abs() < 1e15 {
+    // Counts are integral: a cast and back tells that without `fract`'s libm call.
+    if value.abs() < 1e15 && (value as i64) as f64 == value {
         write_integral_value(out, value);
         return;
     }
@@ -57,78 +40,137 @@ fn write_shortest(out: &mut String, value: f64, go: bool) {
     // close, the even one: the digits Python's `repr` chooses. (Rust's own `{:e}`
     // rounds such ties up: 74576834028684.625 would end in 63 instead of 62.)
     let mut shortest = ryu::Buffer::new();
-    let (negative, significant, exponent) = decompose(shortest.format_finite(value));
-    let mut digits = Digits {
-        bytes: [0; 40],
-        len: 0,
-    };
-    let _ = digits.write_str(significant.0);
-    let _ = digits.write_str(significant.1);
-    let all = std::str::from_utf8(&digits.bytes[..digits.len]).unwrap_or("0");
-    let all = all.trim_start_matches('0');
-    let skipped = significant.0.len() + significant.1.len() - all.len();
-    let all = match all.trim_end_matches('0') {
-        "" => "0",
-        trimmed => trimmed,
-    };
-    let exponent = if all == "0" {
-        0
-    } else {
-        exponent - skipped as i32
-    };
+    let mut digits = [0; 24];
+    let (negative, all, exponent) = significant(shortest.format_finite(value), &mut digits);
     let (lead, rest) = all.split_at(1);
+    // Composed on the stack and appended once: one copy into `out`, not six.
+    let mut text = Scratch::default();
 
     if negative {
-        out.push('-');
+        text.push_str("-");
     }
     let python_uses_exponent = !(-5 < exponent && exponent < 16);
     let go_uses_exponent = go && value > 0.0 && exponent >= 6;
     if python_uses_exponent || go_uses_exponent {
-        out.push_str(lead);
+        text.push_str(lead);
         if !rest.is_empty() {
-            out.push('.');
-            out.push_str(rest);
+            text.push_str(".");
+            text.push_str(rest);
         }
-        let sign = if exponent < 0 { '-' } else { '+' };
-        let _ = write!(out, "e{sign}{:02}", exponent.unsigned_abs());
+        text.exponent(exponent);
     } else if exponent >= 0 {
         let integer_digits = exponent as usize + 1;
         let digits_after_lead = rest.len();
-        out.push_str(lead);
+        text.push_str(lead);
         if digits_after_lead < integer_digits {
-            out.push_str(rest);
-            out.extend(std::iter::repeat_n(
-                '0',
-                integer_digits - 1 - digits_after_lead,
-            ));
-            out.push_str(".0");
+            text.push_str(rest);
+            text.zeros(integer_digits - 1 - digits_after_lead);
+            text.push_str(".0");
         } else {
-            out.push_str(&rest[..integer_digits - 1]);
-            out.push('.');
-            out.push_str(&rest[integer_digits - 1..]);
+            text.push_str(&rest[..integer_digits - 1]);
+            text.push_str(".");
+            text.push_str(&rest[integer_digits - 1..]);
         }
     } else {
-        out.push_str("0.");
-        out.extend(std::iter::repeat_n('0', (-exponent - 1) as usize));
-        out.push_str(lead);
-        out.push_str(rest);
+        text.push_str("0.");
+        text.zeros((-exponent - 1) as usize);
+        text.push_str(lead);
+        text.push_str(rest);
+    }
+    out.push_str(text.as_str());
+}
+
+/// A float's text as it is composed: at most 17 digits, a sign, `0.` and up to
+/// four zeros before them (Python's exponent starts at 1e-5), or a point and
+/// `e+308`.
+#[derive(Default)]
+struct Scratch {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl Scratch {
+    fn push_str(&mut self, text: &str) {
+        self.bytes[self.len..self.len + text.len()].copy_from_slice(text.as_bytes());
+        self.len += text.len();
+    }
+
+    fn zeros(&mut self, count: usize) {
+        self.bytes[self.len..self.len + count].fill(b'0');
+        self.len += count;
+    }
+
+    /// `e`, the exponent's sign and at least two of its digits, as Go and
+    /// Python write an exponent.
+    fn exponent(&mut self, exponent: i32) {
+        self.push_str(if exponent < 0 { "e-" } else { "e+" });
+        let magnitude = exponent.unsigned_abs();
+        if magnitude < 10 {
+            self.push_str("0");
+        }
+        self.push_str(DecimalDigits::new().of(magnitude.into()));
+    }
+
+    fn as_str(&self) -> &str {
+        // SAFETY: only whole `str`s (ASCII digits, signs, points) were copied in.
+        unsafe { std::str::from_utf8_unchecked(&self.bytes[..self.len]) }
     }
 }
 
-/// Splits a Ryu rendering into its sign, the digits before and after the point,
-/// and the decimal exponent of the first of those digits.
-fn decompose(text: &str) -> (bool, (&str, &str), i32) {
-    let (negative, text) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
+/// Splits a Ryu rendering into its sign, its significant digits (written
+/// into `digits`; "0" for zero) and the decimal exponent of the first of them.
+/// Ryu writes at most 17 digits, a point and an exponent (`1.5e-7`, `1e16`,
+/// `0.0001`, `123.25`).
+fn significant<'d>(text: &str, digits: &'d mut [u8; 24]) -> (bool, &'d str, i32) {
+    let bytes = text.as_bytes();
+    let (negative, bytes) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
     };
-    let (mantissa, shift) = match text.split_once(['e', 'E']) {
-        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i32>().unwrap_or(0)),
-        None => (text, 0),
+    let (mantissa, shift) = match bytes.iter().position(|byte| *byte == b'e') {
+        Some(at) => (&bytes[..at], parse_exponent(&bytes[at + 1..])),
+        None => (bytes, 0),
     };
-    let (integer, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let exponent = integer.len() as i32 - 1 + shift;
-    (negative, (integer, fraction), exponent)
+    let point = mantissa
+        .iter()
+        .position(|byte| *byte == b'.')
+        .unwrap_or(mantissa.len());
+    let mut len = 0;
+    let mut leading_zeros = 0;
+    for &byte in mantissa.iter().filter(|byte| byte.is_ascii_digit()) {
+        if len == 0 && byte == b'0' {
+            leading_zeros += 1;
+        } else if len < digits.len() {
+            digits[len] = byte;
+            len += 1;
+        }
+    }
+    while len > 0 && digits[len - 1] == b'0' {
+        len -= 1;
+    }
+    if len == 0 {
+        return (negative, "0", 0);
+    }
+    let exponent = point as i32 - 1 + shift - leading_zeros;
+    // SAFETY: `digits[..len]` holds ASCII digits only, copied above.
+    let all = unsafe { std::str::from_utf8_unchecked(&digits[..len]) };
+    (negative, all, exponent)
+}
+
+/// A Ryu exponent's value (`-7`, `16`).
+fn parse_exponent(text: &[u8]) -> i32 {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    let magnitude = digits
+        .iter()
+        .fold(0, |value: i32, digit| value * 10 + i32::from(digit - b'0'));
+    if negative {
+        -magnitude
+    } else {
+        magnitude
+    }
 }
 
 /// The common case of counts: an integral value below 1e15, printed without float formatting.
@@ -136,14 +178,15 @@ fn write_integral_value(out: &mut String, value: f64) {
     let integer = value as i64;
     if integer == 0 && value.is_sign_negative() {
         out.push_str("-0.0");
-    } else if integer >= 1_000_000 {
+        return;
+    }
+    if integer < 0 {
+        out.push('-');
+    }
+    let mut digits = DecimalDigits::new();
+    let text = digits.of(integer.unsigned_abs());
+    if integer >= 1_000_000 {
         // Go's exponent form, as floatToGoString switches to it from 1e6 up.
-        let mut digits = Digits {
-            bytes: [0; 40],
-            len: 0,
-        };
-        write!(digits, "{integer}").expect("an i64 fits in 40 bytes");
-        let text = std::str::from_utf8(&digits.bytes[..digits.len]).unwrap_or("0");
         let exponent = text.len() - 1;
         let significant = text.trim_end_matches('0');
         out.push_str(&significant[..1]);
@@ -151,9 +194,40 @@ fn write_integral_value(out: &mut String, value: f64) {
             out.push('.');
             out.push_str(&significant[1..]);
         }
-        let _ = write!(out, "e+{exponent:02}");
+        let mut text = Scratch::default();
+        text.exponent(exponent as i32);
+        out.push_str(text.as_str());
     } else {
-        let _ = write!(out, "{integer}.0");
+        out.push_str(text);
+        out.push_str(".0");
+    }
+}
+
+/// The decimal digits of an integer, written right to left into a stack
+/// buffer: a count is formatted many thousand times per scrape, and
+/// `core::fmt`'s machinery costs several times this loop.
+struct DecimalDigits {
+    bytes: [u8; 20],
+}
+
+impl DecimalDigits {
+    fn new() -> Self {
+        DecimalDigits { bytes: [0; 20] }
+    }
+
+    /// The digits of `value`, without sign or leading zeros.
+    fn of(&mut self, mut value: u64) -> &str {
+        let mut start = self.bytes.len();
+        loop {
+            start -= 1;
+            self.bytes[start] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        // SAFETY: `bytes[start..]` holds ASCII digits only, written above.
+        unsafe { std::str::from_utf8_unchecked(&self.bytes[start..]) }
     }
 }
 

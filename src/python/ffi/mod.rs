@@ -5,9 +5,11 @@
 //!   METH_KEYWORDS` method, and installing such methods on a class;
 //! - [`buffer`]: a numeric buffer's bytes and element format;
 //! - [`int`]: an exact `int` read as a `u64` without a method call;
-//! - [`bytes`]: a new `bytes` filled without the GIL.
+//! - [`bytes`]: a new `bytes` filled without the GIL;
+//! - [`string`]: a new `str` written as its code units without the GIL.
 
 pub(super) mod buffer;
 pub(super) mod bytes;
 pub(super) mod fastcall;
 pub(super) mod int;
+pub(super) mod string;
