@@ -251,7 +251,12 @@ def test_record_batch_100k_rows(measure, middlewares, contender):
     columns = workloads.batch_columns(model_column=contender.endswith("model column"))
     record_batch = middlewares["ours"].record_batch
     rows = measure(
-        group, contender, lambda: record_batch(**columns), calls_per_round=workloads.BATCH_ROWS
+        group,
+        contender,
+        lambda: record_batch(**columns),
+        calls_per_round=workloads.BATCH_ROWS,
+        floor=workloads.fixed_request(workloads.floor_record_request),
+        floor_calls_per_round=workloads.CALLS_PER_ROUND,
     )
     assert rows == workloads.BATCH_ROWS
 

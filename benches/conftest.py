@@ -25,7 +25,11 @@ def record_ratios(group: str, contender: str, extra_info: dict[str, Any]) -> Non
 
 @pytest.fixture
 def measure(benchmark) -> Callable[..., Any]:
-    """Times ``call`` for ``contender`` in ``group``; ``calls_per_round`` normalises per call."""
+    """Times ``call`` for ``contender`` in ``group``; ``calls_per_round`` normalises per call.
+
+    With ``floor`` (``floor_calls_per_round`` calls each, as many as ``call`` makes
+    unless given), the ratio to it is also timed in alternation, per call.
+    """
 
     def run(
         group: str,
@@ -33,6 +37,7 @@ def measure(benchmark) -> Callable[..., Any]:
         call: Callable[[], Any],
         calls_per_round: int = 1,
         floor: Callable[[], Any] | None = None,
+        floor_calls_per_round: int | None = None,
     ):
         benchmark.group = group
         benchmark.extra_info["contender"] = contender
@@ -44,7 +49,12 @@ def measure(benchmark) -> Callable[..., Any]:
             benchmark.extra_info["seconds_per_call"] = per_call
             record_ratios(group, contender, benchmark.extra_info)
             if floor is not None:
-                ratio = interleaved_ratio(call, floor)
+                ratio = interleaved_ratio(
+                    call,
+                    floor,
+                    units_per_call=calls_per_round,
+                    units_per_floor=floor_calls_per_round or calls_per_round,
+                )
                 INTERLEAVED[(group, contender)] = ratio
                 benchmark.extra_info["ratio_to_floor_interleaved"] = ratio
         return result

@@ -416,18 +416,30 @@ def median_seconds_per_call(
     return timings[len(timings) // 2] / number / calls_per_round
 
 
-def interleaved_ratio(call: Callable[[], Any], floor: Callable[[], Any], rounds: int = 15) -> float:
+def interleaved_ratio(
+    call: Callable[[], Any],
+    floor: Callable[[], Any],
+    rounds: int = 15,
+    *,
+    units_per_call: int = 1,
+    units_per_floor: int = 1,
+) -> float:
     """``call``'s time over ``floor``'s, timed in alternation and best of ``rounds`` each.
 
     On a shared machine the speed drifts between benchmarks; alternating the two
-    workloads makes them meet the same conditions, so their ratio holds.
+    workloads makes them meet the same conditions, so their ratio holds. The
+    ratio is per unit (a batch of ``units_per_call`` rows against
+    ``units_per_floor`` floor calls, say), each round timing as many units of both.
     """
-    number = max(1, timeit.Timer(call).autorange()[0] // 4)
+    call_number = max(1, timeit.Timer(call).autorange()[0] // 4)
+    floor_number = max(1, round(call_number * units_per_call / units_per_floor))
     best_call = best_floor = float("inf")
     for _ in range(rounds):
-        best_call = min(best_call, timeit.timeit(call, number=number))
-        best_floor = min(best_floor, timeit.timeit(floor, number=number))
-    return best_call / best_floor
+        best_call = min(best_call, timeit.timeit(call, number=call_number))
+        best_floor = min(best_floor, timeit.timeit(floor, number=floor_number))
+    per_call_unit = best_call / call_number / units_per_call
+    per_floor_unit = best_floor / floor_number / units_per_floor
+    return per_call_unit / per_floor_unit
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,10 @@ use super::metrics_store::{PyMetricsStore, Resolved};
 use super::request_arguments::RequestArguments;
 use crate::formats::columns::Number;
 use crate::schema::request::{
-    RequestValues, EXEMPLAR_FIELD, EXTRA_LABELS_FIELD, INPUT, LABEL_FIELDS, LATENCY_FIELD, OUTPUT,
+    RequestValues, EXEMPLAR_FIELD, EXTRA_LABELS_FIELD, LABEL_FIELDS, LATENCY_FIELD,
     REFERENCE_TOKEN_TYPES, REQUEST_FIELDS, SECONDS_POSITIONS, TOKEN_FIELDS, TOOL_CALLS_FIELD,
 };
-use crate::store::batch::Batch;
+use crate::store::batch::{Batch, Column, Columns};
 use crate::store::series::unix_now;
 
 /// Up to this many distinct label combinations, a batch finds a row's combination
@@ -115,29 +115,6 @@ fn dict_argument<'py>(
 /// An exemplar's checked labels.
 type ExemplarLabels = Vec<(String, String)>;
 
-/// A numeric argument: one value for every row, or one per row.
-enum Numbers<T> {
-    Scalar(T),
-    Column(Vec<T>),
-}
-
-impl<T: Copy> Numbers<T> {
-    fn rows(&self) -> Option<usize> {
-        match self {
-            Numbers::Scalar(_) => None,
-            Numbers::Column(values) => Some(values.len()),
-        }
-    }
-
-    #[inline]
-    fn at(&self, row: usize) -> T {
-        match self {
-            Numbers::Scalar(value) => *value,
-            Numbers::Column(values) => values[row],
-        }
-    }
-}
-
 fn is_text(value: &Bound<'_, PyAny>) -> bool {
     value.is_instance_of::<PyString>()
         || value.is_instance_of::<PyBytes>()
@@ -145,7 +122,7 @@ fn is_text(value: &Bound<'_, PyAny>) -> bool {
 }
 
 /// The `latency_s` argument, every row checked.
-fn latencies(value: &Bound<'_, PyAny>) -> PyResult<Numbers<f64>> {
+fn latencies(value: &Bound<'_, PyAny>) -> PyResult<Column<f64>> {
     let name = "latency_s";
     let column = |row| ColumnArgument {
         name,
@@ -157,21 +134,27 @@ fn latencies(value: &Bound<'_, PyAny>) -> PyResult<Numbers<f64>> {
             .enumerate()
             .map(|(row, item)| latency_seconds(item, column(row)))
             .collect::<PyResult<_>>()?;
-        return Ok(Numbers::Column(values));
+        return Ok(Column::Rows(values));
     }
     if is_text(value) || !supports_buffer(value) {
-        return Ok(Numbers::Scalar(latency_seconds(value, name)?));
+        return Ok(Column::Scalar(latency_seconds(value, name)?));
     }
-    let values = buffer_column(value, name, |row, number| {
-        let seconds = seconds_of(number);
-        // Every row is checked: the usual case inline, the rest (and its error) by the call.
-        if seconds.is_finite() && seconds >= 0.0 {
-            Ok(seconds)
-        } else {
-            checked_latency(seconds, column(row))
-        }
-    })?;
-    Ok(Numbers::Column(values))
+    let values = buffer_column(
+        value,
+        name,
+        |number| Some(seconds_of(number)).filter(|seconds| seconds.is_finite() && *seconds >= 0.0),
+        |row, number| rejected_seconds(seconds_of(number), column(row)),
+    )?;
+    Ok(Column::Rows(values))
+}
+
+/// The error of a duration that is not finite, or negative.
+#[cold]
+fn rejected_seconds(seconds: f64, argument: ColumnArgument) -> PyErr {
+    checked_latency(seconds, argument).map_or_else(
+        |error| error,
+        |_| PyValueError::new_err(format!("{argument} changed while it was read")),
+    )
 }
 
 /// A numeric buffer's element as seconds.
@@ -189,13 +172,13 @@ fn seconds_of(number: Number) -> f64 {
 fn optional_seconds(
     value: Option<&Bound<'_, PyAny>>,
     name: &'static str,
-) -> PyResult<Numbers<Option<f64>>> {
+) -> PyResult<Column<Option<f64>>> {
     let column = |row| ColumnArgument {
         name,
         row: Some(row),
     };
     let Some(value) = value.filter(|value| !value.is_none()) else {
-        return Ok(Numbers::Scalar(None));
+        return Ok(Column::Scalar(None));
     };
     if let Some(items) = sequence_items(value) {
         let values = items
@@ -207,24 +190,28 @@ fn optional_seconds(
                     .transpose()
             })
             .collect::<PyResult<_>>()?;
-        return Ok(Numbers::Column(values));
+        return Ok(Column::Rows(values));
     }
     if is_text(value) || !supports_buffer(value) {
-        return Ok(Numbers::Scalar(Some(latency_seconds(value, name)?)));
+        return Ok(Column::Scalar(Some(latency_seconds(value, name)?)));
     }
-    let values = buffer_column(value, name, |row, number| {
-        let seconds = seconds_of(number);
-        (!seconds.is_nan())
-            .then(|| checked_latency(seconds, column(row)))
-            .transpose()
-    })?;
-    Ok(Numbers::Column(values))
+    let values = buffer_column(
+        value,
+        name,
+        |number| match seconds_of(number) {
+            seconds if seconds.is_nan() => Some(None),
+            seconds if seconds.is_finite() && seconds >= 0.0 => Some(Some(seconds)),
+            _ => None,
+        },
+        |row, number| rejected_seconds(seconds_of(number), column(row)),
+    )?;
+    Ok(Column::Rows(values))
 }
 
 /// A token-count argument (`input_tokens` or `output_tokens`), every row checked.
-fn token_counts(value: Option<&Bound<'_, PyAny>>, name: &'static str) -> PyResult<Numbers<u64>> {
+fn token_counts(value: Option<&Bound<'_, PyAny>>, name: &'static str) -> PyResult<Column<u64>> {
     let Some(value) = value.filter(|value| !value.is_none()) else {
-        return Ok(Numbers::Scalar(0));
+        return Ok(Column::Scalar(0));
     };
     if let Some(items) = sequence_items(value) {
         let values = items
@@ -240,25 +227,40 @@ fn token_counts(value: Option<&Bound<'_, PyAny>>, name: &'static str) -> PyResul
                 )
             })
             .collect::<PyResult<_>>()?;
-        return Ok(Numbers::Column(values));
+        return Ok(Column::Rows(values));
     }
     if is_text(value) || !supports_buffer(value) {
-        return Ok(Numbers::Scalar(token_value(value, name)?));
+        return Ok(Column::Scalar(token_value(value, name)?));
     }
-    let values = buffer_column(value, name, |row, number| match number {
-        Number::Unsigned(count) => Ok(count),
-        Number::Signed(count) => u64::try_from(count).map_err(|_| {
+    let values = buffer_column(
+        value,
+        name,
+        |number| match number {
+            Number::Unsigned(count) => Some(count),
+            Number::Signed(count) => u64::try_from(count).ok(),
+            Number::Float(_) => None,
+        },
+        |row, number| rejected_count(number, name, row),
+    )?;
+    Ok(Column::Rows(values))
+}
+
+/// The error of a token count that is negative, or of a float column.
+#[cold]
+fn rejected_count(number: Number, name: &'static str, row: usize) -> PyErr {
+    match number {
+        Number::Float(_) => PyTypeError::new_err(format!(
+            "{name} has an unsupported element type: token counts must be integers"
+        )),
+        Number::Signed(count) => {
             let argument = ColumnArgument {
                 name,
                 row: Some(row),
             };
             PyValueError::new_err(format!("{argument} must not be negative, got {count}"))
-        }),
-        Number::Float(_) => Err(PyTypeError::new_err(format!(
-            "{name} has an unsupported element type: token counts must be integers"
-        ))),
-    })?;
-    Ok(Numbers::Column(values))
+        }
+        Number::Unsigned(_) => PyValueError::new_err(format!("{name} changed while it was read")),
+    }
 }
 
 /// Finds each row's combination of label objects: the first row of each new
@@ -404,24 +406,20 @@ impl PyMetricsStore {
         // zero or None) need none of the rest.
         let plain = tokens[REFERENCE_TOKEN_TYPES..]
             .iter()
-            .all(|column| matches!(column, Numbers::Scalar(0)))
+            .all(|column| matches!(column, Column::Scalar(0)))
             && seconds
                 .iter()
-                .all(|column| matches!(column, Numbers::Scalar(None)));
+                .all(|column| matches!(column, Column::Scalar(None)));
+        let numeric = Columns {
+            latency: &latency,
+            tokens: &tokens,
+            seconds: &seconds,
+            plain,
+        };
+        let fill_row = |values: &mut RequestValues, row: usize| numeric.fill(values, row);
         let row_values = |row: usize| {
-            let mut values = RequestValues::new(
-                latency.at(row),
-                tokens[INPUT].at(row),
-                tokens[OUTPUT].at(row),
-            );
-            if !plain {
-                for (count, column) in values.tokens.iter_mut().zip(&tokens) {
-                    *count = column.at(row);
-                }
-                for (value, column) in values.seconds.iter_mut().zip(&seconds) {
-                    *value = column.at(row);
-                }
-            }
+            let mut values = RequestValues::new(0.0, 0, 0);
+            fill_row(&mut values, row);
             values
         };
         // The parts of each row's values, checked against the row's wholes.
@@ -533,11 +531,18 @@ impl PyMetricsStore {
         // The rules of the values beyond the reference's run when a column has
         // some, or when every row's token usage is kept.
         let more = !plain || self.store().keeps_token_usage();
-        for row in 0..rows {
-            let combination = row_combination.get(row).map_or(0, |c| *c as usize);
-            batch.add_to(positions[combination], &row_values(row), more);
-            if let Some(names) = tool_names.get(row) {
-                self.record_tool_calls(py, names)?;
+        if let ([position], []) = (&positions[..], &tool_names[..]) {
+            // One label set and no tool calls: the rows alone, in one loop.
+            batch.add_rows(*position, rows, more, &numeric);
+        } else {
+            let mut values = RequestValues::new(0.0, 0, 0);
+            for row in 0..rows {
+                let combination = row_combination.get(row).map_or(0, |c| *c as usize);
+                fill_row(&mut values, row);
+                batch.add_to(positions[combination], &values, more);
+                if let Some(names) = tool_names.get(row) {
+                    self.record_tool_calls(py, names)?;
+                }
             }
         }
         batch.finish();

@@ -123,9 +123,16 @@ pub enum ValueKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Buckets {
     bounds: Vec<f64>,
+    /// The bounds padded with infinities to a fixed length, when they fit:
+    /// what [`Buckets::index`] compares against.
+    padded: Option<[f64; PADDED_BOUNDS]>,
     /// One per bound, then `+Inf`.
     labels: Vec<String>,
 }
+
+/// Bounds compared all at once by [`Buckets::index`]: sixteen covers the
+/// default buckets and Prometheus's usual lists.
+const PADDED_BOUNDS: usize = 16;
 
 impl Buckets {
     /// Buckets with these upper bounds (and `+Inf`): finite, above zero and
@@ -155,8 +162,14 @@ impl Buckets {
             })
             .collect();
         labels.push("+Inf".to_owned());
+        let padded = (bounds.len() <= PADDED_BOUNDS).then(|| {
+            let mut padded = [f64::INFINITY; PADDED_BOUNDS];
+            padded[..bounds.len()].copy_from_slice(bounds);
+            padded
+        });
         Ok(Buckets {
             bounds: bounds.to_vec(),
+            padded,
             labels,
         })
     }
@@ -179,14 +192,17 @@ impl Buckets {
 
     /// The bucket of `value`: the first whose bound is `>= value` (`+Inf` when none is).
     ///
-    /// Counting the bounds below `value` has no data-dependent branch, so a
-    /// stream of varied latencies costs no branch mispredictions.
+    /// Up to sixteen bounds are all compared at once (no value exceeds the
+    /// padding), which the compiler turns into a few vector comparisons: no
+    /// data-dependent branch, so a stream of varied latencies costs no branch
+    /// misprediction, and no chain of dependent loads as a binary search has.
+    /// Longer lists take the standard library's binary search.
     #[inline]
     pub fn index(&self, value: f64) -> usize {
-        self.bounds
-            .iter()
-            .map(|bound| usize::from(value > *bound))
-            .sum()
+        match &self.padded {
+            Some(padded) => padded.iter().map(|bound| usize::from(value > *bound)).sum(),
+            None => self.bounds.partition_point(|bound| value > *bound),
+        }
     }
 }
 
@@ -814,6 +830,29 @@ mod tests {
         assert_eq!(buckets.index(0.050_000_000_000_001), 1);
         assert_eq!(buckets.index(60.0), 9);
         assert_eq!(buckets.index(60.1), 10);
+    }
+
+    #[test]
+    fn a_value_falls_below_as_many_bounds_as_it_exceeds() {
+        // Every bound, its neighbours on both sides, and values between, for
+        // bound lists of every length from one to forty.
+        for length in 1..=40 {
+            let bounds: Vec<f64> = (1..=length).map(|bound| f64::from(bound) * 0.5).collect();
+            let buckets = Buckets::new(&bounds).unwrap();
+            for bound in &bounds {
+                for value in [
+                    bound.next_down(),
+                    *bound,
+                    bound.next_up(),
+                    bound + 0.25,
+                    0.0,
+                ] {
+                    let exceeded = bounds.iter().filter(|bound| value > **bound).count();
+                    assert_eq!(buckets.index(value), exceeded, "{value} in {bounds:?}");
+                }
+            }
+            assert_eq!(buckets.index(f64::NAN), 0);
+        }
     }
 
     #[test]

@@ -2,16 +2,75 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use smallvec::{smallvec, SmallVec};
-
 use crate::cells::counter::Recording;
 use crate::cells::histogram::Histogram;
 use crate::cells::native_histogram::{bucket_index, NativeSnapshot};
 use crate::schema::family::{Buckets, DURATION, OPTIONAL_OBSERVATIONS};
 use crate::schema::native::NativeConfig;
-use crate::schema::request::{RequestValues, TOKEN_TYPE_COUNT};
+use crate::schema::request::{RequestValues, INPUT, OUTPUT, TOKEN_TYPE_COUNT};
 use crate::store::rules::{self, Sink};
 use crate::store::{RequestEntry, Store};
+
+/// A numeric argument of a batch: one value for every row, or one per row.
+pub enum Column<T> {
+    /// One value for every row.
+    Scalar(T),
+    /// One value per row.
+    Rows(Vec<T>),
+}
+
+impl<T: Copy> Column<T> {
+    /// The number of rows, or None for a scalar.
+    pub fn rows(&self) -> Option<usize> {
+        match self {
+            Column::Scalar(_) => None,
+            Column::Rows(values) => Some(values.len()),
+        }
+    }
+
+    /// The value of row `row`.
+    #[inline]
+    pub fn at(&self, row: usize) -> T {
+        match self {
+            Column::Scalar(value) => *value,
+            Column::Rows(values) => values[row],
+        }
+    }
+}
+
+/// A batch's numeric columns, read a row at a time.
+pub struct Columns<'c> {
+    /// Latencies in seconds.
+    pub latency: &'c Column<f64>,
+    /// Token counts, by token type.
+    pub tokens: &'c [Column<u64>],
+    /// The optional durations, by [`crate::schema::request::SecondsField`].
+    pub seconds: &'c [Column<Option<f64>>],
+    /// Whether the rows carry the reference's values alone.
+    pub plain: bool,
+}
+
+impl Columns<'_> {
+    /// Writes row `row`'s values over the previous row's: a plain row sets
+    /// its three, the others stay as the first `RequestValues::new` made them.
+    // Called once per row from the batch's loop, where it must not cost a call.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    pub fn fill(&self, values: &mut RequestValues, row: usize) {
+        values.latency_s = self.latency.at(row);
+        if self.plain {
+            values.tokens[INPUT] = self.tokens[INPUT].at(row);
+            values.tokens[OUTPUT] = self.tokens[OUTPUT].at(row);
+        } else {
+            for (count, column) in values.tokens.iter_mut().zip(self.tokens) {
+                *count = column.at(row);
+            }
+            for (value, column) in values.seconds.iter_mut().zip(self.seconds) {
+                *value = column.at(row);
+            }
+        }
+    }
+}
 
 /// What the rows of one batch add to one native histogram, at its configured schema.
 struct NativeTotals {
@@ -21,6 +80,10 @@ struct NativeTotals {
 }
 
 impl NativeTotals {
+    // Kept out of the row loop's code: without native histograms it never
+    // runs, and inlined its registers would cost every row a prologue.
+    #[cold]
+    #[inline(never)]
     fn observe(&mut self, value: f64) {
         if value <= self.config.zero_threshold {
             self.zero_count += 1;
@@ -48,7 +111,7 @@ impl NativeTotals {
 
 /// What the rows of one batch add to one histogram.
 struct HistogramTotals {
-    buckets: SmallVec<[u64; 24]>,
+    buckets: Box<[u64]>,
     sum: f64,
     native: Option<NativeTotals>,
 }
@@ -56,7 +119,7 @@ struct HistogramTotals {
 impl HistogramTotals {
     fn new(buckets: &Buckets, native: Option<&NativeConfig>) -> Self {
         HistogramTotals {
-            buckets: smallvec![0; buckets.count()],
+            buckets: vec![0; buckets.count()].into_boxed_slice(),
             sum: 0.0,
             native: native.map(|config| NativeTotals {
                 config: *config,
@@ -95,6 +158,24 @@ struct EntryTotals<'s> {
     unpriced: u64,
     /// One per optional histogram, from the first row that observes it.
     observed: [Option<HistogramTotals>; OPTIONAL_OBSERVATIONS],
+}
+
+impl<'s> EntryTotals<'s> {
+    /// Nothing yet for `entry`, an entry of `store`.
+    fn new(store: &'s Store, entry: &'s RequestEntry) -> Self {
+        EntryTotals {
+            entry,
+            requests: 0,
+            duration: HistogramTotals::new(
+                store.latency_buckets(),
+                store.schema().family(DURATION).native.as_ref(),
+            ),
+            tokens: [0; TOKEN_TYPE_COUNT],
+            cost: 0.0,
+            unpriced: 0,
+            observed: Default::default(),
+        }
+    }
 }
 
 /// The recording rules' sink of a batch row: adds to the entry's totals, and
@@ -187,18 +268,7 @@ impl<'s> Batch<'s> {
             .entry(std::ptr::from_ref::<RequestEntry>(entry) as usize)
             .or_insert(next);
         if position == next {
-            self.totals.push(EntryTotals {
-                entry,
-                requests: 0,
-                duration: HistogramTotals::new(
-                    self.store.latency_buckets(),
-                    self.store.schema().family(DURATION).native.as_ref(),
-                ),
-                tokens: [0; TOKEN_TYPE_COUNT],
-                cost: 0.0,
-                unpriced: 0,
-                observed: Default::default(),
-            });
+            self.totals.push(EntryTotals::new(self.store, entry));
         }
         position
     }
@@ -224,6 +294,33 @@ impl<'s> Batch<'s> {
                 totals,
             },
         );
+    }
+
+    /// Adds rows `0..rows` of `columns` to the entry at `position`; `more`
+    /// as [`rules::record`] takes it. The same as [`Batch::add_to`] for each row, in a loop whose
+    /// totals live in registers: the entry's totals are moved out of the
+    /// batch for the loop, so that no other reference can reach them.
+    #[inline]
+    pub fn add_rows(&mut self, position: usize, rows: usize, more: bool, columns: &Columns<'_>) {
+        let store = self.store;
+        let entry = self.totals[position].entry;
+        let placeholder = EntryTotals::new(store, entry);
+        let mut totals = std::mem::replace(&mut self.totals[position], placeholder);
+        let price = entry.value.price.as_ref();
+        let mut values = RequestValues::new(0.0, 0, 0);
+        for row in 0..rows {
+            columns.fill(&mut values, row);
+            rules::record(
+                &values,
+                more,
+                price,
+                &mut TotalsSink {
+                    store,
+                    totals: &mut totals,
+                },
+            );
+        }
+        self.totals[position] = totals;
     }
 
     /// Applies the totals to the store.
