@@ -21,67 +21,68 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use foldhash::fast::FixedState;
-use smallvec::SmallVec;
 
 const INITIAL_CAPACITY: usize = 16;
 const HASH_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
+/// Ends each label value in an entry's text: a byte that never occurs in UTF-8.
+const TERMINATOR: u8 = 0xff;
+
 /// One label set and its series.
 ///
-/// The label values share one allocation (`text`, split at `ends`): a label set
-/// costs a single small string on top of the entry itself.
+/// The label values share one allocation (`text`, each value followed by
+/// [`TERMINATOR`]): a label set costs a single small buffer on top of the
+/// entry itself, and the entry no list of where each value ends.
 pub struct Entry<V> {
     hash: u64,
-    text: Box<str>,
-    ends: SmallVec<[u32; 4]>,
+    text: Box<[u8]>,
     /// The series stored under these labels.
     pub value: V,
 }
 
 impl<V> Entry<V> {
     fn new(hash: u64, labels: &[&str], value: V) -> Self {
-        let mut text = String::with_capacity(labels.iter().map(|label| label.len()).sum());
-        let mut ends = SmallVec::new();
+        let mut text = Vec::with_capacity(labels.iter().map(|label| label.len() + 1).sum());
         for label in labels {
-            text.push_str(label);
-            // Label values come from Python `str` objects, far below 4 GiB each.
-            ends.push(u32::try_from(text.len()).unwrap_or(u32::MAX));
+            text.extend_from_slice(label.as_bytes());
+            text.push(TERMINATOR);
         }
         Entry {
             hash,
-            text: text.into_boxed_str(),
-            ends,
+            text: text.into_boxed_slice(),
             value,
         }
     }
 
     /// Label values in the order the map's key was declared.
     pub fn label_values(&self) -> impl Iterator<Item = &str> + '_ {
-        let mut start = 0;
-        self.ends.iter().map(move |end| {
-            let end = *end as usize;
-            // SAFETY: `ends` are the running lengths of whole strings pushed
-            // onto `text` (see `Entry::new`): each is a char boundary within
-            // it, and none is below the one before. A scrape slices every
-            // label of every series, so the checks are left out.
-            let label = unsafe { self.text.get_unchecked(start..end) };
-            start = end;
-            label
+        let mut rest = &self.text[..];
+        std::iter::from_fn(move || {
+            let end = rest.iter().position(|byte| *byte == TERMINATOR)?;
+            let (label, tail) = rest.split_at(end);
+            rest = &tail[1..];
+            // SAFETY: `text` is whole UTF-8 strings each followed by the
+            // terminator (see `Entry::new`), a byte UTF-8 never contains: the
+            // bytes before a terminator are one of those strings.
+            Some(unsafe { std::str::from_utf8_unchecked(label) })
         })
     }
 
     /// The `index`-th label value.
     pub fn label(&self, index: usize) -> &str {
-        let start = if index == 0 {
-            0
-        } else {
-            self.ends[index - 1] as usize
-        };
-        &self.text[start..self.ends[index] as usize]
+        self.label_values().nth(index).unwrap_or_default()
     }
 
     fn has_labels(&self, labels: &[&str]) -> bool {
-        self.ends.len() == labels.len() && self.label_values().zip(labels).all(|(a, b)| a == *b)
+        let mut rest = &self.text[..];
+        for label in labels {
+            let label = label.as_bytes();
+            match rest.get(label.len()) {
+                Some(&TERMINATOR) if rest.starts_with(label) => rest = &rest[label.len() + 1..],
+                _ => return false,
+            }
+        }
+        rest.is_empty()
     }
 }
 
@@ -350,6 +351,30 @@ mod tests {
             .map(|e| e.label_values().collect())
             .collect();
         assert_eq!(order, vec![vec!["a", "b"], vec!["ab", ""]]);
+    }
+
+    #[test]
+    fn label_sets_that_join_to_the_same_text_stay_apart() {
+        let map = LabelMap::new();
+        let sets: [&[&str]; 7] = [
+            &[],
+            &[""],
+            &["", ""],
+            &["a", "bc"],
+            &["ab", "c"],
+            &["abc", ""],
+            &["caf\u{e9}", "\u{1f600}\0"],
+        ];
+        for (index, labels) in sets.iter().enumerate() {
+            map.get_or_insert_with(labels, || index);
+        }
+        for (index, labels) in sets.iter().enumerate() {
+            let entry = map.get(labels).expect("inserted");
+            assert_eq!(entry.value, index);
+            assert_eq!(entry.label_values().collect::<Vec<_>>(), *labels);
+        }
+        assert!(map.get(&["a", "b", "c"]).is_none());
+        assert!(map.get(&["abc"]).is_none());
     }
 
     #[test]
