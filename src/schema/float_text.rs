@@ -40,8 +40,26 @@ fn write_shortest(out: &mut String, value: f64, go: bool) {
     // close, the even one: the digits Python's `repr` chooses. (Rust's own `{:e}`
     // rounds such ties up: 74576834028684.625 would end in 63 instead of 62.)
     let mut shortest = ryu::Buffer::new();
+    let ryu_text = shortest.format_finite(value);
+    if (1e-4..1e16).contains(&value.abs()) {
+        // Here Ryu and Python both write plain decimals (Ryu down to 1e-5,
+        // Python to 1e-4; both up to 16 integer digits), with the same digits.
+        if go && value >= 1e6 {
+            write_go_exponent(out, ryu_text);
+        } else {
+            out.push_str(ryu_text);
+        }
+        return;
+    }
+    write_placed(out, value, ryu_text, go);
+}
+
+/// Appends Ryu's rendering `ryu_text` of the finite `value` with its digits
+/// placed as Python's `repr` places them, with Go's exponent from 1e6 up when
+/// `go` is set: any value, taken apart and put together again.
+fn write_placed(out: &mut String, value: f64, ryu_text: &str, go: bool) {
     let mut digits = [0; 24];
-    let (negative, all, exponent) = significant(shortest.format_finite(value), &mut digits);
+    let (negative, all, exponent) = significant(ryu_text, &mut digits);
     let (lead, rest) = all.split_at(1);
     // Composed on the stack and appended once: one copy into `out`, not six.
     let mut text = Scratch::default();
@@ -95,6 +113,13 @@ impl Scratch {
         self.len += text.len();
     }
 
+    /// Drops trailing bytes that are any of `bytes`, as Python's `rstrip`.
+    fn trim_end(&mut self, bytes: &[u8]) {
+        while self.len > 0 && bytes.contains(&self.bytes[self.len - 1]) {
+            self.len -= 1;
+        }
+    }
+
     fn zeros(&mut self, count: usize) {
         self.bytes[self.len..self.len + count].fill(b'0');
         self.len += count;
@@ -115,6 +140,23 @@ impl Scratch {
         // SAFETY: only whole `str`s (ASCII digits, signs, points) were copied in.
         unsafe { std::str::from_utf8_unchecked(&self.bytes[..self.len]) }
     }
+}
+
+/// Appends `decimal` (Ryu's plain decimal of a value from 1e6 to 1e16: seven
+/// to sixteen integer digits, a point, at least one more digit) as
+/// `floatToGoString` rewrites Python's: `d.ddd` without trailing zeros, then
+/// `e+` and the exponent in at least two digits.
+fn write_go_exponent(out: &mut String, decimal: &str) {
+    let (integer, fraction) = decimal.split_at(decimal.find('.').unwrap_or(decimal.len()));
+    let fraction = fraction.get(1..).unwrap_or_default();
+    let mut text = Scratch::default();
+    text.push_str(&integer[..1]);
+    text.push_str(".");
+    text.push_str(&integer[1..]);
+    text.push_str(fraction);
+    text.trim_end(b"0.");
+    text.exponent(integer.len() as i32 - 1);
+    out.push_str(text.as_str());
 }
 
 /// Splits a Ryu rendering into its sign, its significant digits (written
@@ -254,7 +296,10 @@ mod tests {
             (0.0045000000000000005, "0.0045000000000000005"),
             (3e-05, "3e-05"),
             (0.0001, "0.0001"),
+            (0.000_099_999_999_999_999, "9.9999999999999e-05"),
+            (0.000_099_99, "9.999e-05"),
             (123456.5, "123456.5"),
+            (9_999_999_999_999_998.0, "9.999999999999998e+15"),
             (999999.0, "999999.0"),
             (1000000.0, "1e+06"),
             (1234567.0, "1.234567e+06"),
@@ -283,6 +328,39 @@ mod tests {
         ];
         for (value, expected) in cases {
             assert_eq!(formatted(value), expected, "formatting {value:e}");
+        }
+    }
+
+    #[test]
+    fn plain_decimals_are_written_as_the_general_placement_writes_them() {
+        // Values spread over every binary exponent from 2^-20 to 2^60 and
+        // their mantissas, both signs: the shortcut for Ryu's plain decimals
+        // must agree with taking the digits apart and placing them again.
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        for exponent in -20..=60 {
+            for _ in 0..200 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let mantissa = 1.0 + (state >> 12) as f64 / (1u64 << 52) as f64;
+                for value in [
+                    mantissa * 2f64.powi(exponent),
+                    -mantissa * 2f64.powi(exponent),
+                ] {
+                    for go in [true, false] {
+                        let mut fast = String::new();
+                        write_shortest(&mut fast, value, go);
+                        let mut placed = String::new();
+                        write_placed(
+                            &mut placed,
+                            value,
+                            ryu::Buffer::new().format_finite(value),
+                            go,
+                        );
+                        assert_eq!(fast, placed, "{value:e}, go: {go}");
+                    }
+                }
+            }
         }
     }
 
