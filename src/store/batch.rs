@@ -147,15 +147,21 @@ impl HistogramTotals {
     }
 }
 
-/// What the rows of one batch add to one requests entry.
-struct EntryTotals<'s> {
-    entry: &'s RequestEntry,
+/// The counts and sums of one requests entry's rows.
+#[derive(Clone, Copy, Default)]
+struct Counts {
     requests: u64,
-    duration: HistogramTotals,
     tokens: [u64; TOKEN_TYPE_COUNT],
     cost: f64,
     /// Rows with tokens but no price.
     unpriced: u64,
+}
+
+/// What the rows of one batch add to one requests entry.
+struct EntryTotals<'s> {
+    entry: &'s RequestEntry,
+    counts: Counts,
+    duration: HistogramTotals,
     /// One per optional histogram, from the first row that observes it.
     observed: [Option<HistogramTotals>; OPTIONAL_OBSERVATIONS],
 }
@@ -165,14 +171,11 @@ impl<'s> EntryTotals<'s> {
     fn new(store: &'s Store, entry: &'s RequestEntry) -> Self {
         EntryTotals {
             entry,
-            requests: 0,
+            counts: Counts::default(),
             duration: HistogramTotals::new(
                 store.latency_buckets(),
                 store.schema().family(DURATION).native.as_ref(),
             ),
-            tokens: [0; TOKEN_TYPE_COUNT],
-            cost: 0.0,
-            unpriced: 0,
             observed: Default::default(),
         }
     }
@@ -180,53 +183,56 @@ impl<'s> EntryTotals<'s> {
 
 /// The recording rules' sink of a batch row: adds to the entry's totals, and
 /// creates a series the first time a row needs it, as a single call would.
+/// The counts are apart from the rest, so that a loop over many rows can keep
+/// them in a local copy and store them once (see [`Batch::add_rows`]).
 struct TotalsSink<'t, 's> {
     store: &'s Store,
-    totals: &'t mut EntryTotals<'s>,
+    entry: &'s RequestEntry,
+    counts: &'t mut Counts,
+    duration: &'t mut HistogramTotals,
+    observed: &'t mut [Option<HistogramTotals>; OPTIONAL_OBSERVATIONS],
 }
 
 impl Sink for TotalsSink<'_, '_> {
     #[inline]
     fn request(&mut self) {
-        self.totals.requests += 1;
+        self.counts.requests += 1;
     }
 
     #[inline]
     fn latency(&mut self, seconds: f64) {
-        self.totals
-            .duration
-            .observe(seconds, self.store.latency_buckets());
+        self.duration.observe(seconds, self.store.latency_buckets());
     }
 
     #[inline]
     fn tokens(&mut self, token_type: usize, count: u64) {
-        let total = &mut self.totals.tokens[token_type];
+        let total = &mut self.counts.tokens[token_type];
         if *total == 0 {
-            self.store.token_series(self.totals.entry, token_type);
+            self.store.token_series(self.entry, token_type);
         }
         *total = total.saturating_add(count);
     }
 
     #[inline]
     fn cost(&mut self, usd: f64) {
-        if self.totals.cost == 0.0 {
-            self.store.cost_series(self.totals.entry);
+        if self.counts.cost == 0.0 {
+            self.store.cost_series(self.entry);
         }
-        self.totals.cost += usd;
+        self.counts.cost += usd;
     }
 
     #[inline]
     fn unpriced(&mut self) {
-        if self.totals.unpriced == 0 {
-            self.store.unpriced_series(self.totals.entry);
+        if self.counts.unpriced == 0 {
+            self.store.unpriced_series(self.entry);
         }
-        self.totals.unpriced += 1;
+        self.counts.unpriced += 1;
     }
 
     #[inline]
     fn observe(&mut self, index: usize, seconds: f64) {
-        let (_, buckets, native) = self.store.observed_series(self.totals.entry, index);
-        self.totals.observed[index]
+        let (_, buckets, native) = self.store.observed_series(self.entry, index);
+        self.observed[index]
             .get_or_insert_with(|| HistogramTotals::new(buckets, native))
             .observe(seconds, buckets);
     }
@@ -291,36 +297,57 @@ impl<'s> Batch<'s> {
             price,
             &mut TotalsSink {
                 store: self.store,
-                totals,
+                entry: totals.entry,
+                counts: &mut totals.counts,
+                duration: &mut totals.duration,
+                observed: &mut totals.observed,
             },
         );
     }
 
     /// Adds rows `0..rows` of `columns` to the entry at `position`; `more`
-    /// as [`rules::record`] takes it. The same as [`Batch::add_to`] for each row, in a loop whose
-    /// totals live in registers: the entry's totals are moved out of the
-    /// batch for the loop, so that no other reference can reach them.
+    /// as [`rules::record`] takes it. The same as [`Batch::add_to`] for each
+    /// row, in a loop compiled once with the rules of the values beyond the
+    /// reference's and once without them.
     #[inline]
     pub fn add_rows(&mut self, position: usize, rows: usize, more: bool, columns: &Columns<'_>) {
+        if more {
+            self.add_rows_with::<true>(position, rows, columns);
+        } else {
+            self.add_rows_with::<false>(position, rows, columns);
+        }
+    }
+
+    /// [`Batch::add_rows`] with `more` known when compiling: without it, a
+    /// row's counts are known fields of a local copy, which stays in registers.
+    fn add_rows_with<const MORE: bool>(
+        &mut self,
+        position: usize,
+        rows: usize,
+        columns: &Columns<'_>,
+    ) {
         let store = self.store;
-        let entry = self.totals[position].entry;
-        let placeholder = EntryTotals::new(store, entry);
-        let mut totals = std::mem::replace(&mut self.totals[position], placeholder);
+        let totals = &mut self.totals[position];
+        let entry = totals.entry;
         let price = entry.value.price.as_ref();
+        let mut counts = totals.counts;
         let mut values = RequestValues::new(0.0, 0, 0);
         for row in 0..rows {
             columns.fill(&mut values, row);
             rules::record(
                 &values,
-                more,
+                MORE,
                 price,
                 &mut TotalsSink {
                     store,
-                    totals: &mut totals,
+                    entry,
+                    counts: &mut counts,
+                    duration: &mut totals.duration,
+                    observed: &mut totals.observed,
                 },
             );
         }
-        self.totals[position] = totals;
+        totals.counts = counts;
     }
 
     /// Applies the totals to the store.
@@ -330,13 +357,13 @@ impl<'s> Batch<'s> {
         for totals in self.totals {
             let entry = totals.entry;
             let series = &entry.value;
-            series.requests.value.add(totals.requests, writers);
+            series.requests.value.add(totals.counts.requests, writers);
             totals.duration.apply(
                 &series.duration.get().histogram,
                 store.latency_buckets(),
                 writers,
             );
-            for (token_type, count) in totals.tokens.iter().enumerate() {
+            for (token_type, count) in totals.counts.tokens.iter().enumerate() {
                 if *count > 0 {
                     store
                         .token_series(entry, token_type)
@@ -345,11 +372,11 @@ impl<'s> Batch<'s> {
                 }
             }
             if let Some(cost) = series.cost.get() {
-                cost.value.add(totals.cost, writers);
+                cost.value.add(totals.counts.cost, writers);
             }
-            if totals.unpriced > 0 {
+            if totals.counts.unpriced > 0 {
                 if let Some(unpriced) = store.unpriced_series(entry) {
-                    unpriced.value.add(totals.unpriced, writers);
+                    unpriced.value.add(totals.counts.unpriced, writers);
                 }
             }
             for (index, observed) in totals.observed.iter().enumerate() {
