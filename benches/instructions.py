@@ -36,7 +36,7 @@ class Case:
     #: Most instructions per iteration allowed, set from the measurement on
     #: CPython 3.11 before the request table replaced the hand-written
     #: recording code (2,456, 1,934, 2,903, 1,072 and 675), plus about 3 %;
-    #: the batch row's from 248, once a label set's rows ran in one loop. None for
+    #: the batch row's from 206, once a row's values stayed in registers. None for
     #: a witness of what an opt-in feature costs (``--witness``).
     budget: int | None
 
@@ -67,7 +67,7 @@ CASES = {
         # instructions per element.
         "import numpy",
         "",
-        260,
+        215,
     ),
     "native histograms on, fixed labels, no tool calls": Case(
         "metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), native_histograms=True)"

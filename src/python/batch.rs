@@ -531,9 +531,9 @@ impl PyMetricsStore {
         // The rules of the values beyond the reference's run when a column has
         // some, or when every row's token usage is kept.
         let more = !plain || self.store().keeps_token_usage();
-        if let ([position], []) = (&positions[..], &tool_names[..]) {
-            // One label set and no tool calls: the rows alone, in one loop.
-            batch.add_rows(*position, rows, more, &numeric);
+        if tool_names.is_empty() {
+            // No tool calls: the rows alone, in one loop.
+            batch.add_rows(&positions, &row_combination, rows, more, &numeric);
         } else {
             let mut values = RequestValues::new(0.0, 0, 0);
             for row in 0..rows {

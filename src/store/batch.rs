@@ -57,11 +57,10 @@ impl Columns<'_> {
     #[allow(clippy::inline_always)]
     #[inline(always)]
     pub fn fill(&self, values: &mut RequestValues, row: usize) {
-        values.latency_s = self.latency.at(row);
         if self.plain {
-            values.tokens[INPUT] = self.tokens[INPUT].at(row);
-            values.tokens[OUTPUT] = self.tokens[OUTPUT].at(row);
+            self.fill_plain(values, row);
         } else {
+            values.latency_s = self.latency.at(row);
             for (count, column) in values.tokens.iter_mut().zip(self.tokens) {
                 *count = column.at(row);
             }
@@ -69,6 +68,17 @@ impl Columns<'_> {
                 *value = column.at(row);
             }
         }
+    }
+
+    /// [`Columns::fill`] of a plain row: the reference's three values only.
+    // Fixed fields, where `fill`'s loops index the arrays: a loop that knows
+    // its rows are plain keeps the row's values in registers.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    fn fill_plain(&self, values: &mut RequestValues, row: usize) {
+        values.latency_s = self.latency.at(row);
+        values.tokens[INPUT] = self.tokens[INPUT].at(row);
+        values.tokens[OUTPUT] = self.tokens[OUTPUT].at(row);
     }
 }
 
@@ -305,22 +315,45 @@ impl<'s> Batch<'s> {
         );
     }
 
-    /// Adds rows `0..rows` of `columns` to the entry at `position`; `more`
-    /// as [`rules::record`] takes it. The same as [`Batch::add_to`] for each
-    /// row, in a loop compiled once with the rules of the values beyond the
-    /// reference's and once without them.
+    /// Adds rows `0..rows` of `columns`, row `row` to the entry at position
+    /// `positions[row_positions[row]]` (positions as [`Batch::position`]
+    /// returns them; a single position needs no `row_positions`); `more` as
+    /// [`rules::record`] takes it. The same as [`Batch::add_to`] for each row,
+    /// in a loop compiled once with the rules of the values beyond the
+    /// reference's and once without them, for plain rows.
     #[inline]
-    pub fn add_rows(&mut self, position: usize, rows: usize, more: bool, columns: &Columns<'_>) {
-        if more {
-            self.add_rows_with::<true>(position, rows, columns);
-        } else {
-            self.add_rows_with::<false>(position, rows, columns);
+    pub fn add_rows(
+        &mut self,
+        positions: &[usize],
+        row_positions: &[u32],
+        rows: usize,
+        more: bool,
+        columns: &Columns<'_>,
+    ) {
+        match (positions, more || !columns.plain) {
+            ([position], true) => self.add_rows_to::<true>(*position, rows, columns),
+            ([position], false) => self.add_rows_to::<false>(*position, rows, columns),
+            (_, true) => self.add_rows_among::<true>(positions, row_positions, rows, columns),
+            (_, false) => self.add_rows_among::<false>(positions, row_positions, rows, columns),
         }
     }
 
-    /// [`Batch::add_rows`] with `more` known when compiling: without it, a
-    /// row's counts are known fields of a local copy, which stays in registers.
-    fn add_rows_with<const MORE: bool>(
+    /// Writes row `row` of `columns` over `values`: only the reference's
+    /// three values when not `MORE` (the rows are then plain).
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
+    fn fill<const MORE: bool>(columns: &Columns<'_>, values: &mut RequestValues, row: usize) {
+        if MORE {
+            columns.fill(values, row);
+        } else {
+            columns.fill_plain(values, row);
+        }
+    }
+
+    /// [`Batch::add_rows`] of one entry with `more` known when compiling:
+    /// without it, a row's values and counts are known fields of local
+    /// copies, which stay in registers.
+    fn add_rows_to<const MORE: bool>(
         &mut self,
         position: usize,
         rows: usize,
@@ -333,7 +366,7 @@ impl<'s> Batch<'s> {
         let mut counts = totals.counts;
         let mut values = RequestValues::new(0.0, 0, 0);
         for row in 0..rows {
-            columns.fill(&mut values, row);
+            Self::fill::<MORE>(columns, &mut values, row);
             rules::record(
                 &values,
                 MORE,
@@ -348,6 +381,35 @@ impl<'s> Batch<'s> {
             );
         }
         totals.counts = counts;
+    }
+
+    /// [`Batch::add_rows`] of several entries with `more` known when compiling.
+    fn add_rows_among<const MORE: bool>(
+        &mut self,
+        positions: &[usize],
+        row_positions: &[u32],
+        rows: usize,
+        columns: &Columns<'_>,
+    ) {
+        let store = self.store;
+        let mut values = RequestValues::new(0.0, 0, 0);
+        for row in 0..rows {
+            Self::fill::<MORE>(columns, &mut values, row);
+            let position = row_positions.get(row).map_or(0, |at| *at as usize);
+            let totals = &mut self.totals[positions[position]];
+            rules::record(
+                &values,
+                MORE,
+                totals.entry.value.price.as_ref(),
+                &mut TotalsSink {
+                    store,
+                    entry: totals.entry,
+                    counts: &mut totals.counts,
+                    duration: &mut totals.duration,
+                    observed: &mut totals.observed,
+                },
+            );
+        }
     }
 
     /// Applies the totals to the store.

@@ -74,11 +74,13 @@ impl Price {
         if (apart == 0) & self.tiers.is_empty() && (self.per_request == 0.0) {
             return self.reference_cost(tokens[INPUT], tokens[OUTPUT]);
         }
-        self.itemised_cost(tokens)
+        self.itemised_cost(*tokens)
     }
 
+    // The counts by value: the caller's array then never needs an address,
+    // and a batch's loop keeps a row's counts in registers.
     #[cold]
-    fn itemised_cost(&self, tokens: &[u64; TOKEN_TYPE_COUNT]) -> f64 {
+    fn itemised_cost(&self, tokens: [u64; TOKEN_TYPE_COUNT]) -> f64 {
         let input_tokens = tokens[INPUT];
         let tier = self
             .tiers
@@ -96,11 +98,11 @@ impl Price {
         );
         let taken = TOKEN_TYPES
             .iter()
-            .zip(tokens)
+            .zip(&tokens)
             .filter(|(desc, _)| matches!(desc.rate, Rate::CacheRead | Rate::CacheWrite))
             .fold(0_u64, |sum, (_, count)| sum.saturating_add(*count));
         let mut cost = input_tokens.saturating_sub(taken) as f64 * input / 1_000_000.0;
-        for (token_type, (desc, count)) in TOKEN_TYPES.iter().zip(tokens).enumerate() {
+        for (token_type, (desc, count)) in TOKEN_TYPES.iter().zip(&tokens).enumerate() {
             let rate = match desc.rate {
                 Rate::Input if token_type == INPUT => continue,
                 Rate::Input => input,
