@@ -274,38 +274,30 @@ fn group_rows<'s, 'a, K: Copy + Eq + Hash>(
     row_combination: &mut Vec<u32>,
 ) -> PyResult<()> {
     let mut known: HashMap<K, u32, RandomState> = HashMap::default();
-    // A few combinations are the common case: scanning them beats hashing.
-    let mut recent: SmallVec<[K; RECENT_COMBINATIONS]> = SmallVec::new();
-    let mut previous: Option<(K, u32)> = None;
+    // A few combinations are the common case: scanning them (the first
+    // `RECENT_COMBINATIONS`, in a fixed array) beats hashing.
+    let mut recent: [Option<K>; RECENT_COMBINATIONS] = [None; RECENT_COMBINATIONS];
     row_combination.reserve(rows);
     for row in 0..rows {
         let key = key_of(row);
-        let combination = match previous {
-            Some((previous_key, combination)) if previous_key == key => combination,
-            _ => {
-                let found = if recent.len() < RECENT_COMBINATIONS {
-                    recent
-                        .iter()
-                        .position(|known_key| *known_key == key)
-                        .map(|c| c as u32)
-                } else {
-                    known.get(&key).copied()
-                };
-                if let Some(combination) = found {
-                    combination
-                } else {
-                    let combination = u32::try_from(combinations.len())
-                        .map_err(|_| PyValueError::new_err("too many label sets"))?;
-                    combinations.push((row, resolve(row)?));
-                    known.insert(key, combination);
-                    if recent.len() < RECENT_COMBINATIONS {
-                        recent.push(key);
-                    }
-                    combination
-                }
-            }
+        let scanned = recent.iter().position(|known_key| *known_key == Some(key));
+        let found = match scanned {
+            Some(combination) => Some(combination as u32),
+            None if combinations.len() < RECENT_COMBINATIONS => None,
+            None => known.get(&key).copied(),
         };
-        previous = Some((key, combination));
+        let combination = if let Some(combination) = found {
+            combination
+        } else {
+            let combination = u32::try_from(combinations.len())
+                .map_err(|_| PyValueError::new_err("too many label sets"))?;
+            combinations.push((row, resolve(row)?));
+            known.insert(key, combination);
+            if let Some(slot) = recent.get_mut(combination as usize) {
+                *slot = Some(key);
+            }
+            combination
+        };
         row_combination.push(combination);
     }
     Ok(())
