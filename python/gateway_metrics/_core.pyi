@@ -29,6 +29,9 @@ FAMILIES: list[tuple[str, str, str, list[str], list[float] | None, str | None, s
 gives it to observe)`` of each metric family of the default configuration, in
 exposition order (the core's family table)."""
 
+def gzip_parts(parts: list[bytes]) -> bytes:
+    """``parts``, one after the other, as one gzip member (the scrapes' level)."""
+
 def check_exemplar(labels: object) -> None:
     """Raises ``TypeError``/``ValueError`` naming ``exemplar`` unless ``labels`` may
     be an exemplar's: a dict of label names to values, at most 128 characters in all."""
@@ -303,6 +306,11 @@ class MetricsStore:
     def _render(self, include_created: bool, openmetrics: bool, utf8: bool = False) -> bytes:
         """Every family in the text format 0.0.4, or OpenMetrics 1.0 without
         ``# EOF``; UTF-8 names when ``utf8``."""
+
+    def _render_gzip(
+        self, include_created: bool, openmetrics: bool, utf8: bool, others: bytes
+    ) -> bytes:
+        """``_render`` followed by ``others``, as one gzip member."""
 
     def _render_str(self, include_created: bool) -> str:
         """Every family in the Prometheus text format (0.0.4)."""

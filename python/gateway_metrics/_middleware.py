@@ -633,6 +633,10 @@ class GatewayMetricsMiddleware(MetricsStore):
         ``# EOF``), UTF-8 names when the scraper asked for them."""
         return self._render(_created_series_enabled(), openmetrics, utf8)
 
+    def _exposition_gzip(self, openmetrics: bool, utf8: bool, others: bytes) -> bytes:
+        """``_exposition`` followed by ``others``, as one gzip member."""
+        return self._render_gzip(_created_series_enabled(), openmetrics, utf8, others)
+
     def _protobuf_exposition(self, utf8: bool = False) -> bytes:
         """This middleware's families in the delimited protobuf format."""
         return self._render_protobuf(_created_series_enabled(), utf8)

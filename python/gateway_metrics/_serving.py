@@ -15,7 +15,6 @@ alone, exactly as its own apps answer them.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
@@ -29,7 +28,7 @@ from prometheus_client.exposition import (
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_1_0
 from prometheus_client.registry import CollectorRegistry
 
-from gateway_metrics import _protobuf
+from gateway_metrics import _core, _protobuf
 from gateway_metrics._middleware import RENDERED_NATIVELY, middleware_of
 from gateway_metrics._protobuf import ALLOW_UTF8, accepts_protobuf
 
@@ -52,18 +51,6 @@ _NATIVE_FORMATS = {
 #: hold the GIL).
 Response = tuple[str, list[tuple[str, str]], list[bytes]]
 
-#: The gzip level of compressed scrapes: `prometheus_client` uses 9, which costs
-#: several times level 1's time for a body a little smaller (docs/performance.md).
-GZIP_LEVEL = 1
-
-
-def _gzipped(parts: list[bytes]) -> bytes:
-    """The parts as one gzip member, compressed part by part (zlib runs
-    without the GIL; only the compressed bytes are joined)."""
-    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    return b"".join([*(compressor.compress(part) for part in parts), compressor.flush()])
-
-
 def exposition(
     registry: CollectorRegistry,
     accept_header: str | None,
@@ -73,6 +60,7 @@ def exposition(
 ) -> Response:
     """The status, headers and body of a scrape of ``registry``."""
     encoder, content_type = choose_encoder(accept_header or "")
+    compress = not disable_compression and gzip_accepted(accept_encoding_header or "")
     middleware = middleware_of(registry)
     native = _NATIVE_FORMATS.get(content_type)
     escaping = accepts_protobuf(accept_header or "")
@@ -93,16 +81,20 @@ def exposition(
     elif middleware is None or native is None:
         parts = [encoder(registry)]
     else:
-        ours = middleware._exposition(*native)
         token = RENDERED_NATIVELY.set(True)
         try:
             others = encoder(registry)
         finally:
             RENDERED_NATIVELY.reset(token)
-        parts = [ours, others]
+        if compress:
+            # Ours compressed where it is rendered: its megabytes of text never
+            # become a `bytes`.
+            body = middleware._exposition_gzip(*native, others)
+            return "200 OK", [("Content-Type", content_type), ("Content-Encoding", "gzip")], [body]
+        parts = [middleware._exposition(*native), others]
     headers = [("Content-Type", content_type)]
-    if not disable_compression and gzip_accepted(accept_encoding_header or ""):
-        parts = [_gzipped(parts)]
+    if compress:
+        parts = [_core.gzip_parts(parts)]
         headers.append(("Content-Encoding", "gzip"))
     return "200 OK", headers, [part for part in parts if part]
 

@@ -24,6 +24,7 @@ use super::request_arguments::RequestArguments;
 use super::samples::SampleBuilder;
 use crate::cells::arena::CellArena;
 use crate::cells::counter::Coding;
+use crate::formats::gzip::{self, gzip};
 use crate::formats::otlp::OtlpEncoder;
 use crate::formats::protobuf::ProtobufEncoder;
 use crate::formats::remote_write::RemoteWriteEncoder;
@@ -211,6 +212,29 @@ impl PyMetricsStore {
         self.with_rendered(py, format, charset(utf8), include_created, |text| {
             bytes_released(py, text.as_bytes())
         })?
+    }
+
+    /// As [`Self::_render`], followed by `others` (the other collectors'
+    /// exposition), as one gzip member: the rendered text is compressed
+    /// where it was rendered, never copied into a `bytes`, all without the GIL.
+    #[pyo3(signature = (include_created, openmetrics, utf8, others))]
+    fn _render_gzip<'py>(
+        &self,
+        py: Python<'py>,
+        include_created: bool,
+        openmetrics: bool,
+        utf8: bool,
+        others: &[u8],
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let format = if openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        };
+        let body = self.with_rendered(py, format, charset(utf8), include_created, |text| {
+            release_gil(py, || gzip(&[text.as_bytes(), others], gzip::LEVEL))
+        })?;
+        bytes_released(py, &body.map_err(compression_error)?)
     }
 
     /// Every family in the delimited protobuf format, native histograms
@@ -871,6 +895,12 @@ fn convention_named(semconv: Option<&str>) -> PyResult<Convention> {
 /// the GenAI conventions' `gen_ai.client.token.usage`, kept under their names.
 fn keeps_token_usage(convention: Convention) -> bool {
     convention == Convention::GenAi
+}
+
+/// The error of a failed compression (which writes to memory only, so it
+/// does not fail but for a bug).
+pub(super) fn compression_error(error: std::io::Error) -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err(format!("gzip failed: {error}"))
 }
 
 /// The names' characters: UTF-8 when the scraper asked for them.

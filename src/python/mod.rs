@@ -7,13 +7,17 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
+use crate::formats::gzip::{gzip, LEVEL};
 use crate::multiprocess::fork_guard;
 use crate::schema::family::{Schema, LATENCY_BOUNDS};
 use crate::schema::native::NativeConfig;
 use crate::schema::request::{Observed, Rate, REQUEST_FIELDS, TOKEN_FIELDS, TOKEN_TYPES};
 use crate::schema::semconv;
-use metrics_store::PyMetricsStore;
+use exit_gate::release_gil;
+use ffi::bytes::bytes_released;
+use metrics_store::{compression_error, PyMetricsStore};
 
 mod arguments;
 mod batch;
@@ -44,6 +48,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(multiprocess::cleanup, module)?)?;
     module.add_function(wrap_pyfunction!(check_extra_labels, module)?)?;
     module.add_function(wrap_pyfunction!(check_exemplar, module)?)?;
+    module.add_function(wrap_pyfunction!(gzip_parts, module)?)?;
     let finish = wrap_pyfunction!(exit_gate::finish_native_work, module)?;
     module.add_function(finish.clone())?;
     module
@@ -162,6 +167,18 @@ fn token_types() -> Vec<(&'static str, &'static str, &'static str)> {
             )
         })
         .collect()
+}
+
+/// `parts`, one after the other, as one gzip member at the level of
+/// compressed scrapes, compressed without the GIL.
+#[pyfunction]
+fn gzip_parts<'py>(
+    py: Python<'py>,
+    parts: Vec<Bound<'py, PyBytes>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let parts: Vec<&[u8]> = parts.iter().map(PyBytesMethods::as_bytes).collect();
+    let body = release_gil(py, || gzip(&parts, LEVEL)).map_err(compression_error)?;
+    bytes_released(py, &body)
 }
 
 /// Raises `TypeError`/`ValueError` (naming `exemplar`) unless `labels` may be
