@@ -147,7 +147,8 @@ impl Scratch {
 /// `floatToGoString` rewrites Python's: `d.ddd` without trailing zeros, then
 /// `e+` and the exponent in at least two digits.
 fn write_go_exponent(out: &mut String, decimal: &str) {
-    let (integer, fraction) = decimal.split_at(decimal.find('.').unwrap_or(decimal.len()));
+    let point = decimal.bytes().position(|byte| byte == b'.');
+    let (integer, fraction) = decimal.split_at(point.unwrap_or(decimal.len()));
     let fraction = fraction.get(1..).unwrap_or_default();
     let mut text = Scratch::default();
     text.push_str(&integer[..1]);

@@ -28,6 +28,31 @@ const HASH_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 /// Ends each label value in an entry's text: a byte that never occurs in UTF-8.
 const TERMINATOR: u8 = 0xff;
 
+/// The place of the first [`TERMINATOR`] in `bytes`, eight bytes at a time: a
+/// scrape splits every label set it writes.
+#[inline]
+fn terminator_in(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in chunks.by_ref() {
+        // Terminator bytes become zero bytes, found by the classic test for
+        // a zero byte: its lowest flagged byte is the first zero (bytes above
+        // it may be flagged wrongly, never bytes below).
+        let word = !u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        let zeros = word.wrapping_sub(ONES) & !word & HIGHS;
+        if zeros != 0 {
+            return Some(offset + zeros.trailing_zeros() as usize / 8);
+        }
+        offset += 8;
+    }
+    let tail = chunks.remainder();
+    tail.iter()
+        .position(|byte| *byte == TERMINATOR)
+        .map(|at| offset + at)
+}
+
 /// One label set and its series.
 ///
 /// The label values share one allocation (`text`, each value followed by
@@ -58,7 +83,7 @@ impl<V> Entry<V> {
     pub fn label_values(&self) -> impl Iterator<Item = &str> + '_ {
         let mut rest = &self.text[..];
         std::iter::from_fn(move || {
-            let end = rest.iter().position(|byte| *byte == TERMINATOR)?;
+            let end = terminator_in(rest)?;
             let (label, tail) = rest.split_at(end);
             rest = &tail[1..];
             // SAFETY: `text` is whole UTF-8 strings each followed by the
@@ -375,6 +400,27 @@ mod tests {
         }
         assert!(map.get(&["a", "b", "c"]).is_none());
         assert!(map.get(&["abc"]).is_none());
+    }
+
+    #[test]
+    fn the_first_terminator_is_found_wherever_it_is() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut bytes: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                // Bytes just below and above the terminator's value around it.
+                if at < len {
+                    bytes[at] = TERMINATOR;
+                    if at + 1 < len {
+                        bytes[at + 1] = TERMINATOR;
+                    }
+                    if at > 0 {
+                        bytes[at - 1] = 0xfe;
+                    }
+                }
+                let expected = bytes.iter().position(|byte| *byte == TERMINATOR);
+                assert_eq!(terminator_in(&bytes), expected, "{bytes:?}");
+            }
+        }
     }
 
     #[test]
