@@ -17,28 +17,57 @@ pub const LEVEL: u32 = 2;
 /// modification time, no extra flags, operating system unknown.
 const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
-/// `parts`, one after the other, as one gzip member at `level` (0 to 9).
+/// One gzip member, written a part at a time.
 ///
 /// The member is framed here around a raw deflate stream: its CRC-32 comes
 /// from `crc32fast`, which uses the processor's carry-less multiply where
 /// there is one (zlib-rs computes it in portable code without the
 /// instruction enabled at build time, a tenth of the whole time).
+pub struct Gzip {
+    encoder: DeflateEncoder<Vec<u8>>,
+    crc: crc32fast::Hasher,
+    size: usize,
+}
+
+impl Gzip {
+    /// An empty member, to compress at `level` (0 to 9) into a body of
+    /// about `capacity` bytes.
+    pub fn new(level: u32, capacity: usize) -> Self {
+        let mut body = Vec::with_capacity(capacity + HEADER.len() + 8);
+        body.extend_from_slice(&HEADER);
+        Gzip {
+            encoder: DeflateEncoder::new(body, Compression::new(level.min(9))),
+            crc: crc32fast::Hasher::new(),
+            size: 0,
+        }
+    }
+
+    /// Compresses `part` after the parts before it.
+    pub fn write(&mut self, part: &[u8]) -> std::io::Result<()> {
+        self.crc.update(part);
+        self.size += part.len();
+        self.encoder.write_all(part)
+    }
+
+    /// The whole member.
+    pub fn finish(self) -> std::io::Result<Vec<u8>> {
+        let mut body = self.encoder.finish()?;
+        body.extend_from_slice(&self.crc.finalize().to_le_bytes());
+        // The size modulo 2^32, as the format keeps it.
+        body.extend_from_slice(&(self.size as u32).to_le_bytes());
+        Ok(body)
+    }
+}
+
+/// `parts`, one after the other, as one gzip member at `level` (0 to 9).
 pub fn gzip(parts: &[&[u8]], level: u32) -> std::io::Result<Vec<u8>> {
     let size: usize = parts.iter().map(|part| part.len()).sum();
     // Expositions shrink about twenty-fold: an eighth is room enough at once.
-    let mut body = Vec::with_capacity(size / 8 + 64);
-    body.extend_from_slice(&HEADER);
-    let mut encoder = DeflateEncoder::new(body, Compression::new(level.min(9)));
-    let mut crc = crc32fast::Hasher::new();
+    let mut member = Gzip::new(level, size / 8);
     for part in parts {
-        crc.update(part);
-        encoder.write_all(part)?;
+        member.write(part)?;
     }
-    let mut body = encoder.finish()?;
-    body.extend_from_slice(&crc.finalize().to_le_bytes());
-    // The size modulo 2^32, as the format keeps it.
-    body.extend_from_slice(&(size as u32).to_le_bytes());
-    Ok(body)
+    member.finish()
 }
 
 #[cfg(test)]

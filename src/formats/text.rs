@@ -14,6 +14,7 @@
 use smallvec::SmallVec;
 
 use crate::cells::exemplar::Exemplar;
+use crate::formats::gzip::Gzip;
 use crate::schema::float_text::{write_repr, write_value};
 
 use crate::schema::family::{FamilyDesc, FamilyKind};
@@ -262,7 +263,14 @@ pub struct TextEncoder {
     series: Option<usize>,
     /// Which of its series' samples comes next.
     sample_index: usize,
+    /// Where the text goes in chunks as it is written, when it is compressed
+    /// (see [`TextEncoder::gzipped`]), and the first error compressing it.
+    gzip: Option<(Gzip, std::io::Result<()>)>,
 }
+
+/// The text written before a compressing encoder hands it to gzip: small
+/// enough to stay in the processor's cache between the two.
+const GZIP_CHUNK: usize = 256 * 1024;
 
 impl SampleVisitor for TextEncoder {
     fn family(&mut self, desc: &FamilyDesc) {
@@ -304,6 +312,11 @@ impl SampleVisitor for TextEncoder {
         value: f64,
     ) {
         if self.series != Some(series) {
+            // Between series, the text so far is whole (a bucket's exemplar
+            // follows its line): the place to hand it to gzip.
+            if self.out.len() >= GZIP_CHUNK {
+                self.compress_written();
+            }
             self.series = Some(series);
             self.sample_index = 0;
             self.series_labels.clear();
@@ -411,6 +424,36 @@ impl TextEncoder {
     pub fn into_text(self) -> String {
         self.out
     }
+
+    /// The encoder, compressing the text into one gzip member at `level` as
+    /// it goes, a chunk at a time: the whole text is never held at once.
+    #[must_use]
+    pub fn gzipped(mut self, level: u32) -> Self {
+        self.gzip = Some((Gzip::new(level, GZIP_CHUNK), Ok(())));
+        self
+    }
+
+    /// Hands the text written so far to gzip, when compressing.
+    fn compress_written(&mut self) {
+        if let Some((gzip, result)) = &mut self.gzip {
+            if result.is_ok() {
+                *result = gzip.write(self.out.as_bytes());
+            }
+            self.out.clear();
+        }
+    }
+
+    /// The gzip member of the text written, then `others`; None unless the
+    /// encoder compresses ([`TextEncoder::gzipped`]).
+    pub fn finish_gzip(mut self, others: &[u8]) -> Option<std::io::Result<Vec<u8>>> {
+        self.compress_written();
+        let (mut gzip, result) = self.gzip?;
+        Some(
+            result
+                .and_then(|()| gzip.write(others))
+                .and_then(|()| gzip.finish()),
+        )
+    }
 }
 
 /// Renders every family of `store` in `format` into `buffer` (emptied first).
@@ -452,12 +495,43 @@ mod tests {
     use crate::schema::request::RequestValues;
     use crate::store::pricing::PriceTable;
     use crate::store::{CacheOutcome, RequestLabels};
+    use std::io::Read;
 
     #[test]
     fn label_values_are_escaped() {
         let mut out = String::new();
         write_label_value(&mut out, "we\"ird\\mo\ndel é");
         assert_eq!(out, "we\\\"ird\\\\mo\\ndel é");
+    }
+
+    #[test]
+    fn a_compressing_encoder_gives_the_text_gzipped() {
+        // Enough series for several chunks, in both formats, with `_created`.
+        let store = Store::new(PriceTable::default());
+        for index in 0..3_000 {
+            let model = format!("model-{index}");
+            let labels = RequestLabels {
+                provider: "openai",
+                model: &model,
+                operation: "chat",
+                status: "ok",
+                extra: &[],
+            };
+            store.record_request(&labels, &RequestValues::new(0.3, 10, 2));
+        }
+        for format in [Format::Text, Format::OpenMetrics] {
+            let text = render(&store, format, true, String::new());
+            assert!(text.len() > 3 * GZIP_CHUNK, "{} bytes", text.len());
+            let mut encoder = TextEncoder::new(format).gzipped(1);
+            store.visit(true, &mut encoder);
+            let body = encoder.finish_gzip(b"# EOF\n").unwrap().unwrap();
+            let mut unpacked = String::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_string(&mut unpacked)
+                .unwrap();
+            assert_eq!(unpacked, text + "# EOF\n");
+        }
+        assert!(TextEncoder::new(Format::Text).finish_gzip(b"").is_none());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use super::request_arguments::RequestArguments;
 use super::samples::SampleBuilder;
 use crate::cells::arena::CellArena;
 use crate::cells::counter::Coding;
-use crate::formats::gzip::{self, gzip};
+use crate::formats::gzip;
 use crate::formats::otlp::OtlpEncoder;
 use crate::formats::protobuf::ProtobufEncoder;
 use crate::formats::remote_write::RemoteWriteEncoder;
@@ -215,8 +215,9 @@ impl PyMetricsStore {
     }
 
     /// As [`Self::_render`], followed by `others` (the other collectors'
-    /// exposition), as one gzip member: the rendered text is compressed
-    /// where it was rendered, never copied into a `bytes`, all without the GIL.
+    /// exposition), as one gzip member: the text is compressed a chunk at a
+    /// time as it is rendered, never held whole nor copied into a `bytes`,
+    /// all without the GIL.
     #[pyo3(signature = (include_created, openmetrics, utf8, others))]
     fn _render_gzip<'py>(
         &self,
@@ -231,10 +232,14 @@ impl PyMetricsStore {
         } else {
             Format::Text
         };
-        let body = self.with_rendered(py, format, charset(utf8), include_created, |text| {
-            release_gil(py, || gzip(&[text.as_bytes(), others], gzip::LEVEL))
-        })?;
-        bytes_released(py, &body.map_err(compression_error)?)
+        let mut encoder = TextEncoder::new(format)
+            .named(self.convention, charset(utf8))
+            .gzipped(gzip::LEVEL);
+        self.render_into(py, include_created, &mut encoder)?;
+        let body = release_gil(py, || encoder.finish_gzip(others))
+            .unwrap_or_else(|| Err(std::io::Error::other("the encoder was not compressing")))
+            .map_err(compression_error)?;
+        bytes_released(py, &body)
     }
 
     /// Every family in the delimited protobuf format, native histograms
@@ -472,25 +477,32 @@ impl PyMetricsStore {
             .map(std::mem::take)
             .unwrap_or_default();
         let mut encoder = TextEncoder::reusing(format, buffer).named(self.convention, charset);
-        let text = match &self.multiprocess {
-            None => release_gil(py, || {
-                self.store().visit(include_created, &mut encoder);
-                encoder.into_text()
-            }),
-            Some(multiprocess) => {
-                let sum = multiprocess.aggregate(py, self.store())?;
-                let include_created = include_created && multiprocess.keeps_created();
-                release_gil(py, || {
-                    sum.visit(include_created, &mut encoder);
-                    encoder.into_text()
-                })
-            }
-        };
+        self.render_into(py, include_created, &mut encoder)?;
+        let text = encoder.into_text();
         let converted = convert(&text);
         if let Some(shared) = shared.as_deref_mut() {
             *shared = text;
         }
         Ok(converted)
+    }
+
+    /// Every family written by `encoder` without the GIL; in multi-process
+    /// mode, the directory's sum.
+    fn render_into(
+        &self,
+        py: Python<'_>,
+        include_created: bool,
+        encoder: &mut TextEncoder,
+    ) -> PyResult<()> {
+        match &self.multiprocess {
+            None => release_gil(py, || self.store().visit(include_created, encoder)),
+            Some(multiprocess) => {
+                let sum = multiprocess.aggregate(py, self.store())?;
+                let include_created = include_created && multiprocess.keeps_created();
+                release_gil(py, || sum.visit(include_created, encoder));
+            }
+        }
+        Ok(())
     }
 
     /// The store being recorded into.
