@@ -267,7 +267,7 @@ def test_every_float_prints_as_prometheus_client_prints_it(latencies):
         st.one_of(
             st.text(max_size=12),
             st.text(alphabet=st.characters(max_codepoint=0xFF), max_size=12),
-            st.text(alphabet="ab\u2014\u00e9\U0001f600\"\\\n", max_size=12),
+            st.text(alphabet='ab\u2014\u00e9\U0001f600"\\\n', max_size=12),
         ),
         min_size=1,
         max_size=8,

@@ -21,6 +21,7 @@ __all__ = [
     "cleanup",
     "compact",
     "finish_native_work",
+    "gzip_parts",
     "request_cost",
 ]
 

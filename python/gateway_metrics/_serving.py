@@ -51,6 +51,7 @@ _NATIVE_FORMATS = {
 #: hold the GIL).
 Response = tuple[str, list[tuple[str, str]], list[bytes]]
 
+
 def exposition(
     registry: CollectorRegistry,
     accept_header: str | None,
