@@ -148,12 +148,13 @@ fn latencies(value: &Bound<'_, PyAny>) -> PyResult<Column<f64>> {
     Ok(Column::Rows(values))
 }
 
-/// The error of a duration that is not finite, or negative.
+/// The error of a duration that is not finite, or negative (the check's own
+/// message; the fallback is for a value it would accept, which is not refused).
 #[cold]
 fn rejected_seconds(seconds: f64, argument: ColumnArgument) -> PyErr {
     checked_latency(seconds, argument).map_or_else(
         |error| error,
-        |_| PyValueError::new_err(format!("{argument} changed while it was read")),
+        |_| PyValueError::new_err(format!("{argument} must be finite and not negative")),
     )
 }
 
@@ -259,7 +260,10 @@ fn rejected_count(number: Number, name: &'static str, row: usize) -> PyErr {
             };
             PyValueError::new_err(format!("{argument} must not be negative, got {count}"))
         }
-        Number::Unsigned(_) => PyValueError::new_err(format!("{name} changed while it was read")),
+        // Unsigned counts are never refused; the message names the rule anyway.
+        Number::Unsigned(_) => {
+            PyValueError::new_err(format!("{name} must hold counts from 0 to 2**64-1"))
+        }
     }
 }
 
