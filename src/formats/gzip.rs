@@ -2,8 +2,8 @@
 //!
 //! Prometheus asks for gzip; `prometheus_client` compresses at level 9, whose
 //! time dwarfs the rendering's. zlib-rs (a Rust port of zlib-ng) at level 2
-//! compresses an exposition to about the size zlib's level 1 gives, in about
-//! 0.6 of its time (docs/performance.md).
+//! compresses an exposition to about the size zlib's level 1 gives, in less
+//! than half its time (docs/performance.md).
 
 use std::io::Write;
 
