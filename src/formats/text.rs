@@ -314,7 +314,7 @@ impl SampleVisitor for TextEncoder {
         if self.series != Some(series) {
             // Between series, the text so far is whole (a bucket's exemplar
             // follows its line): the place to hand it to gzip.
-            if self.out.len() >= GZIP_CHUNK {
+            if self.gzip.is_some() && self.out.len() >= GZIP_CHUNK {
                 self.compress_written();
             }
             self.series = Some(series);

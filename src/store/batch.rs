@@ -384,6 +384,8 @@ impl<'s> Batch<'s> {
     }
 
     /// [`Batch::add_rows`] of several entries with `more` known when compiling.
+    // The row's body is `add_to`'s, written out: called from here, `add_to`
+    // is not inlined, and a row cost 40 instructions more (callgrind).
     fn add_rows_among<const MORE: bool>(
         &mut self,
         positions: &[usize],
