@@ -4,6 +4,7 @@
 
 pub mod code_units;
 pub mod columns;
+pub mod deflate;
 pub mod gzip;
 pub mod otlp;
 pub mod protobuf;

@@ -264,8 +264,8 @@ pub struct TextEncoder {
     /// Which of its series' samples comes next.
     sample_index: usize,
     /// Where the text goes in chunks as it is written, when it is compressed
-    /// (see [`TextEncoder::gzipped`]), and the first error compressing it.
-    gzip: Option<(Gzip, std::io::Result<()>)>,
+    /// (see [`TextEncoder::gzipped`]).
+    gzip: Option<Gzip>,
 }
 
 /// The text written before a compressing encoder hands it to gzip: small
@@ -425,34 +425,29 @@ impl TextEncoder {
         self.out
     }
 
-    /// The encoder, compressing the text into one gzip member at `level` as
-    /// it goes, a chunk at a time: the whole text is never held at once.
+    /// The encoder, compressing the text into one gzip member as it goes, a
+    /// chunk at a time: the whole text is never held at once.
     #[must_use]
-    pub fn gzipped(mut self, level: u32) -> Self {
-        self.gzip = Some((Gzip::new(level, GZIP_CHUNK), Ok(())));
+    pub fn gzipped(mut self) -> Self {
+        self.gzip = Some(Gzip::new(GZIP_CHUNK));
         self
     }
 
     /// Hands the text written so far to gzip, when compressing.
     fn compress_written(&mut self) {
-        if let Some((gzip, result)) = &mut self.gzip {
-            if result.is_ok() {
-                *result = gzip.write(self.out.as_bytes());
-            }
+        if let Some(gzip) = &mut self.gzip {
+            gzip.write(self.out.as_bytes());
             self.out.clear();
         }
     }
 
     /// The gzip member of the text written, then `others`; None unless the
     /// encoder compresses ([`TextEncoder::gzipped`]).
-    pub fn finish_gzip(mut self, others: &[u8]) -> Option<std::io::Result<Vec<u8>>> {
+    pub fn finish_gzip(mut self, others: &[u8]) -> Option<Vec<u8>> {
         self.compress_written();
-        let (mut gzip, result) = self.gzip?;
-        Some(
-            result
-                .and_then(|()| gzip.write(others))
-                .and_then(|()| gzip.finish()),
-        )
+        let mut gzip = self.gzip?;
+        gzip.write(others);
+        Some(gzip.finish())
     }
 }
 
@@ -522,9 +517,9 @@ mod tests {
         for format in [Format::Text, Format::OpenMetrics] {
             let text = render(&store, format, true, String::new());
             assert!(text.len() > 3 * GZIP_CHUNK, "{} bytes", text.len());
-            let mut encoder = TextEncoder::new(format).gzipped(1);
+            let mut encoder = TextEncoder::new(format).gzipped();
             store.visit(true, &mut encoder);
-            let body = encoder.finish_gzip(b"# EOF\n").unwrap().unwrap();
+            let body = encoder.finish_gzip(b"# EOF\n").unwrap();
             let mut unpacked = String::new();
             flate2::read::GzDecoder::new(&body[..])
                 .read_to_string(&mut unpacked)

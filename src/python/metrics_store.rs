@@ -24,7 +24,6 @@ use super::request_arguments::RequestArguments;
 use super::samples::SampleBuilder;
 use crate::cells::arena::CellArena;
 use crate::cells::counter::Coding;
-use crate::formats::gzip;
 use crate::formats::otlp::OtlpEncoder;
 use crate::formats::protobuf::ProtobufEncoder;
 use crate::formats::remote_write::RemoteWriteEncoder;
@@ -234,11 +233,9 @@ impl PyMetricsStore {
         };
         let mut encoder = TextEncoder::new(format)
             .named(self.convention, charset(utf8))
-            .gzipped(gzip::LEVEL);
+            .gzipped();
         self.render_into(py, include_created, &mut encoder)?;
-        let body = release_gil(py, || encoder.finish_gzip(others))
-            .unwrap_or_else(|| Err(std::io::Error::other("the encoder was not compressing")))
-            .map_err(compression_error)?;
+        let body = release_gil(py, || encoder.finish_gzip(others)).unwrap_or_default();
         bytes_released(py, &body)
     }
 
@@ -907,12 +904,6 @@ fn convention_named(semconv: Option<&str>) -> PyResult<Convention> {
 /// the GenAI conventions' `gen_ai.client.token.usage`, kept under their names.
 fn keeps_token_usage(convention: Convention) -> bool {
     convention == Convention::GenAi
-}
-
-/// The error of a failed compression (which writes to memory only, so it
-/// does not fail but for a bug).
-pub(super) fn compression_error(error: std::io::Error) -> PyErr {
-    pyo3::exceptions::PyRuntimeError::new_err(format!("gzip failed: {error}"))
 }
 
 /// The names' characters: UTF-8 when the scraper asked for them.

@@ -9,7 +9,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::formats::gzip::{gzip, LEVEL};
+use crate::formats::gzip::gzip;
 use crate::multiprocess::fork_guard;
 use crate::schema::family::{Schema, LATENCY_BOUNDS};
 use crate::schema::native::NativeConfig;
@@ -17,7 +17,7 @@ use crate::schema::request::{Observed, Rate, REQUEST_FIELDS, TOKEN_FIELDS, TOKEN
 use crate::schema::semconv;
 use exit_gate::release_gil;
 use ffi::bytes::bytes_released;
-use metrics_store::{compression_error, PyMetricsStore};
+use metrics_store::PyMetricsStore;
 
 mod arguments;
 mod batch;
@@ -169,15 +169,14 @@ fn token_types() -> Vec<(&'static str, &'static str, &'static str)> {
         .collect()
 }
 
-/// `parts`, one after the other, as one gzip member at the level of
-/// compressed scrapes, compressed without the GIL.
+/// `parts`, one after the other, as one gzip member, compressed without the GIL.
 #[pyfunction]
 fn gzip_parts<'py>(
     py: Python<'py>,
     parts: Vec<Bound<'py, PyBytes>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let parts: Vec<&[u8]> = parts.iter().map(PyBytesMethods::as_bytes).collect();
-    let body = release_gil(py, || gzip(&parts, LEVEL)).map_err(compression_error)?;
+    let body = release_gil(py, || gzip(&parts));
     bytes_released(py, &body)
 }
 

@@ -53,6 +53,20 @@ fn terminator_in(bytes: &[u8]) -> Option<usize> {
         .map(|at| offset + at)
 }
 
+/// Asks the processor to fetch the cache line at `address` (a hint: it
+/// neither faults nor changes anything).
+#[inline]
+pub fn prefetch<T>(address: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program sees and cannot fault,
+    // whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
+
 /// One label set and its series.
 ///
 /// The label values share one allocation (`text`, each value followed by
@@ -91,6 +105,14 @@ impl<V> Entry<V> {
             // bytes before a terminator are one of those strings.
             Some(unsafe { std::str::from_utf8_unchecked(label) })
         })
+    }
+
+    /// Asks the processor to fetch the entry's label text: a scrape walks
+    /// label sets scattered over the heap, and waiting for each one's text
+    /// was a sixth of its time.
+    #[inline]
+    pub fn prefetch_labels(&self) {
+        prefetch(self.text.as_ptr());
     }
 
     /// The `index`-th label value.

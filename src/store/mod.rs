@@ -39,7 +39,7 @@ use crate::schema::request::{
     Observed, RequestValues, REFERENCE_TOKEN_TYPES, TIME_TO_FIRST_TOKEN as TIME_TO_FIRST_TOKEN_S,
     TOKEN_TYPES,
 };
-use crate::store::label_map::{Entry, LabelMap};
+use crate::store::label_map::{prefetch, Entry, LabelMap};
 use crate::store::pricing::{Price, PriceTable};
 use crate::store::rules::Sink;
 use crate::store::series::{
@@ -99,6 +99,8 @@ pub type PriceResolver = Box<dyn Fn(&str, &str) -> Option<Price> + Send + Sync>;
 /// The bit of the notices word that says unpriced models wait to be reported;
 /// the others are families that folded label sets.
 const UNPRICED_NOTICE: u32 = 1 << 31;
+/// How many series ahead a scrape fetches the labels of (and twice as many, the entries).
+const PREFETCH_AHEAD: usize = 4;
 
 /// Label values of one request; `&str` borrowed from the caller.
 #[derive(Debug, Clone, Copy)]
@@ -741,7 +743,17 @@ impl Store {
             map: &'m LabelMap<V>,
             read: impl Fn(&V) -> (Reading, f64) + 'm,
         ) -> impl Iterator<Item = SeriesView<'m>> + 'm {
-            map.snapshot().into_iter().map(move |entry| {
+            let entries = map.snapshot();
+            (0..entries.len()).map(move |at| {
+                // Entries and their labels lie scattered over the heap: the
+                // entry two steps ahead is fetched, and the labels of the next.
+                if let Some(ahead) = entries.get(at + 2 * PREFETCH_AHEAD) {
+                    prefetch(std::ptr::from_ref(*ahead));
+                }
+                if let Some(ahead) = entries.get(at + PREFETCH_AHEAD) {
+                    ahead.prefetch_labels();
+                }
+                let entry = entries[at];
                 let (reading, created) = read(&entry.value);
                 SeriesView {
                     id: std::ptr::from_ref::<Entry<V>>(entry) as usize,

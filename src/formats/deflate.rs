@@ -1,0 +1,797 @@
+//! A fast deflate (RFC 1951) encoder for expositions.
+//!
+//! An exposition is tens of megabytes of lines that differ from the lines
+//! before them in a few digits. A general-purpose deflate spends most of its
+//! time searching hash chains for the longest of many candidate matches; here
+//! one candidate is enough. The encoder keeps the last position of each
+//! five-byte sequence (one probe, no chains, as LZ4 does), extends a match
+//! eight bytes at a time, and codes each block of tokens with Huffman codes
+//! built for it (or the fixed codes, when they are smaller). The body is
+//! about the size zlib's level 1 gives, in a fraction of its time
+//! (docs/performance.md).
+
+/// How far back a match may reach (the format's limit).
+const WINDOW: usize = 32 * 1024;
+/// The shortest match worth coding (the format's shortest is three bytes).
+const MIN_MATCH: usize = 4;
+/// The longest match the format has.
+const MAX_MATCH: usize = 258;
+/// Bits of the position table's index.
+const HASH_BITS: u32 = 15;
+/// Tokens per block: enough that a block's code tables cost little, few
+/// enough that its codes follow the text.
+const BLOCK_TOKENS: usize = 1 << 16;
+/// Input the window keeps beyond its history before it is moved down.
+const SHIFT_AT: usize = 4 * WINDOW;
+
+/// Literal/length symbols (256 is the end of a block).
+const LITLEN_SYMBOLS: usize = 286;
+const END_OF_BLOCK: usize = 256;
+const DISTANCE_SYMBOLS: usize = 30;
+/// The code-length alphabet, and the order its lengths are sent in.
+const CODE_LENGTH_SYMBOLS: usize = 19;
+const CODE_LENGTH_ORDER: [usize; CODE_LENGTH_SYMBOLS] = [
+    16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
+];
+
+/// The first length of each length symbol (257 to 285) and its extra bits.
+const LENGTH_BASE: [u16; 29] = [
+    3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131,
+    163, 195, 227, 258,
+];
+const LENGTH_EXTRA: [u8; 29] = [
+    0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
+];
+/// The first distance of each distance symbol and its extra bits.
+const DISTANCE_BASE: [u16; DISTANCE_SYMBOLS] = [
+    1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537,
+    2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577,
+];
+const DISTANCE_EXTRA: [u8; DISTANCE_SYMBOLS] = [
+    0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13,
+    13,
+];
+
+/// The length symbol (less 257) of each match length less three.
+const LENGTH_SYMBOL: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut symbol = 0;
+    while symbol < 29 {
+        let first = LENGTH_BASE[symbol] as usize - 3;
+        // Length 258 has a symbol of its own, though 284's range reaches it.
+        let last = if symbol == 27 {
+            254
+        } else if symbol == 28 {
+            255
+        } else {
+            first + (1 << LENGTH_EXTRA[symbol]) - 1
+        };
+        let mut length = first;
+        while length <= last {
+            table[length] = symbol as u8;
+            length += 1;
+        }
+        symbol += 1;
+    }
+    table
+};
+
+/// The distance symbol of `distance - 1`: from a table of 512, the upper
+/// half indexed by the distance's bits above the seventh.
+const DISTANCE_SYMBOL: [u8; 512] = {
+    let mut table = [0u8; 512];
+    let mut symbol = 0;
+    while symbol < DISTANCE_SYMBOLS {
+        let first = DISTANCE_BASE[symbol] as usize - 1;
+        let last = first + (1 << DISTANCE_EXTRA[symbol]) - 1;
+        let mut distance = first;
+        while distance <= last {
+            if distance < 256 {
+                table[distance] = symbol as u8;
+            } else {
+                table[256 + (distance >> 7)] = symbol as u8;
+            }
+            distance += 1;
+        }
+        symbol += 1;
+    }
+    table
+};
+
+#[inline]
+fn distance_symbol(distance_less_one: usize) -> usize {
+    if distance_less_one < 256 {
+        DISTANCE_SYMBOL[distance_less_one] as usize
+    } else {
+        DISTANCE_SYMBOL[256 + (distance_less_one >> 7)] as usize
+    }
+}
+
+/// One token: a literal byte, or a match (flagged by the top bit) with its
+/// distance's symbol (bits 24 to 28), its length less three (bits 16 to 23)
+/// and its distance less one.
+#[derive(Clone, Copy)]
+struct Token(u32);
+
+const MATCH_FLAG: u32 = 1 << 31;
+
+impl Token {
+    fn literal(byte: u8) -> Self {
+        Token(u32::from(byte))
+    }
+
+    fn match_of(length: usize, distance: usize, distance_symbol: usize) -> Self {
+        debug_assert!((3..=MAX_MATCH).contains(&length) && (1..=WINDOW).contains(&distance));
+        Token(
+            MATCH_FLAG
+                | ((distance_symbol as u32) << 24)
+                | ((length as u32 - 3) << 16)
+                | (distance as u32 - 1),
+        )
+    }
+}
+
+/// Bits written least significant first, as deflate packs them.
+struct BitWriter {
+    bytes: Vec<u8>,
+    pending: u64,
+    count: u32,
+}
+
+impl BitWriter {
+    /// Appends the low `count` (at most 32) bits of `bits`.
+    #[inline]
+    fn put(&mut self, bits: u32, count: u32) {
+        debug_assert!(count <= 32 && (count == 32 || bits >> count == 0));
+        self.pending |= u64::from(bits) << self.count;
+        self.count += count;
+        if self.count >= 32 {
+            self.bytes
+                .extend_from_slice(&(self.pending as u32).to_le_bytes());
+            self.pending >>= 32;
+            self.count -= 32;
+        }
+    }
+
+    /// Pads to a whole byte and writes out what is pending.
+    fn align(&mut self) {
+        while self.count > 0 {
+            self.bytes.push(self.pending as u8);
+            self.pending >>= 8;
+            self.count = self.count.saturating_sub(8);
+        }
+        self.pending = 0;
+    }
+}
+
+/// A prefix code: each symbol's code (bit-reversed, ready for
+/// [`BitWriter::put`]) and its length.
+struct Code<const N: usize> {
+    codes: [u16; N],
+    lengths: [u8; N],
+}
+
+impl<const N: usize> Code<N> {
+    /// The canonical code of `lengths` (RFC 1951, 3.2.2).
+    fn canonical(lengths: [u8; N]) -> Self {
+        let mut per_length = [0u16; 16];
+        for &length in &lengths {
+            per_length[usize::from(length)] += 1;
+        }
+        per_length[0] = 0;
+        let mut next = [0u16; 16];
+        let mut code = 0u16;
+        for bits in 1..16 {
+            code = (code + per_length[bits - 1]) << 1;
+            next[bits] = code;
+        }
+        let mut codes = [0u16; N];
+        for (symbol, &length) in lengths.iter().enumerate() {
+            if length > 0 {
+                let code = next[usize::from(length)];
+                next[usize::from(length)] += 1;
+                codes[symbol] = code.reverse_bits() >> (16 - u32::from(length));
+            }
+        }
+        Code { codes, lengths }
+    }
+
+    /// Lengths of a Huffman code for `frequencies`, none longer than `limit`.
+    /// Frequencies are halved until the code fits: the usual case fits at once.
+    fn for_frequencies(frequencies: &[u32; N], limit: u8) -> Self {
+        let mut weights = *frequencies;
+        loop {
+            let lengths = huffman_lengths(&weights);
+            if lengths.iter().all(|&length| length <= limit) {
+                return Code::canonical(lengths);
+            }
+            for weight in &mut weights {
+                if *weight > 0 {
+                    *weight = (*weight >> 1).max(1);
+                }
+            }
+        }
+    }
+
+    /// The bits coding `frequencies` take with this code.
+    fn cost(&self, frequencies: &[u32; N]) -> u64 {
+        frequencies
+            .iter()
+            .zip(&self.lengths)
+            .map(|(&frequency, &length)| u64::from(frequency) * u64::from(length))
+            .sum()
+    }
+
+    #[inline]
+    fn put(&self, writer: &mut BitWriter, symbol: usize) {
+        writer.put(
+            u32::from(self.codes[symbol]),
+            u32::from(self.lengths[symbol]),
+        );
+    }
+}
+
+/// Huffman code lengths for `weights` (at least two of them non-zero), by
+/// merging the two lightest of the leaves and the merged nodes, both kept in
+/// order of weight.
+fn huffman_lengths<const N: usize>(weights: &[u32; N]) -> [u8; N] {
+    let mut leaves: Vec<(u32, usize)> = weights
+        .iter()
+        .enumerate()
+        .filter(|(_, &weight)| weight > 0)
+        .map(|(symbol, &weight)| (weight, symbol))
+        .collect();
+    leaves.sort_unstable();
+    let count = leaves.len();
+    let mut lengths = [0u8; N];
+    if count < 2 {
+        // A lone symbol still takes one bit.
+        for &(_, symbol) in &leaves {
+            lengths[symbol] = 1;
+        }
+        return lengths;
+    }
+    // Nodes 0..count are the leaves, then the merged nodes in the order made.
+    let mut weight: Vec<u64> = leaves.iter().map(|&(w, _)| u64::from(w)).collect();
+    weight.resize(2 * count - 1, 0);
+    let mut parent = vec![0usize; 2 * count - 1];
+    let (mut leaf, mut merged, mut made) = (0, count, count);
+    for _ in 0..count - 1 {
+        let mut lightest = || {
+            let take_leaf = leaf < count && (merged >= made || weight[leaf] <= weight[merged]);
+            if take_leaf {
+                leaf += 1;
+                leaf - 1
+            } else {
+                merged += 1;
+                merged - 1
+            }
+        };
+        let (first, second) = (lightest(), lightest());
+        weight[made] = weight[first] + weight[second];
+        parent[first] = made;
+        parent[second] = made;
+        made += 1;
+    }
+    // A parent is made after its children: depths from the root down.
+    let mut depth = vec![0u8; 2 * count - 1];
+    for node in (0..2 * count - 2).rev() {
+        depth[node] = depth[parent[node]].saturating_add(1);
+    }
+    for (node, &(_, symbol)) in leaves.iter().enumerate() {
+        lengths[symbol] = depth[node];
+    }
+    lengths
+}
+
+/// The fixed codes of block type 1 (RFC 1951, 3.2.6).
+fn fixed_codes() -> (Code<LITLEN_SYMBOLS>, Code<DISTANCE_SYMBOLS>) {
+    // The fixed code has 288 literal/length symbols, two never sent: they
+    // still take their places among the 8-bit codes.
+    let mut lengths = [0u8; 288];
+    for (symbol, length) in lengths.iter_mut().enumerate() {
+        *length = match symbol {
+            144..=255 => 9,
+            256..=279 => 7,
+            _ => 8,
+        };
+    }
+    let all = Code::canonical(lengths);
+    let mut litlen = Code {
+        codes: [0; LITLEN_SYMBOLS],
+        lengths: [0; LITLEN_SYMBOLS],
+    };
+    litlen.codes.copy_from_slice(&all.codes[..LITLEN_SYMBOLS]);
+    litlen
+        .lengths
+        .copy_from_slice(&all.lengths[..LITLEN_SYMBOLS]);
+    (litlen, Code::canonical([5; DISTANCE_SYMBOLS]))
+}
+
+/// A deflate stream written a part at a time.
+pub struct Deflate {
+    /// The last [`WINDOW`] bytes already coded, then the input not yet coded.
+    window: Vec<u8>,
+    /// Where the input not yet coded starts in `window`.
+    coded: usize,
+    /// The stream position of `window[0]`.
+    base: u64,
+    /// The stream position (truncated) last seen with each hash.
+    positions: Box<[u32; 1 << HASH_BITS]>,
+    block: Block,
+    writer: BitWriter,
+}
+
+/// The tokens of the block being gathered, and how often each symbol occurs.
+struct Block {
+    tokens: Vec<Token>,
+    litlen_frequencies: [u32; LITLEN_SYMBOLS],
+    distance_frequencies: [u32; DISTANCE_SYMBOLS],
+}
+
+impl Block {
+    fn push_literals(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.litlen_frequencies[usize::from(byte)] += 1;
+        }
+        self.tokens
+            .extend(bytes.iter().map(|&byte| Token::literal(byte)));
+    }
+
+    #[inline]
+    fn push_match(&mut self, length: usize, distance: usize) {
+        self.litlen_frequencies[257 + usize::from(LENGTH_SYMBOL[length - 3])] += 1;
+        let symbol = distance_symbol(distance - 1);
+        self.distance_frequencies[symbol] += 1;
+        self.tokens.push(Token::match_of(length, distance, symbol));
+    }
+
+    fn is_full(&self) -> bool {
+        self.tokens.len() >= BLOCK_TOKENS
+    }
+}
+
+/// The eight bytes of `bytes` at `at`, little-endian.
+///
+/// # Safety
+///
+/// `at + 8 <= bytes.len()`: the match search reads words where its bounds
+/// say they lie, and bounds checks there would cost a tenth of its time.
+#[inline]
+unsafe fn word_at(bytes: &[u8], at: usize) -> u64 {
+    debug_assert!(at + 8 <= bytes.len());
+    // SAFETY: the caller keeps the eight bytes within `bytes`; an unaligned read.
+    u64::from_le(unsafe { bytes.as_ptr().add(at).cast::<u64>().read_unaligned() })
+}
+
+#[inline]
+fn hash(word: u64) -> usize {
+    // The low five bytes, multiplied into the high bits.
+    ((word << 24).wrapping_mul(0x00cf_1bbc_dcbb) >> (64 - HASH_BITS)) as usize
+}
+
+impl Deflate {
+    /// An empty stream, written after `prefix` (a container's header).
+    pub fn after(prefix: Vec<u8>) -> Self {
+        Deflate {
+            window: Vec::new(),
+            coded: 0,
+            base: 0,
+            positions: vec![0; 1 << HASH_BITS]
+                .into_boxed_slice()
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("the table has its size")),
+            block: Block {
+                tokens: Vec::with_capacity(BLOCK_TOKENS),
+                litlen_frequencies: [0; LITLEN_SYMBOLS],
+                distance_frequencies: [0; DISTANCE_SYMBOLS],
+            },
+            writer: BitWriter {
+                bytes: prefix,
+                pending: 0,
+                count: 0,
+            },
+        }
+    }
+
+    /// Compresses `part` after the parts before it. Input near its end waits
+    /// for the next part (a match may reach into it) or for
+    /// [`Deflate::finish`].
+    pub fn write(&mut self, part: &[u8]) {
+        if self.coded > SHIFT_AT {
+            // Keep the window's history, drop what lies before it.
+            let drop = self.coded - WINDOW;
+            self.window.drain(..drop);
+            self.coded -= drop;
+            self.base += drop as u64;
+        }
+        self.window.extend_from_slice(part);
+        let end = self.window.len().saturating_sub(MAX_MATCH + 8);
+        if end > self.coded {
+            self.code_until(end);
+        }
+    }
+
+    /// The whole stream: the rest of the input, coded in a final block.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.code_until(self.window.len());
+        self.write_block(true);
+        self.writer.align();
+        self.writer.bytes
+    }
+
+    /// Codes the input up to `end` (the window's end, or far enough before
+    /// it that the next part may still extend a match), a block at a time.
+    fn code_until(&mut self, end: usize) {
+        loop {
+            let reached = self.code_some(end);
+            if self.block.is_full() {
+                self.write_block(false);
+            }
+            if reached {
+                return;
+            }
+        }
+    }
+
+    /// Codes input towards `end` until a block is full; whether `end` was reached.
+    fn code_some(&mut self, end: usize) -> bool {
+        let window = &self.window[..];
+        let block = &mut self.block;
+        let positions = &mut *self.positions;
+        let mut at = self.coded;
+        let mut literals_from = at;
+        // Matches are sought where eight bytes can be read.
+        let search_end = end.min(window.len().saturating_sub(8));
+        let base = self.base;
+        while at < search_end {
+            // SAFETY: `at < search_end <= window.len() - 8`.
+            let word = unsafe { word_at(window, at) };
+            let slot = hash(word);
+            let position = (base + at as u64) as u32;
+            let seen = positions[slot];
+            positions[slot] = position;
+            let distance = position.wrapping_sub(seen) as usize;
+            if distance == 0 || distance > WINDOW || distance > at {
+                at += 1;
+                continue;
+            }
+            let from = at - distance;
+            // SAFETY: `from < at`, whose eight bytes lie in the window.
+            if (unsafe { word_at(window, from) } ^ word) & 0xFFFF_FFFF != 0 {
+                at += 1;
+                continue;
+            }
+            // Extend forwards, eight bytes at a time, within the window.
+            let mut length = MIN_MATCH;
+            if at + MAX_MATCH + 8 <= window.len() {
+                // The usual case: the longest match and a word past it lie in the window.
+                while length < MAX_MATCH {
+                    // SAFETY: `at + length + 8 <= at + MAX_MATCH + 8 <= window.len()`,
+                    // and `from < at`.
+                    let difference =
+                        unsafe { word_at(window, from + length) ^ word_at(window, at + length) };
+                    if difference != 0 {
+                        length += difference.trailing_zeros() as usize / 8;
+                        break;
+                    }
+                    length += 8;
+                }
+                length = length.min(MAX_MATCH);
+            } else {
+                let limit = MAX_MATCH.min(window.len() - at);
+                while length < limit && window[from + length] == window[at + length] {
+                    length += 1;
+                }
+            }
+            // And backwards, over the literals waiting.
+            let mut start = at;
+            while start > literals_from
+                && start > distance
+                && length < MAX_MATCH
+                && window[start - 1] == window[start - 1 - distance]
+            {
+                start -= 1;
+                length += 1;
+            }
+            block.push_literals(&window[literals_from..start]);
+            block.push_match(length, distance);
+            at = start + length;
+            literals_from = at;
+            // The position before the match's end: the next line often starts there.
+            let before = at - 2;
+            if before + 8 <= window.len() {
+                // SAFETY: checked just above.
+                let word = unsafe { word_at(window, before) };
+                positions[hash(word)] = (base + before as u64) as u32;
+            }
+            if block.is_full() {
+                break;
+            }
+        }
+        let reached = at >= search_end;
+        // Past `search_end`, up to the window's end, everything is literal.
+        let last = if reached && end == window.len() {
+            end
+        } else {
+            at
+        };
+        block.push_literals(&window[literals_from..last]);
+        self.coded = last;
+        reached
+    }
+
+    /// Codes the tokens gathered into one block, the last when `last`.
+    fn write_block(&mut self, last: bool) {
+        let mut litlen = self.block.litlen_frequencies;
+        litlen[END_OF_BLOCK] = 1;
+        let mut distance = self.block.distance_frequencies;
+        // A decoder wants two codes at least in each code (as zlib writes them).
+        for frequencies in [&mut litlen[..], &mut distance[..]] {
+            let mut used = frequencies.iter().filter(|&&f| f > 0).count();
+            for frequency in frequencies.iter_mut() {
+                if used >= 2 {
+                    break;
+                }
+                if *frequency == 0 {
+                    *frequency = 1;
+                    used += 1;
+                }
+            }
+        }
+        let litlen_code = Code::for_frequencies(&litlen, 15);
+        let distance_code = Code::for_frequencies(&distance, 15);
+        let header = CodeLengths::of(&litlen_code.lengths, &distance_code.lengths);
+        let dynamic = header.cost() + litlen_code.cost(&litlen) + distance_code.cost(&distance);
+        let (fixed_litlen, fixed_distance) = fixed_codes();
+        let fixed = fixed_litlen.cost(&litlen) + fixed_distance.cost(&distance);
+        self.writer.put(u32::from(last), 1);
+        if fixed <= dynamic {
+            self.writer.put(1, 2);
+            self.write_tokens(&fixed_litlen, &fixed_distance);
+        } else {
+            self.writer.put(2, 2);
+            header.write(&mut self.writer);
+            self.write_tokens(&litlen_code, &distance_code);
+        }
+        self.block.tokens.clear();
+        self.block.litlen_frequencies = [0; LITLEN_SYMBOLS];
+        self.block.distance_frequencies = [0; DISTANCE_SYMBOLS];
+    }
+
+    fn write_tokens(&mut self, litlen: &Code<LITLEN_SYMBOLS>, distance: &Code<DISTANCE_SYMBOLS>) {
+        // Each match length's code and extra bits, as one run of bits.
+        let mut lengths = [(0u32, 0u32); 256];
+        for (less_three, entry) in lengths.iter_mut().enumerate() {
+            let symbol = usize::from(LENGTH_SYMBOL[less_three]);
+            let code_length = u32::from(litlen.lengths[257 + symbol]);
+            let extra = less_three as u32 + 3 - u32::from(LENGTH_BASE[symbol]);
+            *entry = (
+                u32::from(litlen.codes[257 + symbol]) | (extra << code_length),
+                code_length + u32::from(LENGTH_EXTRA[symbol]),
+            );
+        }
+        let writer = &mut self.writer;
+        // At most 48 bits a token.
+        writer.bytes.reserve(self.block.tokens.len() * 6 + 8);
+        for &Token(token) in &self.block.tokens {
+            if token & MATCH_FLAG == 0 {
+                litlen.put(writer, (token & 0xff) as usize);
+                continue;
+            }
+            let (bits, count) = lengths[((token >> 16) & 0xff) as usize];
+            writer.put(bits, count);
+            let less_one = token & 0xffff;
+            let symbol = ((token >> 24) & 0x1f) as usize % DISTANCE_SYMBOLS;
+            let extra = less_one + 1 - u32::from(DISTANCE_BASE[symbol]);
+            let code_length = u32::from(distance.lengths[symbol]);
+            writer.put(
+                u32::from(distance.codes[symbol]) | (extra << code_length),
+                code_length + u32::from(DISTANCE_EXTRA[symbol]),
+            );
+        }
+        litlen.put(writer, END_OF_BLOCK);
+    }
+}
+
+/// A dynamic block's code lengths, run-length coded (RFC 1951, 3.2.7).
+struct CodeLengths {
+    /// `(symbol, extra bits, extra count)` of the code-length alphabet.
+    symbols: Vec<(u8, u8, u8)>,
+    code: Code<CODE_LENGTH_SYMBOLS>,
+    litlen_count: usize,
+    distance_count: usize,
+    order_count: usize,
+}
+
+impl CodeLengths {
+    fn of(litlen: &[u8; LITLEN_SYMBOLS], distance: &[u8; DISTANCE_SYMBOLS]) -> Self {
+        let litlen_count = 257
+            + litlen[257..]
+                .iter()
+                .rposition(|&l| l > 0)
+                .map_or(0, |at| at + 1);
+        let distance_count = distance.iter().rposition(|&l| l > 0).map_or(1, |at| at + 1);
+        let lengths: Vec<u8> = litlen[..litlen_count]
+            .iter()
+            .chain(&distance[..distance_count])
+            .copied()
+            .collect();
+        let mut symbols = Vec::new();
+        let mut at = 0;
+        while at < lengths.len() {
+            let length = lengths[at];
+            let run = lengths[at..].iter().take_while(|&&l| l == length).count();
+            if length == 0 && run >= 3 {
+                let run = run.min(138);
+                if run >= 11 {
+                    symbols.push((18, (run - 11) as u8, 7));
+                } else {
+                    symbols.push((17, (run - 3) as u8, 3));
+                }
+                at += run;
+            } else if length != 0 && run >= 4 {
+                symbols.push((length, 0, 0));
+                let repeats = (run - 1).min(6);
+                symbols.push((16, (repeats - 3) as u8, 2));
+                at += 1 + repeats;
+            } else {
+                symbols.push((length, 0, 0));
+                at += 1;
+            }
+        }
+        let mut frequencies = [0u32; CODE_LENGTH_SYMBOLS];
+        for &(symbol, _, _) in &symbols {
+            frequencies[usize::from(symbol)] += 1;
+        }
+        let mut used = frequencies.iter().filter(|&&f| f > 0).count();
+        for frequency in &mut frequencies {
+            if used >= 2 {
+                break;
+            }
+            if *frequency == 0 {
+                *frequency = 1;
+                used += 1;
+            }
+        }
+        let code = Code::for_frequencies(&frequencies, 7);
+        let order_count = 4.max(
+            CODE_LENGTH_ORDER
+                .iter()
+                .rposition(|&symbol| code.lengths[symbol] > 0)
+                .map_or(0, |at| at + 1),
+        );
+        CodeLengths {
+            symbols,
+            code,
+            litlen_count,
+            distance_count,
+            order_count,
+        }
+    }
+
+    /// The bits of the header: counts, the code-length code, the lengths.
+    fn cost(&self) -> u64 {
+        let coded: u64 = self
+            .symbols
+            .iter()
+            .map(|&(symbol, _, extra)| {
+                u64::from(self.code.lengths[usize::from(symbol)]) + u64::from(extra)
+            })
+            .sum();
+        14 + 3 * self.order_count as u64 + coded
+    }
+
+    fn write(&self, writer: &mut BitWriter) {
+        writer.put((self.litlen_count - 257) as u32, 5);
+        writer.put((self.distance_count - 1) as u32, 5);
+        writer.put((self.order_count - 4) as u32, 4);
+        for &symbol in &CODE_LENGTH_ORDER[..self.order_count] {
+            writer.put(u32::from(self.code.lengths[symbol]), 3);
+        }
+        for &(symbol, extra, count) in &self.symbols {
+            self.code.put(writer, usize::from(symbol));
+            writer.put(u32::from(extra), u32::from(count));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn inflate(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::DeflateDecoder::new(body)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    fn round_trip(parts: &[&[u8]]) {
+        let mut deflate = Deflate::after(Vec::new());
+        for part in parts {
+            deflate.write(part);
+        }
+        assert_eq!(inflate(&deflate.finish()), parts.concat());
+    }
+
+    #[test]
+    fn inputs_come_back() {
+        round_trip(&[]);
+        round_trip(&[b""]);
+        round_trip(&[b"a"]);
+        round_trip(&[b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]);
+        let line = b"ractogateway_requests_total{model=\"m\",status=\"ok\"} 1.0\n";
+        let text: Vec<u8> = line.iter().copied().cycle().take(1_000_000).collect();
+        round_trip(&[&text]);
+        round_trip(&[&text[..100], &text[100..70_000], &text[70_000..]]);
+        let mut state = 0x1234_5678_u64;
+        let noise: Vec<u8> = (0..300_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        for size in [10, 100, 1000, 5000, 20_000, 70_000, 140_000] {
+            round_trip(&[&noise[..size]]);
+        }
+        round_trip(&[&noise]);
+        let mixed: Vec<u8> = noise
+            .chunks(37)
+            .flat_map(|chunk| chunk.iter().chain(&line[..]).copied())
+            .collect();
+        round_trip(&[&mixed[..5], &mixed[5..200_000], &mixed[200_000..]]);
+    }
+
+    #[test]
+    fn any_split_of_any_text_comes_back() {
+        // Text of lines that repeat with small changes, as expositions are,
+        // mixed with noise, cut into parts of every size around the limits
+        // the encoder works with (a match's reach, its window).
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..60 {
+            let mut text = Vec::new();
+            let size = (next() % 400_000) as usize;
+            while text.len() < size {
+                match next() % 4 {
+                    0 => text.extend((0..next() % 300).map(|_| next() as u8)),
+                    1 => text.extend(std::iter::repeat_n(next() as u8, (next() % 600) as usize)),
+                    _ => text.extend_from_slice(
+                        format!(
+                            "series_bucket{{model=\"m-{}\",le=\"{}\"}} {}\n",
+                            next() % 50,
+                            next() % 9,
+                            next() % 3
+                        )
+                        .as_bytes(),
+                    ),
+                }
+            }
+            let mut parts = Vec::new();
+            let mut rest = &text[..];
+            while !rest.is_empty() {
+                let cut = match next() % 5 {
+                    0 => (next() % 16) as usize,
+                    1 => MAX_MATCH + 8 + (next() % 3) as usize - 1,
+                    2 => WINDOW + (next() % 3) as usize - 1,
+                    _ => (next() % 200_000) as usize,
+                }
+                .min(rest.len());
+                let (part, tail) = rest.split_at(cut);
+                parts.push(part);
+                rest = tail;
+            }
+            round_trip(&parts);
+        }
+    }
+}
