@@ -452,14 +452,17 @@ impl Deflate {
             let seen = positions[slot];
             positions[slot] = position;
             let distance = position.wrapping_sub(seen) as usize;
-            if distance == 0 || distance > WINDOW || distance > at {
+            let from = at.wrapping_sub(distance);
+            let in_reach = distance != 0 && distance <= WINDOW && distance <= at;
+            // SAFETY: in reach, `from < at`, and the eight bytes at `at` lie
+            // in the window.
+            if !in_reach || (unsafe { word_at(window, from) } ^ word) & 0xFFFF_FFFF != 0 {
                 at += 1;
-                continue;
-            }
-            let from = at - distance;
-            // SAFETY: `from < at`, whose eight bytes lie in the window.
-            if (unsafe { word_at(window, from) } ^ word) & 0xFFFF_FFFF != 0 {
-                at += 1;
+                // A block holds a bounded run of literals too: input without
+                // matches costs memory in proportion to one block, not to itself.
+                if at - literals_from >= BLOCK_TOKENS {
+                    break;
+                }
                 continue;
             }
             // Extend forwards, eight bytes at a time, within the window.
