@@ -23,6 +23,11 @@ const HASH_BITS: u32 = 15;
 const BLOCK_TOKENS: usize = 1 << 16;
 /// Input the window keeps beyond its history before it is moved down.
 const SHIFT_AT: usize = 4 * WINDOW;
+/// Input held back at the end of a part: a match starting before it may
+/// reach its end, and its words are read eight bytes at a time.
+const HELD_BACK: usize = MAX_MATCH + 8;
+/// Parts from this size on are coded where they lie rather than copied.
+const IN_PLACE_FROM: usize = 2 * WINDOW + HELD_BACK;
 
 /// Literal/length symbols (256 is the end of a block).
 const LITLEN_SYMBOLS: usize = 286;
@@ -397,6 +402,11 @@ impl Deflate {
     /// Compresses `part` after the parts before it. Input near its end waits
     /// for the next part (a match may reach into it) or for
     /// [`Deflate::finish`].
+    ///
+    /// A small part is copied behind the window's history and coded there. A
+    /// large one is coded where it lies: only its start, whose matches may
+    /// reach into the history, is copied behind it, and its end becomes the
+    /// history of the next.
     pub fn write(&mut self, part: &[u8]) {
         if self.coded > SHIFT_AT {
             // Keep the window's history, drop what lies before it.
@@ -405,123 +415,68 @@ impl Deflate {
             self.coded -= drop;
             self.base += drop as u64;
         }
-        self.window.extend_from_slice(part);
-        let end = self.window.len().saturating_sub(MAX_MATCH + 8);
-        if end > self.coded {
-            self.code_until(end);
+        if part.len() < IN_PLACE_FROM {
+            self.window.extend_from_slice(part);
+            let end = self.window.len().saturating_sub(HELD_BACK);
+            if end > self.coded {
+                self.code_window(end);
+            }
+            return;
         }
+        // The part's first `WINDOW` positions, behind the history.
+        let head = WINDOW + HELD_BACK;
+        let part_base = self.base + self.window.len() as u64;
+        self.window.extend_from_slice(&part[..head]);
+        self.code_window(self.window.len() - HELD_BACK);
+        // The rest in place: from here on every match lies within the part.
+        let mut at = usize::try_from(self.base + self.coded as u64 - part_base)
+            .unwrap_or_else(|_| unreachable!("the part's offset fits its length"));
+        let end = part.len() - HELD_BACK;
+        while at < end {
+            at = code_some(
+                &mut self.block,
+                &mut self.positions,
+                part,
+                part_base,
+                at,
+                end,
+            );
+            if self.block.is_full() {
+                self.write_block(false);
+            }
+        }
+        // The part's end is the history of what follows.
+        let history_from = at - WINDOW;
+        self.window.clear();
+        self.window.extend_from_slice(&part[history_from..]);
+        self.base = part_base + history_from as u64;
+        self.coded = WINDOW;
     }
 
     /// The whole stream: the rest of the input, coded in a final block.
     pub fn finish(mut self) -> Vec<u8> {
-        self.code_until(self.window.len());
+        self.code_window(self.window.len());
         self.write_block(true);
         self.writer.align();
         self.writer.bytes
     }
 
-    /// Codes the input up to `end` (the window's end, or far enough before
-    /// it that the next part may still extend a match), a block at a time.
-    fn code_until(&mut self, end: usize) {
-        loop {
-            let reached = self.code_some(end);
+    /// Codes the window up to `end` (its end, or far enough before it that
+    /// the next part may still extend a match), a block at a time.
+    fn code_window(&mut self, end: usize) {
+        while self.coded < end {
+            self.coded = code_some(
+                &mut self.block,
+                &mut self.positions,
+                &self.window,
+                self.base,
+                self.coded,
+                end,
+            );
             if self.block.is_full() {
                 self.write_block(false);
             }
-            if reached {
-                return;
-            }
         }
-    }
-
-    /// Codes input towards `end` until a block is full; whether `end` was reached.
-    fn code_some(&mut self, end: usize) -> bool {
-        let window = &self.window[..];
-        let block = &mut self.block;
-        let positions = &mut *self.positions;
-        let mut at = self.coded;
-        let mut literals_from = at;
-        // Matches are sought where eight bytes can be read.
-        let search_end = end.min(window.len().saturating_sub(8));
-        let base = self.base;
-        while at < search_end {
-            // SAFETY: `at < search_end <= window.len() - 8`.
-            let word = unsafe { word_at(window, at) };
-            let slot = hash(word);
-            let position = (base + at as u64) as u32;
-            let seen = positions[slot];
-            positions[slot] = position;
-            let distance = position.wrapping_sub(seen) as usize;
-            let from = at.wrapping_sub(distance);
-            let in_reach = distance != 0 && distance <= WINDOW && distance <= at;
-            // SAFETY: in reach, `from < at`, and the eight bytes at `at` lie
-            // in the window.
-            if !in_reach || (unsafe { word_at(window, from) } ^ word) & 0xFFFF_FFFF != 0 {
-                at += 1;
-                // A block holds a bounded run of literals too: input without
-                // matches costs memory in proportion to one block, not to itself.
-                if at - literals_from >= BLOCK_TOKENS {
-                    break;
-                }
-                continue;
-            }
-            // Extend forwards, eight bytes at a time, within the window.
-            let mut length = MIN_MATCH;
-            if at + MAX_MATCH + 8 <= window.len() {
-                // The usual case: the longest match and a word past it lie in the window.
-                while length < MAX_MATCH {
-                    // SAFETY: `at + length + 8 <= at + MAX_MATCH + 8 <= window.len()`,
-                    // and `from < at`.
-                    let difference =
-                        unsafe { word_at(window, from + length) ^ word_at(window, at + length) };
-                    if difference != 0 {
-                        length += difference.trailing_zeros() as usize / 8;
-                        break;
-                    }
-                    length += 8;
-                }
-                length = length.min(MAX_MATCH);
-            } else {
-                let limit = MAX_MATCH.min(window.len() - at);
-                while length < limit && window[from + length] == window[at + length] {
-                    length += 1;
-                }
-            }
-            // And backwards, over the literals waiting.
-            let mut start = at;
-            while start > literals_from
-                && start > distance
-                && length < MAX_MATCH
-                && window[start - 1] == window[start - 1 - distance]
-            {
-                start -= 1;
-                length += 1;
-            }
-            block.push_literals(&window[literals_from..start]);
-            block.push_match(length, distance);
-            at = start + length;
-            literals_from = at;
-            // The position before the match's end: the next line often starts there.
-            let before = at - 2;
-            if before + 8 <= window.len() {
-                // SAFETY: checked just above.
-                let word = unsafe { word_at(window, before) };
-                positions[hash(word)] = (base + before as u64) as u32;
-            }
-            if block.is_full() {
-                break;
-            }
-        }
-        let reached = at >= search_end;
-        // Past `search_end`, up to the window's end, everything is literal.
-        let last = if reached && end == window.len() {
-            end
-        } else {
-            at
-        };
-        block.push_literals(&window[literals_from..last]);
-        self.coded = last;
-        reached
     }
 
     /// Codes the tokens gathered into one block, the last when `last`.
@@ -595,6 +550,101 @@ impl Deflate {
         }
         litlen.put(writer, END_OF_BLOCK);
     }
+}
+
+/// Codes `input` (whose first byte is at `base` in the stream) from `at`
+/// towards `end` until a block is full, into `block`; where it stopped (at
+/// `end` or past it, by a match, unless the block filled first). Input from
+/// `end` to the input's end is only looked at by matches, unless `end` is
+/// the input's end, when all of it is coded.
+fn code_some(
+    block: &mut Block,
+    positions: &mut [u32; 1 << HASH_BITS],
+    input: &[u8],
+    base: u64,
+    at: usize,
+    end: usize,
+) -> usize {
+    let mut at = at;
+    let mut literals_from = at;
+    // Matches are sought where eight bytes can be read.
+    let search_end = end.min(input.len().saturating_sub(8));
+    while at < search_end {
+        // SAFETY: `at < search_end <= input.len() - 8`.
+        let word = unsafe { word_at(input, at) };
+        let slot = hash(word);
+        let position = (base + at as u64) as u32;
+        let seen = positions[slot];
+        positions[slot] = position;
+        let distance = position.wrapping_sub(seen) as usize;
+        let from = at.wrapping_sub(distance);
+        let in_reach = distance != 0 && distance <= WINDOW && distance <= at;
+        // SAFETY: in reach, `from < at`, and the eight bytes at `at` lie
+        // in the input.
+        if !in_reach || (unsafe { word_at(input, from) } ^ word) & 0xFFFF_FFFF != 0 {
+            at += 1;
+            // A block holds a bounded run of literals too: input without
+            // matches costs memory in proportion to one block, not to itself.
+            if at - literals_from >= BLOCK_TOKENS {
+                break;
+            }
+            continue;
+        }
+        // Extend forwards, eight bytes at a time, within the input.
+        let mut length = MIN_MATCH;
+        if at + MAX_MATCH + 8 <= input.len() {
+            // The usual case: the longest match and a word past it lie in the input.
+            while length < MAX_MATCH {
+                // SAFETY: `at + length + 8 <= at + MAX_MATCH + 8 <= input.len()`,
+                // and `from < at`.
+                let difference =
+                    unsafe { word_at(input, from + length) ^ word_at(input, at + length) };
+                if difference != 0 {
+                    length += difference.trailing_zeros() as usize / 8;
+                    break;
+                }
+                length += 8;
+            }
+            length = length.min(MAX_MATCH);
+        } else {
+            let limit = MAX_MATCH.min(input.len() - at);
+            while length < limit && input[from + length] == input[at + length] {
+                length += 1;
+            }
+        }
+        // And backwards, over the literals waiting.
+        let mut start = at;
+        while start > literals_from
+            && start > distance
+            && length < MAX_MATCH
+            && input[start - 1] == input[start - 1 - distance]
+        {
+            start -= 1;
+            length += 1;
+        }
+        block.push_literals(&input[literals_from..start]);
+        block.push_match(length, distance);
+        at = start + length;
+        literals_from = at;
+        // The position before the match's end: the next line often starts there.
+        let before = at - 2;
+        if before + 8 <= input.len() {
+            // SAFETY: checked just above.
+            let word = unsafe { word_at(input, before) };
+            positions[hash(word)] = (base + before as u64) as u32;
+        }
+        if block.is_full() {
+            break;
+        }
+    }
+    // Past `search_end`, up to the input's end, everything is literal.
+    let last = if at >= search_end && end == input.len() {
+        end
+    } else {
+        at
+    };
+    block.push_literals(&input[literals_from..last]);
+    last
 }
 
 /// A dynamic block's code lengths, run-length coded (RFC 1951, 3.2.7).
