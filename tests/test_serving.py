@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import zlib
 from typing import Any
 
 import prometheus_client
 import pytest
-from gateway_metrics import GatewayMetricsMiddleware, ToolCall, make_asgi_app, make_wsgi_app
+from gateway_metrics import (
+    GatewayMetricsMiddleware,
+    PrometheusExporter,
+    ToolCall,
+    make_asgi_app,
+    make_wsgi_app,
+)
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from support import promtool_check
+from support import prometheus_server, promtool_check, query_values, wait_for_values
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -228,3 +235,75 @@ def test_the_global_registry_is_served_by_default(no_created):
         assert "process_cpu_seconds_total" in text or "python_info" in text
     finally:
         metrics.unregister()
+
+
+def many_models(models: int) -> tuple[CollectorRegistry, GatewayMetricsMiddleware]:
+    """A registry whose exposition runs to megabytes: our gzip's many blocks."""
+    registry = CollectorRegistry()
+    metrics = GatewayMetricsMiddleware(registry=registry)
+    for index in range(models):
+        for status, latency in [("ok", 0.3 + index % 7), ("error", 2.5)]:
+            metrics.record_request(
+                provider="openai",
+                model=f"model-{index:05d}",
+                operation="chat",
+                status=status,
+                latency_s=latency,
+                input_tokens=1000 + index,
+                output_tokens=index % 300,
+            )
+    Counter("app_logins", "Logins.", ["method"], registry=registry).labels("sso").inc(3)
+    return registry, metrics
+
+
+@pytest.mark.parametrize("accept", [None, PROMETHEUS_ACCEPT])
+def test_a_large_gzip_scrape_unpacks_to_the_plain_one(accept):
+    # Several megabytes: compressed in chunks as it is rendered, across many
+    # blocks of the core's deflate, with `_created` values (literal digits).
+    registry, _ = many_models(4_000)
+    app = make_wsgi_app(registry)
+    status, plain_headers, plain = call_wsgi(app, accept)
+    status, headers, packed = call_wsgi(app, accept, "gzip")
+    assert status == "200 OK"
+    assert headers["Content-Encoding"] == "gzip"
+    assert len(plain) > 8_000_000
+    assert len(packed) < len(plain) / 10
+    assert gzip.decompress(packed) == plain
+    # The standard library's inflater, fed a byte at a time at the start and
+    # in large pieces after, agrees.
+    unpacker = zlib.decompressobj(wbits=31)
+    pieces = [packed[:64]] + [packed[at : at + 65_536] for at in range(64, len(packed), 65_536)]
+    unpacked = b"".join(unpacker.decompress(piece) for piece in pieces) + unpacker.flush()
+    assert unpacker.eof and unpacked == plain
+    requests = families(plain_headers["Content-Type"], plain)["ractogateway_requests"]
+    assert sum(name == "ractogateway_requests_total" for name, _, _ in requests) == 8_000
+
+
+def test_prometheus_ingests_a_large_gzip_scrape(tmp_path):
+    # Prometheus asks for gzip and inflates with Go's own decoder.
+    registry, _ = many_models(4_000)
+    exporter = PrometheusExporter(0, registry=registry, addr="127.0.0.1")
+    exporter.start()
+    config = {
+        "scrape_configs": [
+            {
+                "job_name": "gateway",
+                "scrape_interval": "1s",
+                "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}],
+            }
+        ]
+    }
+    try:
+        with prometheus_server(tmp_path, config=config) as server:
+            server.wait_ready()
+            counted = wait_for_values(
+                server, 'count(ractogateway_requests_total{job="gateway"})', timeout=60.0
+            )
+            assert list(counted.values()) == [8_000.0]
+            tokens = query_values(server, 'sum(ractogateway_tokens_total{job="gateway"})')
+            expected = sum(1000 + index + index % 300 for index in range(4_000)) * 2
+            assert list(tokens.values()) == [float(expected)]
+            [health] = server.get_json("/api/v1/targets")["data"]["activeTargets"]
+            assert health["health"] == "up", health
+    finally:
+        exporter.stop()
