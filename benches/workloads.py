@@ -23,6 +23,8 @@ from prometheus_client import CollectorRegistry
 
 FOUR_MODELS = ["gpt-4o", "claude-sonnet-4-5-20250929", "gemini-2.0-flash", "gpt-4o-mini"]
 SCRAPE_MODELS = 2_500
+#: Models of the load benchmark's largest case (`benches/load.py --label-sets 25000`).
+LOAD_MODELS = 25_000
 MEMORY_LABEL_SETS = 20_000
 
 
