@@ -529,25 +529,45 @@ impl Deflate {
                 code_length + u32::from(LENGTH_EXTRA[symbol]),
             );
         }
+        let literals: [(u32, u32); 256] = std::array::from_fn(|byte| {
+            (
+                u32::from(litlen.codes[byte]),
+                u32::from(litlen.lengths[byte]),
+            )
+        });
         let writer = &mut self.writer;
         // At most 48 bits a token.
         writer.bytes.reserve(self.block.tokens.len() * 6 + 8);
+        // The pending bits stay in registers through the loop.
+        let (mut pending, mut count) = (writer.pending, writer.count);
+        let bytes = &mut writer.bytes;
+        let mut put = |bits: u32, length: u32| {
+            pending |= u64::from(bits) << count;
+            count += length;
+            if count >= 32 {
+                bytes.extend_from_slice(&(pending as u32).to_le_bytes());
+                pending >>= 32;
+                count -= 32;
+            }
+        };
         for &Token(token) in &self.block.tokens {
             if token & MATCH_FLAG == 0 {
-                litlen.put(writer, (token & 0xff) as usize);
+                let (bits, length) = literals[(token & 0xff) as usize];
+                put(bits, length);
                 continue;
             }
-            let (bits, count) = lengths[((token >> 16) & 0xff) as usize];
-            writer.put(bits, count);
+            let (bits, length) = lengths[((token >> 16) & 0xff) as usize];
+            put(bits, length);
             let less_one = token & 0xffff;
             let symbol = ((token >> 24) & 0x1f) as usize % DISTANCE_SYMBOLS;
             let extra = less_one + 1 - u32::from(DISTANCE_BASE[symbol]);
             let code_length = u32::from(distance.lengths[symbol]);
-            writer.put(
+            put(
                 u32::from(distance.codes[symbol]) | (extra << code_length),
                 code_length + u32::from(DISTANCE_EXTRA[symbol]),
             );
         }
+        (writer.pending, writer.count) = (pending, count);
         litlen.put(writer, END_OF_BLOCK);
     }
 }

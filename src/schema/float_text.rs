@@ -113,13 +113,6 @@ impl Scratch {
         self.len += text.len();
     }
 
-    /// Drops trailing bytes that are any of `bytes`, as Python's `rstrip`.
-    fn trim_end(&mut self, bytes: &[u8]) {
-        while self.len > 0 && bytes.contains(&self.bytes[self.len - 1]) {
-            self.len -= 1;
-        }
-    }
-
     fn zeros(&mut self, count: usize) {
         self.bytes[self.len..self.len + count].fill(b'0');
         self.len += count;
@@ -147,17 +140,36 @@ impl Scratch {
 /// `floatToGoString` rewrites Python's: `d.ddd` without trailing zeros, then
 /// `e+` and the exponent in at least two digits.
 fn write_go_exponent(out: &mut String, decimal: &str) {
-    let point = decimal.bytes().position(|byte| byte == b'.');
-    let (integer, fraction) = decimal.split_at(point.unwrap_or(decimal.len()));
-    let fraction = fraction.get(1..).unwrap_or_default();
-    let mut text = Scratch::default();
-    text.push_str(&integer[..1]);
-    text.push_str(".");
-    text.push_str(&integer[1..]);
-    text.push_str(fraction);
-    text.trim_end(b"0.");
-    text.exponent(integer.len() as i32 - 1);
-    out.push_str(text.as_str());
+    let bytes = decimal.as_bytes();
+    let point = bytes
+        .iter()
+        .position(|byte| *byte == b'.')
+        .unwrap_or(bytes.len());
+    let fraction = bytes.get(point + 1..).unwrap_or_default();
+    // At most 17 digits, the point and `e+15`: composed on the stack, one copy out.
+    let mut text = [0u8; 32];
+    text[0] = bytes[0];
+    text[1] = b'.';
+    let mut len = 2 + point - 1;
+    text[2..len].copy_from_slice(&bytes[1..point]);
+    text[len..len + fraction.len()].copy_from_slice(fraction);
+    len += fraction.len();
+    // Trailing zeros go, and the point with them when no digit follows it
+    // (the first digit of a value from 1e6 up is not a zero).
+    while matches!(text[len - 1], b'0' | b'.') {
+        len -= 1;
+    }
+    // Seven to sixteen integer digits: an exponent of two digits.
+    let exponent = point - 1;
+    text[len..len + 4].copy_from_slice(&[
+        b'e',
+        b'+',
+        b'0' + (exponent / 10) as u8,
+        b'0' + (exponent % 10) as u8,
+    ]);
+    len += 4;
+    // SAFETY: only ASCII digits, `.`, `e` and `+` were written.
+    out.push_str(unsafe { std::str::from_utf8_unchecked(&text[..len]) });
 }
 
 /// Splits a Ryu rendering into its sign, its significant digits (written
