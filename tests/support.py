@@ -245,6 +245,20 @@ def wait_for_values(server: Any, expression: str, timeout: float = 30.0) -> dict
     return wait_until(lambda: query_values(server, expression), expression, server, timeout)
 
 
+def scrape_every_second(ports: dict[str, int]) -> dict:
+    """A Prometheus configuration scraping ``127.0.0.1:port`` every second as each job."""
+    return {
+        "scrape_configs": [
+            {
+                "job_name": job,
+                "scrape_interval": "1s",
+                "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
+            }
+            for job, port in ports.items()
+        ]
+    }
+
+
 def prometheus_server(
     data: Path, *flags: str, config: dict | None = None, binary: Path | None = None
 ) -> RunningServer:

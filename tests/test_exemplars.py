@@ -11,7 +11,7 @@ import pytest
 from gateway_metrics import GatewayMetricsMiddleware, PrometheusExporter, multiprocess
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
-from support import decode_delimited_families, prometheus_server, wait_until
+from support import decode_delimited_families, prometheus_server, scrape_every_second, wait_until
 
 CALL = {"provider": "openai", "model": "gpt-4o", "operation": "chat", "status": "ok"}
 DURATION = "ractogateway_request_duration_seconds"
@@ -250,16 +250,7 @@ def test_prometheus_stores_them_from_scrapes_in_both_modes_and_from_remote_write
     }
     for exporter in exporters.values():
         exporter.start()
-    config = {
-        "scrape_configs": [
-            {
-                "job_name": job,
-                "scrape_interval": "1s",
-                "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}],
-            }
-            for job, exporter in exporters.items()
-        ]
-    }
+    config = scrape_every_second({job: exporter.port for job, exporter in exporters.items()})
     try:
         with prometheus_server(
             tmp_path,

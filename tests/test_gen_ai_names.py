@@ -29,6 +29,7 @@ from support import (
     decode_delimited_families,
     prometheus_server,
     promtool_check,
+    scrape_every_second,
     wait_for_values,
 )
 
@@ -285,15 +286,7 @@ def test_prometheus_stores_the_names_it_negotiated(tmp_path, prometheus):
     recorded("gen_ai", registry)
     exporter = PrometheusExporter(0, registry=registry, addr="127.0.0.1")
     exporter.start()
-    job = {
-        "scrape_configs": [
-            {
-                "job_name": "gateway",
-                "scrape_interval": "1s",
-                "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}],
-            }
-        ]
-    }
+    job = scrape_every_second({"gateway": exporter.port})
     binary = PROMETHEUS_3 if prometheus == "3.5" else None
     utf8 = prometheus == "3.5"
     count = f'{{"{DURATION_UTF8}_count"}}' if utf8 else f"{DURATION_LEGACY}_count"

@@ -24,6 +24,7 @@ from support import (
     prometheus_server,
     query_values,
     sample_value,
+    scrape_every_second,
     wait_for_values,
 )
 
@@ -291,15 +292,7 @@ def test_prometheus_scrapes_them_over_protobuf_and_answers_quantiles_within_the_
     metrics.record_batch(**CALL, latency_s=values)
     exporter = PrometheusExporter(0, registry=registry, addr="127.0.0.1")
     exporter.start()
-    job = {
-        "scrape_configs": [
-            {
-                "job_name": "gateway",
-                "scrape_interval": "1s",
-                "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}],
-            }
-        ]
-    }
+    job = scrape_every_second({"gateway": exporter.port})
     try:
         with (
             prometheus_server(

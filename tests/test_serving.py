@@ -22,7 +22,13 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from support import prometheus_server, promtool_check, query_values, wait_for_values
+from support import (
+    prometheus_server,
+    promtool_check,
+    query_values,
+    scrape_every_second,
+    wait_for_values,
+)
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -284,15 +290,7 @@ def test_prometheus_ingests_a_large_gzip_scrape(tmp_path):
     registry, _ = many_models(4_000)
     exporter = PrometheusExporter(0, registry=registry, addr="127.0.0.1")
     exporter.start()
-    config = {
-        "scrape_configs": [
-            {
-                "job_name": "gateway",
-                "scrape_interval": "1s",
-                "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}],
-            }
-        ]
-    }
+    config = scrape_every_second({"gateway": exporter.port})
     try:
         with prometheus_server(tmp_path, config=config) as server:
             server.wait_ready()
