@@ -360,8 +360,8 @@ impl Block {
 ///
 /// # Safety
 ///
-/// `at + 8 <= bytes.len()`: the match search reads words where its bounds
-/// say they lie, and bounds checks there would cost a tenth of its time.
+/// `at + 8 <= bytes.len()`: the match search checks its bounds once per
+/// match or position, not once per word it reads.
 #[inline]
 unsafe fn word_at(bytes: &[u8], at: usize) -> u64 {
     debug_assert!(at + 8 <= bytes.len());
@@ -559,6 +559,7 @@ impl Deflate {
             let (bits, length) = lengths[((token >> 16) & 0xff) as usize];
             put(bits, length);
             let less_one = token & 0xffff;
+            // (The remainder only tells the compiler the index is in bounds.)
             let symbol = ((token >> 24) & 0x1f) as usize % DISTANCE_SYMBOLS;
             let extra = less_one + 1 - u32::from(DISTANCE_BASE[symbol]);
             let code_length = u32::from(distance.lengths[symbol]);
@@ -597,6 +598,8 @@ fn code_some(
         let seen = positions[slot];
         positions[slot] = position;
         let distance = position.wrapping_sub(seen) as usize;
+        // A slot may hold a position from any earlier input, or none (0): it
+        // is taken only within reach and when its bytes are the same.
         let from = at.wrapping_sub(distance);
         let in_reach = distance != 0 && distance <= WINDOW && distance <= at;
         // SAFETY: in reach, `from < at`, and the eight bytes at `at` lie
