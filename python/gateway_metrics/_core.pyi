@@ -31,7 +31,7 @@ gives it to observe)`` of each metric family of the default configuration, in
 exposition order (the core's family table)."""
 
 def gzip_parts(parts: list[bytes]) -> bytes:
-    """``parts``, one after the other, as one gzip member (the scrapes' level)."""
+    """``parts``, one after the other, as one gzip member (the core's deflate, as scrapes)."""
 
 def check_exemplar(labels: object) -> None:
     """Raises ``TypeError``/``ValueError`` naming ``exemplar`` unless ``labels`` may

@@ -184,7 +184,7 @@ def make_asgi_app(
 
         # Rendering and compressing take milliseconds to seconds with many
         # label sets: in a worker thread, so that the loop serves meanwhile (the
-        # native rendering and zlib run without the GIL).
+        # native rendering and compression run without the GIL).
         status, response_headers, body = await asyncio.to_thread(
             exposition,
             served,
