@@ -285,6 +285,7 @@ def test_a_large_gzip_scrape_unpacks_to_the_plain_one(accept):
     assert sum(name == "ractogateway_requests_total" for name, _, _ in requests) == 8_000
 
 
+@pytest.mark.integration
 def test_prometheus_ingests_a_large_gzip_scrape(tmp_path):
     # Prometheus asks for gzip and inflates with Go's own decoder.
     registry, _ = many_models(4_000)
