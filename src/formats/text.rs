@@ -16,6 +16,7 @@ use smallvec::SmallVec;
 use crate::cells::exemplar::Exemplar;
 use crate::formats::gzip::Gzip;
 use crate::schema::float_text::{write_repr, write_value};
+use crate::schema::label_text::bytes_equal_to;
 
 use crate::schema::family::{FamilyDesc, FamilyKind};
 use crate::schema::semconv::{is_legacy, Charset, Convention};
@@ -50,16 +51,12 @@ pub fn write_label_value(out: &mut String, value: &str) {
 /// none: eight bytes are tested at a time for the three.
 #[inline]
 fn needs_escape(bytes: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    // A zero byte of `word` sets its high bit here (and maybe others'; any
-    // set bit means some byte was zero, all that is asked).
-    let has_zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS != 0;
-    let has = |word: u64, byte: u8| has_zero(word ^ (ONES * u64::from(byte)));
     let mut chunks = bytes.chunks_exact(8);
     for chunk in chunks.by_ref() {
         let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        if has(word, b'\\') | has(word, b'\n') | has(word, b'"') {
+        let flags =
+            bytes_equal_to(word, b'\\') | bytes_equal_to(word, b'\n') | bytes_equal_to(word, b'"');
+        if flags != 0 {
             return true;
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod family;
 pub mod float_text;
+pub mod label_text;
 pub mod native;
 pub mod request;
 pub mod semconv;

@@ -22,6 +22,8 @@ use std::sync::Mutex;
 
 use foldhash::fast::FixedState;
 
+use crate::schema::label_text::bytes_equal_to;
+
 const INITIAL_CAPACITY: usize = 16;
 const HASH_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
@@ -32,18 +34,13 @@ const TERMINATOR: u8 = 0xff;
 /// scrape splits every label set it writes.
 #[inline]
 fn terminator_in(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     let mut chunks = bytes.chunks_exact(8);
     let mut offset = 0;
     for chunk in chunks.by_ref() {
-        // Terminator bytes become zero bytes, found by the classic test for
-        // a zero byte: its lowest flagged byte is the first zero (bytes above
-        // it may be flagged wrongly, never bytes below).
-        let word = !u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        let zeros = word.wrapping_sub(ONES) & !word & HIGHS;
-        if zeros != 0 {
-            return Some(offset + zeros.trailing_zeros() as usize / 8);
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        let flags = bytes_equal_to(word, TERMINATOR);
+        if flags != 0 {
+            return Some(offset + flags.trailing_zeros() as usize / 8);
         }
         offset += 8;
     }

@@ -746,7 +746,8 @@ impl Store {
             let entries = map.snapshot();
             (0..entries.len()).map(move |at| {
                 // Entries and their labels lie scattered over the heap: the
-                // entry two steps ahead is fetched, and the labels of the next.
+                // entry 2 * PREFETCH_AHEAD series ahead is fetched, and the
+                // labels of the one PREFETCH_AHEAD ahead (fetched by then).
                 if let Some(ahead) = entries.get(at + 2 * PREFETCH_AHEAD) {
                     prefetch(std::ptr::from_ref(*ahead));
                 }
