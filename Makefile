@@ -7,9 +7,13 @@
 BASE_PYTHON ?= python3
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
+# Every recipe's PATH starts with the project environment's bin folder (maturin
+# finds zig there, as `python3 -m ziglang`, and nowhere else on a new machine), then
 # Debian's Prometheus (with promtool), Pushgateway and VictoriaMetrics, unpacked
-# into target/ by tools/debian.py, come first on every recipe's PATH.
-export PATH := $(CURDIR)/target/debian/$(shell . /etc/os-release && echo $$VERSION_CODENAME)/root/usr/bin:$(PATH)
+# into target/ by tools/debian.py; rustup's bin folder ($(CARGO_HOME)/bin, or
+# ~/.cargo/bin) comes last, for shells whose PATH lacks cargo.
+CARGO_BIN := $(if $(CARGO_HOME),$(CARGO_HOME),$(HOME)/.cargo)/bin
+export PATH := $(abspath $(VENV))/bin:$(CURDIR)/target/debian/$(shell . /etc/os-release && echo $$VERSION_CODENAME)/root/usr/bin:$(PATH):$(CARGO_BIN)
 
 .PHONY: build deps test test-suite wheel test-wheels bench bench-load bench-table instructions lint demo ops-image clean
 

@@ -39,12 +39,18 @@ GLIBC = (2, 17)
 
 
 def run(
-    argv: list[str], *, capture: bool = False, cwd: Path | None = None
+    argv: list[str],
+    *,
+    capture: bool = False,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Runs a command, echoed first; a failure ends the run."""
     print("+", " ".join(argv), flush=True)
     try:
-        return subprocess.run(argv, check=True, text=True, capture_output=capture, cwd=cwd)
+        return subprocess.run(
+            argv, check=True, text=True, capture_output=capture, cwd=cwd, env=env
+        )
     except subprocess.CalledProcessError as failed:
         raise SystemExit(f"{' '.join(argv)} failed:\n{failed.stdout}\n{failed.stderr}") from None
 
@@ -87,7 +93,11 @@ def build(version: str, python: Path, out: Path) -> Path:
     """The release wheel for one version."""
     argv = [sys.executable, "-m", "maturin", "build", "--release", "--out", str(out)]
     argv += ["--zig", "--compatibility", "manylinux2014", "-i", str(python)]
-    run(argv, cwd=ROOT)
+    # maturin looks for `zig` on PATH, else runs `python3 -m ziglang` with the first
+    # python3 on PATH: this environment's bin folder goes first, where ziglang is.
+    environment = dict(os.environ)
+    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment.get("PATH", "")])
+    run(argv, cwd=ROOT, env=environment)
     return built_wheel(version, out)
 
 
