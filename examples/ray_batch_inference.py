@@ -92,7 +92,8 @@ def run(
     """
     dataset = ray.data.range(rows).map_batches(
         MeteredInference,
-        concurrency=actors,
+        # A pool of `actors` actors (Ray 2.51 deprecated `concurrency=` for this).
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=actor_cpus,
         batch_size=batch_size,
         batch_format="numpy",

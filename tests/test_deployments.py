@@ -37,8 +37,17 @@ def requests_total(text: str, model: str = "gpt-4o") -> float:
     )
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # a 3xx is an HTTPError: /metrics must answer itself, as curl sees it
+
+
+_PLAIN = urllib.request.build_opener(_NoRedirects)
+
+
 def get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
+    with _PLAIN.open(url, timeout=10) as response:
+        assert response.status == 200
         return response.read().decode()
 
 
@@ -175,13 +184,58 @@ def test_gunicorn_uvicorn_workers_in_prometheus_clients_multiprocess_mode(tmp_pa
         server.stop()
 
 
-def test_flask_under_gunicorn_sync_workers(tmp_path):
-    server = Server(
-        ["-w", "2", "flask_app:app"],
-        {"GATEWAY_METRICS_MULTIPROC_DIR": str(tmp_path / "flask")},
+def test_flask_after_fastapi_on_the_same_directory_starts_from_zero(tmp_path):
+    """docs/deployments.md's Flask command, after the FastAPI recipe ran on the
+    same directory: the config's hooks clear the earlier server's files."""
+    directory = tmp_path / "shared"
+    fastapi = Server(
+        ["-c", "gunicorn_gateway_metrics.conf.py", "fastapi_app:app"],
+        {"GATEWAY_METRICS_MULTIPROC_DIR": str(directory)},
     )
     try:
+        fastapi.load()
+        assert fastapi.scrapes(2) == [float(REQUESTS)] * 2
+    finally:
+        fastapi.stop()
+    flask = Server(
+        ["-c", "gunicorn_gateway_metrics.conf.py", "-k", "sync", "-w", "2", "flask_app:app"],
+        {"GATEWAY_METRICS_MULTIPROC_DIR": str(directory)},
+    )
+    try:
+        assert flask.scrapes(2) == [0.0] * 2
+        flask.load()
+        assert flask.scrapes(6) == [float(REQUESTS)] * 6
+    finally:
+        flask.stop()
+
+
+def test_our_mode_with_preload_starts_and_counts_once(tmp_path):
+    """--preload: the master makes its middleware (and file) before on_starting's
+    cleanup, which keeps the caller's own file and removes the rest."""
+    directory = tmp_path / "preload"
+    directory.mkdir()
+    stale = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from gateway_metrics import GatewayMetricsMiddleware; "
+            "from prometheus_client import CollectorRegistry; "
+            "m = GatewayMetricsMiddleware(registry=CollectorRegistry(), multiprocess_dir=sys.argv[1]); "
+            "m.record_request(provider='openai', model='gpt-4o', operation='chat', "
+            "status='ok', latency_s=0.1)",
+            str(directory),
+        ],
+        timeout=60,
+        check=True,
+    )
+    assert stale.returncode == 0
+    server = Server(
+        ["-c", "gunicorn_gateway_metrics.conf.py", "--preload", "fastapi_app:app"],
+        {"GATEWAY_METRICS_MULTIPROC_DIR": str(directory)},
+    )
+    try:
+        assert server.scrapes(2) == [0.0] * 2  # the earlier run's file is gone
         server.load()
-        assert server.scrapes(6) == [float(REQUESTS)] * 6
+        assert server.scrapes(12) == [float(REQUESTS)] * 12
     finally:
         server.stop()

@@ -172,22 +172,54 @@ def test_a_file_of_another_schema_or_version_is_skipped_with_a_warning(tmp_path)
     assert "gwm-99999-older.gwm: not a metrics file of this version" in messages[1]
 
 
-def test_cleanup_refuses_while_a_live_process_holds_a_file_unless_forced(tmp_path):
+def test_cleanup_refuses_while_another_live_process_holds_a_file_unless_forced(tmp_path):
     gone = mp_middleware(tmp_path)
     record(gone, 4)
     del gone
     gc.collect()  # the middleware, its registry and collector form a cycle
-    live = mp_middleware(tmp_path)
-    record(live, 1)
-    with pytest.raises(
-        RuntimeError, match=f"written by process {os.getpid()}\\) is held by a live"
-    ):
-        multiprocess.cleanup(tmp_path)
+    ready_read, ready_write = os.pipe()
+    release_read, release_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(ready_read)
+            os.close(release_write)
+            live = mp_middleware(tmp_path)
+            record(live, 1)
+            os.write(ready_write, b"x")
+            os.read(release_read, 1)  # until the parent is done, or gone
+        finally:
+            os._exit(0)
+    os.close(ready_write)
+    os.close(release_read)
+    try:
+        assert os.read(ready_read, 1) == b"x"
+        with pytest.raises(RuntimeError, match=f"written by process {pid}\\) is held by a live"):
+            multiprocess.cleanup(tmp_path)
+        assert len(files(tmp_path)) == 2
+        assert multiprocess.cleanup(tmp_path, force=True) == 1
+        assert [path.name.split("-")[1] for path in files(tmp_path)] == [str(pid)]
+    finally:
+        os.close(release_write)
+        os.waitpid(pid, 0)
+        os.close(ready_read)
+
+
+def test_cleanup_keeps_the_calling_processs_own_file_and_removes_the_rest(tmp_path):
+    """gunicorn --preload: the master imports the app (making its middleware, and
+    its file) before on_starting cleans the directory up."""
+    gone = mp_middleware(tmp_path)
+    record(gone, 4)
+    del gone
+    gc.collect()
+    own = mp_middleware(tmp_path)
+    record(own, 1)
     assert len(files(tmp_path)) == 2
-    assert requests_total(live) == 5.0
-    assert multiprocess.cleanup(tmp_path, force=True) == 1
-    assert files(tmp_path) == [Path(live._multiprocess_file())]
-    assert requests_total(live) == 1.0
+    assert multiprocess.cleanup(tmp_path) == 1
+    assert files(tmp_path) == [Path(own._multiprocess_file())]
+    assert requests_total(own) == 1.0
+    record(own, 2)
+    assert requests_total(own) == 3.0
 
 
 def test_cleanup_removes_every_file_once_their_processes_are_gone(tmp_path):

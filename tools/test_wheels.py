@@ -48,9 +48,7 @@ def run(
     """Runs a command, echoed first; a failure ends the run."""
     print("+", " ".join(argv), flush=True)
     try:
-        return subprocess.run(
-            argv, check=True, text=True, capture_output=capture, cwd=cwd, env=env
-        )
+        return subprocess.run(argv, check=True, text=True, capture_output=capture, cwd=cwd, env=env)
     except subprocess.CalledProcessError as failed:
         raise SystemExit(f"{' '.join(argv)} failed:\n{failed.stdout}\n{failed.stderr}") from None
 
@@ -96,7 +94,9 @@ def build(version: str, python: Path, out: Path) -> Path:
     # maturin looks for `zig` on PATH, else runs `python3 -m ziglang` with the first
     # python3 on PATH: this environment's bin folder goes first, where ziglang is.
     environment = dict(os.environ)
-    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment.get("PATH", "")])
+    environment["PATH"] = os.pathsep.join(
+        [str(Path(sys.executable).parent), environment.get("PATH", "")]
+    )
     run(argv, cwd=ROOT, env=environment)
     return built_wheel(version, out)
 

@@ -18,7 +18,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import BaseModel
 
 # One middleware per process, on the global registry. It is not ASGI middleware:
-# it records what the handlers tell it, and the app mounted below serves it.
+# it records what the handlers tell it, and the app routed below serves it.
+# `add_route` serves /metrics itself; `app.mount("/metrics", ...)` would answer
+# /metrics with a 307 redirect to /metrics/, which curl and many health checks
+# do not follow.
 metrics = GatewayMetricsMiddleware()
 
 app = FastAPI()
@@ -28,10 +31,10 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and not os.environ.get(
     # prometheus_client's mode: serve every process's files, ours and the app's.
     serving = CollectorRegistry()
     MultiProcessCollector(serving)
-    app.mount("/metrics", make_asgi_app(serving))
+    app.add_route("/metrics", make_asgi_app(serving))
 else:
     # Single process, or our own multi-process mode: the sum over the directory.
-    app.mount("/metrics", make_asgi_app())
+    app.add_route("/metrics", make_asgi_app())
 
 
 class Chat(BaseModel):

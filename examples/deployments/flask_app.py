@@ -1,7 +1,10 @@
 """A Flask gateway with /metrics, for gunicorn's sync workers.
 
     GATEWAY_METRICS_MULTIPROC_DIR=/run/gateway-metrics \\
-        gunicorn -w 2 --bind 127.0.0.1:8000 flask_app:app
+        gunicorn -c gunicorn_gateway_metrics.conf.py -k sync -w 2 flask_app:app
+
+The config's hooks clean the directory up at start and compact the files of
+workers that are gone; `-k sync -w 2` override its uvicorn workers.
 """
 
 from __future__ import annotations

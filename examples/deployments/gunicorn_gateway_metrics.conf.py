@@ -17,8 +17,9 @@ worker_class = "uvicorn_worker.UvicornWorker"
 
 
 def on_starting(server):
-    # Drops the files of the previous run; refuses (RuntimeError) if a live
-    # process still uses the directory, such as another server.
+    # Drops the files of the previous run; refuses (RuntimeError) if another live
+    # process still uses the directory, such as another server. With --preload the
+    # master's own file (its middleware, made on import) is kept.
     os.makedirs(METRICS_DIR, exist_ok=True)
     multiprocess.cleanup(METRICS_DIR)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 
 from gateway_metrics.ops import Thresholds
@@ -88,10 +89,17 @@ def main(argv: list[str] | None = None) -> int:
         except (TypeError, ValueError) as refused:
             # Said as the option is spelt on the command line; exits with status 2.
             export.error(_as_options(str(refused)))
+        except OSError as failed:
+            # A DIR that is a file, or one that cannot be created or written to.
+            export.error(f"DIR {failed.filename or args.directory}: {failed.strerror or failed}")
         for path in paths:
             print(path)
         return 0
 
+    if importlib.util.find_spec("rich") is None:
+        demo.error(
+            "the demo draws with rich, which is not installed: pip install 'gateway-metrics[demo]'"
+        )
     from gateway_metrics._demo import run_demo
 
     return run_demo(

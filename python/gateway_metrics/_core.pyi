@@ -22,6 +22,7 @@ __all__ = [
     "compact",
     "finish_native_work",
     "gzip_parts",
+    "price_names",
     "request_cost",
 ]
 
@@ -77,6 +78,10 @@ def request_cost(
     """The USD cost of a request of ``tokens`` (token type to count) at ``price``
     (``(input, output, cache read, cache write, tiers, per request)``), as the
     middleware computes it."""
+
+def price_names(model: str) -> list[str]:
+    """The names ``model``'s price is looked up under, in order: the name, then
+    without each leading ``provider/`` part (``openai/gpt-4o``, then ``gpt-4o``)."""
 
 NATIVE_HISTOGRAM_DEFAULTS: tuple[int, float, int]
 """``(schema, zero threshold, max buckets)`` of ``native_histograms=True``: schema 3

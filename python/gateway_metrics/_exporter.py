@@ -278,7 +278,19 @@ class PrometheusExporter:
         if certfile is not None and keyfile is not None:
             self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self._tls.minimum_version = ssl.TLSVersion.TLSv1_2
-            self._tls.load_cert_chain(certfile, keyfile)
+            for name, path in (("certfile", certfile), ("keyfile", keyfile)):
+                try:
+                    with open(path, "rb"):
+                        pass
+                except OSError as error:  # ssl's own error names neither file
+                    raise type(error)(error.errno, f"{name}: {error.strerror}", path) from None
+            try:
+                self._tls.load_cert_chain(certfile, keyfile)
+            except ssl.SSLError as error:
+                raise ValueError(
+                    f"certfile {certfile!r} and keyfile {keyfile!r} are not a PEM "
+                    f"certificate chain and its private key: {error.reason or error}"
+                ) from None
         if basic_auth is not None:
             if not isinstance(basic_auth, Mapping) or not basic_auth:
                 raise TypeError("basic_auth must be a non-empty mapping of user name to password")
@@ -312,9 +324,19 @@ class PrometheusExporter:
             family = socket.getaddrinfo(
                 self._addr, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )[0][0]
-            server = _Server(
-                (self._addr, self._port), family, self._timeout_s, self._max_connections, self._tls
-            )
+            try:
+                server = _Server(
+                    (self._addr, self._port),
+                    family,
+                    self._timeout_s,
+                    self._max_connections,
+                    self._tls,
+                )
+            except OSError as error:  # the address in use, say: name it
+                host = f"[{self._addr}]" if ":" in self._addr else self._addr
+                raise type(error)(
+                    error.errno, f"cannot listen on {host}:{self._port}: {error.strerror}"
+                ) from None
             server.set_app(app)
             thread = threading.Thread(
                 target=server.serve_forever,

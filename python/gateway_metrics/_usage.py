@@ -306,8 +306,10 @@ def _call_key(item: Any) -> object:
 def _item_call(item: Any) -> tuple[object, str | None] | None:
     """One item as ``(key, name)``: None when it is not a tool call, a None name
     when it continues a streamed call whose name came earlier."""
-    if isinstance(item, (str, bytes)) or item is None:
-        return None
+    if isinstance(item, str):
+        return None, item or "unknown"  # a tool's name, as record_request reads it
+    if isinstance(item, bytes) or item is None:
+        return None, "unknown"  # no tool call this reads: record_request says "unknown" too
     kind = field_of(item, "type")
     if _has(item, "function_call") and not isinstance(kind, str):
         # A Google Part: text and thought parts have no function call.
@@ -411,8 +413,9 @@ def tool_call_names(source: Any) -> list[str]:
     arrives once, in a call's first delta), OpenAI Responses output items
     (``function_call`` and the built-in tools' ``*_call`` items, named by
     type), Anthropic ``tool_use`` blocks, Google ``function_call`` parts.
-    Text, thinking, reasoning and message items are not tool calls and are
-    skipped; a call without a name is ``"unknown"``.
+    A ``str`` is a tool's name. Text, thinking, reasoning and message items
+    are not tool calls and are skipped; a call without a name (``None``, an
+    object with no name) is ``"unknown"``, as ``record_request`` records it.
 
     Example::
 

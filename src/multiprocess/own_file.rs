@@ -201,6 +201,29 @@ pub fn is_dead(path: &Path) -> Result<bool, ReadError> {
     try_lock(file.file()).map_err(|error| ReadError::Damaged(error.to_string()))
 }
 
+/// Whether this very process wrote `path` (its pid is `pid`) and holds it open:
+/// the file of a middleware made in this process, as under gunicorn's
+/// `--preload`, where the master imports the application (and creates its
+/// middleware) before `on_starting` cleans the directory up.
+///
+/// Both are asked: the pid alone could be another pid namespace's process, and
+/// a descriptor alone could be one inherited over `fork` from the writer.
+pub fn held_by_this_process(path: &Path, pid: Option<u64>) -> bool {
+    if pid != Some(u64::from(std::process::id())) {
+        return false;
+    }
+    let Ok(wanted) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    let Ok(descriptors) = fs::read_dir("/proc/self/fd") else {
+        return false;
+    };
+    descriptors.flatten().any(|entry| {
+        fs::metadata(entry.path())
+            .is_ok_and(|open| open.dev() == wanted.dev() && open.ino() == wanted.ino())
+    })
+}
+
 /// A writable shared mapping of part of a file.
 struct Mapping {
     start: NonNull<u8>,

@@ -6,7 +6,7 @@ use std::fmt::Display;
 use pyo3::exceptions::{PyAttributeError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
 use smallvec::SmallVec;
 
 use super::ffi::int::exact_u64;
@@ -153,7 +153,11 @@ pub(super) fn latency_seconds(
 ) -> PyResult<f64> {
     let seconds = if let Ok(float) = value.cast_exact::<PyFloat>() {
         float.value()
-    } else if value.is_instance_of::<PyString>() || value.is_instance_of::<PyBytes>() {
+    } else if value.is_instance_of::<PyString>()
+        || value.is_instance_of::<PyBytes>()
+        || value.is_instance_of::<PyBool>()
+    {
+        // A bool converts to 1.0, but latency_s=True is a caller's mistake.
         return Err(PyTypeError::new_err(format!(
             "{argument} must be a real number, not {}",
             type_name(value)
@@ -215,7 +219,8 @@ pub(super) fn token_value(value: &Bound<'_, PyAny>, argument: impl Display) -> P
         if let Some(count) = exact_u64(int) {
             return Ok(count);
         }
-    } else if value.is_instance_of::<PyFloat>() {
+    } else if value.is_instance_of::<PyFloat>() || value.is_instance_of::<PyBool>() {
+        // A bool is an int to Python, but True tokens is a caller's mistake.
         return Err(PyTypeError::new_err(format!(
             "{argument} must be an int, not {}",
             type_name(value)
@@ -239,6 +244,10 @@ pub(super) fn token_value(value: &Bound<'_, PyAny>, argument: impl Display) -> P
 pub(super) enum ToolName<'py, 's> {
     /// A missing, `None` or empty name.
     Unknown,
+    /// An element that is no tool call this package can read (`None`, an
+    /// object with no name anywhere): recorded as `"unknown"`, as the reference
+    /// does, and reported once per middleware.
+    Unreadable(Bound<'py, PyAny>),
     /// A name whose series the identity cache already knew.
     Cached(&'s CounterSeries),
     /// A validated name seen for the first time through this object; `cacheable`
@@ -300,9 +309,14 @@ fn tool_name<'py, 's>(
     let name = match item.getattr(intern!(py, "name")) {
         Ok(name) => name,
         Err(error) if error.is_instance_of::<PyAttributeError>(py) => {
-            match nested_tool_name(item)? {
-                Some(name) => name,
-                None => return Ok(ToolName::Unknown),
+            if item.is_instance_of::<PyString>() {
+                // A str is the tool's name, as tool_call_names() reads it.
+                item.clone()
+            } else {
+                match nested_tool_name(item)? {
+                    Some(name) => name,
+                    None => return Ok(ToolName::Unreadable(item.clone())),
+                }
             }
         }
         Err(error) => return Err(error),

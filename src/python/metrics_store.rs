@@ -1,7 +1,7 @@
 //! `MetricsStore`: the class behind `GatewayMetricsMiddleware`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -68,6 +68,8 @@ pub struct PyMetricsStore {
     cache_hits: IdentityCache<CounterSeries, 1>,
     cache_misses: IdentityCache<CounterSeries, 1>,
     pub(super) tool_calls: IdentityCache<CounterSeries, 1>,
+    /// Whether an unreadable tool call has been logged (once per middleware).
+    unreadable_tool_call_reported: AtomicBool,
     /// The last exposition's buffer, reused so that a large exposition does not
     /// fault in fresh pages on every scrape; it keeps that exposition's size.
     render_buffer: Mutex<String>,
@@ -171,6 +173,7 @@ impl PyMetricsStore {
             cache_hits: IdentityCache::new(),
             cache_misses: IdentityCache::new(),
             tool_calls: IdentityCache::new(),
+            unreadable_tool_call_reported: AtomicBool::new(false),
             render_buffer: Mutex::new(String::new()),
             convention,
         })
@@ -542,6 +545,10 @@ impl PyMetricsStore {
         for name in tool_names {
             let series = match name {
                 ToolName::Unknown => self.store().tool_call_series("unknown"),
+                ToolName::Unreadable(item) => {
+                    self.report_unreadable_tool_call(py, item);
+                    self.store().tool_call_series("unknown")
+                }
                 ToolName::Cached(series) => series,
                 ToolName::New { text, cacheable } => {
                     let (series, folded) = self.store().tool_call_series_capped(text.to_str()?);
@@ -555,6 +562,39 @@ impl PyMetricsStore {
             self.store().count(series);
         }
         Ok(())
+    }
+
+    /// Logs, the first time only, a tool call whose name cannot be read.
+    #[cold]
+    #[inline(never)]
+    fn report_unreadable_tool_call(&self, py: Python<'_>, item: &Bound<'_, PyAny>) {
+        if self
+            .unreadable_tool_call_reported
+            .swap(true, Ordering::Relaxed)
+        {
+            return;
+        }
+        let kind = item
+            .get_type()
+            .name()
+            .map_or_else(|_| "?".to_owned(), |name| name.to_string());
+        let logged = py.import("logging").and_then(|logging| {
+            logging
+                .call_method1("getLogger", ("gateway_metrics",))?
+                .call_method1(
+                    "warning",
+                    (format!(
+                        "a tool call of type {kind} has no name (no .name, .function.name, \
+                         .custom.name or such keys, and is not a str): recorded as \
+                         tool_name=\"unknown\" (reported once)"
+                    ),),
+                )
+                .map(drop)
+        });
+        // A logging failure must not fail a call that has recorded.
+        if let Err(error) = logged {
+            error.write_unraisable(py, None);
+        }
     }
 
     /// Adds one cache hit or miss of `cache_type` (`"exact"` or `"semantic"`).

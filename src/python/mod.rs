@@ -60,6 +60,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("REQUEST_FIELDS", request_fields())?;
     module.add("TOKEN_TYPES", token_types())?;
     module.add_function(wrap_pyfunction!(prices::request_cost, module)?)?;
+    module.add_function(wrap_pyfunction!(prices::price_names, module)?)?;
     module.add("HISTOGRAM_BUCKETS", LATENCY_BOUNDS.to_vec())?;
     let native = NativeConfig::DEFAULT;
     module.add(

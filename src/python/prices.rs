@@ -1,5 +1,5 @@
 //! Prices given by Python: the tuples a price resolver returns, the resolver
-//! the core calls, and `request_cost` for `compute_cost`.
+//! the core calls, and `request_cost` and `price_names` for `compute_cost`.
 
 use std::collections::HashMap;
 
@@ -7,7 +7,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::schema::request::{TOKEN_TYPES, TOKEN_TYPE_COUNT};
-use crate::store::pricing::{Price, PriceTier};
+use crate::store::pricing::{self, Price, PriceTier};
 use crate::store::PriceResolver;
 
 /// A price as Python gives it: `(input, output, cache read, cache write, tiers,
@@ -68,4 +68,10 @@ pub(super) fn request_cost(price: PythonPrice, tokens: HashMap<String, u64>) -> 
         counts[token_type] = count;
     }
     Ok(price_of(price).cost(&counts))
+}
+
+/// The names a model's price is looked up under, in order (the core's rule).
+#[pyfunction]
+pub(super) fn price_names(model: &str) -> Vec<String> {
+    pricing::price_names(model).map(str::to_owned).collect()
 }

@@ -30,9 +30,9 @@ use crate::cells::counter::Recording;
 use crate::cells::exemplar::{Exemplar, ShareSlot};
 use crate::cells::histogram::{Histogram, HistogramSnapshot};
 use crate::schema::family::{
-    Buckets, FamilyDesc, FamilyId, Schema, ValueKind, CACHE_HITS, CACHE_MISSES, COST, DURATION,
-    OPTIONAL_OBSERVED, OVERFLOW, OVERFLOW_VALUE, REQUESTS, TIME_TO_FIRST_TOKEN, TOKENS, TOOL_CALLS,
-    UNPRICED,
+    Buckets, FamilyDesc, FamilyId, LabelSource, Schema, ValueKind, CACHE_HITS, CACHE_MISSES, COST,
+    DURATION, OPTIONAL_OBSERVED, OVERFLOW, OVERFLOW_VALUE, REQUESTS, TIME_TO_FIRST_TOKEN, TOKENS,
+    TOOL_CALLS, UNPRICED,
 };
 use crate::schema::native::NativeConfig;
 use crate::schema::request::{
@@ -412,7 +412,7 @@ impl Store {
     /// The entry of `key` in `map`, the map of `family`, created with `make`
     /// (given the key it is stored under); once the map holds `max_series`
     /// label sets, a new one goes to the family's overflow entry instead, whose
-    /// every label value is [`OVERFLOW_VALUE`], so that totals stay exact while
+    /// every label value but the token type is [`OVERFLOW_VALUE`], so that totals stay exact while
     /// memory and scrapes stop growing. The flag says whether it was folded.
     fn capped<'m, V>(
         &'m self,
@@ -427,7 +427,17 @@ impl Store {
         if map.len() < self.max_series {
             return (map.get_or_insert_with(key, || make(key)), false);
         }
-        let overflow: SmallVec<[&str; 8]> = key.iter().map(|_| OVERFLOW_VALUE).collect();
+        // A token type is one of a fixed few: it is kept, so that the overflow
+        // series of the token families still tell input from output.
+        let sources = &self.schema.family(family).sources;
+        let overflow: SmallVec<[&str; 8]> = key
+            .iter()
+            .enumerate()
+            .map(|(at, value)| match sources.get(at) {
+                Some(LabelSource::TokenType) => *value,
+                _ => OVERFLOW_VALUE,
+            })
+            .collect();
         let entry = map.get_or_insert_with(&overflow, || make(&overflow));
         self.note_overflow(family);
         (entry, true)

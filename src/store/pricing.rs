@@ -134,10 +134,24 @@ impl PriceTable {
         }
     }
 
-    /// The price of `model`, if it has one.
+    /// The price of `model`, if it has one: under its own name, else under one
+    /// of the shorter names of [`price_names`].
     pub fn get(&self, model: &str) -> Option<Price> {
-        self.prices.get(model).cloned()
+        price_names(model).find_map(|name| self.prices.get(name).cloned())
     }
+}
+
+/// The names a model's price is looked up under, in order: the name as given,
+/// then without each leading `provider/` part, so that LiteLLM's
+/// `openai/gpt-4o`, OpenRouter's `openrouter/openai/gpt-4o` and Google's
+/// `models/gemini-2.5-flash` find the price of `gpt-4o` and
+/// `gemini-2.5-flash`. A table entry under the longer name wins.
+pub fn price_names(model: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(model), |name| {
+        name.split_once('/')
+            .map(|(_, rest)| rest)
+            .filter(|rest| !rest.is_empty())
+    })
 }
 
 #[cfg(test)]
@@ -161,6 +175,14 @@ mod tests {
         let table = PriceTable::new([("m", cheap), ("m", dear.clone())]);
         assert_eq!(table.get("m"), Some(dear));
         assert_eq!(table.get("unknown"), None);
+        assert_eq!(table.get("openai/m"), Some(dear.clone()));
+        assert_eq!(table.get("openrouter/openai/m"), Some(dear.clone()));
+        assert_eq!(table.get("m/"), None);
+        assert_eq!(table.get("openai/unknown"), None);
+        assert_eq!(
+            price_names("a/b/c").collect::<Vec<_>>(),
+            ["a/b/c", "b/c", "c"]
+        );
     }
 
     /// Token counts by type: input, output, cache read, cache write.

@@ -3,11 +3,18 @@
 ``GatewayMetricsLogger`` is a ``litellm.integrations.custom_logger.CustomLogger``:
 give it to LiteLLM as a callback, and every ``completion``/``acompletion`` (and
 the other calls LiteLLM logs), streamed or not, successful or failed, is
-recorded once: provider and model as LiteLLM resolved them, status ``ok`` or
-``error``, latency from LiteLLM's start and end times, time to first token for
+recorded once: provider and model as LiteLLM resolved them, the operation in
+the gateway kits' words (``chat``, ``stream`` for a streamed chat call,
+``embed``), status ``ok`` or ``error``, latency from LiteLLM's start and end times, time to first token for
 streamed calls only (LiteLLM reports the end time as a non-streamed call's first
 token), every token type of the response's usage, its tool calls, and the cost
 from the middleware's own prices, not LiteLLM's.
+
+An async call made in ``asyncio.run(main())`` is recorded by the time
+``asyncio.run`` returns, even when ``main`` returns right after its last
+``await litellm.acompletion(...)``: LiteLLM queues its callbacks on a worker
+task that a closing loop would cancel, so the loop's shutdown runs them first
+(at most 5 s).
 
 Example::
 
@@ -22,9 +29,12 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import logging
-from collections.abc import Mapping
+import weakref
+from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from litellm.integrations.custom_logger import CustomLogger
@@ -40,11 +50,13 @@ __all__ = ["OPERATIONS", "GatewayMetricsLogger"]
 _LOGGER = logging.getLogger("gateway_metrics")
 
 #: LiteLLM's call types (``a`` prefix: the async form) to this package's
-#: ``operation`` label; a call type not listed is recorded as it is named.
+#: ``operation`` label, in the reference's words where it has one (``chat``,
+#: ``stream``, ``embed``, as the gateway kits record); a call type not listed is
+#: recorded as it is named. A streamed ``chat`` call is ``stream``.
 OPERATIONS = {
     "completion": "chat",
     "text_completion": "completion",
-    "embedding": "embedding",
+    "embedding": "embed",
     "responses": "responses",
     "image_generation": "image",
     "transcription": "transcription",
@@ -52,6 +64,62 @@ OPERATIONS = {
     "rerank": "rerank",
     "anthropic_messages": "chat",
 }
+
+
+#: The event loops whose shutdown flushes LiteLLM's queued callbacks (see ``_flush_at_loop_close``).
+_WATCHED_LOOPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = (
+    weakref.WeakKeyDictionary()
+)
+#: How long a closing loop waits for LiteLLM's queued callbacks.
+_FLUSH_TIMEOUT_S = 5.0
+
+
+async def _until_loop_closes() -> AsyncGenerator[None, None]:
+    """Suspended until its loop shuts its async generators down (``asyncio.run``
+    does, after its main coroutine returns), then runs LiteLLM's queued callbacks."""
+    try:
+        yield
+    finally:
+        await _flush_litellm_callbacks()
+
+
+async def _flush_litellm_callbacks() -> None:
+    # LiteLLM hands an async call's success callback to a worker task that a
+    # closing loop cancels: a script that returns right after `await
+    # acompletion(...)` would record nothing. Its worker's own flush() runs them.
+    try:
+        from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+    except ImportError:  # a LiteLLM without the worker runs callbacks itself
+        return
+    try:
+        await asyncio.wait_for(GLOBAL_LOGGING_WORKER.flush(), _FLUSH_TIMEOUT_S)
+        await GLOBAL_LOGGING_WORKER.stop(timeout=_FLUSH_TIMEOUT_S)
+    except Exception as error:  # a loop's shutdown must not fail because of its logger
+        _LOGGER.warning(
+            "LiteLLM's queued callbacks not flushed as the event loop closed: %s: %s",
+            type(error).__name__,
+            error,
+        )
+
+
+def _flush_at_loop_close() -> None:
+    """Makes the running event loop, if any, flush LiteLLM's callbacks as it closes.
+
+    An async generator started here is one the loop finalizes in
+    ``shutdown_asyncgens()``, after its tasks were cancelled and before it
+    closes: the one hook asyncio gives for a loop's end. It is started by hand
+    (its body reaches ``yield`` without awaiting), since this runs in a sync hook.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return  # a sync call outside any loop: LiteLLM calls the sync hook itself
+    if loop in _WATCHED_LOOPS:
+        return
+    watcher = _until_loop_closes()
+    with contextlib.suppress(StopIteration):
+        watcher.__anext__().send(None)
+    _WATCHED_LOOPS[loop] = watcher  # the loop holds it weakly
 
 
 def _seconds(value: Any) -> float | None:
@@ -98,6 +166,10 @@ class GatewayMetricsLogger(CustomLogger):  # type: ignore[misc]
         # and drops the others as duplicates: this one tells loggers of two
         # middlewares apart.
         self.middleware_id = f"{id(metrics):x}"
+
+    def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
+        # Called inline, in the caller's event loop for an async call.
+        _flush_at_loop_close()
 
     # LiteLLM calls the sync hooks for sync calls and the async ones for async calls.
     def log_success_event(
@@ -161,13 +233,16 @@ class GatewayMetricsLogger(CustomLogger):  # type: ignore[misc]
             _LOGGER.warning(
                 "LiteLLM usage of %s is inconsistent (%s): input and output kept", model, problem
             )
+        operation = OPERATIONS.get(plain_type, plain_type)
+        if streamed and operation == "chat":
+            operation = "stream"
         metadata = payload.get("metadata") or params.get("metadata") or {}
         labels = {name: str(metadata.get(key) or "") for name, key in self.labels.items()}
         record_counted(
             self.metrics,
             provider=str(provider),
             model=str(model),
-            operation=OPERATIONS.get(plain_type, plain_type),
+            operation=operation,
             status="error" if failed else "ok",
             latency_s=latency_s,
             first_token_s=first_token_s,

@@ -18,6 +18,7 @@ Export them with ``python -m gateway_metrics ops export DIR`` or::
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -56,7 +57,8 @@ def export(
     """Writes the dashboard and both rule files into ``directory``; returns their paths.
 
     ``extra_labels`` must be labels a middleware accepts (``ValueError``
-    otherwise, naming the label). Each file is written to a new temporary
+    otherwise, naming the label). A ``directory`` that is a file or cannot be
+    created is an ``OSError`` naming it (``NotADirectoryError`` for a file). Each file is written to a new temporary
     file beside it and renamed over its name: a symbolic link planted there
     is replaced, never followed, and a reader never sees half a file.
 
@@ -69,7 +71,16 @@ def export(
     extras = list(extra_labels)
     check_extra_labels(extras)
     target = Path(directory)
-    target.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(
+            errno.ENOTDIR, "directory is a file, not a directory", str(target)
+        ) from None
+    except OSError as error:
+        raise type(error)(
+            error.errno, f"directory cannot be created: {error.strerror}", str(target)
+        ) from None
     written = {
         DASHBOARD_FILE: json.dumps(dashboard(extras), indent=2) + "\n",
         RECORDING_RULES_FILE: dump(recording_rules(extras)),

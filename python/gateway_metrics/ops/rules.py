@@ -18,8 +18,8 @@ class Thresholds:
 
     ``job_regex`` limits ``GatewayTargetDown`` to the scrape jobs of gateways
     (a regular expression, matched whole, as PromQL's ``=~`` does). Each
-    threshold is a finite number, not negative; a bad one raises
-    ``ValueError`` naming it.
+    threshold is a finite number, not negative (``error_ratio``, a share of
+    requests, at most 1); a bad one raises ``ValueError`` naming it.
     """
 
     error_ratio: float = 0.05
@@ -37,6 +37,9 @@ class Thresholds:
                 raise TypeError(f"{field.name} must be a number, not {type(value).__name__}")
             elif not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{field.name} must be finite and not negative, got {value!r}")
+            elif field.name == "error_ratio" and value > 1:
+                # A share of requests: above 1 the alert could never fire.
+                raise ValueError(f"error_ratio is a share of requests, at most 1, got {value!r}")
 
 
 def _check_regex(pattern: object) -> None:
