@@ -32,8 +32,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from providers import ProviderServer  # noqa: E402
-from support import RunningServer  # noqa: E402
+from providers import ProviderServer
+from support import RunningServer
 
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 

@@ -214,20 +214,15 @@ def test_our_mode_with_preload_starts_and_counts_once(tmp_path):
     cleanup, which keeps the caller's own file and removes the rest."""
     directory = tmp_path / "preload"
     directory.mkdir()
-    stale = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from gateway_metrics import GatewayMetricsMiddleware; "
-            "from prometheus_client import CollectorRegistry; "
-            "m = GatewayMetricsMiddleware(registry=CollectorRegistry(), multiprocess_dir=sys.argv[1]); "
-            "m.record_request(provider='openai', model='gpt-4o', operation='chat', "
-            "status='ok', latency_s=0.1)",
-            str(directory),
-        ],
-        timeout=60,
-        check=True,
+    code = (
+        "import sys\n"
+        "from gateway_metrics import GatewayMetricsMiddleware\n"
+        "from prometheus_client import CollectorRegistry\n"
+        "m = GatewayMetricsMiddleware(registry=CollectorRegistry(), multiprocess_dir=sys.argv[1])\n"
+        "m.record_request(provider='openai', model='gpt-4o', operation='chat', status='ok', "
+        "latency_s=0.1)\n"
     )
+    stale = subprocess.run([sys.executable, "-c", code, str(directory)], timeout=60, check=True)
     assert stale.returncode == 0
     server = Server(
         ["-c", "gunicorn_gateway_metrics.conf.py", "--preload", "fastapi_app:app"],

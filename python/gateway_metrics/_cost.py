@@ -16,7 +16,6 @@ from gateway_metrics._pricing import (
     merged_price_table,
 )
 
-
 #: The model names ``compute_cost`` has said it has no price for (once each),
 #: up to ``_UNPRICED_NAMED`` of them, so that callers' model names cannot grow it.
 _UNPRICED_REPORTED: set[str] = set()
