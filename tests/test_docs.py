@@ -125,7 +125,8 @@ def test_a_block_that_shows_a_file_is_that_file():
     assert shown
     for block in shown:
         path = ROOT / block.not_run.removeprefix("the file ").split()[0].rstrip(",;")
-        assert block.code == path.read_text(), f"{block.id} differs from {path}"
+        # The file is its docstring, then the block.
+        assert path.read_text().endswith("\n" + block.code), f"{block.id} differs from {path}"
 
 
 def test_the_counts_and_fields_the_docs_name_are_the_codes():

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 
@@ -19,6 +22,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 litellm = pytest.importorskip("litellm", reason="the test extra installs LiteLLM")
 
 from gateway_metrics import GatewayMetricsMiddleware  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from gateway_metrics.integrations.litellm import GatewayMetricsLogger  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 from providers import EXPECTED, TOOLS, ProviderServer  # noqa: E402
@@ -63,6 +67,16 @@ def settle(metrics: GatewayMetricsMiddleware, model: str, requests: float) -> di
     return recorded(metrics, model)
 
 
+def operations(metrics: GatewayMetricsMiddleware, model: str) -> set[str]:
+    """The ``operation`` labels of ``model``'s requests."""
+    return {
+        sample.labels["operation"]
+        for family in text_string_to_metric_families(metrics.generate_latest())
+        for sample in family.samples
+        if sample.name == "ractogateway_requests_total" and sample.labels["model"] == model
+    }
+
+
 def route(server: ProviderServer, provider: str) -> dict:
     if provider == "openai":
         return {"api_base": f"{server.url}/v1", "api_key": "test"}
@@ -93,6 +107,8 @@ def test_completion_is_recorded_once_with_every_number(server, logged, provider,
             pass
     found = settle(logged, model, 1)
     assert found["requests"] == {"ok": 1.0}
+    # The gateway kits' words: a streamed chat call is "stream".
+    assert operations(logged, model) == {"stream" if stream else "chat"}
     assert found["tokens"] == expected_tokens(provider)
     assert found["tools"] == dict.fromkeys(TOOLS, 1.0)
     # LiteLLM reports a non-streamed call's end as its first token: not a TTFT.
@@ -148,3 +164,67 @@ def test_labels_must_be_extra_labels_of_the_middleware():
     metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
     with pytest.raises(ValueError, match="not among the middleware's extra labels"):
         GatewayMetricsLogger(metrics, labels={"team": "user_api_key_team_alias"})
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_script_that_returns_right_after_acompletion_is_recorded(server, stream):
+    """asyncio.run(main()) where main returns at once: LiteLLM's callback task
+    would be cancelled by the closing loop; the logger has the loop flush it."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        import litellm
+        from prometheus_client import CollectorRegistry
+        from gateway_metrics import GatewayMetricsMiddleware
+        from gateway_metrics.integrations.litellm import GatewayMetricsLogger
+
+        metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
+        litellm.callbacks = [GatewayMetricsLogger(metrics)]
+
+        async def main():
+            response = await litellm.acompletion(
+                model="openai/gpt-chat", messages=[{{"role": "user", "content": "Hi"}}],
+                api_base="{server.url}/v1", api_key="test", stream={stream},
+                stream_options={{"include_usage": True}} if {stream} else None)
+            if {stream}:
+                async for _ in response:
+                    pass
+
+        asyncio.run(main())
+        print([line for line in metrics.generate_latest().splitlines()
+               if line.startswith("ractogateway_requests_total{{")])
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    operation = "stream" if stream else "chat"
+    expected = (
+        f'ractogateway_requests_total{{model="gpt-chat",operation="{operation}",'
+        f'provider="openai",status="ok"}} 1.0'
+    )
+    assert done.stdout.strip() == repr([expected]), done.stdout + done.stderr[-2000:]
+    assert "Event loop is closed" not in done.stderr
+
+
+def test_an_embedding_is_recorded_as_embed():
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
+    logger = GatewayMetricsLogger(metrics)
+    for call_type in ("embedding", "aembedding"):
+        logger.log_success_event(
+            {
+                "call_type": call_type,
+                "model": "text-embedding-3-small",
+                "litellm_params": {"custom_llm_provider": "openai"},
+            },
+            None,
+            1_700_000_000.0,
+            1_700_000_000.5,
+        )
+    assert operations(metrics, "text-embedding-3-small") == {"embed"}

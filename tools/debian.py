@@ -211,9 +211,10 @@ def own_suite() -> str:
     raise SystemExit("/etc/os-release names no Debian suite")
 
 
-#: Newer servers from a newer suite, beside this system's: forky's Prometheus 3.5 and
+#: Newer servers from a newer suite, beside this system's: forky's Prometheus 3.5 (its
+#: promtool is a package of its own there) and
 #: VictoriaMetrics 1.145 (which ingests OTLP).
-NEWER_SERVERS = {"forky": ("prometheus", "victoria-metrics")}
+NEWER_SERVERS = {"forky": ("prometheus", "promtool", "victoria-metrics")}
 
 
 def servers() -> Path:

@@ -164,13 +164,25 @@ def make_asgi_app(
         from gateway_metrics import make_asgi_app
 
         app = FastAPI()
-        app.mount("/metrics", make_asgi_app())
+        app.add_route("/metrics", make_asgi_app())   # /metrics itself, no redirect
     """
     served = prometheus_client.REGISTRY if registry is None else registry
+    return _AsgiMetricsApp(served, disable_compression)
 
-    async def metrics_app(
-        scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+
+class _AsgiMetricsApp:
+    """The app ``make_asgi_app`` returns: an object, not a function, so that
+    Starlette's and FastAPI's ``add_route("/metrics", app)`` serve it as an
+    ASGI app (a function there is taken for a request handler)."""
+
+    def __init__(self, served: CollectorRegistry, disable_compression: bool) -> None:
+        self._served = served
+        self._disable_compression = disable_compression
+
+    async def __call__(
+        self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
     ) -> None:
+        served, disable_compression = self._served, self._disable_compression
         if scope.get("type") != "http":
             raise ValueError(f"the metrics app serves HTTP only, not {scope.get('type')!r}")
         headers = scope.get("headers") or []
@@ -209,5 +221,3 @@ def make_asgi_app(
                 await send({"type": "http.response.body", "body": part, "more_body": more})
             if not body:
                 await send({"type": "http.response.body", "body": b""})
-
-    return metrics_app

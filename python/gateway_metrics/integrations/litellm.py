@@ -7,7 +7,8 @@ recorded once: provider and model as LiteLLM resolved them, the operation in
 the gateway kits' words (``chat``, ``stream`` for a streamed chat call,
 ``embed``), status ``ok`` or ``error``, latency from LiteLLM's start and end
 times, time to first token for streamed calls only (LiteLLM reports the end
-time as a non-streamed call's first token), every token type of the response's usage, its tool calls, and the cost
+time as a non-streamed call's first token), every token type of the response's
+usage, its tool calls, and the cost
 from the middleware's own prices, not LiteLLM's.
 
 An async call made in ``asyncio.run(main())`` is recorded by the time

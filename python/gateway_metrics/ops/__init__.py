@@ -60,7 +60,8 @@ def export(
     otherwise, naming the label). A ``directory`` that is a file or cannot be
     created is an ``OSError`` naming it (``NotADirectoryError`` for a file).
     Each file is written to a new temporary file beside it and renamed over
-    its name: a symbolic link planted there is replaced, never followed, and a reader never sees half a file.
+    its name: a symbolic link planted there is replaced, never followed, and
+    a reader never sees half a file.
 
     Example::
 
