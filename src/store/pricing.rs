@@ -173,10 +173,10 @@ mod tests {
         let cheap = Price::new(0.1, 0.4);
         let dear = Price::new(9.0, 9.0);
         let table = PriceTable::new([("m", cheap), ("m", dear.clone())]);
-        assert_eq!(table.get("m"), Some(dear));
+        assert_eq!(table.get("m"), Some(dear.clone()));
         assert_eq!(table.get("unknown"), None);
         assert_eq!(table.get("openai/m"), Some(dear.clone()));
-        assert_eq!(table.get("openrouter/openai/m"), Some(dear.clone()));
+        assert_eq!(table.get("openrouter/openai/m"), Some(dear));
         assert_eq!(table.get("m/"), None);
         assert_eq!(table.get("openai/unknown"), None);
         assert_eq!(
