@@ -38,9 +38,11 @@ def command(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_invalid_explicit_counts_raise_in_the_block_and_the_call_is_an_error():
     metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
-    with pytest.raises(TypeError, match="input must be an int, not str"):
-        with metrics.track("openai", "gpt-4o") as call:
-            call.tokens(input="10")  # type: ignore[arg-type]
+    with (
+        pytest.raises(TypeError, match="input must be an int, not str"),
+        metrics.track("openai", "gpt-4o") as call,
+    ):
+        call.tokens(input="10")  # type: ignore[arg-type]
     text = metrics.generate_latest()
     assert sample_value(text, "ractogateway_requests_total", **{**REQUEST, "status": "error"}) == 1
     assert sample_value(text, "ractogateway_requests_total", **REQUEST) is None
@@ -105,7 +107,7 @@ def test_a_port_in_use_is_named_with_its_address():
         taken.listen()
         port = taken.getsockname()[1]
         exporter = PrometheusExporter(port, addr="127.0.0.1", registry=CollectorRegistry())
-        with pytest.raises(OSError) as raised:
+        with pytest.raises(OSError, match="cannot listen on") as raised:
             exporter.start()
     assert raised.value.errno == errno.EADDRINUSE
     assert f"cannot listen on 127.0.0.1:{port}" in str(raised.value)

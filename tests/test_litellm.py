@@ -22,9 +22,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 litellm = pytest.importorskip("litellm", reason="the test extra installs LiteLLM")
 
 from gateway_metrics import GatewayMetricsMiddleware  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from gateway_metrics.integrations.litellm import GatewayMetricsLogger  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from providers import EXPECTED, TOOLS, ProviderServer  # noqa: E402
 from test_sdks import PRICE, recorded  # noqa: E402
 

@@ -123,7 +123,7 @@ def test_a_lone_surrogate_never_breaks_later_scrapes(metrics, registry, no_creat
     assert families[0][3][0][2] == 1.0
 
 
-@pytest.mark.parametrize("latency", [0, 1, True, Fraction(1, 4), Decimal("0.25"), 0.0, 1e300])
+@pytest.mark.parametrize("latency", [0, 1, Fraction(1, 4), Decimal("0.25"), 0.0, 1e300])
 def test_real_numbers_are_accepted_as_latency(metrics, latency, no_created):
     metrics.record_request(**{**GOOD, "latency_s": latency})
     families = {f[0]: f[3] for f in parse(metrics.generate_latest())}

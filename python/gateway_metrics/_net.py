@@ -6,14 +6,23 @@ import contextlib
 import math
 import socket
 
+#: The longest timeout or interval taken, in seconds (a week): sockets,
+#: timers and waits overflow their C types not far above it, and a wait longer
+#: than a week is a misconfiguration (milliseconds given as seconds, say).
+MAX_SECONDS = 7 * 24 * 3600.0
+
 
 def positive_seconds(value: object, name: str) -> float:
-    """``value`` as a finite, positive number of seconds, or a ``TypeError`` or
-    ``ValueError`` naming the argument ``name``."""
+    """``value`` as a positive number of seconds of at most ``MAX_SECONDS``, or
+    a ``TypeError`` or ``ValueError`` naming the argument ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be finite and above zero, got {value!r}")
+    if value > MAX_SECONDS:
+        raise ValueError(
+            f"{name} must be at most {MAX_SECONDS:.0f} seconds (a week), got {value!r}"
+        )
     return float(value)
 
 

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from gateway_metrics._net import MAX_SECONDS
 from gateway_metrics._push import PeriodicSender, PushError, Receiver
 
 if TYPE_CHECKING:
@@ -77,6 +78,11 @@ def _milliseconds(variable: str) -> float | None:
         raise ValueError(f"{variable} must be a number of milliseconds, got {text!r}") from None
     if not value > 0:
         raise ValueError(f"{variable} must be above zero, got {text!r}")
+    if not value / 1000 <= MAX_SECONDS:  # NaN and inf fail too
+        raise ValueError(
+            f"{variable} must be at most {MAX_SECONDS * 1000:.0f} milliseconds (a week), "
+            f"got {text!r}"
+        )
     return value / 1000
 
 

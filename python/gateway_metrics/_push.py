@@ -40,6 +40,17 @@ class PushError(OSError):
         self.retryable = retryable
 
 
+def _without_password(url: str) -> str:
+    """``url`` with the password of its user part, if any, replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.netloc.rpartition("@")[0].partition(":")[0]
+    return urllib.parse.urlunsplit(
+        parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}")
+    )
+
+
 class Receiver(abc.ABC):
     """A validated receiver: where to send, with which headers; what a body is
     and which answers are worth retrying are the protocol's."""
@@ -60,8 +71,28 @@ class Receiver(abc.ABC):
         if not isinstance(url, str):
             raise TypeError(f"url must be a str, not {type(url).__name__}")
         parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"url must be an http:// or https:// URL, got {url!r}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"url must be an http:// or https:// URL, got {_without_password(url)!r}"
+            )
+        try:
+            parts.port  # noqa: B018 (urlsplit checks the port when asked for it)
+        except ValueError:
+            raise ValueError(
+                f"url's port must be a number from 0 to 65535, got {_without_password(url)!r}"
+            ) from None
+        if parts.username is not None or parts.password is not None:
+            # Credentials in the URL are basic auth, as curl takes them; the URL
+            # kept (and shown in messages and logs) is the one without them.
+            if basic_auth is not None:
+                raise ValueError("url carries credentials and basic_auth is given: pass one")
+            basic_auth = (
+                urllib.parse.unquote(parts.username or ""),
+                urllib.parse.unquote(parts.password or ""),
+            )
+            host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+            netloc = host if parts.port is None else f"{host}:{parts.port}"
+            url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
         self.headers = {"User-Agent": "gateway-metrics", **protocol_headers}
         if headers is not None:
             if not isinstance(headers, Mapping):

@@ -15,6 +15,7 @@ alone, exactly as its own apps answer them.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
@@ -52,6 +53,33 @@ _NATIVE_FORMATS = {
 Response = tuple[str, list[tuple[str, str]], list[bytes]]
 
 
+_VERSION = re.compile(r"""\s*version\s*=\s*"?([^";]*)"?\s*$""", re.I)
+
+
+def _well_formed(media_range: str) -> bool:
+    """Whether ``prometheus_client``'s negotiation can read ``media_range``: a
+    ``version`` parameter, when there is one, is dotted digits."""
+    for parameter in media_range.split(";")[1:]:
+        version = _VERSION.match(parameter)
+        if version and not re.fullmatch(r"\d+(\.\d+)*", version.group(1).strip()):
+            return False
+    return True
+
+
+def _choose_encoder(accept_header: str) -> tuple[Callable[..., bytes], str]:
+    """``prometheus_client``'s choice for ``accept_header``, with the media ranges
+    it cannot read left out (it raises on ``version=1.0-rc1``): a malformed range
+    is skipped, and a scrape is never a 500."""
+    try:
+        return choose_encoder(accept_header)
+    except Exception:  # any failure of its parser falls back
+        kept = ",".join(part for part in accept_header.split(",") if _well_formed(part))
+        try:
+            return choose_encoder(kept)
+        except Exception:
+            return choose_encoder("")
+
+
 def exposition(
     registry: CollectorRegistry,
     accept_header: str | None,
@@ -60,7 +88,7 @@ def exposition(
     disable_compression: bool = False,
 ) -> Response:
     """The status, headers and body of a scrape of ``registry``."""
-    encoder, content_type = choose_encoder(accept_header or "")
+    encoder, content_type = _choose_encoder(accept_header or "")
     compress = not disable_compression and gzip_accepted(accept_encoding_header or "")
     middleware = middleware_of(registry)
     native = _NATIVE_FORMATS.get(content_type)

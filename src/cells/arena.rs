@@ -138,7 +138,7 @@ impl CellArena {
             state: Mutex::new(ArenaState {
                 backing,
                 slabs: Vec::new(),
-                slab_used: SLAB_CELLS,
+                slab_used: 0,
                 file_error: None,
             }),
         }
@@ -177,16 +177,22 @@ impl CellArena {
             }
             None => {}
         }
-        if state.slab_used + count > SLAB_CELLS {
-            let slab: Box<[AtomicU64]> = (0..SLAB_CELLS).map(|_| AtomicU64::new(0)).collect();
+        let slab_len = state.slabs.last().map_or(0, |slab| slab.len());
+        if state.slab_used + count > slab_len {
+            // A series of more cells than a slab holds (a native histogram of
+            // thousands of buckets, thousands of latency buckets) gets a slab of
+            // its own size.
+            let len = count.max(SLAB_CELLS);
+            let slab: Box<[AtomicU64]> = (0..len).map(|_| AtomicU64::new(0)).collect();
             state.slabs.push(NonNull::from(Box::leak(slab)));
             state.slab_used = 0;
         }
         let used = state.slab_used;
         state.slab_used += count;
         let slab = state.slabs[state.slabs.len() - 1];
-        // SAFETY: `used + count <= SLAB_CELLS`: zeroed atomics of a slab the arena
-        // owns until it is dropped.
+        assert!(used + count <= slab.len(), "a slab too small for its cells");
+        // SAFETY: `used + count <= slab.len()` (asserted): zeroed atomics of a
+        // slab the arena owns until it is dropped.
         (unsafe { slab.cast::<AtomicU64>().add(used) }, CELL)
     }
 
@@ -255,6 +261,48 @@ impl Drop for CellArena {
             // SAFETY: each slab came from `Box::leak` and is freed once, after
             // every `Cells` into it is gone (they live in the same store).
             drop(unsafe { Box::from_raw(slab.as_ptr()) });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    /// Every cell of every series is its own: values written through one are
+    /// read back through it, whatever the series' sizes (larger than a slab
+    /// too: such a series wrote past its slab once).
+    #[test]
+    fn series_of_any_size_get_cells_of_their_own() {
+        let arena = CellArena::heap();
+        let description = SeriesDescription {
+            family: 0,
+            labels: &[],
+            created: 0.0,
+        };
+        let sizes = [3, SLAB_CELLS - 1, 2, SLAB_CELLS + 7, 1, 3 * SLAB_CELLS, 5];
+        let series: Vec<(NonNull<AtomicU64>, usize)> = sizes
+            .iter()
+            .map(|&count| (arena.allocate_cells(&description, count).0, count))
+            .collect();
+        for (index, (first, count)) in series.iter().enumerate() {
+            for cell in 0..*count {
+                // SAFETY: within the `count` cells the arena handed out.
+                let value = unsafe { first.add(cell).as_ref() };
+                assert_eq!(value.load(Ordering::Relaxed), 0, "a fresh cell is zero");
+                value.store((index * 1_000_000 + cell) as u64, Ordering::Relaxed);
+            }
+        }
+        for (index, (first, count)) in series.iter().enumerate() {
+            for cell in 0..*count {
+                // SAFETY: as above.
+                let value = unsafe { first.add(cell).as_ref() };
+                assert_eq!(
+                    value.load(Ordering::Relaxed),
+                    (index * 1_000_000 + cell) as u64
+                );
+            }
         }
     }
 }

@@ -127,7 +127,10 @@ pub(super) fn exemplar_labels(
         ))
     })?;
     let mut labels = Vec::with_capacity(mapping.len());
-    for (name, label_value) in mapping.iter() {
+    // Over a copy of the items: a str subclass's __str__ may change the dict
+    // while it is read, which iterating the dict itself turns into a panic.
+    for pair in mapping.items().iter() {
+        let (name, label_value) = pair.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()?;
         let name = label(&name, format!("{argument} key").as_str())?;
         let text = label(&label_value, format!("{argument}[{name}]").as_str())?;
         labels.push((name.to_str()?.to_owned(), text.to_str()?.to_owned()));

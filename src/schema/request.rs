@@ -577,6 +577,11 @@ impl RequestValues {
     }
 }
 
+/// How far, relative to the whole, a sum of seconds may pass it by rounding:
+/// each of at most [`MAX_GROUP_PARTS`] additions rounds by half a unit in the
+/// last place, so eight machine epsilons leave room to spare.
+const ROUNDING_ALLOWANCE: f64 = 8.0 * f64::EPSILON;
+
 /// The most parts one group may have.
 const MAX_GROUP_PARTS: usize = 4;
 
@@ -673,10 +678,16 @@ impl Number {
         }
     }
 
+    /// Whether a sum of parts exceeds its whole. Counts add exactly; a sum of
+    /// seconds is rounded once per addition (0.2 + 0.1 is 0.30000000000000004),
+    /// so it may pass its whole by a few units in the last place, never more.
     fn exceeds(self, whole: Number) -> bool {
         match (self, whole) {
             (Number::Count(a), Number::Count(b)) => a > b,
-            (a, b) => a.as_f64() > b.as_f64(),
+            (a, b) => {
+                let (sum, whole) = (a.as_f64(), b.as_f64());
+                sum > whole + whole.abs() * ROUNDING_ALLOWANCE
+            }
         }
     }
 
@@ -787,6 +798,31 @@ mod tests {
                 .message(|n| format!("{n}[3]")),
             "time_to_first_token_s[3] must not exceed latency_s[3], got 0.5 > 0.25"
         );
+    }
+
+    /// Parts of seconds that add up to their whole in decimal fit, though
+    /// their float sum passes it by rounding (0.2 + 0.1 > 0.3), for every
+    /// millisecond triple; a part one millisecond too long does not.
+    #[test]
+    fn seconds_that_add_up_fit_despite_rounding() {
+        for whole_ms in 0..=300_u32 {
+            for queue_ms in 0..=whole_ms {
+                let upstream_ms = whole_ms - queue_ms;
+                let mut values = RequestValues::new(f64::from(whole_ms) / 1000.0, 0, 0);
+                values.seconds[QUEUE] = Some(f64::from(queue_ms) / 1000.0);
+                values.seconds[UPSTREAM_LATENCY] = Some(f64::from(upstream_ms) / 1000.0);
+                assert_eq!(
+                    values.check_parts(),
+                    Ok(()),
+                    "{whole_ms} = {queue_ms} + {upstream_ms}"
+                );
+                values.seconds[UPSTREAM_LATENCY] = Some(f64::from(upstream_ms + 1) / 1000.0);
+                assert!(
+                    values.check_parts().is_err(),
+                    "{whole_ms} < {queue_ms} + {upstream_ms} + 1"
+                );
+            }
+        }
     }
 
     #[test]
