@@ -15,6 +15,7 @@
 //! process forked while a scrape held a lock would find that lock held forever
 //! in the child.
 
+use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -25,7 +26,6 @@ use foldhash::fast::FixedState;
 use crate::schema::label_text::bytes_equal_to;
 
 const INITIAL_CAPACITY: usize = 16;
-const HASH_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Ends each label value in an entry's text: a byte that never occurs in UTF-8.
 const TERMINATOR: u8 = 0xff;
@@ -193,6 +193,12 @@ struct WriterState<V> {
 
 /// Insert-only label map with lock-free lookups and snapshots.
 pub struct LabelMap<V> {
+    /// The hash's seed, drawn per map from the operating system's randomness
+    /// (through std's `RandomState`, as `HashMap` seeds itself): label values
+    /// may come from clients, who must not be able to pick colliding ones.
+    /// Nothing outside the map sees a hash, so files and snapshots do not
+    /// depend on it.
+    seed: u64,
     current: AtomicPtr<Table<V>>,
     order: AtomicPtr<OrderList<V>>,
     writer: Mutex<WriterState<V>>,
@@ -206,14 +212,20 @@ unsafe impl<V: Send + Sync> Send for LabelMap<V> {}
 // and tables are freed in `Drop` alone, which has exclusive access.
 unsafe impl<V: Send + Sync> Sync for LabelMap<V> {}
 
-/// Hashes a label tuple; the same function serves lookups and inserts.
+/// Hashes a label tuple under `seed`; the same function serves lookups and inserts.
 #[inline]
-pub fn hash_labels(labels: &[&str]) -> u64 {
-    let mut hasher = FixedState::with_seed(HASH_SEED).build_hasher();
+fn hash_labels(seed: u64, labels: &[&str]) -> u64 {
+    let mut hasher = FixedState::with_seed(seed).build_hasher();
     for label in labels {
         label.hash(&mut hasher);
     }
     hasher.finish()
+}
+
+/// A seed no client can know: std's `RandomState` is keyed from the operating
+/// system's randomness, and hashing a constant with it draws a fresh `u64`.
+fn random_seed() -> u64 {
+    RandomState::new().hash_one(0x9e37_79b9_7f4a_7c15_u64)
 }
 
 impl<V> Default for LabelMap<V> {
@@ -230,6 +242,7 @@ impl<V> LabelMap<V> {
             INITIAL_CAPACITY,
         ))));
         LabelMap {
+            seed: random_seed(),
             current: AtomicPtr::new(table.as_ptr()),
             order: AtomicPtr::new(order.as_ptr()),
             writer: Mutex::new(WriterState {
@@ -242,12 +255,12 @@ impl<V> LabelMap<V> {
     /// The entry stored under `labels`, without taking a lock.
     #[inline]
     pub fn get(&self, labels: &[&str]) -> Option<&Entry<V>> {
-        self.get_hashed(hash_labels(labels), labels)
+        self.get_hashed(hash_labels(self.seed, labels), labels)
     }
 
-    /// Like [`LabelMap::get`] when the caller already has `hash_labels(labels)`.
+    /// Like [`LabelMap::get`] when the caller already has the labels' hash.
     #[inline]
-    pub fn get_hashed(&self, hash: u64, labels: &[&str]) -> Option<&Entry<V>> {
+    fn get_hashed(&self, hash: u64, labels: &[&str]) -> Option<&Entry<V>> {
         // SAFETY: the table pointer always refers to a table owned by `self`.
         let table = unsafe { &*self.current.load(Ordering::Acquire) };
         let mask = table.mask();
@@ -271,7 +284,7 @@ impl<V> LabelMap<V> {
     /// Racing inserts of the same labels create one entry: the loser finds the
     /// winner's entry under the writer lock and `make` is not called.
     pub fn get_or_insert_with(&self, labels: &[&str], make: impl FnOnce() -> V) -> &Entry<V> {
-        let hash = hash_labels(labels);
+        let hash = hash_labels(self.seed, labels);
         if let Some(value) = self.get_hashed(hash, labels) {
             return value;
         }
@@ -377,6 +390,44 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
     use std::thread;
+
+    /// The longest run of cells a lookup of one of the map's entries walks.
+    fn longest_probe<V>(map: &LabelMap<V>) -> usize {
+        // SAFETY: the current table is owned by the map, which outlives this borrow.
+        let table = unsafe { &*map.current.load(Ordering::Acquire) };
+        let mask = table.mask();
+        (0..table.cells.len())
+            .filter_map(|index| {
+                let cell = table.cells[index].load(Ordering::Acquire);
+                // SAFETY: published entries live as long as the map.
+                let entry = unsafe { cell.as_ref() }?;
+                let home = entry.hash as usize & mask;
+                Some(index.wrapping_sub(home) & mask)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Names chosen to collide under one seed (the fixed seed every process
+    /// once shared) spread out in a map, whose seed no caller knows.
+    #[test]
+    fn names_colliding_under_a_known_seed_do_not_collide_in_a_map() {
+        const KNOWN_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mask = (1 << 12) - 1;
+        let colliding: Vec<String> = (0_u64..)
+            .map(|index| format!("model-{index}"))
+            .filter(|name| hash_labels(KNOWN_SEED, &[name.as_str()]) & mask == 0)
+            .take(300)
+            .collect();
+        let map = LabelMap::new();
+        for name in &colliding {
+            map.get_or_insert_with(&[name.as_str()], || ());
+        }
+        // Under the known seed all 300 share a home cell of a 1,024-cell table
+        // and the last walks 299 cells; under a random seed a few at most.
+        assert!(longest_probe(&map) < 40, "{}", longest_probe(&map));
+        assert_ne!(LabelMap::<()>::new().seed, LabelMap::<()>::new().seed);
+    }
 
     #[test]
     fn lookups_confirm_values_and_keep_insertion_order() {
