@@ -203,3 +203,85 @@ def test_durations_past_a_week_are_refused_naming_the_variable(monkeypatch, vari
     monkeypatch.delenv(variable)
     with pytest.raises(ValueError, match="interval_s must be at most"):
         OtlpExporter(metrics, "http://127.0.0.1:4318/v1/metrics", interval_s=1e13)
+
+
+# 6. call.usage() raised into the block for sources that raise when read.
+
+
+class _Raising:
+    @property
+    def usage(self) -> object:
+        raise RuntimeError("no usage here")
+
+
+class _Itself:
+    def __getattr__(self, name: str) -> object:
+        return self
+
+
+def _cyclic() -> dict:
+    source: dict = {"usage": {}}
+    source["usage"]["prompt_tokens_details"] = source
+    return source
+
+
+@pytest.mark.parametrize(
+    "source",
+    [_Raising(), _Itself(), _cyclic(), "mock"],
+    ids=["property raises", "getattr returns self", "cycle", "mock"],
+)
+def test_usage_never_raises_into_the_block_and_usage_from_says_type_error(source, caplog):
+    from unittest import mock
+
+    from gateway_metrics import usage_from
+
+    if source == "mock":
+        source = mock.MagicMock()
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
+    with (
+        caplog.at_level(logging.WARNING, logger="gateway_metrics"),
+        metrics.track("openai", "gpt-4o") as call,
+    ):
+        call.usage(source)
+        call.usage(source)
+    text = metrics.generate_latest()
+    assert sample_value(text, "ractogateway_requests_total", **REQUEST) == 1.0
+    # Reported once however often it is given (beside "nothing carries usage").
+    reports = [
+        r.getMessage() for r in caplog.records if "nothing that carries" not in r.getMessage()
+    ]
+    assert len(reports) == 1 and reports[0].startswith("track(): "), reports
+    with pytest.raises(TypeError):
+        usage_from(source)
+
+
+# 7. The LiteLLM logger dropped a whole call for counts out of range or a mock answer.
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        {"prompt_tokens": -5, "completion_tokens": 7},
+        {"prompt_tokens": 2**64, "completion_tokens": 7},
+    ],
+)
+def test_the_litellm_logger_keeps_a_call_whose_counts_are_out_of_range(counts):
+    pytest.importorskip("litellm", reason="the test extra installs LiteLLM")
+    from unittest import mock
+
+    from gateway_metrics.integrations.litellm import GatewayMetricsLogger
+
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
+    logger = GatewayMetricsLogger(metrics)
+    kwargs = {
+        "call_type": "completion",
+        "model": "gpt-4o",
+        "litellm_params": {"custom_llm_provider": "openai"},
+    }
+    logger.log_success_event(kwargs, {"usage": counts}, 1_700_000_000.0, 1_700_000_000.5)
+    logger.log_success_event(kwargs, mock.MagicMock(), 1_700_000_001.0, 1_700_000_001.5)
+    text = metrics.generate_latest()
+    assert sample_value(text, "ractogateway_requests_total", **REQUEST) == 2.0
+    labels = {"provider": "openai", "model": "gpt-4o"}
+    assert sample_value(text, "ractogateway_tokens_total", token_type="output", **labels) == 7.0
+    assert sample_value(text, "ractogateway_tokens_total", token_type="input", **labels) is None

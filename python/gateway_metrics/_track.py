@@ -156,11 +156,11 @@ class TrackedCall:
         """
         kind = type(source).__name__
         self._usage_given = True
-        if field_of(source, "object") == "chat.completion.chunk":
-            self._chat_chunks = True
         try:
+            if field_of(source, "object") == "chat.completion.chunk":
+                self._chat_chunks = True
             reported = usage_from(source)
-        except TypeError as unknown:
+        except Exception as unknown:  # usage_from's TypeError, or the source's own error
             _report_once(self._metrics, f"shape:{kind}", f"track(): {unknown}")
             return
         self._usage = self._usage.merged(reported)

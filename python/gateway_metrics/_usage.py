@@ -114,15 +114,30 @@ def recordable_counts(usage: Usage) -> tuple[dict[str, int], str | None]:
 
     All of them when they agree with each other; otherwise (cached tokens
     beyond the prompt, reasoning beyond the output) only input and output,
-    which every provider reports as totals, with the contradiction.
+    which every provider reports as totals, with the contradiction. A count
+    out of range (negative, past 2**64-1) is left out, and said so.
     """
     counts = usage.counts()
-    try:
-        return check_tokens(counts), None
-    except ValueError as contradiction:
-        return check_tokens({"input": counts["input"], "output": counts["output"]}), str(
-            contradiction
+    problems = []
+    unusable = {
+        name: value
+        for name, value in counts.items()
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64
+    }
+    if unusable:
+        # A count no request can carry (negative, past 2**64-1) is left out;
+        # the request is still recorded with the rest.
+        counts = {name: 0 if name in unusable else value for name, value in counts.items()}
+        problems.append(
+            "counts out of range left out: "
+            + ", ".join(f"{name}={value!r}" for name, value in unusable.items())
         )
+    try:
+        return check_tokens(counts), "; ".join(problems) or None
+    except ValueError as contradiction:
+        problems.append(str(contradiction))
+        totals = {"input": counts["input"], "output": counts["output"]}
+        return check_tokens(totals), "; ".join(problems)
 
 
 def field_of(source: Any, name: str) -> Any:
@@ -254,7 +269,10 @@ def usage_from(source: Any) -> Usage:
     dict of any of these shapes, of OpenAI Chat Completions or Responses,
     Anthropic Messages, Google genai, LiteLLM or an OpenAI-compatible server
     (vLLM). A chunk or event that carries no usage gives an empty ``Usage``
-    (``reported`` is False); a shape it does not know is a ``TypeError``.
+    (``reported`` is False). A shape it does not know is a ``TypeError``, and
+    so is a source that cannot be read: one whose attributes raise, a mock
+    that makes up every attribute, a structure that contains itself (the
+    error it met is the ``TypeError``'s ``__cause__``).
 
     Example::
 
@@ -263,12 +281,25 @@ def usage_from(source: Any) -> Usage:
     """
     if source is None or isinstance(source, (str, bytes, int, float)):
         raise TypeError(f"usage_from() takes an SDK object or dict, not {type(source).__name__}")
+    try:
+        return _usage_in(source)
+    except TypeError:
+        raise
+    except Exception as error:  # RecursionError, a property's own error, ...
+        raise TypeError(
+            f"usage_from() could not read a {type(source).__name__}: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+
+
+def _usage_in(source: Any) -> Usage:
+    """``usage_from``'s reading of an object or dict."""
     # Events that wrap what carries the usage: Anthropic's message_start
     # (.message), OpenAI Responses' response.* events (.response).
     for wrapper in ("message", "response"):
         inner = field_of(source, wrapper)
         if inner is not None and not isinstance(inner, (str, bytes)) and _has(inner, "usage"):
-            return usage_from(inner)
+            return _usage_in(inner)
     for container in ("usage", "usage_metadata"):
         if _has(source, container):
             inner = field_of(source, container)

@@ -228,7 +228,11 @@ class GatewayMetricsLogger(CustomLogger):  # type: ignore[misc]
                 usage = usage_from(response)
             except TypeError:
                 usage = Usage()  # an answer without token usage (an image, a rerank)
-            tools = tool_call_names(response) if hasattr(response, "choices") else []
+            try:
+                tools = tool_call_names(response) if hasattr(response, "choices") else []
+            except Exception as unreadable:  # the call is recorded without its tool calls
+                _LOGGER.warning("LiteLLM tool calls of %s not read: %s", model, unreadable)
+                tools = []
         counts, problem = recordable_counts(usage)
         if problem is not None:
             _LOGGER.warning(
