@@ -25,7 +25,7 @@ from gateway_metrics.ops import recording_rules
 from prometheus_client.parser import text_string_to_metric_families
 from support import PROMETHEUS_3
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.source_tree]
 
 BLOCKS = blocks()
 RUN = [block for block in BLOCKS if block.not_run is None]
