@@ -364,7 +364,7 @@ mod tests {
         let cells: Vec<AtomicU64> = (0..SHARED_HEAD_CELLS + SHARED_MAX_LABEL_CELLS + 64)
             .map(|_| AtomicU64::new(0))
             .collect();
-        let first = NonNull::from(&cells[0]);
+        let first = NonNull::from(cells.as_slice()).cast::<AtomicU64>();
         let made = std::cell::Cell::new(0);
         let share = |label_cells: usize| {
             // Each new slot after the previous one's cells.

@@ -240,7 +240,7 @@ mod tests {
     fn over(cells: &[AtomicU64]) -> Histogram {
         // SAFETY: one zeroed atomic per bucket and one more, 8 bytes apart,
         // outliving the histogram.
-        unsafe { Histogram::from_cells(NonNull::from(&cells[0]), 8) }
+        unsafe { Histogram::from_cells(NonNull::from(cells).cast::<AtomicU64>(), 8) }
     }
 
     #[test]

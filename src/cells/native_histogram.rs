@@ -161,7 +161,8 @@ impl NativeSnapshot {
         }
         // SAFETY: `storage` holds the configuration's cells, next to each
         // other, and outlives `native`.
-        let native = unsafe { NativeCells::new(NonNull::from(&storage[0]), 8) };
+        let native =
+            unsafe { NativeCells::new(NonNull::from(storage.as_slice()).cast::<AtomicU64>(), 8) };
         native.snapshot(config)
     }
 }
@@ -449,7 +450,7 @@ mod tests {
 
     fn cells(config: &NativeConfig) -> (Vec<AtomicU64>, NativeCells) {
         let storage: Vec<AtomicU64> = (0..config.cells()).map(|_| AtomicU64::new(0)).collect();
-        let first = NonNull::from(&storage[0]);
+        let first = NonNull::from(storage.as_slice()).cast::<AtomicU64>();
         // SAFETY: the storage holds the configuration's zeroed cells, next to
         // each other, and outlives the histogram in each test.
         let native = unsafe { NativeCells::new(first, 8) };
