@@ -15,7 +15,7 @@ PYTHON := $(VENV)/bin/python
 CARGO_BIN := $(if $(CARGO_HOME),$(CARGO_HOME),$(HOME)/.cargo)/bin
 export PATH := $(abspath $(VENV))/bin:$(CURDIR)/target/debian/$(shell . /etc/os-release && echo $$VERSION_CODENAME)/root/usr/bin:$(PATH):$(CARGO_BIN)
 
-.PHONY: build deps test test-suite wheel test-wheels bench bench-load bench-table instructions lint demo ops-image clean
+.PHONY: build deps test test-suite wheel test-wheels bench bench-load bench-table instructions lint miri demo ops-image clean
 
 ## the project environment, with a current pip
 $(PYTHON):
@@ -34,11 +34,11 @@ deps: $(PYTHON)
 	$(PYTHON) tools/debian.py servers
 
 ## test: everything CI runs: the suite, the lints, the hot path's instruction
-## budgets, and the wheels on every Python (built meanwhile, on the other core:
-## a release build is one core's work)
+## budgets, the core's tests under Miri, and the wheels on every Python (built
+## meanwhile, on the other core: a release build is one core's work)
 test: deps
 	$(PYTHON) tools/test_wheels.py --build-only > target/wheels-build.log 2>&1 & builder=$$!; \
-	$(MAKE) --no-print-directory test-suite lint instructions; suite=$$?; \
+	$(MAKE) --no-print-directory test-suite lint instructions miri; suite=$$?; \
 	wait $$builder; built=$$?; cat target/wheels-build.log; \
 	test $$suite -eq 0 && test $$built -eq 0
 	$(PYTHON) tools/test_wheels.py --prebuilt
@@ -96,6 +96,19 @@ lint: deps
 	$(PYTHON) -m mypy --strict python/gateway_metrics tools
 	$(PYTHON) -m mypy.stubtest gateway_metrics._core
 	$(PYTHON) tools/module_graph.py
+
+## miri: the tests of the cells (atomics, arena, histograms, exemplar slots) and
+## of the store (label maps, series, recording) under Miri, which stops at
+## undefined behaviour the unsafe code might have (a pinned nightly with Miri,
+## installed by rustup on first use; the clock readable, for created timestamps;
+## floats made deterministic, as the native histograms' bucket bounds are
+## compared exactly)
+MIRI_TOOLCHAIN ?= nightly-2026-05-20
+miri:
+	rustup toolchain install $(MIRI_TOOLCHAIN) --profile minimal --component miri,rust-src \
+		--no-self-update
+	MIRIFLAGS="-Zmiri-deterministic-floats -Zmiri-disable-isolation" \
+		cargo +$(MIRI_TOOLCHAIN) miri test --lib --target-dir target/miri -- cells:: store::
 
 ## demo: simulated gateway traffic recorded, served, scraped and summarised
 demo: build
