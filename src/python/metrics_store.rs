@@ -578,23 +578,14 @@ impl PyMetricsStore {
             .get_type()
             .name()
             .map_or_else(|_| "?".to_owned(), |name| name.to_string());
-        let logged = py.import("logging").and_then(|logging| {
-            logging
-                .call_method1("getLogger", ("gateway_metrics",))?
-                .call_method1(
-                    "warning",
-                    (format!(
-                        "a tool call of type {kind} has no name (no .name, .function.name, \
-                         .custom.name or such keys, and is not a str): recorded as \
-                         tool_name=\"unknown\" (reported once)"
-                    ),),
-                )
-                .map(drop)
-        });
-        // A logging failure must not fail a call that has recorded.
-        if let Err(error) = logged {
-            error.write_unraisable(py, None);
-        }
+        log_warnings(
+            py,
+            [format!(
+                "a tool call of type {kind} has no name (no .name, .function.name, \
+                 .custom.name or such keys, and is not a str): recorded as \
+                 tool_name=\"unknown\" (reported once)"
+            )],
+        );
     }
 
     /// Adds one cache hit or miss of `cache_type` (`"exact"` or `"semantic"`).
@@ -646,42 +637,26 @@ impl PyMetricsStore {
     fn log_overflows(&self, py: Python<'_>) {
         let families = self.store().take_overflowed_families();
         let (unpriced, past_named) = self.store().take_unpriced_models();
-        let logged = py.import("logging").and_then(|logging| {
-            let logger = logging.call_method1("getLogger", ("gateway_metrics",))?;
-            for (provider, model) in unpriced {
-                logger.call_method1(
-                    "warning",
-                    (format!(
-                        "no price for model {model:?} of provider {provider:?}: its cost is not \
-                         counted; give it a price with price_table= or prices=\"genai-prices\""
-                    ),),
-                )?;
-            }
-            if past_named {
-                logger.call_method1(
-                    "warning",
-                    (format!(
-                        "more than {NAMED_UNPRICED_MODELS} models have no price: further ones are \
-                         not named (with prices=\"genai-prices\", \
-                         ractogateway_unpriced_requests_total counts their requests)"
-                    ),),
-                )?;
-            }
-            for family in families {
-                logger.call_method1(
-                    "warning",
-                    (format!(
-                        "{family} reached max_series label sets: new ones are recorded into its \
-                         __overflow__ series (see ractogateway_overflow_requests_total)"
-                    ),),
-                )?;
-            }
-            Ok(())
+        let unpriced = unpriced.into_iter().map(|(provider, model)| {
+            format!(
+                "no price for model {model:?} of provider {provider:?}: its cost is not \
+                 counted; give it a price with price_table= or prices=\"genai-prices\""
+            )
         });
-        // A logging failure must not fail a call that has recorded.
-        if let Err(error) = logged {
-            error.write_unraisable(py, None);
-        }
+        let past_named = past_named.then(|| {
+            format!(
+                "more than {NAMED_UNPRICED_MODELS} models have no price: further ones are \
+                 not named (with prices=\"genai-prices\", \
+                 ractogateway_unpriced_requests_total counts their requests)"
+            )
+        });
+        let overflowed = families.into_iter().map(|family| {
+            format!(
+                "{family} reached max_series label sets: new ones are recorded into its \
+                 __overflow__ series (see ractogateway_overflow_requests_total)"
+            )
+        });
+        log_warnings(py, unpriced.chain(past_named).chain(overflowed));
     }
 
     /// The cached entry of these label objects, or their validated text (to look
@@ -952,5 +927,22 @@ fn charset(utf8: bool) -> Charset {
         Charset::Utf8
     } else {
         Charset::Legacy
+    }
+}
+
+/// Logs each of `messages` as a warning on the `gateway_metrics` logger. A
+/// logging failure is reported as unraisable: it must not fail a call that
+/// has recorded.
+#[cold]
+fn log_warnings(py: Python<'_>, messages: impl IntoIterator<Item = String>) {
+    let logged = py.import("logging").and_then(|logging| {
+        let logger = logging.call_method1("getLogger", ("gateway_metrics",))?;
+        for message in messages {
+            logger.call_method1("warning", (message,))?;
+        }
+        Ok(())
+    });
+    if let Err(error) = logged {
+        error.write_unraisable(py, None);
     }
 }
