@@ -167,6 +167,60 @@ impl NativeSnapshot {
     }
 }
 
+/// Why `cells` are not a native histogram as a snapshot carries it, or the
+/// observations they hold.
+///
+/// A snapshot holds what [`NativeSnapshot::to_cells`] writes: window A
+/// active, window B and its header zero, a schema reduction that stays within
+/// the schemas, a window that starts at its first bucket with observations,
+/// and buckets a finite observation above the zero threshold can reach. The
+/// count is at most `i64::MAX`, what the protobuf exposition's signed bucket
+/// counts carry.
+pub fn check_snapshot_cells(cells: &[u64], config: &NativeConfig) -> Result<u64, String> {
+    if cells.len() != config.cells() {
+        return Err(format!("{} native cells, not {}", cells.len(), config.cells()));
+    }
+    let window_b = HEADER + config.max_buckets;
+    let header = WINDOW_HEADER[0];
+    let (reduction, start, used) = (cells[header], cells[header + 1], cells[header + 2]);
+    if cells[GENERATION] != 0
+        || cells[WINDOW_HEADER[1]..WINDOW_HEADER[1] + 3] != [0, 0, 0]
+        || cells[window_b..].iter().any(|cell| *cell != 0)
+    {
+        return Err("native cells outside the active window are set".to_owned());
+    }
+    let finest_reduction = i64::from(config.schema) - i64::from(MIN_SCHEMA);
+    if i64::try_from(reduction).map_or(true, |steps| steps > finest_reduction) {
+        return Err(format!("a native schema reduction of {reduction}"));
+    }
+    let schema = schema_after(config.schema, reduction);
+    let counts = &cells[HEADER..window_b];
+    let mut total = cells[ZERO_COUNT];
+    for count in counts {
+        total = total
+            .checked_add(*count)
+            .filter(|total| i64::try_from(*total).is_ok())
+            .ok_or("native counts beyond 2^63 - 1")?;
+    }
+    let empty = counts.iter().all(|count| *count == 0);
+    match used {
+        0 if empty && start == 0 => return Ok(total),
+        1 if counts[0] != 0 => {}
+        _ => return Err(format!("a native window marked {used} from {}", start as i64)),
+    }
+    let last = counts.iter().rposition(|count| *count != 0).unwrap_or(0);
+    let lowest = i64::from(bucket_index(config.zero_threshold.next_up(), schema));
+    let highest = i64::from(bucket_index(f64::MAX, schema));
+    let first = start as i64;
+    if first < lowest || first.saturating_add(last as i64) > highest {
+        return Err(format!(
+            "native buckets {first} to {} at schema {schema}, outside {lowest} to {highest}",
+            first.saturating_add(last as i64)
+        ));
+    }
+    Ok(total)
+}
+
 /// The index of the bucket holding `value` (above zero) at `schema`: the
 /// smallest `i` with `value <= 2^(i/2^schema)`.
 pub fn bucket_index(value: f64, schema: i8) -> i32 {

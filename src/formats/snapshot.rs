@@ -37,6 +37,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::cells::exemplar::Exemplar;
+use crate::cells::native_histogram::check_snapshot_cells;
 use crate::schema::family::{Buckets, FamilyDesc, Schema, OVERFLOW};
 use crate::store::visit::{Reading, SeriesView, SeriesVisitor};
 use crate::store::{ReadMode, Store};
@@ -609,6 +610,24 @@ fn check_series(
             )));
         }
     }
+    if let Some(config) = &family.native {
+        let cells: Vec<u64> = series.cells().collect();
+        let (classic, native) = cells.split_at(family.classic_cells());
+        let native_count = check_snapshot_cells(native, config).map_err(|reason| {
+            SnapshotError::Damaged(format!("a series of {}: {reason}", family.name))
+        })?;
+        let classic_count = classic[..classic.len() - 1]
+            .iter()
+            .try_fold(0_u64, |sum, count| sum.checked_add(*count));
+        if classic_count != Some(native_count) {
+            let classic_count = classic_count.map_or("over 2^64".to_owned(), |n| n.to_string());
+            return Err(SnapshotError::Damaged(format!(
+                "a series of {} counts {classic_count} observations in its buckets and \
+                 {native_count} in its native buckets",
+                family.name
+            )));
+        }
+    }
     if family.id == OVERFLOW
         && !series.labels.iter().all(|named| {
             schema
@@ -876,4 +895,70 @@ mod tests {
     }
 
     const COST_ID: u8 = crate::schema::family::COST;
+
+    #[test]
+    fn native_cells_are_checked_against_their_buckets_before_any_is_added() {
+        use crate::cells::native_histogram::{bucket_index, NativeSnapshot};
+        use crate::schema::family::{DURATION, LATENCY_BOUNDS};
+        use crate::schema::native::NativeConfig;
+        let config = NativeConfig::DEFAULT;
+        let schema = Schema::with_options(&LATENCY_BOUNDS, &[], Some(config)).unwrap();
+        let driver = Store::with_arena(
+            PriceTable::new([]),
+            crate::cells::arena::CellArena::heap(),
+            crate::cells::counter::Recording::CONCURRENT,
+            Arc::new(schema),
+        );
+        // Three observations of 0.25 s: classic bucket 2 (le=0.25), one native bucket.
+        let mut classic = vec![0_u64; LATENCY_BOUNDS.len() + 1];
+        classic[2] = 3;
+        classic.push(0.75_f64.to_bits());
+        let native = NativeSnapshot {
+            schema: config.schema,
+            zero_threshold: config.zero_threshold,
+            zero_count: 0,
+            buckets: vec![(bucket_index(0.25, config.schema), 3)],
+        }
+        .to_cells(&config);
+        let labels: Vec<String> = ["m", "chat", "p"].map(String::from).to_vec();
+        let series = |edit: &dyn Fn(&mut Vec<u64>, &mut Vec<u64>)| {
+            let (mut classic, mut native) = (classic.clone(), native.clone());
+            edit(&mut classic, &mut native);
+            classic.extend(native);
+            crafted(&driver, &[(DURATION, labels.clone(), classic)])
+        };
+        let header = 2;
+        let refused: [(&str, &dyn Fn(&mut Vec<u64>, &mut Vec<u64>)); 7] = [
+            ("in its native buckets", &|_, native| native[8] = 1_002),
+            ("in its native buckets", &|_, native| native[1] = 1),
+            ("schema reduction", &|_, native| native[header] = 7 + 1),
+            ("beyond 2^63", &|classic, native| {
+                classic[2] = 1 << 63;
+                native[8] = 1 << 63;
+            }),
+            ("outside the active window", &|_, native| native[0] = 1),
+            ("outside the active window", &|_, native| {
+                native[8 + config.max_buckets] = 3;
+                native[8] = 0;
+            }),
+            ("outside", &|_, native| native[header + 1] = (i64::from(i32::MAX) - 3) as u64),
+        ];
+        for (reason, edit) in refused {
+            let error = merge(&driver, &series(edit)).unwrap_err().to_string();
+            assert!(error.contains(reason), "{reason}: {error}");
+        }
+        // A window marked empty, or starting below its first bucket, is no snapshot's either.
+        let empty_marked = series(&|_, native| native[header + 2] = 0);
+        assert!(merge(&driver, &empty_marked).is_err());
+        let shifted = series(&|_, native| {
+            native[header + 1] = native[header + 1].wrapping_sub(1);
+            native.copy_within(8..9, 9);
+            native[8] = 0;
+        });
+        assert!(merge(&driver, &shifted).is_err());
+        assert_eq!(text(&driver), text(&store_like(&driver)), "nothing was added");
+        assert_eq!(merge(&driver, &series(&|_, _| {})), Ok(1));
+        let text = text(&driver);
+        assert!(text.contains("ractogateway_request_duration_seconds_count{model=\"m\",operation=\"chat\",provider=\"p\"} 3.0"), "{text}");
+    }
 }
