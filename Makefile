@@ -15,7 +15,7 @@ PYTHON := $(VENV)/bin/python
 CARGO_BIN := $(if $(CARGO_HOME),$(CARGO_HOME),$(HOME)/.cargo)/bin
 export PATH := $(abspath $(VENV))/bin:$(CURDIR)/target/debian/$(shell . /etc/os-release && echo $$VERSION_CODENAME)/root/usr/bin:$(PATH):$(CARGO_BIN)
 
-.PHONY: build deps test test-suite wheel test-wheels bench bench-load bench-table instructions lint miri demo ops-image clean
+.PHONY: build deps test test-suite wheel test-wheels bench bench-load bench-table instructions lint miri golang-native demo ops-image clean
 
 ## the project environment, with a current pip
 $(PYTHON):
@@ -34,11 +34,12 @@ deps: $(PYTHON)
 	$(PYTHON) tools/debian.py servers
 
 ## test: everything CI runs: the suite, the lints, the hot path's instruction
-## budgets, the core's tests under Miri, and the wheels on every Python (built
-## meanwhile, on the other core: a release build is one core's work)
+## budgets, the core's tests under Miri, native buckets against client_golang, and
+## the wheels on every Python (built meanwhile, on the other core: a release build
+## is one core's work)
 test: deps
 	$(PYTHON) tools/test_wheels.py --build-only > target/wheels-build.log 2>&1 & builder=$$!; \
-	$(MAKE) --no-print-directory test-suite lint instructions miri; suite=$$?; \
+	$(MAKE) --no-print-directory test-suite lint instructions miri golang-native; suite=$$?; \
 	wait $$builder; built=$$?; cat target/wheels-build.log; \
 	test $$suite -eq 0 && test $$built -eq 0
 	$(PYTHON) tools/test_wheels.py --prebuilt
@@ -109,6 +110,17 @@ miri:
 		--no-self-update
 	MIRIFLAGS="-Zmiri-deterministic-floats -Zmiri-disable-isolation" \
 		cargo +$(MIRI_TOOLCHAIN) miri test --lib --target-dir target/miri -- cells:: store::
+
+## golang-native: native-histogram bucket indexes against client_golang's, for values
+## on and beside every bucket bound at every schema (Debian's Go and client_golang
+## source, unpacked into target/; tests/golang/native_keys.go asks client_golang)
+golang-native:
+	root=$$($(PYTHON) tools/debian.py golang) && \
+	GOROOT=$$root/usr/lib/go-1.27 GOPATH=$$root/usr/share/gocode GO111MODULE=off \
+		GOTOOLCHAIN=local GOFLAGS= GOCACHE=$(CURDIR)/target/go-cache \
+		$$root/usr/lib/go-1.27/bin/go run tests/golang/native_keys.go > target/golang-native-keys.txt
+	GATEWAY_METRICS_GOLANG_KEYS=$(CURDIR)/target/golang-native-keys.txt \
+		cargo test --lib native_buckets -- --include-ignored
 
 ## demo: simulated gateway traffic recorded, served, scraped and summarised
 demo: build

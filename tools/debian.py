@@ -3,7 +3,8 @@
 ``python tools/debian.py python sid 3.14`` makes another suite's CPython
 runnable here; ``python tools/debian.py servers`` unpacks the Prometheus,
 Pushgateway and VictoriaMetrics the tests run (and forky's Prometheus 3.5),
-and prints their folder.
+and prints their folder; ``python tools/debian.py golang`` unpacks Go and
+client_golang's source, for a differential test of native-histogram buckets.
 
 Newer interpreters (sid's ``python3.14`` and ``python3.15``), older C
 libraries (bullseye's glibc 2.31 with its ``python3.9``) and the servers come
@@ -226,6 +227,29 @@ def servers() -> Path:
     return unpack(own_suite(), list(SERVERS)) / "usr" / "bin"
 
 
+#: Go and client_golang's source (with what its ``prometheus`` package imports), from
+#: forky, for the native-histogram differential (``make golang-native``).
+GOLANG = (
+    "golang-1.27-go",
+    "golang-1.27-src",
+    "golang-github-prometheus-client-golang-dev",
+    "golang-github-prometheus-client-model-dev",
+    "golang-github-prometheus-common-dev",
+    "golang-github-prometheus-procfs-dev",
+    "golang-google-protobuf-dev",
+    "golang-github-cespare-xxhash-v2-dev",
+    "golang-github-beorn7-perks-dev",
+    "golang-github-munnerz-goautoneg-dev",
+    "golang-golang-x-sys-dev",
+)
+
+
+def golang() -> Path:
+    """Unpacks Go and client_golang's source; returns the root holding
+    ``usr/lib/go-1.27`` (GOROOT) and ``usr/share/gocode`` (a GOPATH)."""
+    return unpack("forky", list(GOLANG))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -233,9 +257,13 @@ def main() -> int:
     python.add_argument("suite", help="sid, trixie, bullseye, ...")
     python.add_argument("version", help="the interpreter's version, 3.14 say")
     commands.add_parser("servers", help="Prometheus, the Pushgateway and VictoriaMetrics")
+    commands.add_parser("golang", help="Go and client_golang's source")
     args = parser.parse_args()
     if args.command == "servers":
         print(servers())
+        return 0
+    if args.command == "golang":
+        print(golang())
         return 0
     runnable = fetch(args.suite, args.version)
     probe = subprocess.run(

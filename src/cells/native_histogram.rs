@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::cells::counter::Writers;
-use crate::schema::native::{NativeConfig, MIN_SCHEMA};
+use crate::schema::native::NativeConfig;
+use crate::schema::native_buckets::{bucket_index, upper_bound, MIN_SCHEMA};
 
 /// Cells before the windows' counts ([`NativeConfig::cells`] counts them).
 const HEADER: usize = 8;
@@ -178,7 +179,11 @@ impl NativeSnapshot {
 /// counts carry.
 pub fn check_snapshot_cells(cells: &[u64], config: &NativeConfig) -> Result<u64, String> {
     if cells.len() != config.cells() {
-        return Err(format!("{} native cells, not {}", cells.len(), config.cells()));
+        return Err(format!(
+            "{} native cells, not {}",
+            cells.len(),
+            config.cells()
+        ));
     }
     let window_b = HEADER + config.max_buckets;
     let header = WINDOW_HEADER[0];
@@ -206,7 +211,12 @@ pub fn check_snapshot_cells(cells: &[u64], config: &NativeConfig) -> Result<u64,
     match used {
         0 if empty && start == 0 => return Ok(total),
         1 if counts[0] != 0 => {}
-        _ => return Err(format!("a native window marked {used} from {}", start as i64)),
+        _ => {
+            return Err(format!(
+                "a native window marked {used} from {}",
+                start as i64
+            ))
+        }
     }
     let last = counts.iter().rposition(|count| *count != 0).unwrap_or(0);
     let lowest = i64::from(bucket_index(config.zero_threshold.next_up(), schema));
@@ -221,38 +231,6 @@ pub fn check_snapshot_cells(cells: &[u64], config: &NativeConfig) -> Result<u64,
     Ok(total)
 }
 
-/// The index of the bucket holding `value` (above zero) at `schema`: the
-/// smallest `i` with `value <= 2^(i/2^schema)`.
-pub fn bucket_index(value: f64, schema: i8) -> i32 {
-    let (fraction, exponent) = frexp(value);
-    if schema > 0 {
-        // The bounds of one power of two, as fractions in [0.5, 1).
-        let per_power = 1_i32 << schema;
-        let position = (0..per_power)
-            .find(|k| fraction <= (f64::from(*k) / f64::from(per_power) - 1.0).exp2())
-            .unwrap_or(per_power);
-        position + (exponent - 1) * per_power
-    } else {
-        // Exactly a power of two belongs to the bucket it bounds.
-        let index = if fraction == 0.5 {
-            exponent - 1
-        } else {
-            exponent
-        };
-        let shift = -i32::from(schema);
-        (index + (1 << shift) - 1) >> shift
-    }
-}
-
-/// The upper bound of bucket `index` at `schema`.
-pub fn upper_bound(index: i32, schema: i8) -> f64 {
-    if schema >= 0 {
-        (f64::from(index) / f64::from(1_i32 << schema)).exp2()
-    } else {
-        f64::from(index << -i32::from(schema)).exp2()
-    }
-}
-
 /// The index at `steps` coarser schemas of bucket `index`.
 fn reduce_index(index: i32, steps: i8) -> i32 {
     let mut index = index;
@@ -261,20 +239,6 @@ fn reduce_index(index: i32, steps: i8) -> i32 {
         index = (index + 1) >> 1;
     }
     index
-}
-
-/// `value = fraction * 2^exponent` with `fraction` in [0.5, 1), for a finite
-/// `value` above zero (Go's `math.Frexp`).
-fn frexp(value: f64) -> (f64, i32) {
-    let bits = value.to_bits();
-    let biased = i32::try_from((bits >> 52) & 0x7ff).unwrap_or(0);
-    if biased == 0 {
-        // A subnormal: scale it into the normal range first.
-        let (fraction, exponent) = frexp(value * 2f64.powi(64));
-        return (fraction, exponent - 64);
-    }
-    let fraction = f64::from_bits((bits & !(0x7ff << 52)) | (1022 << 52));
-    (fraction, biased - 1022)
 }
 
 /// A native histogram's cells: `HEADER + 2 * max_buckets` of them, a stride apart.
@@ -500,7 +464,7 @@ fn span(buckets: &[(i32, u64)]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::native::{MAX_SCHEMA, MIN_BUCKETS};
+    use crate::schema::native::MIN_BUCKETS;
 
     fn cells(config: &NativeConfig) -> (Vec<AtomicU64>, NativeCells) {
         let storage: Vec<AtomicU64> = (0..config.cells()).map(|_| AtomicU64::new(0)).collect();
@@ -509,31 +473,6 @@ mod tests {
         // each other, and outlives the histogram in each test.
         let native = unsafe { NativeCells::new(first, 8) };
         (storage, native)
-    }
-
-    #[test]
-    fn bucket_indexes_follow_prometheus() {
-        // At schema 0, bucket i is (2^(i-1), 2^i].
-        assert_eq!(bucket_index(1.0, 0), 0);
-        assert_eq!(bucket_index(1.5, 0), 1);
-        assert_eq!(bucket_index(2.0, 0), 1);
-        assert_eq!(bucket_index(0.5, 0), -1);
-        assert_eq!(bucket_index(0.3, 0), -1);
-        // At schema 3, 8 buckets per power of two.
-        assert_eq!(bucket_index(2.0, 3), 8);
-        assert_eq!(bucket_index(2.0001, 3), 9);
-        assert_eq!(bucket_index(1.0, 3), 0);
-        // Negative schemas merge powers of two: at -1, (1, 4] is bucket 1.
-        assert_eq!(bucket_index(3.0, -1), 1);
-        assert_eq!(bucket_index(4.0, -1), 1);
-        assert_eq!(bucket_index(4.5, -1), 2);
-        for schema in MIN_SCHEMA..=MAX_SCHEMA {
-            for value in [1e-9, 0.001, 0.37, 1.0, 2.5, 60.0, 1e9] {
-                let index = bucket_index(value, schema);
-                assert!(value <= upper_bound(index, schema) * (1.0 + 1e-12));
-                assert!(value > upper_bound(index - 1, schema) * (1.0 - 1e-12));
-            }
-        }
     }
 
     #[test]

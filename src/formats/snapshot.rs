@@ -896,11 +896,15 @@ mod tests {
 
     const COST_ID: u8 = crate::schema::family::COST;
 
+    /// A change to a series' classic and native cells.
+    type Edit<'e> = &'e dyn Fn(&mut Vec<u64>, &mut Vec<u64>);
+
     #[test]
     fn native_cells_are_checked_against_their_buckets_before_any_is_added() {
-        use crate::cells::native_histogram::{bucket_index, NativeSnapshot};
+        use crate::cells::native_histogram::NativeSnapshot;
         use crate::schema::family::{DURATION, LATENCY_BOUNDS};
         use crate::schema::native::NativeConfig;
+        use crate::schema::native_buckets::bucket_index;
         let config = NativeConfig::DEFAULT;
         let schema = Schema::with_options(&LATENCY_BOUNDS, &[], Some(config)).unwrap();
         let driver = Store::with_arena(
@@ -928,7 +932,7 @@ mod tests {
             crafted(&driver, &[(DURATION, labels.clone(), classic)])
         };
         let header = 2;
-        let refused: [(&str, &dyn Fn(&mut Vec<u64>, &mut Vec<u64>)); 7] = [
+        let refused: [(&str, Edit); 7] = [
             ("in its native buckets", &|_, native| native[8] = 1_002),
             ("in its native buckets", &|_, native| native[1] = 1),
             ("schema reduction", &|_, native| native[header] = 7 + 1),
@@ -941,7 +945,9 @@ mod tests {
                 native[8 + config.max_buckets] = 3;
                 native[8] = 0;
             }),
-            ("outside", &|_, native| native[header + 1] = (i64::from(i32::MAX) - 3) as u64),
+            ("outside", &|_, native| {
+                native[header + 1] = (i64::from(i32::MAX) - 3) as u64;
+            }),
         ];
         for (reason, edit) in refused {
             let error = merge(&driver, &series(edit)).unwrap_err().to_string();
@@ -956,7 +962,11 @@ mod tests {
             native[8] = 0;
         });
         assert!(merge(&driver, &shifted).is_err());
-        assert_eq!(text(&driver), text(&store_like(&driver)), "nothing was added");
+        assert_eq!(
+            text(&driver),
+            text(&store_like(&driver)),
+            "nothing was added"
+        );
         assert_eq!(merge(&driver, &series(&|_, _| {})), Ok(1));
         let text = text(&driver);
         assert!(text.contains("ractogateway_request_duration_seconds_count{model=\"m\",operation=\"chat\",provider=\"p\"} 3.0"), "{text}");

@@ -8,5 +8,6 @@ pub mod family;
 pub mod float_text;
 pub mod label_text;
 pub mod native;
+pub mod native_buckets;
 pub mod request;
 pub mod semconv;

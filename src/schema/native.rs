@@ -1,5 +1,7 @@
 //! How native histograms are configured: resolution, zero bucket, bucket limit.
 
+use super::native_buckets::{MAX_SCHEMA, MIN_SCHEMA};
+
 /// How a family's native histograms are kept.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NativeConfig {
@@ -83,10 +85,6 @@ impl NativeConfig {
     }
 }
 
-/// The coarsest schema.
-pub const MIN_SCHEMA: i8 = -4;
-/// The finest schema.
-pub const MAX_SCHEMA: i8 = 8;
 /// The fewest buckets a series may be configured to keep: every positive
 /// `f64` fits in 132 buckets at the coarsest schema (indexes -67 to 64), so
 /// halving the resolution always ends with every observation kept.

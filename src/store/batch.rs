@@ -4,9 +4,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::cells::counter::Recording;
 use crate::cells::histogram::Histogram;
-use crate::cells::native_histogram::{bucket_index, NativeSnapshot};
+use crate::cells::native_histogram::NativeSnapshot;
 use crate::schema::family::{Buckets, DURATION, OPTIONAL_OBSERVATIONS};
 use crate::schema::native::NativeConfig;
+use crate::schema::native_buckets::bucket_index;
 use crate::schema::request::{RequestValues, INPUT, OUTPUT, TOKEN_TYPE_COUNT};
 use crate::store::rules::{self, Sink};
 use crate::store::{RequestEntry, Store};
