@@ -7,7 +7,9 @@ included). The checks, run by ``make lint``:
 
 - no cycles: no module depends on itself through others;
 - layers: the Rust core's folders depend only on the folders before them in
-  ``LAYERS``.
+  ``LAYERS``;
+- unsafe code: the modules whose declaration carries ``#[allow(unsafe_code)]``
+  (the crate denies it elsewhere) are exactly those ARCHITECTURE.md lists.
 
     python tools/module_graph.py          # check; exit 1 with what is wrong
     python tools/module_graph.py --print  # the graph, one module per line
@@ -163,6 +165,36 @@ def layer_violations(graph: Graph) -> list[str]:
     return wrong
 
 
+ALLOW_UNSAFE = re.compile(r"#\[allow\(unsafe_code\)\]\s*(?:pub(?:\([a-z]+\))? )?mod ([a-z_0-9]+);")
+#: A listed module in ARCHITECTURE.md's unsafe section: a bullet starting with its path.
+LISTED_UNSAFE = re.compile(r"^- `(src/[a-z_0-9/]+(?:\.rs|/))`", re.M)
+
+
+def unsafe_modules(src: Path) -> set[str]:
+    """The files (``src/a/b.rs``) or folders (``src/a/``) allowed unsafe code."""
+    allowed = set()
+    for path in sorted(src.rglob("*.rs")):
+        folder = path.parent if path.name in ("mod.rs", "lib.rs") else path.with_suffix("")
+        for name in ALLOW_UNSAFE.findall(path.read_text()):
+            target = folder / name
+            shown = target.with_suffix(".rs") if target.with_suffix(".rs").exists() else target
+            allowed.add(f"{shown.relative_to(ROOT)}{'/' if shown.is_dir() else ''}")
+    return allowed
+
+
+def unsafe_list_problems() -> list[str]:
+    """Where the modules allowed unsafe code and ARCHITECTURE.md's list differ."""
+    section = (ROOT / "ARCHITECTURE.md").read_text().split("## Unsafe code", 1)[-1]
+    section = section.split("\n## ", 1)[0]
+    listed = set(LISTED_UNSAFE.findall(section))
+    allowed = unsafe_modules(ROOT / "src")
+    unlisted = [
+        f"unsafe code allowed, not in ARCHITECTURE.md: {m}" for m in sorted(allowed - listed)
+    ]
+    stale = [f"in ARCHITECTURE.md, not allowed unsafe code: {m}" for m in sorted(listed - allowed)]
+    return unlisted + stale
+
+
 def lines(graph: Graph) -> Iterable[str]:
     for module in sorted(graph):
         yield f"{module} -> {', '.join(sorted(graph[module])) or '(nothing)'}"
@@ -183,6 +215,7 @@ def main() -> int:
             print("\n".join(lines(graph)))
         problems += [f"{name}: cycle {' <-> '.join(cycle)}" for cycle in cycles(graph)]
     problems += [f"Rust core: {edge}" for edge in layer_violations(graphs["Rust core"])]
+    problems += unsafe_list_problems()
     for problem in problems:
         print(problem, file=sys.stderr)
     return 1 if problems else 0

@@ -2,8 +2,12 @@
 //! expositions and their gzip, snapshots, remote-write requests, OTLP exports, and the
 //! numeric columns `record_batch` reads.
 
+// Unsafe: SSE2 widening of UTF-8 to code units.
+#[allow(unsafe_code)]
 pub mod code_units;
 pub mod columns;
+// Unsafe: unaligned word reads in the match finder.
+#[allow(unsafe_code)]
 pub mod deflate;
 pub mod gzip;
 pub mod otlp;

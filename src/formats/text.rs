@@ -178,51 +178,6 @@ impl LineStart {
     }
 }
 
-/// Appends `text` to `out`. A sample line is written in parts of a few dozen
-/// bytes, for which a call into the C library's `memcpy` costs more than the
-/// copy itself: from 16 to 128 bytes are copied here in a few overlapping
-/// 16-byte moves, with no call.
-// Once per part of every sample line: a call would cost what it saves.
-#[allow(clippy::inline_always)]
-#[inline(always)]
-fn append(out: &mut String, text: &str) {
-    let len = text.len();
-    if !(16..=128).contains(&len) {
-        out.push_str(text);
-        return;
-    }
-    out.reserve(len);
-    let source = text.as_ptr();
-    // SAFETY: `out` has room for `len` more bytes past its length (reserved
-    // above), which receive `text`'s `len` bytes, whole UTF-8, so the string
-    // stays UTF-8 once its length takes them in. Each 16-byte move starts
-    // at an offset from 0 to `len - 16`, so it reads within `text` and writes
-    // within that room; the offsets below leave no byte uncovered for `len`
-    // from 16 to 128 (overlapping moves write the same bytes twice).
-    unsafe {
-        let bytes = out.as_mut_vec();
-        let start = bytes.len();
-        let target = bytes.as_mut_ptr().add(start);
-        let copy16 = |offset: usize| {
-            let chunk = source.add(offset).cast::<[u8; 16]>().read_unaligned();
-            target.add(offset).cast::<[u8; 16]>().write_unaligned(chunk);
-        };
-        copy16(0);
-        copy16(len - 16);
-        if len > 32 {
-            copy16(16);
-            copy16(len - 32);
-        }
-        if len > 64 {
-            copy16(32);
-            copy16(48);
-            copy16(len - 64);
-            copy16(len - 48);
-        }
-        bytes.set_len(start + len);
-    }
-}
-
 /// The name of the family being written, as the exposition spells it.
 #[derive(Default)]
 struct FamilyName {
@@ -341,8 +296,8 @@ impl SampleVisitor for TextEncoder {
         } else {
             &mut self.out
         };
-        append(out, &self.line_starts[index].text);
-        append(out, &self.series_labels);
+        out.push_str(&self.line_starts[index].text);
+        out.push_str(&self.series_labels);
         write_value(out, value);
         out.push('\n');
     }
@@ -474,15 +429,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn append_copies_every_length_exactly() {
-        let source: String = (0..200u8).map(|i| char::from(b'!' + i % 90)).collect();
-        for len in 0..=source.len() {
-            let mut out = String::from("prefix|");
-            append(&mut out, &source[..len]);
-            assert_eq!(out, format!("prefix|{}", &source[..len]), "length {len}");
-        }
-    }
     use super::*;
     use crate::schema::request::RequestValues;
     use crate::store::pricing::PriceTable;

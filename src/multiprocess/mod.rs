@@ -16,9 +16,17 @@
 //! compaction; a scrape that cannot get it within a few seconds reads without it
 //! and says so.
 
+// Unsafe: `pthread_atfork` and the descriptors a child must not share.
+#[allow(unsafe_code)]
 pub mod fork_guard;
+// Unsafe: `flock`.
+#[allow(unsafe_code)]
 pub mod lock;
+// Unsafe: memory-mapped shared files.
+#[allow(unsafe_code)]
 pub mod own_file;
+// Unsafe: memory-mapped `prometheus_client` files.
+#[allow(unsafe_code)]
 pub mod prometheus_file;
 
 use std::collections::{HashMap, HashSet};
@@ -31,7 +39,7 @@ use std::time::Duration;
 use smallvec::SmallVec;
 
 use crate::cells::arena::SeriesDescription;
-use crate::cells::exemplar::{shared_slot_cells, write_shared, Exemplar};
+use crate::cells::exemplar::Exemplar;
 use crate::cells::histogram::HistogramSnapshot;
 use crate::cells::native_histogram::NativeSnapshot;
 use crate::multiprocess::lock::{Access, DirectoryLock};
@@ -291,19 +299,10 @@ impl Aggregate {
                     labels: &labels,
                     created: series.created,
                 };
-                let first = file.append_series(&description, series.cells.len())?;
-                for (index, value) in series.cells.iter().enumerate() {
-                    // SAFETY: `append_series` returned `cells.len()` cells.
-                    unsafe { first.add(index).as_ref() }
-                        .store(*value, std::sync::atomic::Ordering::Relaxed);
-                }
+                let first = file.append_series_holding(&description, &series.cells)?;
                 for (bucket, exemplar) in series.exemplars.iter().enumerate() {
                     if let Some(exemplar) = exemplar {
-                        let cells = shared_slot_cells(exemplar);
-                        let slot = file.append_exemplar(first, bucket, cells)?;
-                        // SAFETY: `append_exemplar` returned that many zeroed cells,
-                        // mapped while `file` lives.
-                        unsafe { write_shared(slot, exemplar) };
+                        file.append_exemplar_holding(first, bucket, exemplar)?;
                     }
                 }
             }

@@ -53,7 +53,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cells::arena::{SeriesDescription, SharedCells};
 use crate::cells::exemplar::{
-    read_shared, Exemplar, SharedReading, SHARED_HEAD_CELLS, SHARED_MAX_LABEL_CELLS,
+    read_shared, shared_slot_cells, write_shared, Exemplar, SharedReading, SHARED_HEAD_CELLS,
+    SHARED_MAX_LABEL_CELLS,
 };
 use crate::multiprocess::fork_guard::ParentOnlyFile;
 use crate::multiprocess::lock::{Access, DirectoryLock};
@@ -458,6 +459,36 @@ impl SharedFile {
         cells: usize,
     ) -> io::Result<NonNull<AtomicU64>> {
         self.append_record(series, &[], cells)
+    }
+
+    /// Appends a series record holding `values`; returns its first cell.
+    pub fn append_series_holding(
+        &mut self,
+        series: &SeriesDescription<'_>,
+        values: &[u64],
+    ) -> io::Result<NonNull<AtomicU64>> {
+        let first = self.append_series(series, values.len())?;
+        for (index, value) in values.iter().enumerate() {
+            // SAFETY: `append_series` returned `values.len()` cells, mapped
+            // while `self` lives.
+            unsafe { first.add(index).as_ref() }.store(*value, Ordering::Relaxed);
+        }
+        Ok(first)
+    }
+
+    /// Appends the exemplar slot of bucket `bucket` of the histogram whose
+    /// first cell is `series` (in this file), holding `exemplar`.
+    pub fn append_exemplar_holding(
+        &mut self,
+        series: NonNull<AtomicU64>,
+        bucket: usize,
+        exemplar: &Exemplar,
+    ) -> io::Result<()> {
+        let slot = self.append_exemplar(series, bucket, shared_slot_cells(exemplar))?;
+        // SAFETY: `append_exemplar` returned that many zeroed cells, mapped
+        // while `self` lives.
+        unsafe { write_shared(slot, exemplar) };
+        Ok(())
     }
 
     /// Appends an exemplar slot's record of `cells` zeroed cells for bucket

@@ -22,10 +22,20 @@ use metrics_store::PyMetricsStore;
 mod arguments;
 mod batch;
 mod buffer_column;
+// Unsafe: `pthread_atfork`.
+#[allow(unsafe_code)]
 mod exit_gate;
+// Unsafe: CPython's vectorcall entry points.
+#[allow(unsafe_code)]
 mod fast_call;
+// Unsafe: the raw C API, behind typed wrappers.
+#[allow(unsafe_code)]
 mod ffi;
+// Unsafe: entries keyed by object identity, valid while the store lives.
+#[allow(unsafe_code)]
 mod identity_cache;
+// Unsafe: the store behind an atomic pointer, replaced after a fork.
+#[allow(unsafe_code)]
 mod metrics_store;
 mod multiprocess;
 mod prices;

@@ -4,7 +4,11 @@
 //! families, the recording rules follow the request fields, the binding parses
 //! arguments by them, and the stub and the docs are generated from them.
 
+// Unsafe: the SSE2 bucket search.
+#[allow(unsafe_code)]
 pub mod family;
+// Unsafe: numbers composed as ASCII on the stack, not checked again.
+#[allow(unsafe_code)]
 pub mod float_text;
 pub mod label_text;
 pub mod native;

@@ -14,9 +14,13 @@
 //! alphabetical order in which the exposition prints them.
 
 pub mod batch;
+// Unsafe: lock-free publication of label sets.
+#[allow(unsafe_code)]
 pub mod label_map;
 pub mod pricing;
 pub mod rules;
+// Unsafe: series values over arena cells.
+#[allow(unsafe_code)]
 pub mod series;
 pub mod visit;
 
