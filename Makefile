@@ -15,7 +15,7 @@ PYTHON := $(VENV)/bin/python
 CARGO_BIN := $(if $(CARGO_HOME),$(CARGO_HOME),$(HOME)/.cargo)/bin
 export PATH := $(abspath $(VENV))/bin:$(CURDIR)/target/debian/$(shell . /etc/os-release && echo $$VERSION_CODENAME)/root/usr/bin:$(PATH):$(CARGO_BIN)
 
-.PHONY: build deps test test-suite wheel test-wheels bench bench-load bench-table instructions lint miri golang-native demo ops-image clean
+.PHONY: build deps test test-suite wheel test-wheels bench bench-load bench-table instructions lint nightly miri golang-native fuzz demo ops-image clean
 
 ## the project environment, with a current pip
 $(PYTHON):
@@ -39,7 +39,7 @@ deps: $(PYTHON)
 ## is one core's work)
 test: deps
 	$(PYTHON) tools/test_wheels.py --build-only > target/wheels-build.log 2>&1 & builder=$$!; \
-	$(MAKE) --no-print-directory test-suite lint instructions miri golang-native; suite=$$?; \
+	$(MAKE) --no-print-directory test-suite lint instructions miri golang-native fuzz; suite=$$?; \
 	wait $$builder; built=$$?; cat target/wheels-build.log; \
 	test $$suite -eq 0 && test $$built -eq 0
 	$(PYTHON) tools/test_wheels.py --prebuilt
@@ -92,11 +92,20 @@ lint: deps
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
+	cd fuzz && cargo fmt --check && \
+		cargo clippy --all-targets --target-dir ../target/fuzz-lint -- -D warnings
 	$(PYTHON) -m ruff check python tests benches examples tools
 	$(PYTHON) -m ruff format --check python tests benches examples tools
 	$(PYTHON) -m mypy --strict python/gateway_metrics tools
 	$(PYTHON) -m mypy.stubtest gateway_metrics._core
 	$(PYTHON) tools/module_graph.py
+
+## nightly: the pinned nightly toolchain Miri and the fuzz targets build with,
+## installed by rustup (at once when it is there)
+NIGHTLY ?= nightly-2026-05-20
+nightly:
+	rustup toolchain install $(NIGHTLY) --profile minimal --component miri,rust-src \
+		--no-self-update
 
 ## miri: the tests of the cells (atomics, arena, histograms, exemplar slots) and
 ## of the store (label maps, series, recording) under Miri, which stops at
@@ -104,23 +113,47 @@ lint: deps
 ## installed by rustup on first use; the clock readable, for created timestamps;
 ## floats made deterministic, as the native histograms' bucket bounds are
 ## compared exactly)
-MIRI_TOOLCHAIN ?= nightly-2026-05-20
-miri:
-	rustup toolchain install $(MIRI_TOOLCHAIN) --profile minimal --component miri,rust-src \
-		--no-self-update
+miri: nightly
 	MIRIFLAGS="-Zmiri-deterministic-floats -Zmiri-disable-isolation" \
-		cargo +$(MIRI_TOOLCHAIN) miri test --lib --target-dir target/miri -- cells:: store::
+		cargo +$(NIGHTLY) miri test --lib --target-dir target/miri -- cells:: store::
 
 ## golang-native: native-histogram bucket indexes against client_golang's, for values
 ## on and beside every bucket bound at every schema (Debian's Go and client_golang
 ## source, unpacked into target/; tests/golang/native_keys.go asks client_golang)
-golang-native:
+golang-native: $(PYTHON)
 	root=$$($(PYTHON) tools/debian.py golang) && \
 	GOROOT=$$root/usr/lib/go-1.27 GOPATH=$$root/usr/share/gocode GO111MODULE=off \
 		GOTOOLCHAIN=local GOFLAGS= GOCACHE=$(CURDIR)/target/go-cache \
 		$$root/usr/lib/go-1.27/bin/go run tests/golang/native_keys.go > target/golang-native-keys.txt
 	GATEWAY_METRICS_GOLANG_KEYS=$(CURDIR)/target/golang-native-keys.txt \
 		cargo test --lib native_buckets -- --include-ignored
+
+## fuzz: libFuzzer over the parsers of untrusted bytes (snapshots merged, our and
+## prometheus_client's multi-process files read, the gzip body inflated by zlib-rs),
+## each for FUZZ_SECONDS (30; longer: make fuzz FUZZ_SECONDS=3600), with
+## AddressSanitizer, starting from valid inputs (fuzz/src/seeds.rs) and the corpus
+## earlier runs left in target/fuzz/corpus
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS = snapshot_merge own_file_read prometheus_file_read gzip_round_trip
+FUZZ_BIN = target/fuzz-build/x86_64-unknown-linux-gnu/release
+FUZZ_RUSTFLAGS = -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+	-Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \
+	--cfg fuzzing -Cdebug-assertions -Coverflow-checks -Zsanitizer=address
+fuzz: nightly
+	cd fuzz && RUSTFLAGS="$(FUZZ_RUSTFLAGS)" cargo +$(NIGHTLY) build --release --bins \
+		--target x86_64-unknown-linux-gnu --target-dir ../target/fuzz-build
+	rm -rf target/fuzz/seeds && $(FUZZ_BIN)/seeds target/fuzz/seeds
+	for target in $(FUZZ_TARGETS); do \
+		mkdir -p target/fuzz/corpus/$$target && \
+		$(FUZZ_BIN)/$$target -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+			-rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1 \
+			-artifact_prefix=target/fuzz/$$target- \
+			target/fuzz/corpus/$$target target/fuzz/seeds/$$target \
+			2> target/fuzz/$$target.log \
+		|| { tail -n 40 target/fuzz/$$target.log; exit 1; }; \
+		grep -h "^Done\|peak_rss" target/fuzz/$$target.log | tr '\n' ' '; echo "($$target)"; \
+	done
 
 ## demo: simulated gateway traffic recorded, served, scraped and summarised
 demo: build

@@ -284,9 +284,19 @@ impl SharedCells for PrometheusFiles {
     fn append_series(
         &mut self,
         series: &SeriesDescription<'_>,
-        _count: usize,
+        count: usize,
     ) -> io::Result<(NonNull<AtomicU64>, usize)> {
-        // The family's layout gives the count.
+        // Every cell is a sample entry: a series of more cells than its
+        // family's samples (a native histogram's) has no place here.
+        let family = self.family(series)?;
+        if count != family.classic_cells() || family.native.is_some() {
+            return Err(io::Error::other(format!(
+                "{} cells for a series of {}, whose prometheus_client layout has {}",
+                count,
+                family.name,
+                family.classic_cells()
+            )));
+        }
         PrometheusFiles::append_series(self, series)
     }
 
@@ -298,12 +308,25 @@ impl SharedCells for PrometheusFiles {
 impl PrometheusFiles {
     /// Creates this process's counter and histogram files in `directory`.
     pub fn create(directory: &Path, schema: Arc<Schema>) -> io::Result<Self> {
+        if schema.native().is_some() {
+            return Err(io::Error::other(
+                "prometheus_client's multi-process files have no place for native histograms",
+            ));
+        }
         let identity = random_identity();
         Ok(PrometheusFiles {
             counters: DictFile::create(directory, "counter", identity)?,
             histograms: DictFile::create(directory, "histogram", identity)?,
             schema,
         })
+    }
+
+    /// The family `series` belongs to.
+    fn family(&self, series: &SeriesDescription<'_>) -> io::Result<&FamilyDesc> {
+        self.schema
+            .families()
+            .get(usize::from(series.family))
+            .ok_or_else(|| io::Error::other("unknown family"))
     }
 
     /// The counter file's path.
@@ -316,11 +339,7 @@ impl PrometheusFiles {
         &mut self,
         series: &SeriesDescription<'_>,
     ) -> io::Result<(NonNull<AtomicU64>, usize)> {
-        let family = self
-            .schema
-            .families()
-            .get(usize::from(series.family))
-            .ok_or_else(|| io::Error::other("unknown family"))?;
+        let family = self.family(series)?;
         let keys = series_keys(family, series.labels);
         match family.kind {
             FamilyKind::Counter => self.counters.append(&keys),
@@ -491,6 +510,35 @@ mod tests {
              {\"model\": \"g\\u00e9\\\"n\\n\\ud83d\\ude00\", \"provider\": \"openai\"}, \
              \"Total LLM requests by provider / model / operation / status.\"]"
         );
+    }
+
+    #[test]
+    fn series_of_more_cells_than_samples_have_no_place_here() {
+        use crate::schema::family::LATENCY_BOUNDS;
+        use crate::schema::native::NativeConfig;
+        let directory = std::env::temp_dir().join(format!(
+            "gwm-prom-native-{}-{:x}",
+            std::process::id(),
+            random_identity()
+        ));
+        let native =
+            Schema::with_options(&LATENCY_BOUNDS, &[], Some(NativeConfig::DEFAULT)).unwrap();
+        let error = PrometheusFiles::create(&directory, Arc::new(native))
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("native histograms"), "{error}");
+        let schema = Arc::new(Schema::default());
+        let mut files = PrometheusFiles::create(&directory, Arc::clone(&schema)).unwrap();
+        let labels = ["gpt-4o", "chat", "openai"];
+        let series = SeriesDescription {
+            family: DURATION,
+            labels: &labels,
+            created: 0.0,
+        };
+        let cells = schema.family(DURATION).cells();
+        assert!(SharedCells::append_series(&mut files, &series, cells + 1).is_err());
+        assert!(SharedCells::append_series(&mut files, &series, cells).is_ok());
+        std::fs::remove_dir_all(directory).unwrap();
     }
 
     #[test]
