@@ -15,7 +15,7 @@ PYTHON := $(VENV)/bin/python
 CARGO_BIN := $(if $(CARGO_HOME),$(CARGO_HOME),$(HOME)/.cargo)/bin
 export PATH := $(abspath $(VENV))/bin:$(CURDIR)/target/debian/$(shell . /etc/os-release && echo $$VERSION_CODENAME)/root/usr/bin:$(PATH):$(CARGO_BIN)
 
-.PHONY: build deps test test-suite wheel test-wheels bench bench-load bench-table instructions lint nightly miri golang-native fuzz demo ops-image clean
+.PHONY: build deps test test-suite wheel test-wheels bench bench-load bench-table instructions lint nightly miri loom golang-native fuzz demo ops-image clean
 
 ## the project environment, with a current pip
 $(PYTHON):
@@ -34,12 +34,12 @@ deps: $(PYTHON)
 	$(PYTHON) tools/debian.py servers
 
 ## test: everything CI runs: the suite, the lints, the hot path's instruction
-## budgets, the core's tests under Miri, native buckets against client_golang, and
-## the wheels on every Python (built meanwhile, on the other core: a release build
-## is one core's work)
+## budgets, the core's tests under Miri, the loom models, native buckets against
+## client_golang, the fuzz targets, and the wheels on every Python (built
+## meanwhile, on the other core: a release build is one core's work)
 test: deps
 	$(PYTHON) tools/test_wheels.py --build-only > target/wheels-build.log 2>&1 & builder=$$!; \
-	$(MAKE) --no-print-directory test-suite lint instructions miri golang-native fuzz; suite=$$?; \
+	$(MAKE) --no-print-directory test-suite lint instructions miri loom golang-native fuzz; suite=$$?; \
 	wait $$builder; built=$$?; cat target/wheels-build.log; \
 	test $$suite -eq 0 && test $$built -eq 0
 	$(PYTHON) tools/test_wheels.py --prebuilt
@@ -92,6 +92,7 @@ lint: deps
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
+	RUSTFLAGS="--cfg loom" cargo clippy --all-targets --target-dir target/loom-lint -- -D warnings
 	cd fuzz && cargo fmt --check && \
 		cargo clippy --all-targets --target-dir ../target/fuzz-lint -- -D warnings
 	$(PYTHON) -m ruff check python tests benches examples tools
@@ -116,6 +117,13 @@ nightly:
 miri: nightly
 	MIRIFLAGS="-Zmiri-deterministic-floats -Zmiri-disable-isolation" \
 		cargo +$(NIGHTLY) miri test --lib --target-dir target/miri -- cells:: store::
+
+## loom: models of the lock-free parts (the label map's publication and growth, the
+## exemplar slot's sequence lock) run by loom through every interleaving of their
+## threads, up to a bound of preemptions (about 30 s, most of it compiling)
+loom:
+	RUSTFLAGS="--cfg loom" cargo test --release --lib --target-dir target/loom \
+		-- loom_ --test-threads 1
 
 ## golang-native: native-histogram bucket indexes against client_golang's, for values
 ## on and beside every bucket bound at every schema (Debian's Go and client_golang

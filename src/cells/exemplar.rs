@@ -138,28 +138,107 @@ impl SharedSlot {
     /// Writes `exemplar`, whose labels encode as `encoded`; false (writing
     /// nothing) when they do not fit.
     fn write(&self, exemplar: &Exemplar, encoded: &[u8]) -> bool {
-        if encoded.len() > self.label_cells * 8 {
-            return false;
-        }
-        let sequence = self.cell(0).load(Ordering::Relaxed);
-        self.cell(0).store(sequence | 1, Ordering::Relaxed);
-        // Readers that see a cell written below see the odd number too.
-        fence(Ordering::Release);
-        self.cell(1)
-            .store(exemplar.value.to_bits(), Ordering::Relaxed);
-        self.cell(2)
-            .store(exemplar.timestamp.to_bits(), Ordering::Relaxed);
-        self.cell(3).store(encoded.len() as u64, Ordering::Relaxed);
-        for (index, chunk) in encoded.chunks(8).enumerate() {
-            let mut word = [0; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.cell(SHARED_HEAD_CELLS + index)
-                .store(u64::from_le_bytes(word), Ordering::Relaxed);
-        }
-        self.cell(0)
-            .store((sequence | 1).wrapping_add(1), Ordering::Release);
-        true
+        write_slot(self, self.label_cells, exemplar, encoded)
     }
+}
+
+/// The cells of one exemplar slot, as its sequence lock writes them: a shared
+/// file's, or the model checker's in `make loom`.
+pub trait SlotCells {
+    /// Cell `index`'s value.
+    fn load(&self, index: usize, order: Ordering) -> u64;
+    /// Sets cell `index`.
+    fn store(&self, index: usize, value: u64, order: Ordering);
+    /// A fence of the atomics the cells are.
+    fn fence(order: Ordering);
+}
+
+impl SlotCells for SharedSlot {
+    fn load(&self, index: usize, order: Ordering) -> u64 {
+        self.cell(index).load(order)
+    }
+
+    fn store(&self, index: usize, value: u64, order: Ordering) {
+        self.cell(index).store(value, order);
+    }
+
+    fn fence(order: Ordering) {
+        fence(order);
+    }
+}
+
+/// Writes `exemplar` (labels encoded as `encoded`) into a slot of
+/// `label_cells` label cells under its sequence lock: the sequence number
+/// (cell 0) odd while the other cells change, then even and one higher.
+/// False, writing nothing, when the labels do not fit. One writer at a time.
+pub fn write_slot<C: SlotCells>(
+    cells: &C,
+    label_cells: usize,
+    exemplar: &Exemplar,
+    encoded: &[u8],
+) -> bool {
+    if encoded.len() > label_cells * 8 {
+        return false;
+    }
+    let sequence = cells.load(0, Ordering::Relaxed);
+    cells.store(0, sequence | 1, Ordering::Relaxed);
+    // Readers that see a cell written below see the odd number too.
+    C::fence(Ordering::Release);
+    cells.store(1, exemplar.value.to_bits(), Ordering::Relaxed);
+    cells.store(2, exemplar.timestamp.to_bits(), Ordering::Relaxed);
+    cells.store(3, encoded.len() as u64, Ordering::Relaxed);
+    for (index, chunk) in encoded.chunks(8).enumerate() {
+        let mut word = [0; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        cells.store(
+            SHARED_HEAD_CELLS + index,
+            u64::from_le_bytes(word),
+            Ordering::Relaxed,
+        );
+    }
+    cells.store(0, (sequence | 1).wrapping_add(1), Ordering::Release);
+    true
+}
+
+/// How many copies a reader makes of a slot the owner keeps rewriting before
+/// it gives up on that slot's exemplar for this scrape.
+pub const SLOT_READ_ATTEMPTS: usize = 3;
+
+/// Reads a slot of `len` cells by its sequence lock, in at most `attempts`
+/// copies ([`SLOT_READ_ATTEMPTS`] in a scrape): `copy` copies the cells
+/// into the buffer it is given and returns the sequence number read after
+/// that copy; a copy is whole when its sequence number, the one read before
+/// it (`before`, first) and the one after are even and equal. None when the
+/// slot is empty or every attempt met a write; `damaged` makes the error of
+/// cells that cannot be a slot's.
+///
+/// The number read after a copy is the next attempt's number from before, so
+/// `copy` must order its reads: the copy's before that number, and that
+/// number before the next copy's (acquire reads; a scrape's `pread`s, one
+/// after the other, on a processor that keeps loads in order). The model of
+/// this protocol found a reader whose number after was a relaxed read taking
+/// a torn copy as whole on its second attempt.
+pub fn read_slot<E>(
+    mut before: u64,
+    len: usize,
+    attempts: usize,
+    mut copy: impl FnMut(&mut [u64]) -> Result<u64, E>,
+    damaged: impl Fn(String) -> E,
+) -> Result<Option<Exemplar>, E> {
+    let mut cells = vec![0; len];
+    for _ in 0..attempts {
+        let after = copy(&mut cells)?;
+        // Unchanged from before the copy to after it: the copy is whole.
+        if cells[0] == before && before == after {
+            match read_shared(&cells).map_err(&damaged)? {
+                SharedReading::Empty => return Ok(None),
+                SharedReading::Written(exemplar) => return Ok(Some(exemplar)),
+                SharedReading::Busy => {}
+            }
+        }
+        before = after;
+    }
+    Ok(None)
 }
 
 /// What a copy of a shared slot's cells holds.
@@ -419,5 +498,121 @@ mod tests {
         assert_eq!(label_cells_for(71), 16);
         assert_eq!(label_cells_for(200), 32);
         assert_eq!(label_cells_for(1024), SHARED_MAX_LABEL_CELLS);
+    }
+}
+
+/// A model of the exemplar slot's sequence lock (`make loom`): the owner
+/// rewrites a slot while another process's scrape reads it. The writer is
+/// [`write_slot`] itself; the reader is [`read_slot`] with a copy made of
+/// relaxed loads and an acquire fence before the sequence number is read
+/// again. (A scrape copies the cells with `pread`, whose reads the model
+/// cannot see; on x86_64 loads are not reordered with loads, which is what
+/// the fence stands for.) Loom runs it through every interleaving, up to a
+/// bound of preemptions, and lets each relaxed load return any value the
+/// memory model allows, so a torn copy taken as whole fails the model.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use loom::sync::atomic::AtomicU64 as ModelCell;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// A slot's cells as the model checker's atomics.
+    struct Cells(Vec<ModelCell>);
+
+    impl SlotCells for Cells {
+        fn load(&self, index: usize, order: Ordering) -> u64 {
+            self.0[index].load(order)
+        }
+
+        fn store(&self, index: usize, value: u64, order: Ordering) {
+            self.0[index].store(value, order);
+        }
+
+        fn fence(order: Ordering) {
+            loom::sync::atomic::fence(order);
+        }
+    }
+
+    /// Label cells in the model: room for the short labels below (6 bytes).
+    const LABEL_CELLS: usize = 1;
+
+    fn exemplar(trace: &str, value: f64) -> Exemplar {
+        Exemplar {
+            labels: vec![("t".to_owned(), trace.to_owned())],
+            value,
+            timestamp: value + 1.0,
+        }
+    }
+
+    /// How many executions ended with the reader holding nothing (0), the
+    /// first exemplar (1) or the second (2).
+    static OUTCOMES: [std::sync::atomic::AtomicUsize; 3] = [
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+    ];
+
+    #[test]
+    fn loom_a_reader_takes_a_whole_exemplar_or_none() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        builder.check(|| {
+            let (first, second) = (exemplar("a", 1.5), exemplar("b", 2.5));
+            let cells = Arc::new(Cells(
+                std::iter::repeat_with(|| ModelCell::new(0))
+                    .take(SHARED_HEAD_CELLS + LABEL_CELLS)
+                    .collect(),
+            ));
+            let write = |exemplar: &Exemplar| {
+                assert!(write_slot(
+                    &*cells,
+                    LABEL_CELLS,
+                    exemplar,
+                    &encode_labels(&exemplar.labels)
+                ));
+            };
+            // The slot holds the first exemplar when the reader starts; the
+            // owner replaces it meanwhile. The reader is spawned and the
+            // writer is the main thread, which runs first in loom's first
+            // execution (see the label map's models). Two attempts: the
+            // second starts from the number the first read last.
+            write(&first);
+            let reader = {
+                let cells = Arc::clone(&cells);
+                thread::spawn(move || {
+                    let before = cells.load(0, Ordering::Acquire);
+                    let copy = |out: &mut [u64]| {
+                        for (index, cell) in out.iter_mut().enumerate() {
+                            *cell = cells.load(index, Ordering::Relaxed);
+                        }
+                        // The copy's loads before the number read after it,
+                        // and that read before the next copy's (it is the
+                        // next attempt's number from before).
+                        Cells::fence(Ordering::Acquire);
+                        Ok::<u64, String>(cells.load(0, Ordering::Acquire))
+                    };
+                    read_slot(before, SHARED_HEAD_CELLS + LABEL_CELLS, 2, copy, |error| {
+                        error
+                    })
+                })
+            };
+            write(&second);
+            let read = reader.join().unwrap().expect("a slot's cells");
+            let outcome = match read {
+                None => 0,
+                Some(read) if read == first => 1,
+                Some(read) => {
+                    assert_eq!(read, second, "a torn copy was taken as whole");
+                    2
+                }
+            };
+            OUTCOMES[outcome].fetch_add(1, Ordering::Relaxed);
+        });
+        let outcomes: Vec<usize> = OUTCOMES
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .collect();
+        assert!(outcomes.iter().all(|count| *count > 0), "{outcomes:?}");
     }
 }

@@ -53,8 +53,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cells::arena::{SeriesDescription, SharedCells};
 use crate::cells::exemplar::{
-    read_shared, shared_slot_cells, write_shared, Exemplar, SharedReading, SHARED_HEAD_CELLS,
-    SHARED_MAX_LABEL_CELLS,
+    read_slot, shared_slot_cells, write_shared, Exemplar, SHARED_HEAD_CELLS,
+    SHARED_MAX_LABEL_CELLS, SLOT_READ_ATTEMPTS,
 };
 use crate::multiprocess::fork_guard::ParentOnlyFile;
 use crate::multiprocess::lock::{Access, DirectoryLock};
@@ -82,9 +82,6 @@ const EXEMPLAR: u8 = 0xfc;
 /// Cells of an exemplar record before its slot: the histogram's first cell's
 /// offset, and the bucket.
 const EXEMPLAR_TARGET_CELLS: usize = 2;
-/// Times a reader copies an exemplar slot that was being written before it
-/// leaves the exemplar to the next scrape.
-const EXEMPLAR_READ_ATTEMPTS: usize = 3;
 /// Longest record a reader accepts: far above any real label set, and a bound
 /// on what a damaged length field can make a reader allocate.
 const MAX_RECORD_LEN: usize = 64 << 20;
@@ -860,31 +857,26 @@ fn read_exemplar(
             copied.len()
         )));
     }
-    let read = |at: usize, cells: &mut [u8]| {
-        file.read_exact_at(cells, at as u64)
-            .map_err(|error| ReadError::Damaged(error.to_string()))
-    };
-    let mut before = copied[0];
     let mut bytes = vec![0_u8; copied.len() * 8];
-    for _ in 0..EXEMPLAR_READ_ATTEMPTS {
-        read(slot_at, &mut bytes)?;
+    let copy = |cells: &mut [u64]| {
+        let damaged = |error: io::Error| ReadError::Damaged(error.to_string());
+        file.read_exact_at(&mut bytes, slot_at as u64)
+            .map_err(damaged)?;
         let mut after = [0_u8; 8];
-        read(slot_at, &mut after)?;
-        let after = u64::from_le_bytes(after);
-        let cells: Vec<u64> = (0..copied.len())
-            .map(|index| le_u64(&bytes, index * 8))
-            .collect();
-        // Unchanged from before the copy to after it: the copy is whole.
-        if cells[0] == before && before == after {
-            match read_shared(&cells).map_err(ReadError::Damaged)? {
-                SharedReading::Empty => return Ok(None),
-                SharedReading::Written(exemplar) => return Ok(Some(exemplar)),
-                SharedReading::Busy => {}
-            }
+        file.read_exact_at(&mut after, slot_at as u64)
+            .map_err(damaged)?;
+        for (index, cell) in cells.iter_mut().enumerate() {
+            *cell = le_u64(&bytes, index * 8);
         }
-        before = after;
-    }
-    Ok(None)
+        Ok(u64::from_le_bytes(after))
+    };
+    read_slot(
+        copied[0],
+        copied.len(),
+        SLOT_READ_ATTEMPTS,
+        copy,
+        ReadError::Damaged,
+    )
 }
 
 /// One record's series and the offset of its cells in the record, or None

@@ -15,11 +15,24 @@
 //! process forked while a scrape held a lock would find that lock held forever
 //! in the child.
 
+#[cfg(not(loom))]
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+// The model checker's atomics and lock under `--cfg loom` (`make loom`), which
+// runs this map's publication and growth through every interleaving.
+#[cfg(loom)]
+use loom::sync::{
+    atomic::{AtomicPtr, AtomicUsize},
+    Mutex,
+};
+#[cfg(not(loom))]
+use std::sync::{
+    atomic::{AtomicPtr, AtomicUsize},
+    Mutex,
+};
 
 use foldhash::fast::FixedState;
 
@@ -224,8 +237,16 @@ fn hash_labels(seed: u64, labels: &[&str]) -> u64 {
 
 /// A seed no client can know: std's `RandomState` is keyed from the operating
 /// system's randomness, and hashing a constant with it draws a fresh `u64`.
+#[cfg(not(loom))]
 fn random_seed() -> u64 {
     RandomState::new().hash_one(0x9e37_79b9_7f4a_7c15_u64)
+}
+
+/// A fixed seed in the models: loom replays each execution, which must take
+/// the same path every time.
+#[cfg(loom)]
+fn random_seed() -> u64 {
+    0x9e37_79b9_7f4a_7c15
 }
 
 impl<V> Default for LabelMap<V> {
@@ -363,10 +384,11 @@ impl<V> LabelMap<V> {
 
 impl<V> Drop for LabelMap<V> {
     fn drop(&mut self) {
-        let state = self
+        // A lock nobody else can hold (`&mut self`); loom's mutex has no `get_mut`.
+        let mut state = self
             .writer
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // SAFETY: `&mut self` means no reader holds a reference; each pointer came
         // from `Box::leak` and is freed exactly once here: entries through the
         // current order list, which lists each of them once.
@@ -384,7 +406,7 @@ impl<V> Drop for LabelMap<V> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
@@ -542,5 +564,183 @@ mod tests {
                 Some(i)
             );
         }
+    }
+}
+
+/// Models of the map's lock-free publication and growth (`make loom`): loom
+/// runs each through every interleaving of its threads (up to a bound of
+/// preemptions) and lets every load see any value the memory model allows,
+/// so a publication with too weak an ordering shows as a reader that finds a
+/// half-made entry or loses one.
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use loom::cell::UnsafeCell;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Runs `test` under loom, with at most three preemptions per execution
+    /// (loom's advice: most concurrency bugs need fewer); returns how many
+    /// executions it explored.
+    fn model(test: impl Fn() + Sync + Send + 'static) -> usize {
+        static EXECUTIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        EXECUTIONS.store(0, Ordering::Relaxed);
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(move || {
+            EXECUTIONS.fetch_add(1, Ordering::Relaxed);
+            test();
+        });
+        EXECUTIONS.load(Ordering::Relaxed)
+    }
+
+    /// A series' stand-in: a value written when the entry is made, in a cell
+    /// loom watches, so a reader that reaches an entry without the writer's
+    /// writes happening before its read fails the model.
+    struct Value(UnsafeCell<u64>);
+
+    // SAFETY: written once, when made, before the entry is published; read after.
+    unsafe impl Sync for Value {}
+
+    impl Value {
+        fn of(name: &str) -> Self {
+            Value(UnsafeCell::new(u64::from(name.as_bytes()[0])))
+        }
+
+        fn get(&self) -> u64 {
+            // SAFETY: no `&mut` access exists after the entry is made.
+            self.0.with(|value| unsafe { *value })
+        }
+    }
+
+    /// A map holding `count` label sets ("0", "1", ...).
+    fn map_of(count: usize) -> Arc<LabelMap<Value>> {
+        let map = Arc::new(LabelMap::new());
+        for index in 0..count {
+            let name = char::from(b'0' + index as u8).to_string();
+            map.get_or_insert_with(&[&name], || Value::of(&name));
+        }
+        map
+    }
+
+    fn check(entry: &Entry<Value>) {
+        assert_eq!(entry.value.get(), u64::from(entry.label(0).as_bytes()[0]));
+    }
+
+    /// How many executions of a model had the reader find "a" and "b" (index
+    /// 2), one of them (1), or neither (0): a model that never reached one of
+    /// the outcomes would check nothing there.
+    static FOUND: [std::sync::atomic::AtomicUsize; 3] = [
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+    ];
+
+    /// Two writers add "a" and "b" to a map of `before` label sets while a
+    /// reader looks both up and copies the list: whatever it finds is whole.
+    ///
+    /// The spawned writer starts before the reader, and the main thread
+    /// writes first: loom 0.7 misses interleavings where a thread loads a
+    /// location it then stores after another thread loaded it (tokio-rs/loom
+    /// issues 166 and 392), and in this order each of the reader's loads
+    /// comes after the stores it races with in loom's first execution, from
+    /// which it explores the reader earlier.
+    fn writers_and_a_reader(before: usize) {
+        let map = map_of(before);
+        let writer = {
+            let map = Arc::clone(&map);
+            thread::spawn(move || {
+                let entry = map.get_or_insert_with(&["b"], || Value::of("b"));
+                assert_eq!(entry.label(0), "b");
+                check(entry);
+            })
+        };
+        let reader = {
+            let map = Arc::clone(&map);
+            thread::spawn(move || {
+                let mut found = 0;
+                for name in ["a", "b"] {
+                    if let Some(entry) = map.get(&[name]) {
+                        assert_eq!(entry.label(0), name);
+                        check(entry);
+                        found += 1;
+                    }
+                }
+                let listed = map.snapshot();
+                assert!(listed.len() >= before && listed.len() <= before + 2);
+                listed.into_iter().for_each(check);
+                FOUND[found].fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        let entry = map.get_or_insert_with(&["a"], || Value::of("a"));
+        check(entry);
+        writer.join().unwrap();
+        reader.join().unwrap();
+        assert_eq!(map.len(), before + 2);
+        for name in ["a", "b"] {
+            check(map.get(&[name]).unwrap());
+        }
+    }
+
+    /// Runs [`writers_and_a_reader`] under loom; checks that the reader saw
+    /// each outcome in some execution.
+    fn explore_writers_and_a_reader(before: usize) {
+        for found in &FOUND {
+            found.store(0, Ordering::Relaxed);
+        }
+        let executions = model(move || writers_and_a_reader(before));
+        let found: Vec<usize> = FOUND
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .collect();
+        assert!(
+            found.iter().all(|count| *count > 0),
+            "{executions} executions: {found:?}"
+        );
+    }
+
+    #[test]
+    fn loom_an_insert_is_seen_whole_or_not_at_all() {
+        explore_writers_and_a_reader(2);
+    }
+
+    #[test]
+    fn loom_a_table_growing_under_a_reader_loses_no_entry() {
+        // The ninth label set makes the 16-cell table grow to 32.
+        explore_writers_and_a_reader(7);
+    }
+
+    #[test]
+    fn loom_an_order_list_growing_under_a_reader_loses_no_entry() {
+        // The seventeenth fills the 16-cell order list (and grows the table).
+        explore_writers_and_a_reader(15);
+    }
+
+    #[test]
+    fn loom_racing_inserts_of_one_label_set_make_one_entry() {
+        model(|| {
+            let map = map_of(1);
+            let made = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
+            let racers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (map, made) = (Arc::clone(&map), Arc::clone(&made));
+                    thread::spawn(move || {
+                        let entry = map.get_or_insert_with(&["same"], || {
+                            made.fetch_add(1, Ordering::Relaxed);
+                            Value::of("same")
+                        });
+                        check(entry);
+                        std::ptr::from_ref(entry) as usize
+                    })
+                })
+                .collect();
+            let entries: Vec<usize> = racers
+                .into_iter()
+                .map(|racer| racer.join().unwrap())
+                .collect();
+            assert_eq!(entries[0], entries[1]);
+            assert_eq!(made.load(Ordering::Relaxed), 1);
+            assert_eq!(map.len(), 2);
+        });
     }
 }
