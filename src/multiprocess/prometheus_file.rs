@@ -512,15 +512,29 @@ mod tests {
         );
     }
 
+    /// A folder of its own for one test.
+    fn scratch_directory() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!(
+            "gwm-prom-{}-{:x}",
+            std::process::id(),
+            random_identity()
+        ))
+    }
+
+    /// A duration series of gpt-4o.
+    fn duration_series() -> SeriesDescription<'static> {
+        SeriesDescription {
+            family: DURATION,
+            labels: &["gpt-4o", "chat", "openai"],
+            created: 0.0,
+        }
+    }
+
     #[test]
     fn series_of_more_cells_than_samples_have_no_place_here() {
         use crate::schema::family::LATENCY_BOUNDS;
         use crate::schema::native::NativeConfig;
-        let directory = std::env::temp_dir().join(format!(
-            "gwm-prom-native-{}-{:x}",
-            std::process::id(),
-            random_identity()
-        ));
+        let directory = scratch_directory();
         let native =
             Schema::with_options(&LATENCY_BOUNDS, &[], Some(NativeConfig::DEFAULT)).unwrap();
         let error = PrometheusFiles::create(&directory, Arc::new(native))
@@ -529,12 +543,7 @@ mod tests {
         assert!(error.to_string().contains("native histograms"), "{error}");
         let schema = Arc::new(Schema::default());
         let mut files = PrometheusFiles::create(&directory, Arc::clone(&schema)).unwrap();
-        let labels = ["gpt-4o", "chat", "openai"];
-        let series = SeriesDescription {
-            family: DURATION,
-            labels: &labels,
-            created: 0.0,
-        };
+        let series = duration_series();
         let cells = schema.family(DURATION).cells();
         assert!(SharedCells::append_series(&mut files, &series, cells + 1).is_err());
         assert!(SharedCells::append_series(&mut files, &series, cells).is_ok());
@@ -543,20 +552,11 @@ mod tests {
 
     #[test]
     fn a_histograms_cells_lie_one_stride_apart_and_read_back() {
-        let directory = std::env::temp_dir().join(format!(
-            "gwm-prom-{}-{:x}",
-            std::process::id(),
-            random_identity()
-        ));
+        let directory = scratch_directory();
         let schema = Arc::new(Schema::default());
         let cells = schema.family(DURATION).cells();
         let mut files = PrometheusFiles::create(&directory, Arc::clone(&schema)).unwrap();
-        let labels = ["gpt-4o", "chat", "openai"];
-        let series = SeriesDescription {
-            family: DURATION,
-            labels: &labels,
-            created: 0.0,
-        };
+        let series = duration_series();
         let (first, stride) = files.append_series(&series).unwrap();
         assert_eq!(stride % 8, 0);
         // SAFETY: twelve cells, `stride` apart, in the mapped file.
@@ -573,7 +573,7 @@ mod tests {
         let histograms = directory.join(files.histograms.path.file_name().unwrap());
         let read = read_file(&histograms, &schema).unwrap();
         assert_eq!(read.len(), 1);
-        assert_eq!(read[0].labels, labels);
+        assert_eq!(read[0].labels, series.labels);
         let mut expected = vec![0; cells];
         expected[3] = 2;
         expected[cells - 1] = 0.75_f64.to_bits();
