@@ -13,10 +13,15 @@
 //! A descriptor is opened and registered under a gate that `fork()` also takes
 //! (in the prepare handler, released in both processes after it): a fork never
 //! falls between the two, when the child would keep a descriptor the registry
-//! does not list yet, and with it a lock taken through it afterwards.
+//! does not list yet, and with it a lock taken through it afterwards. It is
+//! unregistered and closed under the same gate: a fork between the two would
+//! give the child an open descriptor the registry no longer lists, holding the
+//! lock after the parent let it go (a scrape's directory lock, which then
+//! blocked compaction for as long as the child lived).
 
 use std::cell::UnsafeCell;
 use std::fs::File;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Once;
@@ -93,7 +98,8 @@ pub fn epoch() -> u64 {
 /// A file whose descriptor a forked child gives up (pointed at `/dev/null`), so
 /// that the locks held through it stay the parent's alone.
 pub struct ParentOnlyFile {
-    file: File,
+    /// Closed in `drop`, under the fork gate.
+    file: ManuallyDrop<File>,
     entry: Option<usize>,
 }
 
@@ -111,7 +117,10 @@ impl ParentOnlyFile {
                     .compare_exchange(FREE, fd, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
             });
-            ParentOnlyFile { file, entry }
+            ParentOnlyFile {
+                file: ManuallyDrop::new(file),
+                entry,
+            }
         });
         open_gate();
         registered
@@ -125,12 +134,16 @@ impl ParentOnlyFile {
 
 impl Drop for ParentOnlyFile {
     fn drop(&mut self) {
+        close_gate();
         if let Some(entry) = self.entry {
             // Cleared already in a child that detached it.
             let fd = self.file.as_raw_fd();
             let _ =
                 PARENT_ONLY[entry].compare_exchange(fd, FREE, Ordering::AcqRel, Ordering::Acquire);
         }
+        // SAFETY: the file is dropped once, here, and not used after.
+        unsafe { ManuallyDrop::drop(&mut self.file) };
+        open_gate();
     }
 }
 

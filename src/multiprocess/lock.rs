@@ -31,7 +31,7 @@ pub enum Access {
 
 /// A held directory lock, released when dropped (and never inherited by a forked child).
 pub struct DirectoryLock {
-    _file: ParentOnlyFile,
+    file: ParentOnlyFile,
 }
 
 impl DirectoryLock {
@@ -68,7 +68,7 @@ impl DirectoryLock {
         loop {
             // SAFETY: a valid descriptor; LOCK_NB makes the call return at once.
             if unsafe { libc::flock(file.file().as_raw_fd(), operation) } == 0 {
-                return Ok(DirectoryLock { _file: file });
+                return Ok(DirectoryLock { file });
             }
             let error = io::Error::last_os_error();
             if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
@@ -88,6 +88,16 @@ impl DirectoryLock {
             thread::sleep(pause.min(wait.checked_sub(waited).unwrap()));
             pause = (pause * 2).min(Duration::from_millis(20));
         }
+    }
+}
+
+impl Drop for DirectoryLock {
+    fn drop(&mut self) {
+        // Unlocks the open file description itself, before its descriptor is
+        // closed: a copy of the descriptor anywhere (a child forked by code
+        // that bypassed the fork handlers) then holds nothing.
+        // SAFETY: the descriptor is open until `file` is dropped, after this.
+        unsafe { libc::flock(self.file.file().as_raw_fd(), libc::LOCK_UN) };
     }
 }
 
