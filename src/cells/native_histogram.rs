@@ -59,6 +59,31 @@ pub struct NativeSnapshot {
 }
 
 impl NativeSnapshot {
+    /// The buckets as the wire formats carry them: spans `(offset, length)` of
+    /// consecutive indexes (the first offset from 0, the others from the end of
+    /// the span before), and each bucket's count as the change from the one before.
+    pub fn spans_and_deltas(&self) -> (Vec<(i32, u32)>, Vec<i64>) {
+        let mut spans: Vec<(i32, u32)> = Vec::new();
+        let mut deltas = Vec::with_capacity(self.buckets.len());
+        let mut previous: Option<(i32, u64)> = None;
+        for &(index, count) in &self.buckets {
+            match previous {
+                Some((last, _)) if index == last + 1 => {
+                    if let Some(span) = spans.last_mut() {
+                        span.1 += 1;
+                    }
+                }
+                Some((last, _)) => spans.push((index - last - 1, 1)),
+                None => spans.push((index, 1)),
+            }
+            let before = previous.map_or(0, |(_, count)| count);
+            #[allow(clippy::cast_possible_wrap)] // Counts stay far below 2^63.
+            deltas.push(count as i64 - before as i64);
+            previous = Some((index, count));
+        }
+        (spans, deltas)
+    }
+
     /// Every observation: the zero bucket's and the others'.
     pub fn count(&self) -> u64 {
         self.buckets
@@ -465,6 +490,19 @@ fn span(buckets: &[(i32, u64)]) -> usize {
 mod tests {
     use super::*;
     use crate::schema::native::MIN_BUCKETS;
+
+    #[test]
+    fn spans_cover_runs_and_deltas_follow_counts() {
+        let snapshot = NativeSnapshot {
+            schema: 0,
+            zero_threshold: 0.0,
+            zero_count: 0,
+            buckets: vec![(-2, 1), (-1, 3), (2, 2), (3, 2), (10, 1)],
+        };
+        let (spans, deltas) = snapshot.spans_and_deltas();
+        assert_eq!(spans, [(-2, 2), (2, 2), (6, 1)]);
+        assert_eq!(deltas, [1, 2, -1, 0, -1]);
+    }
 
     fn cells(config: &NativeConfig) -> (Vec<AtomicU64>, NativeCells) {
         let storage: Vec<AtomicU64> = (0..config.cells()).map(|_| AtomicU64::new(0)).collect();

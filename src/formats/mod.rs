@@ -15,3 +15,4 @@ pub mod protobuf;
 pub mod remote_write;
 pub mod snapshot;
 pub mod text;
+pub mod wire;

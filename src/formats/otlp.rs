@@ -19,271 +19,55 @@
 
 use prost::Message;
 
+use crate::formats::wire::opentelemetry::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use crate::formats::wire::opentelemetry::proto::common::v1::{
+    any_value, AnyValue, InstrumentationScope, KeyValue,
+};
+use crate::formats::wire::opentelemetry::proto::metrics::v1::exponential_histogram_data_point::Buckets as ExponentialBuckets;
+use crate::formats::wire::opentelemetry::proto::metrics::v1::{
+    exemplar, metric, number_data_point, AggregationTemporality, Exemplar as OtlpExemplar,
+    ExponentialHistogram, ExponentialHistogramDataPoint, Histogram, HistogramDataPoint, Metric,
+    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+};
+use crate::formats::wire::opentelemetry::proto::resource::v1::Resource;
+
 use crate::cells::exemplar::Exemplar;
 use crate::cells::native_histogram::NativeSnapshot;
 use crate::schema::family::FamilyDesc;
 use crate::schema::semconv::Convention;
 use crate::store::visit::{Reading, SeriesView, SeriesVisitor};
 
-/// `opentelemetry.proto.common.v1.AnyValue`, as strings only.
-#[derive(Clone, PartialEq, Message)]
-pub struct AnyValue {
-    /// The value.
-    #[prost(string, tag = "1")]
-    pub string_value: String,
-}
+/// `AGGREGATION_TEMPORALITY_CUMULATIVE`.
+const CUMULATIVE: i32 = AggregationTemporality::Cumulative as i32;
 
-/// `opentelemetry.proto.common.v1.KeyValue`.
-#[derive(Clone, PartialEq, Message)]
-pub struct KeyValue {
-    /// The attribute's name.
-    #[prost(string, tag = "1")]
-    pub key: String,
-    /// Its value.
-    #[prost(message, optional, tag = "2")]
-    pub value: Option<AnyValue>,
-}
-
-impl KeyValue {
-    /// A string attribute.
-    pub fn new(key: &str, value: &str) -> Self {
-        KeyValue {
-            key: key.to_owned(),
-            value: Some(AnyValue {
-                string_value: value.to_owned(),
-            }),
-        }
+/// A string attribute.
+fn key_value(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
+        ..KeyValue::default()
     }
 }
 
-/// `opentelemetry.proto.resource.v1.Resource`.
-#[derive(Clone, PartialEq, Message)]
-pub struct Resource {
-    /// What produced the metrics: `service.name` and the like.
-    #[prost(message, repeated, tag = "1")]
-    pub attributes: Vec<KeyValue>,
+/// One family's points, of the one kind its series have.
+#[derive(Default)]
+struct Points {
+    sum: Option<Sum>,
+    histogram: Option<Histogram>,
+    exponential: Option<ExponentialHistogram>,
 }
 
-/// `opentelemetry.proto.common.v1.InstrumentationScope`.
-#[derive(Clone, PartialEq, Message)]
-pub struct InstrumentationScope {
-    /// The library that recorded them.
-    #[prost(string, tag = "1")]
-    pub name: String,
-    /// Its version.
-    #[prost(string, tag = "2")]
-    pub version: String,
+impl Points {
+    /// The metric's data, if it has points.
+    fn data(self) -> Option<metric::Data> {
+        self.sum
+            .map(metric::Data::Sum)
+            .or(self.histogram.map(metric::Data::Histogram))
+            .or(self.exponential.map(metric::Data::ExponentialHistogram))
+    }
 }
-
-/// `opentelemetry.proto.metrics.v1.Exemplar`.
-#[derive(Clone, PartialEq, Message)]
-pub struct OtlpExemplar {
-    /// Its labels besides the trace and span ids.
-    #[prost(message, repeated, tag = "7")]
-    pub filtered_attributes: Vec<KeyValue>,
-    /// When it was observed, in nanoseconds since the Unix epoch.
-    #[prost(fixed64, tag = "2")]
-    pub time_unix_nano: u64,
-    /// The observed value.
-    #[prost(double, tag = "3")]
-    pub as_double: f64,
-    /// The span's id, 8 bytes (empty when none).
-    #[prost(bytes = "vec", tag = "4")]
-    pub span_id: Vec<u8>,
-    /// The trace's id, 16 bytes (empty when none).
-    #[prost(bytes = "vec", tag = "5")]
-    pub trace_id: Vec<u8>,
-}
-
-/// `opentelemetry.proto.metrics.v1.NumberDataPoint`.
-#[derive(Clone, PartialEq, Message)]
-pub struct NumberDataPoint {
-    /// The series' labels.
-    #[prost(message, repeated, tag = "7")]
-    pub attributes: Vec<KeyValue>,
-    /// When the series was created.
-    #[prost(fixed64, tag = "2")]
-    pub start_time_unix_nano: u64,
-    /// Now.
-    #[prost(fixed64, tag = "3")]
-    pub time_unix_nano: u64,
-    /// A float sum's value.
-    #[prost(double, optional, tag = "4")]
-    pub as_double: Option<f64>,
-    /// A count's value.
-    #[prost(sfixed64, optional, tag = "6")]
-    pub as_int: Option<i64>,
-}
-
-/// `opentelemetry.proto.metrics.v1.Sum`.
-#[derive(Clone, PartialEq, Message)]
-pub struct Sum {
-    /// One point per series.
-    #[prost(message, repeated, tag = "1")]
-    pub data_points: Vec<NumberDataPoint>,
-    /// Always cumulative (2).
-    #[prost(int32, tag = "2")]
-    pub aggregation_temporality: i32,
-    /// Always: counters only go up.
-    #[prost(bool, tag = "3")]
-    pub is_monotonic: bool,
-}
-
-/// `opentelemetry.proto.metrics.v1.HistogramDataPoint`.
-#[derive(Clone, PartialEq, Message)]
-pub struct HistogramDataPoint {
-    /// The series' labels.
-    #[prost(message, repeated, tag = "9")]
-    pub attributes: Vec<KeyValue>,
-    /// When the series was created.
-    #[prost(fixed64, tag = "2")]
-    pub start_time_unix_nano: u64,
-    /// Now.
-    #[prost(fixed64, tag = "3")]
-    pub time_unix_nano: u64,
-    /// Every observation.
-    #[prost(fixed64, tag = "4")]
-    pub count: u64,
-    /// Their sum.
-    #[prost(double, optional, tag = "5")]
-    pub sum: Option<f64>,
-    /// Observations per bucket (not cumulative), one more than the bounds.
-    #[prost(fixed64, repeated, tag = "6")]
-    pub bucket_counts: Vec<u64>,
-    /// The buckets' upper bounds, `+Inf` implied.
-    #[prost(double, repeated, tag = "7")]
-    pub explicit_bounds: Vec<f64>,
-    /// The buckets' last exemplars.
-    #[prost(message, repeated, tag = "8")]
-    pub exemplars: Vec<OtlpExemplar>,
-}
-
-/// `opentelemetry.proto.metrics.v1.Histogram`.
-#[derive(Clone, PartialEq, Message)]
-pub struct Histogram {
-    /// One point per series.
-    #[prost(message, repeated, tag = "1")]
-    pub data_points: Vec<HistogramDataPoint>,
-    /// Always cumulative (2).
-    #[prost(int32, tag = "2")]
-    pub aggregation_temporality: i32,
-}
-
-/// `ExponentialHistogramDataPoint.Buckets`: consecutive buckets from an offset.
-#[derive(Clone, PartialEq, Message)]
-pub struct ExponentialBuckets {
-    /// The first bucket's index.
-    #[prost(sint32, tag = "1")]
-    pub offset: i32,
-    /// Each bucket's count, from `offset` on.
-    #[prost(uint64, repeated, tag = "2")]
-    pub bucket_counts: Vec<u64>,
-}
-
-/// `opentelemetry.proto.metrics.v1.ExponentialHistogramDataPoint`.
-#[derive(Clone, PartialEq, Message)]
-pub struct ExponentialHistogramDataPoint {
-    /// The series' labels.
-    #[prost(message, repeated, tag = "1")]
-    pub attributes: Vec<KeyValue>,
-    /// When the series was created.
-    #[prost(fixed64, tag = "2")]
-    pub start_time_unix_nano: u64,
-    /// Now.
-    #[prost(fixed64, tag = "3")]
-    pub time_unix_nano: u64,
-    /// Every observation.
-    #[prost(fixed64, tag = "4")]
-    pub count: u64,
-    /// Their sum.
-    #[prost(double, optional, tag = "5")]
-    pub sum: Option<f64>,
-    /// The resolution: bucket bounds a factor `2^(2^-scale)` apart.
-    #[prost(sint32, tag = "6")]
-    pub scale: i32,
-    /// Observations in the zero bucket.
-    #[prost(fixed64, tag = "7")]
-    pub zero_count: u64,
-    /// The positive buckets.
-    #[prost(message, optional, tag = "8")]
-    pub positive: Option<ExponentialBuckets>,
-    /// The buckets' last exemplars.
-    #[prost(message, repeated, tag = "11")]
-    pub exemplars: Vec<OtlpExemplar>,
-    /// The zero bucket's width.
-    #[prost(double, tag = "14")]
-    pub zero_threshold: f64,
-}
-
-/// `opentelemetry.proto.metrics.v1.ExponentialHistogram`.
-#[derive(Clone, PartialEq, Message)]
-pub struct ExponentialHistogram {
-    /// One point per series.
-    #[prost(message, repeated, tag = "1")]
-    pub data_points: Vec<ExponentialHistogramDataPoint>,
-    /// Always cumulative (2).
-    #[prost(int32, tag = "2")]
-    pub aggregation_temporality: i32,
-}
-
-/// `opentelemetry.proto.metrics.v1.Metric`, of the kinds this encoder writes.
-#[derive(Clone, PartialEq, Message)]
-pub struct Metric {
-    /// The metric's name.
-    #[prost(string, tag = "1")]
-    pub name: String,
-    /// Its help text.
-    #[prost(string, tag = "2")]
-    pub description: String,
-    /// Its unit (UCUM): `s` for durations.
-    #[prost(string, tag = "3")]
-    pub unit: String,
-    /// A counter's points.
-    #[prost(message, optional, tag = "7")]
-    pub sum: Option<Sum>,
-    /// A histogram's points.
-    #[prost(message, optional, tag = "9")]
-    pub histogram: Option<Histogram>,
-    /// A histogram's points, when it keeps native histograms.
-    #[prost(message, optional, tag = "10")]
-    pub exponential_histogram: Option<ExponentialHistogram>,
-}
-
-/// `opentelemetry.proto.metrics.v1.ScopeMetrics`.
-#[derive(Clone, PartialEq, Message)]
-pub struct ScopeMetrics {
-    /// The library that recorded them.
-    #[prost(message, optional, tag = "1")]
-    pub scope: Option<InstrumentationScope>,
-    /// One per family with series.
-    #[prost(message, repeated, tag = "2")]
-    pub metrics: Vec<Metric>,
-    /// The semantic conventions the names follow, if any.
-    #[prost(string, tag = "3")]
-    pub schema_url: String,
-}
-
-/// `opentelemetry.proto.metrics.v1.ResourceMetrics`.
-#[derive(Clone, PartialEq, Message)]
-pub struct ResourceMetrics {
-    /// What produced them.
-    #[prost(message, optional, tag = "1")]
-    pub resource: Option<Resource>,
-    /// Its one scope.
-    #[prost(message, repeated, tag = "2")]
-    pub scope_metrics: Vec<ScopeMetrics>,
-}
-
-/// `opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest`.
-#[derive(Clone, PartialEq, Message)]
-pub struct ExportMetricsServiceRequest {
-    /// The one resource.
-    #[prost(message, repeated, tag = "1")]
-    pub resource_metrics: Vec<ResourceMetrics>,
-}
-
-/// `AGGREGATION_TEMPORALITY_CUMULATIVE`.
-const CUMULATIVE: i32 = 2;
 
 /// Nanoseconds since the Unix epoch of `seconds` (0 before it).
 fn nanos(seconds: f64) -> u64 {
@@ -308,11 +92,9 @@ fn id_bytes(hex: &str, length: usize) -> Option<Vec<u8>> {
 /// An exemplar as OTLP carries it.
 fn otlp_exemplar(exemplar: &Exemplar) -> OtlpExemplar {
     let mut converted = OtlpExemplar {
-        filtered_attributes: Vec::new(),
         time_unix_nano: nanos(exemplar.timestamp),
-        as_double: exemplar.value,
-        span_id: Vec::new(),
-        trace_id: Vec::new(),
+        value: Some(exemplar::Value::AsDouble(exemplar.value)),
+        ..OtlpExemplar::default()
     };
     for (name, value) in &exemplar.labels {
         let id = match name.as_str() {
@@ -325,9 +107,7 @@ fn otlp_exemplar(exemplar: &Exemplar) -> OtlpExemplar {
             _ => None,
         };
         if id.is_none() {
-            converted
-                .filtered_attributes
-                .push(KeyValue::new(name, value));
+            converted.filtered_attributes.push(key_value(name, value));
         }
     }
     converted
@@ -375,11 +155,12 @@ impl OtlpEncoder {
             convention,
             resource: resource
                 .iter()
-                .map(|(key, value)| KeyValue::new(key, value))
+                .map(|(key, value)| key_value(key, value))
                 .collect(),
             scope: InstrumentationScope {
                 name: scope.0.to_owned(),
                 version: scope.1.to_owned(),
+                ..InstrumentationScope::default()
             },
             now: nanos(now),
             metrics: Vec::new(),
@@ -392,12 +173,14 @@ impl OtlpEncoder {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(Resource {
                     attributes: self.resource,
+                    ..Resource::default()
                 }),
                 scope_metrics: vec![ScopeMetrics {
                     scope: Some(self.scope),
                     metrics: self.metrics,
                     schema_url: self.convention.schema_url().to_owned(),
                 }],
+                ..ResourceMetrics::default()
             }],
         }
         .encode_to_vec()
@@ -410,7 +193,7 @@ impl OtlpEncoder {
         family: &FamilyDesc,
         view: &SeriesView<'_>,
         attributes: Vec<KeyValue>,
-        metric: &mut Metric,
+        points: &mut Points,
     ) {
         let Reading::Histogram(snapshot) = &view.reading else {
             return;
@@ -423,8 +206,8 @@ impl OtlpEncoder {
             .collect();
         let start = nanos(view.created);
         if let Some(native) = &snapshot.native {
-            let points = metric
-                .exponential_histogram
+            let points = points
+                .exponential
                 .get_or_insert_with(|| ExponentialHistogram {
                     data_points: Vec::new(),
                     aggregation_temporality: CUMULATIVE,
@@ -440,6 +223,7 @@ impl OtlpEncoder {
                 positive: exponential_buckets(native),
                 exemplars,
                 zero_threshold: native.zero_threshold,
+                ..ExponentialHistogramDataPoint::default()
             });
             return;
         }
@@ -453,7 +237,7 @@ impl OtlpEncoder {
                 count
             })
             .collect();
-        let points = metric.histogram.get_or_insert_with(|| Histogram {
+        let points = points.histogram.get_or_insert_with(|| Histogram {
             data_points: Vec::new(),
             aggregation_temporality: CUMULATIVE,
         });
@@ -469,6 +253,7 @@ impl OtlpEncoder {
                 .as_ref()
                 .map_or_else(Vec::new, |buckets| buckets.bounds().to_vec()),
             exemplars,
+            ..HistogramDataPoint::default()
         });
     }
 }
@@ -480,27 +265,20 @@ impl SeriesVisitor for OtlpEncoder {
         series: impl Iterator<Item = SeriesView<'a>>,
     ) {
         let (name, unit) = self.convention.otlp_metric(desc);
-        let mut metric = Metric {
-            name: name.to_owned(),
-            description: desc.help.to_owned(),
-            unit: unit.to_owned(),
-            sum: None,
-            histogram: None,
-            exponential_histogram: None,
-        };
+        let mut points = Points::default();
         for view in series {
             let attributes = desc
                 .label_names
                 .iter()
                 .zip(view.labels.iter())
-                .map(|(label, value)| KeyValue::new(self.convention.attribute(label), value))
+                .map(|(label, value)| key_value(self.convention.attribute(label), value))
                 .collect();
-            let (as_int, as_double) = match view.reading {
+            let value = match view.reading {
                 #[allow(clippy::cast_possible_wrap)] // Counts stay far below 2^63.
-                Reading::Count(count) => (Some(count as i64), None),
-                Reading::Sum(sum) => (None, Some(sum)),
+                Reading::Count(count) => number_data_point::Value::AsInt(count as i64),
+                Reading::Sum(sum) => number_data_point::Value::AsDouble(sum),
                 Reading::Histogram(_) => {
-                    self.histogram_point(desc, &view, attributes, &mut metric);
+                    self.histogram_point(desc, &view, attributes, &mut points);
                     continue;
                 }
             };
@@ -508,10 +286,10 @@ impl SeriesVisitor for OtlpEncoder {
                 attributes,
                 start_time_unix_nano: nanos(view.created),
                 time_unix_nano: self.now,
-                as_double,
-                as_int,
+                value: Some(value),
+                ..NumberDataPoint::default()
             };
-            metric
+            points
                 .sum
                 .get_or_insert_with(|| Sum {
                     data_points: Vec::new(),
@@ -521,11 +299,14 @@ impl SeriesVisitor for OtlpEncoder {
                 .data_points
                 .push(point);
         }
-        if metric.sum.is_some()
-            || metric.histogram.is_some()
-            || metric.exponential_histogram.is_some()
-        {
-            self.metrics.push(metric);
+        if let Some(data) = points.data() {
+            self.metrics.push(Metric {
+                name: name.to_owned(),
+                description: desc.help.to_owned(),
+                unit: unit.to_owned(),
+                data: Some(data),
+                ..Metric::default()
+            });
         }
     }
 }
@@ -554,7 +335,7 @@ mod tests {
             converted.span_id,
             [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]
         );
-        assert_eq!(converted.filtered_attributes, [KeyValue::new("user", "u1")]);
+        assert_eq!(converted.filtered_attributes, [key_value("user", "u1")]);
         assert_eq!(converted.time_unix_nano, 1_500_000_000);
         // Not an id: kept as an attribute.
         let odd = Exemplar {
@@ -566,7 +347,7 @@ mod tests {
         assert!(converted.trace_id.is_empty());
         assert_eq!(
             converted.filtered_attributes,
-            [KeyValue::new("trace_id", "abc")]
+            [key_value("trace_id", "abc")]
         );
     }
 

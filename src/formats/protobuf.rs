@@ -11,9 +11,15 @@
 //! samples become the messages' created timestamps.
 
 use prost::Message;
+use prost_types::Timestamp;
 
 use crate::cells::exemplar::Exemplar;
 use crate::cells::histogram::HistogramSnapshot;
+use crate::formats::wire::io::prometheus::client::{
+    Bucket, BucketSpan, Counter, Exemplar as ProtoExemplar, Histogram, LabelPair, Metric,
+    MetricFamily, MetricType,
+};
+use crate::formats::wire::present;
 use crate::schema::family::{FamilyDesc, FamilyKind};
 use crate::schema::semconv::{Charset, Convention};
 use crate::store::visit::{Reading, SeriesView, SeriesVisitor};
@@ -22,148 +28,10 @@ use crate::store::visit::{Reading, SeriesView, SeriesVisitor};
 pub const CONTENT_TYPE: &str =
     "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
 
-/// `io.prometheus.client.LabelPair`.
-#[derive(Clone, PartialEq, Message)]
-pub struct LabelPair {
-    /// The label name.
-    #[prost(string, tag = "1")]
-    pub name: String,
-    /// The label value.
-    #[prost(string, tag = "2")]
-    pub value: String,
-}
-
-/// `google.protobuf.Timestamp`.
-#[derive(Clone, PartialEq, Message)]
-pub struct Timestamp {
-    /// Whole seconds since the Unix epoch.
-    #[prost(int64, tag = "1")]
-    pub seconds: i64,
-    /// Nanoseconds past `seconds`.
-    #[prost(int32, tag = "2")]
-    pub nanos: i32,
-}
-
-/// `io.prometheus.client.Counter`.
-#[derive(Clone, PartialEq, Message)]
-pub struct Counter {
-    /// The count or sum.
-    #[prost(double, tag = "1")]
-    pub value: f64,
-    /// When the series was created.
-    #[prost(message, optional, tag = "3")]
-    pub created_timestamp: Option<Timestamp>,
-}
-
-/// `io.prometheus.client.Exemplar`.
-#[derive(Clone, PartialEq, Message)]
-pub struct ProtoExemplar {
-    /// Its labels.
-    #[prost(message, repeated, tag = "1")]
-    pub label: Vec<LabelPair>,
-    /// The observed value.
-    #[prost(double, tag = "2")]
-    pub value: f64,
-    /// When it was observed.
-    #[prost(message, optional, tag = "3")]
-    pub timestamp: Option<Timestamp>,
-}
-
-/// `io.prometheus.client.Bucket`: a classic bucket.
-#[derive(Clone, PartialEq, Message)]
-pub struct Bucket {
-    /// Observations at most `upper_bound`.
-    #[prost(uint64, tag = "1")]
-    pub cumulative_count: u64,
-    /// The bucket's bound.
-    #[prost(double, tag = "2")]
-    pub upper_bound: f64,
-    /// The last exemplar of the bucket.
-    #[prost(message, optional, tag = "3")]
-    pub exemplar: Option<ProtoExemplar>,
-}
-
-/// `io.prometheus.client.BucketSpan`: consecutive native buckets.
-#[derive(Clone, PartialEq, Message)]
-pub struct BucketSpan {
-    /// The first bucket's index, or its gap from the previous span's end.
-    #[prost(sint32, tag = "1")]
-    pub offset: i32,
-    /// How many buckets.
-    #[prost(uint32, tag = "2")]
-    pub length: u32,
-}
-
-/// `io.prometheus.client.Histogram`: classic buckets, and a native histogram.
-#[derive(Clone, PartialEq, Message)]
-pub struct Histogram {
-    /// Every observation.
-    #[prost(uint64, tag = "1")]
-    pub sample_count: u64,
-    /// Their sum.
-    #[prost(double, tag = "2")]
-    pub sample_sum: f64,
-    /// The classic buckets, `+Inf` left out (it is `sample_count`).
-    #[prost(message, repeated, tag = "3")]
-    pub bucket: Vec<Bucket>,
-    /// The native histogram's schema.
-    #[prost(sint32, tag = "5")]
-    pub schema: i32,
-    /// The zero bucket's width.
-    #[prost(double, tag = "6")]
-    pub zero_threshold: f64,
-    /// Observations in the zero bucket.
-    #[prost(uint64, tag = "7")]
-    pub zero_count: u64,
-    /// The native buckets in use, as spans.
-    #[prost(message, repeated, tag = "12")]
-    pub positive_span: Vec<BucketSpan>,
-    /// Each native bucket's count less the previous one's.
-    #[prost(sint64, repeated, tag = "13")]
-    pub positive_delta: Vec<i64>,
-    /// When the series was created.
-    #[prost(message, optional, tag = "15")]
-    pub created_timestamp: Option<Timestamp>,
-    /// The native histogram's exemplars (each with its timestamp).
-    #[prost(message, repeated, tag = "16")]
-    pub exemplars: Vec<ProtoExemplar>,
-}
-
-/// `io.prometheus.client.Metric`: one series.
-#[derive(Clone, PartialEq, Message)]
-pub struct Metric {
-    /// Its labels.
-    #[prost(message, repeated, tag = "1")]
-    pub label: Vec<LabelPair>,
-    /// A counter's value.
-    #[prost(message, optional, tag = "3")]
-    pub counter: Option<Counter>,
-    /// A histogram's values.
-    #[prost(message, optional, tag = "7")]
-    pub histogram: Option<Histogram>,
-}
-
-/// `io.prometheus.client.MetricFamily`.
-#[derive(Clone, PartialEq, Message)]
-pub struct MetricFamily {
-    /// The metric name (a counter's with `_total`).
-    #[prost(string, tag = "1")]
-    pub name: String,
-    /// The help text.
-    #[prost(string, tag = "2")]
-    pub help: String,
-    /// `MetricType`: 0 counter, 4 histogram.
-    #[prost(int32, tag = "3")]
-    pub metric_type: i32,
-    /// Its series.
-    #[prost(message, repeated, tag = "4")]
-    pub metric: Vec<Metric>,
-}
-
 /// `MetricType.COUNTER`.
-const COUNTER: i32 = 0;
+const COUNTER: i32 = MetricType::Counter as i32;
 /// `MetricType.HISTOGRAM`.
-const HISTOGRAM: i32 = 4;
+const HISTOGRAM: i32 = MetricType::Histogram as i32;
 
 /// A Unix time in seconds as a `Timestamp`.
 fn timestamp(seconds: f64) -> Timestamp {
@@ -175,49 +43,25 @@ fn timestamp(seconds: f64) -> Timestamp {
     }
 }
 
+/// A label as the format carries it.
+fn label_pair(name: &str, value: &str) -> LabelPair {
+    LabelPair {
+        name: present(name.to_owned()),
+        value: present(value.to_owned()),
+    }
+}
+
 /// An exemplar as the format carries it.
 fn proto_exemplar(exemplar: &Exemplar) -> ProtoExemplar {
     ProtoExemplar {
         label: exemplar
             .labels
             .iter()
-            .map(|(name, value)| LabelPair {
-                name: name.clone(),
-                value: value.clone(),
-            })
+            .map(|(name, value)| label_pair(name, value))
             .collect(),
-        value: exemplar.value,
+        value: present(exemplar.value),
         timestamp: Some(timestamp(exemplar.timestamp)),
     }
-}
-
-/// The spans and deltas of native buckets (by increasing index).
-pub fn spans_and_deltas(buckets: &[(i32, u64)]) -> (Vec<BucketSpan>, Vec<i64>) {
-    let mut spans: Vec<BucketSpan> = Vec::new();
-    let mut deltas = Vec::with_capacity(buckets.len());
-    let mut previous: Option<(i32, u64)> = None;
-    for (index, count) in buckets {
-        match previous {
-            Some((last, _)) if *index == last + 1 => {
-                if let Some(span) = spans.last_mut() {
-                    span.length += 1;
-                }
-            }
-            Some((last, _)) => spans.push(BucketSpan {
-                offset: index - last - 1,
-                length: 1,
-            }),
-            None => spans.push(BucketSpan {
-                offset: *index,
-                length: 1,
-            }),
-        }
-        let before = previous.map_or(0, |(_, count)| count);
-        #[allow(clippy::cast_possible_wrap)] // Counts stay far below 2^63.
-        deltas.push(*count as i64 - before as i64);
-        previous = Some((*index, *count));
-    }
-    (spans, deltas)
 }
 
 /// Builds the delimited `MetricFamily` messages of a scrape.
@@ -272,38 +116,46 @@ impl ProtobufEncoder {
             .zip(cumulative)
             .enumerate()
             .map(|(index, (bound, count))| Bucket {
-                cumulative_count: *count,
-                upper_bound: *bound,
+                cumulative_count: present(*count),
+                upper_bound: present(*bound),
                 exemplar: exemplar_of(index),
+                ..Bucket::default()
             })
             .collect();
         // The `+Inf` bucket is left out, unless it has an exemplar to carry.
         if let Some(exemplar) = exemplar_of(bounds.len()) {
             bucket.push(Bucket {
-                cumulative_count: cumulative.last().copied().unwrap_or(0),
-                upper_bound: f64::INFINITY,
+                cumulative_count: present(cumulative.last().copied().unwrap_or(0)),
+                upper_bound: Some(f64::INFINITY),
                 exemplar: Some(exemplar),
+                ..Bucket::default()
             });
         }
         let native = snapshot.native.as_ref();
         let mut histogram = Histogram {
-            sample_count: cumulative.last().copied().unwrap_or(0),
-            sample_sum: snapshot.sum,
+            sample_count: present(cumulative.last().copied().unwrap_or(0)),
+            sample_sum: present(snapshot.sum),
             bucket,
             created_timestamp: self.include_created.then(|| timestamp(created)),
             ..Histogram::default()
         };
         if let Some(native) = native {
-            let (spans, deltas) = spans_and_deltas(&native.buckets);
-            histogram.schema = i32::from(native.schema);
-            histogram.zero_threshold = native.zero_threshold;
-            histogram.zero_count = native.zero_count;
+            let (spans, deltas) = native.spans_and_deltas();
+            histogram.schema = present(i32::from(native.schema));
+            histogram.zero_threshold = present(native.zero_threshold);
+            histogram.zero_count = present(native.zero_count);
             // A native histogram without buckets still needs a span, or it
             // reads as a classic one.
             histogram.positive_span = if spans.is_empty() {
                 vec![BucketSpan::default()]
             } else {
                 spans
+                    .into_iter()
+                    .map(|(offset, length)| BucketSpan {
+                        offset: present(offset),
+                        length: present(length),
+                    })
+                    .collect()
             };
             histogram.positive_delta = deltas;
             histogram.exemplars = snapshot
@@ -333,20 +185,17 @@ impl SeriesVisitor for ProtobufEncoder {
             FamilyKind::Histogram => (names.name, HISTOGRAM),
         };
         let mut family = MetricFamily {
-            name,
-            help: desc.help.to_owned(),
-            metric_type,
-            metric: Vec::new(),
+            name: present(name),
+            help: present(desc.help.to_owned()),
+            r#type: present(metric_type),
+            ..MetricFamily::default()
         };
         for view in series {
             let label = names
                 .labels
                 .iter()
                 .zip(view.labels.iter())
-                .map(|(name, value)| LabelPair {
-                    name: name.clone(),
-                    value: (*value).to_owned(),
-                })
+                .map(|(name, value)| label_pair(name, value))
                 .collect();
             let created = self.include_created.then(|| timestamp(view.created));
             let mut metric = Metric {
@@ -356,14 +205,16 @@ impl SeriesVisitor for ProtobufEncoder {
             match view.reading {
                 Reading::Count(count) => {
                     metric.counter = Some(Counter {
-                        value: count as f64,
+                        value: present(count as f64),
                         created_timestamp: created,
+                        ..Counter::default()
                     });
                 }
                 Reading::Sum(sum) => {
                     metric.counter = Some(Counter {
-                        value: sum,
+                        value: present(sum),
                         created_timestamp: created,
+                        ..Counter::default()
                     });
                 }
                 Reading::Histogram(snapshot) => {
@@ -379,29 +230,6 @@ impl SeriesVisitor for ProtobufEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spans_cover_runs_and_deltas_follow_counts() {
-        let (spans, deltas) = spans_and_deltas(&[(-2, 1), (-1, 3), (2, 2), (3, 2), (10, 1)]);
-        assert_eq!(
-            spans,
-            [
-                BucketSpan {
-                    offset: -2,
-                    length: 2
-                },
-                BucketSpan {
-                    offset: 2,
-                    length: 2
-                },
-                BucketSpan {
-                    offset: 6,
-                    length: 1
-                },
-            ]
-        );
-        assert_eq!(deltas, [1, 2, -1, 0, -1]);
-    }
 
     #[test]
     fn timestamps_split_seconds_and_nanoseconds() {

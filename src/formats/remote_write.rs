@@ -14,136 +14,21 @@ use prost::Message;
 
 use crate::cells::exemplar::Exemplar;
 use crate::cells::native_histogram::NativeSnapshot;
-use crate::formats::protobuf::spans_and_deltas;
+use crate::formats::wire::present;
+use crate::formats::wire::prometheus::histogram::{Count, ZeroCount};
+use crate::formats::wire::prometheus::metric_metadata::MetricType;
+use crate::formats::wire::prometheus::{
+    BucketSpan, Exemplar as WriteExemplar, Histogram, Label, MetricMetadata, Sample, TimeSeries,
+    WriteRequest,
+};
 use crate::schema::family::{FamilyDesc, FamilyKind};
 use crate::schema::semconv::{Charset, Convention, PrometheusNames};
 use crate::store::visit::SampleVisitor;
 
-/// `prometheus.Label`.
-#[derive(Clone, PartialEq, Message)]
-pub struct Label {
-    /// The label name.
-    #[prost(string, tag = "1")]
-    pub name: String,
-    /// The label value.
-    #[prost(string, tag = "2")]
-    pub value: String,
-}
-
-/// `prometheus.Sample`.
-#[derive(Clone, PartialEq, Message)]
-pub struct Sample {
-    /// The value.
-    #[prost(double, tag = "1")]
-    pub value: f64,
-    /// Milliseconds since the Unix epoch.
-    #[prost(int64, tag = "2")]
-    pub timestamp: i64,
-}
-
-/// `prometheus.Exemplar`.
-#[derive(Clone, PartialEq, Message)]
-pub struct WriteExemplar {
-    /// Its labels.
-    #[prost(message, repeated, tag = "1")]
-    pub labels: Vec<Label>,
-    /// The observed value.
-    #[prost(double, tag = "2")]
-    pub value: f64,
-    /// Milliseconds since the Unix epoch.
-    #[prost(int64, tag = "3")]
-    pub timestamp: i64,
-}
-
-/// `prometheus.BucketSpan`: consecutive native buckets.
-#[derive(Clone, PartialEq, Message)]
-pub struct WriteBucketSpan {
-    /// The first bucket's index, or its gap from the previous span's end.
-    #[prost(sint32, tag = "1")]
-    pub offset: i32,
-    /// How many buckets.
-    #[prost(uint32, tag = "2")]
-    pub length: u32,
-}
-
-/// `prometheus.Histogram`: a native histogram (integer counts).
-#[derive(Clone, PartialEq, Message)]
-pub struct WriteHistogram {
-    /// Every observation (`count_int`).
-    #[prost(uint64, tag = "1")]
-    pub count_int: u64,
-    /// Their sum.
-    #[prost(double, tag = "3")]
-    pub sum: f64,
-    /// The resolution.
-    #[prost(sint32, tag = "4")]
-    pub schema: i32,
-    /// The zero bucket's width.
-    #[prost(double, tag = "5")]
-    pub zero_threshold: f64,
-    /// Observations in the zero bucket (`zero_count_int`).
-    #[prost(uint64, tag = "6")]
-    pub zero_count_int: u64,
-    /// The buckets in use, as spans.
-    #[prost(message, repeated, tag = "11")]
-    pub positive_spans: Vec<WriteBucketSpan>,
-    /// Each bucket's count less the previous one's.
-    #[prost(sint64, repeated, tag = "12")]
-    pub positive_deltas: Vec<i64>,
-    /// Milliseconds since the Unix epoch.
-    #[prost(int64, tag = "15")]
-    pub timestamp: i64,
-}
-
-/// `prometheus.TimeSeries`.
-#[derive(Clone, PartialEq, Message)]
-pub struct TimeSeries {
-    /// Sorted by name.
-    #[prost(message, repeated, tag = "1")]
-    pub labels: Vec<Label>,
-    /// One sample per request.
-    #[prost(message, repeated, tag = "2")]
-    pub samples: Vec<Sample>,
-    /// A bucket series' exemplar.
-    #[prost(message, repeated, tag = "3")]
-    pub exemplars: Vec<WriteExemplar>,
-    /// A native histogram series' value.
-    #[prost(message, repeated, tag = "4")]
-    pub histograms: Vec<WriteHistogram>,
-}
-
-/// `prometheus.MetricMetadata`.
-#[derive(Clone, PartialEq, Message)]
-pub struct MetricMetadata {
-    /// `MetricType`: 1 counter, 3 histogram.
-    #[prost(int32, tag = "1")]
-    pub metric_type: i32,
-    /// The family name as the text format's `# TYPE` line gives it.
-    #[prost(string, tag = "2")]
-    pub metric_family_name: String,
-    /// The help text.
-    #[prost(string, tag = "4")]
-    pub help: String,
-    /// The unit (none here).
-    #[prost(string, tag = "5")]
-    pub unit: String,
-}
-
-/// `prometheus.WriteRequest`.
-#[derive(Clone, PartialEq, Message)]
-pub struct WriteRequest {
-    /// Every series.
-    #[prost(message, repeated, tag = "1")]
-    pub timeseries: Vec<TimeSeries>,
-    /// Type and help of every family.
-    #[prost(message, repeated, tag = "3")]
-    pub metadata: Vec<MetricMetadata>,
-}
-
 /// `MetricType.COUNTER`.
-const COUNTER: i32 = 1;
+const COUNTER: i32 = MetricType::Counter as i32;
 /// `MetricType.HISTOGRAM`.
-const HISTOGRAM: i32 = 3;
+const HISTOGRAM: i32 = MetricType::Histogram as i32;
 
 /// Builds a [`WriteRequest`] from a scrape's samples.
 pub struct RemoteWriteEncoder {
@@ -238,7 +123,7 @@ impl SampleVisitor for RemoteWriteEncoder {
         };
         self.names = self.convention.prometheus(desc, Charset::Legacy);
         self.request.metadata.push(MetricMetadata {
-            metric_type,
+            r#type: metric_type,
             metric_family_name: format!("{}{suffix}", self.names.name),
             help: desc.help.to_owned(),
             unit: String::new(),
@@ -297,26 +182,24 @@ impl SampleVisitor for RemoteWriteEncoder {
     ) {
         // A series of its own, named as the family, holding the histogram.
         let series_labels = self.series_labels("", None, labels);
-        let (spans, deltas) = spans_and_deltas(&native.buckets);
+        let (spans, deltas) = native.spans_and_deltas();
         self.request.timeseries.push(TimeSeries {
             labels: series_labels,
             samples: Vec::new(),
             exemplars: Vec::new(),
-            histograms: vec![WriteHistogram {
-                count_int: native.count(),
+            histograms: vec![Histogram {
+                count: present(native.count()).map(Count::CountInt),
                 sum,
                 schema: i32::from(native.schema),
                 zero_threshold: native.zero_threshold,
-                zero_count_int: native.zero_count,
+                zero_count: present(native.zero_count).map(ZeroCount::ZeroCountInt),
                 positive_spans: spans
                     .into_iter()
-                    .map(|span| WriteBucketSpan {
-                        offset: span.offset,
-                        length: span.length,
-                    })
+                    .map(|(offset, length)| BucketSpan { offset, length })
                     .collect(),
                 positive_deltas: deltas,
                 timestamp: self.timestamp_ms,
+                ..Histogram::default()
             }],
         });
     }
@@ -400,6 +283,6 @@ mod tests {
             request.metadata[0].metric_family_name,
             "ractogateway_requests_total"
         );
-        assert_eq!(request.metadata[0].metric_type, COUNTER);
+        assert_eq!(request.metadata[0].r#type, COUNTER);
     }
 }
