@@ -3,6 +3,7 @@ and the prometheus_client reference model the differential tests share."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -374,106 +375,40 @@ def assert_close_samples(ours: dict, expected: dict, rel_tol: float = 1e-9) -> N
         )
 
 
-def _exposition_message_classes() -> dict[str, Any]:
-    """``io.prometheus.client`` messages built from our own descriptor of the
-    exposition format (field numbers from prometheus/client_model's
-    metrics.proto), with the protobuf runtime from PyPI: a decoder independent
-    of the core's encoder."""
+def wire_descriptors() -> bytes:
+    """The FileDescriptorSet of the wire schemas in proto/, compiled by Google's
+    protoc (tools/wire_descriptors.py): the files the core's types are generated
+    from, read by another compiler. A copy of the tests outside the source tree
+    (an installed wheel's run) is given the set's path in
+    ``GATEWAY_METRICS_WIRE_DESCRIPTORS``."""
+    given = os.environ.get("GATEWAY_METRICS_WIRE_DESCRIPTORS")
+    if given:
+        return Path(given).read_bytes()
+    tools = Path(__file__).resolve().parent.parent / "tools"
+    sys.path.insert(0, str(tools))
+    try:
+        import wire_descriptors
+    finally:
+        sys.path.remove(str(tools))
+    return wire_descriptors.compile_descriptors().read_bytes()
+
+
+@functools.cache
+def wire_message(full_name: str) -> Any:
+    """The message class of ``full_name`` (``io.prometheus.client.MetricFamily``),
+    built by Python's protobuf runtime from :func:`wire_descriptors`: a decoder
+    independent of the core's encoder."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-    field = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(
-        name="gateway_metrics_test_exposition.proto",
-        package="io.prometheus.client",
-        syntax="proto3",
-    )
-
-    def message(name: str, *fields: tuple[str, int, int, str | None, bool]) -> None:
-        described = file.message_type.add(name=name)
-        for field_name, number, kind, type_name, repeated in fields:
-            added = described.field.add(
-                name=field_name,
-                number=number,
-                type=kind,
-                label=field.LABEL_REPEATED if repeated else field.LABEL_OPTIONAL,
-            )
-            if type_name:
-                added.type_name = f".io.prometheus.client.{type_name}"
-
-    string, double, uint64, sint32, sint64, int64, int32, uint32, msg = (
-        field.TYPE_STRING,
-        field.TYPE_DOUBLE,
-        field.TYPE_UINT64,
-        field.TYPE_SINT32,
-        field.TYPE_SINT64,
-        field.TYPE_INT64,
-        field.TYPE_INT32,
-        field.TYPE_UINT32,
-        field.TYPE_MESSAGE,
-    )
-    message("Timestamp", ("seconds", 1, int64, None, False), ("nanos", 2, int32, None, False))
-    message("LabelPair", ("name", 1, string, None, False), ("value", 2, string, None, False))
-    message(
-        "Counter",
-        ("value", 1, double, None, False),
-        ("created_timestamp", 3, msg, "Timestamp", False),
-    )
-    message("Gauge", ("value", 1, double, None, False))
-    message("Untyped", ("value", 1, double, None, False))
-    message(
-        "Exemplar",
-        ("label", 1, msg, "LabelPair", True),
-        ("value", 2, double, None, False),
-        ("timestamp", 3, msg, "Timestamp", False),
-    )
-    message(
-        "Bucket",
-        ("cumulative_count", 1, uint64, None, False),
-        ("upper_bound", 2, double, None, False),
-        ("exemplar", 3, msg, "Exemplar", False),
-    )
-    message("BucketSpan", ("offset", 1, sint32, None, False), ("length", 2, uint32, None, False))
-    message(
-        "Histogram",
-        ("sample_count", 1, uint64, None, False),
-        ("sample_sum", 2, double, None, False),
-        ("bucket", 3, msg, "Bucket", True),
-        ("schema", 5, sint32, None, False),
-        ("zero_threshold", 6, double, None, False),
-        ("zero_count", 7, uint64, None, False),
-        ("positive_span", 12, msg, "BucketSpan", True),
-        ("positive_delta", 13, sint64, None, True),
-        ("created_timestamp", 15, msg, "Timestamp", False),
-        ("exemplars", 16, msg, "Exemplar", True),
-    )
-    message(
-        "Metric",
-        ("label", 1, msg, "LabelPair", True),
-        ("gauge", 2, msg, "Gauge", False),
-        ("counter", 3, msg, "Counter", False),
-        ("untyped", 5, msg, "Untyped", False),
-        ("histogram", 7, msg, "Histogram", False),
-    )
-    message(
-        "MetricFamily",
-        ("name", 1, string, None, False),
-        ("help", 2, string, None, False),
-        ("type", 3, int32, None, False),
-        ("metric", 4, msg, "Metric", True),
-    )
     pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return {
-        name: message_factory.GetMessageClass(
-            pool.FindMessageTypeByName(f"io.prometheus.client.{name}")
-        )
-        for name in ("MetricFamily",)
-    }
+    for file in descriptor_pb2.FileDescriptorSet.FromString(wire_descriptors()).file:
+        pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(full_name))
 
 
 def decode_delimited_families(body: bytes) -> list[Any]:
     """The ``MetricFamily`` messages of a delimited protobuf exposition."""
-    family_class = _exposition_message_classes()["MetricFamily"]
+    family_class = wire_message("io.prometheus.client.MetricFamily")
     families, position = [], 0
     while position < len(body):
         length, shift = 0, 0

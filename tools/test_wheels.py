@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import debian
+import wire_descriptors
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSIONS = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15")
@@ -138,8 +139,11 @@ def test(name: str, python: Path, wheel: Path, work: Path) -> tuple[str, float]:
     pytest = [str(venv_python), "-m", "pytest", copied.name, "-m", markers]
     options = ["-rs", "-p", "no:cacheprovider", "-c", str(work / "pyproject.toml")]
     options += ["--basetemp", str(work / f"tmp-{name}")]
+    # The copy of the tests decodes protobuf with the wire schemas compiled here.
+    descriptors = wire_descriptors.compile_descriptors()
     result = subprocess.run(
         [*pytest, *options, "--rootdir", str(work)],
+        env={**os.environ, "GATEWAY_METRICS_WIRE_DESCRIPTORS": str(descriptors)},
         cwd=work,
         text=True,
         capture_output=True,

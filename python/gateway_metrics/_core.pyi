@@ -13,6 +13,7 @@ __all__ = [
     "GEN_AI_SEMCONV_VERSION",
     "HISTOGRAM_BUCKETS",
     "NATIVE_HISTOGRAM_DEFAULTS",
+    "PROTOBUF_CONTENT_TYPE",
     "REQUEST_FIELDS",
     "TOKEN_TYPES",
     "MetricsStore",
@@ -20,6 +21,7 @@ __all__ = [
     "check_extra_labels",
     "cleanup",
     "compact",
+    "encode_collected",
     "finish_native_work",
     "gzip_parts",
     "price_names",
@@ -33,6 +35,14 @@ exposition order (the core's family table)."""
 
 def gzip_parts(parts: list[bytes]) -> bytes:
     """``parts``, one after the other, as one gzip member (the core's deflate, as scrapes)."""
+
+def encode_collected(families: Iterable[Any], utf8: bool) -> bytes:
+    """The protobuf exposition (delimited ``MetricFamily`` messages) of the
+    ``prometheus_client`` families ``families`` (a registry's other collectors);
+    names as they are when ``utf8``, else underscore-escaped."""
+
+PROTOBUF_CONTENT_TYPE: str
+"""The protobuf exposition's media type, as the core writes it and Prometheus asks for it."""
 
 def check_exemplar(labels: object) -> None:
     """Raises ``TypeError``/``ValueError`` naming ``exemplar`` unless ``labels`` may

@@ -99,7 +99,7 @@ def exposition(
         ours = middleware._protobuf_exposition(utf8)
         token = RENDERED_NATIVELY.set(True)
         try:
-            parts = [ours, _protobuf.encode(registry.collect(), utf8)]
+            parts = [ours, _core.encode_collected(registry.collect(), utf8)]
         finally:
             RENDERED_NATIVELY.reset(token)
         content_type = _protobuf.CONTENT_TYPE

@@ -5,6 +5,7 @@
 // Unsafe: SSE2 widening of UTF-8 to code units.
 #[allow(unsafe_code)]
 pub mod code_units;
+pub mod collected;
 pub mod columns;
 // Unsafe: unaligned word reads in the match finder.
 #[allow(unsafe_code)]

@@ -34,7 +34,7 @@ const COUNTER: i32 = MetricType::Counter as i32;
 const HISTOGRAM: i32 = MetricType::Histogram as i32;
 
 /// A Unix time in seconds as a `Timestamp`.
-fn timestamp(seconds: f64) -> Timestamp {
+pub(crate) fn timestamp(seconds: f64) -> Timestamp {
     let whole = seconds.floor();
     #[allow(clippy::cast_possible_truncation)] // Times of this century fit.
     Timestamp {

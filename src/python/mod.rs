@@ -22,6 +22,7 @@ use metrics_store::PyMetricsStore;
 mod arguments;
 mod batch;
 mod buffer_column;
+mod collected;
 // Unsafe: `pthread_atfork`.
 #[allow(unsafe_code)]
 mod exit_gate;
@@ -59,6 +60,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(check_extra_labels, module)?)?;
     module.add_function(wrap_pyfunction!(check_exemplar, module)?)?;
     module.add_function(wrap_pyfunction!(gzip_parts, module)?)?;
+    module.add_function(wrap_pyfunction!(collected::encode_collected, module)?)?;
     let finish = wrap_pyfunction!(exit_gate::finish_native_work, module)?;
     module.add_function(finish.clone())?;
     module
@@ -78,6 +80,10 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
         (native.schema, native.zero_threshold, native.max_buckets),
     )?;
     module.add("GEN_AI_SEMCONV_VERSION", semconv::VERSION)?;
+    module.add(
+        "PROTOBUF_CONTENT_TYPE",
+        crate::formats::protobuf::CONTENT_TYPE,
+    )?;
     let schema = Schema::default();
     let metrics: Vec<(&str, &str)> = semconv::METRICS
         .iter()
