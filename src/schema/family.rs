@@ -32,8 +32,6 @@ pub const CACHE_MISSES: FamilyId = 5;
 pub const TOOL_CALLS: FamilyId = 6;
 /// `ractogateway_time_to_first_token_seconds{model,operation,provider}`.
 pub const TIME_TO_FIRST_TOKEN: FamilyId = 7;
-/// `ractogateway_time_per_output_token_seconds{model,operation,provider}`.
-pub const TIME_PER_OUTPUT_TOKEN: FamilyId = 8;
 /// `ractogateway_overflow_requests_total{family}`.
 pub const OVERFLOW: FamilyId = 9;
 /// `ractogateway_unpriced_requests_total{model,provider}`.
@@ -556,6 +554,48 @@ const FAMILY_ROWS: [FamilyRow; 15] = [
 ];
 /// How many families a schema has.
 pub const FAMILY_COUNT: usize = FAMILY_ROWS.len();
+
+/// Whether two names are the same, where `==` is not yet allowed (const).
+const fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut at = 0;
+    while at < a.len() {
+        if a[at] != b[at] {
+            return false;
+        }
+        at += 1;
+    }
+    true
+}
+
+// Each named id is the position of its family's row: a row moved or added in
+// the wrong place fails the build, not a scrape.
+const _: () = {
+    let ids: [(FamilyId, &str); 11] = [
+        (REQUESTS, "ractogateway_requests"),
+        (DURATION, "ractogateway_request_duration_seconds"),
+        (TOKENS, "ractogateway_tokens"),
+        (COST, "ractogateway_cost_usd"),
+        (CACHE_HITS, "ractogateway_cache_hits"),
+        (CACHE_MISSES, "ractogateway_cache_misses"),
+        (TOOL_CALLS, "ractogateway_tool_calls"),
+        (
+            TIME_TO_FIRST_TOKEN,
+            "ractogateway_time_to_first_token_seconds",
+        ),
+        (OVERFLOW, "ractogateway_overflow_requests"),
+        (UNPRICED, "ractogateway_unpriced_requests"),
+        (TOKEN_USAGE, "ractogateway_request_tokens"),
+    ];
+    let mut at = 0;
+    while at < ids.len() {
+        assert!(same_name(FAMILY_ROWS[ids[at].0 as usize].name, ids[at].1));
+        at += 1;
+    }
+};
 
 /// How many histogram series a request may feed besides the duration's: one
 /// per family observing an optional value, one per token type for a family
