@@ -7,7 +7,7 @@
 //! lock file is opened without following symbolic links and without blocking,
 //! so a FIFO or a link planted under its name is an error, not a hang.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -98,6 +98,21 @@ impl Drop for DirectoryLock {
         // that bypassed the fork handlers) then holds nothing.
         // SAFETY: the descriptor is open until `file` is dropped, after this.
         unsafe { libc::flock(self.file.file().as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+/// Takes an exclusive `flock` on `file`; `Ok(false)` when another holder has it.
+pub fn try_lock(file: &File) -> io::Result<bool> {
+    // SAFETY: a valid descriptor for the duration of the call.
+    let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if result == 0 {
+        return Ok(true);
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(error)
     }
 }
 

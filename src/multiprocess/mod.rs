@@ -16,14 +16,13 @@
 //! compaction; a scrape that cannot get it within a few seconds reads without it
 //! and says so.
 
+pub mod files;
 // Unsafe: `pthread_atfork` and the descriptors a child must not share.
 #[allow(unsafe_code)]
 pub mod fork_guard;
 // Unsafe: `flock`.
 #[allow(unsafe_code)]
 pub mod lock;
-// Unsafe: memory-mapped shared files.
-#[allow(unsafe_code)]
 pub mod own_file;
 // Unsafe: memory-mapped `prometheus_client` files.
 #[allow(unsafe_code)]
@@ -45,9 +44,11 @@ use crate::cells::native_histogram::NativeSnapshot;
 use crate::multiprocess::lock::{Access, DirectoryLock};
 use crate::schema::family::{Schema, ValueKind};
 
+use crate::multiprocess::files::{
+    held_by_this_process, is_dead, list_files, list_temporary_files, FileSeries, ReadError,
+};
 use crate::multiprocess::own_file::{
-    declared_schema, held_by_this_process, is_dead, list_files, list_temporary_files, read_file,
-    FileContents, FileExemplar, FileSeries, ReadError, SharedFile,
+    declared_schema, read_file, FileContents, FileExemplar, SharedFile,
 };
 use crate::store::visit::{Reading, SampleVisitor, Samples, SeriesView, SeriesVisitor};
 

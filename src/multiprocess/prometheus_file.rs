@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::cells::arena::{SeriesDescription, SharedCells};
-use crate::multiprocess::own_file::{open_regular, random_identity, FileSeries, ReadError};
+use crate::multiprocess::files::{open_regular, random_identity, FileSeries, ReadError};
 use crate::schema::family::{FamilyDesc, FamilyKind, Schema, ValueKind};
 
 /// What the names of this layout's files contain after the type word.

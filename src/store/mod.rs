@@ -32,7 +32,6 @@ pub mod visit;
 pub use notices::NAMED_UNPRICED_MODELS;
 pub use read::ReadMode;
 
-use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use smallvec::SmallVec;
@@ -45,7 +44,7 @@ use crate::schema::family::{
 };
 use crate::schema::native::NativeConfig;
 use crate::store::label_map::{Entry, LabelMap};
-use crate::store::notices::UnpricedModels;
+use crate::store::notices::Notices;
 use crate::store::pricing::{Price, PriceTable};
 use crate::store::series::{
     CostSeries, CounterSeries, HistogramSeries, LazyBox, LazySeriesRef, RequestSeries, SeriesRef,
@@ -128,19 +127,15 @@ pub struct Store {
     /// Whether requests observe their token counts, as the schema says (kept
     /// here beside the other values the hot path reads).
     token_usage: bool,
-    /// `(provider, model)` pairs found without a price: every one seen, and the
-    /// ones not yet reported (see [`Store::take_unpriced_models`]).
-    unpriced_models: Mutex<UnpricedModels>,
     /// The most label sets a family holds before new ones are folded into its
     /// overflow series (`usize::MAX`: no cap).
     max_series: usize,
     /// Held while a requests series' handle to another series is set (its
     /// first use; see [`LazySeriesRef::get_or_init`]).
     first_use: Mutex<()>,
-    /// Families that folded a label set since [`Store::take_overflowed_families`] last looked.
-    notices: AtomicU32,
-    /// Families that ever folded a label set.
-    overflowed: AtomicU32,
+    /// Families that folded label sets, and models found without a price,
+    /// not yet told.
+    notices: Notices,
 }
 
 impl Store {
@@ -178,11 +173,9 @@ impl Store {
             arena,
             resolver: None,
             count_unpriced: false,
-            unpriced_models: Mutex::new(UnpricedModels::default()),
             max_series: usize::MAX,
             first_use: Mutex::new(()),
-            notices: AtomicU32::new(0),
-            overflowed: AtomicU32::new(0),
+            notices: Notices::default(),
         }
     }
 
@@ -346,6 +339,34 @@ impl Store {
         let entry = map.get_or_insert_with(&overflow, || make(&overflow));
         self.note_overflow(family);
         (entry, true)
+    }
+
+    /// Counts unpriced requests in `ractogateway_unpriced_requests_total`: off
+    /// by default, so that a workload of the reference's arguments prints the
+    /// reference's bytes.
+    pub fn set_count_unpriced(&mut self, count: bool) {
+        self.count_unpriced = count;
+    }
+
+    /// Whether a family folded a label set for the first time, or a model was
+    /// found without a price, since the owner last took them.
+    #[inline]
+    pub fn has_notices(&self) -> bool {
+        self.notices.any()
+    }
+
+    /// The names of the families that folded a label set for the first time
+    /// since the last call: each is reported once per store.
+    pub fn take_overflowed_families(&self) -> Vec<&'static str> {
+        self.notices
+            .take_overflowed_families(self.schema.families())
+    }
+
+    /// The `(provider, model)` pairs found without a price since the last
+    /// call, and whether the first model past the [`NAMED_UNPRICED_MODELS`]
+    /// was found since then.
+    pub fn take_unpriced_models(&self) -> (Vec<(String, String)>, bool) {
+        self.notices.take_unpriced_models()
     }
 
     /// The families and their buckets.

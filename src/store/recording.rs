@@ -5,12 +5,13 @@
 
 use crate::cells::histogram::Histogram;
 use crate::schema::family::{
-    Buckets, FamilyId, CACHE_HITS, CACHE_MISSES, COST, OPTIONAL_OBSERVED, TOKENS, TOOL_CALLS,
+    Buckets, FamilyId, CACHE_HITS, CACHE_MISSES, COST, OPTIONAL_OBSERVED, OVERFLOW, OVERFLOW_VALUE,
+    TOKENS, TOOL_CALLS, UNPRICED,
 };
 use crate::schema::native::NativeConfig;
 use crate::schema::request::{Observed, RequestValues, REFERENCE_TOKEN_TYPES, TOKEN_TYPES};
 use crate::store::rules::{self, Sink};
-use crate::store::series::{CostSeries, CounterSeries, HistogramSeries};
+use crate::store::series::{CostSeries, CounterSeries, HistogramSeries, SeriesRef};
 use crate::store::{CacheOutcome, RequestEntry, RequestLabels, Store};
 
 /// The recording rules' sink of a single call: adds to the entry's series at once.
@@ -92,6 +93,48 @@ fn observe_native(
 }
 
 impl Store {
+    /// The series counting a requests entry's requests that had tokens but no
+    /// price, created on first use, when the store counts them; its model is
+    /// noted for a warning either way (once per provider and model).
+    pub(crate) fn unpriced_series<'s>(
+        &'s self,
+        entry: &'s RequestEntry,
+    ) -> Option<&'s CounterSeries> {
+        entry
+            .value
+            .unpriced
+            .get_or_init(|| {
+                let model = entry.label(self.schema.model_position());
+                if model != OVERFLOW_VALUE {
+                    let provider = entry.label(self.schema.request_positions()[0]);
+                    self.notices.model_unpriced(provider, model);
+                }
+                self.count_unpriced.then(|| {
+                    let key = self.schema.derived_key(UNPRICED, |at| entry.label(at), "");
+                    let (created, _) =
+                        self.capped(self.counters(UNPRICED), UNPRICED, &key, |key| {
+                            CounterSeries::new(&self.arena, UNPRICED, key)
+                        });
+                    SeriesRef::new(&created.value)
+                })
+            })
+            .as_ref()
+            .map(SeriesRef::get)
+    }
+
+    /// Counts one recording folded into `family`'s overflow series.
+    pub(super) fn note_overflow(&self, family: FamilyId) {
+        let name = self.schema.family(family).name;
+        let series = &self
+            .counters(OVERFLOW)
+            .get_or_insert_with(&[name], || {
+                CounterSeries::new(&self.arena, OVERFLOW, &[name])
+            })
+            .value;
+        series.value.inc(self.recording);
+        self.notices.family_folded(family);
+    }
+
     /// Records one completed request: its count, latency, tokens, cost and
     /// optional observations, as the recording rules say.
     ///
