@@ -22,7 +22,8 @@ use super::arguments::{
     type_name, ColumnArgument, ToolNames,
 };
 use super::buffer_column::{buffer_column, supports_buffer};
-use super::metrics_store::{PyMetricsStore, Resolved};
+use super::label_resolver::Resolved;
+use super::metrics_store::PyMetricsStore;
 use super::request_arguments::RequestArguments;
 use crate::formats::columns::Number;
 use crate::schema::request::{
@@ -441,7 +442,8 @@ impl PyMetricsStore {
         let mut resolve = |row: usize| {
             let objects = [0, 1, 2, 3].map(|i| labels[i].at(row));
             let named = (!columns.is_empty() || extra_column).then_some(row);
-            self.resolve_labels(py, objects, extra.as_ref().map(|e| e.at(row)), named)
+            self.labels
+                .resolve(py, objects, extra.as_ref().map(|e| e.at(row)), named)
         };
         if extra_column {
             let key = |row| {
@@ -510,17 +512,18 @@ impl PyMetricsStore {
             Some(items) => items
                 .iter()
                 .enumerate()
-                .map(|(row, item)| tool_call_names(Some(item), Some(row), &self.tool_calls))
+                .map(|(row, item)| tool_call_names(Some(item), Some(row), self.labels.tool_calls()))
                 .collect::<PyResult<_>>()?,
         };
 
         // Everything is valid: record. Entries are created in order of first use.
-        let mut batch = Batch::new(self.store());
+        let store = self.store();
+        let mut batch = Batch::new(store);
         let entries: Vec<_> = combinations
             .into_iter()
             .map(|(first_row, resolved)| {
                 let labelled = extra.as_ref().is_some_and(|e| !e.at(first_row).is_none());
-                self.request_entry(py, resolved, labelled)
+                self.labels.entry(store, py, resolved, labelled)
             })
             .collect::<PyResult<_>>()?;
         let positions: Vec<usize> = entries.iter().map(|entry| batch.position(entry)).collect();

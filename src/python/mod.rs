@@ -35,14 +35,20 @@ mod ffi;
 // Unsafe: entries keyed by object identity, valid while the store lives.
 #[allow(unsafe_code)]
 mod identity_cache;
+// Unsafe: fills the identity caches with series of the store.
+#[allow(unsafe_code)]
+mod label_resolver;
 // Unsafe: the store behind an atomic pointer, replaced after a fork.
 #[allow(unsafe_code)]
 mod metrics_store;
 mod multiprocess;
 mod prices;
+mod record;
 mod recording;
 mod request_arguments;
 mod samples;
+mod source;
+mod warnings;
 
 /// The gateway-metrics native core.
 ///
