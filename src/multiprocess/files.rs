@@ -165,3 +165,10 @@ pub fn list_temporary_files(directory: &Path) -> io::Result<Vec<PathBuf>> {
 
 /// Extension of published metrics files.
 pub const EXTENSION: &str = "gwm";
+
+/// The file name of `path`, or `""` when it has none in UTF-8.
+pub fn file_name(path: &Path) -> &str {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("")
+}
