@@ -18,7 +18,7 @@ use crate::cells::arena::{CellArena, SeriesDescription};
 use crate::cells::counter::{add_count, add_float, read_count, take_count, Coding, Recording};
 use crate::cells::exemplar::Exemplar;
 use crate::cells::native_histogram::{NativeCells, NativeSnapshot};
-use crate::schema::family::Buckets;
+use crate::schema::buckets::Buckets;
 use crate::schema::native::NativeConfig;
 
 /// Observations per bucket plus their sum, in one cell per bucket and one more.

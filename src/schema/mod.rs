@@ -6,6 +6,7 @@
 
 // Unsafe: the SSE2 bucket search.
 #[allow(unsafe_code)]
+pub mod buckets;
 pub mod family;
 // Unsafe: numbers composed as ASCII on the stack, not checked again.
 #[allow(unsafe_code)]

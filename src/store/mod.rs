@@ -38,9 +38,9 @@ use smallvec::SmallVec;
 
 use crate::cells::arena::CellArena;
 use crate::cells::counter::Recording;
+use crate::schema::buckets::Buckets;
 use crate::schema::family::{
-    Buckets, FamilyDesc, FamilyId, LabelSource, Schema, ValueKind, DURATION, OVERFLOW_VALUE,
-    REQUESTS,
+    FamilyDesc, FamilyId, LabelSource, Schema, ValueKind, DURATION, OVERFLOW_VALUE, REQUESTS,
 };
 use crate::schema::native::NativeConfig;
 use crate::store::label_map::{Entry, LabelMap};

@@ -4,9 +4,10 @@
 //! and the series a requests entry feeds, found or created on first use.
 
 use crate::cells::histogram::Histogram;
+use crate::schema::buckets::Buckets;
 use crate::schema::family::{
-    Buckets, FamilyId, CACHE_HITS, CACHE_MISSES, COST, OPTIONAL_OBSERVED, OVERFLOW, OVERFLOW_VALUE,
-    TOKENS, TOOL_CALLS, UNPRICED,
+    FamilyId, CACHE_HITS, CACHE_MISSES, COST, OPTIONAL_OBSERVED, OVERFLOW, OVERFLOW_VALUE, TOKENS,
+    TOOL_CALLS, UNPRICED,
 };
 use crate::schema::native::NativeConfig;
 use crate::schema::request::{Observed, RequestValues, REFERENCE_TOKEN_TYPES, TOKEN_TYPES};

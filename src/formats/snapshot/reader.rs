@@ -11,7 +11,8 @@ use crate::formats::snapshot::{
     SnapshotError, DECLARATION_FIELDS, DECLARATION_FIELD_NAMES, EXEMPLAR_MAGIC, MAGIC,
     OLDEST_VERSION, VERSION,
 };
-use crate::schema::family::{Buckets, FamilyDesc, Schema, OVERFLOW};
+use crate::schema::buckets::Buckets;
+use crate::schema::family::{FamilyDesc, Schema, OVERFLOW};
 use crate::store::Store;
 
 /// Adds every series of `snapshot` to `store`, after checking all of it:
