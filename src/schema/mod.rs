@@ -14,5 +14,6 @@ pub mod float_text;
 pub mod label_text;
 pub mod native;
 pub mod native_buckets;
+pub mod parts;
 pub mod request;
 pub mod semconv;
