@@ -291,17 +291,28 @@ def openmetrics_25000():
 
 
 @pytest.mark.parametrize(
-    "contender", ["reference", "zlib level 1", "ours", "ours, rendered and compressed"]
+    "contender",
+    [
+        "reference",
+        "zlib level 1",
+        "zlib-rs level 1",
+        "zlib-rs level 2",
+        "ours",
+        "ours, rendered and compressed",
+    ],
 )
 def test_gzip_of_a_25000_label_set_scrape(measure, openmetrics_25000, contender):
     # What a compressed scrape costs at the load benchmark's size: compression
-    # alone (the reference is prometheus_client's gzip at level 9), and ours
-    # whole, compressed a chunk at a time as it is rendered.
+    # alone (the reference is prometheus_client's gzip at level 9; zlib-rs is
+    # what GATEWAY_METRICS_GZIP=zlib switches to), and ours whole, compressed a
+    # chunk at a time as it is rendered.
     middleware, body = openmetrics_25000
     compress = {
         "reference": lambda: gzip.compress(body, compresslevel=9, mtime=0),
         "zlib level 1": lambda: gzip.compress(body, compresslevel=1, mtime=0),
-        "ours": lambda: _core.gzip_parts([body]),
+        "zlib-rs level 1": lambda: _core.gzip_parts([body], "zlib:1"),
+        "zlib-rs level 2": lambda: _core.gzip_parts([body], "zlib:2"),
+        "ours": lambda: _core.gzip_parts([body], "builtin"),
         "ours, rendered and compressed": lambda: middleware._exposition_gzip(
             True, False, b"# EOF\n"
         ),

@@ -32,7 +32,7 @@ def compile_descriptors(out: Path = OUT) -> Path:
     newest = max(path.stat().st_mtime for path in PROTO.rglob("*.proto"))
     if out.exists() and out.stat().st_mtime >= newest:
         return out
-    from grpc_tools import protoc  # a test dependency, needed here only
+    from grpc_tools import protoc  # type: ignore[import-untyped]  # a test dependency
 
     well_known = resources.files("grpc_tools") / "_proto"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ __all__ = [
     "compact",
     "encode_collected",
     "finish_native_work",
+    "gzip_compressor",
     "gzip_parts",
     "price_names",
     "request_cost",
@@ -33,8 +34,14 @@ FAMILIES: list[tuple[str, str, str, list[str], list[float] | None, str | None, s
 gives it to observe)`` of each metric family of the default configuration, in
 exposition order (the core's family table)."""
 
-def gzip_parts(parts: list[bytes]) -> bytes:
-    """``parts``, one after the other, as one gzip member (the core's deflate, as scrapes)."""
+def gzip_parts(parts: list[bytes], compressor: str | None = None) -> bytes:
+    """``parts``, one after the other, as one gzip member, compressed as scrapes are
+    (``compressor``: ``"builtin"``, ``"zlib"`` or ``"zlib:N"``; None, the process's
+    ``GATEWAY_METRICS_GZIP`` setting)."""
+
+def gzip_compressor() -> tuple[str, str | None]:
+    """The process's gzip compressor (``"builtin"`` or ``"zlib:N"``, from
+    ``GATEWAY_METRICS_GZIP``, read once), and why the setting was not taken, if it was not."""
 
 def encode_collected(families: Iterable[Any], utf8: bool) -> bytes:
     """The protobuf exposition (delimited ``MetricFamily`` messages) of the

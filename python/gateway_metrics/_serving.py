@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
@@ -46,6 +47,12 @@ _NATIVE_FORMATS = {
     f"{OPENMETRICS_1_0}; escaping=underscores": (True, False),
     f"{OPENMETRICS_1_0}; escaping=allow-utf-8": (True, True),
 }
+
+# GATEWAY_METRICS_GZIP chooses the compressor of gzipped scrapes (the core's
+# deflate unless it says zlib); a value it cannot take is said once, here.
+_GZIP_SETTING_PROBLEM = _core.gzip_compressor()[1]
+if _GZIP_SETTING_PROBLEM is not None:
+    warnings.warn(_GZIP_SETTING_PROBLEM, RuntimeWarning, stacklevel=2)
 
 #: A response's status, headers and body, the body in parts: our families'
 #: megabytes are never copied into one `bytes` with the others' (the copy would

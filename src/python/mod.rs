@@ -9,7 +9,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::formats::gzip::gzip;
+use crate::formats::gzip::{gzip_with, Compressor};
 use crate::multiprocess::fork_guard;
 use crate::schema::family::{Schema, LATENCY_BOUNDS};
 use crate::schema::native::NativeConfig;
@@ -66,6 +66,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(check_extra_labels, module)?)?;
     module.add_function(wrap_pyfunction!(check_exemplar, module)?)?;
     module.add_function(wrap_pyfunction!(gzip_parts, module)?)?;
+    module.add_function(wrap_pyfunction!(gzip_compressor, module)?)?;
     module.add_function(wrap_pyfunction!(collected::encode_collected, module)?)?;
     let finish = wrap_pyfunction!(exit_gate::finish_native_work, module)?;
     module.add_function(finish.clone())?;
@@ -192,15 +193,38 @@ fn token_types() -> Vec<(&'static str, &'static str, &'static str)> {
         .collect()
 }
 
-/// `parts`, one after the other, as one gzip member, compressed without the GIL.
+/// `parts`, one after the other, as one gzip member, compressed without the
+/// GIL by `compressor` (`builtin`, `zlib`, `zlib:N`; None: the process's setting).
 #[pyfunction]
+#[pyo3(signature = (parts, compressor = None))]
 fn gzip_parts<'py>(
     py: Python<'py>,
     parts: Vec<Bound<'py, PyBytes>>,
+    compressor: Option<&str>,
 ) -> PyResult<Bound<'py, PyBytes>> {
+    let compressor = match compressor {
+        None => Compressor::of_process().0,
+        Some(name) => Compressor::named(name).map_err(|_| {
+            PyValueError::new_err(format!(
+                "compressor must be builtin, zlib or zlib:1 to zlib:9, got {name:?}"
+            ))
+        })?,
+    };
     let parts: Vec<&[u8]> = parts.iter().map(PyBytesMethods::as_bytes).collect();
-    let body = release_gil(py, || gzip(&parts));
+    let body = release_gil(py, || gzip_with(compressor, &parts));
     bytes_released(py, &body)
+}
+
+/// The process's gzip compressor (`builtin` or `zlib:N`, from
+/// `GATEWAY_METRICS_GZIP`), and why the setting was not taken, if it was not.
+#[pyfunction]
+fn gzip_compressor() -> (String, Option<&'static str>) {
+    let (compressor, problem) = Compressor::of_process();
+    let name = match compressor {
+        Compressor::Builtin => "builtin".to_owned(),
+        Compressor::Zlib(level) => format!("zlib:{level}"),
+    };
+    (name, problem)
 }
 
 /// Raises `TypeError`/`ValueError` (naming `exemplar`) unless `labels` may be
