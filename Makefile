@@ -26,11 +26,11 @@ $(PYTHON):
 build: $(PYTHON)
 	$(PYTHON) -m pip install -e .
 
-## deps: the package with its test dependencies (Ray among them) in the project
+## deps: the package and its test dependencies (the `test` group, Ray among them) in the project
 ## environment, and Debian's Prometheus (with promtool), Pushgateway and VictoriaMetrics
 ## unpacked into target/ (downloaded once, with apt's own tools and a private state)
 deps: $(PYTHON)
-	$(PYTHON) -m pip install -e '.[test]'
+	$(PYTHON) -m pip install -e . --group test
 	$(PYTHON) tools/debian.py servers
 
 ## test: everything CI runs: the suite, the lints, the hot path's instruction

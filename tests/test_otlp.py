@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import gateway_metrics
 import mp_workers
 import pytest
 from gateway_metrics import (
@@ -155,7 +156,10 @@ def test_a_push_carries_every_series_as_the_exposition_shows_it(receiver):
     assert resource_attributes["service.name"] == "unknown_service:python"
     assert len(resource_attributes["service.instance.id"]) == 36
     [scope] = resource.scope_metrics
-    assert (scope.scope.name, scope.scope.version) == ("gateway_metrics", "0.1.0")
+    assert (scope.scope.name, scope.scope.version) == (
+        "gateway_metrics",
+        gateway_metrics.__version__,
+    )
     shown = exposition(metrics)
     checked = 0
     for name, metric in metrics_by_name(request).items():
@@ -419,7 +423,7 @@ def sdk_request(metrics: GatewayMetricsMiddleware, semconv: str | None) -> Any:
             ),
         ],
     )
-    meter = provider.get_meter("gateway_metrics", "0.1.0")
+    meter = provider.get_meter("gateway_metrics", gateway_metrics.__version__)
     requests = meter.create_counter(named("ractogateway_requests_total"))
     duration = meter.create_histogram(named(DURATION), unit="s")
     tokens = meter.create_counter(named("ractogateway_tokens_total"))

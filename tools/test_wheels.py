@@ -4,7 +4,7 @@ For every supported version (3.9 to 3.15) the wheel is built with maturin
 for manylinux2014 (through zig, which links against glibc 2.17's symbols),
 ``auditwheel show`` must find a ``manylinux_2_17`` tag (or an older one) for
 it, and the test suite runs in a fresh virtual environment holding only that
-wheel and the ``unit`` extra, from a copy of ``tests/`` so that nothing is
+wheel and the ``unit`` dependency group, from a copy of ``tests/`` so that nothing is
 imported from the source tree. CPython 3.9 to 3.13 come from pyenv (or
 ``PATH``), 3.14 and 3.15 from Debian sid (``tools/debian.py``). The
 cp39 wheel is then tested once more on Debian bullseye's CPython 3.9 and
@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import debian
+import tomllib
 import wire_descriptors
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +115,20 @@ def platform_tag(wheel: Path) -> str:
     return found.group(1)
 
 
+def dependency_group(name: str) -> list[str]:
+    """The requirements of pyproject.toml's dependency group ``name`` (PEP 735),
+    its included groups' too: given to pip as they are, so that the older pip of
+    a Debian suite's interpreter, which knows no ``--group``, installs them."""
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
+    requirements: list[str] = []
+    for entry in groups[name]:
+        if isinstance(entry, str):
+            requirements.append(entry)
+        else:
+            requirements += dependency_group(entry["include-group"])
+    return requirements
+
+
 def test(name: str, python: Path, wheel: Path, work: Path) -> tuple[str, float]:
     """Installs the wheel in a fresh environment and runs the suite; returns pytest's summary."""
     started = time.monotonic()
@@ -125,7 +140,7 @@ def test(name: str, python: Path, wheel: Path, work: Path) -> tuple[str, float]:
     else:
         run([str(python), "-m", "venv", str(environment)])
         run([str(venv_python), "-m", "pip", "install", "-q", "--upgrade", "pip"])
-    run([str(venv_python), "-m", "pip", "install", "-q", f"{wheel}[unit]"])
+    run([str(venv_python), "-m", "pip", "install", "-q", str(wheel), *dependency_group("unit")])
     copied = work / f"tests-{name}"
     shutil.copytree(ROOT / "tests", copied, ignore=shutil.ignore_patterns("__pycache__"))
     imported = run(

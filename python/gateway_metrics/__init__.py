@@ -58,4 +58,5 @@ __all__ = [
     "tool_call_names",
     "usage_from",
 ]
-__version__ = "0.1.0"
+#: The release, as Cargo.toml names it (the one place it is written).
+__version__: str = _core.VERSION

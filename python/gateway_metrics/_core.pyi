@@ -16,6 +16,7 @@ __all__ = [
     "PROTOBUF_CONTENT_TYPE",
     "REQUEST_FIELDS",
     "TOKEN_TYPES",
+    "VERSION",
     "MetricsStore",
     "check_exemplar",
     "check_extra_labels",
@@ -103,6 +104,9 @@ def price_names(model: str) -> list[str]:
 NATIVE_HISTOGRAM_DEFAULTS: tuple[int, float, int]
 """``(schema, zero threshold, max buckets)`` of ``native_histograms=True``: schema 3
 (bucket bounds a factor 2^(1/8) = 1.0905 apart), 2^-128, and 160."""
+
+VERSION: str
+"""The package's release, as Cargo.toml names it (the wheel's version too)."""
 
 GEN_AI_SEMCONV_VERSION: str
 """The OpenTelemetry semantic conventions version whose GenAI names ``semconv="gen_ai"``

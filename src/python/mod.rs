@@ -86,6 +86,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
         "NATIVE_HISTOGRAM_DEFAULTS",
         (native.schema, native.zero_threshold, native.max_buckets),
     )?;
+    module.add("VERSION", env!("CARGO_PKG_VERSION"))?;
     module.add("GEN_AI_SEMCONV_VERSION", semconv::VERSION)?;
     module.add(
         "PROTOBUF_CONTENT_TYPE",

