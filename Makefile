@@ -85,13 +85,15 @@ bench-table: deps
 instructions: deps
 	$(PYTHON) benches/instructions.py --check
 
-## lint: rustfmt, clippy (pedantic, warnings are errors), ruff, mypy --strict,
+## lint: rustfmt, clippy (pedantic, warnings are errors), rustdoc (no broken or
+## private links), ruff, mypy --strict,
 ## stubtest of the stub against the built module, and the module graph (no cycles,
 ## the core's layers in order: tools/module_graph.py)
 lint: deps
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items --features python
 	RUSTFLAGS="--cfg loom" cargo clippy --all-targets --target-dir target/loom-lint -- -D warnings
 	cd fuzz && cargo fmt --check && \
 		cargo clippy --all-targets --target-dir ../target/fuzz-lint -- -D warnings

@@ -6,7 +6,9 @@
 //! - [`schema`]: the metric families and the request fields, as data;
 //! - [`cells`]: the atomics values live in, and the arena that hands them out;
 //! - [`store`]: series by label set, the recording rules, batches, prices;
-//! - [`formats`]: the text expositions, snapshots, remote write, numeric columns;
+//! - [`formats`]: the text and protobuf expositions (the latter's messages
+//!   generated from the vendored `.proto` files), gzip, snapshots, remote
+//!   write, OTLP, and the numeric columns `record_batch` reads;
 //! - [`multiprocess`]: our own shared files, `prometheus_client`'s files,
 //!   directory locks, the fork guard, and the sum over a directory.
 //!

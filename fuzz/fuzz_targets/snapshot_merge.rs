@@ -8,10 +8,10 @@ use std::sync::Arc;
 use gateway_metrics::cells::arena::CellArena;
 use gateway_metrics::cells::counter::Recording;
 use gateway_metrics::formats::snapshot;
-use gateway_metrics::formats::text::{render, Format};
+use gateway_metrics::formats::text::Format;
 use gateway_metrics::store::pricing::PriceTable;
 use gateway_metrics::store::{ReadMode, Store};
-use gateway_metrics_fuzz::schemas;
+use gateway_metrics_fuzz::{rendered, schemas};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &[u8]| {
@@ -24,11 +24,11 @@ fuzz_target!(|body: &[u8]| {
             Recording::CONCURRENT,
             Arc::clone(&schema),
         );
-        let empty = render(&store, Format::Text, false, String::new());
+        let empty = rendered(&store, Format::Text, false);
         match snapshot::merge(&store, &bytes) {
-            Err(_) => assert_eq!(render(&store, Format::Text, false, String::new()), empty),
+            Err(_) => assert_eq!(rendered(&store, Format::Text, false), empty),
             Ok(_) => {
-                render(&store, Format::OpenMetrics, true, String::new());
+                rendered(&store, Format::OpenMetrics, true);
                 // What was merged snapshots and merges again.
                 let again = snapshot::take(&store, ReadMode::Keep);
                 let copy = Store::with_arena(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use gateway_metrics::cells::arena::CellArena;
 use gateway_metrics::cells::counter::Recording;
+use gateway_metrics::formats::text::{Format, TextEncoder};
 use gateway_metrics::schema::family::{Schema, LATENCY_BOUNDS};
 use gateway_metrics::schema::native::NativeConfig;
 use gateway_metrics::schema::request::{RequestValues, TIME_TO_FIRST_TOKEN};
@@ -54,4 +55,11 @@ pub fn scratch(name: &str) -> PathBuf {
     let folder = std::env::temp_dir().join(format!("gwm-fuzz-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&folder).unwrap();
     folder
+}
+
+/// Every family of `store` in `format`, as a scrape renders it.
+pub fn rendered(store: &Store, format: Format, include_created: bool) -> String {
+    let mut encoder = TextEncoder::new(format);
+    store.visit(include_created, &mut encoder);
+    encoder.into_text()
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use gateway_metrics::cells::arena::CellArena;
 use gateway_metrics::cells::counter::{Coding, Recording, Writers};
 use gateway_metrics::formats::snapshot;
-use gateway_metrics::formats::text::{render, Format};
+use gateway_metrics::formats::text::Format;
 use gateway_metrics::multiprocess::own_file::SharedFile;
 use gateway_metrics::multiprocess::prometheus_file::PrometheusFiles;
 use gateway_metrics::store::ReadMode;
@@ -34,7 +34,7 @@ fn main() {
             &format!("schema-{index}"),
             &taken[..taken.len() - 4],
         );
-        let text = render(&store, Format::Text, true, String::new());
+        let text = gateway_metrics_fuzz::rendered(&store, Format::Text, true);
         write(
             root,
             "gzip_round_trip",

@@ -15,13 +15,11 @@ use smallvec::SmallVec;
 
 use crate::cells::exemplar::Exemplar;
 use crate::formats::gzip::Gzip;
+use crate::schema::family::{FamilyDesc, FamilyKind};
 use crate::schema::float_text::{write_repr, write_value};
 use crate::schema::label_text::bytes_equal_to;
-
-use crate::schema::family::{FamilyDesc, FamilyKind};
 use crate::schema::semconv::{is_legacy, Charset, Convention};
 use crate::store::visit::SampleVisitor;
-use crate::store::Store;
 
 /// Content type of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -196,7 +194,7 @@ pub enum Format {
     OpenMetrics,
 }
 
-/// Builds an exposition while a [`Store`] is visited.
+/// Builds an exposition while a [`crate::store::Store`] is visited.
 #[derive(Default)]
 pub struct TextEncoder {
     format: Format,
@@ -403,15 +401,17 @@ impl TextEncoder {
     }
 }
 
-/// Renders every family of `store` in `format` into `buffer` (emptied first).
-pub fn render(store: &Store, format: Format, include_created: bool, buffer: String) -> String {
-    let mut encoder = TextEncoder::reusing(format, buffer);
+/// Every family of `store` in `format`: the tests' view of a store.
+#[cfg(test)]
+pub(crate) fn render(store: &crate::store::Store, format: Format, include_created: bool) -> String {
+    let mut encoder = TextEncoder::new(format);
     store.visit(include_created, &mut encoder);
-    encoder.out
+    encoder.into_text()
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::store::Store;
 
     #[test]
     fn escapes_are_found_at_every_place() {
@@ -458,7 +458,7 @@ mod tests {
             store.record_request(&labels, &RequestValues::new(0.3, 10, 2));
         }
         for format in [Format::Text, Format::OpenMetrics] {
-            let text = render(&store, format, true, String::new());
+            let text = render(&store, format, true);
             assert!(text.len() > 3 * GZIP_CHUNK, "{} bytes", text.len());
             let mut encoder = TextEncoder::new(format).gzipped();
             store.visit(true, &mut encoder);
@@ -485,7 +485,7 @@ mod tests {
         let values = RequestValues::new(61.0, 0, 0);
         store.record_request(&labels, &values);
         store.record_cache(CacheOutcome::Hit, "exact");
-        let text = render(&store, Format::Text, false, String::new());
+        let text = render(&store, Format::Text, false);
         assert!(text.starts_with(
             "# HELP ractogateway_requests_total Total LLM requests by provider / model / operation / status.\n\
              # TYPE ractogateway_requests_total counter\n\
@@ -514,7 +514,7 @@ mod tests {
     fn created_samples_form_a_gauge_family_after_their_family() {
         let store = Store::new(PriceTable::default());
         store.record_cache(CacheOutcome::Miss, "semantic");
-        let text = render(&store, Format::Text, true, String::new());
+        let text = render(&store, Format::Text, true);
         let block = "# TYPE ractogateway_cache_misses_total counter\n\
              ractogateway_cache_misses_total{cache_type=\"semantic\"} 1.0\n\
              # HELP ractogateway_cache_misses_created Total cache misses by cache type (exact / semantic).\n\

@@ -1,6 +1,6 @@
 //! Multi-process mode: a scrape sums the files of every process in a directory.
 //!
-//! Every process that records writes its own [`SharedFile`]; a scrape in any of
+//! Every process that records writes its own [`own_file::SharedFile`]; a scrape in any of
 //! them reads all the files of the directory, live and dead processes alike,
 //! and adds them up series by series. Compaction folds the files of processes
 //! that are gone (nobody holds their lock) into one, so a scrape does not slow

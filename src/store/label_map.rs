@@ -80,7 +80,7 @@ pub fn prefetch<T>(address: *const T) {
 /// One label set and its series.
 ///
 /// The label values share one allocation (`text`, each value followed by
-/// [`TERMINATOR`]): a label set costs a single small buffer on top of the
+/// a terminating byte): a label set costs a single small buffer on top of the
 /// entry itself, and the entry no list of where each value ends.
 pub struct Entry<V> {
     hash: u64,

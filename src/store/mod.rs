@@ -302,7 +302,8 @@ impl Store {
         self.token_usage
     }
 
-    /// Sets the cap on label sets per family (see [`Store::capped`]).
+    /// Sets the cap on label sets per family: past it, new label sets are
+    /// folded into each family's overflow series.
     pub fn set_max_series(&mut self, max_series: usize) {
         self.max_series = max_series;
     }

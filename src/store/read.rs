@@ -12,9 +12,10 @@ const PREFETCH_AHEAD: usize = 4;
 /// Whether reading a series leaves its values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadMode {
-    /// Values stay: a scrape.
+    /// Values stay: a scrape, a push, `snapshot()`.
     Keep,
-    /// Values are taken, leaving zeros: a snapshot of what was recorded since the last one.
+    /// Values are taken, leaving zeros: `snapshot(reset=True)`, which ships
+    /// what was recorded since the last one.
     Reset,
 }
 

@@ -25,7 +25,7 @@ pub(crate) fn unix_now() -> f64 {
 
 /// A reference from one series to another series of the same [`crate::store::Store`].
 ///
-/// Series live in insert-only [`LabelMap`]s that never move or free an entry
+/// Series live in insert-only [`crate::store::label_map::LabelMap`]s that never move or free an entry
 /// before the map is dropped, and every map belongs to the same `Store` as the
 /// series holding the reference; references are only followed through `&Store`.
 /// Plain references would need a self-referential lifetime; this is that

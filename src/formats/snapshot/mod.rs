@@ -111,7 +111,7 @@ mod tests {
     }
 
     fn text(store: &Store) -> String {
-        render(store, Format::Text, false, String::new())
+        render(store, Format::Text, false)
     }
 
     #[test]

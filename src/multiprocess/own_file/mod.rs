@@ -59,7 +59,8 @@ const CHUNK_LEN: usize = 1 << 20;
 const PADDING: u8 = 0xff;
 /// Family byte of a record naming a file whose values this file holds.
 const ABSORBED: u8 = 0xfe;
-/// Family byte of a record declaring a family (see [`declaration`]).
+/// Family byte of a record declaring a family (see
+/// [`crate::schema::family::FamilyDesc::declaration`]).
 const DECLARATION: u8 = 0xfd;
 /// Family byte of an exemplar slot's record.
 const EXEMPLAR: u8 = 0xfc;
