@@ -24,3 +24,5 @@ pub mod store;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(test)]
+mod test_random;

@@ -200,13 +200,7 @@ mod tests {
         // Bound lists of every length, padded as `Buckets` pads them, against
         // their bounds, their neighbours, zeros, infinities, NaN and values
         // from a fixed-seed generator spanning many orders of magnitude.
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_random::xorshift(0x9e37_79b9_7f4a_7c15);
         for length in 1..=PADDED_BOUNDS {
             let bounds: Vec<f64> = (1..=length)
                 .map(|bound| 1e-4 * 3.0_f64.powi(bound as i32))

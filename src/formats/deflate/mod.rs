@@ -448,15 +448,8 @@ mod tests {
         let text: Vec<u8> = line.iter().copied().cycle().take(1_000_000).collect();
         round_trip(&[&text]);
         round_trip(&[&text[..100], &text[100..70_000], &text[70_000..]]);
-        let mut state = 0x1234_5678_u64;
-        let noise: Vec<u8> = (0..300_000)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 24) as u8
-            })
-            .collect();
+        let mut next = crate::test_random::xorshift(0x1234_5678);
+        let noise: Vec<u8> = (0..300_000).map(|_| (next() >> 24) as u8).collect();
         for size in [10, 100, 1000, 5000, 20_000, 70_000, 140_000] {
             round_trip(&[&noise[..size]]);
         }
@@ -473,13 +466,7 @@ mod tests {
         // Text of lines that repeat with small changes, as expositions are,
         // mixed with noise, cut into parts of every size around the limits
         // the encoder works with (a match's reach, its window).
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_random::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..60 {
             let mut text = Vec::new();
             let size = (next() % 400_000) as usize;
