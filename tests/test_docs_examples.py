@@ -19,7 +19,7 @@ from providers import EXPECTED, ProviderServer
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 for module in ("openai", "anthropic", "google.genai", "litellm"):
-    pytest.importorskip(module, reason="the test extra installs the SDKs")
+    pytest.importorskip(module, reason="the test dependency group installs the SDKs")
 
 from test_sdks import recorded  # noqa: E402
 

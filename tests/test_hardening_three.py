@@ -266,7 +266,7 @@ def test_usage_never_raises_into_the_block_and_usage_from_says_type_error(source
     ],
 )
 def test_the_litellm_logger_keeps_a_call_whose_counts_are_out_of_range(counts):
-    pytest.importorskip("litellm", reason="the test extra installs LiteLLM")
+    pytest.importorskip("litellm", reason="the test dependency group installs LiteLLM")
     from unittest import mock
 
     from gateway_metrics.integrations.litellm import GatewayMetricsLogger

@@ -19,7 +19,7 @@ import pytest
 
 # LiteLLM fetches a price list from the network when imported unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-litellm = pytest.importorskip("litellm", reason="the test extra installs LiteLLM")
+litellm = pytest.importorskip("litellm", reason="the test dependency group installs LiteLLM")
 
 from gateway_metrics import GatewayMetricsMiddleware  # noqa: E402
 from gateway_metrics.integrations.litellm import GatewayMetricsLogger  # noqa: E402

@@ -25,9 +25,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from providers import EXPECTED, EXPECTED_PLAIN, TOOLS, ProviderServer
 
-openai = pytest.importorskip("openai", reason="the test extra installs the SDKs")
-anthropic = pytest.importorskip("anthropic", reason="the test extra installs the SDKs")
-genai = pytest.importorskip("google.genai", reason="the test extra installs the SDKs")
+openai = pytest.importorskip("openai", reason="the test dependency group installs the SDKs")
+anthropic = pytest.importorskip("anthropic", reason="the test dependency group installs the SDKs")
+genai = pytest.importorskip("google.genai", reason="the test dependency group installs the SDKs")
 
 #: One price for every model the tests use (USD per million tokens).
 PRICE = ModelPricing(2.0, 8.0, cache_read_per_million=0.5, cache_write_per_million=2.5)
