@@ -559,7 +559,13 @@ EXIT_MID_SCRAPE = {
         "exporter = PrometheusExporter(0, registry=registry, addr='127.0.0.1')",
         "exporter.start()",
         "url = f'http://127.0.0.1:{exporter.port}/metrics'",
-        "while True: urllib.request.urlopen(url, timeout=10).read()",
+        # The exporter stops at exit and cuts this connection: the scraper
+        # must not print the error, as a daemon thread writing to stderr while
+        # the interpreter finalizes it can abort CPython itself
+        # (`_enter_buffered_busy`), whatever the library does.
+        "while True:",
+        "    try: urllib.request.urlopen(url, timeout=10).read()",
+        "    except Exception: pass",
     ],
 }
 
