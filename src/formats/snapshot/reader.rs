@@ -27,8 +27,10 @@ pub fn merge(store: &Store, snapshot: &[u8]) -> Result<usize, SnapshotError> {
     let schema = store.schema();
     let families = matching_families(schema, &header.declarations)?;
     let mut checked = SeriesReader::new(&header);
+    // One buffer for every native histogram's cells, however many series there are.
+    let mut scratch = Vec::new();
     while let Some(series) = checked.next_series()? {
-        check_series(schema, families[series.declaration], &series)?;
+        check_series(schema, families[series.declaration], &series, &mut scratch)?;
     }
     let exemplars = checked.finish(header.series_count)?;
     if !exemplars.is_empty() {
@@ -393,6 +395,7 @@ fn check_series(
     schema: &Schema,
     family: &FamilyDesc,
     series: &ParsedSeries<'_>,
+    scratch: &mut Vec<u64>,
 ) -> Result<(), SnapshotError> {
     if series.labels.len() != family.label_names.len() {
         return Err(SnapshotError::Damaged(format!(
@@ -420,8 +423,9 @@ fn check_series(
         }
     }
     if let Some(config) = &family.native {
-        let cells: Vec<u64> = series.cells().collect();
-        let (classic, native) = cells.split_at(family.classic_cells());
+        scratch.clear();
+        scratch.extend(series.cells());
+        let (classic, native) = scratch.split_at(family.classic_cells());
         let native_count = check_snapshot_cells(native, config).map_err(|reason| {
             SnapshotError::Damaged(format!("a series of {}: {reason}", family.name))
         })?;

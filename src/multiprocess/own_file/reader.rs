@@ -272,16 +272,17 @@ fn read_exemplar(
             copied.len()
         )));
     }
-    let mut bytes = vec![0_u8; copied.len() * 8];
+    // The largest slot's bytes fit on the stack: no allocation per exemplar.
+    let mut buffer = [0_u8; (SHARED_HEAD_CELLS + SHARED_MAX_LABEL_CELLS) * 8];
+    let bytes = &mut buffer[..copied.len() * 8];
     let copy = |cells: &mut [u64]| {
         let damaged = |error: io::Error| ReadError::Damaged(error.to_string());
-        file.read_exact_at(&mut bytes, slot_at as u64)
-            .map_err(damaged)?;
+        file.read_exact_at(bytes, slot_at as u64).map_err(damaged)?;
         let mut after = [0_u8; 8];
         file.read_exact_at(&mut after, slot_at as u64)
             .map_err(damaged)?;
         for (index, cell) in cells.iter_mut().enumerate() {
-            *cell = le_u64(&bytes, index * 8);
+            *cell = le_u64(bytes, index * 8);
         }
         Ok(u64::from_le_bytes(after))
     };
