@@ -14,6 +14,7 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use prost::Message;
 
@@ -105,46 +106,61 @@ fn messages(family: &CollectedFamily, utf8: bool) -> Vec<(String, MetricType, Ve
             } else {
                 MetricType::Gauge
             };
-            let mut by_name: Vec<(String, MetricType, Vec<Metric>)> = Vec::new();
-            let mut found: HashMap<&str, usize> = HashMap::new();
-            for sample in &family.samples {
-                let metric = metric(family, &sample.labels, std::slice::from_ref(sample), utf8);
-                if let Some(&at) = found.get(sample.name.as_str()) {
-                    by_name[at].2.push(metric);
-                } else {
-                    found.insert(&sample.name, by_name.len());
-                    by_name.push((sample.name.clone(), metric_type, vec![metric]));
-                }
-            }
-            by_name
+            in_order_of_first(&family.samples, |sample| sample.name.as_str())
+                .into_iter()
+                .map(|(name, samples)| {
+                    let metrics = samples
+                        .into_iter()
+                        .map(|sample| {
+                            metric(family, &sample.labels, std::slice::from_ref(sample), utf8)
+                        })
+                        .collect();
+                    (name.to_owned(), metric_type, metrics)
+                })
+                .collect()
         }
     }
 }
 
-/// A label set and its samples.
-type Group<'a> = (Vec<(String, String)>, Vec<&'a CollectedSample>);
+/// `items` gathered by `key`, keys in the order they first appear (as a
+/// Python dict of lists keeps them).
+fn in_order_of_first<K: Eq + Hash + Clone, T>(
+    items: impl IntoIterator<Item = T>,
+    key: impl Fn(&T) -> K,
+) -> Vec<(K, Vec<T>)> {
+    let mut groups: Vec<(K, Vec<T>)> = Vec::new();
+    let mut found: HashMap<K, usize> = HashMap::new();
+    for item in items {
+        let key = key(&item);
+        if let Some(&at) = found.get(&key) {
+            groups[at].1.push(item);
+        } else {
+            found.insert(key.clone(), groups.len());
+            groups.push((key, vec![item]));
+        }
+    }
+    groups
+}
+
+/// A label set, sorted by name.
+type LabelSet = Vec<(String, String)>;
 
 /// Samples by label set, sorted by label name, `without` (`le` or `quantile`)
 /// left out of it; label sets in the order they first appear.
-fn grouped<'a>(samples: &'a [CollectedSample], without: &str) -> Vec<Group<'a>> {
-    let mut groups: Vec<Group<'a>> = Vec::new();
-    let mut found: HashMap<Vec<(String, String)>, usize> = HashMap::new();
-    for sample in samples {
-        let mut key: Vec<(String, String)> = sample
+fn grouped<'a>(
+    samples: &'a [CollectedSample],
+    without: &str,
+) -> Vec<(LabelSet, Vec<&'a CollectedSample>)> {
+    in_order_of_first(samples, |sample| {
+        let mut key: LabelSet = sample
             .labels
             .iter()
             .filter(|(name, _)| name != without)
             .cloned()
             .collect();
         key.sort();
-        if let Some(&at) = found.get(&key) {
-            groups[at].1.push(sample);
-        } else {
-            found.insert(key.clone(), groups.len());
-            groups.push((key, vec![sample]));
-        }
-    }
-    groups
+        key
+    })
 }
 
 /// An integer count as the format carries it: truncated, and wrapped to 64
