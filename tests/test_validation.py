@@ -167,7 +167,7 @@ def test_signatures_are_introspectable(metrics):
         "(*, provider, model, operation, status, latency_s, input_tokens=0, output_tokens=0, "
         "tool_calls=None, time_to_first_token_s=None, cache_read_tokens=0, cache_write_tokens=0, "
         "reasoning_tokens=0, queue_s=None, upstream_latency_s=None, audio_input_tokens=0, "
-        "audio_output_tokens=0, labels=None, exemplar=None)"
+        "audio_output_tokens=0, labels=None, exemplar=None, error_type=None)"
     )
     assert str(inspect.signature(metrics.record_cache_hit)) == "(cache_type)"
 

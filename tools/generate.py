@@ -33,6 +33,7 @@ BATCH_ANNOTATIONS = {
     "tool_calls": "Sequence[Iterable[Any] | None] | None",
     "extra_labels": "Mapping[str, str] | Sequence[Mapping[str, str] | None] | None",
     "exemplar": "Mapping[str, str] | Sequence[Mapping[str, str] | None] | None",
+    "error_type": "str | Sequence[str | None] | None",
 }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from typing_extensions import Self, disjoint_base
 
 __all__ = [
+    "ERROR_TYPES",
     "FAMILIES",
     "GEN_AI_SEMCONV_NAMES",
     "GEN_AI_SEMCONV_VERSION",
@@ -87,6 +88,8 @@ doc line, (whole, group) it is part of or None)`` of each argument of
 table, which the signatures below and the docs' field list are generated from)."""
 
 TOKEN_TYPES: list[tuple[str, str, str]]
+#: The ``error_type`` label values: why a failed request failed.
+ERROR_TYPES: list[str]
 """``(token_type label, keyword, price it is billed at)`` of each token type."""
 
 def request_cost(
@@ -182,6 +185,7 @@ class MetricsStore:
         audio_output_tokens: int = 0,
         labels: Mapping[str, str] | None = None,
         exemplar: Mapping[str, str] | None = None,
+        error_type: str | None = None,
         # END GENERATED: record_request
     ) -> None:
         """Records one completed LLM request.
@@ -241,6 +245,7 @@ class MetricsStore:
         audio_output_tokens: int | Sequence[int] | Any | None = 0,
         labels: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
         exemplar: Mapping[str, str] | Sequence[Mapping[str, str] | None] | None = None,
+        error_type: str | Sequence[str | None] | None = None,
         # END GENERATED: record_batch
     ) -> int:
         """Records many requests in one call, given as columns; returns the row count.

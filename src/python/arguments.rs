@@ -12,7 +12,7 @@ use smallvec::SmallVec;
 use super::ffi::int::exact_u64;
 use super::identity_cache::IdentityCache;
 use crate::cells::exemplar::Exemplar;
-use crate::schema::request::RequestValues;
+use crate::schema::request::{error_type_named, ErrorType, RequestValues, ERROR_TYPES, OK_STATUS};
 use crate::store::series::CounterSeries;
 
 pub(super) fn type_name(value: &Bound<'_, PyAny>) -> String {
@@ -148,6 +148,35 @@ pub(super) fn label<'py>(
     let text = label_object(value, argument)?;
     label_text(&text, argument)?;
     Ok(text)
+}
+
+/// A failed request's error type: None for None, else one of
+/// [`ERROR_TYPES`], refused when the request's `status` is `"ok"` (a
+/// request that did not fail has no error type).
+pub(super) fn error_type(
+    value: &Bound<'_, PyAny>,
+    status: &Bound<'_, PyAny>,
+    argument: impl Display + Copy,
+) -> PyResult<Option<ErrorType>> {
+    if value.is_none() {
+        return Ok(None);
+    }
+    let text = label(value, argument)?;
+    let name = text.to_str()?;
+    let Some(error_type) = error_type_named(name) else {
+        return Err(PyValueError::new_err(format!(
+            "{argument} must be one of {}, not {:?}",
+            ERROR_TYPES.join(", "),
+            name.escape_debug().to_string()
+        )));
+    };
+    if status.cast::<PyString>().is_ok_and(|status| status.to_str().is_ok_and(|s| s == OK_STATUS)) {
+        return Err(PyValueError::new_err(format!(
+            "{argument} is given for a request whose status is {OK_STATUS:?}: only a failed \
+             request has an error type"
+        )));
+    }
+    Ok(Some(error_type))
 }
 
 pub(super) fn latency_seconds(

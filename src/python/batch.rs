@@ -18,7 +18,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
 use smallvec::SmallVec;
 
 use super::arguments::{
-    checked_latency, checked_parts, exemplar_labels, latency_seconds, token_value, tool_call_names,
+    checked_latency, checked_parts, error_type, exemplar_labels, latency_seconds, token_value, tool_call_names,
     type_name, ColumnArgument, ToolNames,
 };
 use super::buffer_column::{buffer_column, supports_buffer};
@@ -27,7 +27,7 @@ use super::metrics_store::PyMetricsStore;
 use super::request_arguments::RequestArguments;
 use crate::formats::columns::Number;
 use crate::schema::request::{
-    RequestValues, EXEMPLAR_FIELD, EXTRA_LABELS_FIELD, LABEL_FIELDS, LATENCY_FIELD,
+    ErrorType, RequestValues, ERROR_TYPE_FIELD, EXEMPLAR_FIELD, EXTRA_LABELS_FIELD, LABEL_FIELDS, LATENCY_FIELD,
     REFERENCE_TOKEN_TYPES, REQUEST_FIELDS, SECONDS_POSITIONS, TOKEN_FIELDS, TOOL_CALLS_FIELD,
 };
 use crate::store::batch::{Batch, Column, Columns};
@@ -308,6 +308,42 @@ fn group_rows<'s, 'a, K: Copy + Eq + Hash>(
     Ok(())
 }
 
+/// The `error_type` argument: None, one error type for every row, or a list
+/// or tuple with one (or None) per row; each checked against its row's status.
+fn error_types(
+    value: Option<&Bound<'_, PyAny>>,
+    status: &LabelArgument<'_>,
+    rows: usize,
+) -> PyResult<Column<Option<ErrorType>>> {
+    let name = REQUEST_FIELDS[ERROR_TYPE_FIELD].name;
+    let Some(value) = value.filter(|value| !value.is_none()) else {
+        return Ok(Column::Scalar(None));
+    };
+    if let Some(items) = sequence_items(value) {
+        return items
+            .iter()
+            .enumerate()
+            .map(|(row, item)| error_type(item, status.at(row), ColumnArgument { name, row: Some(row) }))
+            .collect::<PyResult<_>>()
+            .map(Column::Rows);
+    }
+    if !value.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be None, str, or a list or tuple of str (or None), not {}",
+            type_name(value)
+        )));
+    }
+    let argument = |row| ColumnArgument {
+        name,
+        row: status.is_column().then_some(row),
+    };
+    let mut found = None;
+    for row in 0..if status.is_column() { rows } else { 1 } {
+        found = error_type(value, status.at(row), argument(row))?;
+    }
+    Ok(Column::Scalar(found))
+}
+
 /// The row count shared by every column argument (1 when all are scalars).
 fn row_count(columns: &[(&str, Option<usize>)]) -> PyResult<usize> {
     let mut rows: Option<(&str, usize)> = None;
@@ -398,7 +434,13 @@ impl PyMetricsStore {
             field_name(EXEMPLAR_FIELD),
             exemplar.as_ref().and_then(LabelArgument::rows),
         ));
+        let error_value = arguments.error_type().filter(|value| !value.is_none());
+        lengths.push((
+            field_name(ERROR_TYPE_FIELD),
+            error_value.and_then(sequence_items).map(|items| items.len()),
+        ));
         let rows = row_count(&lengths)?;
+        let errors = error_types(error_value, &labels[3], rows)?;
         // Rows of the reference's values alone (every other argument absent,
         // zero or None) need none of the rest.
         let plain = tokens[REFERENCE_TOKEN_TYPES..]
@@ -406,11 +448,13 @@ impl PyMetricsStore {
             .all(|column| matches!(column, Column::Scalar(0)))
             && seconds
                 .iter()
-                .all(|column| matches!(column, Column::Scalar(None)));
+                .all(|column| matches!(column, Column::Scalar(None)))
+            && matches!(errors, Column::Scalar(None));
         let numeric = Columns {
             latency: &latency,
             tokens: &tokens,
             seconds: &seconds,
+            errors: &errors,
             plain,
         };
         let fill_row = |values: &mut RequestValues, row: usize| numeric.fill(values, row);

@@ -13,7 +13,9 @@ use crate::formats::gzip::{gzip_with, Compressor};
 use crate::multiprocess::fork_guard;
 use crate::schema::family::{Schema, LATENCY_BOUNDS};
 use crate::schema::native::NativeConfig;
-use crate::schema::request::{Observed, Rate, REQUEST_FIELDS, TOKEN_FIELDS, TOKEN_TYPES};
+use crate::schema::request::{
+    Observed, Rate, ERROR_TYPES, REQUEST_FIELDS, TOKEN_FIELDS, TOKEN_TYPES,
+};
 use crate::schema::semconv;
 use exit_gate::release_gil;
 use ffi::bytes::bytes_released;
@@ -78,6 +80,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("FAMILIES", families())?;
     module.add("REQUEST_FIELDS", request_fields())?;
     module.add("TOKEN_TYPES", token_types())?;
+    module.add("ERROR_TYPES", ERROR_TYPES.to_vec())?;
     module.add_function(wrap_pyfunction!(prices::request_cost, module)?)?;
     module.add_function(wrap_pyfunction!(prices::price_names, module)?)?;
     module.add("HISTOGRAM_BUCKETS", LATENCY_BOUNDS.to_vec())?;

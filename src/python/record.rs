@@ -5,14 +5,14 @@
 use pyo3::prelude::*;
 
 use super::arguments::{
-    checked_parts, exemplar_labels, latency_seconds, token_count, tool_call_names, ToolName,
+    checked_parts, error_type, exemplar_labels, latency_seconds, token_count, tool_call_names, ToolName,
     ToolNames,
 };
 use super::label_resolver::Resolved;
 use super::metrics_store::{keeps_token_usage, PyMetricsStore};
 use super::request_arguments::RequestArguments;
 use crate::schema::request::{
-    RequestValues, INPUT, OUTPUT, REFERENCE_TOKEN_TYPES, REQUEST_FIELDS, SECONDS_FIELDS,
+    RequestValues, ERROR_TYPE_FIELD, INPUT, OUTPUT, REFERENCE_TOKEN_TYPES, REQUEST_FIELDS, SECONDS_FIELDS,
     SECONDS_POSITIONS, TOKEN_FIELDS, TOKEN_TYPE_COUNT,
 };
 use crate::store::series::unix_now;
@@ -82,6 +82,10 @@ impl PyMetricsStore {
                 }
             }
             checked_parts(&values, None)?;
+            if let Some(value) = arguments.error_type() {
+                let name = REQUEST_FIELDS[ERROR_TYPE_FIELD].name;
+                values.error = error_type(value, label_objects[3], name)?;
+            }
         }
         let tool_names = tool_call_names(arguments.tool_calls(), None, self.labels.tool_calls())?;
         let labelled = arguments

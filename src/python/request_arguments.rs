@@ -13,7 +13,7 @@ use pyo3::Borrowed;
 
 use super::ffi::fastcall::FastcallArgs;
 use crate::schema::request::{
-    EXEMPLAR_FIELD, EXTRA_LABELS_FIELD, FIELD_COUNT, LABEL_FIELDS, LATENCY_FIELD,
+    ERROR_TYPE_FIELD, EXEMPLAR_FIELD, EXTRA_LABELS_FIELD, FIELD_COUNT, LABEL_FIELDS, LATENCY_FIELD,
     REFERENCE_TOKEN_TYPES, REQUEST_FIELDS, SECONDS_FIELDS, SECONDS_POSITIONS, TOKEN_FIELDS,
     TOKEN_TYPE_COUNT, TOOL_CALLS_FIELD,
 };
@@ -123,14 +123,15 @@ pub(super) struct RequestArguments<'a, 'py> {
     pub(super) labels: [&'a Bound<'py, PyAny>; 4],
     pub(super) latency_s: &'a Bound<'py, PyAny>,
     /// Whether a value beyond the reference's was passed: a token type past
-    /// the reference's two, or an optional duration.
+    /// the reference's two, an optional duration, or an error type.
     pub(super) more: bool,
 }
 
 /// One bit per field, by position in [`REQUEST_FIELDS`], for the values beyond
-/// the reference's: token types past its two and the optional durations.
+/// the reference's: token types past its two, the optional durations and the
+/// error type.
 const MORE_MASK: u32 = {
-    let mut mask = 0;
+    let mut mask = 1 << ERROR_TYPE_FIELD;
     let mut token_type = REFERENCE_TOKEN_TYPES;
     while token_type < TOKEN_TYPE_COUNT {
         mask |= 1 << TOKEN_FIELDS[token_type];
@@ -189,6 +190,12 @@ impl<'a, 'py> RequestArguments<'a, 'py> {
     #[inline]
     pub(super) fn exemplar(&self) -> Option<&'a Bound<'py, PyAny>> {
         self.fields[EXEMPLAR_FIELD].as_deref()
+    }
+
+    /// The `error_type` argument, if passed.
+    #[inline]
+    pub(super) fn error_type(&self) -> Option<&'a Bound<'py, PyAny>> {
+        self.fields[ERROR_TYPE_FIELD].as_deref()
     }
 
     /// The optional duration `field` (a [`crate::schema::request::SecondsField`]), if passed.

@@ -38,6 +38,8 @@ pub const OVERFLOW: FamilyId = 9;
 pub const UNPRICED: FamilyId = 10;
 /// `ractogateway_request_tokens{model,operation,provider,token_type}`.
 pub const TOKEN_USAGE: FamilyId = 14;
+/// `ractogateway_request_errors_total{error_type,model,operation,provider}`.
+pub const ERRORS: FamilyId = 15;
 
 /// Every label value of a family's overflow series, which takes the label sets
 /// past the cap on series.
@@ -123,20 +125,22 @@ pub enum LabelSource {
     /// A request label value by position: provider, model, operation, status,
     /// then the extra labels in the order the schema names them.
     Request(usize),
-    /// The token type of a token series.
-    TokenType,
+    /// The label a series derived from a request's adds to the request's
+    /// labels: a token series' `token_type`, an error series' `error_type`.
+    Derived,
 }
 
 /// The label names a request gives every call, in [`LabelSource::Request`] order.
 pub const REQUEST_LABELS: [&str; 4] = ["provider", "model", "operation", "status"];
 
 /// Label names no extra label may take: the families' own, and Prometheus's.
-const TAKEN_LABELS: [&str; 8] = [
+const TAKEN_LABELS: [&str; 9] = [
     "provider",
     "model",
     "operation",
     "status",
     "token_type",
+    "error_type",
     "cache_type",
     "tool_name",
     "le",
@@ -313,7 +317,7 @@ const fn request_histogram(
 
 /// Every family, by [`FamilyId`], in the order the reference registers (and
 /// prints) its own; the others follow, shown from their first series.
-const FAMILY_ROWS: [FamilyRow; 15] = [
+const FAMILY_ROWS: [FamilyRow; 16] = [
     counter_row(
         "ractogateway_requests",
         "Total LLM requests by provider / model / operation / status.",
@@ -429,6 +433,13 @@ const FAMILY_ROWS: [FamilyRow; 15] = [
             Observed::TokenCounts(&USAGE_TOKEN_TYPES),
         )
     },
+    counter_row(
+        "ractogateway_request_errors",
+        "Failed LLM requests by provider / model / operation / error_type.",
+        &["error_type", "model", "operation", "provider"],
+        true,
+        false,
+    ),
 ];
 /// How many families a schema has.
 pub const FAMILY_COUNT: usize = FAMILY_ROWS.len();
@@ -452,7 +463,7 @@ const fn same_name(a: &str, b: &str) -> bool {
 // Each named id is the position of its family's row: a row moved or added in
 // the wrong place fails the build, not a scrape.
 const _: () = {
-    let ids: [(FamilyId, &str); 11] = [
+    let ids: [(FamilyId, &str); 12] = [
         (REQUESTS, "ractogateway_requests"),
         (DURATION, "ractogateway_request_duration_seconds"),
         (TOKENS, "ractogateway_tokens"),
@@ -467,6 +478,7 @@ const _: () = {
         (OVERFLOW, "ractogateway_overflow_requests"),
         (UNPRICED, "ractogateway_unpriced_requests"),
         (TOKEN_USAGE, "ractogateway_request_tokens"),
+        (ERRORS, "ractogateway_request_errors"),
     ];
     let mut at = 0;
     while at < ids.len() {
@@ -541,7 +553,7 @@ fn with_request_labels(mut family: FamilyDesc, extra: &[String]) -> FamilyDesc {
             let source = REQUEST_LABELS
                 .iter()
                 .position(|known| known == name)
-                .map_or(LabelSource::TokenType, LabelSource::Request);
+                .map_or(LabelSource::Derived, LabelSource::Request);
             (name.clone(), source)
         })
         .collect();
@@ -690,20 +702,20 @@ impl Schema {
     }
 
     /// The label values of `family`'s series that a requests entry feeds:
-    /// `label(position)` reads the entry's labels; `token_type` fills in a
-    /// token series' type.
+    /// `label(position)` reads the entry's labels; `derived` fills in the
+    /// label the family adds (a token series' type, an error series' type).
     pub fn derived_key<'e>(
         &self,
         family: FamilyId,
         label: impl Fn(usize) -> &'e str,
-        token_type: &'e str,
+        derived: &'e str,
     ) -> SmallVec<[&'e str; 8]> {
         self.family(family)
             .sources
             .iter()
             .map(|source| match source {
                 LabelSource::Request(index) => label(self.request_positions[*index]),
-                LabelSource::TokenType => token_type,
+                LabelSource::Derived => derived,
             })
             .collect()
     }
@@ -716,7 +728,7 @@ impl Schema {
             .iter()
             .map(|source| match source {
                 LabelSource::Request(index) => values[*index],
-                LabelSource::TokenType => "",
+                LabelSource::Derived => "",
             })
             .collect()
     }

@@ -176,7 +176,11 @@ impl RequestValues {
             Feeds::Latency => Some(Number::Seconds(self.latency_s)),
             Feeds::Seconds(field) => self.seconds[field].map(Number::Seconds),
             Feeds::Tokens(token_type) => Some(Number::Count(self.tokens[token_type])),
-            Feeds::Label(_) | Feeds::ToolCalls | Feeds::ExtraLabels | Feeds::Exemplar => None,
+            Feeds::Label(_)
+            | Feeds::ToolCalls
+            | Feeds::ExtraLabels
+            | Feeds::Exemplar
+            | Feeds::ErrorType => None,
         }
     }
 

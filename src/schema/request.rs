@@ -78,6 +78,38 @@ pub const TOKEN_TYPES: [TokenTypeDesc; 7] = [
 /// How many token types a request counts.
 pub const TOKEN_TYPE_COUNT: usize = TOKEN_TYPES.len();
 
+/// Why a request failed: an index into [`ERROR_TYPES`].
+pub type ErrorType = u8;
+
+/// The `error_type` label values, a closed vocabulary: what a gateway
+/// operator tells apart (retry later, fix the request, fix the key, ...),
+/// the same for every provider.
+pub const ERROR_TYPES: [&str; 11] = [
+    "rate_limit",
+    "timeout",
+    "connection",
+    "server_error",
+    "bad_request",
+    "auth",
+    "not_found",
+    "context_length",
+    "content_filter",
+    "cancelled",
+    "other",
+];
+
+/// The error type called `name`, if the vocabulary has it.
+pub fn error_type_named(name: &str) -> Option<ErrorType> {
+    ERROR_TYPES
+        .iter()
+        .position(|known| *known == name)
+        .and_then(|at| ErrorType::try_from(at).ok())
+}
+
+/// The status a request that did not fail is recorded with: the one status an
+/// error type is refused with.
+pub const OK_STATUS: &str = "ok";
+
 /// An optional duration of a request besides its latency: an index into
 /// [`RequestValues::seconds`].
 pub type SecondsField = usize;
@@ -217,6 +249,8 @@ pub enum Feeds {
     ExtraLabels,
     /// An exemplar's labels (a trace id, say) for the buckets observed.
     Exemplar,
+    /// Why the request failed, one of [`ERROR_TYPES`].
+    ErrorType,
 }
 
 impl Feeds {
@@ -229,6 +263,7 @@ impl Feeds {
             Feeds::ToolCalls => "tool_calls",
             Feeds::ExtraLabels => "extra_labels",
             Feeds::Exemplar => "exemplar",
+            Feeds::ErrorType => "error_type",
         }
     }
 }
@@ -311,7 +346,7 @@ const OUTPUT_FIELD: usize = 6;
 
 /// The keyword arguments of `record_request` and `record_batch`, in signature
 /// order (the reference's first).
-pub const REQUEST_FIELDS: [RequestField; 18] = [
+pub const REQUEST_FIELDS: [RequestField; 19] = [
     label("provider", 0, "The provider, e.g. \"openai\"."),
     label("model", 1, "The model, e.g. \"gpt-4o\"."),
     label("operation", 2, "The operation, e.g. \"chat\"."),
@@ -433,6 +468,15 @@ pub const REQUEST_FIELDS: [RequestField; 18] = [
         doc: "An exemplar's labels (trace_id, span_id) for the duration and time-to-first-token \
               buckets observed; at most 128 characters in all.",
     },
+    RequestField {
+        name: "error_type",
+        feeds: Feeds::ErrorType,
+        default: Some("None"),
+        part_of: None,
+        annotation: "str | None",
+        doc: "Why a failed request failed, one of ERROR_TYPES (\"rate_limit\", \"timeout\", ...); \
+              refused with status \"ok\".",
+    },
 ];
 /// How many keywords the request-recording methods take.
 pub const FIELD_COUNT: usize = REQUEST_FIELDS.len();
@@ -446,7 +490,8 @@ const fn same_feed(a: Feeds, b: Feeds) -> bool {
         (Feeds::Latency, Feeds::Latency)
         | (Feeds::ToolCalls, Feeds::ToolCalls)
         | (Feeds::ExtraLabels, Feeds::ExtraLabels)
-        | (Feeds::Exemplar, Feeds::Exemplar) => true,
+        | (Feeds::Exemplar, Feeds::Exemplar)
+        | (Feeds::ErrorType, Feeds::ErrorType) => true,
         _ => false,
     }
 }
@@ -478,6 +523,8 @@ pub const TOOL_CALLS_FIELD: usize = position_of(Feeds::ToolCalls);
 pub const EXTRA_LABELS_FIELD: usize = position_of(Feeds::ExtraLabels);
 /// The position of `exemplar`.
 pub const EXEMPLAR_FIELD: usize = position_of(Feeds::Exemplar);
+/// The position of `error_type`.
+pub const ERROR_TYPE_FIELD: usize = position_of(Feeds::ErrorType);
 /// The position of each token type's field.
 pub const TOKEN_FIELDS: [usize; TOKEN_TYPE_COUNT] = {
     let mut positions = [0; TOKEN_TYPE_COUNT];
@@ -508,6 +555,8 @@ pub struct RequestValues {
     pub tokens: [u64; TOKEN_TYPE_COUNT],
     /// The optional durations, by [`SecondsField`]: finite and not negative.
     pub seconds: [Option<f64>; SECONDS_FIELDS],
+    /// Why the request failed, if it did and the caller said.
+    pub error: Option<ErrorType>,
 }
 
 impl RequestValues {
@@ -520,11 +569,12 @@ impl RequestValues {
             latency_s,
             tokens,
             seconds: [None; SECONDS_FIELDS],
+            error: None,
         }
     }
 
     /// Whether the request carries more than the reference's values: a token
-    /// type past the reference's two, or an optional duration.
+    /// type past the reference's two, an optional duration, or an error type.
     #[inline]
     pub fn has_more(&self) -> bool {
         self.tokens[REFERENCE_TOKEN_TYPES..]
@@ -532,6 +582,7 @@ impl RequestValues {
             .fold(0, |any, count| any | count)
             != 0
             || self.seconds.iter().any(Option::is_some)
+            || self.error.is_some()
     }
 }
 
@@ -561,6 +612,9 @@ mod tests {
                 );
             }
         }
+        assert_eq!(REQUEST_FIELDS[ERROR_TYPE_FIELD].name, "error_type");
+        assert_eq!(error_type_named("timeout"), Some(1));
+        assert_eq!(error_type_named("Timeout"), None);
         for position in SECONDS_POSITIONS {
             assert!(REQUEST_FIELDS[position].name.ends_with("_s"));
         }

@@ -9,7 +9,9 @@ use crate::schema::buckets::Buckets;
 use crate::schema::family::{DURATION, OPTIONAL_OBSERVATIONS};
 use crate::schema::native::NativeConfig;
 use crate::schema::native_buckets::bucket_index;
-use crate::schema::request::{RequestValues, INPUT, OUTPUT, TOKEN_TYPE_COUNT};
+use crate::schema::request::{
+    ErrorType, RequestValues, ERROR_TYPES, INPUT, OUTPUT, TOKEN_TYPE_COUNT,
+};
 use crate::store::rules::{self, Sink};
 use crate::store::{RequestEntry, Store};
 
@@ -48,6 +50,8 @@ pub struct Columns<'c> {
     pub tokens: &'c [Column<u64>],
     /// The optional durations, by [`crate::schema::request::SecondsField`].
     pub seconds: &'c [Column<Option<f64>>],
+    /// The error types.
+    pub errors: &'c Column<Option<ErrorType>>,
     /// Whether the rows carry the reference's values alone.
     pub plain: bool,
 }
@@ -69,6 +73,7 @@ impl Columns<'_> {
             for (value, column) in values.seconds.iter_mut().zip(self.seconds) {
                 *value = column.at(row);
             }
+            values.error = self.errors.at(row);
         }
     }
 
@@ -167,6 +172,8 @@ struct Counts {
     cost: f64,
     /// Rows with tokens but no price.
     unpriced: u64,
+    /// Failed rows, by error type.
+    errors: [u64; ERROR_TYPES.len()],
 }
 
 /// What the rows of one batch add to one requests entry.
@@ -247,6 +254,15 @@ impl Sink for TotalsSink<'_, '_> {
         self.observed[index]
             .get_or_insert_with(|| HistogramTotals::new(buckets, native))
             .observe(seconds, buckets);
+    }
+
+    #[inline]
+    fn error(&mut self, error_type: ErrorType) {
+        let total = &mut self.counts.errors[usize::from(error_type)];
+        if *total == 0 {
+            self.store.error_series(self.entry, error_type);
+        }
+        *total += 1;
     }
 
     #[inline]
@@ -443,6 +459,14 @@ impl<'s> Batch<'s> {
             if totals.counts.unpriced > 0 {
                 if let Some(unpriced) = store.unpriced_series(entry) {
                     unpriced.value.add(totals.counts.unpriced, writers);
+                }
+            }
+            for (error_type, count) in (0..).zip(totals.counts.errors) {
+                if count > 0 {
+                    store
+                        .error_series(entry, error_type)
+                        .value
+                        .add(count, writers);
                 }
             }
             for (index, observed) in totals.observed.iter().enumerate() {

@@ -326,14 +326,15 @@ impl Store {
         if map.len() < self.max_series {
             return (map.get_or_insert_with(key, || make(key)), false);
         }
-        // A token type is one of a fixed few: it is kept, so that the overflow
-        // series of the token families still tell input from output.
+        // A derived label (a token or error type) is one of a fixed few: it is
+        // kept, so that the overflow series of the token families still tell
+        // input from output, and the errors' a timeout from a rate limit.
         let sources = &self.schema.family(family).sources;
         let overflow: SmallVec<[&str; 8]> = key
             .iter()
             .enumerate()
             .map(|(at, value)| match sources.get(at) {
-                Some(LabelSource::TokenType) => *value,
+                Some(LabelSource::Derived) => *value,
                 _ => OVERFLOW_VALUE,
             })
             .collect();

@@ -6,11 +6,13 @@
 use crate::cells::histogram::Histogram;
 use crate::schema::buckets::Buckets;
 use crate::schema::family::{
-    FamilyId, CACHE_HITS, CACHE_MISSES, COST, OPTIONAL_OBSERVED, OVERFLOW, OVERFLOW_VALUE, TOKENS,
-    TOOL_CALLS, UNPRICED,
+    FamilyId, CACHE_HITS, CACHE_MISSES, COST, ERRORS, OPTIONAL_OBSERVED, OVERFLOW, OVERFLOW_VALUE,
+    TOKENS, TOOL_CALLS, UNPRICED,
 };
 use crate::schema::native::NativeConfig;
-use crate::schema::request::{Observed, RequestValues, REFERENCE_TOKEN_TYPES, TOKEN_TYPES};
+use crate::schema::request::{
+    ErrorType, Observed, RequestValues, ERROR_TYPES, REFERENCE_TOKEN_TYPES, TOKEN_TYPES,
+};
 use crate::store::rules::{self, Sink};
 use crate::store::series::{CostSeries, CounterSeries, HistogramSeries, SeriesRef};
 use crate::store::{CacheOutcome, RequestEntry, RequestLabels, Store};
@@ -76,6 +78,15 @@ impl Sink for AtomicSink<'_> {
     #[inline]
     fn keeps_token_usage(&self) -> bool {
         self.store.token_usage
+    }
+
+    #[inline]
+    fn error(&mut self, error_type: ErrorType) {
+        let store = self.store;
+        store
+            .error_series(self.entry, error_type)
+            .value
+            .inc(store.recording);
     }
 }
 
@@ -240,6 +251,23 @@ impl Store {
             });
             &created.value
         })
+    }
+
+    /// The series counting a requests entry's failures of `error_type` (see
+    /// [`crate::schema::request::ERROR_TYPES`]), created on first use. Found by
+    /// its labels each time rather than kept on the entry: failures are
+    /// rare, and eleven more references would grow every label set.
+    pub(crate) fn error_series<'s>(
+        &'s self,
+        entry: &'s RequestEntry,
+        error_type: ErrorType,
+    ) -> &'s CounterSeries {
+        let name = ERROR_TYPES[usize::from(error_type)];
+        let key = self.schema.derived_key(ERRORS, |at| entry.label(at), name);
+        let (created, _) = self.capped(self.counters(ERRORS), ERRORS, &key, |key| {
+            CounterSeries::new(&self.arena, ERRORS, key)
+        });
+        &created.value
     }
 
     /// The tool-call series of `tool_name`, created on first use.

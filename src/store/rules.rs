@@ -7,7 +7,7 @@
 //! one call per row can never disagree.
 
 use crate::schema::family::OPTIONAL_OBSERVED;
-use crate::schema::request::{RequestValues, INPUT, OUTPUT, REFERENCE_TOKEN_TYPES};
+use crate::schema::request::{ErrorType, RequestValues, INPUT, OUTPUT, REFERENCE_TOKEN_TYPES};
 use crate::store::pricing::Price;
 
 /// Where the rules put what a request adds.
@@ -28,6 +28,8 @@ pub trait Sink {
     /// Whether token counts are observed in the tokens-per-request histogram
     /// (see [`crate::schema::family::Schema::keeping_token_usage`]).
     fn keeps_token_usage(&self) -> bool;
+    /// One failed request of `error_type` (see [`crate::schema::request::ERROR_TYPES`]).
+    fn error(&mut self, error_type: ErrorType);
 }
 
 /// Applies one request's values to `sink`, its model priced at `price`.
@@ -63,6 +65,9 @@ pub fn record(values: &RequestValues, more: bool, price: Option<&Price>, sink: &
     }
     if more {
         record_observations(values, sink);
+        if let Some(error_type) = values.error {
+            sink.error(error_type);
+        }
     }
 }
 
@@ -122,6 +127,9 @@ mod tests {
         fn keeps_token_usage(&self) -> bool {
             self.1
         }
+        fn error(&mut self, error_type: ErrorType) {
+            self.0.push(format!("error {error_type}"));
+        }
     }
 
     #[test]
@@ -162,6 +170,15 @@ mod tests {
                 "observe 1 0.25",
             ]
         );
+    }
+
+    #[test]
+    fn an_error_type_is_counted_after_the_rest() {
+        let mut values = RequestValues::new(0.5, 0, 0);
+        values.error = Some(1);
+        let mut log = Log::default();
+        record(&values, values.has_more(), None, &mut log);
+        assert_eq!(log.0, ["request", "latency 0.5", "error 1"]);
     }
 
     #[test]
