@@ -24,9 +24,14 @@ answers JSON and server-sent events in each provider's documented shapes:
 What it answers is chosen by the model name: ``-tools`` adds two tool calls
 (``search`` and ``calculator``), ``-plain`` leaves out the cache and reasoning
 fields, ``-midstream`` ends a stream with an error event after its first
-chunk, ``-slow`` waits 0.2 s between stream chunks (at most 50), and
-``error-429`` / ``error-500`` answer with that status and the provider's
-error body. The counts each provider reports are the constants below.
+chunk, ``-slow`` waits 0.2 s between stream chunks (at most 50), ``-hang``
+waits 2 s before answering, and ``error-<form>`` answers with one of
+``ERROR_FORMS``: the status and error body the provider documents for it
+(https://platform.openai.com/docs/guides/error-codes,
+https://docs.anthropic.com/en/api/errors,
+https://ai.google.dev/gemini-api/docs/troubleshooting). OpenAI's embeddings
+(``POST /v1/embeddings``) and Google's (``:batchEmbedContents``) answer too.
+The counts each provider reports are the constants below.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ GOOGLE_USAGE = {
     "toolUsePromptTokenCount": 25,
     "totalTokenCount": 525,
 }
+#: The prompt tokens of an OpenAI embeddings answer.
+EMBEDDING_TOKENS = 8
 #: The same counts in this package's semantics.
 EXPECTED = {
     "openai-chat": {
@@ -102,6 +109,152 @@ EXPECTED_PLAIN = {
     "google": {"input": 400, "output": 60},
 }
 TOOLS = ("search", "calculator")
+
+
+def _openai_error(message: str, kind: str | None, code: str | None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def _anthropic_error(kind: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _google_error(status: int, state: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": status, "message": message, "status": state}}
+
+
+_TOO_LONG = {
+    "openai": "This model's maximum context length is 128000 tokens. However, your messages "
+    "resulted in 130000 tokens. Please reduce the length of the messages.",
+    "anthropic": "prompt is too long: 210000 tokens > 200000 maximum",
+    "google": "The input token count (1200000) exceeds the maximum number of tokens allowed "
+    "(1048576).",
+}
+
+#: Each error form (``error-<form>`` as the model): by provider, the status and
+#: body it answers with, and the error type it must be recorded as. A provider
+#: that has no such error leaves it out.
+ERROR_FORMS: dict[str, tuple[str, dict[str, tuple[int, dict[str, Any]]]]] = {
+    "400": (
+        "bad_request",
+        {
+            "openai": (400, _openai_error("Invalid value", "invalid_request_error", None)),
+            "anthropic": (400, _anthropic_error("invalid_request_error", "Invalid value")),
+            "google": (400, _google_error(400, "INVALID_ARGUMENT", "Invalid value")),
+        },
+    ),
+    "context": (
+        "context_length",
+        {
+            "openai": (
+                400,
+                _openai_error(
+                    _TOO_LONG["openai"], "invalid_request_error", "context_length_exceeded"
+                ),
+            ),
+            "anthropic": (400, _anthropic_error("invalid_request_error", _TOO_LONG["anthropic"])),
+            "google": (400, _google_error(400, "INVALID_ARGUMENT", _TOO_LONG["google"])),
+        },
+    ),
+    "filter": (
+        "content_filter",
+        {
+            # Azure OpenAI's answer when its content filter stops a prompt.
+            "openai": (
+                400,
+                _openai_error(
+                    "The response was filtered due to the prompt triggering Azure OpenAI's "
+                    "content management policy.",
+                    None,
+                    "content_filter",
+                ),
+            ),
+        },
+    ),
+    "401": (
+        "auth",
+        {
+            "openai": (
+                401,
+                _openai_error("Incorrect API key", "invalid_request_error", "invalid_api_key"),
+            ),
+            "anthropic": (401, _anthropic_error("authentication_error", "invalid x-api-key")),
+            "google": (401, _google_error(401, "UNAUTHENTICATED", "API key not valid")),
+        },
+    ),
+    "403": (
+        "auth",
+        {
+            "openai": (
+                403,
+                _openai_error(
+                    "Country not supported",
+                    "invalid_request_error",
+                    "unsupported_country_region_territory",
+                ),
+            ),
+            "anthropic": (403, _anthropic_error("permission_error", "not allowed")),
+            "google": (403, _google_error(403, "PERMISSION_DENIED", "not allowed")),
+        },
+    ),
+    "404": (
+        "not_found",
+        {
+            "openai": (
+                404,
+                _openai_error("No such model", "invalid_request_error", "model_not_found"),
+            ),
+            "anthropic": (404, _anthropic_error("not_found_error", "model: no such model")),
+            "google": (404, _google_error(404, "NOT_FOUND", "models/x is not found")),
+        },
+    ),
+    "413": (
+        "bad_request",
+        {
+            "anthropic": (
+                413,
+                _anthropic_error("request_too_large", "Request exceeds the maximum size"),
+            )
+        },
+    ),
+    "429": (
+        "rate_limit",
+        {
+            "openai": (
+                429,
+                _openai_error("test 429", "rate_limit_exceeded", "rate_limit_exceeded"),
+            ),
+            "anthropic": (429, _anthropic_error("rate_limit_error", "test 429")),
+            "google": (429, _google_error(429, "RESOURCE_EXHAUSTED", "test 429")),
+        },
+    ),
+    "500": (
+        "server_error",
+        {
+            "openai": (500, _openai_error("test 500", "server_error", "server_error")),
+            "anthropic": (500, _anthropic_error("api_error", "test 500")),
+            "google": (500, _google_error(500, "INTERNAL", "test 500")),
+        },
+    ),
+    "503": (
+        "server_error",
+        {
+            "openai": (
+                503,
+                _openai_error("The engine is currently overloaded", "server_error", None),
+            ),
+            "google": (503, _google_error(503, "UNAVAILABLE", "The model is overloaded")),
+        },
+    ),
+    "504": (
+        "timeout",
+        {"google": (504, _google_error(504, "DEADLINE_EXCEEDED", "Deadline exceeded"))},
+    ),
+    "529": (
+        "server_error",
+        {"anthropic": (529, _anthropic_error("overloaded_error", "Overloaded"))},
+    ),
+}
 
 
 def plain(usage: dict[str, Any], keep: tuple[str, ...]) -> dict[str, Any]:
@@ -144,6 +297,18 @@ class _Handler(BaseHTTPRequestHandler):
         google = re.fullmatch(
             r"/v1[a-z0-9]*/models/([^/:]+):(generateContent|streamGenerateContent)", path
         )
+        model = str(body.get("model") or (google.group(1) if google else ""))
+        if "-hang" in model:
+            time.sleep(2.0)
+        if path.endswith("/embeddings"):
+            self.openai_embeddings(body)
+            return
+        embed = re.fullmatch(
+            r"/v1[a-z0-9]*/models/([^/:]+):(batchEmbedContents|embedContent)", path
+        )
+        if embed:
+            self.google_embed(embed.group(1), embed.group(2) == "batchEmbedContents")
+            return
         if path.endswith("/chat/completions"):
             self.openai_chat(body)
         elif path.endswith("/responses"):
@@ -183,23 +348,45 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 return  # the client went away (a cancelled stream)
 
-    def refused(self, model: str, body_of: Any) -> bool:
-        match = re.fullmatch(r"error-(\d{3})", model)
+    def refused(self, model: str, provider: str) -> bool:
+        """Answers ``model`` ``error-<form>`` with the form's error, if the provider has it."""
+        match = re.fullmatch(r"error-([a-z0-9]+)", model)
         if match:
-            status = int(match.group(1))
-            self.json(status, body_of(status))
+            _error_type, answers = ERROR_FORMS[match.group(1)]
+            status, body = answers[provider]
+            self.json(status, body)
         return bool(match)
+
+    def openai_embeddings(self, body: dict[str, Any]) -> None:
+        model = body["model"]
+        if self.refused(model, "openai"):
+            return
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        self.json(
+            200,
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": index, "embedding": [0.25, -0.5]}
+                    for index in range(len(inputs))
+                ],
+                "model": model,
+                "usage": {"prompt_tokens": EMBEDDING_TOKENS, "total_tokens": EMBEDDING_TOKENS},
+            },
+        )
+
+    def google_embed(self, model: str, batch: bool) -> None:
+        if self.refused(model, "google"):
+            return
+        embedding = {"values": [0.25, -0.5]}
+        self.json(200, {"embeddings": [embedding]} if batch else {"embedding": embedding})
 
     # ------------------------------------------------------------------ OpenAI
 
     def openai_chat(self, body: dict[str, Any]) -> None:
         model = body["model"]
 
-        def error(status: int) -> dict[str, Any]:
-            kind = "rate_limit_exceeded" if status == 429 else "server_error"
-            return {"error": {"message": f"test {status}", "type": kind, "code": kind}}
-
-        if self.refused(model, error):
+        if self.refused(model, "openai"):
             return
         usage = OPENAI_CHAT_USAGE
         if "-plain" in model:
@@ -289,10 +476,7 @@ class _Handler(BaseHTTPRequestHandler):
     def openai_responses(self, body: dict[str, Any]) -> None:
         model = body["model"]
 
-        def error(status: int) -> dict[str, Any]:
-            return {"error": {"message": f"test {status}", "type": "server_error", "code": None}}
-
-        if self.refused(model, error):
+        if self.refused(model, "openai"):
             return
         usage = OPENAI_RESPONSES_USAGE
         if "-plain" in model:
@@ -383,11 +567,7 @@ class _Handler(BaseHTTPRequestHandler):
     def anthropic(self, body: dict[str, Any]) -> None:
         model = body["model"]
 
-        def error(status: int) -> dict[str, Any]:
-            kind = "rate_limit_error" if status == 429 else "api_error"
-            return {"type": "error", "error": {"type": kind, "message": f"test {status}"}}
-
-        if self.refused(model, error):
+        if self.refused(model, "anthropic"):
             return
         usage = ANTHROPIC_USAGE
         if "-plain" in model:
@@ -524,11 +704,7 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------------ Google
 
     def google(self, model: str, body: dict[str, Any], streamed: bool) -> None:
-        def error(status: int) -> dict[str, Any]:
-            state = "RESOURCE_EXHAUSTED" if status == 429 else "INTERNAL"
-            return {"error": {"code": status, "message": f"test {status}", "status": state}}
-
-        if self.refused(model, error):
+        if self.refused(model, "google"):
             return
         usage = GOOGLE_USAGE
         if "-plain" in model:

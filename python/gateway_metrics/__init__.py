@@ -30,6 +30,7 @@ if not getattr(sys, "_is_gil_enabled", lambda: True)():
 
 from gateway_metrics._core import GEN_AI_SEMCONV_VERSION
 from gateway_metrics._cost import compute_cost
+from gateway_metrics._errors import ERROR_TYPES, error_type_of
 from gateway_metrics._exporter import PrometheusExporter
 from gateway_metrics._middleware import GatewayMetricsMiddleware
 from gateway_metrics._otlp import OtlpError, OtlpExporter
@@ -41,6 +42,7 @@ from gateway_metrics._usage import Usage, tool_call_names, usage_from
 
 __all__ = [
     "DEFAULT_COST_TABLE",
+    "ERROR_TYPES",
     "GEN_AI_SEMCONV_VERSION",
     "GatewayMetricsMiddleware",
     "ModelPricing",
@@ -53,6 +55,7 @@ __all__ = [
     "TrackedCall",
     "Usage",
     "compute_cost",
+    "error_type_of",
     "make_asgi_app",
     "make_wsgi_app",
     "tool_call_names",

@@ -25,6 +25,8 @@ except ImportError:  # pragma: no cover - older prometheus_client
 
 
 from gateway_metrics._core import NATIVE_HISTOGRAM_DEFAULTS, MetricsStore
+from gateway_metrics._instrument import instrument as instrument_client
+from gateway_metrics._instrument import uninstrument as uninstrument_client
 from gateway_metrics._otlp import OtlpTarget
 from gateway_metrics._pricing import (
     DEFAULT_COST_TABLE,
@@ -594,6 +596,9 @@ class GatewayMetricsMiddleware(MetricsStore):
         *,
         labels: Mapping[str, str] | None = None,
         exemplar: Mapping[str, str] | None = None,
+        queue_s: float | None = None,
+        upstream_latency_s: float | None = None,
+        error_type: str | None = None,
     ) -> TrackedCall:
         """Times one LLM request and records it when the block exits.
 
@@ -608,7 +613,16 @@ class GatewayMetricsMiddleware(MetricsStore):
         re-raised) or ``"cancelled"`` (``asyncio.CancelledError``, or a
         streaming generator closed early); our own parsing never changes it.
         ``exemplar`` (labels such as ``trace_id``) is kept on the buckets the
-        request's duration and time to first token fall in.
+        request's duration and time to first token fall in. A failed call is
+        counted in ``ractogateway_request_errors_total`` by its ``error_type``:
+        the one given (here or by ``call.error(...)``), else the exception's
+        (``gateway_metrics.error_type_of``). ``queue_s`` and
+        ``upstream_latency_s`` (or ``call.queue(...)``, ``call.upstream(...)``)
+        are ``record_request``'s, parts of the measured latency.
+
+        As a decorator, it tracks every call of a function, sync or async; the
+        result is read with ``usage_from`` when it carries usage, and a
+        generator's items as stream events.
 
         Example::
 
@@ -619,8 +633,52 @@ class GatewayMetricsMiddleware(MetricsStore):
                     call.first_token()
                     call.usage(chunk)
                     call.tool_calls(chunk)
+
+            @metrics.track("anthropic", "claude-sonnet-4-5")
+            def ask(question):
+                return client.messages.create(...)
         """
-        return TrackedCall(self, provider, model, operation, labels, exemplar)
+        return TrackedCall(
+            self,
+            provider,
+            model,
+            operation,
+            labels,
+            exemplar,
+            queue_s,
+            upstream_latency_s,
+            error_type,
+        )
+
+    def instrument(self, client: Any) -> Any:
+        """Records every call of one SDK client, as ``track()`` would; returns the client.
+
+        ``client`` is an ``openai.OpenAI`` or ``AsyncOpenAI`` (chat completions,
+        with ``stream=True`` and the ``.chat.completions.stream(...)`` helper;
+        Responses, streamed or not; embeddings), an ``anthropic.Anthropic`` or
+        ``AsyncAnthropic`` (messages, with ``stream=True`` and the
+        ``messages.stream(...)`` helper) or a ``google.genai.Client``
+        (``models.generate_content``, ``generate_content_stream`` and
+        ``embed_content``, and their ``client.aio`` forms). Each call is
+        recorded once: the provider, the model asked for, the operation
+        (``chat``, ``stream``, ``embed``), the status (``ok``, ``error``, or
+        ``cancelled`` when a stream is closed early or the task cancelled) with
+        the error type, latency, time to first token, every token type the
+        provider reports and the tool calls. The caller gets exactly what the
+        SDK returns. Only this client object is changed (its resource objects'
+        methods are shadowed); ``uninstrument`` undoes it. See docs/instrument.md.
+
+        Example::
+
+            client = metrics.instrument(openai.OpenAI())
+            client.chat.completions.create(model="gpt-4o", messages=messages)
+        """
+        return instrument_client(self, client)
+
+    def uninstrument(self, client: Any) -> Any:
+        """Undoes ``instrument(client)``: the client's methods are its class's
+        again; returns the client."""
+        return uninstrument_client(client)
 
     def unregister(self) -> None:
         """Removes this middleware's collector from its registry."""

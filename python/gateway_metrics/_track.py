@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
+import math
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway_metrics._core import TOKEN_TYPES, MetricsStore, check_exemplar
+from gateway_metrics._errors import ERROR_TYPES, error_type_of
 from gateway_metrics._usage import (
     Usage,
     check_tokens,
@@ -28,6 +32,43 @@ _REPORTED: weakref.WeakKeyDictionary[MetricsStore, set[str]] = weakref.WeakKeyDi
 
 #: ``record_request``'s keyword for each token type (``Usage`` field names).
 _TOKEN_KEYWORDS = {name: keyword for name, keyword, _rate in TOKEN_TYPES}
+
+#: The fields of a response, chunk or event that hold its tool calls, directly
+#: or in their items (see ``tool_call_names``).
+_TOOL_CALL_HOLDERS = (
+    "choices",
+    "content",
+    "content_block",
+    "output",
+    "item",
+    "candidates",
+    "tool_calls",
+)
+
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+def _checked_seconds(value: Any, argument: str) -> float | None:
+    """A duration given to a tracked call: None, or a finite number of seconds >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{argument} must be a real number or None, not {type(value).__name__}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{argument} must be finite and not negative, got {value!r}")
+    return seconds
+
+
+def _checked_error_type(value: Any) -> str | None:
+    """An error type given to a tracked call: None, or one of ``ERROR_TYPES``."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"error_type must be str or None, not {type(value).__name__}")
+    if value not in ERROR_TYPES:
+        raise ValueError(f"error_type must be one of {', '.join(ERROR_TYPES)}, not {value!r}")
+    return value
 
 
 def _report_once(metrics: MetricsStore, kind: str, message: str) -> None:
@@ -68,12 +109,22 @@ def record_counted(
     tool_calls: list[ToolCall],
     labels: Mapping[str, str] | None,
     exemplar: Mapping[str, str] | None = None,
+    error_type: str | None = None,
+    queue_s: float | None = None,
+    upstream_latency_s: float | None = None,
 ) -> None:
     """Records one request whose token counts are by type (``Usage`` field names),
-    as ``track()`` and the LiteLLM logger collect them."""
+    as ``track()`` and the LiteLLM logger collect them; a failed one (any
+    status but ``"ok"``) with its ``error_type``."""
     counts: dict[str, Any] = {_TOKEN_KEYWORDS[name]: count for name, count in tokens.items()}
     if exemplar is not None:
         counts["exemplar"] = exemplar
+    if error_type is not None and status != "ok":
+        counts["error_type"] = error_type
+    if queue_s is not None:
+        counts["queue_s"] = queue_s
+    if upstream_latency_s is not None:
+        counts["upstream_latency_s"] = upstream_latency_s
     metrics.record_request(
         provider=provider,
         model=model,
@@ -93,7 +144,12 @@ class TrackedCall:
     Made by ``GatewayMetricsMiddleware.track``. Status ``"ok"`` on a normal exit,
     ``"error"`` when an exception leaves the block (it is re-raised),
     ``"cancelled"`` on ``asyncio.CancelledError`` or when a generator holding the
-    block is closed early; what was seen until then is recorded.
+    block is closed early; what was seen until then is recorded. A failed
+    call's ``error_type`` is the one given (``error()``), else the
+    exception's (``gateway_metrics.error_type_of``).
+
+    Used as a decorator, it tracks each call of the function it decorates
+    (see ``GatewayMetricsMiddleware.track``).
     """
 
     def __init__(
@@ -104,9 +160,15 @@ class TrackedCall:
         operation: str,
         labels: Mapping[str, str] | None,
         exemplar: Mapping[str, str] | None = None,
+        queue_s: float | None = None,
+        upstream_latency_s: float | None = None,
+        error_type: str | None = None,
     ) -> None:
         if exemplar is not None:
             check_exemplar(exemplar)
+        self._queue_s = _checked_seconds(queue_s, "queue_s")
+        self._upstream_s = _checked_seconds(upstream_latency_s, "upstream_latency_s")
+        self._error_type = _checked_error_type(error_type)
         for argument, value in (("provider", provider), ("model", model), ("operation", operation)):
             if not isinstance(value, str):
                 raise TypeError(f"{argument} must be str, not {type(value).__name__}")
@@ -131,6 +193,35 @@ class TrackedCall:
         self._keyed_calls: dict[object, str] = {}
         self._unkeyed_calls: list[str] = []
         self._recorded = False
+
+    def _again(self) -> TrackedCall:
+        """A new call tracked as this one is configured (a decorated function's next call)."""
+        return TrackedCall(
+            self._metrics,
+            self._provider,
+            self._model,
+            self._operation,
+            self._labels,
+            self._exemplar,
+            self._queue_s,
+            self._upstream_s,
+            self._error_type,
+        )
+
+    def queue(self, seconds: float) -> None:
+        """Sets the seconds the request waited in the gateway before its upstream
+        call (``record_request``'s ``queue_s``, part of the latency)."""
+        self._queue_s = _checked_seconds(seconds, "seconds")
+
+    def upstream(self, seconds: float) -> None:
+        """Sets the seconds the request spent waiting on its provider
+        (``record_request``'s ``upstream_latency_s``, part of the latency)."""
+        self._upstream_s = _checked_seconds(seconds, "seconds")
+
+    def error(self, error_type: str) -> None:
+        """Sets why the request failed, one of ``ERROR_TYPES``: recorded if it
+        ends in an error (or is cancelled), in place of the exception's type."""
+        self._error_type = _checked_error_type(error_type)
 
     def first_token(self) -> None:
         """Marks the first token of a streamed response; later calls do nothing."""
@@ -173,6 +264,8 @@ class TrackedCall:
         cache_read: int = 0,
         cache_write: int = 0,
         reasoning: int = 0,
+        audio_input: int = 0,
+        audio_output: int = 0,
     ) -> None:
         """Sets the token counts directly, in this package's semantics.
 
@@ -189,6 +282,8 @@ class TrackedCall:
                     "cache_read": cache_read,
                     "cache_write": cache_write,
                     "reasoning": reasoning,
+                    "audio_input": audio_input,
+                    "audio_output": audio_output,
                 }
             )
         )
@@ -220,24 +315,29 @@ class TrackedCall:
             return
         self._recorded = True
         latency_s = time.perf_counter() - self._started
+        error_type = None
         if error is None:
             status = "ok"
-        elif isinstance(error, (asyncio.CancelledError, GeneratorExit)):
-            status = "cancelled"
         else:
-            status = "error"
+            cancelled = isinstance(error, (asyncio.CancelledError, GeneratorExit))
+            status = "cancelled" if cancelled else "error"
+            error_type = self._error_type or error_type_of(error)
         first = self._first_token_s
         first_token_s = None if first is None else min(first, latency_s)
         calls = [ToolCall(name) for name in [*self._keyed_calls.values(), *self._unkeyed_calls]]
         try:
-            self._record(status, latency_s, first_token_s, self._checked_counts(), calls)
+            self._record(
+                status, latency_s, first_token_s, self._checked_counts(), calls, error_type, True
+            )
         except (TypeError, ValueError) as refused:
             # Every part was checked when it was given; should one still be
             # refused, the request is recorded without its parts rather than
             # lost, and the block's own exception (if any) stays the one raised.
             _report_once(self._metrics, f"record:{type(refused).__name__}", f"track(): {refused}")
             try:
-                self._record(status, latency_s, first_token_s, Usage().counts(), [])
+                self._record(
+                    status, latency_s, first_token_s, Usage().counts(), [], error_type, False
+                )
             except (TypeError, ValueError) as still:
                 _report_once(self._metrics, f"record:{type(still).__name__}", f"track(): {still}")
 
@@ -269,6 +369,8 @@ class TrackedCall:
         first_token_s: float | None,
         tokens: Mapping[str, int],
         tool_calls: list[ToolCall],
+        error_type: str | None,
+        parts: bool,
     ) -> None:
         record_counted(
             self._metrics,
@@ -282,7 +384,92 @@ class TrackedCall:
             tool_calls=tool_calls,
             labels=self._labels,
             exemplar=self._exemplar,
+            error_type=error_type,
+            queue_s=self._queue_s if parts else None,
+            upstream_latency_s=self._upstream_s if parts else None,
         )
+
+    def __call__(self, function: _Function) -> _Function:
+        """Decorates ``function`` (sync or async, a generator or not): each call
+        is tracked as this call is configured, its result read with
+        ``usage_from`` and ``tool_call_names`` when it carries usage or tool
+        calls; a generator's items are read as stream events, the first one
+        marking the first token."""
+        if self._started is not None:
+            raise RuntimeError("a tracked call that was entered cannot decorate a function")
+        template = self
+        if inspect.isasyncgenfunction(function):
+
+            @functools.wraps(function)
+            async def async_generator(*args: Any, **kwargs: Any) -> Any:
+                async with template._again() as call:
+                    async for item in function(*args, **kwargs):
+                        call._saw_item(item)
+                        yield item
+
+            return async_generator  # type: ignore[return-value]
+        if inspect.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def coroutine(*args: Any, **kwargs: Any) -> Any:
+                async with template._again() as call:
+                    result = await function(*args, **kwargs)
+                    call._saw_result(result)
+                    return result
+
+            return coroutine  # type: ignore[return-value]
+        if inspect.isgeneratorfunction(function):
+
+            @functools.wraps(function)
+            def generator(*args: Any, **kwargs: Any) -> Any:
+                with template._again() as call:
+                    for item in function(*args, **kwargs):
+                        call._saw_item(item)
+                        yield item
+
+            return generator  # type: ignore[return-value]
+
+        @functools.wraps(function)
+        def plain(*args: Any, **kwargs: Any) -> Any:
+            with template._again() as call:
+                result = function(*args, **kwargs)
+                call._saw_result(result)
+                return result
+
+        return plain  # type: ignore[return-value]
+
+    def _saw_result(self, result: Any) -> None:
+        """Reads a decorated function's result, if it is an SDK response (never raises)."""
+        if result is None or isinstance(result, (str, bytes, int, float, bool)):
+            return
+        try:
+            usage = usage_from(result)
+        except TypeError:
+            return  # not an SDK response: the call is recorded without tokens
+        self._usage = self._usage.merged(usage)
+        self._quiet_tool_calls(result)
+
+    def _saw_item(self, item: Any) -> None:
+        """Reads one item a decorated generator yielded, as a stream event."""
+        self.first_token()
+        if item is None or isinstance(item, (str, bytes, int, float, bool)):
+            return
+        try:
+            usage = usage_from(item)
+        except TypeError:
+            return
+        self._usage = self._usage.merged(usage)
+        self._quiet_tool_calls(item)
+
+    def _quiet_tool_calls(self, source: Any) -> None:
+        """Reads the tool calls of a response, chunk or event, if it has a
+        part that holds them (an object or dict of no known shape has none)."""
+        try:
+            if not any(field_of(source, name) is not None for name in _TOOL_CALL_HOLDERS):
+                return
+            self.tool_calls(source)
+        except Exception as unreadable:  # recorded without them, reported once
+            _report_once(self._metrics, "tools", f"track(): tool calls not read: {unreadable}")
 
     def __enter__(self) -> TrackedCall:
         return self._start()
