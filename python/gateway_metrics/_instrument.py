@@ -32,6 +32,18 @@ from gateway_metrics._track import TrackedCall, _report_once
 _LOGGER = logging.getLogger("gateway_metrics")
 
 
+def _close(call: TrackedCall, error: BaseException | None) -> None:
+    """Ends ``call``; a failure of ours is reported once, never raised into the caller's call."""
+    try:
+        call._finish(error)
+    except Exception as ours:
+        _report_once(
+            call._metrics,
+            f"instrument-record:{type(ours).__name__}",
+            f"instrument(): call not recorded: {type(ours).__name__}: {ours}",
+        )
+
+
 class _StreamFailedError(Exception):
     """A stream that reported an error as an event (OpenAI Responses' ``error``)
     rather than raising it: the call ends as an error of that type."""
@@ -147,13 +159,13 @@ class _Watch:
         call = self.call
         if call._recorded:
             return
-        for item in self.kept:
-            call.usage(item)
-        self.kept = []
+        kept, self.kept = self.kept, []
+        for item in kept:
+            call.usage(item)  # never raises: a shape it does not know is logged
         if error is None and self.failed is not None:
             call.error(self.failed)
             error = _StreamFailedError(self.failed)
-        call._finish(error)
+        _close(call, error)
 
 
 def _observed(inner: Any, watch: _Watch) -> Any:
@@ -204,8 +216,35 @@ def _watch_stream(stream: Any, watch: _Watch, asynchronous: bool) -> Any:
         )
         watch.end(None)
         return stream
+    _end_when_closed(stream, watch, asynchronous)
     _cancel_when_dropped(stream, watch)
     return stream
+
+
+def _end_when_closed(stream: Any, watch: _Watch, asynchronous: bool) -> None:
+    """Ends the call as cancelled when the stream is closed before its end
+    (by the caller, or by a stream helper closing its raw stream)."""
+    original = getattr(stream, "close", None)
+    if original is None:
+        return
+    if asynchronous:
+
+        async def close_async() -> None:
+            try:
+                await original()
+            finally:
+                watch.end(GeneratorExit())
+
+        stream.close = close_async
+        return
+
+    def close() -> None:
+        try:
+            original()
+        finally:
+            watch.end(GeneratorExit())
+
+    stream.close = close
 
 
 # ------------------------------------------------------------------ the methods
@@ -363,7 +402,7 @@ def _ended(call: Any, response: Any, method: _Method) -> None:
     if method.usage:
         call.usage(response)
         call._quiet_tool_calls(response)
-    call._finish(None)
+    _close(call, None)
 
 
 def _wrapped(metrics: Any, provider: str, method: _Method, original: Any) -> Any:
@@ -384,41 +423,44 @@ def _wrapped(metrics: Any, provider: str, method: _Method, original: Any) -> Any
 
         return helper
 
-    if inspect.iscoroutinefunction(original):
-
-        @functools.wraps(original)
-        async def call_async(*args: Any, **kwargs: Any) -> Any:
-            call, streamed = begin(kwargs)
-            if call is None:
-                return await original(*args, **kwargs)
-            try:
-                result = await original(*args, **kwargs)
-            except BaseException as error:
-                call._finish(error)
-                raise
-            if streamed and method.streams == "always":
-                return _stream_of(call, result, reader, asynchronous=True)
-            _settle(call, result, streamed, method, reader, asynchronous=True)
-            return result
-
-        return call_async
+    async def settled_async(call: Any, streamed: bool, pending: Any) -> Any:
+        try:
+            result = await pending
+        except BaseException as error:
+            _close(call, error)
+            raise
+        if streamed and method.streams == "always":
+            return _stream_of(call, result, reader, asynchronous=True)
+        _settle(call, result, streamed, method, reader, asynchronous=True)
+        return result
 
     @functools.wraps(original)
-    def call_sync(*args: Any, **kwargs: Any) -> Any:
+    def tracked(*args: Any, **kwargs: Any) -> Any:
         call, streamed = begin(kwargs)
         if call is None:
             return original(*args, **kwargs)
         try:
             result = original(*args, **kwargs)
         except BaseException as error:
-            call._finish(error)
+            _close(call, error)
             raise
+        # An async client's method returns an awaitable (some are not
+        # coroutine functions themselves): the call ends when it is awaited.
+        if inspect.isawaitable(result):
+            return settled_async(call, streamed, result)
         if streamed and method.streams == "always":
             return _stream_of(call, result, reader, asynchronous=False)
         _settle(call, result, streamed, method, reader, asynchronous=False)
         return result
 
-    return call_sync
+    if inspect.iscoroutinefunction(original):
+        # Keep it a coroutine function for callers (and frameworks) that check.
+        @functools.wraps(original)
+        async def call_async(*args: Any, **kwargs: Any) -> Any:
+            return await tracked(*args, **kwargs)
+
+        return call_async
+    return tracked
 
 
 def _stream_of(call: Any, iterator: Any, reader: Any, asynchronous: bool) -> Any:
@@ -440,7 +482,7 @@ def _settle(
             _watch_stream(result, _Watch(call, reader), asynchronous)
     except Exception as ours:  # our failure never reaches the caller
         _report_once(call._metrics, "instrument-settle", f"instrument(): {ours}")
-        call._finish(None)
+        _close(call, None)
 
 
 def _watch_manager(
@@ -468,7 +510,7 @@ def _watch_manager(
             try:
                 stream = await request
             except BaseException as error:
-                call._finish(error)
+                _close(call, error)
                 raise
             return _watch_stream(stream, _Watch(call, reader), asynchronous=True)
 
@@ -482,7 +524,7 @@ def _watch_manager(
         try:
             stream = request()
         except BaseException as error:
-            call._finish(error)
+            _close(call, error)
             raise
         return _watch_stream(stream, _Watch(call, reader), asynchronous=False)
 
