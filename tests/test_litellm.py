@@ -20,12 +20,13 @@ import pytest
 # LiteLLM fetches a price list from the network when imported unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 litellm = pytest.importorskip("litellm", reason="the test dependency group installs LiteLLM")
+openai = pytest.importorskip("openai", reason="the test dependency group installs the SDKs")
 
 from gateway_metrics import GatewayMetricsMiddleware  # noqa: E402
 from gateway_metrics.integrations.litellm import GatewayMetricsLogger  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-from providers import EXPECTED, TOOLS, ProviderServer  # noqa: E402
+from providers import ERROR_FORMS, EXPECTED, TOOLS, ProviderServer  # noqa: E402
 from test_sdks import PRICE, recorded  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -150,14 +151,30 @@ def test_acompletion_is_recorded_once(server, logged, stream):
     assert found["ttft"] == (1.0 if stream else 0.0)
 
 
-def test_a_failed_call_is_recorded_as_an_error(server, logged):
-    with pytest.raises(litellm.exceptions.InternalServerError):
+@pytest.mark.parametrize(
+    ("provider", "form"),
+    [
+        (provider, form)
+        for provider in ("openai", "anthropic")
+        for form in ("500", "429", "context", "401")
+    ],
+)
+def test_a_failed_call_is_recorded_as_an_error_of_its_type(server, logged, provider, form):
+    model = f"error-{form}"
+    with pytest.raises(openai.APIError):  # every LiteLLM error is one
         litellm.completion(
-            model="openai/error-500", messages=MESSAGES, num_retries=0, **route(server, "openai")
+            model=f"{provider}/{model}", messages=MESSAGES, num_retries=0, **route(server, provider)
         )
-    found = settle(logged, "error-500", 1)
+    found = settle(logged, model, 1)
     assert found["requests"] == {"error": 1.0}
     assert found["tokens"] == {}
+    errors = {
+        sample.labels["error_type"]: sample.value
+        for family in text_string_to_metric_families(logged.generate_latest())
+        for sample in family.samples
+        if sample.name == "ractogateway_request_errors_total" and sample.labels["model"] == model
+    }
+    assert errors == {ERROR_FORMS[form][0]: 1.0}
 
 
 def test_labels_must_be_extra_labels_of_the_middleware():

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
+from gateway_metrics._errors import error_type_of
 from gateway_metrics._track import ToolCall, record_counted
 from gateway_metrics._usage import Usage, recordable_counts, tool_call_names, usage_from
 
@@ -241,6 +242,12 @@ class GatewayMetricsLogger(CustomLogger):  # type: ignore[misc]
         operation = OPERATIONS.get(plain_type, plain_type)
         if streamed and operation == "chat":
             operation = "stream"
+        error_type = None
+        if failed:
+            exception = kwargs.get("exception")
+            error_type = (
+                error_type_of(exception) if isinstance(exception, BaseException) else "other"
+            )
         metadata = payload.get("metadata") or params.get("metadata") or {}
         labels = {name: str(metadata.get(key) or "") for name, key in self.labels.items()}
         record_counted(
@@ -254,4 +261,5 @@ class GatewayMetricsLogger(CustomLogger):  # type: ignore[misc]
             tokens=counts,
             tool_calls=[ToolCall(name) for name in tools],
             labels=labels or None,
+            error_type=error_type,
         )
