@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway_metrics import _core
+from gateway_metrics import _core, _errors
 
 ROOT = Path(__file__).resolve().parent.parent
 STUB = ROOT / "python" / "gateway_metrics" / "_core.pyi"
@@ -111,6 +111,24 @@ def semconv_table() -> list[str]:
     return lines
 
 
+def error_tables() -> list[str]:
+    """The docs' tables of how ``error_type_of`` tells errors apart."""
+    lines = ["| exception class (by name, in its hierarchy) | error_type |", "|---|---|"]
+    lines += [f"| `{name}` | `{kind}` |" for name, kind in _errors._CLASS_NAMES]
+    lines += ["", "| error body `code`, `type` or `status` | error_type |", "|---|---|"]
+    lines += [f"| `{name}` | `{kind}` |" for name, kind in _errors._BODY_NAMES.items()]
+    lines += ["", "| HTTP status | error_type |", "|---|---|"]
+    lines += [f"| {status} | `{kind}` |" for status, kind in sorted(_errors._STATUS_TYPES.items())]
+    lines += ["| any other 5xx | `server_error` |", "| anything else | `other` |"]
+    lines += [
+        "",
+        "A message that says a prompt did not fit ("
+        + ", ".join(f'"{words}"' for words in _errors._CONTEXT_LENGTH_WORDS)
+        + ") is `context_length`.",
+    ]
+    return lines
+
+
 #: Each generated region: the file it is in and what it holds.
 REGIONS: dict[str, tuple[Path, Callable[[], list[str]]]] = {
     "record_request": (STUB, lambda: signature(batch=False)),
@@ -118,6 +136,7 @@ REGIONS: dict[str, tuple[Path, Callable[[], list[str]]]] = {
     "request fields": (ROOT / "docs" / "recording.md", field_table),
     "families": (ROOT / "docs" / "metrics.md", family_table),
     "gen_ai names": (ROOT / "docs" / "otlp.md", semconv_table),
+    "error types": (ROOT / "docs" / "errors.md", error_tables),
 }
 
 

@@ -80,23 +80,27 @@ _CONTEXT_LENGTH_WORDS = (
 )
 
 
+#: The error type of each HTTP status that has its own; any other 5xx status
+#: is a ``server_error`` (Anthropic's 529 overloaded among them), the rest ``other``.
+_STATUS_TYPES: Mapping[int, str] = {
+    400: "bad_request",
+    401: "auth",
+    403: "auth",
+    404: "not_found",
+    408: "timeout",
+    413: "bad_request",
+    422: "bad_request",
+    429: "rate_limit",
+    499: "cancelled",
+    504: "timeout",
+}
+
+
 def _status_type(status: int) -> str:
     """The error type of an HTTP status."""
-    if status == 429:
-        return "rate_limit"
-    if status in (408, 504):
-        return "timeout"
-    if status in (401, 403):
-        return "auth"
-    if status == 404:
-        return "not_found"
-    if status == 499:
-        return "cancelled"
-    if status in (400, 413, 422):
-        return "bad_request"
-    if 500 <= status <= 599:
-        return "server_error"
-    return "other"
+    if status in _STATUS_TYPES:
+        return _STATUS_TYPES[status]
+    return "server_error" if 500 <= status <= 599 else "other"
 
 
 def _http_status(error: BaseException) -> int | None:
@@ -145,7 +149,7 @@ def error_type_of(error: BaseException) -> str:
     then the error body's ``code``/``type``/``status`` when it names a kind
     (a 400 whose code is ``context_length_exceeded``, an error event in a
     stream); then the HTTP status; ``"other"`` for anything else. Never
-    raises. The table by provider is in docs/errors.md.
+    raises. docs/errors.md has the tables it follows.
 
     Example::
 
