@@ -24,7 +24,8 @@ answers JSON and server-sent events in each provider's documented shapes:
 What it answers is chosen by the model name: ``-tools`` adds two tool calls
 (``search`` and ``calculator``), ``-plain`` leaves out the cache and reasoning
 fields, ``-midstream`` ends a stream with an error event after its first
-chunk, ``-slow`` waits 0.2 s between stream chunks (at most 50), ``-hang``
+chunk, ``-slow`` waits 0.2 s between stream chunks (at most 50), ``-long``
+streams 1,000 content chunks (OpenAI Chat), ``-hang``
 waits 2 s before answering, and ``error-<form>`` answers with one of
 ``ERROR_FORMS``: the status and error body the provider documents for it
 (https://platform.openai.com/docs/guides/error-codes,
@@ -74,6 +75,8 @@ GOOGLE_USAGE = {
     "toolUsePromptTokenCount": 25,
     "totalTokenCount": 525,
 }
+#: The content chunks of an OpenAI Chat stream of a ``-long`` model.
+LONG_STREAM_WORDS = ("word ",) * 1000
 #: The prompt tokens of an OpenAI embeddings answer.
 EMBEDDING_TOKENS = 8
 #: The same counts in this package's semantics.
@@ -461,7 +464,8 @@ class _Handler(BaseHTTPRequestHandler):
                             ),
                         )
             else:
-                for word in ("Hel", "lo", "."):
+                words = LONG_STREAM_WORDS if "-long" in model else ("Hel", "lo", ".")
+                for word in words:
                     yield None, chunk({"content": word})
             yield None, chunk({}, "tool_calls" if tools else "stop")
             if include_usage:

@@ -59,7 +59,8 @@ class _StreamFailedError(Exception):
 def _openai_chat_item(watch: _Watch, chunk: Any) -> None:
     choices = chunk.choices
     if choices:
-        watch.call.first_token()
+        if watch.waiting:
+            watch.first()
         for choice in choices:
             if choice.delta is not None and choice.delta.tool_calls:
                 watch.call.tool_calls(chunk)
@@ -81,17 +82,19 @@ def _openai_responses_item(watch: _Watch, event: Any) -> None:
         watch.call.tool_calls(event.response)
     elif kind == "error":
         watch.failed = error_type_of_event(event)
-    elif kind not in _RESPONSES_PREAMBLE:
-        watch.call.first_token()
+    elif watch.waiting and kind not in _RESPONSES_PREAMBLE:
+        watch.first()
 
 
 def _anthropic_item(watch: _Watch, event: Any) -> None:
     kind = event.type
     if kind == "content_block_start":
-        watch.call.first_token()
+        if watch.waiting:
+            watch.first()
         watch.call.tool_calls(event)
     elif kind == "content_block_delta":
-        watch.call.first_token()
+        if watch.waiting:
+            watch.first()
     elif kind in ("message_start", "message_delta"):
         watch.keep(event)
 
@@ -99,7 +102,8 @@ def _anthropic_item(watch: _Watch, event: Any) -> None:
 def _google_item(watch: _Watch, chunk: Any) -> None:
     candidates = chunk.candidates
     if candidates:
-        watch.call.first_token()
+        if watch.waiting:
+            watch.first()
         for candidate in candidates:
             content = candidate.content
             if content is not None and any(
@@ -114,7 +118,8 @@ def _google_item(watch: _Watch, chunk: Any) -> None:
 def _any_item(watch: _Watch, item: Any) -> None:
     """The reader of a stream whose items are of no known shape: each item
     read in full, as ``track()`` reads what it is given."""
-    watch.call.first_token()
+    if watch.waiting:
+        watch.first()
     watch.keep(item)
     watch.call._quiet_tool_calls(item)
 
@@ -122,7 +127,7 @@ def _any_item(watch: _Watch, item: Any) -> None:
 class _Watch:
     """One tracked stream: its call, reader and the items that carry usage."""
 
-    __slots__ = ("call", "failed", "kept", "reader")
+    __slots__ = ("call", "failed", "kept", "reader", "waiting")
 
     def __init__(self, call: TrackedCall, reader: Callable[[_Watch, Any], None]) -> None:
         self.call = call
@@ -130,6 +135,13 @@ class _Watch:
         self.kept: list[Any] = []
         #: The error type of an error the stream reported as an event.
         self.failed: str | None = None
+        #: Whether the first token is still to come (a flag, read per item).
+        self.waiting = True
+
+    def first(self) -> None:
+        """Marks the first token."""
+        self.waiting = False
+        self.call.first_token()
 
     def keep(self, item: Any) -> None:
         self.kept.append(item)
@@ -141,18 +153,20 @@ class _Watch:
         else:
             self.kept.append(item)
 
-    def see(self, item: Any) -> None:
+    def unreadable(self, item: Any, unreadable: Exception) -> None:
+        """An item the reader could not read (an SDK version whose items we do
+        not know): reported once, and every item from it on read in full."""
+        _report_once(
+            self.call._metrics,
+            f"instrument-item:{type(item).__name__}",
+            f"instrument(): a stream item of type {type(item).__name__} could not be "
+            f"read ({type(unreadable).__name__}: {unreadable}); reading each in full",
+        )
+        self.reader = _any_item
         try:
-            self.reader(self, item)
-        except Exception as unreadable:  # an SDK version whose items we do not know
-            _report_once(
-                self.call._metrics,
-                f"instrument-item:{type(item).__name__}",
-                f"instrument(): a stream item of type {type(item).__name__} could not be "
-                f"read ({type(unreadable).__name__}: {unreadable}); reading each in full",
-            )
-            self.reader = _any_item
             _any_item(self, item)
+        except Exception as still:  # read as track() reads it: never raises but to be sure
+            _report_once(self.call._metrics, "instrument-any-item", f"instrument(): {still}")
 
     def end(self, error: BaseException | None) -> None:
         """Ends the call: the kept items' usage, then the outcome."""
@@ -172,7 +186,10 @@ def _observed(inner: Any, watch: _Watch) -> Any:
     """A generator yielding ``inner``'s items, each seen by ``watch``."""
     try:
         for item in inner:
-            watch.see(item)
+            try:
+                watch.reader(watch, item)
+            except Exception as unreadable:
+                watch.unreadable(item, unreadable)
             yield item
     except BaseException as error:  # GeneratorExit when closed early: cancelled
         watch.end(error)
@@ -184,7 +201,10 @@ async def _observed_async(inner: Any, watch: _Watch) -> Any:
     """``_observed`` of an async iterator."""
     try:
         async for item in inner:
-            watch.see(item)
+            try:
+                watch.reader(watch, item)
+            except Exception as unreadable:
+                watch.unreadable(item, unreadable)
             yield item
     except BaseException as error:
         watch.end(error)

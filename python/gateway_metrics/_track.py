@@ -172,13 +172,14 @@ class TrackedCall:
         for argument, value in (("provider", provider), ("model", model), ("operation", operation)):
             if not isinstance(value, str):
                 raise TypeError(f"{argument} must be str, not {type(value).__name__}")
-        known = metrics._extra_labels()
-        unknown = sorted(str(name) for name in (labels or {}) if name not in known)
-        if unknown:
-            raise ValueError(
-                f"labels names {', '.join(unknown)}, which are not among this middleware's "
-                f"extra labels ({', '.join(known)})"
-            )
+        if labels:
+            known = metrics._extra_labels()
+            unknown = sorted(str(name) for name in labels if name not in known)
+            if unknown:
+                raise ValueError(
+                    f"labels names {', '.join(unknown)}, which are not among this "
+                    f"middleware's extra labels ({', '.join(known)})"
+                )
         self._metrics = metrics
         self._labels = dict(labels) if labels else None
         self._exemplar = dict(exemplar) if exemplar is not None else None
@@ -325,6 +326,16 @@ class TrackedCall:
         first = self._first_token_s
         first_token_s = None if first is None else min(first, latency_s)
         calls = [ToolCall(name) for name in [*self._keyed_calls.values(), *self._unkeyed_calls]]
+        self._note_missing_usage()
+        try:
+            # The counts as reported: the core checks them (a refused call
+            # records nothing), so the check below runs only when they disagree.
+            self._record(
+                status, latency_s, first_token_s, self._usage.counts(), calls, error_type, True
+            )
+            return
+        except (TypeError, ValueError):
+            pass
         try:
             self._record(
                 status, latency_s, first_token_s, self._checked_counts(), calls, error_type, True
@@ -341,9 +352,8 @@ class TrackedCall:
             except (TypeError, ValueError) as still:
                 _report_once(self._metrics, f"record:{type(still).__name__}", f"track(): {still}")
 
-    def _checked_counts(self) -> dict[str, int]:
-        """The counts to record: all of them when they agree with each other,
-        else the consistent input and output (logged once)."""
+    def _note_missing_usage(self) -> None:
+        """Logs once that usage was asked for but none was reported."""
         if self._usage_given and not self._usage.reported:
             hint = "usage() was given nothing that carries usage"
             if self._chat_chunks:
@@ -352,6 +362,10 @@ class TrackedCall:
                     'when asked with stream_options={"include_usage": True}'
                 )
             _report_once(self._metrics, f"no-usage:{self._chat_chunks}", f"track(): {hint}")
+
+    def _checked_counts(self) -> dict[str, int]:
+        """The counts to record: all of them when they agree with each other,
+        else the consistent input and output (logged once)."""
         counts, problem = recordable_counts(self._usage)
         if problem is not None:
             _report_once(

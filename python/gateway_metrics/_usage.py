@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any
 
 from gateway_metrics import _core
@@ -51,26 +52,30 @@ class Usage:
         latest reported value of each count is the request's.
         """
         return Usage(
-            **{
-                field.name: getattr(self, field.name)
-                if getattr(later, field.name) is None
-                else getattr(later, field.name)
-                for field in fields(self)
-            }
+            *[
+                mine if theirs is None else theirs
+                for mine, theirs in zip(self._values(), later._values())
+            ]
         )
+
+    def _values(self) -> tuple[int | None, ...]:
+        """The counts in field order (``TOKEN_TYPES``)."""
+        values: tuple[int | None, ...] = _FIELD_VALUES(self)
+        return values
 
     @property
     def reported(self) -> bool:
         """Whether any count was reported."""
-        return any(getattr(self, field.name) is not None for field in fields(self))
+        return any(value is not None for value in self._values())
 
     def counts(self) -> dict[str, int]:
         """The counts by token type, 0 for those not reported."""
-        return {field.name: getattr(self, field.name) or 0 for field in fields(self)}
+        return {name: value or 0 for name, value in zip(TOKEN_TYPES, self._values())}
 
 
 #: The token types, in ``Usage``'s order (``record_request``'s ``<type>_tokens``).
 TOKEN_TYPES = tuple(field.name for field in fields(Usage))
+_FIELD_VALUES = attrgetter(*TOKEN_TYPES)
 
 
 def _token_parts() -> dict[tuple[str, int], tuple[str, list[str]]]:
@@ -140,17 +145,52 @@ def recordable_counts(usage: Usage) -> tuple[dict[str, int], str | None]:
         return check_tokens(totals), "; ".join(problems)
 
 
+#: What ``_lookup`` returns for a field a source does not have.
+_ABSENT: Any = object()
+#: The (pydantic class, name) pairs found to be neither a field nor a property.
+_CLASS_LACKS: set[tuple[type, str]] = set()
+_CLASS_LACKS_MAX = 4096
+
+
+def _lookup(source: Any, name: str) -> Any:
+    """``source.name`` or ``source[name]``; ``_ABSENT`` when it has neither.
+
+    The SDKs' objects are pydantic models, whose fields live in the instance's
+    ``__dict__`` and extra fields in ``__pydantic_extra__``: they are read there
+    first, as asking a model for a name it lacks costs an exception inside
+    pydantic's ``__getattr__`` (microseconds, a dozen times per response).
+    """
+    if type(source) is dict:
+        return source.get(name, _ABSENT)
+    kind = type(source)
+    if getattr(kind, "__pydantic_fields__", None) is not None:
+        values = getattr(source, "__dict__", None)
+        if values is not None and name in values:
+            return values[name]
+        extra = getattr(source, "__pydantic_extra__", None)
+        if extra and name in extra:
+            return extra[name]
+        if (kind, name) in _CLASS_LACKS:
+            return _ABSENT
+        if not any(name in vars(klass) for klass in kind.__mro__):
+            # Neither a field nor a property of the class: remembered, for
+            # as many (class, name) pairs as the SDKs' shapes give.
+            if len(_CLASS_LACKS) < _CLASS_LACKS_MAX:
+                _CLASS_LACKS.add((kind, name))
+            return _ABSENT
+    elif isinstance(source, Mapping):
+        return source.get(name, _ABSENT)
+    return getattr(source, name, _ABSENT)
+
+
 def field_of(source: Any, name: str) -> Any:
     """``source.name`` or ``source[name]``; None when it has neither."""
-    if isinstance(source, Mapping):
-        return source.get(name)
-    return getattr(source, name, None)
+    value = _lookup(source, name)
+    return None if value is _ABSENT else value
 
 
 def _has(source: Any, name: str) -> bool:
-    if isinstance(source, Mapping):
-        return name in source
-    return hasattr(source, name)
+    return _lookup(source, name) is not _ABSENT
 
 
 def _int(source: Any, *path: str) -> int | None:
