@@ -14,6 +14,7 @@ def _as_options(message: str) -> str:
     """An error of ``ops.export`` or ``Thresholds`` with arguments named as CLI options."""
     for name in (
         "extra_labels",
+        "namespace",
         "job_regex",
         "error_ratio",
         "latency_p95_s",
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--addr", default="127.0.0.1", help="exporter address (127.0.0.1)")
     demo.add_argument("--seed", type=int, default=7, help="random seed of the traffic")
     demo.add_argument(
+        "--namespace", default="ractogateway", help="the family names' prefix (ractogateway)"
+    )
+    demo.add_argument(
         "--serve", action="store_true", help="keep the exporter up after the summary (Ctrl-C ends)"
     )
     demo.add_argument(
@@ -57,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="NAME",
         help="an extra label the middleware was configured with (repeat for several)",
+    )
+    export.add_argument(
+        "--namespace",
+        default="ractogateway",
+        help="the namespace the middleware was given (ractogateway)",
     )
     defaults = Thresholds()
     for name, help_text in (
@@ -85,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
                 cost_usd_per_hour=args.cost_usd_per_hour,
                 job_regex=args.job_regex,
             )
-            paths = export_kit(args.directory, extra_labels=args.extra_label, thresholds=thresholds)
+            paths = export_kit(
+                args.directory,
+                extra_labels=args.extra_label,
+                thresholds=thresholds,
+                namespace=args.namespace,
+            )
         except (TypeError, ValueError) as refused:
             # Said as the option is spelt on the command line; exits with status 2.
             export.error(_as_options(str(refused)))
@@ -110,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         serve=args.serve,
         serve_seconds=args.serve_seconds,
         serve_rate=args.serve_rate,
+        namespace=args.namespace,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from typing_extensions import Self, disjoint_base
 
 __all__ = [
+    "DEFAULT_NAMESPACE",
     "ERROR_TYPES",
     "FAMILIES",
     "GEN_AI_SEMCONV_NAMES",
@@ -21,6 +22,7 @@ __all__ = [
     "MetricsStore",
     "check_exemplar",
     "check_extra_labels",
+    "check_namespace",
     "cleanup",
     "compact",
     "encode_collected",
@@ -76,6 +78,10 @@ def cleanup(directory: str, *, force: bool, timeout: float) -> int:
 def check_extra_labels(names: list[str]) -> None:
     """Raises ``ValueError`` unless a middleware accepts ``names`` as its extra labels."""
 
+def check_namespace(namespace: str) -> None:
+    """Raises ``ValueError`` unless a middleware accepts ``namespace`` as the
+    prefix of its family names."""
+
 def finish_native_work(timeout: float) -> bool:
     """Registered with ``atexit`` when the module loads: from then on no native
     call releases the GIL, and it waits up to ``timeout`` seconds for the calls
@@ -89,6 +95,8 @@ table, which the signatures below and the docs' field list are generated from)."
 
 TOKEN_TYPES: list[tuple[str, str, str]]
 #: The ``error_type`` label values: why a failed request failed.
+#: The prefix of every family name unless a middleware is given its own.
+DEFAULT_NAMESPACE: str
 ERROR_TYPES: list[str]
 """``(token_type label, keyword, price it is billed at)`` of each token type."""
 
@@ -141,6 +149,7 @@ class MetricsStore:
         price_resolver: Any = None,
         native_histograms: tuple[int, float, int] | None = None,
         semconv: str | None = None,
+        namespace: str | None = None,
         *args: Any,
         **kwargs: Any,
     ) -> Self:
@@ -151,11 +160,15 @@ class MetricsStore:
         ``multiprocess_dir`` the values live in a file of that directory; else,
         with ``prometheus_multiproc_dir``, in ``prometheus_client``'s files there.
         ``semconv="gen_ai"`` names the expositions and pushes as the
-        OpenTelemetry GenAI conventions do.
+        OpenTelemetry GenAI conventions do. ``namespace`` prefixes every family
+        name (``"ractogateway"`` when None).
         """
 
     def _extra_labels(self) -> list[str]:
         """The extra label names of the request families, in their configured order."""
+
+    def _namespace(self) -> str:
+        """The prefix of every family name."""
 
     def _latency_buckets(self) -> list[float]:
         """Upper bounds of the latency histogram's buckets (``+Inf`` implied)."""

@@ -11,6 +11,7 @@ from collections import defaultdict
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway_metrics._core import DEFAULT_NAMESPACE
 from gateway_metrics._exporter import PrometheusExporter
 from gateway_metrics._middleware import GatewayMetricsMiddleware
 from gateway_metrics._track import ToolCall
@@ -30,6 +31,10 @@ TOOLS = ["search", "calculator", "calendar", "weather"]
 TEAMS = ["search", "support", "research"]
 #: Label sets per family: the demo's long tail of tool names passes it, to show the overflow.
 MAX_SERIES = 200
+
+
+#: The error types of the demo's failed requests.
+DEMO_ERROR_TYPES = ("rate_limit", "timeout", "server_error")
 
 
 def simulate_request(metrics: GatewayMetricsMiddleware, rng: random.Random) -> None:
@@ -52,6 +57,8 @@ def simulate_request(metrics: GatewayMetricsMiddleware, rng: random.Random) -> N
             status="error",
             latency_s=min(seconds * 3, 65.0),
             labels=labels,
+            # Why, without a draw of its own (the traffic stays that of the seed).
+            error_type=DEMO_ERROR_TYPES[int(seconds * 1000) % len(DEMO_ERROR_TYPES)],
         )
         return
     tool_calls = None
@@ -115,9 +122,9 @@ def histogram_quantile(quantile: float, buckets: list[tuple[float, float]]) -> f
     return lower_bound
 
 
-def summarise(text: str) -> dict[str, dict[str, float]]:
+def summarise(text: str, namespace: str = DEFAULT_NAMESPACE) -> dict[str, dict[str, float]]:
     """Per model: requests, errors, p50/p95 latency, p50 time to first token,
-    tokens by type and cost, from one scrape."""
+    tokens by type and cost, from one scrape of a middleware of ``namespace``."""
     rows: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
     first_token: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
@@ -127,17 +134,17 @@ def summarise(text: str) -> dict[str, dict[str, float]]:
             if model is None:
                 continue
             row = rows[model]
-            if sample.name == "ractogateway_requests_total":
+            if sample.name == f"{namespace}_requests_total":
                 row["requests"] += sample.value
                 if sample.labels["status"] == "error":
                     row["errors"] += sample.value
-            elif sample.name == "ractogateway_request_duration_seconds_bucket":
+            elif sample.name == f"{namespace}_request_duration_seconds_bucket":
                 buckets[model][float(sample.labels["le"])] += sample.value
-            elif sample.name == "ractogateway_time_to_first_token_seconds_bucket":
+            elif sample.name == f"{namespace}_time_to_first_token_seconds_bucket":
                 first_token[model][float(sample.labels["le"])] += sample.value
-            elif sample.name == "ractogateway_tokens_total":
+            elif sample.name == f"{namespace}_tokens_total":
                 row[f"{sample.labels['token_type']}_tokens"] += sample.value
-            elif sample.name == "ractogateway_cost_usd_total":
+            elif sample.name == f"{namespace}_cost_usd_total":
                 row["cost"] += sample.value
     for model, by_bound in buckets.items():
         cumulative = list(by_bound.items())
@@ -148,12 +155,18 @@ def summarise(text: str) -> dict[str, dict[str, float]]:
     return rows
 
 
-def new_demo_metrics(registry: CollectorRegistry) -> GatewayMetricsMiddleware:
+def new_demo_metrics(
+    registry: CollectorRegistry, namespace: str = DEFAULT_NAMESPACE
+) -> GatewayMetricsMiddleware:
     """The demo's middleware: a ``team`` label, the series cap, and genai-prices
     when installed (the ``prices`` extra), which counts unpriced requests."""
     prices = "genai-prices" if importlib.util.find_spec("genai_prices") else None
     return GatewayMetricsMiddleware(
-        registry=registry, extra_labels=["team"], max_series=MAX_SERIES, prices=prices
+        registry=registry,
+        extra_labels=["team"],
+        max_series=MAX_SERIES,
+        prices=prices,
+        namespace=namespace,
     )
 
 
@@ -166,6 +179,7 @@ def run_demo(
     serve: bool,
     serve_seconds: float | None = None,
     serve_rate: float = 1000.0,
+    namespace: str = DEFAULT_NAMESPACE,
 ) -> int:
     """Runs the demo and prints the summary; returns the process exit code.
 
@@ -179,7 +193,7 @@ def run_demo(
 
     console = Console()
     registry = CollectorRegistry()
-    metrics = new_demo_metrics(registry)
+    metrics = new_demo_metrics(registry, namespace)
     exporter = PrometheusExporter(port, registry=registry, addr=addr)
     exporter.start()
     scrape_port = exporter.port
@@ -204,7 +218,7 @@ def run_demo(
                 recorded += 200
                 time.sleep(0.002)
                 if time.monotonic() >= next_scrape:
-                    seen = summarise(scrape(scrape_port))
+                    seen = summarise(scrape(scrape_port), namespace)
                     scrapes += 1
                     total = sum(row["requests"] for row in seen.values())
                     scraped = f"scrape #{scrapes}: {total:,.0f} requests"
@@ -214,7 +228,7 @@ def run_demo(
             progress.update(task, completed=duration, requests=recorded)
 
         text = scrape(scrape_port)
-        rows = summarise(text)
+        rows = summarise(text, namespace)
         title = f"Gateway traffic: {recorded:,} calls in {duration:g} s, scraped over HTTP"
         ordered = sorted(rows.items(), key=lambda item: -item[1]["cost"])
         # One table where it fits; on a narrow terminal or in a log (80
@@ -247,7 +261,7 @@ def run_demo(
             s.value
             for f in text_string_to_metric_families(text)
             for s in f.samples
-            if s.name == "ractogateway_cache_hits_total"
+            if s.name == f"{metrics.namespace}_cache_hits_total"
         )
         console.print(f"cache hits: {hits:,.0f}   exposition: {len(text):,} bytes")
         if serve:

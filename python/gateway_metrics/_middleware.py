@@ -237,6 +237,11 @@ class GatewayMetricsMiddleware(MetricsStore):
     histogram of each request's input and output tokens. Files and snapshots
     keep our names, so such processes still share a directory and merge.
 
+    ``namespace`` names every family ``<namespace>_...`` instead of
+    ``ractogateway_...`` in every exposition, file, snapshot and push (a
+    snapshot of another namespace is refused on ``merge``); the default keeps
+    the reference's names.
+
     ``latency_buckets`` replaces the upper bounds of the request-duration
     histogram (finite, above zero, strictly increasing; ``+Inf`` is implied).
     The default is the reference's 0.05 to 60 seconds; bounds that fit the
@@ -275,6 +280,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         native_histograms: bool | Mapping[str, Any] = False,
         exemplars: str | None = None,
         semconv: str | None = None,
+        namespace: str = "ractogateway",
     ) -> GatewayMetricsMiddleware:
         source = checked_prices(prices)
         table = merged_price_table(price_table)
@@ -300,6 +306,8 @@ class GatewayMetricsMiddleware(MetricsStore):
                 raise ValueError(f"max_series must be at least 1, got {max_series}")
         if semconv is not None and not isinstance(semconv, str):
             raise TypeError(f"semconv must be a str or None, not {type(semconv).__name__}")
+        if not isinstance(namespace, str):
+            raise TypeError(f"namespace must be a str, not {type(namespace).__name__}")
         native = _native_config(native_histograms)
         if native is not None and prometheus_dir is not None:
             warnings.warn(
@@ -321,6 +329,7 @@ class GatewayMetricsMiddleware(MetricsStore):
             resolve,
             native,
             semconv,
+            namespace,
         )
         self._price_table = table
         self._multiprocess_dir = None if multiprocess_dir is None else os.fspath(multiprocess_dir)
@@ -340,6 +349,7 @@ class GatewayMetricsMiddleware(MetricsStore):
         native_histograms: bool | Mapping[str, Any] = False,
         exemplars: str | None = None,
         semconv: str | None = None,
+        namespace: str = "ractogateway",
     ) -> None:
         self._registry = prometheus_client.REGISTRY if registry is None else registry
         self._collector = _GatewayCollector(self)
@@ -347,7 +357,7 @@ class GatewayMetricsMiddleware(MetricsStore):
             self._registry.register(self._collector)
         except ValueError as duplicate:
             raise ValueError(
-                "this registry already has the ractogateway_* metrics, most likely from "
+                f"this registry already has the {self.namespace}_* metrics, most likely from "
                 "another GatewayMetricsMiddleware (one made before a fork counts too). "
                 "Either reuse that instance (it keeps working in forked children), or give "
                 "this one a registry of its own: "
@@ -411,6 +421,11 @@ class GatewayMetricsMiddleware(MetricsStore):
         nor ``GATEWAY_METRICS_MULTIPROC_DIR`` is given.
         """
         return self._prometheus_multiproc_dir
+
+    @property
+    def namespace(self) -> str:
+        """The prefix of every family name: ``"ractogateway"`` unless given."""
+        return self._namespace()
 
     @property
     def registry(self) -> CollectorRegistry:

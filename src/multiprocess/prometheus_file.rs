@@ -84,7 +84,7 @@ fn sample_key(family: &FamilyDesc, suffix: &str, labels: &[(&str, &str)]) -> Str
     sorted.sort_unstable_by_key(|(name, _)| *name);
     let mut key = String::with_capacity(128);
     key.push('[');
-    write_json_string(&mut key, family.name);
+    write_json_string(&mut key, &family.name);
     key.push_str(", ");
     write_json_string(&mut key, &format!("{}{suffix}", family.name));
     key.push_str(", {");
@@ -378,7 +378,7 @@ fn parse_key<'s>(
         String,
     ) = serde_json::from_str(key).ok()?;
     let family = schema.named(&family_name)?;
-    let suffix = sample.strip_prefix(family.name)?.to_owned();
+    let suffix = sample.strip_prefix(family.name.as_ref())?.to_owned();
     let mut values = Vec::with_capacity(family.label_names.len());
     for name in &family.label_names {
         values.push(labels.get(name)?.clone());

@@ -24,7 +24,7 @@ use crate::formats::protobuf::ProtobufEncoder;
 use crate::formats::remote_write::RemoteWriteEncoder;
 use crate::formats::snapshot;
 use crate::formats::text::{Format, TextEncoder};
-use crate::schema::family::{Schema, LATENCY_BOUNDS};
+use crate::schema::family::{Schema, DEFAULT_NAMESPACE, LATENCY_BOUNDS};
 use crate::schema::native::NativeConfig;
 use crate::schema::semconv::{Charset, Convention};
 use crate::store::pricing::{Price, PriceTable};
@@ -63,7 +63,7 @@ impl PyMetricsStore {
     #[pyo3(signature = (
         prices, multiprocess_dir = None, prometheus_multiproc_dir = None, latency_buckets = None,
         extra_labels = None, max_series = None, price_resolver = None,
-        native_histograms = None, semconv = None, *_args, **_kwargs
+        native_histograms = None, semconv = None, namespace = None, *_args, **_kwargs
     ))]
     fn new(
         py: Python<'_>,
@@ -76,6 +76,7 @@ impl PyMetricsStore {
         price_resolver: Option<Py<PyAny>>,
         native_histograms: Option<(i8, f64, usize)>,
         semconv: Option<&str>,
+        namespace: Option<&str>,
         _args: &Bound<'_, PyTuple>,
         _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
@@ -93,6 +94,7 @@ impl PyMetricsStore {
                 extra_labels.as_deref().unwrap_or_default(),
                 native,
             )
+            .and_then(|schema| schema.with_namespace(namespace.unwrap_or(DEFAULT_NAMESPACE)))
             .map_err(PyValueError::new_err)?
             .keeping_token_usage(keeps_token_usage(convention)),
         );
@@ -150,6 +152,11 @@ impl PyMetricsStore {
     /// The extra label names of the request families, in their configured order.
     fn _extra_labels(&self) -> Vec<String> {
         self.store().schema().extra_labels().to_vec()
+    }
+
+    /// The prefix of every family name.
+    fn _namespace(&self) -> String {
+        self.store().schema().namespace().to_owned()
     }
 
     /// The upper bounds of the latency buckets, `+Inf` implied.

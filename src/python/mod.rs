@@ -11,7 +11,7 @@ use pyo3::types::PyBytes;
 
 use crate::formats::gzip::{gzip_with, Compressor};
 use crate::multiprocess::fork_guard;
-use crate::schema::family::{Schema, LATENCY_BOUNDS};
+use crate::schema::family::{Schema, DEFAULT_NAMESPACE, LATENCY_BOUNDS};
 use crate::schema::native::NativeConfig;
 use crate::schema::request::{
     Observed, Rate, ERROR_TYPES, REQUEST_FIELDS, TOKEN_FIELDS, TOKEN_TYPES,
@@ -66,6 +66,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(multiprocess::compact, module)?)?;
     module.add_function(wrap_pyfunction!(multiprocess::cleanup, module)?)?;
     module.add_function(wrap_pyfunction!(check_extra_labels, module)?)?;
+    module.add_function(wrap_pyfunction!(check_namespace, module)?)?;
     module.add_function(wrap_pyfunction!(check_exemplar, module)?)?;
     module.add_function(wrap_pyfunction!(gzip_parts, module)?)?;
     module.add_function(wrap_pyfunction!(gzip_compressor, module)?)?;
@@ -90,6 +91,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
         (native.schema, native.zero_threshold, native.max_buckets),
     )?;
     module.add("VERSION", env!("CARGO_PKG_VERSION"))?;
+    module.add("DEFAULT_NAMESPACE", DEFAULT_NAMESPACE)?;
     module.add("GEN_AI_SEMCONV_VERSION", semconv::VERSION)?;
     module.add(
         "PROTOBUF_CONTENT_TYPE",
@@ -98,7 +100,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let schema = Schema::default();
     let metrics: Vec<(&str, &str)> = semconv::METRICS
         .iter()
-        .map(|(family, name)| (schema.family(*family).name, *name))
+        .map(|(family, name)| (schema.family(*family).name.as_ref(), *name))
         .collect();
     module.add(
         "GEN_AI_SEMCONV_NAMES",
@@ -111,7 +113,7 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
 /// the reference's configuration), bucket bounds of a histogram, what a
 /// request gives it to observe, and its unit (UCUM, empty for none).
 type FamilyRow = (
-    &'static str,
+    String,
     &'static str,
     &'static str,
     Vec<String>,
@@ -127,7 +129,7 @@ fn families() -> Vec<FamilyRow> {
         .iter()
         .map(|desc| {
             (
-                desc.name,
+                desc.name.to_string(),
                 desc.help,
                 desc.kind.type_name(),
                 desc.label_names.clone(),
@@ -236,6 +238,16 @@ fn gzip_compressor() -> (String, Option<&'static str>) {
 #[pyfunction]
 fn check_exemplar(labels: &Bound<'_, PyAny>) -> PyResult<()> {
     arguments::exemplar_labels(labels, "exemplar").map(|_| ())
+}
+
+/// Raises `ValueError` unless a middleware accepts `namespace` as the prefix
+/// of its family names: the one rule, for the ops kit's names too.
+#[pyfunction]
+fn check_namespace(namespace: &str) -> PyResult<()> {
+    Schema::default()
+        .with_namespace(namespace)
+        .map(|_| ())
+        .map_err(PyValueError::new_err)
 }
 
 /// Raises `ValueError` unless a middleware accepts `names` as its extra

@@ -7,6 +7,8 @@
 //! written from it. The seven families and their label names are the
 //! reference middleware's; the latency buckets can be configured.
 
+use std::borrow::Cow;
+
 use smallvec::SmallVec;
 
 use crate::schema::buckets::Buckets;
@@ -40,6 +42,10 @@ pub const UNPRICED: FamilyId = 10;
 pub const TOKEN_USAGE: FamilyId = 14;
 /// `ractogateway_request_errors_total{error_type,model,operation,provider}`.
 pub const ERRORS: FamilyId = 15;
+
+/// The prefix of every family name unless a middleware is given its own: the
+/// reference middleware's.
+pub const DEFAULT_NAMESPACE: &str = "ractogateway";
 
 /// Every label value of a family's overflow series, which takes the label sets
 /// past the cap on series.
@@ -151,8 +157,9 @@ const TAKEN_LABELS: [&str; 9] = [
 pub struct FamilyDesc {
     /// The family's position in its schema.
     pub id: FamilyId,
-    /// The family name as `prometheus_client` knows it (a counter's without `_total`).
-    pub name: &'static str,
+    /// The family name as `prometheus_client` knows it (a counter's without
+    /// `_total`), under the schema's namespace.
+    pub name: Cow<'static, str>,
     /// The help text, byte for byte the reference's.
     pub help: &'static str,
     /// Counter or histogram.
@@ -210,7 +217,7 @@ impl FamilyDesc {
             bounds.push_str(&native.declaration());
         }
         [
-            self.name.to_owned(),
+            self.name.to_string(),
             self.kind.type_name().to_owned(),
             format!("{:?}", self.value),
             self.label_names.join(","),
@@ -242,6 +249,8 @@ pub struct Schema {
     /// Whether requests observe their token counts in the tokens-per-request
     /// histogram (see [`Schema::keeping_token_usage`]).
     token_usage: bool,
+    /// The prefix of every family name.
+    namespace: Cow<'static, str>,
 }
 
 /// A histogram's bounds, as its row gives them.
@@ -623,7 +632,7 @@ impl Schema {
                 };
                 let family = FamilyDesc {
                     id: FamilyId::try_from(index).map_err(|_| "too many families".to_owned())?,
-                    name: row.name,
+                    name: Cow::Borrowed(row.name),
                     help: row.help,
                     kind: match row.value {
                         ValueKind::Count | ValueKind::Sum => FamilyKind::Counter,
@@ -662,7 +671,37 @@ impl Schema {
             request_positions,
             native,
             token_usage: false,
+            namespace: Cow::Borrowed(DEFAULT_NAMESPACE),
         })
+    }
+
+    /// The schema with every family named under `namespace` instead of
+    /// [`DEFAULT_NAMESPACE`] (`myapp_requests_total`); a namespace that would
+    /// not make Prometheus metric names is an error that says why.
+    pub fn with_namespace(mut self, namespace: &str) -> Result<Self, String> {
+        if !valid_label_name(namespace) {
+            return Err(format!(
+                "namespace: {namespace:?} must be letters, digits and _, not starting with a \
+                 digit or __ (it starts every metric name)"
+            ));
+        }
+        if namespace == DEFAULT_NAMESPACE {
+            return Ok(self);
+        }
+        for family in &mut self.families {
+            let rest = family
+                .name
+                .strip_prefix(DEFAULT_NAMESPACE)
+                .unwrap_or_else(|| unreachable!("every row is named under the default namespace"));
+            family.name = Cow::Owned(format!("{namespace}{rest}"));
+        }
+        self.namespace = Cow::Owned(namespace.to_owned());
+        Ok(self)
+    }
+
+    /// The prefix of every family name.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// The schema, its tokens-per-request histogram observed: off by default,

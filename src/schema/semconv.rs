@@ -123,8 +123,8 @@ impl Convention {
     }
 
     /// The OTLP metric name and unit of `family`.
-    pub fn otlp_metric(self, family: &FamilyDesc) -> (&'static str, &'static str) {
-        (self.defined(family).unwrap_or(family.name), family.unit)
+    pub fn otlp_metric(self, family: &FamilyDesc) -> (&str, &'static str) {
+        (self.defined(family).unwrap_or(&family.name), family.unit)
     }
 
     /// The schema URL an OTLP export of these names gives (empty: none).
@@ -138,7 +138,7 @@ impl Convention {
     /// The names of `family` in a Prometheus exposition of `charset`.
     pub fn prometheus(self, family: &FamilyDesc, charset: Charset) -> PrometheusNames {
         let name = match self.defined(family) {
-            None => Cow::Borrowed(family.name),
+            None => Cow::Borrowed(family.name.as_ref()),
             Some(metric) => {
                 let suffix = UNIT_SUFFIXES
                     .iter()

@@ -359,7 +359,7 @@ impl Store {
 
     /// The names of the families that folded a label set for the first time
     /// since the last call: each is reported once per store.
-    pub fn take_overflowed_families(&self) -> Vec<&'static str> {
+    pub fn take_overflowed_families(&self) -> Vec<&str> {
         self.notices
             .take_overflowed_families(self.schema.families())
     }

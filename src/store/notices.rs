@@ -92,12 +92,12 @@ impl Notices {
 
     /// The names of `families` that folded a label set for the first time
     /// since the last call.
-    pub fn take_overflowed_families(&self, families: &[FamilyDesc]) -> Vec<&'static str> {
+    pub fn take_overflowed_families<'f>(&self, families: &'f [FamilyDesc]) -> Vec<&'f str> {
         let bits = self.word.fetch_and(UNPRICED_NOTICE, Ordering::Acquire) & !UNPRICED_NOTICE;
         families
             .iter()
             .filter(|family| bits & (1 << family.id) != 0)
-            .map(|family| family.name)
+            .map(|family| family.name.as_ref())
             .collect()
     }
 

@@ -136,7 +136,7 @@ impl Store {
 
     /// Counts one recording folded into `family`'s overflow series.
     pub(super) fn note_overflow(&self, family: FamilyId) {
-        let name = self.schema.family(family).name;
+        let name = self.schema.family(family).name.as_ref();
         let series = &self
             .counters(OVERFLOW)
             .get_or_insert_with(&[name], || {

@@ -25,7 +25,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from gateway_metrics._core import check_extra_labels
+from gateway_metrics._core import DEFAULT_NAMESPACE, check_extra_labels
+from gateway_metrics.ops._namespace import in_namespace
 from gateway_metrics.ops._yaml import dump
 from gateway_metrics.ops.grafana import dashboard
 from gateway_metrics.ops.panels import PANELS, Panel, Query
@@ -39,6 +40,7 @@ __all__ = [
     "alerting_rules",
     "dashboard",
     "export",
+    "in_namespace",
     "recording_rules",
 ]
 
@@ -53,15 +55,18 @@ def export(
     *,
     extra_labels: Iterable[str] = (),
     thresholds: Thresholds | None = None,
+    namespace: str = DEFAULT_NAMESPACE,
 ) -> list[Path]:
     """Writes the dashboard and both rule files into ``directory``; returns their paths.
 
     ``extra_labels`` must be labels a middleware accepts (``ValueError``
-    otherwise, naming the label). A ``directory`` that is a file or cannot be
-    created is an ``OSError`` naming it (``NotADirectoryError`` for a file).
-    Each file is written to a new temporary file beside it and renamed over
-    its name: a symbolic link planted there is replaced, never followed, and
-    a reader never sees half a file.
+    otherwise, naming the label); ``namespace`` is the one the middleware was
+    given, which every query and recording rule then names. A ``directory``
+    that is a file or cannot be created is an ``OSError`` naming it
+    (``NotADirectoryError`` for a file). Each file is written to a new
+    temporary file beside it and renamed over its name: a symbolic link
+    planted there is replaced, never followed, and a reader never sees half a
+    file.
 
     Example::
 
@@ -71,6 +76,11 @@ def export(
         raise TypeError("extra_labels must be an iterable of label names, not a str")
     extras = list(extra_labels)
     check_extra_labels(extras)
+    written = {
+        DASHBOARD_FILE: json.dumps(in_namespace(dashboard(extras), namespace), indent=2) + "\n",
+        RECORDING_RULES_FILE: dump(in_namespace(recording_rules(extras), namespace)),
+        ALERTING_RULES_FILE: dump(in_namespace(alerting_rules(thresholds, extras), namespace)),
+    }
     target = Path(directory)
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -82,11 +92,6 @@ def export(
         raise type(error)(
             error.errno, f"directory cannot be created: {error.strerror}", str(target)
         ) from None
-    written = {
-        DASHBOARD_FILE: json.dumps(dashboard(extras), indent=2) + "\n",
-        RECORDING_RULES_FILE: dump(recording_rules(extras)),
-        ALERTING_RULES_FILE: dump(alerting_rules(thresholds, extras)),
-    }
     paths = []
     for name, text in written.items():
         path = target / name

@@ -96,6 +96,18 @@ PANELS: tuple[Panel, ...] = (
         ),
     ),
     Panel(
+        "Errors by type",
+        "Failed requests per second by error_type (rate_limit, timeout, server_error, ...).",
+        "reqps",
+        (
+            Query(
+                "sum by (error_type) (rate(ractogateway_request_errors_total{{{filter}}}"
+                "[$__rate_interval]))",
+                "{{error_type}}",
+            ),
+        ),
+    ),
+    Panel(
         "Latency p50 / p95 / p99 by model",
         "Request duration quantiles from ractogateway_request_duration_seconds.",
         "s",

@@ -340,6 +340,19 @@ fn next_exemplar(
     ))
 }
 
+/// The namespace `name` has if it is one of `schema`'s families under another
+/// namespace: the longest family suffix it ends with tells which family.
+fn other_namespace<'n>(schema: &Schema, name: &'n str) -> Option<&'n str> {
+    schema
+        .families()
+        .iter()
+        .filter_map(|family| family.name.strip_prefix(schema.namespace()))
+        .filter(|suffix| name.len() > suffix.len() && name.ends_with(suffix))
+        .max_by_key(|suffix| suffix.len())
+        .map(|suffix| &name[..name.len() - suffix.len()])
+        .filter(|namespace| *namespace != schema.namespace())
+}
+
 /// For each declaration of the snapshot, the store's family of that name,
 /// if the snapshot declares exactly the store's families, each alike.
 fn matching_families<'s>(
@@ -348,8 +361,16 @@ fn matching_families<'s>(
 ) -> Result<Vec<&'s FamilyDesc>, SnapshotError> {
     let mut families = Vec::with_capacity(declarations.len());
     for declared in declarations {
-        let family = schema.named(declared[0]).ok_or_else(|| {
-            SnapshotError::OtherSchema(format!("this middleware has no family {}", declared[0]))
+        let family = schema.named(declared[0]).ok_or_else(|| match other_namespace(schema, declared[0]) {
+            Some(theirs) => SnapshotError::OtherSchema(format!(
+                "its families are named under the namespace {theirs:?} ({}), this \
+                 middleware's under {:?}: merge snapshots of middlewares of one namespace",
+                declared[0],
+                schema.namespace()
+            )),
+            None => {
+                SnapshotError::OtherSchema(format!("this middleware has no family {}", declared[0]))
+            }
         })?;
         let own = family.declaration();
         for (field, (theirs, ours)) in declared.iter().zip(&own).enumerate() {

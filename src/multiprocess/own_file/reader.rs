@@ -17,20 +17,48 @@ use crate::multiprocess::own_file::{
     align8, ABSORBED, DECLARATION, EXEMPLAR, EXEMPLAR_TARGET_CELLS, HEADER_LEN, MAGIC,
     MAX_RECORD_LEN, PADDING, RECORD_HEADER_LEN, USED_OFFSET,
 };
-use crate::schema::family::{FamilyDesc, FamilyId, Schema, DURATION, LATENCY_BOUNDS, REQUESTS};
+use crate::schema::family::{
+    FamilyDesc, FamilyId, Schema, DEFAULT_NAMESPACE, DURATION, LATENCY_BOUNDS, REQUESTS,
+};
 use crate::schema::native::NativeConfig;
+
+/// The namespace of the families `declarations` declare: the prefix of the
+/// requests family's name (the counter whose labels include every request
+/// label), else the default one.
+fn declared_namespace(declarations: &[Vec<String>]) -> String {
+    let requests = Schema::default();
+    let requests = requests.family(REQUESTS);
+    let suffix = requests
+        .name
+        .strip_prefix(DEFAULT_NAMESPACE)
+        .unwrap_or_default();
+    declarations
+        .iter()
+        .find_map(|declared| {
+            let namespace = declared.first()?.strip_suffix(suffix)?;
+            let labels: Vec<&str> = declared.get(3)?.split(',').collect();
+            requests
+                .label_names
+                .iter()
+                .all(|label| labels.contains(&label.as_str()))
+                .then(|| namespace.to_owned())
+        })
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
+}
 
 /// The schema a set of declarations describes, if it is one this reader can
 /// build: the known families, with the latency buckets and the extra labels
 /// they declare (the requests family's labels beyond the reference's four), so
 /// that the declarations of the rebuilt schema are exactly the ones read.
 pub(super) fn schema_of(declarations: &[Vec<String>]) -> Result<Schema, ReadError> {
-    let reference = Schema::default();
+    let reference = Schema::default()
+        .with_namespace(&declared_namespace(declarations))
+        .map_err(ReadError::OtherSchema)?;
     let declared_of = |family| {
-        let name = reference.family(family).name;
+        let name = &reference.family(family).name;
         declarations
             .iter()
-            .find(|declared| declared.first().is_some_and(|first| first == name))
+            .find(|declared| declared.first().is_some_and(|first| first == name.as_ref()))
     };
     let duration_bounds = declared_of(DURATION).and_then(|declared| declared.get(4));
     let native = duration_bounds
@@ -55,7 +83,9 @@ pub(super) fn schema_of(declarations: &[Vec<String>]) -> Result<Schema, ReadErro
                 .collect()
         })
         .unwrap_or_default();
-    let schema = Schema::with_options(&bounds, &extra, native).map_err(ReadError::OtherSchema)?;
+    let schema = Schema::with_options(&bounds, &extra, native)
+        .and_then(|schema| schema.with_namespace(reference.namespace()))
+        .map_err(ReadError::OtherSchema)?;
     for declared in declarations {
         known_family(declared, &schema)?;
     }
