@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from gateway_metrics import GatewayMetricsMiddleware
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from support import free_port
 
@@ -183,3 +184,20 @@ def test_the_table_added_families_are_pushed(pushgateway):
     assert value(samples, f"{QUEUE}_count", **labels) == 2
     tokens = {"model": "gpt-4o", "provider": "openai", "job": "table-additions"}
     assert value(samples, "ractogateway_tokens_total", **tokens, token_type="audio_output") == 40
+
+
+def test_a_namespace_of_our_own_is_pushed_under_it(pushgateway):
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry(), namespace="myapp")
+    metrics.record_request(
+        provider="openai", model="gpt-4o", operation="chat", status="ok", latency_s=0.4
+    )
+    metrics.push_to_gateway(pushgateway, job="namespace-test")
+    pushed = [
+        sample
+        for family in text_string_to_metric_families(fetch(f"http://{pushgateway}/metrics"))
+        for sample in family.samples
+        if sample.labels.get("job") == "namespace-test"
+    ]
+    names = {sample.name for sample in pushed}
+    assert "myapp_requests_total" in names
+    assert not any(name.startswith("ractogateway") for name in names)
