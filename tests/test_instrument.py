@@ -564,3 +564,30 @@ def test_error_type_of_never_raises_and_stays_in_the_vocabulary():
     assert error_type_of(ConnectionResetError()) == "connection"
     assert error_type_of(ValueError("x")) == "other"
     assert set(ERROR_TYPES) >= {error_type for error_type, _ in ERROR_FORMS.values()}
+
+
+def test_a_call_is_in_flight_from_its_start_to_its_streams_end(server):
+    metrics = fresh()
+    client = metrics.instrument(clients(server)["openai"])
+
+    def in_flight() -> float | None:
+        return metrics.registry.get_sample_value(
+            "ractogateway_requests_in_flight",
+            {"provider": "openai", "model": "openai-slow", "operation": "stream"},
+        )
+
+    stream = client.chat.completions.create(
+        model="openai-slow", messages=MESSAGES, stream=True, stream_options=INCLUDE_USAGE
+    )
+    assert in_flight() == 1
+    chunks = sum(1 for _ in stream)
+    assert chunks > 1 and in_flight() == 0
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="error-429", messages=MESSAGES)
+    assert (
+        metrics.registry.get_sample_value(
+            "ractogateway_requests_in_flight",
+            {"provider": "openai", "model": "error-429", "operation": "chat"},
+        )
+        == 0
+    )

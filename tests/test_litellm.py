@@ -245,3 +245,30 @@ def test_an_embedding_is_recorded_as_embed():
             1_700_000_000.5,
         )
     assert operations(metrics, "text-embedding-3-small") == {"embed"}
+
+
+def test_a_streamed_call_is_in_flight_until_it_ends(server, logged):
+    def in_flight() -> float:
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(logged.generate_latest())
+            for sample in family.samples
+            if sample.name == "ractogateway_requests_in_flight"
+        )
+
+    stream = litellm.completion(
+        model="openai/gpt-chat-slow",
+        messages=MESSAGES,
+        stream=True,
+        stream_options={"include_usage": True},
+        **route(server, "openai"),
+    )
+    next(iter(stream))
+    assert in_flight() == 1
+    for _ in stream:
+        pass
+    deadline = time.monotonic() + 10
+    while in_flight() != 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert in_flight() == 0
+    settle(logged, "gpt-chat-slow", 1)

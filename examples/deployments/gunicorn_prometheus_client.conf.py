@@ -12,6 +12,7 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", "/run/prometheus-metrics")
 METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"]
 os.makedirs(METRICS_DIR, exist_ok=True)
 
+from gateway_metrics import multiprocess as gateway_multiprocess  # noqa: E402
 from prometheus_client import multiprocess  # noqa: E402
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
@@ -30,4 +31,7 @@ def on_starting(server):
 
 
 def child_exit(server, worker):
+    # prometheus_client's livesum gauges and ours (requests in flight) of the
+    # dead worker stop counting.
     multiprocess.mark_process_dead(worker.pid)
+    gateway_multiprocess.mark_process_dead(worker.pid)

@@ -164,6 +164,17 @@ class MetricsStore:
         name (``"ractogateway"`` when None).
         """
 
+    def _in_flight(
+        self,
+        provider: str,
+        model: str,
+        operation: str,
+        labels: Mapping[str, str] | None,
+        delta: int,
+    ) -> None:
+        """Adds ``delta`` to the requests in flight of a call's labels (+1 when it
+        starts, -1 when it ends); ``labels`` maps the extra labels."""
+
     def _extra_labels(self) -> list[str]:
         """The extra label names of the request families, in their configured order."""
 

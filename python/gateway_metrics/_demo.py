@@ -201,6 +201,13 @@ def run_demo(
     rng = random.Random(seed)
     recorded = 0
     scrapes = 0
+    # Long calls that stay in flight while the demo runs, one per model.
+    waiting = [
+        metrics.track(provider, model, "stream", labels={"team": TEAMS[0]})
+        for provider, model in dict.fromkeys((p, m) for p, m, _, _ in TRAFFIC)
+    ]
+    for call in waiting:
+        call.__enter__()
     try:
         with Progress(
             TextColumn("[bold]simulated traffic"),
@@ -276,5 +283,7 @@ def run_demo(
             except KeyboardInterrupt:
                 console.print("stopped")
     finally:
+        for call in waiting:
+            call.__exit__(None, None, None)
         exporter.stop()
     return 0

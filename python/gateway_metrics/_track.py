@@ -194,6 +194,8 @@ class TrackedCall:
         self._keyed_calls: dict[object, str] = {}
         self._unkeyed_calls: list[str] = []
         self._recorded = False
+        #: Whether this call raised the requests in flight (lowered when it ends).
+        self._in_flight = False
 
     def _again(self) -> TrackedCall:
         """A new call tracked as this one is configured (a decorated function's next call)."""
@@ -309,12 +311,29 @@ class TrackedCall:
         if self._started is not None:
             raise RuntimeError("a tracked call is entered once")
         self._started = time.perf_counter()
+        try:
+            self._metrics._in_flight(self._provider, self._model, self._operation, self._labels, 1)
+            self._in_flight = True
+        except Exception as refused:  # checked in __init__: the call goes on untracked there
+            _report_once(self._metrics, "in-flight", f"track(): {refused}")
         return self
+
+    def _land(self) -> None:
+        """Lowers the requests in flight this call raised, once."""
+        if self._in_flight:
+            self._in_flight = False
+            try:
+                self._metrics._in_flight(
+                    self._provider, self._model, self._operation, self._labels, -1
+                )
+            except Exception as refused:
+                _report_once(self._metrics, "in-flight", f"track(): {refused}")
 
     def _finish(self, error: BaseException | None) -> None:
         if self._recorded or self._started is None:
             return
         self._recorded = True
+        self._land()
         latency_s = time.perf_counter() - self._started
         error_type = None
         if error is None:

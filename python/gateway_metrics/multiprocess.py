@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from gateway_metrics import _core
 
-__all__ = ["DEFAULT_TIMEOUT", "Compaction", "cleanup", "compact"]
+__all__ = ["DEFAULT_TIMEOUT", "Compaction", "cleanup", "compact", "mark_process_dead"]
 
 
 #: Seconds ``compact`` and ``cleanup`` wait for the directory lock by default.
@@ -95,3 +95,37 @@ def cleanup(
         cleanup("/tmp/job-metrics")
     """
     return _core.cleanup(os.fspath(directory), force=force, timeout=timeout)
+
+
+def mark_process_dead(pid: int, path: str | os.PathLike[str] | None = None) -> int:
+    """Removes the requests-in-flight files of a process that is gone, in
+    ``prometheus_client``'s multi-process mode; returns how many.
+
+    ``prometheus_client`` sums its ``livesum`` gauges over every file until
+    ``prometheus_client.multiprocess.mark_process_dead(pid)`` removes the dead
+    process's; this does the same for this package's gauge files (named
+    ``gauge_livesum_gwm-<pid>-<id>.db``), so call both (gunicorn: in
+    ``child_exit``). ``path`` defaults to ``PROMETHEUS_MULTIPROC_DIR``. Our own
+    multi-process mode needs no such call: a dead process's calls in flight
+    stop counting by themselves.
+
+    Example::
+
+        def child_exit(server, worker):
+            prometheus_client.multiprocess.mark_process_dead(worker.pid)
+            gateway_metrics.multiprocess.mark_process_dead(worker.pid)
+    """
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        raise TypeError(f"pid must be an int, not {type(pid).__name__}")
+    directory = path if path is not None else os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory is None:
+        raise ValueError("path is None and PROMETHEUS_MULTIPROC_DIR is not set")
+    removed = 0
+    for name in os.listdir(directory):
+        if name.startswith(f"gauge_livesum_gwm-{pid}-") and name.endswith(".db"):
+            try:
+                os.remove(os.path.join(directory, name))
+                removed += 1
+            except FileNotFoundError:
+                pass  # removed meanwhile by another cleanup
+    return removed

@@ -129,6 +129,35 @@ impl Counter {
         add_count(&self.value, amount, recording);
     }
 
+    /// Adds `delta`, which may be negative: the counter holds a level (a
+    /// gauge's), an `i64` in the integer coding that wraps rather than
+    /// saturates, so that the levels of many processes add up exactly.
+    #[inline]
+    pub fn add_level(&self, delta: i64, recording: Recording) {
+        let cell = &self.value;
+        match (recording.coding, recording.writers) {
+            (Coding::Float, writers) => add_float(cell, delta as f64, writers),
+            (Coding::Integer, Writers::Concurrent) => {
+                cell.fetch_add(delta as u64, Ordering::Relaxed);
+            }
+            (Coding::Integer, Writers::Serialized) => {
+                let level = cell.load(Ordering::Relaxed).wrapping_add(delta as u64);
+                cell.store(level, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The level it holds (see [`Counter::add_level`]).
+    #[inline]
+    pub fn level(&self, coding: Coding) -> i64 {
+        let raw = self.value.load(Ordering::Relaxed);
+        match coding {
+            Coding::Integer => raw as i64,
+            // Float levels are whole numbers; `as` saturates the impossible rest.
+            Coding::Float => f64::from_bits(raw) as i64,
+        }
+    }
+
     /// Adds one.
     #[inline]
     pub fn inc(&self, recording: Recording) {

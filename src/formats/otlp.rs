@@ -26,8 +26,8 @@ use crate::formats::wire::opentelemetry::proto::common::v1::{
 use crate::formats::wire::opentelemetry::proto::metrics::v1::exponential_histogram_data_point::Buckets as ExponentialBuckets;
 use crate::formats::wire::opentelemetry::proto::metrics::v1::{
     exemplar, metric, number_data_point, AggregationTemporality, Exemplar as OtlpExemplar,
-    ExponentialHistogram, ExponentialHistogramDataPoint, Histogram, HistogramDataPoint, Metric,
-    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint,
+    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use crate::formats::wire::opentelemetry::proto::resource::v1::Resource;
 
@@ -55,6 +55,7 @@ fn key_value(key: &str, value: &str) -> KeyValue {
 #[derive(Default)]
 struct Points {
     sum: Option<Sum>,
+    gauge: Option<Gauge>,
     histogram: Option<Histogram>,
     exponential: Option<ExponentialHistogram>,
 }
@@ -64,6 +65,7 @@ impl Points {
     fn data(self) -> Option<metric::Data> {
         self.sum
             .map(metric::Data::Sum)
+            .or(self.gauge.map(metric::Data::Gauge))
             .or(self.histogram.map(metric::Data::Histogram))
             .or(self.exponential.map(metric::Data::ExponentialHistogram))
     }
@@ -277,6 +279,20 @@ impl SeriesVisitor for OtlpEncoder {
                 #[allow(clippy::cast_possible_wrap)] // Counts stay far below 2^63.
                 Reading::Count(count) => number_data_point::Value::AsInt(count as i64),
                 Reading::Sum(sum) => number_data_point::Value::AsDouble(sum),
+                Reading::Level(level) => {
+                    // A gauge's point has no start: it is the level now.
+                    points
+                        .gauge
+                        .get_or_insert_with(Gauge::default)
+                        .data_points
+                        .push(NumberDataPoint {
+                            attributes,
+                            time_unix_nano: self.now,
+                            value: Some(number_data_point::Value::AsInt(level)),
+                            ..NumberDataPoint::default()
+                        });
+                    continue;
+                }
                 Reading::Histogram(_) => {
                     self.histogram_point(desc, &view, attributes, &mut points);
                     continue;

@@ -16,7 +16,7 @@ use prost_types::Timestamp;
 use crate::cells::exemplar::Exemplar;
 use crate::cells::histogram::HistogramSnapshot;
 use crate::formats::wire::io::prometheus::client::{
-    Bucket, BucketSpan, Counter, Exemplar as ProtoExemplar, Histogram, LabelPair, Metric,
+    Bucket, BucketSpan, Counter, Exemplar as ProtoExemplar, Gauge, Histogram, LabelPair, Metric,
     MetricFamily, MetricType,
 };
 use crate::formats::wire::present;
@@ -30,6 +30,8 @@ pub const CONTENT_TYPE: &str =
 
 /// `MetricType.COUNTER`.
 const COUNTER: i32 = MetricType::Counter as i32;
+/// `MetricType.GAUGE`.
+const GAUGE: i32 = MetricType::Gauge as i32;
 /// `MetricType.HISTOGRAM`.
 const HISTOGRAM: i32 = MetricType::Histogram as i32;
 
@@ -182,6 +184,7 @@ impl SeriesVisitor for ProtobufEncoder {
         let names = self.convention.prometheus(desc, self.charset);
         let (name, metric_type) = match desc.kind {
             FamilyKind::Counter => (format!("{}_total", names.name), COUNTER),
+            FamilyKind::Gauge => (names.name, GAUGE),
             FamilyKind::Histogram => (names.name, HISTOGRAM),
         };
         let mut family = MetricFamily {
@@ -215,6 +218,12 @@ impl SeriesVisitor for ProtobufEncoder {
                         value: present(sum),
                         created_timestamp: created,
                         ..Counter::default()
+                    });
+                }
+                #[allow(clippy::cast_precision_loss)] // Levels stay far below 2^53.
+                Reading::Level(level) => {
+                    metric.gauge = Some(Gauge {
+                        value: present(level as f64),
                     });
                 }
                 Reading::Histogram(snapshot) => {

@@ -27,6 +27,8 @@ use crate::store::visit::SampleVisitor;
 
 /// `MetricType.COUNTER`.
 const COUNTER: i32 = MetricType::Counter as i32;
+/// `MetricType.GAUGE`.
+const GAUGE: i32 = MetricType::Gauge as i32;
 /// `MetricType.HISTOGRAM`.
 const HISTOGRAM: i32 = MetricType::Histogram as i32;
 
@@ -119,6 +121,7 @@ impl SampleVisitor for RemoteWriteEncoder {
     fn family(&mut self, desc: &FamilyDesc) {
         let (metric_type, suffix) = match desc.kind {
             FamilyKind::Counter => (COUNTER, "_total"),
+            FamilyKind::Gauge => (GAUGE, ""),
             FamilyKind::Histogram => (HISTOGRAM, ""),
         };
         self.names = self.convention.prometheus(desc, Charset::Legacy);

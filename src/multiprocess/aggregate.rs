@@ -15,7 +15,7 @@ use crate::cells::arena::SeriesDescription;
 use crate::cells::exemplar::Exemplar;
 use crate::cells::histogram::HistogramSnapshot;
 use crate::cells::native_histogram::NativeSnapshot;
-use crate::multiprocess::files::{file_name, list_files, FileSeries, ReadError};
+use crate::multiprocess::files::{file_name, is_dead, list_files, FileSeries, ReadError};
 use crate::multiprocess::lock::{Access, DirectoryLock};
 use crate::multiprocess::own_file::{read_file, FileContents, FileExemplar, SharedFile};
 use crate::multiprocess::prometheus_file;
@@ -103,6 +103,10 @@ pub struct Aggregate {
     pub files: usize,
     /// Why this sum may be incomplete although no file was skipped, if it may.
     pub caveat: Option<String>,
+    /// Whether a level (requests in flight) counts only while the process that
+    /// wrote its file lives, as in our files (whose writers hold a lock);
+    /// `prometheus_client`'s files count until removed, as its `livesum` gauges do.
+    levels_of_live_processes_only: bool,
 }
 
 impl Aggregate {
@@ -117,6 +121,7 @@ impl Aggregate {
             skipped: Vec::new(),
             files: 0,
             caveat: None,
+            levels_of_live_processes_only: true,
         }
     }
 
@@ -166,7 +171,26 @@ impl Aggregate {
             return;
         }
         self.files += 1;
-        let positions: Vec<usize> = series.iter().map(|one| self.add_series(one)).collect();
+        let schema = Arc::clone(&self.schema);
+        let is_level = |one: &FileSeries| schema.family(one.family).value == ValueKind::Level;
+        // A dead process's calls are not in flight: its levels count zero
+        // (the lock is asked only of a file that has a level to count).
+        let dead_levels = self.levels_of_live_processes_only
+            && series.iter().any(|one| is_level(one) && one.cells[0] != 0)
+            && is_dead(path) == Ok(true);
+        let positions: Vec<usize> = series
+            .iter()
+            .map(|one| {
+                if dead_levels && is_level(one) {
+                    self.add_series(&FileSeries {
+                        cells: vec![0],
+                        ..one.clone()
+                    })
+                } else {
+                    self.add_series(one)
+                }
+            })
+            .collect();
         for one in exemplars {
             let family = series[one.series].family;
             let buckets = self.schema.buckets(family).count();
@@ -203,6 +227,9 @@ impl Aggregate {
             for (cell, (total, value)) in cells.enumerate() {
                 *total = if family.is_sum(cell) {
                     (f64::from_bits(*total) + f64::from_bits(*value)).to_bits()
+                } else if family.value == ValueKind::Level {
+                    // Levels are i64s, and some are negative while others are not.
+                    total.wrapping_add(*value)
                 } else {
                     total.saturating_add(*value)
                 };
@@ -246,6 +273,8 @@ impl Aggregate {
                     }),
                     ValueKind::Sum => Reading::Sum(f64::from_bits(series.cells[0])),
                     ValueKind::Count => Reading::Count(series.cells[0]),
+                    #[allow(clippy::cast_possible_wrap)] // A level's cell holds an i64.
+                    ValueKind::Level => Reading::Level(series.cells[0] as i64),
                 },
                 created: series.created,
             });
@@ -312,6 +341,7 @@ pub fn aggregate(directory: &Path, schema: &Arc<Schema>) -> io::Result<Aggregate
 /// (see [`crate::multiprocess::prometheus_file`]); other files there are the application's.
 pub fn aggregate_prometheus(directory: &Path, schema: &Arc<Schema>) -> io::Result<Aggregate> {
     let mut sum = Aggregate::new(Arc::clone(schema));
+    sum.levels_of_live_processes_only = false;
     for path in prometheus_file::list_files(directory)? {
         match prometheus_file::read_file(&path, schema) {
             Ok(series) => sum.add_file(&path, &series, &[]),

@@ -157,6 +157,53 @@ mod tests {
     }
 
     /// The exemplar lines of an OpenMetrics exposition, sorted.
+    /// The requests-in-flight line of `aggregate`'s exposition, if it has one.
+    fn in_flight(aggregate: &Aggregate) -> Option<String> {
+        text(aggregate)
+            .into_iter()
+            .find(|line| line.starts_with("ractogateway_requests_in_flight{"))
+    }
+
+    #[test]
+    fn requests_in_flight_count_while_their_process_lives() {
+        let directory = directory("in-flight");
+        for level in [3, 2] {
+            // Processes that died with calls in flight.
+            let gone = file_store(&directory);
+            gone.add_in_flight(&GPT_4O, level);
+            record(&gone, "gpt-4o", 0.5);
+        }
+        let live = file_store(&directory);
+        for delta in [1, 1, -1] {
+            live.add_in_flight(&GPT_4O, delta);
+        }
+        // Levels of one label set in two files, one below zero for a moment.
+        let other = file_store(&directory);
+        other.add_in_flight(&GPT_4O, -1);
+        other.add_in_flight(&GPT_4O, 2);
+        let expected = r#"ractogateway_requests_in_flight{model="gpt-4o",operation="chat",provider="openai"} 2.0"#;
+        let sum = aggregate(&directory, &schema()).unwrap();
+        assert_eq!(in_flight(&sum).as_deref(), Some(expected));
+        assert!(text(&sum).contains(&"# TYPE ractogateway_requests_in_flight gauge".to_owned()));
+        assert!(!text(&sum)
+            .iter()
+            .any(|line| line.contains("in_flight_created")));
+        let compaction = compact(&directory, WAIT).unwrap();
+        assert_eq!(compaction.folded, 2);
+        let after = aggregate(&directory, &schema()).unwrap();
+        assert_eq!(in_flight(&after).as_deref(), Some(expected));
+        assert!(requests(&directory) >= 2.0);
+        drop(live);
+        drop(other);
+        let none = aggregate(&directory, &schema()).unwrap();
+        assert_eq!(
+            in_flight(&none).as_deref(),
+            Some(
+                r#"ractogateway_requests_in_flight{model="gpt-4o",operation="chat",provider="openai"} 0.0"#
+            )
+        );
+    }
+
     fn exemplar_lines(aggregate: &Aggregate) -> Vec<String> {
         let mut encoder = TextEncoder::new(Format::OpenMetrics);
         aggregate.visit(false, &mut encoder);

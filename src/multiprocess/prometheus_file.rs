@@ -2,10 +2,12 @@
 //!
 //! When an application runs `prometheus_client` in multi-process mode
 //! (`PROMETHEUS_MULTIPROC_DIR`), its `MultiProcessCollector` sums the `*.db`
-//! files of that directory. A store in this layout writes its values into two
+//! files of that directory. A store in this layout writes its values into
 //! such files of its own, `counter_gwm-<pid>-<id>.db` and
-//! `histogram_gwm-<pid>-<id>.db`: the collector takes the metric type from the
-//! name's first word, and the `gwm-` part keeps them apart from the
+//! `histogram_gwm-<pid>-<id>.db`, and once it has a gauge's series (requests
+//! in flight) `gauge_livesum_gwm-<pid>-<id>.db`: the collector takes the metric
+//! type (and a gauge's mode, `livesum`: summed over the files there) from the
+//! name's first words, and the `gwm-` part keeps them apart from the
 //! `counter_<pid>.db` files `prometheus_client` writes for the application's
 //! other metrics in the same process.
 //!
@@ -41,6 +43,9 @@ use crate::schema::family::{FamilyDesc, FamilyKind, Schema, ValueKind};
 
 /// What the names of this layout's files contain after the type word.
 pub const NAME_MARKER: &str = "_gwm-";
+/// The first words of a gauge file's name: the type and `prometheus_client`'s
+/// mode, `livesum`, whose files a dead process's cleanup removes.
+pub const GAUGE_KIND: &str = "gauge_livesum";
 /// The used length and its padding.
 const HEADER_LEN: usize = 8;
 /// Initial file size: `prometheus_client` starts at 64 KiB and doubles.
@@ -113,6 +118,7 @@ fn series_keys(family: &FamilyDesc, labels: &[&str]) -> Vec<String> {
         .collect();
     match family.kind {
         FamilyKind::Counter => vec![sample_key(family, "_total", &named)],
+        FamilyKind::Gauge => vec![sample_key(family, "", &named)],
         FamilyKind::Histogram => {
             let les = family
                 .buckets
@@ -269,10 +275,14 @@ impl Drop for DictFile {
     }
 }
 
-/// The two files a store in `prometheus_client`'s layout writes.
+/// The files a store in `prometheus_client`'s layout writes.
 pub struct PrometheusFiles {
     counters: DictFile,
     histograms: DictFile,
+    /// Made with the first gauge series.
+    gauges: Option<DictFile>,
+    directory: PathBuf,
+    identity: u64,
     schema: Arc<Schema>,
 }
 
@@ -317,6 +327,9 @@ impl PrometheusFiles {
         Ok(PrometheusFiles {
             counters: DictFile::create(directory, "counter", identity)?,
             histograms: DictFile::create(directory, "histogram", identity)?,
+            gauges: None,
+            directory: directory.to_path_buf(),
+            identity,
             schema,
         })
     }
@@ -344,6 +357,14 @@ impl PrometheusFiles {
         match family.kind {
             FamilyKind::Counter => self.counters.append(&keys),
             FamilyKind::Histogram => self.histograms.append(&keys),
+            FamilyKind::Gauge => {
+                if self.gauges.is_none() {
+                    let file = DictFile::create(&self.directory, GAUGE_KIND, self.identity)?;
+                    self.gauges = Some(file);
+                }
+                let gauges = self.gauges.as_mut().unwrap_or_else(|| unreachable!());
+                gauges.append(&keys)
+            }
         }
     }
 }
@@ -356,7 +377,9 @@ pub fn list_files(directory: &Path) -> io::Result<Vec<PathBuf>> {
             path.file_name()
                 .and_then(|name| name.to_str())
                 .is_some_and(|name| {
-                    (name.starts_with("counter") || name.starts_with("histogram"))
+                    (name.starts_with("counter")
+                        || name.starts_with("histogram")
+                        || name.starts_with(GAUGE_KIND))
                         && name.contains(NAME_MARKER)
                         && Path::new(name).extension().is_some_and(|ext| ext == "db")
                 })
@@ -480,6 +503,8 @@ impl SeriesByLabels {
         match (family.value, suffix, le) {
             (ValueKind::Sum, "_total", None) => cells[0] = value.to_bits(),
             (ValueKind::Count, "_total", None) => cells[0] = count(value),
+            #[allow(clippy::cast_sign_loss)] // A level's cell holds an i64's bits.
+            (ValueKind::Level, "", None) => cells[0] = (value as i64) as u64,
             (ValueKind::Buckets, "_bucket", Some(le)) => {
                 let buckets = family.buckets.as_ref()?;
                 let index = buckets.labels().iter().position(|bucket| bucket == le)?;

@@ -170,7 +170,10 @@ pub(super) fn error_type(
             name.escape_debug().to_string()
         )));
     };
-    if status.cast::<PyString>().is_ok_and(|status| status.to_str().is_ok_and(|s| s == OK_STATUS)) {
+    if status
+        .cast::<PyString>()
+        .is_ok_and(|status| status.to_str().is_ok_and(|s| s == OK_STATUS))
+    {
         return Err(PyValueError::new_err(format!(
             "{argument} is given for a request whose status is {OK_STATUS:?}: only a failed \
              request has an error type"

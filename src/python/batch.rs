@@ -18,8 +18,8 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
 use smallvec::SmallVec;
 
 use super::arguments::{
-    checked_latency, checked_parts, error_type, exemplar_labels, latency_seconds, token_value, tool_call_names,
-    type_name, ColumnArgument, ToolNames,
+    checked_latency, checked_parts, error_type, exemplar_labels, latency_seconds, token_value,
+    tool_call_names, type_name, ColumnArgument, ToolNames,
 };
 use super::buffer_column::{buffer_column, supports_buffer};
 use super::label_resolver::Resolved;
@@ -27,8 +27,9 @@ use super::metrics_store::PyMetricsStore;
 use super::request_arguments::RequestArguments;
 use crate::formats::columns::Number;
 use crate::schema::request::{
-    ErrorType, RequestValues, ERROR_TYPE_FIELD, EXEMPLAR_FIELD, EXTRA_LABELS_FIELD, LABEL_FIELDS, LATENCY_FIELD,
-    REFERENCE_TOKEN_TYPES, REQUEST_FIELDS, SECONDS_POSITIONS, TOKEN_FIELDS, TOOL_CALLS_FIELD,
+    ErrorType, RequestValues, ERROR_TYPE_FIELD, EXEMPLAR_FIELD, EXTRA_LABELS_FIELD, LABEL_FIELDS,
+    LATENCY_FIELD, REFERENCE_TOKEN_TYPES, REQUEST_FIELDS, SECONDS_POSITIONS, TOKEN_FIELDS,
+    TOOL_CALLS_FIELD,
 };
 use crate::store::batch::{Batch, Column, Columns};
 use crate::store::series::unix_now;
@@ -323,7 +324,16 @@ fn error_types(
         return items
             .iter()
             .enumerate()
-            .map(|(row, item)| error_type(item, status.at(row), ColumnArgument { name, row: Some(row) }))
+            .map(|(row, item)| {
+                error_type(
+                    item,
+                    status.at(row),
+                    ColumnArgument {
+                        name,
+                        row: Some(row),
+                    },
+                )
+            })
             .collect::<PyResult<_>>()
             .map(Column::Rows);
     }
@@ -437,7 +447,9 @@ impl PyMetricsStore {
         let error_value = arguments.error_type().filter(|value| !value.is_none());
         lengths.push((
             field_name(ERROR_TYPE_FIELD),
-            error_value.and_then(sequence_items).map(|items| items.len()),
+            error_value
+                .and_then(sequence_items)
+                .map(|items| items.len()),
         ));
         let rows = row_count(&lengths)?;
         let errors = error_types(error_value, &labels[3], rows)?;

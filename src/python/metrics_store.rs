@@ -149,6 +149,20 @@ impl PyMetricsStore {
         })
     }
 
+    /// Adds `delta` to the requests in flight of a call's labels (+1 when it
+    /// starts, -1 when it ends); `labels` maps the extra labels.
+    #[pyo3(signature = (provider, model, operation, labels, delta))]
+    fn _in_flight(
+        &self,
+        provider: &Bound<'_, PyAny>,
+        model: &Bound<'_, PyAny>,
+        operation: &Bound<'_, PyAny>,
+        labels: Option<&Bound<'_, PyAny>>,
+        delta: i64,
+    ) -> PyResult<()> {
+        self.add_in_flight([provider, model, operation], labels, delta)
+    }
+
     /// The extra label names of the request families, in their configured order.
     fn _extra_labels(&self) -> Vec<String> {
         self.store().schema().extra_labels().to_vec()

@@ -3,20 +3,22 @@
 //! into the store through the label resolver's cached series.
 
 use pyo3::prelude::*;
+use pyo3::types::PyString;
+use smallvec::SmallVec;
 
 use super::arguments::{
-    checked_parts, error_type, exemplar_labels, latency_seconds, token_count, tool_call_names, ToolName,
-    ToolNames,
+    checked_parts, error_type, exemplar_labels, extra_label_values, label, latency_seconds,
+    token_count, tool_call_names, ToolName, ToolNames,
 };
 use super::label_resolver::Resolved;
 use super::metrics_store::{keeps_token_usage, PyMetricsStore};
 use super::request_arguments::RequestArguments;
 use crate::schema::request::{
-    RequestValues, ERROR_TYPE_FIELD, INPUT, OUTPUT, REFERENCE_TOKEN_TYPES, REQUEST_FIELDS, SECONDS_FIELDS,
-    SECONDS_POSITIONS, TOKEN_FIELDS, TOKEN_TYPE_COUNT,
+    RequestValues, ERROR_TYPE_FIELD, INPUT, OUTPUT, REFERENCE_TOKEN_TYPES, REQUEST_FIELDS,
+    SECONDS_FIELDS, SECONDS_POSITIONS, TOKEN_FIELDS, TOKEN_TYPE_COUNT,
 };
 use crate::store::series::unix_now;
-use crate::store::{CacheOutcome, RequestEntry};
+use crate::store::{CacheOutcome, RequestEntry, RequestLabels};
 
 impl PyMetricsStore {
     /// Adds one to the series of each (validated) tool call.
@@ -54,6 +56,44 @@ impl PyMetricsStore {
     #[inline]
     pub(super) fn keeps_token_usage(&self) -> bool {
         keeps_token_usage(self.convention)
+    }
+
+    /// Validates a call's labels, then adds `delta` to its requests in flight.
+    pub(super) fn add_in_flight(
+        &self,
+        objects: [&Bound<'_, PyAny>; 3],
+        extra: Option<&Bound<'_, PyAny>>,
+        delta: i64,
+    ) -> PyResult<()> {
+        let py = objects[0].py();
+        self.follow_fork(py)?;
+        let [provider, model, operation] = [
+            label(objects[0], "provider")?,
+            label(objects[1], "model")?,
+            label(objects[2], "operation")?,
+        ];
+        let store = self.store();
+        let empty = PyString::new(py, "");
+        let extra = match extra.filter(|mapping| !mapping.is_none()) {
+            Some(mapping) => {
+                extra_label_values(mapping, store.schema().extra_labels(), &empty, None)?
+            }
+            None => SmallVec::new(),
+        };
+        let extra_text: SmallVec<[&str; 4]> = extra
+            .iter()
+            .map(|value| value.to_str())
+            .collect::<PyResult<_>>()?;
+        let labels = RequestLabels {
+            provider: provider.to_str()?,
+            model: model.to_str()?,
+            operation: operation.to_str()?,
+            status: "",
+            extra: &extra_text,
+        };
+        store.add_in_flight(&labels, delta);
+        self.report_overflows_of(py, store);
+        Ok(())
     }
 
     /// Validates every argument of `record_request`, then records it.

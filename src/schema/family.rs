@@ -42,6 +42,8 @@ pub const UNPRICED: FamilyId = 10;
 pub const TOKEN_USAGE: FamilyId = 14;
 /// `ractogateway_request_errors_total{error_type,model,operation,provider}`.
 pub const ERRORS: FamilyId = 15;
+/// `ractogateway_requests_in_flight{model,operation,provider}`.
+pub const IN_FLIGHT: FamilyId = 16;
 
 /// The prefix of every family name unless a middleware is given its own: the
 /// reference middleware's.
@@ -95,11 +97,13 @@ pub const TOKEN_USAGE_BOUNDS: [f64; 14] = [
 /// GenAI conventions name (`input`, `output`).
 const USAGE_TOKEN_TYPES: [request::TokenType; 2] = [request::INPUT, request::OUTPUT];
 
-/// Whether a family is a counter or a histogram.
+/// Whether a family is a counter, a gauge or a histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FamilyKind {
     /// A monotonic counter, exposed with the `_total` suffix.
     Counter,
+    /// A level that goes up and down, exposed as it is.
+    Gauge,
     /// A bucketed histogram, exposed as `_bucket`, `_count` and `_sum`.
     Histogram,
 }
@@ -109,6 +113,7 @@ impl FamilyKind {
     pub fn type_name(self) -> &'static str {
         match self {
             FamilyKind::Counter => "counter",
+            FamilyKind::Gauge => "gauge",
             FamilyKind::Histogram => "histogram",
         }
     }
@@ -123,6 +128,10 @@ pub enum ValueKind {
     Sum,
     /// A count per bucket, then the float sum of the observations.
     Buckets,
+    /// One level that goes up and down (calls started and not yet ended):
+    /// a process's own, never summed into another store's (snapshots leave it
+    /// out), and in a multi-process directory only while its process lives.
+    Level,
 }
 
 /// The request label values a family's label takes its value from.
@@ -228,7 +237,7 @@ impl FamilyDesc {
     /// Whether the cell at `index` holds the bits of a float sum (the others hold counts).
     pub fn is_sum(&self, index: usize) -> bool {
         match self.value {
-            ValueKind::Count => false,
+            ValueKind::Count | ValueKind::Level => false,
             ValueKind::Sum => true,
             ValueKind::Buckets => index + 1 == self.classic_cells(),
         }
@@ -326,7 +335,7 @@ const fn request_histogram(
 
 /// Every family, by [`FamilyId`], in the order the reference registers (and
 /// prints) its own; the others follow, shown from their first series.
-const FAMILY_ROWS: [FamilyRow; 16] = [
+const FAMILY_ROWS: [FamilyRow; 17] = [
     counter_row(
         "ractogateway_requests",
         "Total LLM requests by provider / model / operation / status.",
@@ -449,6 +458,16 @@ const FAMILY_ROWS: [FamilyRow; 16] = [
         true,
         false,
     ),
+    FamilyRow {
+        value: ValueKind::Level,
+        ..counter_row(
+            "ractogateway_requests_in_flight",
+            "LLM requests started and not yet ended, by provider / model / operation.",
+            &["model", "operation", "provider"],
+            true,
+            false,
+        )
+    },
 ];
 /// How many families a schema has.
 pub const FAMILY_COUNT: usize = FAMILY_ROWS.len();
@@ -472,7 +491,7 @@ const fn same_name(a: &str, b: &str) -> bool {
 // Each named id is the position of its family's row: a row moved or added in
 // the wrong place fails the build, not a scrape.
 const _: () = {
-    let ids: [(FamilyId, &str); 12] = [
+    let ids: [(FamilyId, &str); 13] = [
         (REQUESTS, "ractogateway_requests"),
         (DURATION, "ractogateway_request_duration_seconds"),
         (TOKENS, "ractogateway_tokens"),
@@ -488,6 +507,7 @@ const _: () = {
         (UNPRICED, "ractogateway_unpriced_requests"),
         (TOKEN_USAGE, "ractogateway_request_tokens"),
         (ERRORS, "ractogateway_request_errors"),
+        (IN_FLIGHT, "ractogateway_requests_in_flight"),
     ];
     let mut at = 0;
     while at < ids.len() {
@@ -636,6 +656,7 @@ impl Schema {
                     help: row.help,
                     kind: match row.value {
                         ValueKind::Count | ValueKind::Sum => FamilyKind::Counter,
+                        ValueKind::Level => FamilyKind::Gauge,
                         ValueKind::Buckets => FamilyKind::Histogram,
                     },
                     value: row.value,
@@ -762,7 +783,13 @@ impl Schema {
     /// The requests family's label values of a request whose label values are
     /// `values` (provider, model, operation, status, then the extra labels).
     pub fn request_key<'v>(&self, values: &[&'v str]) -> SmallVec<[&'v str; 8]> {
-        self.family(REQUESTS)
+        self.key_of(REQUESTS, values)
+    }
+
+    /// The label values of `family`'s series of a request whose label values
+    /// are `values` (as for [`Schema::request_key`]); a derived label is empty.
+    pub fn key_of<'v>(&self, family: FamilyId, values: &[&'v str]) -> SmallVec<[&'v str; 8]> {
+        self.family(family)
             .sources
             .iter()
             .map(|source| match source {

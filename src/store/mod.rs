@@ -40,7 +40,8 @@ use crate::cells::arena::CellArena;
 use crate::cells::counter::Recording;
 use crate::schema::buckets::Buckets;
 use crate::schema::family::{
-    FamilyDesc, FamilyId, LabelSource, Schema, ValueKind, DURATION, OVERFLOW_VALUE, REQUESTS,
+    FamilyDesc, FamilyId, LabelSource, Schema, ValueKind, DURATION, IN_FLIGHT, OVERFLOW_VALUE,
+    REQUESTS,
 };
 use crate::schema::native::NativeConfig;
 use crate::store::label_map::{Entry, LabelMap};
@@ -97,7 +98,8 @@ impl FamilySeries {
     fn for_family(family: &FamilyDesc) -> Self {
         match family.value {
             ValueKind::Count if family.id == REQUESTS => FamilySeries::Requests(LabelMap::new()),
-            ValueKind::Count => FamilySeries::Counter(LabelMap::new()),
+            // A level lives in a counter's cell (see `Counter::add_level`).
+            ValueKind::Count | ValueKind::Level => FamilySeries::Counter(LabelMap::new()),
             ValueKind::Sum => FamilySeries::Sum(LabelMap::new()),
             ValueKind::Buckets => FamilySeries::Histogram(LabelMap::new()),
         }
@@ -225,16 +227,8 @@ impl Store {
         }
     }
 
-    /// The requests entry of `labels`, created (with its histogram) on first use.
-    #[inline]
-    pub fn request_entry(&self, labels: &RequestLabels<'_>) -> &RequestEntry {
-        self.request_entry_capped(labels).0
-    }
-
-    /// Like [`Store::request_entry`]; also says whether the label set was
-    /// folded into the overflow entry (a caller must not remember it as the
-    /// entry of these labels).
-    pub fn request_entry_capped(&self, labels: &RequestLabels<'_>) -> (&RequestEntry, bool) {
+    /// The request label values of `labels`, in [`crate::schema::family::LabelSource::Request`] order.
+    fn request_values<'a>(&self, labels: &RequestLabels<'a>) -> SmallVec<[&'a str; 8]> {
         let mut values: SmallVec<[&str; 8]> = SmallVec::new();
         values.extend([
             labels.provider,
@@ -245,6 +239,31 @@ impl Store {
         values.extend(labels.extra.iter().copied());
         // Missing extra labels are empty, as `prometheus_client` would show them.
         values.resize(4 + self.schema.extra_labels().len(), "");
+        values
+    }
+
+    /// Adds `delta` to the requests in flight of `labels` (their status is not
+    /// part of it): +1 when a call starts, -1 when it ends.
+    pub fn add_in_flight(&self, labels: &RequestLabels<'_>, delta: i64) {
+        let values = self.request_values(labels);
+        let key = self.schema.key_of(IN_FLIGHT, &values);
+        let (entry, _) = self.capped(self.counters(IN_FLIGHT), IN_FLIGHT, &key, |key| {
+            CounterSeries::new(&self.arena, IN_FLIGHT, key)
+        });
+        entry.value.value.add_level(delta, self.recording);
+    }
+
+    /// The requests entry of `labels`, created (with its histogram) on first use.
+    #[inline]
+    pub fn request_entry(&self, labels: &RequestLabels<'_>) -> &RequestEntry {
+        self.request_entry_capped(labels).0
+    }
+
+    /// Like [`Store::request_entry`]; also says whether the label set was
+    /// folded into the overflow entry (a caller must not remember it as the
+    /// entry of these labels).
+    pub fn request_entry_capped(&self, labels: &RequestLabels<'_>) -> (&RequestEntry, bool) {
+        let values = self.request_values(labels);
         let key = self.schema.request_key(&values);
         let requests = self.requests();
         if let Some(entry) = requests.get(&key) {

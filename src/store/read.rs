@@ -1,6 +1,7 @@
 //! Reading a store: every family's series in exposition order, each read once,
 //! kept (a scrape) or taken (a snapshot that resets), for the formats' visitors.
 
+use crate::schema::family::ValueKind;
 use crate::store::label_map::{prefetch, Entry, LabelMap};
 use crate::store::series::{CostSeries, CounterSeries, HistogramSeries, RequestSeries};
 use crate::store::visit::{Reading, SampleVisitor, Samples, SeriesView, SeriesVisitor};
@@ -74,6 +75,13 @@ impl Store {
                 FamilySeries::Requests(map) => {
                     let requests = views(map, |series: &RequestSeries| count(&series.requests));
                     visitor.family_series(family, requests);
+                }
+                FamilySeries::Counter(map) if family.value == ValueKind::Level => {
+                    // A level is read, never taken: it is the process's own.
+                    let level = |series: &CounterSeries| {
+                        (Reading::Level(series.value.level(coding)), series.created)
+                    };
+                    visitor.family_series(family, views(map, level));
                 }
                 FamilySeries::Counter(map) => visitor.family_series(family, views(map, count)),
                 FamilySeries::Sum(map) => {

@@ -58,6 +58,8 @@ pub enum Reading {
     Count(u64),
     /// A float sum: the cost counter.
     Sum(f64),
+    /// A level: the requests in flight.
+    Level(i64),
     /// A histogram's buckets and sum.
     Histogram(HistogramSnapshot),
 }
@@ -130,6 +132,11 @@ pub fn visit_family<'a>(
         match view.reading {
             Reading::Count(count) => visitor.sample(desc, "_total", None, id, labels, count as f64),
             Reading::Sum(sum) => visitor.sample(desc, "_total", None, id, labels, sum),
+            Reading::Level(level) => {
+                // A gauge, as `prometheus_client` shows one: no `_created`.
+                visitor.sample(desc, "", None, id, labels, level as f64);
+                continue;
+            }
             Reading::Histogram(snapshot) => {
                 let les = desc
                     .buckets

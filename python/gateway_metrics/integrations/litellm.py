@@ -31,9 +31,11 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime
 import logging
+import threading
 import weakref
 from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -55,6 +57,17 @@ _LOGGER = logging.getLogger("gateway_metrics")
 #: ``operation`` label, in the reference's words where it has one (``chat``,
 #: ``stream``, ``embed``, as the gateway kits record); a call type not listed is
 #: recorded as it is named. A streamed ``chat`` call is ``stream``.
+#: At most this many calls are counted in flight by one logger at once.
+MAX_CALLS_IN_FLIGHT = 100_000
+
+
+def _call_id(kwargs: Mapping[str, Any]) -> str | None:
+    """LiteLLM's id of a call, the same in its pre-call and end hooks."""
+    params = kwargs.get("litellm_params") or {}
+    call_id = kwargs.get("litellm_call_id") or params.get("litellm_call_id")
+    return call_id if isinstance(call_id, str) and call_id else None
+
+
 OPERATIONS = {
     "completion": "chat",
     "text_completion": "completion",
@@ -164,6 +177,11 @@ class GatewayMetricsLogger(CustomLogger):  # type: ignore[misc]
                 raise TypeError(f"labels[{name!r}] must name a metadata key (str)")
         self.metrics = metrics
         self.labels = mapping
+        #: The calls in flight this logger raised, by LiteLLM call id: their labels.
+        self._calls_in_flight: collections.OrderedDict[str, tuple[str, str, str, Any]] = (
+            collections.OrderedDict()
+        )
+        self._calls_lock = threading.Lock()
         # LiteLLM keeps one logger per class and public str/int/bool attributes,
         # and drops the others as duplicates: this one tells loggers of two
         # middlewares apart.
@@ -172,6 +190,36 @@ class GatewayMetricsLogger(CustomLogger):  # type: ignore[misc]
     def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
         # Called inline, in the caller's event loop for an async call.
         _flush_at_loop_close()
+        try:
+            self._raise_in_flight(kwargs or {})
+        except Exception as error:  # LiteLLM's call must not fail because of its logger
+            _LOGGER.warning(
+                "LiteLLM call not counted in flight: %s: %s", type(error).__name__, error
+            )
+
+    def _raise_in_flight(self, kwargs: Mapping[str, Any]) -> None:
+        """Counts a call that starts (once per LiteLLM call id, whatever its retries)."""
+        call_id = _call_id(kwargs)
+        if call_id is None:
+            return
+        provider, model, operation, labels = self._call_labels(kwargs)
+        with self._calls_lock:
+            if call_id in self._calls_in_flight:
+                return
+            self.metrics._in_flight(provider, model, operation, labels, 1)
+            self._calls_in_flight[call_id] = (provider, model, operation, labels)
+            # A call LiteLLM never reports the end of does not stay in flight forever.
+            if len(self._calls_in_flight) > MAX_CALLS_IN_FLIGHT:
+                _, oldest = self._calls_in_flight.popitem(last=False)
+                self.metrics._in_flight(*oldest, -1)
+
+    def _lower_in_flight(self, kwargs: Mapping[str, Any]) -> None:
+        """Uncounts a call that ended, with the labels it was counted under."""
+        call_id = _call_id(kwargs)
+        with self._calls_lock:
+            held = self._calls_in_flight.pop(call_id, None) if call_id is not None else None
+            if held is not None:
+                self.metrics._in_flight(*held, -1)
 
     # LiteLLM calls the sync hooks for sync calls and the async ones for async calls.
     def log_success_event(
@@ -198,13 +246,16 @@ class GatewayMetricsLogger(CustomLogger):  # type: ignore[misc]
         self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any, *, failed: bool
     ) -> None:
         try:
+            self._lower_in_flight(kwargs or {})
+        except Exception as error:  # LiteLLM's call must not fail because of its logger
+            _LOGGER.warning("LiteLLM call not uncounted: %s: %s", type(error).__name__, error)
+        try:
             self._record_call(kwargs or {}, response_obj, start_time, end_time, failed)
         except Exception as error:  # LiteLLM's call must not fail because of its logger
             _LOGGER.warning("LiteLLM call not recorded: %s: %s", type(error).__name__, error)
 
-    def _record_call(
-        self, kwargs: Mapping[str, Any], response: Any, start_time: Any, end_time: Any, failed: bool
-    ) -> None:
+    def _call_labels(self, kwargs: Mapping[str, Any]) -> tuple[str, str, str, Any]:
+        """A call's provider, model, operation and extra label values, as recorded."""
         payload = kwargs.get("standard_logging_object") or {}
         params = kwargs.get("litellm_params") or {}
         provider = payload.get("custom_llm_provider") or params.get("custom_llm_provider") or ""
@@ -215,6 +266,19 @@ class GatewayMetricsLogger(CustomLogger):  # type: ignore[misc]
             if call_type.startswith("a") and call_type[1:] in OPERATIONS
             else call_type
         )
+        operation = OPERATIONS.get(plain_type, plain_type)
+        streamed = bool(kwargs.get("stream") or payload.get("stream"))
+        if streamed and operation == "chat":
+            operation = "stream"
+        metadata = payload.get("metadata") or params.get("metadata") or {}
+        labels = {name: str(metadata.get(key) or "") for name, key in self.labels.items()}
+        return str(provider), str(model), operation, labels or None
+
+    def _record_call(
+        self, kwargs: Mapping[str, Any], response: Any, start_time: Any, end_time: Any, failed: bool
+    ) -> None:
+        provider, model, operation, labels = self._call_labels(kwargs)
+        payload = kwargs.get("standard_logging_object") or {}
         started, ended = _seconds(start_time), _seconds(end_time)
         latency_s = max(0.0, ended - started) if started is not None and ended is not None else 0.0
         first_token_s = None
@@ -239,27 +303,22 @@ class GatewayMetricsLogger(CustomLogger):  # type: ignore[misc]
             _LOGGER.warning(
                 "LiteLLM usage of %s is inconsistent (%s): input and output kept", model, problem
             )
-        operation = OPERATIONS.get(plain_type, plain_type)
-        if streamed and operation == "chat":
-            operation = "stream"
         error_type = None
         if failed:
             exception = kwargs.get("exception")
             error_type = (
                 error_type_of(exception) if isinstance(exception, BaseException) else "other"
             )
-        metadata = payload.get("metadata") or params.get("metadata") or {}
-        labels = {name: str(metadata.get(key) or "") for name, key in self.labels.items()}
         record_counted(
             self.metrics,
-            provider=str(provider),
-            model=str(model),
+            provider=provider,
+            model=model,
             operation=operation,
             status="error" if failed else "ok",
             latency_s=latency_s,
             first_token_s=first_token_s,
             tokens=counts,
             tool_calls=[ToolCall(name) for name in tools],
-            labels=labels or None,
+            labels=labels,
             error_type=error_type,
         )

@@ -96,6 +96,17 @@ PANELS: tuple[Panel, ...] = (
         ),
     ),
     Panel(
+        "Requests in flight by provider",
+        "Calls started and not yet ended (track(), instrument(), the LiteLLM logger).",
+        "short",
+        (
+            Query(
+                "sum by (provider) (ractogateway_requests_in_flight{{{filter}}})",
+                "{{provider}}",
+            ),
+        ),
+    ),
+    Panel(
         "Errors by type",
         "Failed requests per second by error_type (rate_limit, timeout, server_error, ...).",
         "reqps",

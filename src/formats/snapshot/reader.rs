@@ -361,15 +361,18 @@ fn matching_families<'s>(
 ) -> Result<Vec<&'s FamilyDesc>, SnapshotError> {
     let mut families = Vec::with_capacity(declarations.len());
     for declared in declarations {
-        let family = schema.named(declared[0]).ok_or_else(|| match other_namespace(schema, declared[0]) {
-            Some(theirs) => SnapshotError::OtherSchema(format!(
-                "its families are named under the namespace {theirs:?} ({}), this \
+        let family = schema.named(declared[0]).ok_or_else(|| {
+            match other_namespace(schema, declared[0]) {
+                Some(theirs) => SnapshotError::OtherSchema(format!(
+                    "its families are named under the namespace {theirs:?} ({}), this \
                  middleware's under {:?}: merge snapshots of middlewares of one namespace",
-                declared[0],
-                schema.namespace()
-            )),
-            None => {
-                SnapshotError::OtherSchema(format!("this middleware has no family {}", declared[0]))
+                    declared[0],
+                    schema.namespace()
+                )),
+                None => SnapshotError::OtherSchema(format!(
+                    "this middleware has no family {}",
+                    declared[0]
+                )),
             }
         })?;
         let own = family.declaration();

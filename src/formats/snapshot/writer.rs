@@ -104,6 +104,9 @@ impl SeriesVisitor for SnapshotWriter {
             match &view.reading {
                 Reading::Count(count) => cells.push(*count),
                 Reading::Sum(sum) => cells.push(sum.to_bits()),
+                // A level is its process's own (calls in flight there): a
+                // snapshot, which another store adds to its own, leaves it out.
+                Reading::Level(_) => continue,
                 Reading::Histogram(histogram) => {
                     cells.extend(histogram.to_cells(desc.native.as_ref()));
                 }
