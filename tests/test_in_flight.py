@@ -180,3 +180,35 @@ def test_prometheus_clients_mode_sums_them_as_livesum(tmp_path):
         for holder in holders:
             holder.kill()
             holder.wait(WAIT_S)
+
+
+def test_protobuf_and_otlp_carry_it_as_a_gauge():
+    import gzip
+
+    from gateway_metrics._otlp import OtlpTarget
+    from support import decode_delimited_families, wire_message
+
+    metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
+    with metrics.track("openai", "gpt-4o"), metrics.track("openai", "gpt-4o"):
+        body = metrics._protobuf_exposition()
+        otlp = OtlpTarget("http://127.0.0.1:9/v1/metrics", None, None, None, None).body(metrics)
+    [family] = [f for f in decode_delimited_families(body) if f.name == IN_FLIGHT]
+    gauge_type = (
+        wire_message("io.prometheus.client.MetricFamily")
+        .DESCRIPTOR.fields_by_name["type"]
+        .enum_type.values_by_name["GAUGE"]
+        .number
+    )
+    assert family.type == gauge_type
+    assert [metric.gauge.value for metric in family.metric] == [2.0]
+    request = wire_message("opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest")()
+    request.ParseFromString(gzip.decompress(otlp))
+    [metric] = [
+        metric
+        for resource in request.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == IN_FLIGHT
+    ]
+    assert metric.WhichOneof("data") == "gauge"
+    assert [point.as_int for point in metric.gauge.data_points] == [2]

@@ -221,7 +221,8 @@ class GatewayMetricsMiddleware(MetricsStore):
     ``ractogateway_unpriced_requests_total``, and a ``logging`` warning names
     each such model once.
 
-    ``max_series`` caps the label sets each family holds (per process): past
+    ``max_series`` caps the label sets each family holds (per process; for the
+    whole directory in our multi-process mode): past
     it, a new label set records into the family's overflow series, whose every
     label value is ``"__overflow__"``, so totals stay exact while memory and
     scrapes stop growing; ``ractogateway_overflow_requests_total{family}``

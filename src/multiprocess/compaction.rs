@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::multiprocess::admission::ADMISSION_FILE;
 use crate::multiprocess::aggregate::{Aggregate, DirectoryReading};
 use crate::multiprocess::files::{
     file_name, held_by_this_process, is_dead, list_files, list_temporary_files, ReadError,
@@ -235,6 +236,18 @@ pub fn cleanup(directory: &Path, force: bool, wait: Duration) -> io::Result<Clea
         .into_iter()
         .partition(|path| absorbed.contains(file_name(path)));
     let removed = remove_all(first.into_iter().chain(then), &mut remove, &mut not_removed);
+    // A new run starts with no label set admitted, unless a live process of
+    // the old one still records (only with `force`).
+    let live_left = reading.files.iter().any(|(path, contents)| {
+        is_dead(path) == Ok(false) && !held_by_this_process(path, Some(contents.pid))
+    });
+    if !live_left {
+        if let Err(error) = fs::remove_file(directory.join(ADMISSION_FILE)) {
+            if error.kind() != io::ErrorKind::NotFound {
+                not_removed.push((directory.join(ADMISSION_FILE), error.to_string()));
+            }
+        }
+    }
     match not_removed.first() {
         None => Ok(Cleanup::Removed(removed)),
         Some((path, error)) => Err(io::Error::other(format!(

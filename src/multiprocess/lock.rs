@@ -41,7 +41,12 @@ impl DirectoryLock {
     /// another error when the lock file cannot be used (not a regular file).
     pub fn take(directory: &Path, access: Access, wait: Duration) -> io::Result<Self> {
         fs::create_dir_all(directory)?;
-        let path = directory.join(LOCK_FILE);
+        Self::take_file(&directory.join(LOCK_FILE), access, wait)
+    }
+
+    /// Takes the lock of the file at `path` (created empty if missing), as
+    /// [`DirectoryLock::take`] takes a directory's.
+    pub fn take_file(path: &Path, access: Access, wait: Duration) -> io::Result<Self> {
         // Registered before it is locked: a child forked at any moment gives
         // the descriptor up, so the lock stays this process's alone.
         let file = ParentOnlyFile::open(|| {
@@ -51,7 +56,7 @@ impl DirectoryLock {
                 .create(true)
                 .truncate(false)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(&path)
+                .open(path)
         })?;
         if !file.file().metadata()?.is_file() {
             return Err(io::Error::other(format!(

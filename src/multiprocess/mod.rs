@@ -16,6 +16,7 @@
 //! compaction; a scrape that cannot get it within a few seconds reads without it
 //! and says so.
 
+pub mod admission;
 mod aggregate;
 mod compaction;
 pub mod files;

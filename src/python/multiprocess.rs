@@ -15,6 +15,7 @@ use super::prices::python_price_resolver;
 use super::recording::recording;
 use crate::cells::arena::CellArena;
 use crate::cells::counter::Coding;
+use crate::multiprocess::admission::SharedAdmission;
 use crate::multiprocess::fork_guard;
 use crate::multiprocess::own_file::SharedFile;
 use crate::multiprocess::prometheus_file::PrometheusFiles;
@@ -40,10 +41,13 @@ pub(super) struct Multiprocess {
     prices: PriceTable,
     /// The families every store of this middleware records.
     schema: Arc<Schema>,
-    /// The cap on label sets per family, per process.
+    /// The cap on label sets per family: for the directory in our layout,
+    /// per process in `prometheus_client`'s.
     max_series: usize,
     /// Prices the models the table lacks (see `python_price_resolver`).
     price_resolver: Option<Py<PyAny>>,
+    /// The directory's shared cap on series, as the store being recorded into uses it.
+    admission: std::sync::Mutex<Option<Arc<SharedAdmission>>>,
     /// The fork epoch of the process that made the store being recorded into:
     /// when the current one differs, this is a forked child, and the next
     /// recording call moves to a file of its own.
@@ -67,6 +71,7 @@ impl Multiprocess {
             schema,
             max_series,
             price_resolver,
+            admission: std::sync::Mutex::new(None),
             epoch: AtomicU64::new(fork_guard::epoch()),
         }
     }
@@ -120,6 +125,17 @@ impl Multiprocess {
             Arc::clone(&self.schema),
         );
         store.set_max_series(self.max_series);
+        if self.layout == Layout::Own && self.max_series != usize::MAX {
+            // One cap for the directory; where its file cannot be had, each
+            // process keeps the cap for itself.
+            if let Ok(shared) = SharedAdmission::open(&self.directory) {
+                let shared = Arc::new(shared);
+                store.share_max_series(Box::new(Arc::clone(&shared)));
+                if let Ok(mut admission) = self.admission.lock() {
+                    *admission = Some(shared);
+                }
+            }
+        }
         if let Some(resolver) = &self.price_resolver {
             store.set_price_resolver(python_price_resolver(resolver.clone_ref(py)));
             store.set_count_unpriced(true);
@@ -149,7 +165,18 @@ impl Multiprocess {
         });
         // Warnings run Python code (filters, showwarning), which may let the
         // GIL go inside these Rust frames: not once the interpreter is exiting.
-        let messages = skipped.chain(own).chain(sum.caveat.clone());
+        let unshared = self
+            .admission
+            .lock()
+            .ok()
+            .and_then(|admission| admission.as_ref()?.broken())
+            .map(|reason| {
+                format!(
+                    "max_series holds for this process alone: the directory's file of \
+                     admitted label sets is not usable ({reason})"
+                )
+            });
+        let messages = skipped.chain(own).chain(sum.caveat.clone()).chain(unshared);
         for message in messages.filter(|_| !exit_gate::exiting()) {
             PyErr::warn(
                 py,

@@ -13,6 +13,7 @@
 //! come out in the same order. Label values are stored, and declared, in the
 //! alphabetical order in which the exposition prints them.
 
+pub mod admission;
 pub mod batch;
 mod exemplars;
 // Unsafe: lock-free publication of label sets.
@@ -44,6 +45,7 @@ use crate::schema::family::{
     REQUESTS,
 };
 use crate::schema::native::NativeConfig;
+use crate::store::admission::Admission;
 use crate::store::label_map::{Entry, LabelMap};
 use crate::store::notices::Notices;
 use crate::store::pricing::{Price, PriceTable};
@@ -124,6 +126,9 @@ pub struct Store {
     arena: CellArena,
     /// Prices the models the table lacks, by provider and model, once per label set.
     resolver: Option<PriceResolver>,
+    /// Decides which new label sets are admitted when the cap on series is
+    /// shared with other stores (see [`Store::share_max_series`]).
+    admission: Option<Box<dyn Admission>>,
     /// Whether unpriced requests are counted (see [`Store::set_count_unpriced`]).
     count_unpriced: bool,
     /// Whether requests observe their token counts, as the schema says (kept
@@ -174,6 +179,7 @@ impl Store {
             schema,
             arena,
             resolver: None,
+            admission: None,
             count_unpriced: false,
             max_series: usize::MAX,
             first_use: Mutex::new(()),
@@ -314,6 +320,14 @@ impl Store {
         self.resolver = Some(resolver);
     }
 
+    /// Shares the cap on series (see [`Store::set_max_series`]) with the other
+    /// stores `admission` speaks for: a label set new to this store takes a
+    /// series of its own only if `admission` admits it among the family's
+    /// first `max_series`, else it goes to the overflow series.
+    pub fn share_max_series(&mut self, admission: Box<dyn Admission>) {
+        self.admission = Some(admission);
+    }
+
     /// Whether every request's token counts are observed (see
     /// [`Schema::keeping_token_usage`]).
     #[inline]
@@ -342,7 +356,12 @@ impl Store {
         if let Some(entry) = map.get(key) {
             return (entry, false);
         }
-        if map.len() < self.max_series {
+        if map.len() < self.max_series
+            && self
+                .admission
+                .as_ref()
+                .is_none_or(|shared| shared.admit(family, key, self.max_series))
+        {
             return (map.get_or_insert_with(key, || make(key)), false);
         }
         // A derived label (a token or error type) is one of a fixed few: it is
