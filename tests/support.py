@@ -284,7 +284,7 @@ class ReferenceModel:
         latency_buckets: list[float] | None = None,
     ) -> None:
         from gateway_metrics import _core
-        from prometheus_client import Counter, Histogram
+        from prometheus_client import Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
         self.extra_labels = extra_labels
@@ -294,6 +294,10 @@ class ReferenceModel:
             names = [*labels, *extra_labels] if request_family else list(labels)
             if kind == "counter":
                 metric: Any = Counter(name, help_text, names, registry=self.registry)
+            elif kind == "gauge":
+                # Requests in flight: raised and lowered around calls, which
+                # record_request (recording calls already over) never does.
+                metric = Gauge(name, help_text, names, registry=self.registry)
             else:
                 custom = name == "ractogateway_request_duration_seconds" and latency_buckets
                 buckets = latency_buckets if custom else bounds

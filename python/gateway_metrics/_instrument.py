@@ -115,6 +115,50 @@ def _google_item(watch: _Watch, chunk: Any) -> None:
         watch.keep_last(chunk)
 
 
+# ------------------------------------------------------------------ responses
+#
+# A response reader hands the call a response's usage object and, when the
+# response has tool calls, the response: the shapes of the pinned SDKs read
+# directly, rather than probed field by field as ``usage_from`` must.
+
+
+def _openai_chat_response(call: TrackedCall, response: Any) -> None:
+    call._usage_object(response.usage)
+    if any(choice.message.tool_calls for choice in response.choices):
+        call.tool_calls(response)
+
+
+def _openai_responses_response(call: TrackedCall, response: Any) -> None:
+    call._usage_object(response.usage)
+    if any(item.type not in ("message", "reasoning") for item in response.output):
+        call.tool_calls(response)
+
+
+def _openai_embeddings_response(call: TrackedCall, response: Any) -> None:
+    call._usage_object(response.usage)
+
+
+def _anthropic_response(call: TrackedCall, response: Any) -> None:
+    call._usage_object(response.usage)
+    if any(block.type.endswith("tool_use") for block in response.content):
+        call.tool_calls(response)
+
+
+def _google_response(call: TrackedCall, response: Any) -> None:
+    call._usage_object(response.usage_metadata)
+    for candidate in response.candidates or ():
+        content = candidate.content
+        if content is not None and any(part.function_call for part in content.parts or ()):
+            call.tool_calls(response)
+            return
+
+
+def _any_response(call: TrackedCall, response: Any) -> None:
+    """The reader of a response of no known shape: read in full."""
+    call.usage(response)
+    call._quiet_tool_calls(response)
+
+
 def _any_item(watch: _Watch, item: Any) -> None:
     """The reader of a stream whose items are of no known shape: each item
     read in full, as ``track()`` reads what it is given."""
@@ -283,24 +327,44 @@ class _Method:
     #: method streams), ``"manager"`` (a stream helper whose manager makes
     #: the raw stream), or ``""`` (never).
     streams: str
-    #: The reader of its stream items, and whether its response carries usage.
+    #: The reader of its stream items.
     reader: Callable[[_Watch, Any], None] | None
-    usage: bool = True
+    #: The reader of its response (None: one without usage or tool calls).
+    responder: Callable[[TrackedCall, Any], None] | None
 
 
 _OPENAI = (
-    _Method(("chat", "completions", "create"), "chat", "stream", "argument", _openai_chat_item),
-    _Method(("responses", "create"), "chat", "stream", "argument", _openai_responses_item),
-    _Method(("embeddings", "create"), "embed", "embed", "", None),
+    _Method(
+        ("chat", "completions", "create"),
+        "chat",
+        "stream",
+        "argument",
+        _openai_chat_item,
+        _openai_chat_response,
+    ),
+    _Method(
+        ("responses", "create"),
+        "chat",
+        "stream",
+        "argument",
+        _openai_responses_item,
+        _openai_responses_response,
+    ),
+    _Method(("embeddings", "create"), "embed", "embed", "", None, _openai_embeddings_response),
 )
 _ANTHROPIC = (
-    _Method(("messages", "create"), "chat", "stream", "argument", _anthropic_item),
-    _Method(("messages", "stream"), "stream", "stream", "manager", _anthropic_item),
+    _Method(
+        ("messages", "create"), "chat", "stream", "argument", _anthropic_item, _anthropic_response
+    ),
+    _Method(("messages", "stream"), "stream", "stream", "manager", _anthropic_item, None),
 )
 _GOOGLE_MODELS = (
-    _Method(("models", "generate_content"), "chat", "chat", "", None),
-    _Method(("models", "generate_content_stream"), "stream", "stream", "always", _google_item),
-    _Method(("models", "embed_content"), "embed", "embed", "", None, usage=False),
+    _Method(("models", "generate_content"), "chat", "chat", "", None, _google_response),
+    _Method(
+        ("models", "generate_content_stream"), "stream", "stream", "always", _google_item, None
+    ),
+    # Google's embeddings report no token counts.
+    _Method(("models", "embed_content"), "embed", "embed", "", None, None),
 )
 #: The same methods of the client's async side, ``client.aio``.
 _GOOGLE = _GOOGLE_MODELS + tuple(
@@ -310,7 +374,7 @@ _GOOGLE = _GOOGLE_MODELS + tuple(
         method.streamed_operation,
         method.streams,
         method.reader,
-        method.usage,
+        method.responder,
     )
     for method in _GOOGLE_MODELS
 )
@@ -419,9 +483,17 @@ def _streamed(method: _Method, kwargs: dict[str, Any]) -> bool:
 
 def _ended(call: Any, response: Any, method: _Method) -> None:
     """Ends a call that returned ``response`` (not a stream)."""
-    if method.usage:
-        call.usage(response)
-        call._quiet_tool_calls(response)
+    if method.responder is not None:
+        try:
+            method.responder(call, response)
+        except Exception as unknown:  # an SDK version whose responses we do not know
+            _report_once(
+                call._metrics,
+                f"instrument-response:{type(response).__name__}",
+                f"instrument(): a {type(response).__name__} could not be read "
+                f"({type(unknown).__name__}: {unknown}); reading it in full",
+            )
+            _any_response(call, response)
     _close(call, None)
 
 

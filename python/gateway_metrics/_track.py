@@ -23,6 +23,7 @@ from gateway_metrics._usage import (
     recordable_counts,
     tool_calls_in,
     usage_from,
+    usage_object,
 )
 
 _LOGGER = logging.getLogger("gateway_metrics")
@@ -256,6 +257,19 @@ class TrackedCall:
             reported = usage_from(source)
         except Exception as unknown:  # usage_from's TypeError, or the source's own error
             _report_once(self._metrics, f"shape:{kind}", f"track(): {unknown}")
+            return
+        self._usage = self._usage.merged(reported)
+
+    def _usage_object(self, usage: Any) -> None:
+        """Takes a usage object an SDK typed as such (``usage()``, skipping the
+        search for it in a response); None is no usage reported."""
+        self._usage_given = True
+        if usage is None:
+            return
+        try:
+            reported = usage_object(usage)
+        except Exception as unknown:  # a shape it does not know: as usage() says
+            _report_once(self._metrics, f"shape:{type(usage).__name__}", f"track(): {unknown}")
             return
         self._usage = self._usage.merged(reported)
 

@@ -147,9 +147,21 @@ def recordable_counts(usage: Usage) -> tuple[dict[str, int], str | None]:
 
 #: What ``_lookup`` returns for a field a source does not have.
 _ABSENT: Any = object()
-#: The (pydantic class, name) pairs found to be neither a field nor a property.
-_CLASS_LACKS: set[tuple[type, str]] = set()
+#: For each pydantic class met, the names found to be neither its fields nor
+#: its properties; None for a class that is not a pydantic model.
+_CLASS_LACKS: dict[type, set[str] | None] = {}
+#: At most this many classes are remembered (the SDKs have a few hundred).
 _CLASS_LACKS_MAX = 4096
+
+
+def _lacks_of(kind: type) -> set[str] | None:
+    """The names ``kind`` lacks, if it is a pydantic model class (remembered)."""
+    lacks = _CLASS_LACKS.get(kind, _ABSENT)
+    if lacks is _ABSENT:
+        lacks = set() if getattr(kind, "__pydantic_fields__", None) is not None else None
+        if len(_CLASS_LACKS) < _CLASS_LACKS_MAX:
+            _CLASS_LACKS[kind] = lacks
+    return lacks  # type: ignore[no-any-return]
 
 
 def _lookup(source: Any, name: str) -> Any:
@@ -160,23 +172,25 @@ def _lookup(source: Any, name: str) -> Any:
     first, as asking a model for a name it lacks costs an exception inside
     pydantic's ``__getattr__`` (microseconds, a dozen times per response).
     """
-    if type(source) is dict:
-        return source.get(name, _ABSENT)
     kind = type(source)
-    if getattr(kind, "__pydantic_fields__", None) is not None:
-        values = getattr(source, "__dict__", None)
-        if values is not None and name in values:
-            return values[name]
-        extra = getattr(source, "__pydantic_extra__", None)
+    if kind is dict:
+        return source.get(name, _ABSENT)
+    lacks = _CLASS_LACKS.get(kind, _ABSENT)
+    if lacks is _ABSENT:
+        lacks = _lacks_of(kind)
+    if lacks is not None:
+        value = source.__dict__.get(name, _ABSENT)
+        if value is not _ABSENT:
+            return value
+        extra = source.__pydantic_extra__
         if extra and name in extra:
             return extra[name]
-        if (kind, name) in _CLASS_LACKS:
+        if name in lacks:
             return _ABSENT
         if not any(name in vars(klass) for klass in kind.__mro__):
-            # Neither a field nor a property of the class: remembered, for
-            # as many (class, name) pairs as the SDKs' shapes give.
-            if len(_CLASS_LACKS) < _CLASS_LACKS_MAX:
-                _CLASS_LACKS.add((kind, name))
+            # Neither a field nor a property of the class: remembered.
+            if len(lacks) < _CLASS_LACKS_MAX:
+                lacks.add(name)
             return _ABSENT
     elif isinstance(source, Mapping):
         return source.get(name, _ABSENT)
@@ -233,7 +247,7 @@ def _modality(usage: Any, name: str, modality: str) -> int | None:
     return _plus(*counts) if counts else None
 
 
-def _from_usage_object(usage: Any) -> Usage:
+def usage_object(usage: Any) -> Usage:
     """A usage object (or dict) of any provider, told apart by its field names."""
     if any(
         _has(usage, name)
@@ -346,13 +360,13 @@ def _usage_in(source: Any) -> Usage:
             if inner is None:
                 return Usage()  # a chunk or event without usage: nothing reported
             if not isinstance(inner, (int, float)):
-                return _from_usage_object(inner)
+                return usage_object(inner)
     if isinstance(field_of(source, "type"), str) or field_of(source, "choices") is not None:
         # A typed stream event without usage (Anthropic's content_block_delta,
         # Responses' response.output_text.delta, ...), or a chunk of choices
         # without a usage field (LiteLLM's): nothing reported.
         return Usage()
-    return _from_usage_object(source)
+    return usage_object(source)
 
 
 #: Item types of tool calls that carry the tool's name in ``name``: Anthropic's
