@@ -40,7 +40,11 @@ pub fn recorded_store(schema: Arc<Schema>, arena: CellArena, recording: Recordin
         };
         let mut values = RequestValues::new(0.05 + index as f64 * 1.7, 100 + index as u64, 7);
         values.seconds[TIME_TO_FIRST_TOKEN] = Some(0.01 * (index + 1) as f64);
+        if index == 2 {
+            values.error = Some(1);
+        }
         store.record_request(&labels, &values);
+        store.add_in_flight(&labels, 1);
         let entry = store.request_entry(&labels);
         let trace = [("trace_id".to_owned(), format!("{index:032x}"))];
         store.attach_exemplar(entry, &values, &trace, 1_765_000_000.0);

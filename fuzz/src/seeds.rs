@@ -10,8 +10,10 @@ use gateway_metrics::cells::arena::CellArena;
 use gateway_metrics::cells::counter::{Coding, Recording, Writers};
 use gateway_metrics::formats::snapshot;
 use gateway_metrics::formats::text::Format;
+use gateway_metrics::multiprocess::admission::{SharedAdmission, ADMISSION_FILE};
 use gateway_metrics::multiprocess::own_file::SharedFile;
 use gateway_metrics::multiprocess::prometheus_file::PrometheusFiles;
+use gateway_metrics::store::admission::Admission;
 use gateway_metrics::store::ReadMode;
 use gateway_metrics_fuzz::{recorded_store, schemas, scratch};
 
@@ -24,6 +26,22 @@ fn write(root: &Path, target: &str, name: &str, bytes: &[u8]) {
 fn main() {
     let root = std::env::args().nth(1).expect("usage: seeds CORPUS_ROOT");
     let root = Path::new(&root);
+    let folder = scratch("seeds-admission");
+    let admission = SharedAdmission::open(&folder).unwrap();
+    for (family, key) in [
+        (0, &["openai", "gpt-4o"][..]),
+        (2, &["x", "é"][..]),
+        (2, &[""][..]),
+    ] {
+        admission.admit(family, key, 10);
+    }
+    write(
+        root,
+        "admission_read",
+        "three",
+        &fs::read(folder.join(ADMISSION_FILE)).unwrap(),
+    );
+    fs::remove_dir_all(&folder).unwrap();
     for (index, schema) in schemas().into_iter().enumerate() {
         let store = recorded_store(schema.clone(), CellArena::heap(), Recording::CONCURRENT);
         // The snapshot target appends the checksum itself: its input is the body.
@@ -80,7 +98,10 @@ fn main() {
         for entry in fs::read_dir(&folder).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            if name.starts_with("counter_") || name.starts_with("histogram_") {
+            if ["counter_", "histogram_", "gauge_"]
+                .iter()
+                .any(|kind| name.starts_with(kind))
+            {
                 // Up to the used length (a u32 at byte 0).
                 let bytes = fs::read(&path).unwrap();
                 let used = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
