@@ -593,3 +593,41 @@ def test_a_call_is_in_flight_from_its_start_to_its_streams_end(server):
         )
         == 0
     )
+
+
+def test_an_sdk_shape_it_does_not_know_is_read_in_full_and_warned_once(server, caplog):
+    """As a newer SDK version's objects would be: the reader that fails falls
+    back to reading each item as track() reads it, with one warning."""
+    from gateway_metrics import _instrument
+
+    caplog.set_level(logging.WARNING, logger="gateway_metrics")
+    chunks = list(
+        clients(server)["openai"].chat.completions.create(
+            model="openai-chat", messages=MESSAGES, stream=True, stream_options=INCLUDE_USAGE
+        )
+    )
+    metrics = fresh()
+
+    def unknown(watch, item):
+        raise AttributeError("no such field")
+
+    call = _instrument._start(metrics, "openai", _instrument._OPENAI[0], True, "shape")
+    assert list(_instrument._observed(iter(chunks), _instrument._Watch(call, unknown))) == chunks
+    assert caplog.text.count("could not be read") == 1
+    response = openai_chat(clients(server)["openai"], "openai-chat")
+    broken = _instrument._Method(("x",), "chat", "chat", "", None, unknown)
+    later = _instrument._start(metrics, "openai", broken, False, "shape-response")
+    _instrument._ended(later, response, broken)
+    call_without_stream = _instrument._start(metrics, "openai", broken, True, "no-stream")
+    assert _instrument._watch_stream(
+        object(), _instrument._Watch(call_without_stream, unknown), False
+    )
+    found = samples(metrics)
+    for model, operation in (("shape", "stream"), ("shape-response", "chat")):
+        labels = (("model", model), ("provider", "openai"), ("token_type", "input"))
+        assert found[("ractogateway_tokens_total", labels)] == 1200.0, model
+        request = (("model", model), ("operation", operation), ("provider", "openai"))
+        assert found[("ractogateway_requests_total", (*request, ("status", "ok")))] == 1.0
+    no_stream = (("model", "no-stream"), ("operation", "chat"), ("provider", "openai"))
+    assert found[("ractogateway_requests_total", (*no_stream, ("status", "ok")))] == 1.0
+    assert "cannot be observed" in caplog.text
