@@ -38,7 +38,7 @@ const HEADER_LEN: u64 = 16;
 /// The longest record a reader accepts (label values are short; this bounds
 /// what a damaged length can make a reader allocate).
 const MAX_RECORD_LEN: u64 = 1 << 20;
-/// How long a process waits for another's append before folding a label set.
+/// How long a process waits for another's append before it keeps its own cap.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// A family's label set, as the file records it.
@@ -255,15 +255,14 @@ impl Admission for SharedAdmission {
             if state.count(family) >= max_series {
                 return Ok(false);
             }
-            let lock = DirectoryLock::take_file(
+            // Held too long by another process (stopped, or hostile): this
+            // process stops waiting for it, and keeps its own cap from then on,
+            // rather than stall each new label set.
+            let _held = DirectoryLock::take_file(
                 &self.directory.join(ADMISSION_LOCK),
                 Access::Exclusive,
                 LOCK_WAIT,
-            );
-            let Ok(_held) = lock else {
-                // Held too long by another process: folded, which keeps the cap.
-                return Ok(false);
-            };
+            )?;
             let committed = state.refresh()?;
             if state.knows(family, key) {
                 return Ok(true);
@@ -343,6 +342,28 @@ mod tests {
                 .collect()
         });
         assert!(admitted.iter().sum::<usize>() <= 1000, "{admitted:?}");
+        std::fs::remove_dir_all(directory).unwrap();
+    }
+
+    #[test]
+    fn a_lock_held_too_long_makes_a_process_keep_its_own_cap() {
+        let directory = directory("locked");
+        let held = DirectoryLock::take_file(
+            &directory.join(ADMISSION_LOCK),
+            Access::Exclusive,
+            LOCK_WAIT,
+        )
+        .unwrap();
+        let sharer = SharedAdmission::open(&directory).unwrap();
+        let started = std::time::Instant::now();
+        assert!(sharer.admit(0, &["a"], 1));
+        assert!(started.elapsed() >= LOCK_WAIT);
+        assert!(sharer.broken().unwrap().contains("held by another process"));
+        // No second wait: the process keeps its own cap.
+        let again = std::time::Instant::now();
+        assert!(sharer.admit(0, &["b"], 1));
+        assert!(again.elapsed() < LOCK_WAIT);
+        drop(held);
         std::fs::remove_dir_all(directory).unwrap();
     }
 
