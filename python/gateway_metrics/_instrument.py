@@ -4,7 +4,7 @@ Only the client object given is changed: each instrumented method of its
 resource objects (``client.chat.completions``, ``client.messages``,
 ``client.models``, ...) is shadowed by an attribute of that object, which
 ``uninstrument`` deletes, so the class's method is found again. The SDKs'
-classes are never changed. The methods are described once, in ``_METHODS``.
+classes are never changed. The methods are described once, as ``_Method`` rows in ``_SDKS``.
 
 A call is tracked from the method call to its response, or for a stream to
 its last item: a stream object keeps its class and yields the same items, its
