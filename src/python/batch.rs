@@ -310,17 +310,19 @@ fn group_rows<'s, 'a, K: Copy + Eq + Hash>(
 }
 
 /// The `error_type` argument: None, one error type for every row, or a list
-/// or tuple with one (or None) per row; each checked against its row's status.
+/// or tuple with one (or None) per row (`items`, as [`sequence_items`] gave
+/// them); each checked against its row's status.
 fn error_types(
     value: Option<&Bound<'_, PyAny>>,
+    items: Option<&[Bound<'_, PyAny>]>,
     status: &LabelArgument<'_>,
     rows: usize,
 ) -> PyResult<Column<Option<ErrorType>>> {
     let name = REQUEST_FIELDS[ERROR_TYPE_FIELD].name;
-    let Some(value) = value.filter(|value| !value.is_none()) else {
+    let Some(value) = value else {
         return Ok(Column::Scalar(None));
     };
-    if let Some(items) = sequence_items(value) {
+    if let Some(items) = items {
         return items
             .iter()
             .enumerate()
@@ -445,14 +447,13 @@ impl PyMetricsStore {
             exemplar.as_ref().and_then(LabelArgument::rows),
         ));
         let error_value = arguments.error_type().filter(|value| !value.is_none());
+        let error_items = error_value.and_then(sequence_items);
         lengths.push((
             field_name(ERROR_TYPE_FIELD),
-            error_value
-                .and_then(sequence_items)
-                .map(|items| items.len()),
+            error_items.as_ref().map(Vec::len),
         ));
         let rows = row_count(&lengths)?;
-        let errors = error_types(error_value, &labels[3], rows)?;
+        let errors = error_types(error_value, error_items.as_deref(), &labels[3], rows)?;
         // Rows of the reference's values alone (every other argument absent,
         // zero or None) need none of the rest.
         let plain = tokens[REFERENCE_TOKEN_TYPES..]
