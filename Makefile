@@ -118,7 +118,7 @@ nightly:
 ## compared exactly)
 miri: nightly
 	MIRIFLAGS="-Zmiri-deterministic-floats -Zmiri-disable-isolation" \
-		cargo +$(NIGHTLY) miri test --lib --target-dir target/miri -- cells:: store::
+		cargo +$(NIGHTLY) miri test --lib --target-dir target/miri -- cells:: store:: formats::arrow::
 
 ## loom: models of the lock-free parts (the label map's publication and growth, the
 ## exemplar slot's sequence lock) run by loom through every interleaving of their

@@ -1,7 +1,10 @@
 //! What a store's values become outside it: the text and protobuf
 //! expositions and their gzip, snapshots, remote-write requests, OTLP exports, and the
-//! numeric columns `record_batch` reads.
+//! numeric and Arrow columns `record_batch` reads.
 
+// Unsafe: Arrow's C data interface: foreign structs, buffers read in place.
+#[allow(unsafe_code)]
+pub mod arrow;
 // Unsafe: SSE2 widening of UTF-8 to code units.
 #[allow(unsafe_code)]
 pub mod code_units;
