@@ -1,8 +1,9 @@
 //! `record_batch`: many requests in one call, given as columns.
 //!
 //! Each argument is a scalar that applies to every row, or a column of `n`
-//! values: a list or tuple, or for the numeric arguments any 1-dimensional
-//! object with the buffer protocol (a numpy array, an `array.array`). Every row
+//! values: a list or tuple, for the numeric arguments any 1-dimensional
+//! object with the buffer protocol (a numpy array, an `array.array`), and
+//! Arrow, pandas and numpy text columns ([`super::column_source`]). Every row
 //! is validated before any is recorded; rows then go through a [`Batch`], which
 //! adds each label set's totals once.
 //!
@@ -12,19 +13,22 @@ use std::collections::HashMap;
 use std::hash::Hash;
 
 use foldhash::fast::RandomState;
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PySystemError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use smallvec::SmallVec;
 
 use super::arguments::{
     checked_latency, checked_parts, error_type, exemplar_labels, latency_seconds, token_value,
     tool_call_names, type_name, ColumnArgument, ToolNames,
 };
-use super::buffer_column::{buffer_column, supports_buffer};
+use super::buffer_column::buffer_column;
+use super::column_source::{given, Given};
 use super::label_resolver::Resolved;
 use super::metrics_store::PyMetricsStore;
 use super::request_arguments::RequestArguments;
+use crate::formats::arrow::array::ArrayView;
+use crate::formats::arrow::labels::{LabelCodes, NULL_CODE};
 use crate::formats::columns::Number;
 use crate::schema::request::{
     ErrorType, RequestValues, ERROR_TYPE_FIELD, EXEMPLAR_FIELD, EXTRA_LABELS_FIELD, LABEL_FIELDS,
@@ -49,10 +53,17 @@ fn sequence_items<'py>(value: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny
     }
 }
 
-/// A label argument: one object for every row, or one per row.
+/// What a column argument may be, for errors about one that is none of these.
+const COLUMN_FORMS: &str =
+    "a list, a tuple, a numpy array, a pandas Series or an Arrow array (pyarrow, Polars)";
+
+/// A label argument: one object for every row, or one per row (directly, or
+/// as codes of distinct values).
 enum LabelArgument<'py> {
     Scalar(Bound<'py, PyAny>),
     Column(Vec<Bound<'py, PyAny>>),
+    /// Each row's index into the distinct values (none is null).
+    Coded(Vec<Bound<'py, PyAny>>, Vec<u32>),
 }
 
 impl<'py> LabelArgument<'py> {
@@ -60,32 +71,101 @@ impl<'py> LabelArgument<'py> {
         if value.is_instance_of::<PyString>() {
             return Ok(LabelArgument::Scalar(value.clone()));
         }
-        sequence_items(value)
-            .map(LabelArgument::Column)
-            .ok_or_else(|| {
-                PyTypeError::new_err(format!(
-                    "{name} must be str or a list or tuple of str, not {}",
-                    type_name(value)
-                ))
-            })
+        match given(value, name, true)? {
+            Given::Items(items) => Ok(LabelArgument::Column(items)),
+            coded @ (Given::Arrow(_) | Given::Coded(..)) => {
+                let (values, codes) = coded_labels(value.py(), &coded, name)?;
+                if let Some(row) = codes.iter().position(|code| *code == NULL_CODE) {
+                    return Err(PyValueError::new_err(format!(
+                        "{name}[{row}] is null: every request has a {name}"
+                    )));
+                }
+                Ok(LabelArgument::Coded(values, codes))
+            }
+            _ => Err(PyTypeError::new_err(format!(
+                "{name} must be str or a column of str ({COLUMN_FORMS}), not {}",
+                type_name(value)
+            ))),
+        }
     }
 
     fn rows(&self) -> Option<usize> {
         match self {
             LabelArgument::Scalar(_) => None,
             LabelArgument::Column(items) => Some(items.len()),
+            LabelArgument::Coded(_, codes) => Some(codes.len()),
         }
     }
 
+    #[inline]
     fn at(&self, row: usize) -> &Bound<'py, PyAny> {
         match self {
             LabelArgument::Scalar(value) => value,
             LabelArgument::Column(items) => &items[row],
+            LabelArgument::Coded(values, codes) => &values[codes[row] as usize],
         }
     }
 
     fn is_column(&self) -> bool {
-        matches!(self, LabelArgument::Column(_))
+        !matches!(self, LabelArgument::Scalar(_))
+    }
+}
+
+/// A text column given as Arrow data or as codes into categories: its
+/// distinct values (each made a `str` once) and each row's code, [`NULL_CODE`]
+/// where null.
+fn coded_labels<'py>(
+    py: Python<'py>,
+    coded: &Given<'py>,
+    name: &str,
+) -> PyResult<(Vec<Bound<'py, PyAny>>, Vec<u32>)> {
+    match coded {
+        Given::Arrow(data) => {
+            let chunks = data.chunks(name)?;
+            let mut codes = LabelCodes::default();
+            let mut first = 0;
+            for chunk in &chunks {
+                codes.add(chunk, first).map_err(|error| {
+                    PyTypeError::new_err(format!("{name}: {error}; labels must be text"))
+                })?;
+                first += chunk.len();
+            }
+            let values = codes
+                .distinct
+                .iter()
+                .map(|(text, row)| {
+                    std::str::from_utf8(text)
+                        .map(|text| PyString::new(py, text).into_any())
+                        .map_err(|_| {
+                            PyValueError::new_err(format!("{name}[{row}] is not valid UTF-8"))
+                        })
+                })
+                .collect::<PyResult<_>>()?;
+            Ok((values, codes.codes))
+        }
+        Given::Coded(codes, categories) => {
+            let count = categories.len() as u64;
+            let codes = buffer_column(
+                codes,
+                name,
+                |number| match number {
+                    Number::Signed(-1) => Some(NULL_CODE),
+                    Number::Signed(code) => u64::try_from(code)
+                        .ok()
+                        .filter(|code| *code < count)
+                        .map(|code| code as u32),
+                    Number::Unsigned(code) => (code < count).then_some(code as u32),
+                    Number::Float(_) => None,
+                },
+                |row, number| {
+                    PyValueError::new_err(format!(
+                        "{name}[{row}]'s category code {number:?} is not one of its {count} categories"
+                    ))
+                },
+            )?;
+            Ok((categories.clone(), codes))
+        }
+        _ => Err(PySystemError::new_err("not a coded column")),
     }
 }
 
@@ -117,11 +197,6 @@ fn dict_argument<'py>(
 /// An exemplar's checked labels.
 type ExemplarLabels = Vec<(String, String)>;
 
-fn is_text(value: &Bound<'_, PyAny>) -> bool {
-    value.is_instance_of::<PyString>()
-        || value.is_instance_of::<PyBytes>()
-        || value.is_instance_of::<PyByteArray>()
-}
 
 /// The `latency_s` argument, every row checked.
 fn latencies(value: &Bound<'_, PyAny>) -> PyResult<Column<f64>> {
@@ -130,24 +205,123 @@ fn latencies(value: &Bound<'_, PyAny>) -> PyResult<Column<f64>> {
         name,
         row: Some(row),
     };
-    if let Some(items) = sequence_items(value) {
-        let values = items
+    match given(value, name, false)? {
+        Given::Items(items) => items
             .iter()
             .enumerate()
             .map(|(row, item)| latency_seconds(item, column(row)))
-            .collect::<PyResult<_>>()?;
-        return Ok(Column::Rows(values));
+            .collect::<PyResult<_>>()
+            .map(Column::Rows),
+        Given::Scalar(value) => Ok(Column::Scalar(
+            latency_seconds(&value, name).map_err(|error| or_column(error, &value))?,
+        )),
+        Given::Buffer(value) => buffer_column(
+            &value,
+            name,
+            |number| {
+                Some(seconds_of(number)).filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+            },
+            |row, number| rejected_seconds(seconds_of(number), column(row)),
+        )
+        .map(Column::Rows),
+        nullable => nullable_rows(
+            &nullable,
+            name,
+            |number| {
+                number
+                    .map(seconds_of)
+                    .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+            },
+            |row, number| match number {
+                Some(number) => rejected_seconds(seconds_of(number), column(row)),
+                None => PyValueError::new_err(format!(
+                    "{name}[{row}] is null: every request has a latency"
+                )),
+            },
+        )
+        .map(Column::Rows),
     }
-    if is_text(value) || !supports_buffer(value) {
-        return Ok(Column::Scalar(latency_seconds(value, name)?));
+}
+
+/// A scalar argument's `TypeError` saying, too, which columns it could have been.
+#[cold]
+fn or_column(error: PyErr, value: &Bound<'_, PyAny>) -> PyErr {
+    if !error.is_instance_of::<PyTypeError>(value.py()) {
+        return error;
     }
-    let values = buffer_column(
-        value,
-        name,
-        |number| Some(seconds_of(number)).filter(|seconds| seconds.is_finite() && *seconds >= 0.0),
-        |row, number| rejected_seconds(seconds_of(number), column(row)),
-    )?;
-    Ok(Column::Rows(values))
+    PyTypeError::new_err(format!("{} or a column ({COLUMN_FORMS})", error.value(value.py())))
+}
+
+/// The rows of a numeric column that may hold nulls (Arrow data, or a
+/// buffer with a null mask), each converted by `convert` (given None for a
+/// null); the first row it refuses fails the column with `reject`'s error.
+fn nullable_rows<T>(
+    column: &Given<'_>,
+    name: &str,
+    convert: impl Fn(Option<Number>) -> Option<T>,
+    reject: impl FnOnce(usize, Option<Number>) -> PyErr,
+) -> PyResult<Vec<T>> {
+    let mut values = Vec::new();
+    let mut failed: Option<(usize, Option<Number>)> = None;
+    match column {
+        Given::Arrow(data) => {
+            let chunks = data.chunks(name)?;
+            values.reserve(chunks.iter().map(ArrayView::len).sum());
+            let mut first = 0;
+            for chunk in &chunks {
+                if chunk.dictionary().is_some() {
+                    return Err(PyTypeError::new_err(format!(
+                        "{name} is dictionary-encoded ({}): numbers must be plain",
+                        chunk.type_name()
+                    )));
+                }
+                chunk
+                    .numbers(|row, number| {
+                        if failed.is_none() {
+                            match convert(number) {
+                                Some(value) => values.push(value),
+                                None => failed = Some((first + row, number)),
+                            }
+                        }
+                    })
+                    .map_err(|error| PyTypeError::new_err(format!("{name}: {error}")))?;
+                first += chunk.len();
+            }
+        }
+        Given::Masked(buffer, nulls) => {
+            let numbers = buffer_column(buffer, name, Some, |_, _| {
+                PySystemError::new_err("every number is taken")
+            })?;
+            if numbers.len() != nulls.len() {
+                return Err(PyValueError::new_err(format!(
+                    "{name}'s values and null mask differ in length"
+                )));
+            }
+            values.reserve(numbers.len());
+            for (row, (number, null)) in numbers.into_iter().zip(nulls).enumerate() {
+                let number = (!null).then_some(number);
+                match convert(number) {
+                    Some(value) => values.push(value),
+                    None => {
+                        failed = Some((row, number));
+                        break;
+                    }
+                }
+            }
+        }
+        Given::Coded(..) => {
+            return Err(PyTypeError::new_err(format!(
+                "{name} is categorical: its categories are labels, not numbers"
+            )))
+        }
+        Given::Scalar(_) | Given::Items(_) | Given::Buffer(_) => {
+            return Err(PySystemError::new_err("not a nullable column"));
+        }
+    }
+    match failed {
+        Some((row, number)) => Err(reject(row, number)),
+        None => Ok(values),
+    }
 }
 
 /// The error of a duration that is not finite, or negative (the check's own
@@ -171,7 +345,7 @@ fn seconds_of(number: Number) -> f64 {
 }
 
 /// An optional duration's argument (`time_to_first_token_s`, say), every row
-/// checked: `None` (or NaN in a numeric buffer) where a request has none.
+/// checked: `None` (or NaN in a numeric buffer, or a null) where a request has none.
 fn optional_seconds(
     value: Option<&Bound<'_, PyAny>>,
     name: &'static str,
@@ -183,8 +357,15 @@ fn optional_seconds(
     let Some(value) = value.filter(|value| !value.is_none()) else {
         return Ok(Column::Scalar(None));
     };
-    if let Some(items) = sequence_items(value) {
-        let values = items
+    let convert = |number: Option<Number>| match number.map(seconds_of) {
+        None => Some(None),
+        Some(seconds) if seconds.is_nan() => Some(None),
+        Some(seconds) if seconds.is_finite() && seconds >= 0.0 => Some(Some(seconds)),
+        Some(_) => None,
+    };
+    let reject = |row, number: Number| rejected_seconds(seconds_of(number), column(row));
+    match given(value, name, false)? {
+        Given::Items(items) => items
             .iter()
             .enumerate()
             .map(|(row, item)| {
@@ -192,32 +373,34 @@ fn optional_seconds(
                     .then(|| latency_seconds(item, column(row)))
                     .transpose()
             })
-            .collect::<PyResult<_>>()?;
-        return Ok(Column::Rows(values));
+            .collect::<PyResult<_>>()
+            .map(Column::Rows),
+        Given::Scalar(value) => Ok(Column::Scalar(Some(
+            latency_seconds(&value, name).map_err(|error| or_column(error, &value))?,
+        ))),
+        Given::Buffer(value) => {
+            buffer_column(&value, name, |number| convert(Some(number)), reject).map(Column::Rows)
+        }
+        nullable => nullable_rows(&nullable, name, convert, |row, number| {
+            reject(row, number.unwrap_or(Number::Float(f64::NAN)))
+        })
+        .map(Column::Rows),
     }
-    if is_text(value) || !supports_buffer(value) {
-        return Ok(Column::Scalar(Some(latency_seconds(value, name)?)));
-    }
-    let values = buffer_column(
-        value,
-        name,
-        |number| match seconds_of(number) {
-            seconds if seconds.is_nan() => Some(None),
-            seconds if seconds.is_finite() && seconds >= 0.0 => Some(Some(seconds)),
-            _ => None,
-        },
-        |row, number| rejected_seconds(seconds_of(number), column(row)),
-    )?;
-    Ok(Column::Rows(values))
 }
 
-/// A token-count argument (`input_tokens` or `output_tokens`), every row checked.
+/// A token-count argument (`input_tokens` or `output_tokens`), every row
+/// checked; a null counts 0.
 fn token_counts(value: Option<&Bound<'_, PyAny>>, name: &'static str) -> PyResult<Column<u64>> {
     let Some(value) = value.filter(|value| !value.is_none()) else {
         return Ok(Column::Scalar(0));
     };
-    if let Some(items) = sequence_items(value) {
-        let values = items
+    let convert = |number| match number {
+        Number::Unsigned(count) => Some(count),
+        Number::Signed(count) => u64::try_from(count).ok(),
+        Number::Float(_) => None,
+    };
+    match given(value, name, false)? {
+        Given::Items(items) => items
             .iter()
             .enumerate()
             .map(|(row, item)| {
@@ -229,23 +412,23 @@ fn token_counts(value: Option<&Bound<'_, PyAny>>, name: &'static str) -> PyResul
                     },
                 )
             })
-            .collect::<PyResult<_>>()?;
-        return Ok(Column::Rows(values));
+            .collect::<PyResult<_>>()
+            .map(Column::Rows),
+        Given::Scalar(value) => Ok(Column::Scalar(
+            token_value(&value, name).map_err(|error| or_column(error, &value))?,
+        )),
+        Given::Buffer(value) => buffer_column(&value, name, convert, |row, number| {
+            rejected_count(number, name, row)
+        })
+        .map(Column::Rows),
+        nullable => nullable_rows(
+            &nullable,
+            name,
+            |number| number.map_or(Some(0), convert),
+            |row, number| rejected_count(number.unwrap_or(Number::Signed(0)), name, row),
+        )
+        .map(Column::Rows),
     }
-    if is_text(value) || !supports_buffer(value) {
-        return Ok(Column::Scalar(token_value(value, name)?));
-    }
-    let values = buffer_column(
-        value,
-        name,
-        |number| match number {
-            Number::Unsigned(count) => Some(count),
-            Number::Signed(count) => u64::try_from(count).ok(),
-            Number::Float(_) => None,
-        },
-        |row, number| rejected_count(number, name, row),
-    )?;
-    Ok(Column::Rows(values))
 }
 
 /// The error of a token count that is negative, or of a float column.
@@ -253,7 +436,8 @@ fn token_counts(value: Option<&Bound<'_, PyAny>>, name: &'static str) -> PyResul
 fn rejected_count(number: Number, name: &'static str, row: usize) -> PyErr {
     match number {
         Number::Float(_) => PyTypeError::new_err(format!(
-            "{name} has an unsupported element type: token counts must be integers"
+            "{name} has an unsupported element type: token counts must be integers \
+             (a float column with missing values can be made one with .astype(\"Int64\") in pandas)"
         )),
         Number::Signed(count) => {
             let argument = ColumnArgument {
@@ -447,7 +631,25 @@ impl PyMetricsStore {
             exemplar.as_ref().and_then(LabelArgument::rows),
         ));
         let error_value = arguments.error_type().filter(|value| !value.is_none());
-        let error_items = error_value.and_then(sequence_items);
+        let error_items = match error_value
+            .map(|value| given(value, field_name(ERROR_TYPE_FIELD), true))
+            .transpose()?
+        {
+            Some(Given::Items(items)) => Some(items),
+            Some(coded @ (Given::Arrow(_) | Given::Coded(..))) => {
+                let (values, codes) = coded_labels(py, &coded, field_name(ERROR_TYPE_FIELD))?;
+                Some(
+                    codes
+                        .iter()
+                        .map(|code| match values.get(*code as usize) {
+                            Some(value) => value.clone(),
+                            None => py.None().into_bound(py),
+                        })
+                        .collect(),
+                )
+            }
+            _ => None,
+        };
         lengths.push((
             field_name(ERROR_TYPE_FIELD),
             error_items.as_ref().map(Vec::len),
@@ -547,12 +749,11 @@ impl PyMetricsStore {
                 Some(LabelArgument::Scalar(value)) => {
                     (Some(exemplar_labels(value, "exemplar")?), Vec::new())
                 }
-                Some(LabelArgument::Column(items)) => (
+                Some(column) => (
                     None,
-                    items
-                        .iter()
-                        .enumerate()
-                        .map(|(row, item)| {
+                    (0..column.rows().unwrap_or(0))
+                        .map(|row| {
+                            let item = column.at(row);
                             let argument = ColumnArgument {
                                 name: "exemplar",
                                 row: Some(row),

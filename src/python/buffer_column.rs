@@ -7,7 +7,6 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
 use super::ffi::buffer::buffer_view;
-pub(super) use super::ffi::buffer::supports_buffer;
 use crate::formats::columns::{Element, Kind, Number};
 
 /// The elements of the 1-dimensional numeric buffer `value`, each widened and

@@ -19,6 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyString, PyType};
 use pyo3::Borrowed;
 
+use super::column_source::record_table;
 use super::ffi::fastcall::{call_method, install, FastcallArgs};
 use super::metrics_store::PyMetricsStore;
 use super::request_arguments::{request_fields, RequestArguments};
@@ -106,6 +107,14 @@ unsafe extern "C" fn record_batch_fastcall(
             nargs,
             kwnames,
             |store: &PyMetricsStore, arguments| {
+                if arguments.positional_count() > 0 {
+                    // A table: its columns are found in Python, which calls back
+                    // with them as keywords.
+                    // The receiver CPython passed, alive for the call (this
+                    // closure runs inside the entry point's unsafe block).
+                    let receiver = Borrowed::from_ptr(arguments.py(), slf);
+                    return Ok(record_table(&receiver, arguments)?.into_ptr());
+                }
                 let (fields, given) = request_fields("record_batch", arguments)?;
                 let rows = store.record_columns(&RequestArguments::from_fields(&fields, given)?)?;
                 Ok(rows.into_pyobject(arguments.py())?.into_ptr())

@@ -25,6 +25,7 @@ mod arguments;
 mod batch;
 mod buffer_column;
 mod collected;
+mod column_source;
 // Unsafe: `pthread_atfork`.
 #[allow(unsafe_code)]
 mod exit_gate;
@@ -63,6 +64,8 @@ fn _core(module: &Bound<'_, PyModule>) -> PyResult<()> {
     fork_guard::install();
     exit_gate::install();
     module.add_class::<PyMetricsStore>()?;
+    module.add_class::<column_source::ArrowColumn>()?;
+    module.add_function(wrap_pyfunction!(column_source::arrow_table, module)?)?;
     module.add_function(wrap_pyfunction!(multiprocess::compact, module)?)?;
     module.add_function(wrap_pyfunction!(multiprocess::cleanup, module)?)?;
     module.add_function(wrap_pyfunction!(check_extra_labels, module)?)?;

@@ -13,7 +13,7 @@ use std::fmt;
 use std::slice;
 
 use super::data_type::{type_name, DataType};
-use super::interface::{format_of, name_of, ArrowArray, ArrowSchema, OwnedArray, OwnedSchema};
+use super::interface::{format_of, ArrowArray, ArrowSchema, OwnedArray, OwnedSchema};
 use crate::formats::columns::Number;
 
 /// An array or schema that breaks the interface's rules, or a type not read here.
@@ -219,13 +219,6 @@ impl<'a> ArrayView<'a> {
         byte & (1 << (bit % 8)) != 0
     }
 
-    /// The names of a struct's children (a table's columns), in order.
-    pub fn child_names(&self) -> Vec<&'a [u8]> {
-        (0..self.child_count())
-            .map(|index| name_of(self.child_schema(index)))
-            .collect()
-    }
-
     fn child_count(&self) -> usize {
         if self.data_type == DataType::Struct {
             usize::try_from(self.array.n_children).unwrap_or(0)
@@ -234,21 +227,21 @@ impl<'a> ArrayView<'a> {
         }
     }
 
-    fn child_schema(&self, index: usize) -> &'a ArrowSchema {
-        // SAFETY: `index` is below the child count that schema and array agree
-        // on, checked non-null when the view was made; children live as long as
-        // their parent.
-        unsafe { &**self.schema.children.add(index) }
-    }
-
     /// A struct's child `index`: its rows that are this view's rows.
     pub fn child(&self, index: usize) -> Result<ArrayView<'a>, ArrowError> {
         if index >= self.child_count() {
             return error(format!("no child {index}"));
         }
-        // SAFETY: as for `child_schema`.
-        let array = unsafe { &**self.array.children.add(index) };
-        ArrayView::of(self.child_schema(index), array, self.offset, self.length)
+        // SAFETY: `index` is below the child count that schema and array agree
+        // on, and both lists were checked non-null when the view was made.
+        let (schema, array) =
+            unsafe { (*self.schema.children.add(index), *self.array.children.add(index)) };
+        if schema.is_null() || array.is_null() {
+            return error(format!("child {index} is missing"));
+        }
+        // SAFETY: non-null children live as long as their parent.
+        let (schema, array) = unsafe { (&*schema, &*array) };
+        ArrayView::of(schema, array, self.offset, self.length)
     }
 
     /// Each row's number (None where null), given to `each` in row order;

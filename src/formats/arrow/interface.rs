@@ -150,6 +150,27 @@ impl OwnedSchema {
     pub fn format(&self) -> &[u8] {
         format_of(&self.0)
     }
+
+    /// Its children's field names (a table's column names), in order; empty
+    /// when the children are missing.
+    pub fn child_names(&self) -> Vec<&[u8]> {
+        let count = usize::try_from(self.0.n_children).unwrap_or(0);
+        if self.0.children.is_null() {
+            return Vec::new();
+        }
+        (0..count)
+            .map(|index| {
+                // SAFETY: a schema's `children` holds `n_children` valid
+                // schemas, which live as long as it does.
+                let child = unsafe { *self.0.children.add(index) };
+                if child.is_null() {
+                    return &b""[..];
+                }
+                // SAFETY: as above.
+                name_of(unsafe { &*child })
+            })
+            .collect()
+    }
 }
 
 /// The format string of a schema that [`OwnedSchema`] vouches for (or one of
