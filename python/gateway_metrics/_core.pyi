@@ -3,7 +3,7 @@
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, final, overload
 
 from typing_extensions import Self, disjoint_base
 
@@ -19,7 +19,9 @@ __all__ = [
     "REQUEST_FIELDS",
     "TOKEN_TYPES",
     "VERSION",
+    "ArrowColumn",
     "MetricsStore",
+    "arrow_table",
     "check_exemplar",
     "check_extra_labels",
     "check_namespace",
@@ -247,6 +249,17 @@ class MetricsStore:
                                    input_tokens=1000, output_tokens=200)
         """
 
+    @overload
+    def record_batch(
+        self, table: Any, /, *, columns: Mapping[str, str] | None = None, **keywords: Any
+    ) -> int:
+        """Records the rows of ``table`` (a pandas DataFrame, or an object with
+        Arrow's PyCapsule interface: a pyarrow Table or RecordBatch, a Polars
+        DataFrame, a DuckDB result), whose columns are named as the keywords
+        below, or mapped to them by ``columns`` (``{"latency_s": "lat"}``); a
+        keyword passed too applies to every row, and other columns are ignored."""
+
+    @overload
     def record_batch(
         self,
         *,
@@ -276,10 +289,16 @@ class MetricsStore:
 
         For batch-inference jobs that account for thousands of requests at once.
         Each argument is a scalar that applies to every row, or a column with one
-        value per row: a list or tuple, or for ``latency_s`` and the token counts
+        value per row: a list or tuple; for ``latency_s`` and the token counts
         any 1-dimensional buffer (a numpy array, an ``array.array``, a ctypes
         array; strided views too) of integers, or for ``latency_s`` also of
-        float32/float64, in either byte order. ``tool_calls``
+        float32/float64, in either byte order; an Arrow array or chunked array
+        (anything with Arrow's PyCapsule interface: pyarrow, Polars, nanoarrow),
+        read in place, labels as ``string``, ``large_string``, ``string_view``
+        or dictionary-encoded; a pandas Series (numpy-backed, nullable,
+        categorical or Arrow-backed); and for labels a numpy text or object
+        array. A null latency or label is an error naming its row; a null token
+        count is 0, a null optional duration absent. ``tool_calls``
         is None or a column holding, per row, an iterable of tool calls or None.
         ``None`` token counts mean 0; a ``time_to_first_token_s`` column holds
         ``None`` (or NaN in a numeric buffer) for rows that did not stream. The
@@ -381,3 +400,14 @@ class MetricsStore:
         self, include_created: bool, sample_type: type, utf8: bool = False
     ) -> list[tuple[str, str, str, list[Any]]]:
         """Every family as ``(name, help, type, samples)`` built with ``sample_type``."""
+
+@final
+@disjoint_base
+class ArrowColumn:
+    """A column of an Arrow table (from ``arrow_table``), which ``record_batch``
+    reads in place."""
+
+def arrow_table(table: Any) -> dict[str, ArrowColumn]:
+    """The columns of ``table`` (an object with Arrow's PyCapsule interface whose
+    type is a struct: a pyarrow Table or RecordBatch, a Polars DataFrame), by
+    name, imported once."""

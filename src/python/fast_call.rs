@@ -48,7 +48,15 @@ fn request_method_doc(method: &str, doc: &str) -> PyResult<&'static CStr> {
             None => field.name.to_owned(),
         })
         .collect();
-    let text = format!("{method}($self, /, *, {})\n--\n\n{doc}", fields.join(", "));
+    // `record_batch` also takes a table by position, its columns mapped by `columns`.
+    let text = if method == "record_batch" {
+        format!(
+            "{method}($self, table=None, /, *, {}, columns=None)\n--\n\n{doc}",
+            fields.join(", ")
+        )
+    } else {
+        format!("{method}($self, /, *, {})\n--\n\n{doc}", fields.join(", "))
+    };
     let text = std::ffi::CString::new(text)
         .map_err(|_| PySystemError::new_err("a docstring contains NUL"))?;
     // Method definitions keep their docstring for the life of the process.
