@@ -402,7 +402,6 @@ class MetricsStore:
         """Every family as ``(name, help, type, samples)`` built with ``sample_type``."""
 
 @final
-@disjoint_base
 class ArrowColumn:
     """A column of an Arrow table (from ``arrow_table``), which ``record_batch``
     reads in place."""
