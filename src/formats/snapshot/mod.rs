@@ -51,6 +51,8 @@ const DECLARATION_FIELDS: usize = 5;
 /// The names of the declaration fields, for saying which one differs.
 const DECLARATION_FIELD_NAMES: [&str; DECLARATION_FIELDS] =
     ["name", "type", "value layout", "label names", "buckets"];
+/// The declaration field of the bucket bounds (and native configuration).
+const BOUNDS_FIELD: usize = 4;
 
 /// Why a snapshot was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -410,5 +412,94 @@ mod tests {
         assert_eq!(merge(&driver, &series(&|_, _| {})), Ok(1));
         let text = text(&driver);
         assert!(text.contains("ractogateway_request_duration_seconds_count{model=\"m\",operation=\"chat\",provider=\"p\"} 3.0"), "{text}");
+    }
+
+    /// The native histograms a store shows, by family and labels.
+    #[derive(Default)]
+    struct Natives(Vec<(String, Vec<String>, NativeSnapshotOf)>);
+
+    type NativeSnapshotOf = crate::cells::native_histogram::NativeSnapshot;
+
+    impl crate::store::visit::SampleVisitor for Natives {
+        fn family(&mut self, _desc: &crate::schema::family::FamilyDesc) {}
+        fn sample(
+            &mut self,
+            _desc: &crate::schema::family::FamilyDesc,
+            _suffix: &'static str,
+            _le: Option<&str>,
+            _series: usize,
+            _labels: &[&str],
+            _value: f64,
+        ) {
+        }
+        fn end_family(&mut self, _desc: &crate::schema::family::FamilyDesc) {}
+        fn native_histogram(
+            &mut self,
+            desc: &crate::schema::family::FamilyDesc,
+            labels: &[&str],
+            native: &NativeSnapshotOf,
+            _sum: f64,
+        ) {
+            let labels = labels.iter().map(|label| (*label).to_owned()).collect();
+            self.0.push((desc.name.to_string(), labels, native.clone()));
+        }
+        fn wants_native(&self) -> bool {
+            true
+        }
+    }
+
+    fn natives(store: &Store) -> Vec<(String, Vec<String>, NativeSnapshotOf)> {
+        let mut natives = Natives::default();
+        store.visit(false, &mut natives);
+        natives.0
+    }
+
+    #[test]
+    fn native_histograms_of_other_schemas_merge_at_the_coarser_one() {
+        use crate::schema::family::LATENCY_BOUNDS;
+        use crate::schema::native::NativeConfig;
+        let native_store = |schema: i8, max_buckets: usize, zero_threshold: f64| {
+            let config = NativeConfig::new(schema, zero_threshold, max_buckets).unwrap();
+            Store::with_arena(
+                PriceTable::new([]),
+                crate::cells::arena::CellArena::heap(),
+                crate::cells::counter::Recording::CONCURRENT,
+                Arc::new(Schema::with_options(&LATENCY_BOUNDS, &[], Some(config)).unwrap()),
+            )
+        };
+        let zero = NativeConfig::DEFAULT.zero_threshold;
+        let (fine, coarse) = (native_store(3, 160, zero), native_store(0, 140, zero));
+        // What one store of the coarse schema would show for every observation.
+        let whole = native_store(0, 160, zero);
+        let latencies = [0.001, 0.013, 0.25, 0.26, 1.7, 9.0, 42.0];
+        for (round, latency) in latencies.iter().enumerate() {
+            let worker = if round % 2 == 0 { &fine } else { &coarse };
+            record(worker, "gpt-4o", *latency, 3);
+            record(&whole, "gpt-4o", *latency, 3);
+        }
+        for driver in [native_store(3, 160, zero), native_store(0, 160, zero)] {
+            merge(&driver, &take(&fine, ReadMode::Keep)).unwrap();
+            merge(&driver, &take(&coarse, ReadMode::Keep)).unwrap();
+            assert_eq!(natives(&driver), natives(&whole));
+            assert_eq!(text(&driver), text(&whole), "the classic series");
+        }
+        // A wider zero bucket than the store's would lose what it counts.
+        let wide = native_store(3, 160, 0.01);
+        record(&wide, "gpt-4o", 0.005, 1);
+        let error = merge(&native_store(3, 160, zero), &take(&wide, ReadMode::Keep));
+        assert!(
+            error.unwrap_err().to_string().contains("zero bucket reaches 0.01"),
+            "refused"
+        );
+        // Classic buckets must still match.
+        let other_classic = Store::with_arena(
+            PriceTable::new([]),
+            crate::cells::arena::CellArena::heap(),
+            crate::cells::counter::Recording::CONCURRENT,
+            Arc::new(Schema::with_options(&[0.5, 1.0], &[], Some(NativeConfig::DEFAULT)).unwrap()),
+        );
+        record(&other_classic, "gpt-4o", 0.2, 1);
+        let error = merge(&native_store(0, 160, zero), &take(&other_classic, ReadMode::Keep));
+        assert!(error.unwrap_err().to_string().contains("its buckets are"));
     }
 }

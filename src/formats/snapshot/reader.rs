@@ -6,13 +6,14 @@
 use smallvec::SmallVec;
 
 use crate::cells::exemplar::Exemplar;
-use crate::cells::native_histogram::check_snapshot_cells;
+use crate::cells::native_histogram::{check_snapshot_cells, NativeSnapshot};
 use crate::formats::snapshot::{
-    SnapshotError, DECLARATION_FIELDS, DECLARATION_FIELD_NAMES, EXEMPLAR_MAGIC, MAGIC,
+    SnapshotError, BOUNDS_FIELD, DECLARATION_FIELDS, DECLARATION_FIELD_NAMES, EXEMPLAR_MAGIC, MAGIC,
     OLDEST_VERSION, VERSION,
 };
 use crate::schema::buckets::Buckets;
 use crate::schema::family::{FamilyDesc, Schema, OVERFLOW};
+use crate::schema::native::NativeConfig;
 use crate::store::Store;
 
 /// Adds every series of `snapshot` to `store`, after checking all of it:
@@ -25,12 +26,14 @@ use crate::store::Store;
 pub fn merge(store: &Store, snapshot: &[u8]) -> Result<usize, SnapshotError> {
     let header = parse_header(snapshot)?;
     let schema = store.schema();
-    let families = matching_families(schema, &header.declarations)?;
+    let matched = matching_families(schema, &header.declarations)?;
+    let families: Vec<&FamilyDesc> = matched.iter().map(|(family, _)| *family).collect();
     let mut checked = SeriesReader::new(&header);
     // One buffer for every native histogram's cells, however many series there are.
     let mut scratch = Vec::new();
     while let Some(series) = checked.next_series()? {
-        check_series(schema, families[series.declaration], &series, &mut scratch)?;
+        let (family, theirs) = &matched[series.declaration];
+        check_series(schema, family, theirs.as_ref(), &series, &mut scratch)?;
     }
     let exemplars = checked.finish(header.series_count)?;
     if !exemplars.is_empty() {
@@ -62,7 +65,18 @@ pub fn merge(store: &Store, snapshot: &[u8]) -> Result<usize, SnapshotError> {
     while let Some(series) = added.next_series()? {
         cells.clear();
         cells.extend(series.cells());
-        let family = families[series.declaration].id;
+        let (desc, theirs) = &matched[series.declaration];
+        if let (Some(theirs), Some(ours)) = (theirs, &desc.native) {
+            // Native buckets of another configuration, in this store's layout
+            // at the coarser of the two schemas.
+            let classic = desc.classic_cells();
+            let native = NativeSnapshot::from_cells(&cells[classic..], theirs);
+            let native = native.reduced_to(native.schema.min(ours.schema));
+            let converted = native.to_cells(ours);
+            cells.truncate(classic);
+            cells.extend(converted);
+        }
+        let family = desc.id;
         store.add_series(family, &series.labels, &cells);
         while let Some((_, bucket, exemplar)) = pending.next_if(|(at, _, _)| *at == position) {
             store.add_exemplar(family, &series.labels, *bucket, exemplar.clone());
@@ -354,12 +368,15 @@ fn other_namespace<'n>(schema: &Schema, name: &'n str) -> Option<&'n str> {
 }
 
 /// For each declaration of the snapshot, the store's family of that name,
-/// if the snapshot declares exactly the store's families, each alike.
+/// if the snapshot declares exactly the store's families, each alike; and the
+/// snapshot's own native histogram configuration where it differs from the
+/// store's in a way a merge can take ([`native_difference`]).
 fn matching_families<'s>(
     schema: &'s Schema,
     declarations: &[[&str; DECLARATION_FIELDS]],
-) -> Result<Vec<&'s FamilyDesc>, SnapshotError> {
-    let mut families = Vec::with_capacity(declarations.len());
+) -> Result<Vec<(&'s FamilyDesc, Option<NativeConfig>)>, SnapshotError> {
+    let mut families: Vec<(&FamilyDesc, Option<NativeConfig>)> =
+        Vec::with_capacity(declarations.len());
     for declared in declarations {
         let family = schema.named(declared[0]).ok_or_else(|| {
             match other_namespace(schema, declared[0]) {
@@ -376,29 +393,34 @@ fn matching_families<'s>(
             }
         })?;
         let own = family.declaration();
+        let mut theirs_native = None;
         for (field, (theirs, ours)) in declared.iter().zip(&own).enumerate() {
-            if theirs != ours {
-                return Err(SnapshotError::OtherSchema(format!(
-                    "{}: its {} are {theirs:?}, this middleware's are {ours:?}",
-                    family.name, DECLARATION_FIELD_NAMES[field]
-                )));
+            if theirs == ours {
+                continue;
             }
+            if field == BOUNDS_FIELD {
+                if let Some(config) = native_difference(family, theirs, ours)? {
+                    theirs_native = Some(config);
+                    continue;
+                }
+            }
+            return Err(SnapshotError::OtherSchema(format!(
+                "{}: its {} are {theirs:?}, this middleware's are {ours:?}",
+                family.name, DECLARATION_FIELD_NAMES[field]
+            )));
         }
-        if families
-            .iter()
-            .any(|seen: &&FamilyDesc| seen.id == family.id)
-        {
+        if families.iter().any(|(seen, _)| seen.id == family.id) {
             return Err(SnapshotError::Damaged(format!(
                 "{} is declared twice",
                 family.name
             )));
         }
-        families.push(family);
+        families.push((family, theirs_native));
     }
     if let Some(missing) = schema
         .families()
         .iter()
-        .find(|family| !families.iter().any(|seen| seen.id == family.id))
+        .find(|family| !families.iter().any(|(seen, _)| seen.id == family.id))
     {
         return Err(SnapshotError::OtherSchema(format!(
             "it lacks the family {}",
@@ -406,6 +428,35 @@ fn matching_families<'s>(
         )));
     }
     Ok(families)
+}
+
+/// The snapshot's native histogram configuration, when its bucket bounds
+/// (`theirs`) differ from the store's (`ours`) only there and a merge can add
+/// its buckets: a schema or bucket limit of its own (buckets are added at the
+/// coarser schema, as PromQL adds native histograms), and a zero bucket no
+/// wider than the store's (its observations are then in the store's). None
+/// when the difference is elsewhere (the classic buckets); an error that says
+/// why for a zero bucket wider than the store's.
+fn native_difference(
+    family: &FamilyDesc,
+    theirs: &str,
+    ours: &str,
+) -> Result<Option<NativeConfig>, SnapshotError> {
+    let classic = |bounds: &str| bounds.split(";native=").next().unwrap_or_default().to_owned();
+    let (Some(own), true) = (&family.native, classic(theirs) == classic(ours)) else {
+        return Ok(None);
+    };
+    let Ok(Some(config)) = NativeConfig::from_declaration(theirs) else {
+        return Ok(None);
+    };
+    if config.zero_threshold > own.zero_threshold {
+        return Err(SnapshotError::OtherSchema(format!(
+            "{}: its native histograms' zero bucket reaches {:?}, wider than this \
+             middleware's {:?}, whose buckets cannot hold what it counts there",
+            family.name, config.zero_threshold, own.zero_threshold
+        )));
+    }
+    Ok(Some(config))
 }
 
 /// Whether the shape and values of `series` fit `family` of `schema`.
@@ -418,6 +469,7 @@ fn matching_families<'s>(
 fn check_series(
     schema: &Schema,
     family: &FamilyDesc,
+    theirs: Option<&NativeConfig>,
     series: &ParsedSeries<'_>,
     scratch: &mut Vec<u64>,
 ) -> Result<(), SnapshotError> {
@@ -429,12 +481,14 @@ fn check_series(
             family.label_names.len()
         )));
     }
-    if series.cell_bytes.len() != family.cells() * 8 {
+    // The snapshot's native configuration where it has its own.
+    let native_config = theirs.or(family.native.as_ref());
+    let cell_count = family.classic_cells() + native_config.map_or(0, NativeConfig::cells);
+    if series.cell_bytes.len() != cell_count * 8 {
         return Err(SnapshotError::Damaged(format!(
-            "a series of {} has {} values, not {}",
+            "a series of {} has {} values, not {cell_count}",
             family.name,
             series.cell_bytes.len() / 8,
-            family.cells()
         )));
     }
     for (index, cell) in series.cells().enumerate() {
@@ -446,7 +500,7 @@ fn check_series(
             )));
         }
     }
-    if let Some(config) = &family.native {
+    if let Some(config) = native_config {
         scratch.clear();
         scratch.extend(series.cells());
         let (classic, native) = scratch.split_at(family.classic_cells());
