@@ -30,40 +30,40 @@ def _is_pandas(value: Any) -> bool:
 
 
 def column(value: Any, label: bool) -> tuple[Any, Any, Any] | None:
-    """``value`` (a pandas Series, or a numpy array the core cannot read as it
-    is) as ``(values, null mask, categories)``: values the core reads (a list, a
-    numeric numpy array, Arrow data), a numpy array of bools where rows are
-    null (or None), and for coded text the categories the values index (or
+    """``value`` (a pandas Series or array, or a numpy array the core cannot read
+    as it is) as ``(values, null mask, categories)``: values the core reads (a
+    list, a numeric numpy array, Arrow data), a numpy array of bools where rows
+    are null (or None), and for coded text the categories the values index (or
     None). None when ``value`` is neither."""
-    if _is_pandas(value) and hasattr(value, "dtype") and hasattr(value, "array"):
-        return _series(value, label)
+    if _is_pandas(value) and hasattr(value, "dtype") and hasattr(value, "to_numpy"):
+        return _pandas(value, label)
     if type(value).__module__ == "numpy" and hasattr(value, "dtype"):
         return _numpy_array(value, label)
     return None
 
 
-def _series(series: Any, label: bool) -> tuple[Any, Any, Any]:
-    dtype = series.dtype
+def _pandas(value: Any, label: bool) -> tuple[Any, Any, Any]:
+    """A pandas Series, or one of pandas' arrays (what ``pd.array`` makes)."""
+    dtype = value.dtype
+    array = getattr(value, "array", value)
     if getattr(dtype, "name", None) == "category":
         if label:
-            return series.cat.codes.to_numpy(), None, series.cat.categories.tolist()
-        return series.to_numpy(dtype="float64", na_value=float("nan")), None, None
-    numpy_dtype = getattr(dtype, "numpy_dtype", None)
+            return array.codes, None, array.categories.tolist()
+        return value.to_numpy(dtype="float64", na_value=float("nan")), None, None
     if type(dtype).__module__.partition(".")[0] == "numpy":
-        array = series.to_numpy()
-        converted = _numpy_array(array, label)
-        return converted if converted is not None else (array, None, None)
+        values = value.to_numpy()
+        converted = _numpy_array(values, label)
+        return converted if converted is not None else (values, None, None)
+    numpy_dtype = getattr(dtype, "numpy_dtype", None)
     if numpy_dtype is not None and getattr(dtype, "kind", "") in "iuf":
         # A nullable integer or float (pandas' masked arrays): the values with
-        # nulls as 0, and the mask.
-        mask = series.isna().to_numpy()
-        return series.to_numpy(dtype=numpy_dtype, na_value=0), mask, None
-    array = series.array
+        # nulls as 0, and where the nulls are.
+        return array.to_numpy(dtype=numpy_dtype, na_value=0), array.isna(), None
     if hasattr(array, "__arrow_array__") and "pyarrow" in str(getattr(dtype, "storage", "pyarrow")):
         # Arrow-backed (ArrowDtype, or pandas' pyarrow strings): its own Arrow data.
         return array.__arrow_array__(), None, None
     # Other extension dtypes (Python-backed strings): one object per row.
-    return series.to_numpy(dtype=object, na_value=None).tolist(), None, None
+    return value.to_numpy(dtype=object, na_value=None).tolist(), None, None
 
 
 def _numpy_array(array: Any, label: bool) -> tuple[Any, Any, Any] | None:

@@ -23,7 +23,7 @@ use super::arguments::{
     tool_call_names, type_name, ColumnArgument, ToolNames,
 };
 use super::buffer_column::buffer_column;
-use super::column_source::{given, Given};
+use super::column_source::{arrow_error, given, Given};
 use super::label_resolver::Resolved;
 use super::metrics_store::PyMetricsStore;
 use super::request_arguments::RequestArguments;
@@ -125,9 +125,9 @@ fn coded_labels<'py>(
             let mut codes = LabelCodes::default();
             let mut first = 0;
             for chunk in &chunks {
-                codes.add(chunk, first).map_err(|error| {
-                    PyTypeError::new_err(format!("{name}: {error}; labels must be text"))
-                })?;
+                codes
+                    .add(chunk, first)
+                    .map_err(|error| arrow_error(name, &error, "; labels must be text"))?;
                 first += chunk.len();
             }
             let values = codes
@@ -284,7 +284,7 @@ fn nullable_rows<T>(
                             }
                         }
                     })
-                    .map_err(|error| PyTypeError::new_err(format!("{name}: {error}")))?;
+                    .map_err(|error| arrow_error(name, &error, ""))?;
                 first += chunk.len();
             }
         }

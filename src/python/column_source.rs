@@ -30,7 +30,7 @@ pub(super) struct ArrowData {
 impl ArrowData {
     /// The column's chunks, checked, in row order; `name` names it in errors.
     pub(super) fn chunks(&self, name: &str) -> PyResult<Vec<ArrayView<'_>>> {
-        let failed = |error: ArrowError| PyValueError::new_err(format!("{name}: {error}"));
+        let failed = |error| arrow_error(name, &error, "");
         self.imported
             .arrays
             .iter()
@@ -42,6 +42,17 @@ impl ArrowData {
                 }
             })
             .collect()
+    }
+}
+
+/// The error of Arrow data the argument `name` holds: a `TypeError` for a
+/// type it cannot have, a `ValueError` for broken data; `hint` follows the message.
+pub(super) fn arrow_error(name: &str, error: &ArrowError, hint: &str) -> PyErr {
+    match error {
+        ArrowError::Unsupported(message) => {
+            PyTypeError::new_err(format!("{name}: {message}{hint}"))
+        }
+        ArrowError::Broken(message) => PyValueError::new_err(format!("{name}: {message}")),
     }
 }
 

@@ -16,18 +16,37 @@ use super::data_type::{type_name, DataType};
 use super::interface::{format_of, ArrowArray, ArrowSchema, OwnedArray, OwnedSchema};
 use crate::formats::columns::Number;
 
-/// An array or schema that breaks the interface's rules, or a type not read here.
+/// Why an array is not read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArrowError(pub String);
+pub enum ArrowError {
+    /// It breaks the interface's rules: the reason.
+    Broken(String),
+    /// Its type is not one a column of requests can have (or not the one
+    /// asked for: text where numbers belong): the reason.
+    Unsupported(String),
+}
+
+impl ArrowError {
+    /// What went wrong.
+    pub fn message(&self) -> &str {
+        match self {
+            ArrowError::Broken(message) | ArrowError::Unsupported(message) => message,
+        }
+    }
+}
 
 impl fmt::Display for ArrowError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.message())
     }
 }
 
 fn error<T>(message: impl Into<String>) -> Result<T, ArrowError> {
-    Err(ArrowError(message.into()))
+    Err(ArrowError::Broken(message.into()))
+}
+
+fn unsupported<T>(message: impl Into<String>) -> Result<T, ArrowError> {
+    Err(ArrowError::Unsupported(message.into()))
 }
 
 /// A length, offset or count of the interface as a `usize`, refused when negative.
@@ -88,10 +107,10 @@ impl<'a> ArrayView<'a> {
         let offset = own_offset
             .checked_add(skip)
             .filter(|first| first.checked_add(length).is_some_and(|end| isize::try_from(end).is_ok()))
-            .ok_or_else(|| ArrowError(format!("the array's offset {own_offset} overflows")))?;
+            .ok_or_else(|| ArrowError::Broken(format!("the array's offset {own_offset} overflows")))?;
         let n_buffers = count(array.n_buffers, "buffer count")?;
         let Some(fixed) = data_type.fixed_buffers() else {
-            return error(format!("the Arrow type {} is not read", type_name(format)));
+            return unsupported(format!("the Arrow type {} is not read", type_name(format)));
         };
         let buffers_fit = match data_type {
             DataType::Utf8View => n_buffers >= fixed,
@@ -136,10 +155,7 @@ impl<'a> ArrayView<'a> {
             (true, true) => {}
             (false, false) => {
                 if !matches!(data_type, DataType::Int { .. }) {
-                    return error(format!(
-                        "dictionary keys of type {}",
-                        type_name(format)
-                    ));
+                    return unsupported(format!("dictionary keys of type {}", type_name(format)));
                 }
                 // SAFETY: a non-null dictionary of a schema and array that live
                 // as long as this view (`OwnedSchema`/`OwnedArray`'s promise).
@@ -273,7 +289,7 @@ impl<'a> ArrayView<'a> {
                 self.each_value(|value: f32| Number::Float(value.into()), each);
             }
             DataType::Float { .. } => self.each_value(Number::Float, each),
-            _ => return error(format!("{} is not a number type", self.type_name())),
+            _ => return unsupported(format!("{} is not a number type", self.type_name())),
         }
         Ok(())
     }
@@ -323,7 +339,7 @@ impl<'a> ArrayView<'a> {
                     each(row, text);
                 }
             }
-            _ => return error(format!("{} is not a string type", self.type_name())),
+            _ => return unsupported(format!("{} is not a string type", self.type_name())),
         }
         Ok(())
     }

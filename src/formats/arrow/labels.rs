@@ -40,7 +40,7 @@ impl<'a> LabelCodes<'a> {
         let code = u32::try_from(self.distinct.len())
             .ok()
             .filter(|code| *code != NULL_CODE)
-            .ok_or_else(|| ArrowError("too many distinct label values".to_owned()))?;
+            .ok_or_else(|| ArrowError::Broken("too many distinct label values".to_owned()))?;
         self.distinct.push((text, row));
         if self.distinct.len() == SCANNED + 1 {
             self.known = self
@@ -81,7 +81,7 @@ impl<'a> LabelCodes<'a> {
                     Some(Number::Float(_)) => u64::MAX,
                 };
                 if key >= entry_count {
-                    failed = Some(ArrowError(format!(
+                    failed = Some(ArrowError::Broken(format!(
                         "row {}'s dictionary key {key} is past the dictionary's {entry_count} values",
                         first_row + row
                     )));

@@ -8,31 +8,31 @@ use crate::formats::columns::Number;
 
 fn numbers(built: Built) -> Result<Vec<Option<Number>>, String> {
     let (schema, array) = built.export();
-    let view = ArrayView::new(&schema, &array).map_err(|e| e.0)?;
+    let view = ArrayView::new(&schema, &array).map_err(|e| e.message().to_owned())?;
     let mut values = Vec::new();
     view.numbers(|row, value| {
         assert_eq!(row, values.len());
         values.push(value);
     })
-    .map_err(|e| e.0)?;
+    .map_err(|e| e.message().to_owned())?;
     Ok(values)
 }
 
 fn texts(built: Built) -> Result<Vec<Option<String>>, String> {
     let (schema, array) = built.export();
-    let view = ArrayView::new(&schema, &array).map_err(|e| e.0)?;
+    let view = ArrayView::new(&schema, &array).map_err(|e| e.message().to_owned())?;
     let mut values = Vec::new();
     view.texts(|_, text| values.push(text.map(|t| String::from_utf8(t.to_vec()).unwrap())))
-        .map_err(|e| e.0)?;
+        .map_err(|e| e.message().to_owned())?;
     Ok(values)
 }
 
 /// Codes of `built`, as the texts they stand for (None for null rows).
 fn coded(built: Built) -> Result<Vec<Option<String>>, String> {
     let (schema, array) = built.export();
-    let view = ArrayView::new(&schema, &array).map_err(|e| e.0)?;
+    let view = ArrayView::new(&schema, &array).map_err(|e| e.message().to_owned())?;
     let mut codes = LabelCodes::default();
-    codes.add(&view, 0).map_err(|e| e.0)?;
+    codes.add(&view, 0).map_err(|e| e.message().to_owned())?;
     Ok(codes
         .codes
         .iter()
@@ -156,7 +156,7 @@ fn tables_give_their_columns_from_the_parent_offset() {
 fn broken_arrays_are_refused_before_a_byte_is_read() {
     let refused = |built: Built| {
         let (schema, array) = built.export();
-        ArrayView::new(&schema, &array).map(|_| ()).unwrap_err().0
+        ArrayView::new(&schema, &array).map(|_| ()).unwrap_err().message().to_owned()
     };
     let mut few = Built::int64(&[Some(1)]);
     few.buffers.pop();
@@ -178,7 +178,7 @@ fn broken_arrays_are_refused_before_a_byte_is_read() {
     let long_table = Built::table(vec![("a", Built::int64(&[Some(1)]))]).sliced(0, 2);
     let (schema, array) = long_table.export();
     let view = ArrayView::new(&schema, &array).unwrap();
-    assert!(view.child(0).unwrap_err().0.contains("rows 0..2 of an array of 1"));
+    assert!(view.child(0).unwrap_err().message().contains("rows 0..2 of an array of 1"));
 
     // Offsets out of order, and views past their buffer.
     let mut backwards = Built::strings(&[Some("ab"), Some("c")], false);
