@@ -238,7 +238,17 @@ def test_scrape_over_64_processes_files(measure, process_files, contender):
     assert f"ractogateway_requests_total{{{labels}}} {float(workloads.SCRAPE_PROCESSES)}\n" in text
 
 
-@pytest.mark.parametrize("contender", ["floor", "ours, scalar labels", "ours, model column"])
+@pytest.mark.parametrize(
+    "contender",
+    [
+        "floor",
+        "ours, scalar labels",
+        "ours, model column",
+        "ours, pyarrow dictionary",
+        "ours, pyarrow string",
+        "ours, pandas categorical",
+    ],
+)
 def test_record_batch_100k_rows(measure, middlewares, contender):
     group = "record_batch 100k rows (per row)"
     if contender == "floor":
@@ -249,12 +259,18 @@ def test_record_batch_100k_rows(measure, middlewares, contender):
             calls_per_round=workloads.CALLS_PER_ROUND,
         )
         return
-    columns = workloads.batch_columns(model_column=contender.endswith("model column"))
     record_batch = middlewares["ours"].record_batch
+    if contender.endswith(("labels", "column")):
+        columns = workloads.batch_columns(model_column=contender.endswith("model column"))
+        record = lambda: record_batch(**columns)  # noqa: E731
+    else:
+        # A whole table, its model column as the frame holds it.
+        table = workloads.batch_frame(contender.removeprefix("ours, "))
+        record = lambda: record_batch(table, provider="openai", operation="chat", status="ok")  # noqa: E731
     rows = measure(
         group,
         contender,
-        lambda: record_batch(**columns),
+        record,
         calls_per_round=workloads.BATCH_ROWS,
         floor=workloads.fixed_request(workloads.floor_record_request),
         floor_calls_per_round=workloads.CALLS_PER_ROUND,

@@ -230,6 +230,29 @@ def batch_columns(rows: int = BATCH_ROWS, *, model_column: bool) -> dict[str, An
     }
 
 
+def batch_frame(kind: str, rows: int = BATCH_ROWS) -> Any:
+    """The columns of ``batch_columns(model_column=True)`` as a table of ``kind``:
+    ``"pyarrow dictionary"`` (the model column dictionary-encoded), ``"pyarrow
+    string"`` (a plain ``string`` column) or ``"pandas categorical"`` (a
+    DataFrame with a categorical model column). Provider, operation and
+    status are passed as keywords beside it."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    columns = batch_columns(rows, model_column=False)
+    codes = np.arange(rows, dtype=np.int32) % len(FOUR_MODELS)
+    numbers = {name: columns[name] for name in ("latency_s", "input_tokens", "output_tokens")}
+    if kind == "pandas categorical":
+        model = pd.Categorical.from_codes(codes, FOUR_MODELS)
+        return pd.DataFrame({"model": model, **numbers})
+    if kind == "pyarrow dictionary":
+        model = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(FOUR_MODELS))
+    else:
+        model = pa.array(np.array(FOUR_MODELS, dtype=object)[codes], pa.string())
+    return pa.table({"model": model, **{name: pa.array(v) for name, v in numbers.items()}})
+
+
 def opentelemetry_sdk_for_scrape(models: int = SCRAPE_MODELS) -> Callable[[], bytes]:
     """The requests of ``populate_for_scrape`` recorded through the OpenTelemetry
     SDK (the same names, attributes and buckets), and what one OTLP push of

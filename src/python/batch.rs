@@ -133,11 +133,17 @@ fn coded_labels<'py>(
             let values = codes
                 .distinct
                 .iter()
-                .map(|(text, row)| {
+                .enumerate()
+                .map(|(code, text)| {
                     std::str::from_utf8(text)
                         .map(|text| PyString::new(py, text).into_any())
                         .map_err(|_| {
-                            PyValueError::new_err(format!("{name}[{row}] is not valid UTF-8"))
+                            // An unused dictionary entry is not checked by its row.
+                            let row = codes.first_row(code as u32).map_or_else(
+                                || "(an unused dictionary entry)".to_owned(),
+                                |row| format!("[{row}]"),
+                            );
+                            PyValueError::new_err(format!("{name}{row} is not valid UTF-8"))
                         })
                 })
                 .collect::<PyResult<_>>()?;
@@ -275,16 +281,13 @@ fn nullable_rows<T>(
                         chunk.type_name()
                     )));
                 }
-                chunk
-                    .numbers(|row, number| {
-                        if failed.is_none() {
-                            match convert(number) {
-                                Some(value) => values.push(value),
-                                None => failed = Some((first + row, number)),
-                            }
-                        }
-                    })
+                let refused = chunk
+                    .collect_numbers(&convert, &mut values)
                     .map_err(|error| arrow_error(name, &error, ""))?;
+                if let Some((row, number)) = refused {
+                    failed = Some((first + row, number));
+                    break;
+                }
                 first += chunk.len();
             }
         }
@@ -489,6 +492,29 @@ fn group_rows<'s, 'a, K: Copy + Eq + Hash>(
             combination
         };
         row_combination.push(combination);
+    }
+    Ok(())
+}
+
+/// [`group_rows`] for one coded label column: the rows of each of the
+/// `distinct` codes share a combination, resolved at the code's first row.
+fn coded_rows<'s, 'a>(
+    codes: &[u32],
+    distinct: usize,
+    resolve: &mut impl FnMut(usize) -> PyResult<Resolved<'s, 'a>>,
+    combinations: &mut Vec<(usize, Resolved<'s, 'a>)>,
+    row_combination: &mut Vec<u32>,
+) -> PyResult<()> {
+    let mut combination_of = vec![u32::MAX; distinct];
+    row_combination.reserve(codes.len());
+    for (row, code) in codes.iter().enumerate() {
+        let slot = &mut combination_of[*code as usize];
+        if *slot == u32::MAX {
+            *slot = u32::try_from(combinations.len())
+                .map_err(|_| PyValueError::new_err("too many label sets"))?;
+            combinations.push((row, resolve(row)?));
+        }
+        row_combination.push(*slot);
     }
     Ok(())
 }
@@ -721,15 +747,25 @@ impl PyMetricsStore {
                 &mut row_combination,
             )?;
         } else if let [column] = columns[..] {
-            // One label column (a model per row, say): its object alone is the key.
-            let key = |row| labels[column].at(row).as_ptr() as usize;
-            group_rows(
-                rows,
-                key,
-                &mut resolve,
-                &mut combinations,
-                &mut row_combination,
-            )?;
+            match &labels[column] {
+                // Coded text (Arrow, a categorical): a row's code is its combination.
+                LabelArgument::Coded(values, codes) => coded_rows(
+                    codes,
+                    values.len(),
+                    &mut resolve,
+                    &mut combinations,
+                    &mut row_combination,
+                )?,
+                // One label column (a model per row, say): its object alone is the key.
+                LabelArgument::Column(items) => group_rows(
+                    rows,
+                    |row| items[row].as_ptr() as usize,
+                    &mut resolve,
+                    &mut combinations,
+                    &mut row_combination,
+                )?,
+                LabelArgument::Scalar(_) => combinations.push((0, resolve(0)?)),
+            }
         } else if !columns.is_empty() {
             let key = |row| [0, 1, 2, 3].map(|i| labels[i].at(row).as_ptr() as usize);
             group_rows(

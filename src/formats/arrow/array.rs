@@ -294,6 +294,86 @@ impl<'a> ArrayView<'a> {
         Ok(())
     }
 
+    /// Each row's number (None where null) converted by `convert` and
+    /// appended to `out` in row order, up to the first row it refuses, which is
+    /// returned with its number; an error for a type that is not numeric.
+    pub fn collect_numbers<T>(
+        &self,
+        convert: impl Fn(Option<Number>) -> Option<T>,
+        out: &mut Vec<T>,
+    ) -> Result<Option<(usize, Option<Number>)>, ArrowError> {
+        out.reserve(self.length);
+        Ok(match self.data_type {
+            DataType::Null => (0..self.length).find_map(|row| match convert(None) {
+                Some(value) => {
+                    out.push(value);
+                    None
+                }
+                None => Some((row, None)),
+            }),
+            DataType::Int { bytes: 1, signed: true } => {
+                self.collect_values(|value: i8| Number::Signed(value.into()), convert, out)
+            }
+            DataType::Int { bytes: 2, signed: true } => {
+                self.collect_values(|value: i16| Number::Signed(value.into()), convert, out)
+            }
+            DataType::Int { bytes: 4, signed: true } => {
+                self.collect_values(|value: i32| Number::Signed(value.into()), convert, out)
+            }
+            DataType::Int { signed: true, .. } => self.collect_values(Number::Signed, convert, out),
+            DataType::Int { bytes: 1, .. } => {
+                self.collect_values(|value: u8| Number::Unsigned(value.into()), convert, out)
+            }
+            DataType::Int { bytes: 2, .. } => {
+                self.collect_values(|value: u16| Number::Unsigned(value.into()), convert, out)
+            }
+            DataType::Int { bytes: 4, .. } => {
+                self.collect_values(|value: u32| Number::Unsigned(value.into()), convert, out)
+            }
+            DataType::Int { .. } => self.collect_values(Number::Unsigned, convert, out),
+            DataType::Float { bytes: 4 } => {
+                self.collect_values(|value: f32| Number::Float(value.into()), convert, out)
+            }
+            DataType::Float { .. } => self.collect_values(Number::Float, convert, out),
+            _ => return unsupported(format!("{} is not a number type", self.type_name())),
+        })
+    }
+
+    /// [`Self::collect_numbers`] of the primitive type `N`, widened: a loop
+    /// that stops at the first refusal, so that it stays tight.
+    #[inline]
+    fn collect_values<N: Copy, T>(
+        &self,
+        widen: impl Fn(N) -> Number,
+        convert: impl Fn(Option<Number>) -> Option<T>,
+        out: &mut Vec<T>,
+    ) -> Option<(usize, Option<Number>)> {
+        let values = self.buffer(1).cast::<N>();
+        // SAFETY: (for each read) the values buffer holds `offset + length`
+        // elements of `N` (the producer's promise) and `row < length`; read
+        // unaligned, as the interface only recommends alignment.
+        let at = |row: usize| unsafe { values.add(self.offset + row).read_unaligned() };
+        if self.validity.is_null() {
+            // No nulls: the common case, in its own loop.
+            for row in 0..self.length {
+                let number = widen(at(row));
+                match convert(Some(number)) {
+                    Some(value) => out.push(value),
+                    None => return Some((row, Some(number))),
+                }
+            }
+        } else {
+            for row in 0..self.length {
+                let number = self.is_valid(row).then(|| widen(at(row)));
+                match convert(number) {
+                    Some(value) => out.push(value),
+                    None => return Some((row, number)),
+                }
+            }
+        }
+        None
+    }
+
     /// Each row's value of the primitive type `T`, widened.
     #[inline]
     fn each_value<T: Copy>(&self, widen: impl Fn(T) -> Number, mut each: impl FnMut(usize, Option<Number>)) {

@@ -21,17 +21,18 @@ const SCANNED: usize = 8;
 pub struct LabelCodes<'a> {
     /// Each row's code: an index into `distinct`, or [`NULL_CODE`].
     pub codes: Vec<u32>,
-    /// The distinct values, in order of first appearance, and the row each first appears in.
-    pub distinct: Vec<(&'a [u8], usize)>,
+    /// The distinct values, in order of first appearance (of a dictionary's
+    /// entries: in the dictionary's order).
+    pub distinct: Vec<&'a [u8]>,
     known: HashMap<&'a [u8], u32, RandomState>,
 }
 
 impl<'a> LabelCodes<'a> {
-    /// The code of `text`, first seen at row `row` if new.
+    /// The code of `text`.
     #[inline]
-    fn code(&mut self, text: &'a [u8], row: usize) -> Result<u32, ArrowError> {
+    fn code(&mut self, text: &'a [u8]) -> Result<u32, ArrowError> {
         if self.distinct.len() <= SCANNED {
-            if let Some(code) = self.distinct.iter().position(|(known, _)| *known == text) {
+            if let Some(code) = self.distinct.iter().position(|known| *known == text) {
                 return Ok(code as u32);
             }
         } else if let Some(code) = self.known.get(text) {
@@ -41,13 +42,13 @@ impl<'a> LabelCodes<'a> {
             .ok()
             .filter(|code| *code != NULL_CODE)
             .ok_or_else(|| ArrowError::Broken("too many distinct label values".to_owned()))?;
-        self.distinct.push((text, row));
+        self.distinct.push(text);
         if self.distinct.len() == SCANNED + 1 {
             self.known = self
                 .distinct
                 .iter()
                 .enumerate()
-                .map(|(code, (text, _))| (*text, code as u32))
+                .map(|(code, text)| (*text, code as u32))
                 .collect();
         } else if self.distinct.len() > SCANNED + 1 {
             self.known.insert(text, code);
@@ -55,82 +56,102 @@ impl<'a> LabelCodes<'a> {
         Ok(code)
     }
 
+    /// The first row with code `code`, if any.
+    pub fn first_row(&self, code: u32) -> Option<usize> {
+        self.codes.iter().position(|row_code| *row_code == code)
+    }
+
     /// Appends the rows of `column` (a text column or a dictionary of text),
     /// the first of which is row `first_row` of the whole column.
     pub fn add(&mut self, column: &ArrayView<'a>, first_row: usize) -> Result<(), ArrowError> {
         self.codes.reserve(column.len());
-        let mut failed = None;
         if let Some(values) = column.dictionary() {
-            // Each dictionary entry's code, found once; row numbers are the
-            // first row that uses it, which is only known below.
-            let mut entries: Vec<Option<&'a [u8]>> = Vec::with_capacity(values.len());
-            values.texts(|_, text| entries.push(text))?;
-            let mut entry_codes = vec![None; entries.len()];
-            let entry_count = entries.len() as u64;
-            column.numbers(|row, key| {
-                if failed.is_some() {
-                    return;
-                }
-                let key = match key {
-                    None => {
-                        self.codes.push(NULL_CODE);
-                        return;
-                    }
-                    Some(Number::Signed(key)) => u64::try_from(key).unwrap_or(u64::MAX),
-                    Some(Number::Unsigned(key)) => key,
-                    Some(Number::Float(_)) => u64::MAX,
-                };
-                if key >= entry_count {
-                    failed = Some(ArrowError::Broken(format!(
-                        "row {}'s dictionary key {key} is past the dictionary's {entry_count} values",
-                        first_row + row
-                    )));
-                    return;
-                }
-                let entry = key as usize;
-                let code = if let Some(code) = entry_codes[entry] {
-                    code
-                } else {
-                    let code = match entries[entry] {
-                        Some(text) => match self.code(text, first_row + row) {
-                            Ok(code) => code,
-                            Err(problem) => {
-                                failed = Some(problem);
-                                return;
-                            }
-                        },
-                        None => NULL_CODE,
-                    };
-                    entry_codes[entry] = Some(code);
-                    code
-                };
-                self.codes.push(code);
-            })?;
-        } else {
-            let mut last: Option<(&'a [u8], u32)> = None;
-            column.texts(|row, text| {
-                if failed.is_some() {
-                    return;
-                }
-                let Some(text) = text else {
-                    self.codes.push(NULL_CODE);
-                    return;
-                };
-                // Runs of one value (a sorted or single-model batch) skip the search.
-                let code = match last {
-                    Some((previous, code)) if previous == text => code,
-                    _ => match self.code(text, first_row + row) {
-                        Ok(code) => code,
-                        Err(problem) => {
-                            failed = Some(problem);
-                            return;
-                        }
-                    },
-                };
-                last = Some((text, code));
-                self.codes.push(code);
-            })?;
+            return self.add_keys(column, values, first_row);
         }
+        let mut failed = None;
+        let mut last: Option<(&'a [u8], u32)> = None;
+        column.texts(|_, text| {
+            let Some(text) = text else {
+                self.codes.push(NULL_CODE);
+                return;
+            };
+            // Runs of one value (a sorted or single-model batch) skip the search.
+            let code = match last {
+                Some((previous, code)) if previous == text => code,
+                _ => match self.code(text) {
+                    Ok(code) => code,
+                    Err(problem) => {
+                        failed.get_or_insert(problem);
+                        NULL_CODE
+                    }
+                },
+            };
+            last = Some((text, code));
+            self.codes.push(code);
+        })?;
         failed.map_or(Ok(()), Err)
+    }
+
+    /// Appends the rows of a dictionary-encoded column: each key checked
+    /// against the dictionary's length in one pass, then each entry coded once;
+    /// when the entries are the codes already (a first chunk of distinct,
+    /// non-null entries), the keys are.
+    fn add_keys(
+        &mut self,
+        column: &ArrayView<'a>,
+        values: &ArrayView<'a>,
+        first_row: usize,
+    ) -> Result<(), ArrowError> {
+        let mut entries: Vec<Option<&'a [u8]>> = Vec::with_capacity(values.len());
+        values.texts(|_, text| entries.push(text))?;
+        let count = entries.len() as u64;
+        if count >= u64::from(NULL_CODE) {
+            return Err(ArrowError::Broken("too many dictionary values".to_owned()));
+        }
+        let start = self.codes.len();
+        let mut past: Option<(usize, String)> = None;
+        column.numbers(|row, key| {
+            let code = match key {
+                None => NULL_CODE,
+                Some(Number::Unsigned(key)) if key < count => key as u32,
+                Some(Number::Signed(key)) if key >= 0 && (key as u64) < count => key as u32,
+                Some(key) => {
+                    past.get_or_insert_with(|| {
+                        let key = match key {
+                            Number::Signed(key) => key.to_string(),
+                            Number::Unsigned(key) => key.to_string(),
+                            Number::Float(key) => key.to_string(),
+                        };
+                        (row, key)
+                    });
+                    NULL_CODE
+                }
+            };
+            self.codes.push(code);
+        })?;
+        if let Some((row, key)) = past {
+            return Err(ArrowError::Broken(format!(
+                "row {}'s dictionary key {key} is not one of the dictionary's {count} values",
+                first_row + row
+            )));
+        }
+        let identity = self.distinct.is_empty();
+        let table = entries
+            .iter()
+            .map(|entry| entry.map_or(Ok(NULL_CODE), |text| self.code(text)))
+            .collect::<Result<Vec<u32>, _>>()?;
+        let identity = identity
+            && table
+                .iter()
+                .enumerate()
+                .all(|(entry, code)| *code as usize == entry);
+        if !identity {
+            for code in &mut self.codes[start..] {
+                if *code != NULL_CODE {
+                    *code = table[*code as usize];
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -38,7 +38,7 @@ fn coded(built: Built) -> Result<Vec<Option<String>>, String> {
         .iter()
         .map(|code| {
             (*code != NULL_CODE).then(|| {
-                String::from_utf8(codes.distinct[*code as usize].0.to_vec()).unwrap()
+                String::from_utf8(codes.distinct[*code as usize].to_vec()).unwrap()
             })
         })
         .collect())
@@ -108,7 +108,8 @@ fn labels_are_coded_once_per_distinct_value_and_dictionary_entry() {
     let mut codes = LabelCodes::default();
     codes.add(&view, 0).unwrap();
     assert_eq!(codes.distinct.len(), 11);
-    assert_eq!(codes.distinct[3], (&b"model-3"[..], 3));
+    assert_eq!(codes.distinct[3], &b"model-3"[..]);
+    assert_eq!(codes.first_row(3), Some(3));
 
     // Dictionary entries twice over, one unused, one null; keys sliced.
     let values = Built::strings(&[Some("b"), Some("a"), Some("b"), Some("unused"), None], false);
@@ -125,9 +126,11 @@ fn labels_are_coded_once_per_distinct_value_and_dictionary_entry() {
     assert_eq!(view.type_name(), "dictionary<int32, string>");
     let mut codes = LabelCodes::default();
     codes.add(&view, 10).unwrap();
-    assert_eq!(codes.distinct, vec![(&b"a"[..], 10), (&b"b"[..], 11)]);
+    // A dictionary's entries are coded in its order, the unused one too.
+    assert_eq!(codes.distinct, vec![&b"b"[..], b"a", b"unused"]);
+    assert_eq!(codes.codes, vec![1, 0, NULL_CODE, NULL_CODE, 0]);
     let past = Built::dictionary(&[Some(0), Some(5)], Built::strings(&[Some("a")], false));
-    assert!(coded(past).unwrap_err().contains("row 1's dictionary key 5 is past"));
+    assert!(coded(past).unwrap_err().contains("row 1's dictionary key 5 is not one"));
 }
 
 #[test]
