@@ -9,6 +9,7 @@
 //!
 //! [`Batch`]: crate::store::batch::Batch
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::Hash;
 
@@ -204,40 +205,44 @@ fn dict_argument<'py>(
 type ExemplarLabels = Vec<(String, String)>;
 
 
-/// The `latency_s` argument, every row checked.
-fn latencies(value: &Bound<'_, PyAny>) -> PyResult<Column<f64>> {
+/// The `latency_s` argument (what [`given`] found it holds), every row checked.
+fn latencies<'g>(given: &'g Given<'_>) -> PyResult<Column<'g, f64>> {
     let name = "latency_s";
     let column = |row| ColumnArgument {
         name,
         row: Some(row),
     };
-    match given(value, name, false)? {
+    let usable = |seconds: &f64| seconds.is_finite() && *seconds >= 0.0;
+    if let Some(values) = in_place(given, name, ArrayView::f64_values)? {
+        // Arrow float64 without nulls: checked, then read where it is.
+        if let Some(row) = values.iter().position(|seconds| !usable(seconds)) {
+            return Err(rejected_seconds(values[row], column(row)));
+        }
+        return Ok(Column::Rows(Cow::Borrowed(values)));
+    }
+    match given {
         Given::Items(items) => items
             .iter()
             .enumerate()
             .map(|(row, item)| latency_seconds(item, column(row)))
             .collect::<PyResult<_>>()
-            .map(Column::Rows),
+            .map(rows),
         Given::Scalar(value) => Ok(Column::Scalar(
-            latency_seconds(&value, name).map_err(|error| or_column(error, &value))?,
+            latency_seconds(value, name).map_err(|error| or_column(error, value))?,
         )),
         Given::Buffer(value) => buffer_column(
-            &value,
+            value,
             name,
             |number| {
                 Some(seconds_of(number)).filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
             },
             |row, number| rejected_seconds(seconds_of(number), column(row)),
         )
-        .map(Column::Rows),
+        .map(rows),
         nullable => nullable_rows(
-            &nullable,
+            nullable,
             name,
-            |number| {
-                number
-                    .map(seconds_of)
-                    .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
-            },
+            |number| number.map(seconds_of).filter(usable),
             |row, number| match number {
                 Some(number) => rejected_seconds(seconds_of(number), column(row)),
                 None => PyValueError::new_err(format!(
@@ -245,8 +250,29 @@ fn latencies(value: &Bound<'_, PyAny>) -> PyResult<Column<f64>> {
                 )),
             },
         )
-        .map(Column::Rows),
+        .map(rows),
     }
+}
+
+/// A column of converted values.
+fn rows<'g, T: Clone>(values: Vec<T>) -> Column<'g, T> {
+    Column::Rows(Cow::Owned(values))
+}
+
+/// The values of a one-chunk Arrow column that `slice` reads in place (its
+/// type, no nulls, aligned), or None.
+fn in_place<'g, T: 'g>(
+    given: &'g Given<'_>,
+    name: &str,
+    slice: impl Fn(&ArrayView<'g>) -> Option<T>,
+) -> PyResult<Option<T>> {
+    let Given::Arrow(data) = given else {
+        return Ok(None);
+    };
+    Ok(match &data.chunks(name)?[..] {
+        [chunk] => slice(chunk),
+        _ => None,
+    })
 }
 
 /// A scalar argument's `TypeError` saying, too, which columns it could have been.
@@ -352,7 +378,7 @@ fn seconds_of(number: Number) -> f64 {
 fn optional_seconds(
     value: Option<&Bound<'_, PyAny>>,
     name: &'static str,
-) -> PyResult<Column<Option<f64>>> {
+) -> PyResult<Column<'static, Option<f64>>> {
     let column = |row| ColumnArgument {
         name,
         row: Some(row),
@@ -377,24 +403,24 @@ fn optional_seconds(
                     .transpose()
             })
             .collect::<PyResult<_>>()
-            .map(Column::Rows),
+            .map(rows),
         Given::Scalar(value) => Ok(Column::Scalar(Some(
             latency_seconds(&value, name).map_err(|error| or_column(error, &value))?,
         ))),
         Given::Buffer(value) => {
-            buffer_column(&value, name, |number| convert(Some(number)), reject).map(Column::Rows)
+            buffer_column(&value, name, |number| convert(Some(number)), reject).map(rows)
         }
         nullable => nullable_rows(&nullable, name, convert, |row, number| {
             reject(row, number.unwrap_or(Number::Float(f64::NAN)))
         })
-        .map(Column::Rows),
+        .map(rows),
     }
 }
 
-/// A token-count argument (`input_tokens` or `output_tokens`), every row
-/// checked; a null counts 0.
-fn token_counts(value: Option<&Bound<'_, PyAny>>, name: &'static str) -> PyResult<Column<u64>> {
-    let Some(value) = value.filter(|value| !value.is_none()) else {
+/// A token-count argument (`input_tokens` or `output_tokens`; what [`given`]
+/// found it holds), every row checked; a null counts 0.
+fn token_counts<'g>(given: Option<&'g Given<'_>>, name: &'static str) -> PyResult<Column<'g, u64>> {
+    let Some(given) = given else {
         return Ok(Column::Scalar(0));
     };
     let convert = |number| match number {
@@ -402,7 +428,16 @@ fn token_counts(value: Option<&Bound<'_, PyAny>>, name: &'static str) -> PyResul
         Number::Signed(count) => u64::try_from(count).ok(),
         Number::Float(_) => None,
     };
-    match given(value, name, false)? {
+    if let Some((counts, signed)) = in_place(given, name, ArrayView::u64_bits)? {
+        // Arrow 64-bit integers without nulls: checked, then read where they are.
+        if signed {
+            if let Some(row) = counts.iter().position(|count| *count > i64::MAX as u64) {
+                return Err(rejected_count(Number::Signed(counts[row] as i64), name, row));
+            }
+        }
+        return Ok(Column::Rows(Cow::Borrowed(counts)));
+    }
+    match given {
         Given::Items(items) => items
             .iter()
             .enumerate()
@@ -416,21 +451,21 @@ fn token_counts(value: Option<&Bound<'_, PyAny>>, name: &'static str) -> PyResul
                 )
             })
             .collect::<PyResult<_>>()
-            .map(Column::Rows),
+            .map(rows),
         Given::Scalar(value) => Ok(Column::Scalar(
-            token_value(&value, name).map_err(|error| or_column(error, &value))?,
+            token_value(value, name).map_err(|error| or_column(error, value))?,
         )),
-        Given::Buffer(value) => buffer_column(&value, name, convert, |row, number| {
+        Given::Buffer(value) => buffer_column(value, name, convert, |row, number| {
             rejected_count(number, name, row)
         })
-        .map(Column::Rows),
+        .map(rows),
         nullable => nullable_rows(
-            &nullable,
+            nullable,
             name,
             |number| number.map_or(Some(0), convert),
             |row, number| rejected_count(number.unwrap_or(Number::Signed(0)), name, row),
         )
-        .map(Column::Rows),
+        .map(rows),
     }
 }
 
@@ -527,7 +562,7 @@ fn error_types(
     items: Option<&[Bound<'_, PyAny>]>,
     status: &LabelArgument<'_>,
     rows: usize,
-) -> PyResult<Column<Option<ErrorType>>> {
+) -> PyResult<Column<'static, Option<ErrorType>>> {
     let name = REQUEST_FIELDS[ERROR_TYPE_FIELD].name;
     let Some(value) = value else {
         return Ok(Column::Scalar(None));
@@ -547,7 +582,7 @@ fn error_types(
                 )
             })
             .collect::<PyResult<_>>()
-            .map(Column::Rows);
+            .map(|types| Column::Rows(Cow::Owned(types)));
     }
     if !value.is_instance_of::<PyString>() {
         return Err(PyTypeError::new_err(format!(
@@ -597,14 +632,25 @@ impl PyMetricsStore {
             LabelArgument::new(operation, "operation")?,
             LabelArgument::new(status, "status")?,
         ];
-        let latency = latencies(latency_s)?;
         let field_name = |position: usize| REQUEST_FIELDS[position].name;
-        let tokens = TOKEN_FIELDS
+        // What each numeric argument holds, kept while its values are read in place.
+        let latency_given = given(latency_s, field_name(LATENCY_FIELD), false)?;
+        let token_givens = TOKEN_FIELDS
             .iter()
             .enumerate()
             .map(|(token_type, position)| {
-                token_counts(arguments.tokens(token_type), field_name(*position))
+                arguments
+                    .tokens(token_type)
+                    .filter(|value| !value.is_none())
+                    .map(|value| given(value, field_name(*position), false))
+                    .transpose()
             })
+            .collect::<PyResult<Vec<_>>>()?;
+        let latency = latencies(&latency_given)?;
+        let tokens = TOKEN_FIELDS
+            .iter()
+            .zip(&token_givens)
+            .map(|(position, given)| token_counts(given.as_ref(), field_name(*position)))
             .collect::<PyResult<Vec<_>>>()?;
         let seconds = SECONDS_POSITIONS
             .iter()

@@ -1,5 +1,6 @@
 //! Many requests recorded as one: totals per label set, applied once.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::cells::counter::Recording;
@@ -15,15 +16,16 @@ use crate::schema::request::{
 use crate::store::rules::{self, Sink};
 use crate::store::{RequestEntry, Store};
 
-/// A numeric argument of a batch: one value for every row, or one per row.
-pub enum Column<T> {
+/// A numeric argument of a batch: one value for every row, or one per row
+/// (converted, or borrowed from the caller's buffer when it holds them as they are).
+pub enum Column<'v, T: Clone> {
     /// One value for every row.
     Scalar(T),
     /// One value per row.
-    Rows(Vec<T>),
+    Rows(Cow<'v, [T]>),
 }
 
-impl<T: Copy> Column<T> {
+impl<T: Copy> Column<'_, T> {
     /// The number of rows, or None for a scalar.
     pub fn rows(&self) -> Option<usize> {
         match self {
@@ -45,13 +47,13 @@ impl<T: Copy> Column<T> {
 /// A batch's numeric columns, read a row at a time.
 pub struct Columns<'c> {
     /// Latencies in seconds.
-    pub latency: &'c Column<f64>,
+    pub latency: &'c Column<'c, f64>,
     /// Token counts, by token type.
-    pub tokens: &'c [Column<u64>],
+    pub tokens: &'c [Column<'c, u64>],
     /// The optional durations, by [`crate::schema::request::SecondsField`].
-    pub seconds: &'c [Column<Option<f64>>],
+    pub seconds: &'c [Column<'c, Option<f64>>],
     /// The error types.
-    pub errors: &'c Column<Option<ErrorType>>,
+    pub errors: &'c Column<'c, Option<ErrorType>>,
     /// Whether the rows carry the reference's values alone.
     pub plain: bool,
 }

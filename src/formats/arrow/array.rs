@@ -294,6 +294,40 @@ impl<'a> ArrayView<'a> {
         Ok(())
     }
 
+    /// The rows of a float64 array without nulls whose values are aligned,
+    /// as a slice of its buffer; None for any other.
+    pub fn f64_values(&self) -> Option<&'a [f64]> {
+        (self.data_type == DataType::Float { bytes: 8 }).then_some(())?;
+        self.wide_values()
+    }
+
+    /// The rows of a 64-bit integer array without nulls whose values are
+    /// aligned, as a slice of its buffer, and whether they are signed (their
+    /// bits are then two's complement); None for any other.
+    pub fn u64_bits(&self) -> Option<(&'a [u64], bool)> {
+        let DataType::Int { bytes: 8, signed } = self.data_type else {
+            return None;
+        };
+        Some((self.wide_values()?, signed))
+    }
+
+    /// The rows of an 8-byte primitive array without nulls, as `T` (`f64` or
+    /// `u64`, which every bit pattern is), when its values are aligned for it.
+    fn wide_values<T: Copy>(&self) -> Option<&'a [T]> {
+        if !self.validity.is_null() || self.length == 0 || std::mem::size_of::<T>() != 8 {
+            return None;
+        }
+        // SAFETY: the values buffer holds `offset + length` 8-byte elements
+        // (the producer's promise), so the offset stays within it.
+        let first = unsafe { self.buffer(1).cast::<T>().add(self.offset) };
+        if first.align_offset(std::mem::align_of::<T>()) != 0 {
+            return None;
+        }
+        // SAFETY: `length` aligned 8-byte elements from `first`, immutable while
+        // the array lives (the interface's rule), any bit pattern a valid `T`.
+        Some(unsafe { slice::from_raw_parts(first, self.length) })
+    }
+
     /// Each row's number (None where null) converted by `convert` and
     /// appended to `out` in row order, up to the first row it refuses, which is
     /// returned with its number; an error for a type that is not numeric.

@@ -205,8 +205,24 @@ impl Built {
             private_data: Box::into_raw(schema_data).cast(),
         };
 
+        // Each buffer in 8-byte words: aligned as Arrow's producers align them.
+        let buffers = self
+            .buffers
+            .into_iter()
+            .map(|buffer| {
+                buffer.map(|bytes| {
+                    let mut words = vec![0_u64; bytes.len().div_ceil(8)];
+                    for (word, chunk) in words.iter_mut().zip(bytes.chunks(8)) {
+                        let mut full = [0_u8; 8];
+                        full[..chunk.len()].copy_from_slice(chunk);
+                        *word = u64::from_ne_bytes(full);
+                    }
+                    words
+                })
+            })
+            .collect();
         let mut array_data = Box::new(ArrayData {
-            buffers: self.buffers,
+            buffers,
             buffer_pointers: Vec::new(),
             children: child_arrays,
             pointers: Vec::new(),
@@ -218,7 +234,7 @@ impl Built {
             .map(|buffer| {
                 buffer
                     .as_ref()
-                    .map_or(ptr::null(), |bytes| bytes.as_ptr().cast::<c_void>())
+                    .map_or(ptr::null(), |words| words.as_ptr().cast::<c_void>())
             })
             .collect();
         array_data.pointers = array_data
@@ -256,7 +272,7 @@ struct SchemaData {
 
 /// What an exported array's pointers point into.
 struct ArrayData {
-    buffers: Vec<Option<Vec<u8>>>,
+    buffers: Vec<Option<Vec<u64>>>,
     buffer_pointers: Vec<*const c_void>,
     children: Vec<ArrowArray>,
     pointers: Vec<*mut ArrowArray>,

@@ -57,6 +57,14 @@ fn numbers_of_each_width_with_nulls_and_offsets() {
             Some(Number::Signed(i64::MAX))
         ]
     );
+    let (schema, array) = Built::int64(&[Some(5), Some(-1), Some(2)]).sliced(1, 2).export();
+    let view = ArrayView::new(&schema, &array).unwrap();
+    assert_eq!(view.u64_bits(), Some((&[u64::MAX, 2][..], true)), "in place");
+    assert_eq!(view.f64_values(), None);
+    let (schema, array) = Built::int64(&values).export();
+    assert_eq!(ArrayView::new(&schema, &array).unwrap().u64_bits(), None, "nulls");
+    let (schema, array) = Built::float64(&[Some(0.5), Some(2.0)]).export();
+    assert_eq!(ArrayView::new(&schema, &array).unwrap().f64_values(), Some(&[0.5, 2.0][..]));
     let sliced = numbers(Built::int64(&values).sliced(1, 2)).unwrap();
     assert_eq!(sliced, vec![None, Some(Number::Signed(-7))]);
     let small = Built::primitive("C", &[Some(200_u8), Some(1)], |v| vec![v]);
