@@ -140,12 +140,12 @@ golang-native: $(PYTHON)
 
 ## fuzz: libFuzzer over the parsers of untrusted bytes (snapshots merged, our and
 ## prometheus_client's multi-process files read, a directory's admitted label sets read,
-## the gzip body inflated by zlib-rs),
+## the gzip body inflated by zlib-rs, Arrow arrays of any contents read),
 ## each for FUZZ_SECONDS (30; longer: make fuzz FUZZ_SECONDS=3600), with
 ## AddressSanitizer, starting from valid inputs (fuzz/src/seeds.rs) and the corpus
 ## earlier runs left in target/fuzz/corpus
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS = snapshot_merge own_file_read prometheus_file_read admission_read gzip_round_trip
+FUZZ_TARGETS = snapshot_merge own_file_read prometheus_file_read admission_read gzip_round_trip arrow_read
 FUZZ_BIN = target/fuzz-build/x86_64-unknown-linux-gnu/release
 FUZZ_RUSTFLAGS = -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters \

@@ -53,8 +53,12 @@ def reference(rows: list[dict]) -> str:
     """One record_request per row, nulls as the docs say: counts 0, durations absent."""
     metrics = fresh()
     for row in rows:
-        metrics.record_request(**{name: (0 if value is None and name in TOKENS else value)
-                                  for name, value in row.items()})
+        metrics.record_request(
+            **{
+                name: (0 if value is None and name in TOKENS else value)
+                for name, value in row.items()
+            }
+        )
     return metrics.generate_latest()
 
 
@@ -63,8 +67,12 @@ def label_array(values: list[str], kind: str) -> pa.Array:
         return pa.array(values).dictionary_encode()
     if kind == "dictionary_view":
         return pa.array(values, pa.string_view()).dictionary_encode()
-    return pa.array(values, {"string": pa.string(), "large_string": pa.large_string(),
-                             "string_view": pa.string_view()}[kind])
+    return pa.array(
+        values,
+        {"string": pa.string(), "large_string": pa.large_string(), "string_view": pa.string_view()}[
+            kind
+        ],
+    )
 
 
 #: Arrow integer types that hold every count the rows have (below 5,001).
@@ -74,8 +82,9 @@ TOKEN_TYPES = [pa.int64(), pa.int32(), pa.uint16(), pa.uint64(), pa.int16()]
 def arrow_table(rows: list[dict], rng: random.Random) -> pa.Table:
     columns = {}
     for name in LABELS:
-        kind = rng.choice(["string", "large_string", "string_view", "dictionary",
-                           "dictionary_view"])
+        kind = rng.choice(
+            ["string", "large_string", "string_view", "dictionary", "dictionary_view"]
+        )
         columns[name] = label_array([row[name] for row in rows], kind)
     # float32 latencies would be rounded: the reference gets the same values.
     columns["latency_s"] = pa.array([row["latency_s"] for row in rows], pa.float64())
@@ -138,8 +147,9 @@ def test_pandas_frames_and_series_equal_one_call_per_row(seed, no_created):
     rows = random_rows(rng, rng.randrange(1, 80))
     frame = pd.DataFrame({name: [row[name] for row in rows] for name in (*LABELS, "latency_s")})
     frame["model"] = frame["model"].astype("category")
-    frame["provider"] = frame["provider"].astype(rng.choice(["object", "string[python]",
-                                                              "string[pyarrow]", "str"]))
+    frame["provider"] = frame["provider"].astype(
+        rng.choice(["object", "string[python]", "string[pyarrow]", "str"])
+    )
     frame["operation"] = frame["operation"].astype(pd.ArrowDtype(pa.string()))
     for name in TOKENS:
         frame[name] = pd.array([row[name] for row in rows], dtype=rng.choice(["Int64", "UInt32"]))
@@ -170,37 +180,68 @@ def test_nanoarrow_and_polars_columns(no_created):
     latencies = [0.5, 1.5, 0.25]
     metrics, expected = fresh(), fresh()
     for model, latency in zip(["a", "b", "a"], latencies):
-        expected.record_request(provider="p", model=model, operation="chat", status="ok",
-                                latency_s=latency, input_tokens=3)
-    metrics.record_batch(provider="p", model=na.c_array(["a", "b", "a"], na.string()),
-                         operation="chat", status="ok", latency_s=na.c_array(latencies, na.float64()),
-                         input_tokens=pl.Series([3, 3, 3], dtype=pl.UInt8))
+        expected.record_request(
+            provider="p",
+            model=model,
+            operation="chat",
+            status="ok",
+            latency_s=latency,
+            input_tokens=3,
+        )
+    metrics.record_batch(
+        provider="p",
+        model=na.c_array(["a", "b", "a"], na.string()),
+        operation="chat",
+        status="ok",
+        latency_s=na.c_array(latencies, na.float64()),
+        input_tokens=pl.Series([3, 3, 3], dtype=pl.UInt8),
+    )
     assert_same_families(metrics.generate_latest(), expected.generate_latest())
     categorical = fresh()
-    categorical.record_batch(provider="p", model=pl.Series(["a", "b", "a"], dtype=pl.Categorical),
-                             operation="chat", status="ok", latency_s=pl.Series(latencies),
-                             input_tokens=3)
+    categorical.record_batch(
+        provider="p",
+        model=pl.Series(["a", "b", "a"], dtype=pl.Categorical),
+        operation="chat",
+        status="ok",
+        latency_s=pl.Series(latencies),
+        input_tokens=3,
+    )
     assert_same_families(categorical.generate_latest(), expected.generate_latest())
 
 
-GOOD = {"provider": "openai", "operation": "chat", "status": "ok",
-        "model": pa.array(["gpt-4o", "gpt-4o", "mystery"]).dictionary_encode(),
-        "latency_s": pa.array([0.1, 0.2, 0.3]), "input_tokens": pa.array([1, 2, 3])}
+GOOD = {
+    "provider": "openai",
+    "operation": "chat",
+    "status": "ok",
+    "model": pa.array(["gpt-4o", "gpt-4o", "mystery"]).dictionary_encode(),
+    "latency_s": pa.array([0.1, 0.2, 0.3]),
+    "input_tokens": pa.array([1, 2, 3]),
+}
 
 BAD_BATCHES = [
     ({"latency_s": pa.array([0.1, None, 0.3])}, ValueError, r"latency_s\[1\] is null"),
-    ({"latency_s": pd.array([0.1, 0.2, None], dtype="Float64")}, ValueError,
-     r"latency_s\[2\] is null"),
+    (
+        {"latency_s": pd.array([0.1, 0.2, None], dtype="Float64")},
+        ValueError,
+        r"latency_s\[2\] is null",
+    ),
     ({"latency_s": pa.array([0.1, -0.2, 0.3])}, ValueError, r"latency_s\[1\]"),
     ({"latency_s": pa.chunked_array([[0.1, 0.2], [float("nan")]])}, ValueError, r"latency_s\[2\]"),
-    ({"latency_s": pa.array(["0.1", "0.2", "0.3"])}, TypeError, "latency_s: string is not a number"),
+    (
+        {"latency_s": pa.array(["0.1", "0.2", "0.3"])},
+        TypeError,
+        "latency_s: string is not a number",
+    ),
     ({"latency_s": pa.array([1, 2, 3], pa.float16())}, TypeError, "float16 is not read"),
     ({"model": pa.array(["a", None, "b"])}, ValueError, r"model\[1\] is null"),
     ({"model": pd.Series(["a", None, "b"], dtype="category")}, ValueError, r"model\[1\] is null"),
     ({"model": pa.array([1, 2, 3])}, TypeError, "labels must be text"),
     ({"model": pa.array([b"\xff", b"a", b"b"], pa.binary())}, TypeError, "binary is not read"),
-    ({"model": pa.array([b"a", b"\xff", b"b"], pa.binary()).view(pa.string())}, ValueError,
-     r"model\[1\] is not valid UTF-8"),
+    (
+        {"model": pa.array([b"a", b"\xff", b"b"], pa.binary()).view(pa.string())},
+        ValueError,
+        r"model\[1\] is not valid UTF-8",
+    ),
     ({"model": pl.Series(["a", "b"])}, ValueError, "differ in length"),
     ({"input_tokens": pa.array([1, -2, 3])}, ValueError, r"input_tokens\[1\] must not be negative"),
     ({"input_tokens": pa.array([1.0, 2.0, 3.0])}, TypeError, "token counts must be integers"),
@@ -224,27 +265,47 @@ def test_error_types_and_optional_nulls_from_arrow(no_created):
     metrics, expected = fresh(), fresh()
     statuses, errors = ["ok", "error", "error"], [None, "timeout", None]
     for status, error in zip(statuses, errors):
-        expected.record_request(provider="p", model="m", operation="chat", status=status,
-                                latency_s=1.0, error_type=error)
-    metrics.record_batch(provider="p", model="m", operation="chat", status=pa.array(statuses),
-                         latency_s=1.0 if False else pa.array([1.0, 1.0, 1.0]),
-                         error_type=pa.array(errors).dictionary_encode())
+        expected.record_request(
+            provider="p",
+            model="m",
+            operation="chat",
+            status=status,
+            latency_s=1.0,
+            error_type=error,
+        )
+    metrics.record_batch(
+        provider="p",
+        model="m",
+        operation="chat",
+        status=pa.array(statuses),
+        latency_s=1.0 if False else pa.array([1.0, 1.0, 1.0]),
+        error_type=pa.array(errors).dictionary_encode(),
+    )
     assert_same_families(metrics.generate_latest(), expected.generate_latest())
 
 
 def test_whole_tables_map_and_ignore_columns(no_created):
-    table = pa.table({"m": ["gpt-4o", "o3"], "seconds": [0.5, 1.0], "extra": [1, 2],
-                      "status": ["ok", "ok"]})
+    table = pa.table(
+        {"m": ["gpt-4o", "o3"], "seconds": [0.5, 1.0], "extra": [1, 2], "status": ["ok", "ok"]}
+    )
     metrics, expected = fresh(), fresh()
     for model, latency in (("gpt-4o", 0.5), ("o3", 1.0)):
-        expected.record_request(provider="openai", model=model, operation="chat", status="ok",
-                                latency_s=latency)
-    assert metrics.record_batch(table, provider="openai", operation="chat",
-                                columns={"model": "m", "latency_s": "seconds"}) == 2
+        expected.record_request(
+            provider="openai", model=model, operation="chat", status="ok", latency_s=latency
+        )
+    assert (
+        metrics.record_batch(
+            table,
+            provider="openai",
+            operation="chat",
+            columns={"model": "m", "latency_s": "seconds"},
+        )
+        == 2
+    )
     assert_same_families(metrics.generate_latest(), expected.generate_latest())
 
     before = metrics.generate_latest()
-    with pytest.raises(TypeError, match="no column 'latency_s'.*columns: m, seconds, extra"):
+    with pytest.raises(TypeError, match=r"no column 'latency_s'.*columns: m, seconds, extra"):
         metrics.record_batch(table, provider="openai", operation="chat", columns={"model": "m"})
     with pytest.raises(ValueError, match="maps 'model' to 'name', which the table does not"):
         metrics.record_batch(table, columns={"model": "name"})
@@ -258,8 +319,15 @@ def test_whole_tables_map_and_ignore_columns(no_created):
         metrics.record_batch(table, table)
     assert metrics.generate_latest() == before
     # An empty table records nothing and says so.
-    assert metrics.record_batch(table.slice(0, 0), provider="openai", operation="chat",
-                                columns={"model": "m", "latency_s": "seconds"}) == 0
+    assert (
+        metrics.record_batch(
+            table.slice(0, 0),
+            provider="openai",
+            operation="chat",
+            columns={"model": "m", "latency_s": "seconds"},
+        )
+        == 0
+    )
     assert metrics.generate_latest() == before
 
 
@@ -269,12 +337,14 @@ def test_dictionary_columns_make_no_object_per_row(no_created):
     rows = 100_000
     models = pa.array(["gpt-4o", "gpt-4o-mini", "o3", "claude"])
     keys = pa.array(np.arange(rows, dtype=np.int32) % 4)
-    table = pa.table({
-        "model": pa.DictionaryArray.from_arrays(keys, models),
-        "provider": pa.array(np.array(["openai", "anthropic"])[np.arange(rows) % 2]),
-        "latency_s": pa.array(np.linspace(0.01, 2.0, rows)),
-        "input_tokens": pa.array(np.arange(rows) % 100),
-    })
+    table = pa.table(
+        {
+            "model": pa.DictionaryArray.from_arrays(keys, models),
+            "provider": pa.array(np.array(["openai", "anthropic"])[np.arange(rows) % 2]),
+            "latency_s": pa.array(np.linspace(0.01, 2.0, rows)),
+            "input_tokens": pa.array(np.arange(rows) % 100),
+        }
+    )
     metrics = fresh()
     metrics.record_batch(table, operation="chat", status="ok")  # warm: label sets made
     tracemalloc.start()
@@ -285,22 +355,24 @@ def test_dictionary_columns_make_no_object_per_row(no_created):
         tracemalloc.stop()
     # One str per row would be megabytes; the dict of columns and a few labels are not.
     assert peak < 64_000, peak
-    text = metrics.generate_latest()
-    assert 'ractogateway_requests_total{model="o3",operation="chat",provider="openai",status="ok"} 50000.0' in text
+    labels = 'model="o3",operation="chat",provider="openai",status="ok"'
+    assert f"ractogateway_requests_total{{{labels}}} 50000.0" in metrics.generate_latest()
 
 
 def test_snapshots_of_other_native_schemas_merge_at_the_coarser_one(no_created):
     def native(schema: int) -> GatewayMetricsMiddleware:
-        return GatewayMetricsMiddleware(registry=CollectorRegistry(),
-                                        native_histograms={"schema": schema})
+        return GatewayMetricsMiddleware(
+            registry=CollectorRegistry(), native_histograms={"schema": schema}
+        )
 
     fine, coarse, whole = native(4), native(0), native(0)
     latencies = [0.003, 0.07, 0.25, 0.3, 1.2, 4.5, 30.0, 0.25]
     for index, latency in enumerate(latencies):
         worker = fine if index % 2 else coarse
         for metrics in (worker, whole):
-            metrics.record_request(provider="p", model="m", operation="chat", status="ok",
-                                   latency_s=latency)
+            metrics.record_request(
+                provider="p", model="m", operation="chat", status="ok", latency_s=latency
+            )
     for driver in (native(4), native(0), native(2)):
         driver.merge(fine.snapshot())
         driver.merge(coarse.snapshot())
@@ -324,9 +396,15 @@ def test_ray_data_batches_of_both_formats_add_up(no_created):
     models = ["gpt-4o", "gpt-4o-mini", "o3"]
 
     def row_values(row_id: int) -> dict:
-        return dict(provider="openai", model=models[row_id % 3], operation="chat",
-                    status="ok", latency_s=0.25 + (row_id % 8) / 16,
-                    input_tokens=row_id % 1000, output_tokens=50)
+        return {
+            "provider": "openai",
+            "model": models[row_id % 3],
+            "operation": "chat",
+            "status": "ok",
+            "latency_s": 0.25 + (row_id % 8) / 16,
+            "input_tokens": row_id % 1000,
+            "output_tokens": 50,
+        }
 
     class Metered:
         def __init__(self):
@@ -335,17 +413,26 @@ def test_ray_data_batches_of_both_formats_add_up(no_created):
         def __call__(self, batch):
             if isinstance(batch, pa.Table):
                 ids = batch["id"].to_numpy()
-                table = (batch
-                    .append_column("model", pa.DictionaryArray.from_arrays(
-                        pa.array(ids % 3, pa.int32()), pa.array(models)))
+                table = (
+                    batch.append_column(
+                        "model",
+                        pa.DictionaryArray.from_arrays(
+                            pa.array(ids % 3, pa.int32()), pa.array(models)
+                        ),
+                    )
                     .append_column("latency_s", pa.array(0.25 + (ids % 8) / 16))
-                    .append_column("input_tokens", pa.array(ids % 1000)))
+                    .append_column("input_tokens", pa.array(ids % 1000))
+                )
             else:
                 ids = batch["id"].to_numpy()
-                table = batch.assign(model=pd.Categorical.from_codes(ids % 3, models),
-                                     latency_s=0.25 + (ids % 8) / 16, input_tokens=ids % 1000)
-            self.metrics.record_batch(table, provider="openai", operation="chat", status="ok",
-                                      output_tokens=50)
+                table = batch.assign(
+                    model=pd.Categorical.from_codes(ids % 3, models),
+                    latency_s=0.25 + (ids % 8) / 16,
+                    input_tokens=ids % 1000,
+                )
+            self.metrics.record_batch(
+                table, provider="openai", operation="chat", status="ok", output_tokens=50
+            )
             return {"snapshot": np.array([self.metrics.snapshot(reset=True)], dtype=object)}
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -353,15 +440,20 @@ def test_ray_data_batches_of_both_formats_add_up(no_created):
         for batch_format in ("pyarrow", "pandas"):
             driver = fresh()
             dataset = ray.data.range(rows).map_batches(
-                Metered, batch_format=batch_format, batch_size=500,
-                compute=ray.data.ActorPoolStrategy(size=2), num_cpus=0.5)
+                Metered,
+                batch_format=batch_format,
+                batch_size=500,
+                compute=ray.data.ActorPoolStrategy(size=2),
+                num_cpus=0.5,
+            )
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 for snapshot in batch["snapshot"]:
                     driver.merge(snapshot)
             expected = fresh()
             for row_id in range(rows):
                 expected.record_request(**row_values(row_id))
-            assert_same_families(driver.generate_latest(), expected.generate_latest(),
-                                 float_tolerance=1e-12)
+            assert_same_families(
+                driver.generate_latest(), expected.generate_latest(), float_tolerance=1e-12
+            )
     finally:
         ray.shutdown()

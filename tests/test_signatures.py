@@ -51,7 +51,7 @@ def test_both_methods_reject_what_the_table_does_not_name(metrics):
     with pytest.raises(TypeError, match="takes 0 positional arguments"):
         metrics.record_request("p")
     # record_batch's one positional argument is a table.
-    with pytest.raises(TypeError, match="takes a table .* not str"):
+    with pytest.raises(TypeError, match=r"takes a table .* not str"):
         metrics.record_batch("p")
     assert (
         metrics.record_batch(

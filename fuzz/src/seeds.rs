@@ -42,6 +42,12 @@ fn main() {
         &fs::read(folder.join(ADMISSION_FILE)).unwrap(),
     );
     fs::remove_dir_all(&folder).unwrap();
+    // Each type of array the Arrow target builds, from bytes counting up.
+    for pick in 0..16_u8 {
+        let mut bytes = vec![pick, 20, 3, 1, 2, 7];
+        bytes.extend((0..=255_u8).cycle().take(600));
+        write(root, "arrow_read", &format!("type-{pick}"), &bytes);
+    }
     for (index, schema) in schemas().into_iter().enumerate() {
         let store = recorded_store(schema.clone(), CellArena::heap(), Recording::CONCURRENT);
         // The snapshot target appends the checksum itself: its input is the body.

@@ -97,7 +97,9 @@ def record_table(
         )
     for ours, theirs in mapping.items():
         if not isinstance(theirs, str):
-            raise TypeError(f"columns[{ours!r}] must be a column name (str), not {type(theirs).__name__}")
+            raise TypeError(
+                f"columns[{ours!r}] must be a column name (str), not {type(theirs).__name__}"
+            )
     available = _table_columns(table)
     arguments = dict(keywords)
     for field in TABLE_FIELDS:

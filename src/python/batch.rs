@@ -204,7 +204,6 @@ fn dict_argument<'py>(
 /// An exemplar's checked labels.
 type ExemplarLabels = Vec<(String, String)>;
 
-
 /// The `latency_s` argument (what [`given`] found it holds), every row checked.
 fn latencies<'g>(given: &'g Given<'_>) -> PyResult<Column<'g, f64>> {
     let name = "latency_s";
@@ -281,7 +280,10 @@ fn or_column(error: PyErr, value: &Bound<'_, PyAny>) -> PyErr {
     if !error.is_instance_of::<PyTypeError>(value.py()) {
         return error;
     }
-    PyTypeError::new_err(format!("{} or a column ({COLUMN_FORMS})", error.value(value.py())))
+    PyTypeError::new_err(format!(
+        "{} or a column ({COLUMN_FORMS})",
+        error.value(value.py())
+    ))
 }
 
 /// The rows of a numeric column that may hold nulls (Arrow data, or a
@@ -329,13 +331,11 @@ fn nullable_rows<T>(
             values.reserve(numbers.len());
             for (row, (number, null)) in numbers.into_iter().zip(nulls).enumerate() {
                 let number = (!null).then_some(number);
-                match convert(number) {
-                    Some(value) => values.push(value),
-                    None => {
-                        failed = Some((row, number));
-                        break;
-                    }
-                }
+                let Some(value) = convert(number) else {
+                    failed = Some((row, number));
+                    break;
+                };
+                values.push(value);
             }
         }
         Given::Coded(..) => {
@@ -432,7 +432,11 @@ fn token_counts<'g>(given: Option<&'g Given<'_>>, name: &'static str) -> PyResul
         // Arrow 64-bit integers without nulls: checked, then read where they are.
         if signed {
             if let Some(row) = counts.iter().position(|count| *count > i64::MAX as u64) {
-                return Err(rejected_count(Number::Signed(counts[row] as i64), name, row));
+                return Err(rejected_count(
+                    Number::Signed(counts[row] as i64),
+                    name,
+                    row,
+                ));
             }
         }
         return Ok(Column::Rows(Cow::Borrowed(counts)));

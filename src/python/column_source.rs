@@ -146,7 +146,11 @@ fn pandas_or_numpy(value: &Bound<'_, PyAny>) -> bool {
 
 /// What `value`, the argument `name`, holds; `label` for a label argument
 /// (its numpy buffers are text, not numbers).
-pub(super) fn given<'py>(value: &Bound<'py, PyAny>, name: &str, label: bool) -> PyResult<Given<'py>> {
+pub(super) fn given<'py>(
+    value: &Bound<'py, PyAny>,
+    name: &str,
+    label: bool,
+) -> PyResult<Given<'py>> {
     given_once(value, name, label, true)
 }
 
@@ -179,8 +183,11 @@ fn given_once<'py>(
     if normalize && pandas_or_numpy(value) {
         let normalized = normalizer(value.py())?.call1((value, label))?;
         if !normalized.is_none() {
-            let (values, mask, categories): (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>) =
-                normalized.extract()?;
+            let (values, mask, categories): (
+                Bound<'py, PyAny>,
+                Bound<'py, PyAny>,
+                Bound<'py, PyAny>,
+            ) = normalized.extract()?;
             if !categories.is_none() {
                 let categories: Vec<Bound<'py, PyAny>> =
                     categories.cast_into::<PyList>()?.iter().collect();
@@ -214,7 +221,9 @@ fn pandas_scalar(value: &Bound<'_, PyAny>) -> bool {
 fn null_mask(mask: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<bool>> {
     let view = buffer_view(mask, name)?;
     if view.item_size != 1 {
-        return Err(PyTypeError::new_err(format!("{name}'s null mask must be of bools")));
+        return Err(PyTypeError::new_err(format!(
+            "{name}'s null mask must be of bools"
+        )));
     }
     Ok(view
         .copy(mask.py(), name)?
@@ -231,7 +240,9 @@ pub(super) fn record_table<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = arguments.py();
     let mut positional = vec![receiver.clone()];
-    positional.extend((0..arguments.positional_count()).map(|index| arguments.positional(index).to_owned()));
+    positional.extend(
+        (0..arguments.positional_count()).map(|index| arguments.positional(index).to_owned()),
+    );
     let keywords = PyDict::new(py);
     for index in 0..arguments.keyword_count() {
         let (name, value) = arguments.keyword(index);

@@ -106,8 +106,14 @@ impl<'a> ArrayView<'a> {
         }
         let offset = own_offset
             .checked_add(skip)
-            .filter(|first| first.checked_add(length).is_some_and(|end| isize::try_from(end).is_ok()))
-            .ok_or_else(|| ArrowError::Broken(format!("the array's offset {own_offset} overflows")))?;
+            .filter(|first| {
+                first
+                    .checked_add(length)
+                    .is_some_and(|end| isize::try_from(end).is_ok())
+            })
+            .ok_or_else(|| {
+                ArrowError::Broken(format!("the array's offset {own_offset} overflows"))
+            })?;
         let n_buffers = count(array.n_buffers, "buffer count")?;
         let Some(fixed) = data_type.fixed_buffers() else {
             return unsupported(format!("the Arrow type {} is not read", type_name(format)));
@@ -147,7 +153,9 @@ impl<'a> ArrayView<'a> {
         if length > 0 && needs_values && view.buffer(1).is_null() {
             return error("a buffer the array's rows need is missing");
         }
-        if data_type == DataType::Utf8View && n_buffers > fixed && view.buffer(n_buffers - 1).is_null()
+        if data_type == DataType::Utf8View
+            && n_buffers > fixed
+            && view.buffer(n_buffers - 1).is_null()
         {
             return error("the string view's buffer sizes are missing");
         }
@@ -250,8 +258,12 @@ impl<'a> ArrayView<'a> {
         }
         // SAFETY: `index` is below the child count that schema and array agree
         // on, and both lists were checked non-null when the view was made.
-        let (schema, array) =
-            unsafe { (*self.schema.children.add(index), *self.array.children.add(index)) };
+        let (schema, array) = unsafe {
+            (
+                *self.schema.children.add(index),
+                *self.array.children.add(index),
+            )
+        };
         if schema.is_null() || array.is_null() {
             return error(format!("child {index} is missing"));
         }
@@ -265,13 +277,22 @@ impl<'a> ArrayView<'a> {
     pub fn numbers(&self, mut each: impl FnMut(usize, Option<Number>)) -> Result<(), ArrowError> {
         match self.data_type {
             DataType::Null => (0..self.length).for_each(|row| each(row, None)),
-            DataType::Int { bytes: 1, signed: true } => {
+            DataType::Int {
+                bytes: 1,
+                signed: true,
+            } => {
                 self.each_value(|value: i8| Number::Signed(value.into()), each);
             }
-            DataType::Int { bytes: 2, signed: true } => {
+            DataType::Int {
+                bytes: 2,
+                signed: true,
+            } => {
                 self.each_value(|value: i16| Number::Signed(value.into()), each);
             }
-            DataType::Int { bytes: 4, signed: true } => {
+            DataType::Int {
+                bytes: 4,
+                signed: true,
+            } => {
                 self.each_value(|value: i32| Number::Signed(value.into()), each);
             }
             DataType::Int { signed: true, .. } => self.each_value(Number::Signed, each),
@@ -345,15 +366,18 @@ impl<'a> ArrayView<'a> {
                 }
                 None => Some((row, None)),
             }),
-            DataType::Int { bytes: 1, signed: true } => {
-                self.collect_values(|value: i8| Number::Signed(value.into()), convert, out)
-            }
-            DataType::Int { bytes: 2, signed: true } => {
-                self.collect_values(|value: i16| Number::Signed(value.into()), convert, out)
-            }
-            DataType::Int { bytes: 4, signed: true } => {
-                self.collect_values(|value: i32| Number::Signed(value.into()), convert, out)
-            }
+            DataType::Int {
+                bytes: 1,
+                signed: true,
+            } => self.collect_values(|value: i8| Number::Signed(value.into()), convert, out),
+            DataType::Int {
+                bytes: 2,
+                signed: true,
+            } => self.collect_values(|value: i16| Number::Signed(value.into()), convert, out),
+            DataType::Int {
+                bytes: 4,
+                signed: true,
+            } => self.collect_values(|value: i32| Number::Signed(value.into()), convert, out),
             DataType::Int { signed: true, .. } => self.collect_values(Number::Signed, convert, out),
             DataType::Int { bytes: 1, .. } => {
                 self.collect_values(|value: u8| Number::Unsigned(value.into()), convert, out)
@@ -410,7 +434,11 @@ impl<'a> ArrayView<'a> {
 
     /// Each row's value of the primitive type `T`, widened.
     #[inline]
-    fn each_value<T: Copy>(&self, widen: impl Fn(T) -> Number, mut each: impl FnMut(usize, Option<Number>)) {
+    fn each_value<T: Copy>(
+        &self,
+        widen: impl Fn(T) -> Number,
+        mut each: impl FnMut(usize, Option<Number>),
+    ) {
         let values = self.buffer(1).cast::<T>();
         // SAFETY: (for each read) the values buffer holds `offset + length`
         // elements of `T` (the producer's promise) and `row < length`; read
@@ -433,15 +461,21 @@ impl<'a> ArrayView<'a> {
     pub fn texts(&self, mut each: impl FnMut(usize, Option<&'a [u8]>)) -> Result<(), ArrowError> {
         match self.data_type {
             DataType::Null => (0..self.length).for_each(|row| each(row, None)),
-            DataType::Utf8 => self.each_text(|index| {
-                // SAFETY: `index` is at most `offset + length`, and the offsets
-                // buffer holds `offset + length + 1` of them.
-                i64::from(unsafe { self.buffer(1).cast::<i32>().add(index).read_unaligned() })
-            }, each)?,
-            DataType::LargeUtf8 => self.each_text(|index| {
-                // SAFETY: as above, 64-bit offsets.
-                unsafe { self.buffer(1).cast::<i64>().add(index).read_unaligned() }
-            }, each)?,
+            DataType::Utf8 => self.each_text(
+                |index| {
+                    // SAFETY: `index` is at most `offset + length`, and the offsets
+                    // buffer holds `offset + length + 1` of them.
+                    i64::from(unsafe { self.buffer(1).cast::<i32>().add(index).read_unaligned() })
+                },
+                each,
+            )?,
+            DataType::LargeUtf8 => self.each_text(
+                |index| {
+                    // SAFETY: as above, 64-bit offsets.
+                    unsafe { self.buffer(1).cast::<i64>().add(index).read_unaligned() }
+                },
+                each,
+            )?,
             DataType::Utf8View => {
                 let sizes = self.view_buffer_sizes();
                 for row in 0..self.length {
@@ -515,7 +549,9 @@ impl<'a> ArrayView<'a> {
         let view = unsafe { self.buffer(1).add((self.offset + row) * VIEW_BYTES) };
         // SAFETY: a 16-byte view, read by value.
         let bytes = unsafe { view.cast::<[u8; VIEW_BYTES]>().read_unaligned() };
-        let word = |at: usize| i32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let word = |at: usize| {
+            i32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
         let length = usize::try_from(word(0))
             .or_else(|_| error(format!("row {row}'s string view has length {}", word(0))))?;
         if length <= INLINE_VIEW {
@@ -523,7 +559,9 @@ impl<'a> ArrayView<'a> {
             return Ok(unsafe { slice::from_raw_parts(view.add(4), length) });
         }
         let (index, start) = (word(8), word(12));
-        let size = usize::try_from(index).ok().and_then(|index| sizes.get(index));
+        let size = usize::try_from(index)
+            .ok()
+            .and_then(|index| sizes.get(index));
         let first = usize::try_from(start).ok();
         match (size, first) {
             (Some(&size), Some(first))

@@ -84,7 +84,10 @@ impl Built {
             offsets.push(data.len() as i64);
         }
         let offsets = if large {
-            offsets.iter().flat_map(|offset| offset.to_le_bytes()).collect()
+            offsets
+                .iter()
+                .flat_map(|offset| offset.to_le_bytes())
+                .collect()
         } else {
             offsets
                 .iter()
@@ -166,7 +169,12 @@ impl Built {
     pub fn export(self) -> (OwnedSchema, OwnedArray) {
         let (mut schema, mut array) = self.export_raw();
         // SAFETY: both were just filled by `export_raw` with their release callbacks.
-        let owned = unsafe { (OwnedSchema::take(&raw mut schema), OwnedArray::take(&raw mut array)) };
+        let owned = unsafe {
+            (
+                OwnedSchema::take(&raw mut schema),
+                OwnedArray::take(&raw mut array),
+            )
+        };
         (owned.0.expect("filled"), owned.1.expect("filled"))
     }
 

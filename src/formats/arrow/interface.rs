@@ -285,8 +285,11 @@ impl OwnedStream {
             // SAFETY: a live stream of ours; the text is valid until its next call,
             // and is copied before then.
             let text = unsafe { get_last_error(&raw mut *self.0) };
-            // SAFETY: a non-null result is a NUL-terminated string.
-            (!text.is_null()).then(|| unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned())
+            (!text.is_null()).then(|| {
+                // SAFETY: a non-null result is a NUL-terminated string.
+                let text = unsafe { CStr::from_ptr(text) };
+                text.to_string_lossy().into_owned()
+            })
         });
         described.unwrap_or_else(|| format!("error {status}"))
     }

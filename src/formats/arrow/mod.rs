@@ -4,7 +4,7 @@
 //!
 //! - [`interface`]: the interface's structs, and owners that release them once;
 //! - [`data_type`]: the types read here, from their format strings;
-//! - [`array`]: a checked view of an array's rows;
+//! - [`array`](mod@array): a checked view of an array's rows;
 //! - [`labels`]: a label column's rows as codes of its distinct values;
 //! - [`build`]: arrays made here and exported through the interface, which the
 //!   tests and fuzz targets read back.

@@ -37,9 +37,8 @@ fn coded(built: Built) -> Result<Vec<Option<String>>, String> {
         .codes
         .iter()
         .map(|code| {
-            (*code != NULL_CODE).then(|| {
-                String::from_utf8(codes.distinct[*code as usize].to_vec()).unwrap()
-            })
+            (*code != NULL_CODE)
+                .then(|| String::from_utf8(codes.distinct[*code as usize].to_vec()).unwrap())
         })
         .collect())
 }
@@ -57,14 +56,27 @@ fn numbers_of_each_width_with_nulls_and_offsets() {
             Some(Number::Signed(i64::MAX))
         ]
     );
-    let (schema, array) = Built::int64(&[Some(5), Some(-1), Some(2)]).sliced(1, 2).export();
+    let (schema, array) = Built::int64(&[Some(5), Some(-1), Some(2)])
+        .sliced(1, 2)
+        .export();
     let view = ArrayView::new(&schema, &array).unwrap();
-    assert_eq!(view.u64_bits(), Some((&[u64::MAX, 2][..], true)), "in place");
+    assert_eq!(
+        view.u64_bits(),
+        Some((&[u64::MAX, 2][..], true)),
+        "in place"
+    );
     assert_eq!(view.f64_values(), None);
     let (schema, array) = Built::int64(&values).export();
-    assert_eq!(ArrayView::new(&schema, &array).unwrap().u64_bits(), None, "nulls");
+    assert_eq!(
+        ArrayView::new(&schema, &array).unwrap().u64_bits(),
+        None,
+        "nulls"
+    );
     let (schema, array) = Built::float64(&[Some(0.5), Some(2.0)]).export();
-    assert_eq!(ArrayView::new(&schema, &array).unwrap().f64_values(), Some(&[0.5, 2.0][..]));
+    assert_eq!(
+        ArrayView::new(&schema, &array).unwrap().f64_values(),
+        Some(&[0.5, 2.0][..])
+    );
     let sliced = numbers(Built::int64(&values).sliced(1, 2)).unwrap();
     assert_eq!(sliced, vec![None, Some(Number::Signed(-7))]);
     let small = Built::primitive("C", &[Some(200_u8), Some(1)], |v| vec![v]);
@@ -75,7 +87,10 @@ fn numbers_of_each_width_with_nulls_and_offsets() {
     let signed16 = Built::primitive("s", &[Some(-2_i16)], |v| v.to_le_bytes().to_vec());
     assert_eq!(numbers(signed16).unwrap(), vec![Some(Number::Signed(-2))]);
     let float32 = Built::primitive("f", &[Some(0.25_f32), None], |v| v.to_le_bytes().to_vec());
-    assert_eq!(numbers(float32).unwrap(), vec![Some(Number::Float(0.25)), None]);
+    assert_eq!(
+        numbers(float32).unwrap(),
+        vec![Some(Number::Float(0.25)), None]
+    );
     let floats = numbers(Built::float64(&[Some(1.5), Some(f64::NAN)]).sliced(1, 1)).unwrap();
     assert!(matches!(floats[..], [Some(Number::Float(nan))] if nan.is_nan()));
     let nulls = Built {
@@ -89,7 +104,12 @@ fn numbers_of_each_width_with_nulls_and_offsets() {
 
 #[test]
 fn texts_of_each_layout_with_nulls_and_offsets() {
-    let values = [Some("gpt-4o"), None, Some(""), Some("a model name past twelve bytes")];
+    let values = [
+        Some("gpt-4o"),
+        None,
+        Some(""),
+        Some("a model name past twelve bytes"),
+    ];
     let expected: Vec<Option<String>> = values.iter().map(|v| v.map(str::to_owned)).collect();
     for built in [
         Built::strings(&values, false),
@@ -99,14 +119,22 @@ fn texts_of_each_layout_with_nulls_and_offsets() {
         assert_eq!(texts(built.clone()).unwrap(), expected, "{}", built.format);
         assert_eq!(texts(built.sliced(2, 2)).unwrap(), expected[2..], "sliced");
     }
-    assert!(texts(Built::int64(&[Some(1)])).unwrap_err().contains("not a string type"));
-    assert!(numbers(Built::strings(&values, false)).unwrap_err().contains("not a number type"));
+    assert!(texts(Built::int64(&[Some(1)]))
+        .unwrap_err()
+        .contains("not a string type"));
+    assert!(numbers(Built::strings(&values, false))
+        .unwrap_err()
+        .contains("not a number type"));
 }
 
 #[test]
 fn labels_are_coded_once_per_distinct_value_and_dictionary_entry() {
     let models: Vec<String> = (0..20).map(|i| format!("model-{}", i % 11)).collect();
-    let rows: Vec<Option<&str>> = models.iter().map(|m| Some(m.as_str())).chain([None]).collect();
+    let rows: Vec<Option<&str>> = models
+        .iter()
+        .map(|m| Some(m.as_str()))
+        .chain([None])
+        .collect();
     let expected: Vec<Option<String>> = rows.iter().map(|v| v.map(str::to_owned)).collect();
     assert_eq!(coded(Built::strings(&rows, false)).unwrap(), expected);
     assert_eq!(coded(Built::string_views(&rows)).unwrap(), expected);
@@ -120,7 +148,10 @@ fn labels_are_coded_once_per_distinct_value_and_dictionary_entry() {
     assert_eq!(codes.first_row(3), Some(3));
 
     // Dictionary entries twice over, one unused, one null; keys sliced.
-    let values = Built::strings(&[Some("b"), Some("a"), Some("b"), Some("unused"), None], false);
+    let values = Built::strings(
+        &[Some("b"), Some("a"), Some("b"), Some("unused"), None],
+        false,
+    );
     let keys = [Some(0), Some(1), Some(2), None, Some(4), Some(0)];
     let dictionary = Built::dictionary(&keys, values);
     assert_eq!(
@@ -138,14 +169,22 @@ fn labels_are_coded_once_per_distinct_value_and_dictionary_entry() {
     assert_eq!(codes.distinct, vec![&b"b"[..], b"a", b"unused"]);
     assert_eq!(codes.codes, vec![1, 0, NULL_CODE, NULL_CODE, 0]);
     let past = Built::dictionary(&[Some(0), Some(5)], Built::strings(&[Some("a")], false));
-    assert!(coded(past).unwrap_err().contains("row 1's dictionary key 5 is not one"));
+    assert!(coded(past)
+        .unwrap_err()
+        .contains("row 1's dictionary key 5 is not one"));
 }
 
 #[test]
 fn tables_give_their_columns_from_the_parent_offset() {
     let table = Built::table(vec![
-        ("model", Built::strings(&[Some("a"), Some("b"), Some("c")], false)),
-        ("latency_s", Built::float64(&[Some(1.0), Some(2.0), Some(3.0)])),
+        (
+            "model",
+            Built::strings(&[Some("a"), Some("b"), Some("c")], false),
+        ),
+        (
+            "latency_s",
+            Built::float64(&[Some(1.0), Some(2.0), Some(3.0)]),
+        ),
     ])
     .sliced(1, 2);
     let (schema, array) = table.export();
@@ -158,8 +197,14 @@ fn tables_give_their_columns_from_the_parent_offset() {
         .unwrap();
     assert_eq!(models, vec![b"b".to_vec(), b"c".to_vec()]);
     let mut latencies = Vec::new();
-    view.child(1).unwrap().numbers(|_, v| latencies.push(v)).unwrap();
-    assert_eq!(latencies, vec![Some(Number::Float(2.0)), Some(Number::Float(3.0))]);
+    view.child(1)
+        .unwrap()
+        .numbers(|_, v| latencies.push(v))
+        .unwrap();
+    assert_eq!(
+        latencies,
+        vec![Some(Number::Float(2.0)), Some(Number::Float(3.0))]
+    );
     assert!(view.child(2).is_err());
 }
 
@@ -167,7 +212,11 @@ fn tables_give_their_columns_from_the_parent_offset() {
 fn broken_arrays_are_refused_before_a_byte_is_read() {
     let refused = |built: Built| {
         let (schema, array) = built.export();
-        ArrayView::new(&schema, &array).map(|_| ()).unwrap_err().message().to_owned()
+        ArrayView::new(&schema, &array)
+            .map(|_| ())
+            .unwrap_err()
+            .message()
+            .to_owned()
     };
     let mut few = Built::int64(&[Some(1)]);
     few.buffers.pop();
@@ -189,12 +238,18 @@ fn broken_arrays_are_refused_before_a_byte_is_read() {
     let long_table = Built::table(vec![("a", Built::int64(&[Some(1)]))]).sliced(0, 2);
     let (schema, array) = long_table.export();
     let view = ArrayView::new(&schema, &array).unwrap();
-    assert!(view.child(0).unwrap_err().message().contains("rows 0..2 of an array of 1"));
+    assert!(view
+        .child(0)
+        .unwrap_err()
+        .message()
+        .contains("rows 0..2 of an array of 1"));
 
     // Offsets out of order, and views past their buffer.
     let mut backwards = Built::strings(&[Some("ab"), Some("c")], false);
     backwards.buffers[1] = Some([0_i32, 2, 1].iter().flat_map(|o| o.to_le_bytes()).collect());
-    assert!(texts(backwards).unwrap_err().contains("row 1's text offsets are 2..1"));
+    assert!(texts(backwards)
+        .unwrap_err()
+        .contains("row 1's text offsets are 2..1"));
     let mut past = Built::string_views(&[Some("a string of twenty b")]);
     past.buffers[3] = Some(10_i64.to_le_bytes().to_vec());
     assert!(texts(past).unwrap_err().contains("points past its buffers"));

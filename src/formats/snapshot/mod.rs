@@ -488,7 +488,10 @@ mod tests {
         record(&wide, "gpt-4o", 0.005, 1);
         let error = merge(&native_store(3, 160, zero), &take(&wide, ReadMode::Keep));
         assert!(
-            error.unwrap_err().to_string().contains("zero bucket reaches 0.01"),
+            error
+                .unwrap_err()
+                .to_string()
+                .contains("zero bucket reaches 0.01"),
             "refused"
         );
         // Classic buckets must still match.
@@ -499,7 +502,10 @@ mod tests {
             Arc::new(Schema::with_options(&[0.5, 1.0], &[], Some(NativeConfig::DEFAULT)).unwrap()),
         );
         record(&other_classic, "gpt-4o", 0.2, 1);
-        let error = merge(&native_store(0, 160, zero), &take(&other_classic, ReadMode::Keep));
+        let error = merge(
+            &native_store(0, 160, zero),
+            &take(&other_classic, ReadMode::Keep),
+        );
         assert!(error.unwrap_err().to_string().contains("its buckets are"));
     }
 }

@@ -8,8 +8,8 @@ use smallvec::SmallVec;
 use crate::cells::exemplar::Exemplar;
 use crate::cells::native_histogram::{check_snapshot_cells, NativeSnapshot};
 use crate::formats::snapshot::{
-    SnapshotError, BOUNDS_FIELD, DECLARATION_FIELDS, DECLARATION_FIELD_NAMES, EXEMPLAR_MAGIC, MAGIC,
-    OLDEST_VERSION, VERSION,
+    SnapshotError, BOUNDS_FIELD, DECLARATION_FIELDS, DECLARATION_FIELD_NAMES, EXEMPLAR_MAGIC,
+    MAGIC, OLDEST_VERSION, VERSION,
 };
 use crate::schema::buckets::Buckets;
 use crate::schema::family::{FamilyDesc, Schema, OVERFLOW};
@@ -442,7 +442,13 @@ fn native_difference(
     theirs: &str,
     ours: &str,
 ) -> Result<Option<NativeConfig>, SnapshotError> {
-    let classic = |bounds: &str| bounds.split(";native=").next().unwrap_or_default().to_owned();
+    let classic = |bounds: &str| {
+        bounds
+            .split(";native=")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
     let (Some(own), true) = (&family.native, classic(theirs) == classic(ours)) else {
         return Ok(None);
     };

@@ -23,12 +23,17 @@ pub(in crate::python) struct Imported {
 }
 
 /// The pointer a capsule named `name` holds.
-fn capsule_pointer(capsule: &Bound<'_, PyAny>, name: &CStr, what: &str) -> PyResult<*mut std::ffi::c_void> {
+fn capsule_pointer(
+    capsule: &Bound<'_, PyAny>,
+    name: &CStr,
+    what: &str,
+) -> PyResult<*mut std::ffi::c_void> {
     // SAFETY: a live object with the GIL held; the call checks that it is a
     // capsule of that name, and sets an error when it is not.
     let pointer = unsafe { pyo3::ffi::PyCapsule_GetPointer(capsule.as_ptr(), name.as_ptr()) };
     if pointer.is_null() {
-        let cause = PyErr::take(capsule.py()).map_or_else(String::new, |error| format!(": {error}"));
+        let cause =
+            PyErr::take(capsule.py()).map_or_else(String::new, |error| format!(": {error}"));
         return Err(PyTypeError::new_err(format!(
             "{what} did not give an Arrow capsule named {name:?}{cause}"
         )));
@@ -38,13 +43,19 @@ fn capsule_pointer(capsule: &Bound<'_, PyAny>, name: &CStr, what: &str) -> PyRes
 
 /// `value`'s Arrow data, when it has the PyCapsule interface (None when it
 /// has not); `name` names the argument in errors.
-pub(in crate::python) fn import_arrow(value: &Bound<'_, PyAny>, name: &str) -> PyResult<Option<Imported>> {
+pub(in crate::python) fn import_arrow(
+    value: &Bound<'_, PyAny>,
+    name: &str,
+) -> PyResult<Option<Imported>> {
     let py = value.py();
     let described = |what: &str| format!("{name}'s {what}");
     if value.hasattr(intern!(py, "__arrow_c_array__"))? {
         let pair = value.call_method0(intern!(py, "__arrow_c_array__"))?;
         let pair = pair.cast_into::<PyTuple>().map_err(|_| {
-            PyTypeError::new_err(format!("{} did not return a pair", described("__arrow_c_array__()")))
+            PyTypeError::new_err(format!(
+                "{} did not return a pair",
+                described("__arrow_c_array__()")
+            ))
         })?;
         if pair.len() != 2 {
             return Err(PyTypeError::new_err(format!(
@@ -65,7 +76,9 @@ pub(in crate::python) fn import_arrow(value: &Bound<'_, PyAny>, name: &str) -> P
             )
         };
         let (Some(schema), Some(array)) = (schema, array) else {
-            return Err(PyValueError::new_err(format!("{what} gave released Arrow data")));
+            return Err(PyValueError::new_err(format!(
+                "{what} gave released Arrow data"
+            )));
         };
         return Ok(Some(Imported {
             schema,
@@ -79,7 +92,9 @@ pub(in crate::python) fn import_arrow(value: &Bound<'_, PyAny>, name: &str) -> P
         // SAFETY: as above, for the stream interface's struct.
         let Some(mut stream) = (unsafe { OwnedStream::take(stream.cast::<ArrowArrayStream>()) })
         else {
-            return Err(PyValueError::new_err(format!("{what} gave a released stream")));
+            return Err(PyValueError::new_err(format!(
+                "{what} gave a released stream"
+            )));
         };
         let failed = |error: String| PyValueError::new_err(format!("{what} failed: {error}"));
         let schema = stream.schema().map_err(failed)?;
