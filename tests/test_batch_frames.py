@@ -12,15 +12,20 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
-from gateway_metrics import GatewayMetricsMiddleware
+from gateway_metrics import GatewayMetricsMiddleware, _core
 from prometheus_client import CollectorRegistry
 from support import assert_same_families, decode_delimited_families, native_buckets
 
 PROVIDERS = ["openai", "anthropic", "google"]
 MODELS = ["gpt-4o", "gpt-4o-mini", 'we"ird\nmodel', "a-model-name-longer-than-twelve-bytes", ""]
-LABELS = ("provider", "model", "operation", "status")
-TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "reasoning_tokens")
-SECONDS = ("time_to_first_token_s", "queue_s")
+#: The request table's fields a table column can give, by what they feed
+#: (tool calls, extra labels and exemplars are keywords only).
+FIELDS = {name: (feeds, whole) for name, feeds, _, _, _, whole in _core.REQUEST_FIELDS}
+LABELS = tuple(name for name, (feeds, _) in FIELDS.items() if feeds == "label")
+TOKENS = tuple(name for name, (feeds, _) in FIELDS.items() if feeds == "tokens")
+SECONDS = tuple(
+    name for name, (feeds, whole) in FIELDS.items() if feeds == "seconds" and whole is not None
+)
 
 
 def fresh() -> GatewayMetricsMiddleware:
@@ -28,23 +33,34 @@ def fresh() -> GatewayMetricsMiddleware:
 
 
 def random_rows(rng: random.Random, count: int) -> list[dict]:
+    """Rows with every field a table can give: nulls (None) now and then in the
+    optional ones; the parts of a whole (cache reads of input tokens, queueing of
+    the latency) together at most the whole, as the request table groups them."""
     rows = []
     for _ in range(count):
-        latency = rng.choice([0.0, 0.004, 0.25, 2.5, rng.uniform(0, 30)])
+        status = rng.choice(["ok", "ok", "error"])
         row = {
             "provider": rng.choice(PROVIDERS),
             "model": rng.choice(MODELS),
             "operation": rng.choice(["chat", "embed"]),
-            "status": rng.choice(["ok", "ok", "error"]),
-            "latency_s": latency,
+            "status": status,
+            "latency_s": rng.choice([0.0, 0.004, 0.25, 2.5, rng.uniform(0, 30)]),
+            "input_tokens": None if rng.random() < 0.2 else rng.randrange(0, 5000),
+            "output_tokens": None if rng.random() < 0.2 else rng.randrange(0, 5000),
+            "error_type": rng.choice([None, *_core.ERROR_TYPES]) if status == "error" else None,
         }
-        # Token counts, None (null) now and then; a part at most its whole.
-        for name, whole in zip(TOKENS, (None, None, "input_tokens", "output_tokens")):
-            most = 5000 if whole is None else (row[whole] or 0)
-            row[name] = None if rng.random() < 0.2 else rng.randrange(0, most + 1)
-        # Optional parts of the latency: None (null) or at most half of it each.
-        for name in SECONDS:
-            row[name] = None if rng.random() < 0.3 else latency * rng.random() / 2
+        left: dict[tuple[str, int], float] = {}
+        for name, (feeds, whole) in FIELDS.items():
+            if whole is None or name in row:
+                continue
+            room = left.setdefault(whole, row[whole[0]] or 0)
+            if rng.random() < 0.3:
+                row[name] = None
+            elif feeds == "tokens":
+                row[name] = rng.randrange(0, int(room) + 1)
+            else:
+                row[name] = room * rng.random()
+            left[whole] = room - (row[name] or 0)
         rows.append(row)
     return rows
 
@@ -92,6 +108,8 @@ def arrow_table(rows: list[dict], rng: random.Random) -> pa.Table:
         columns[name] = pa.array([row[name] for row in rows], rng.choice(TOKEN_TYPES))
     for name in SECONDS:
         columns[name] = pa.array([row[name] for row in rows], pa.float64())
+    errors = pa.array([row["error_type"] for row in rows], pa.string())
+    columns["error_type"] = errors.dictionary_encode() if rng.random() < 0.5 else errors
     return pa.table(columns)
 
 
@@ -156,6 +174,7 @@ def test_pandas_frames_and_series_equal_one_call_per_row(seed, no_created):
     for name in SECONDS:
         # numpy floats: NaN where a row has no value.
         frame[name] = [np.nan if row[name] is None else row[name] for row in rows]
+    frame["error_type"] = pd.Series([row["error_type"] for row in rows], dtype=object)
     expected = reference(rows)
     for form in ("frame", "series", "numpy"):
         metrics = fresh()
@@ -170,6 +189,7 @@ def test_pandas_frames_and_series_equal_one_call_per_row(seed, no_created):
                 operation=np.array(frame["operation"].tolist(), dtype="U"),
                 status=frame["status"].to_numpy(dtype=object),
                 latency_s=frame["latency_s"].to_numpy(),
+                error_type=frame["error_type"].to_numpy(),
                 **{name: frame[name] for name in (*TOKENS, *SECONDS)},
             )
         assert recorded == len(rows), form
