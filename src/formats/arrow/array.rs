@@ -3,7 +3,7 @@
 //!
 //! The C data interface gives buffers without their lengths: each is as long
 //! as the type's layout needs for the array's offset and length, which is the
-//! producer's promise ([`OwnedArray::take`]'s contract). Everything else the
+//! producer's promise ([`Owned::take`](super::interface::Owned::take)'s contract). Everything else the
 //! structs say is checked before a byte is read: the buffer and child counts
 //! against the type, lengths and offsets for overflow and range, text offsets
 //! for order, string views' buffers and spans against the sizes the array

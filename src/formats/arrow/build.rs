@@ -6,7 +6,7 @@
 use std::ffi::{c_void, CString};
 use std::ptr;
 
-use super::interface::{ArrowArray, ArrowSchema, OwnedArray, OwnedSchema};
+use super::interface::{ArrowArray, ArrowSchema, OwnedArray, OwnedSchema, Released};
 
 /// An array to export: its format, rows, buffers (as bytes; `None` for a null
 /// buffer), children and dictionary.
@@ -287,40 +287,35 @@ struct ArrayData {
     dictionary: Option<Box<ArrowArray>>,
 }
 
+/// Releases the children and dictionary an exported struct owns.
+///
+/// # Safety
+/// Each was exported by `export_raw` and is released here once.
+unsafe fn release_parts<T: Released>(children: Vec<T>, dictionary: Option<Box<T>>) {
+    for mut part in children.into_iter().chain(dictionary.map(|boxed| *boxed)) {
+        if let Some(release) = *part.release() {
+            // SAFETY: the caller's promise.
+            unsafe { release(&raw mut part) };
+        }
+    }
+}
+
 unsafe extern "C" fn release_schema(schema: *mut ArrowSchema) {
     // SAFETY: called once on a schema `export_raw` made, whose private data is
-    // its boxed `SchemaData`; children and dictionary are released with it.
+    // its boxed `SchemaData`, which owns its children and dictionary.
     unsafe {
         let data = Box::from_raw((*schema).private_data.cast::<SchemaData>());
-        for mut child in data.children {
-            if let Some(release) = child.release {
-                release(&raw mut child);
-            }
-        }
-        if let Some(mut dictionary) = data.dictionary {
-            if let Some(release) = dictionary.release {
-                release(&raw mut *dictionary);
-            }
-        }
+        release_parts(data.children, data.dictionary);
         (*schema).release = None;
     }
 }
 
 unsafe extern "C" fn release_array(array: *mut ArrowArray) {
     // SAFETY: called once on an array `export_raw` made, whose private data is
-    // its boxed `ArrayData`; children and dictionary are released with it.
+    // its boxed `ArrayData`, which owns its children and dictionary.
     unsafe {
         let data = Box::from_raw((*array).private_data.cast::<ArrayData>());
-        for mut child in data.children {
-            if let Some(release) = child.release {
-                release(&raw mut child);
-            }
-        }
-        if let Some(mut dictionary) = data.dictionary {
-            if let Some(release) = dictionary.release {
-                release(&raw mut *dictionary);
-            }
-        }
+        release_parts(data.children, data.dictionary);
         (*array).release = None;
     }
 }

@@ -110,42 +110,79 @@ impl ArrowArray {
     }
 }
 
-/// A schema this side owns, released when dropped. Its format and children
-/// are valid while it lives (the interface's promise, which [`Self::take`]'s
-/// caller vouches for).
-#[derive(Debug)]
-pub struct OwnedSchema(Box<ArrowSchema>);
+/// One of the interface's structs: where its release callback is.
+pub trait Released: Sized {
+    /// The release callback, None once released (or moved).
+    fn release(&mut self) -> &mut Option<unsafe extern "C" fn(*mut Self)>;
+}
 
-/// An array this side owns, released when dropped; valid while it lives.
-#[derive(Debug)]
-pub struct OwnedArray(Box<ArrowArray>);
+impl Released for ArrowSchema {
+    fn release(&mut self) -> &mut Option<unsafe extern "C" fn(*mut Self)> {
+        &mut self.release
+    }
+}
 
-/// A stream this side owns, released when dropped.
-#[derive(Debug)]
-pub struct OwnedStream(Box<ArrowArrayStream>);
+impl Released for ArrowArray {
+    fn release(&mut self) -> &mut Option<unsafe extern "C" fn(*mut Self)> {
+        &mut self.release
+    }
+}
 
-impl OwnedSchema {
-    /// Moves the schema at `source` here, leaving it marked released; None
-    /// when it was released already.
+impl Released for ArrowArrayStream {
+    fn release(&mut self) -> &mut Option<unsafe extern "C" fn(*mut Self)> {
+        &mut self.release
+    }
+}
+
+/// One of the interface's structs, owned by this side and released once, when
+/// dropped. What it points to is valid while it lives (the interface's
+/// promise, which [`Owned::take`]'s caller vouches for).
+#[derive(Debug)]
+pub struct Owned<T: Released>(Box<T>);
+
+/// A schema owned here.
+pub type OwnedSchema = Owned<ArrowSchema>;
+/// An array owned here.
+pub type OwnedArray = Owned<ArrowArray>;
+/// A stream owned here.
+pub type OwnedStream = Owned<ArrowArrayStream>;
+
+impl<T: Released> Owned<T> {
+    /// Moves the struct at `source` here, leaving it marked released; None
+    /// when it was released already (as an array is at a stream's end).
     ///
     /// # Safety
-    /// `source` points to an `ArrowSchema` that its producer filled as the C
-    /// data interface specifies (valid strings, children and dictionary), which
-    /// nothing else will release.
-    pub unsafe fn take(source: *mut ArrowSchema) -> Option<Self> {
+    /// `source` points to a struct its producer filled as the C data (or
+    /// stream) interface specifies, which nothing else will release: a schema's
+    /// strings, children and dictionary valid; an array's buffers of the layout
+    /// of the schema it is read with, each as long as its length and offset
+    /// need; a stream's callbacks giving such schemas and arrays.
+    pub unsafe fn take(source: *mut T) -> Option<Self> {
         // SAFETY: the caller's promise: a valid, writable struct.
-        let moved = unsafe { ptr::read(source) };
-        moved.release?;
+        let mut moved = unsafe { ptr::read(source) };
+        moved.release().as_ref()?;
         // SAFETY: as above; marking the source released is how the interface moves it.
-        unsafe { (*source).release = None };
-        Some(OwnedSchema(Box::new(moved)))
+        unsafe { *(*source).release() = None };
+        Some(Owned(Box::new(moved)))
     }
 
     /// The struct.
-    pub fn get(&self) -> &ArrowSchema {
+    pub fn get(&self) -> &T {
         &self.0
     }
+}
 
+impl<T: Released> Drop for Owned<T> {
+    fn drop(&mut self) {
+        if let Some(release) = *self.0.release() {
+            // SAFETY: the struct is ours (moved in by `take`) and released once;
+            // the callback marks it released.
+            unsafe { release(&raw mut *self.0) };
+        }
+    }
+}
+
+impl OwnedSchema {
     /// The format string's bytes.
     pub fn format(&self) -> &[u8] {
         format_of(&self.0)
@@ -180,7 +217,7 @@ pub(super) fn format_of(schema: &ArrowSchema) -> &[u8] {
         return b"";
     }
     // SAFETY: a non-null format is a NUL-terminated string that lives as long
-    // as the schema (the producer's promise, vouched for by `OwnedSchema::take`).
+    // as the schema (the producer's promise, vouched for by `Owned::take`).
     unsafe { CStr::from_ptr(schema.format) }.to_bytes()
 }
 
@@ -193,66 +230,7 @@ pub(super) fn name_of(schema: &ArrowSchema) -> &[u8] {
     unsafe { CStr::from_ptr(schema.name) }.to_bytes()
 }
 
-impl Drop for OwnedSchema {
-    fn drop(&mut self) {
-        if let Some(release) = self.0.release {
-            // SAFETY: the schema is ours (moved in by `take`) and released once;
-            // the callback marks it released.
-            unsafe { release(&raw mut *self.0) };
-        }
-    }
-}
-
-impl OwnedArray {
-    /// Moves the array at `source` here, leaving it marked released; None when
-    /// it was released already (the end of a stream).
-    ///
-    /// # Safety
-    /// `source` points to an `ArrowArray` that its producer filled as the C
-    /// data interface specifies for the schema it is read with (buffers of the
-    /// type's layout, each as long as its length and offset need), which nothing
-    /// else will release.
-    pub unsafe fn take(source: *mut ArrowArray) -> Option<Self> {
-        // SAFETY: the caller's promise: a valid, writable struct.
-        let moved = unsafe { ptr::read(source) };
-        moved.release?;
-        // SAFETY: as above.
-        unsafe { (*source).release = None };
-        Some(OwnedArray(Box::new(moved)))
-    }
-
-    /// The struct.
-    pub fn get(&self) -> &ArrowArray {
-        &self.0
-    }
-}
-
-impl Drop for OwnedArray {
-    fn drop(&mut self) {
-        if let Some(release) = self.0.release {
-            // SAFETY: the array is ours and released once.
-            unsafe { release(&raw mut *self.0) };
-        }
-    }
-}
-
 impl OwnedStream {
-    /// Moves the stream at `source` here, leaving it marked released; None
-    /// when it was released already.
-    ///
-    /// # Safety
-    /// `source` points to an `ArrowArrayStream` its producer filled as the C
-    /// stream interface specifies, whose arrays satisfy [`OwnedArray::take`]'s
-    /// contract, and which nothing else will release.
-    pub unsafe fn take(source: *mut ArrowArrayStream) -> Option<Self> {
-        // SAFETY: the caller's promise: a valid, writable struct.
-        let moved = unsafe { ptr::read(source) };
-        moved.release?;
-        // SAFETY: as above.
-        unsafe { (*source).release = None };
-        Some(OwnedStream(Box::new(moved)))
-    }
-
     /// The stream's schema.
     pub fn schema(&mut self) -> Result<OwnedSchema, String> {
         let get_schema = self.0.get_schema.ok_or("the stream has no get_schema")?;
@@ -292,14 +270,5 @@ impl OwnedStream {
             })
         });
         described.unwrap_or_else(|| format!("error {status}"))
-    }
-}
-
-impl Drop for OwnedStream {
-    fn drop(&mut self) {
-        if let Some(release) = self.0.release {
-            // SAFETY: the stream is ours and released once.
-            unsafe { release(&raw mut *self.0) };
-        }
     }
 }
