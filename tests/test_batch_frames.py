@@ -44,7 +44,8 @@ def random_rows(rng: random.Random, count: int) -> list[dict]:
             "model": rng.choice(MODELS),
             "operation": rng.choice(["chat", "embed"]),
             "status": status,
-            "latency_s": rng.choice([0.0, 0.004, 0.25, 2.5, rng.uniform(0, 30)]),
+            # Multiples of 2^-10 s: exact in float32 columns too.
+            "latency_s": rng.choice([0, 4, 256, 2560, rng.randrange(0, 30 * 1024)]) / 1024,
             "input_tokens": None if rng.random() < 0.2 else rng.randrange(0, 5000),
             "output_tokens": None if rng.random() < 0.2 else rng.randrange(0, 5000),
             "error_type": rng.choice([None, *_core.ERROR_TYPES]) if status == "error" else None,
@@ -59,7 +60,7 @@ def random_rows(rng: random.Random, count: int) -> list[dict]:
             elif feeds == "tokens":
                 row[name] = rng.randrange(0, int(room) + 1)
             else:
-                row[name] = room * rng.random()
+                row[name] = rng.randrange(0, int(room * 1024) + 1) / 1024
             left[whole] = room - (row[name] or 0)
         rows.append(row)
     return rows
@@ -102,12 +103,16 @@ def arrow_table(rows: list[dict], rng: random.Random) -> pa.Table:
             ["string", "large_string", "string_view", "dictionary", "dictionary_view"]
         )
         columns[name] = label_array([row[name] for row in rows], kind)
-    # float32 latencies would be rounded: the reference gets the same values.
-    columns["latency_s"] = pa.array([row["latency_s"] for row in rows], pa.float64())
+    # Durations are exact in either float width.
+    columns["latency_s"] = pa.array(
+        [row["latency_s"] for row in rows], rng.choice([pa.float64(), pa.float32()])
+    )
     for name in TOKENS:
         columns[name] = pa.array([row[name] for row in rows], rng.choice(TOKEN_TYPES))
     for name in SECONDS:
-        columns[name] = pa.array([row[name] for row in rows], pa.float64())
+        columns[name] = pa.array(
+            [row[name] for row in rows], rng.choice([pa.float64(), pa.float32()])
+        )
     errors = pa.array([row["error_type"] for row in rows], pa.string())
     columns["error_type"] = errors.dictionary_encode() if rng.random() < 0.5 else errors
     return pa.table(columns)

@@ -315,6 +315,17 @@ def run(call, client, model):
     return result
 
 
+def without_http_response(items: list) -> list:
+    """Stream items without the HTTP response google-genai copies into each: its
+    Date header differs between two calls a second boundary apart."""
+    return [
+        {key: value for key, value in item.items() if key != "sdk_http_response"}
+        if isinstance(item, dict)
+        else item
+        for item in items
+    ]
+
+
 @pytest.mark.parametrize("form", sorted(FORMS))
 @pytest.mark.parametrize("with_tools", [False, True], ids=["plain", "tools"])
 def test_every_call_form_is_recorded_once_as_track_records_it(server, form, with_tools):
@@ -330,7 +341,7 @@ def test_every_call_form_is_recorded_once_as_track_records_it(server, form, with
     # The caller gets what the SDK gives: the same type, the same content.
     assert type(got) is type(bare)
     if isinstance(bare, list):
-        assert got == bare
+        assert without_http_response(got) == without_http_response(bare)
     counts = (
         {"input": EMBEDDING_TOKENS}
         if reported == "embed"
