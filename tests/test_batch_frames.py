@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import tracemalloc
 
-import nanoarrow as na
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -202,6 +201,7 @@ def test_pandas_frames_and_series_equal_one_call_per_row(seed, no_created):
 
 
 def test_nanoarrow_and_polars_columns(no_created):
+    na = pytest.importorskip("nanoarrow", reason="nanoarrow has no wheel for this Python")
     latencies = [0.5, 1.5, 0.25]
     metrics, expected = fresh(), fresh()
     for model, latency in zip(["a", "b", "a"], latencies):
@@ -413,10 +413,11 @@ def test_snapshots_of_other_native_schemas_merge_at_the_coarser_one(no_created):
         plain.merge(fine.snapshot())
 
 
+@pytest.mark.integration
 def test_ray_data_batches_of_both_formats_add_up(no_created):
     """Ray Data hands map_batches pyarrow Tables and pandas DataFrames; each actor
     records them whole and ships snapshots; the driver's totals are one call per row's."""
-    ray = pytest.importorskip("ray")
+    import ray
     rows = 4_000
     models = ["gpt-4o", "gpt-4o-mini", "o3"]
 
