@@ -418,6 +418,7 @@ def test_ray_data_batches_of_both_formats_add_up(no_created):
     """Ray Data hands map_batches pyarrow Tables and pandas DataFrames; each actor
     records them whole and ships snapshots; the driver's totals are one call per row's."""
     import ray
+
     rows = 4_000
     models = ["gpt-4o", "gpt-4o-mini", "o3"]
 

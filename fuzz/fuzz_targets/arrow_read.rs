@@ -41,7 +41,7 @@ fn array(input: &mut Input<'_>, depth: u8) -> Built {
     let length = usize::from(input.byte() % 48);
     let offset = usize::from(input.byte() % 16);
     let rows = length + offset;
-    let validity = (input.byte() % 3 != 0).then(|| input.bytes(rows.div_ceil(8)));
+    let validity = (!input.byte().is_multiple_of(3)).then(|| input.bytes(rows.div_ceil(8)));
     let null_count = match input.byte() % 3 {
         0 => -1,
         1 => 0,
