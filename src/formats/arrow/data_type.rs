@@ -58,14 +58,6 @@ impl DataType {
         }
     }
 
-    /// Whether it is text (of any layout).
-    pub fn is_text(self) -> bool {
-        matches!(
-            self,
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-        )
-    }
-
     /// The number of buffers an array of this type has, before a string
     /// view's variadic ones; None for types not read here.
     pub(super) fn fixed_buffers(self) -> Option<usize> {
@@ -142,8 +134,6 @@ mod tests {
         for other in [&b"e"[..], b"b", b"z", b"tDs", b"+l", b"", b"gg", b"d:10,2"] {
             assert_eq!(DataType::parse(other), DataType::Other, "{other:?}");
         }
-        assert!(DataType::parse(b"U").is_text());
-        assert!(!DataType::parse(b"l").is_text());
         assert_eq!(type_name(b"e"), "float16");
         assert_eq!(type_name(b"tDn"), "duration");
         assert_eq!(type_name(b"w:16"), "format \"w:16\"");
