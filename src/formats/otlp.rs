@@ -273,6 +273,7 @@ impl SeriesVisitor for OtlpEncoder {
                 .label_names
                 .iter()
                 .zip(view.labels.iter())
+                .filter(|(label, value)| !self.convention.absent(label, value))
                 .map(|(label, value)| key_value(self.convention.attribute(label), value))
                 .collect();
             let value = match view.reading {

@@ -535,7 +535,8 @@ mod tests {
         };
         store.record_request(&labels, &RequestValues::new(0.2, 3, 4));
         let text = |format, charset| {
-            let mut encoder = TextEncoder::new(format).named(Convention::GenAi, charset);
+            let mut encoder =
+                TextEncoder::new(format).named(Convention::GenAi { histograms: false }, charset);
             store.visit(true, &mut encoder);
             encoder.into_text()
         };

@@ -872,8 +872,8 @@ impl PyMetricsStore {
             .collect::<PyResult<_>>()?;
         let positions: Vec<usize> = entries.iter().map(|entry| batch.position(entry)).collect();
         // The rules of the values beyond the reference's run when a column has
-        // some, or when every row's token usage is kept.
-        let more = !plain || self.store().keeps_token_usage();
+        // some, or when the conventions' histograms are kept.
+        let more = !plain || self.store().keeps_semconv_histograms();
         if tool_names.is_empty() {
             // No tool calls: the rows alone, in one loop.
             batch.add_rows(&positions, &row_combination, rows, more, &numeric);

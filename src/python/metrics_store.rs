@@ -96,7 +96,7 @@ impl PyMetricsStore {
             )
             .and_then(|schema| schema.with_namespace(namespace.unwrap_or(DEFAULT_NAMESPACE)))
             .map_err(PyValueError::new_err)?
-            .keeping_token_usage(keeps_token_usage(convention)),
+            .keeping_semconv_histograms(keeps_semconv_histograms(convention)),
         );
         let table = PriceTable::new(prices.iter().map(
             |(model, input, output, cache_read, cache_write)| {
@@ -264,7 +264,7 @@ impl PyMetricsStore {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let convention = match semconv {
             None => self.convention,
-            named => convention_named(named)?,
+            named => convention_named(named)?.for_store(self.store().keeps_semconv_histograms()),
         };
         let body = self.otlp_body(py, convention, &resource, now)?;
         bytes_released(py, &body)
@@ -288,7 +288,7 @@ impl PyMetricsStore {
     fn _semconv(&self) -> Option<&'static str> {
         match self.convention {
             Convention::Ours => None,
-            Convention::GenAi => Some("gen_ai"),
+            Convention::GenAi { .. } => Some("gen_ai"),
         }
     }
 
@@ -502,10 +502,11 @@ fn convention_named(semconv: Option<&str>) -> PyResult<Convention> {
     Convention::named(semconv).map_err(|reason| PyValueError::new_err(format!("semconv {reason}")))
 }
 
-/// Whether a store of `convention` keeps the tokens-per-request histogram:
-/// the GenAI conventions' `gen_ai.client.token.usage`, kept under their names.
-pub(super) fn keeps_token_usage(convention: Convention) -> bool {
-    convention == Convention::GenAi
+/// Whether a store of `convention` keeps the histograms only the GenAI
+/// conventions show (`gen_ai.client.token.usage`, and the duration by
+/// `error.type`).
+pub(super) fn keeps_semconv_histograms(convention: Convention) -> bool {
+    matches!(convention, Convention::GenAi { .. })
 }
 
 /// The names' characters: UTF-8 when the scraper asked for them.

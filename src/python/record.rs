@@ -11,7 +11,7 @@ use super::arguments::{
     token_count, tool_call_names, ToolName, ToolNames,
 };
 use super::label_resolver::Resolved;
-use super::metrics_store::{keeps_token_usage, PyMetricsStore};
+use super::metrics_store::{keeps_semconv_histograms, PyMetricsStore};
 use super::request_arguments::RequestArguments;
 use crate::schema::request::{
     RequestValues, ERROR_TYPE_FIELD, INPUT, OUTPUT, REFERENCE_TOKEN_TYPES, REQUEST_FIELDS,
@@ -54,8 +54,8 @@ impl PyMetricsStore {
     /// Whether every request's token counts are observed, as its store's
     /// schema says (read here, beside the other fields a call reads).
     #[inline]
-    pub(super) fn keeps_token_usage(&self) -> bool {
-        keeps_token_usage(self.convention)
+    pub(super) fn keeps_semconv_histograms(&self) -> bool {
+        keeps_semconv_histograms(self.convention)
     }
 
     /// Validates a call's labels, then adds `delta` to its requests in flight.
@@ -143,7 +143,7 @@ impl PyMetricsStore {
         }
         // Everything is valid: from here on the call records.
         // Both are plain reads: `|` rather than `||` spares the hot path a branch.
-        let more = arguments.more | self.keeps_token_usage();
+        let more = arguments.more | self.keeps_semconv_histograms();
         self.record_valid(py, resolved, labelled, &values, more, &tool_names)
             .map(|_| ())
     }

@@ -13,7 +13,7 @@ use smallvec::SmallVec;
 
 use crate::schema::buckets::Buckets;
 use crate::schema::native::NativeConfig;
-use crate::schema::request::{self, Observed};
+use crate::schema::request::{self, Observed, ERROR_TYPES};
 
 /// A family's position in its [`Schema`].
 pub type FamilyId = u8;
@@ -34,6 +34,8 @@ pub const CACHE_MISSES: FamilyId = 5;
 pub const TOOL_CALLS: FamilyId = 6;
 /// `ractogateway_time_to_first_token_seconds{model,operation,provider}`.
 pub const TIME_TO_FIRST_TOKEN: FamilyId = 7;
+/// `ractogateway_time_per_output_token_seconds{model,operation,provider}`.
+pub const TIME_PER_OUTPUT_TOKEN: FamilyId = 8;
 /// `ractogateway_overflow_requests_total{family}`.
 pub const OVERFLOW: FamilyId = 9;
 /// `ractogateway_unpriced_requests_total{model,provider}`.
@@ -44,6 +46,10 @@ pub const TOKEN_USAGE: FamilyId = 14;
 pub const ERRORS: FamilyId = 15;
 /// `ractogateway_requests_in_flight{model,operation,provider}`.
 pub const IN_FLIGHT: FamilyId = 16;
+/// `ractogateway_operation_duration_seconds{error_type,model,operation,provider}`:
+/// the GenAI conventions' `gen_ai.client.operation.duration`, which tells
+/// failed operations apart by `error.type`.
+pub const OPERATION_DURATION: FamilyId = 17;
 
 /// The prefix of every family name unless a middleware is given its own: the
 /// reference middleware's.
@@ -255,9 +261,9 @@ pub struct Schema {
     request_positions: Vec<usize>,
     /// The native histograms' configuration, if they are kept.
     native: Option<NativeConfig>,
-    /// Whether requests observe their token counts in the tokens-per-request
-    /// histogram (see [`Schema::keeping_token_usage`]).
-    token_usage: bool,
+    /// Whether requests feed the histograms only the GenAI conventions show
+    /// (see [`Schema::keeping_semconv_histograms`]).
+    semconv_histograms: bool,
     /// The prefix of every family name.
     namespace: Cow<'static, str>,
 }
@@ -335,7 +341,7 @@ const fn request_histogram(
 
 /// Every family, by [`FamilyId`], in the order the reference registers (and
 /// prints) its own; the others follow, shown from their first series.
-const FAMILY_ROWS: [FamilyRow; 17] = [
+const FAMILY_ROWS: [FamilyRow; 18] = [
     counter_row(
         "ractogateway_requests",
         "Total LLM requests by provider / model / operation / status.",
@@ -468,6 +474,16 @@ const FAMILY_ROWS: [FamilyRow; 17] = [
             false,
         )
     },
+    FamilyRow {
+        labels: &["error_type", "model", "operation", "provider"],
+        ..request_histogram(
+            "ractogateway_operation_duration_seconds",
+            "LLM request wall-clock latency in seconds, by error_type (empty when the request \
+             did not fail).",
+            Bounds::Latency,
+            Observed::Outcomes,
+        )
+    },
 ];
 /// How many families a schema has.
 pub const FAMILY_COUNT: usize = FAMILY_ROWS.len();
@@ -491,7 +507,7 @@ const fn same_name(a: &str, b: &str) -> bool {
 // Each named id is the position of its family's row: a row moved or added in
 // the wrong place fails the build, not a scrape.
 const _: () = {
-    let ids: [(FamilyId, &str); 13] = [
+    let ids: [(FamilyId, &str); 15] = [
         (REQUESTS, "ractogateway_requests"),
         (DURATION, "ractogateway_request_duration_seconds"),
         (TOKENS, "ractogateway_tokens"),
@@ -503,11 +519,19 @@ const _: () = {
             TIME_TO_FIRST_TOKEN,
             "ractogateway_time_to_first_token_seconds",
         ),
+        (
+            TIME_PER_OUTPUT_TOKEN,
+            "ractogateway_time_per_output_token_seconds",
+        ),
         (OVERFLOW, "ractogateway_overflow_requests"),
         (UNPRICED, "ractogateway_unpriced_requests"),
         (TOKEN_USAGE, "ractogateway_request_tokens"),
         (ERRORS, "ractogateway_request_errors"),
         (IN_FLIGHT, "ractogateway_requests_in_flight"),
+        (
+            OPERATION_DURATION,
+            "ractogateway_operation_duration_seconds",
+        ),
     ];
     let mut at = 0;
     while at < ids.len() {
@@ -526,6 +550,7 @@ pub const OPTIONAL_OBSERVATIONS: usize = {
         match FAMILY_ROWS[index].observes {
             None | Some(Observed::Latency) => {}
             Some(Observed::TokenCounts(types)) => count += types.len(),
+            Some(Observed::Outcomes) => count += ERROR_TYPES.len() + 1,
             Some(_) => count += 1,
         }
         index += 1;
@@ -552,6 +577,18 @@ pub const OPTIONAL_OBSERVED: [(FamilyId, Observed); OPTIONAL_OBSERVATIONS] = {
                     at += 1;
                 }
             }
+            Some(Observed::Outcomes) => {
+                found[count] = (id, Observed::Outcome(None));
+                count += 1;
+                let mut error_type = 0;
+                while error_type < ERROR_TYPES.len() {
+                    #[allow(clippy::cast_possible_truncation)] // Fewer than 256 error types.
+                    let outcome = Observed::Outcome(Some(error_type as request::ErrorType));
+                    found[count] = (id, outcome);
+                    count += 1;
+                    error_type += 1;
+                }
+            }
             Some(observed) => {
                 found[count] = (id, observed);
                 count += 1;
@@ -560,6 +597,25 @@ pub const OPTIONAL_OBSERVED: [(FamilyId, Observed); OPTIONAL_OBSERVATIONS] = {
         index += 1;
     }
     found
+};
+
+/// The position in [`OPTIONAL_OBSERVED`] of the first of the conventions'
+/// histograms' observations (see [`Schema::keeping_semconv_histograms`]):
+/// they all come after the others, so that a store without them stops there.
+pub const CONVENTIONS_OBSERVED: usize = {
+    let mut first = OPTIONAL_OBSERVATIONS;
+    while first > 0 && OPTIONAL_OBSERVED[first - 1].1.for_conventions() {
+        first -= 1;
+    }
+    let mut at = 0;
+    while at < first {
+        assert!(
+            !OPTIONAL_OBSERVED[at].1.for_conventions(),
+            "the conventions' histograms' rows come after the others"
+        );
+        at += 1;
+    }
+    first
 };
 
 /// Whether `name` is a label name Prometheus accepts and Prometheus does not reserve.
@@ -691,7 +747,7 @@ impl Schema {
             extra_labels: extra_labels.to_vec(),
             request_positions,
             native,
-            token_usage: false,
+            semconv_histograms: false,
             namespace: Cow::Borrowed(DEFAULT_NAMESPACE),
         })
     }
@@ -725,20 +781,23 @@ impl Schema {
         &self.namespace
     }
 
-    /// The schema, its tokens-per-request histogram observed: off by default,
-    /// as it costs two histogram series per label set that few read; on for
-    /// a middleware named as the OpenTelemetry GenAI conventions (their
-    /// `gen_ai.client.token.usage`). The family is in every schema, so that
-    /// files and snapshots of either kind match.
+    /// The schema, the histograms only the GenAI conventions show observed:
+    /// the tokens per request (their `gen_ai.client.token.usage`) and the
+    /// latency by error type (their `gen_ai.client.operation.duration`, whose
+    /// failed operations carry `error.type`). Off by default, as they cost
+    /// three histogram series per label set that few read; on for a
+    /// middleware named as the conventions. The families are in every
+    /// schema, so that files and snapshots of either kind match.
     #[must_use]
-    pub fn keeping_token_usage(mut self, keep: bool) -> Self {
-        self.token_usage = keep;
+    pub fn keeping_semconv_histograms(mut self, keep: bool) -> Self {
+        self.semconv_histograms = keep;
         self
     }
 
-    /// Whether requests observe their token counts (see [`Schema::keeping_token_usage`]).
-    pub fn keeps_token_usage(&self) -> bool {
-        self.token_usage
+    /// Whether requests feed the conventions' histograms (see
+    /// [`Schema::keeping_semconv_histograms`]).
+    pub fn keeps_semconv_histograms(&self) -> bool {
+        self.semconv_histograms
     }
 
     /// For each request label value, its position among the requests family's labels.

@@ -146,11 +146,19 @@ pub enum Observed {
     },
     /// The counts of some token types, each in its own series (the family's
     /// `token_type` label), when above zero and the store keeps them (see
-    /// [`crate::store::rules::Sink::keeps_token_usage`]). A family row's; the
+    /// [`crate::store::rules::Sink::keeps_semconv_histograms`]). A family row's; the
     /// optional observations list one [`Observed::TokenCount`] per type.
     TokenCounts(&'static [TokenType]),
     /// The count of one token type, when above zero (see [`Observed::TokenCounts`]).
     TokenCount(TokenType),
+    /// The latency, in the series of the request's outcome (the family's
+    /// `error_type` label: empty when the request did not fail), when the
+    /// store keeps the conventions' histograms. A family row's; the optional
+    /// observations list one [`Observed::Outcome`] per outcome.
+    Outcomes,
+    /// The latency of a request of one outcome: `None`, it did not fail;
+    /// else its error type (see [`Observed::Outcomes`]).
+    Outcome(Option<ErrorType>),
 }
 
 impl Observed {
@@ -181,13 +189,21 @@ impl Observed {
                 let count = values.tokens[token_type];
                 (count > 0).then_some(count as f64)
             }
-            Observed::TokenCounts(_) => None,
+            Observed::Outcome(outcome) => (values.error == outcome).then_some(values.latency_s),
+            Observed::TokenCounts(_) | Observed::Outcomes => None,
         }
     }
 
-    /// Whether it observes token counts, which a store keeps only when asked.
-    pub fn counts_tokens(self) -> bool {
-        matches!(self, Observed::TokenCount(_) | Observed::TokenCounts(_))
+    /// Whether it is one of the conventions' histograms (token counts, the
+    /// latency by outcome), which a store keeps only when asked.
+    pub const fn for_conventions(self) -> bool {
+        matches!(
+            self,
+            Observed::TokenCount(_)
+                | Observed::TokenCounts(_)
+                | Observed::Outcome(_)
+                | Observed::Outcomes
+        )
     }
 }
 
@@ -228,6 +244,10 @@ impl Observed {
                 "`{}` when above zero",
                 REQUEST_FIELDS[TOKEN_FIELDS[token_type]].name
             ),
+            Observed::Outcomes | Observed::Outcome(_) => {
+                "`latency_s` by `error_type` (empty when not given), with `semconv=\"gen_ai\"`"
+                    .to_owned()
+            }
         }
     }
 }

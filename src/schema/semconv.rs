@@ -6,11 +6,15 @@
 //! releases: `gen_ai.system` became `gen_ai.provider.name` in 1.37.0). Where
 //! they define a metric for one of our families, the family takes its name;
 //! every label they name becomes their attribute. Families they do not define
-//! (the request, token, cost, cache and tool call counters, time per output
-//! token, queue, upstream and overhead times) keep our names. Their
-//! `gen_ai.client.token.usage` is the tokens-per-request histogram, which a
-//! store keeps only when asked (a middleware of these names), not the token
-//! counter's running totals.
+//! (the request, token, cost, cache and tool call counters, queue, upstream
+//! and overhead times) keep our names. Two of theirs are histograms a store
+//! keeps only when asked (a middleware of these names): their
+//! `gen_ai.client.token.usage` is the tokens-per-request histogram, not the
+//! token counter's running totals; their `gen_ai.client.operation.duration`
+//! is the latency by error type, whose failed operations carry `error.type`
+//! (our duration histogram has no such label, as the reference's has none).
+//! A store without them shows our duration histogram under that name,
+//! without `error.type`.
 //!
 //! The store, its files and snapshots always use our names: a convention is
 //! how an exposition or a push presents them, so processes named differently
@@ -29,7 +33,10 @@
 
 use std::borrow::Cow;
 
-use crate::schema::family::{FamilyDesc, FamilyId, DURATION, TIME_TO_FIRST_TOKEN, TOKEN_USAGE};
+use crate::schema::family::{
+    FamilyDesc, FamilyId, DURATION, OPERATION_DURATION, TIME_PER_OUTPUT_TOKEN, TIME_TO_FIRST_TOKEN,
+    TOKEN_USAGE,
+};
 
 /// The version of the GenAI conventions these names are from.
 pub const VERSION: &str = "1.41.0";
@@ -38,22 +45,36 @@ pub const VERSION: &str = "1.41.0";
 pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.41.0";
 
 /// Our families the GenAI conventions define, and their names there.
-pub const METRICS: [(FamilyId, &str); 3] = [
+pub const METRICS: [(FamilyId, &str); 4] = [
     (TOKEN_USAGE, "gen_ai.client.token.usage"),
-    (DURATION, "gen_ai.client.operation.duration"),
+    (OPERATION_DURATION, "gen_ai.client.operation.duration"),
     (
         TIME_TO_FIRST_TOKEN,
         "gen_ai.client.operation.time_to_first_chunk",
     ),
+    (
+        TIME_PER_OUTPUT_TOKEN,
+        "gen_ai.client.operation.time_per_output_chunk",
+    ),
 ];
 
+/// Our family that stands in for one of [`METRICS`] in a store that does not
+/// keep the conventions' histograms: the duration histogram, without `error.type`.
+pub const STAND_INS: [(FamilyId, FamilyId); 1] = [(DURATION, OPERATION_DURATION)];
+
 /// Our labels the GenAI conventions name, and their attribute names.
-pub const ATTRIBUTES: [(&str, &str); 4] = [
+pub const ATTRIBUTES: [(&str, &str); 5] = [
     ("provider", "gen_ai.provider.name"),
     ("model", "gen_ai.request.model"),
     ("operation", "gen_ai.operation.name"),
     ("token_type", "gen_ai.token.type"),
+    ("error_type", "error.type"),
 ];
+
+/// Our labels whose empty value means the attribute is absent: a request
+/// that did not fail has no `error.type`. OTLP leaves such an attribute
+/// out; Prometheus reads an empty label as an absent one.
+pub const ABSENT_WHEN_EMPTY: [&str; 1] = ["error_type"];
 
 /// Prometheus's suffix for an OTLP unit: seconds; an annotation in braces
 /// (`{token}`) adds none.
@@ -66,7 +87,12 @@ pub enum Convention {
     #[default]
     Ours,
     /// The OpenTelemetry GenAI semantic conventions' ([`VERSION`]).
-    GenAi,
+    GenAi {
+        /// Whether the store keeps the conventions' histograms (see
+        /// [`crate::schema::family::Schema::keeping_semconv_histograms`]);
+        /// when not, [`STAND_INS`] take their names.
+        histograms: bool,
+    },
 }
 
 /// The characters a Prometheus exposition's names may use.
@@ -91,31 +117,59 @@ pub struct PrometheusNames {
 }
 
 impl Convention {
-    /// The convention named `name` in the Python API (`None` for ours).
+    /// The convention named `name` in the Python API (`None` for ours), as
+    /// a store of that convention presents itself (keeping the histograms
+    /// the convention shows).
     pub fn named(name: Option<&str>) -> Result<Self, String> {
         match name {
             None => Ok(Convention::Ours),
-            Some("gen_ai") => Ok(Convention::GenAi),
+            Some("gen_ai") => Ok(Convention::GenAi { histograms: true }),
             Some(other) => Err(format!("must be None or 'gen_ai', got {other:?}")),
+        }
+    }
+
+    /// The convention, for a store that keeps the conventions' histograms
+    /// (`histograms`) or not.
+    #[must_use]
+    pub fn for_store(self, histograms: bool) -> Self {
+        match self {
+            Convention::Ours => Convention::Ours,
+            Convention::GenAi { .. } => Convention::GenAi { histograms },
         }
     }
 
     /// The conventions' metric for `family`, if they define it.
     fn defined(self, family: &FamilyDesc) -> Option<&'static str> {
-        match self {
-            Convention::Ours => None,
-            Convention::GenAi => METRICS
-                .iter()
-                .find(|(id, _)| *id == family.id)
-                .map(|(_, name)| *name),
-        }
+        let Convention::GenAi { histograms } = self else {
+            return None;
+        };
+        let stands_in = STAND_INS.iter().find_map(|(stand_in, theirs)| {
+            (*stand_in == family.id || *theirs == family.id).then_some((*stand_in, *theirs))
+        });
+        // A stand-in takes the name of the histogram it stands in for when
+        // that one is not kept, which then keeps ours.
+        let id = match stands_in {
+            Some((stand_in, theirs)) if family.id == stand_in => (!histograms).then_some(theirs)?,
+            Some(_) if !histograms => return None,
+            _ => family.id,
+        };
+        METRICS
+            .iter()
+            .find(|(known, _)| *known == id)
+            .map(|(_, name)| *name)
+    }
+
+    /// Whether the value `value` of our label `label` stands for an absent
+    /// attribute (see [`ABSENT_WHEN_EMPTY`]).
+    pub fn absent(self, label: &str, value: &str) -> bool {
+        value.is_empty() && self != Convention::Ours && ABSENT_WHEN_EMPTY.contains(&label)
     }
 
     /// The name of our label `label`.
     pub fn attribute(self, label: &str) -> &str {
         match self {
             Convention::Ours => label,
-            Convention::GenAi => ATTRIBUTES
+            Convention::GenAi { .. } => ATTRIBUTES
                 .iter()
                 .find(|(ours, _)| *ours == label)
                 .map_or(label, |(_, theirs)| theirs),
@@ -131,7 +185,7 @@ impl Convention {
     pub fn schema_url(self) -> &'static str {
         match self {
             Convention::Ours => "",
-            Convention::GenAi => SCHEMA_URL,
+            Convention::GenAi { .. } => SCHEMA_URL,
         }
     }
 
@@ -214,12 +268,16 @@ mod tests {
         }
     }
 
+    /// The conventions' names for a store without their histograms, where
+    /// our duration histogram stands in for theirs.
+    const GENAI: Convention = Convention::GenAi { histograms: false };
+
     #[test]
     fn gen_ai_names_in_each_charset() {
         let schema = Schema::default();
         let duration = schema.family(DURATION);
         assert_eq!(
-            Convention::GenAi.prometheus(duration, Charset::Utf8),
+            GENAI.prometheus(duration, Charset::Utf8),
             PrometheusNames {
                 name: "gen_ai.client.operation.duration_seconds".to_owned(),
                 labels: vec![
@@ -230,7 +288,7 @@ mod tests {
             }
         );
         assert_eq!(
-            Convention::GenAi.prometheus(duration, Charset::Legacy),
+            GENAI.prometheus(duration, Charset::Legacy),
             PrometheusNames {
                 name: "gen_ai_client_operation_duration_seconds".to_owned(),
                 labels: vec![
@@ -240,26 +298,59 @@ mod tests {
                 ],
             }
         );
-        let tokens = Convention::GenAi.prometheus(schema.family(TOKENS), Charset::Utf8);
+        let tokens = GENAI.prometheus(schema.family(TOKENS), Charset::Utf8);
         assert_eq!(tokens.name, "ractogateway_tokens");
         assert!(tokens.labels.contains(&"gen_ai.token.type".to_owned()));
         assert_eq!(
-            Convention::GenAi.otlp_metric(schema.family(REQUESTS)),
+            GENAI.otlp_metric(schema.family(REQUESTS)),
             ("ractogateway_requests", "")
         );
         assert_eq!(
-            Convention::GenAi.otlp_metric(duration),
+            GENAI.otlp_metric(duration),
             ("gen_ai.client.operation.duration", "s")
         );
         let usage = schema.family(TOKEN_USAGE);
         assert_eq!(
-            Convention::GenAi.otlp_metric(usage),
+            GENAI.otlp_metric(usage),
             ("gen_ai.client.token.usage", "{token}")
         );
         assert_eq!(
-            Convention::GenAi.prometheus(usage, Charset::Legacy).name,
+            GENAI.prometheus(usage, Charset::Legacy).name,
             "gen_ai_client_token_usage"
         );
+        assert_eq!(
+            GENAI.otlp_metric(schema.family(TIME_PER_OUTPUT_TOKEN)),
+            ("gen_ai.client.operation.time_per_output_chunk", "s")
+        );
+    }
+
+    #[test]
+    fn the_duration_by_error_type_takes_the_name_where_it_is_kept() {
+        let schema = Schema::default();
+        let (ours, by_outcome) = (schema.family(DURATION), schema.family(OPERATION_DURATION));
+        let kept = Convention::named(Some("gen_ai")).unwrap();
+        assert_eq!(kept, GENAI.for_store(true));
+        assert_eq!(
+            kept.otlp_metric(by_outcome),
+            ("gen_ai.client.operation.duration", "s")
+        );
+        assert_eq!(
+            kept.otlp_metric(ours),
+            ("ractogateway_request_duration_seconds", "s")
+        );
+        let names = kept.prometheus(by_outcome, Charset::Utf8);
+        assert_eq!(names.name, "gen_ai.client.operation.duration_seconds");
+        assert_eq!(names.labels[0], "error.type");
+        // Without it, ours stands in and the unkept one keeps our name.
+        assert_eq!(
+            GENAI.otlp_metric(by_outcome).0,
+            "ractogateway_operation_duration_seconds"
+        );
+        assert_eq!(Convention::Ours.for_store(true), Convention::Ours);
+        assert!(kept.absent("error_type", ""));
+        assert!(!kept.absent("error_type", "timeout"));
+        assert!(!kept.absent("model", ""));
+        assert!(!Convention::Ours.absent("error_type", ""));
     }
 
     #[test]
@@ -277,7 +368,10 @@ mod tests {
     #[test]
     fn conventions_are_named_as_python_names_them() {
         assert_eq!(Convention::named(None), Ok(Convention::Ours));
-        assert_eq!(Convention::named(Some("gen_ai")), Ok(Convention::GenAi));
+        assert_eq!(
+            Convention::named(Some("gen_ai")),
+            Ok(Convention::GenAi { histograms: true })
+        );
         assert!(Convention::named(Some("otel")).is_err());
     }
 }

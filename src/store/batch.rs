@@ -268,8 +268,8 @@ impl Sink for TotalsSink<'_, '_> {
     }
 
     #[inline]
-    fn keeps_token_usage(&self) -> bool {
-        self.store.keeps_token_usage()
+    fn keeps_semconv_histograms(&self) -> bool {
+        self.store.keeps_semconv_histograms()
     }
 }
 

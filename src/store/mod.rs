@@ -131,9 +131,9 @@ pub struct Store {
     admission: Option<Box<dyn Admission>>,
     /// Whether unpriced requests are counted (see [`Store::set_count_unpriced`]).
     count_unpriced: bool,
-    /// Whether requests observe their token counts, as the schema says (kept
-    /// here beside the other values the hot path reads).
-    token_usage: bool,
+    /// Whether requests feed the conventions' histograms, as the schema says
+    /// (kept here beside the other values the hot path reads).
+    semconv_histograms: bool,
     /// The most label sets a family holds before new ones are folded into its
     /// overflow series (`usize::MAX`: no cap).
     max_series: usize,
@@ -170,7 +170,7 @@ impl Store {
             recording,
             latency_buckets: schema.latency_buckets().clone(),
             latency_native: schema.family(DURATION).native,
-            token_usage: schema.keeps_token_usage(),
+            semconv_histograms: schema.keeps_semconv_histograms(),
             families: schema
                 .families()
                 .iter()
@@ -328,11 +328,11 @@ impl Store {
         self.admission = Some(admission);
     }
 
-    /// Whether every request's token counts are observed (see
-    /// [`Schema::keeping_token_usage`]).
+    /// Whether every request feeds the conventions' histograms (see
+    /// [`Schema::keeping_semconv_histograms`]).
     #[inline]
-    pub fn keeps_token_usage(&self) -> bool {
-        self.token_usage
+    pub fn keeps_semconv_histograms(&self) -> bool {
+        self.semconv_histograms
     }
 
     /// Sets the cap on label sets per family: past it, new label sets are

@@ -76,8 +76,8 @@ impl Sink for AtomicSink<'_> {
     }
 
     #[inline]
-    fn keeps_token_usage(&self) -> bool {
-        self.store.token_usage
+    fn keeps_semconv_histograms(&self) -> bool {
+        self.store.semconv_histograms
     }
 
     #[inline]
@@ -168,12 +168,12 @@ impl Store {
     /// usage is kept.
     #[inline]
     pub fn runs_more_rules(&self, values: &RequestValues) -> bool {
-        values.has_more() || self.token_usage
+        values.has_more() || self.semconv_histograms
     }
 
     /// [`Store::record_request_on`] for a caller that knows whether the rules
     /// of the values beyond the reference's must run (see [`rules::record`]):
-    /// `values` has some, or [`Store::keeps_token_usage`].
+    /// `values` has some, or [`Store::keeps_semconv_histograms`].
     #[inline]
     pub fn record_known_request_on(
         &self,
@@ -202,13 +202,14 @@ impl Store {
         let native = self.schema.family(family).native;
         let more = entry.value.more.get_or_default(&self.first_use);
         let series = more.observed[index].get_or_init(&self.first_use, || {
-            let token_type = match observed {
+            let derived = match observed {
                 Observed::TokenCount(token_type) => TOKEN_TYPES[token_type].name,
+                Observed::Outcome(Some(error_type)) => ERROR_TYPES[usize::from(error_type)],
                 _ => "",
             };
             let key = self
                 .schema
-                .derived_key(family, |at| entry.label(at), token_type);
+                .derived_key(family, |at| entry.label(at), derived);
             let (created, _) = self.capped(self.histograms(family), family, &key, |key| {
                 HistogramSeries::new(&self.arena, family, key, buckets, native.as_ref())
             });

@@ -6,7 +6,7 @@
 //! ([`crate::store::batch::Batch`]). Both follow these rules, so a batch and
 //! one call per row can never disagree.
 
-use crate::schema::family::OPTIONAL_OBSERVED;
+use crate::schema::family::{CONVENTIONS_OBSERVED, OPTIONAL_OBSERVATIONS, OPTIONAL_OBSERVED};
 use crate::schema::request::{ErrorType, RequestValues, INPUT, OUTPUT, REFERENCE_TOKEN_TYPES};
 use crate::store::pricing::Price;
 
@@ -25,9 +25,9 @@ pub trait Sink {
     /// `seconds` observed in the optional histogram at `index` of
     /// [`OPTIONAL_OBSERVED`].
     fn observe(&mut self, index: usize, seconds: f64);
-    /// Whether token counts are observed in the tokens-per-request histogram
-    /// (see [`crate::schema::family::Schema::keeping_token_usage`]).
-    fn keeps_token_usage(&self) -> bool;
+    /// Whether the conventions' histograms are observed (see
+    /// [`crate::schema::family::Schema::keeping_semconv_histograms`]).
+    fn keeps_semconv_histograms(&self) -> bool;
     /// One failed request of `error_type` (see [`crate::schema::request::ERROR_TYPES`]).
     fn error(&mut self, error_type: ErrorType);
 }
@@ -38,8 +38,8 @@ pub trait Sink {
 /// are rarely given, so one test of them all skips them: `more` says whether
 /// the rules of the others run, because `values` has some
 /// ([`RequestValues::has_more`], or what a caller that parsed the arguments
-/// knows already) or because the sink keeps every request's token usage
-/// ([`Sink::keeps_token_usage`]); true when unsure is only slower.
+/// knows already) or because the sink keeps the conventions' histograms
+/// ([`Sink::keeps_semconv_histograms`]); true when unsure is only slower.
 // Inlined into each sink's caller: the single call's hot path is this function.
 #[allow(clippy::inline_always)]
 #[inline(always)]
@@ -82,14 +82,15 @@ fn record_more_tokens(values: &RequestValues, sink: &mut impl Sink) {
 }
 
 /// The optional histograms, each observing the value its family's row names
-/// (token counts only when the sink keeps them).
+/// (the conventions' ones, which come last, only when the sink keeps them).
 #[inline]
 fn record_observations(values: &RequestValues, sink: &mut impl Sink) {
-    let token_usage = sink.keeps_token_usage();
-    for (index, (_, observed)) in OPTIONAL_OBSERVED.iter().enumerate() {
-        if observed.counts_tokens() && !token_usage {
-            continue;
-        }
+    let end = if sink.keeps_semconv_histograms() {
+        OPTIONAL_OBSERVATIONS
+    } else {
+        CONVENTIONS_OBSERVED
+    };
+    for (index, (_, observed)) in OPTIONAL_OBSERVED[..end].iter().enumerate() {
         if let Some(value) = observed.value(values) {
             sink.observe(index, value);
         }
@@ -99,9 +100,9 @@ fn record_observations(values: &RequestValues, sink: &mut impl Sink) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::request::TIME_TO_FIRST_TOKEN;
+    use crate::schema::request::{Observed, ERROR_TYPES, TIME_TO_FIRST_TOKEN};
 
-    /// Writes down what the rules add; keeps token usage when its flag is set.
+    /// Writes down what the rules add; keeps the conventions' histograms when its flag is set.
     #[derive(Default)]
     struct Log(Vec<String>, bool);
 
@@ -124,7 +125,7 @@ mod tests {
         fn observe(&mut self, index: usize, seconds: f64) {
             self.0.push(format!("observe {index} {seconds}"));
         }
-        fn keeps_token_usage(&self) -> bool {
+        fn keeps_semconv_histograms(&self) -> bool {
             self.1
         }
         fn error(&mut self, error_type: ErrorType) {
@@ -181,15 +182,21 @@ mod tests {
         assert_eq!(log.0, ["request", "latency 0.5", "error 1"]);
     }
 
-    #[test]
-    fn token_counts_are_observed_only_when_kept() {
-        let usage: Vec<usize> = OPTIONAL_OBSERVED
+    /// The positions of the optional observations that `which` picks.
+    fn observations(which: impl Fn(Observed) -> bool) -> Vec<usize> {
+        OPTIONAL_OBSERVED
             .iter()
             .enumerate()
-            .filter(|(_, (_, observed))| observed.counts_tokens())
+            .filter(|(_, (_, observed))| which(*observed))
             .map(|(index, _)| index)
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn token_counts_are_observed_only_when_kept() {
+        let usage = observations(|observed| matches!(observed, Observed::TokenCount(_)));
         assert_eq!(usage.len(), 2);
+        let succeeded = observations(|observed| observed == Observed::Outcome(None));
         let mut kept = Log(Vec::new(), true);
         record(&RequestValues::new(0.3, 1000, 0), true, None, &mut kept);
         // Input only: a count of zero is not observed, as it adds no tokens.
@@ -201,6 +208,7 @@ mod tests {
                 "tokens 0 1000".to_owned(),
                 "unpriced".to_owned(),
                 format!("observe {} 1000", usage[0]),
+                format!("observe {} 0.3", succeeded[0]),
             ]
         );
         let mut values = RequestValues::new(2.5, 7, 9);
@@ -214,5 +222,36 @@ mod tests {
             .collect();
         // The time to first token and per output token, not the token counts.
         assert_eq!(observed, ["observe 0 0.5", "observe 1 0.25"]);
+    }
+
+    #[test]
+    fn the_latency_is_observed_once_in_its_outcomes_series_when_kept() {
+        let outcomes = observations(|observed| matches!(observed, Observed::Outcome(_)));
+        assert_eq!(outcomes.len(), ERROR_TYPES.len() + 1);
+        // The conventions' observations come last, so that a store without
+        // them stops before them.
+        assert_eq!(
+            CONVENTIONS_OBSERVED,
+            OPTIONAL_OBSERVATIONS - outcomes.len() - 2
+        );
+        for error in [None, Some(0), Some(3), Some(10)] {
+            let mut values = RequestValues::new(1.5, 0, 0);
+            values.error = error;
+            let mut kept = Log(Vec::new(), true);
+            record(&values, true, None, &mut kept);
+            let observed: Vec<&String> = kept
+                .0
+                .iter()
+                .filter(|line| line.starts_with("observe"))
+                .collect();
+            let at = OPTIONAL_OBSERVED
+                .iter()
+                .position(|(_, observed)| *observed == Observed::Outcome(error))
+                .unwrap();
+            assert_eq!(observed, [&format!("observe {at} 1.5")]);
+            let mut not_kept = Log::default();
+            record(&values, true, None, &mut not_kept);
+            assert!(!not_kept.0.iter().any(|line| line.starts_with("observe")));
+        }
     }
 }
