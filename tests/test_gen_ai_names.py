@@ -40,12 +40,19 @@ DURATION = "ractogateway_request_duration_seconds"
 DURATION_UTF8 = "gen_ai.client.operation.duration_seconds"
 DURATION_LEGACY = "gen_ai_client_operation_duration_seconds"
 TTFT_UTF8 = "gen_ai.client.operation.time_to_first_chunk_seconds"
+TPOC_UTF8 = "gen_ai.client.operation.time_per_output_chunk_seconds"
 RENAMED_LABELS = {
     "provider": "gen_ai.provider.name",
     "model": "gen_ai.request.model",
     "operation": "gen_ai.operation.name",
     "token_type": "gen_ai.token.type",
+    "error_type": "error.type",
 }
+#: The histograms only a middleware of the conventions' names keeps, as a
+#: Prometheus exposition names them.
+CONVENTIONS_ONLY = ("gen_ai.client.token.usage", DURATION_UTF8)
+#: Inside, under our names: the tokens per request, the duration by error type.
+KEPT_BY_CONVENTIONS = ("ractogateway_request_tokens", "ractogateway_operation_duration_seconds")
 
 OPENMETRICS_UTF8 = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8"
 TEXT_UTF8 = "text/plain;version=1.0.0;escaping=allow-utf-8"
@@ -64,7 +71,9 @@ def recorded(semconv: str | None, registry: CollectorRegistry | None = None) -> 
             input_tokens=100 + index,
             output_tokens=30,
         )
-    metrics.record_request(**{**CALL, "status": "error", "model": "o3"}, latency_s=2.5)
+    metrics.record_request(
+        **{**CALL, "status": "error", "model": "o3"}, latency_s=2.5, error_type="rate_limit"
+    )
     return metrics
 
 
@@ -76,11 +85,8 @@ def translated(sample_name: str, labels: dict[str, str], utf8: bool) -> tuple[st
     """One of our samples as the GenAI names spell it."""
     spell = (lambda name: name) if utf8 else legacy
     for ours, theirs in (
-        (DURATION, DURATION_UTF8),
-        (
-            "ractogateway_time_to_first_token_seconds",
-            TTFT_UTF8,
-        ),
+        ("ractogateway_time_to_first_token_seconds", TTFT_UTF8),
+        ("ractogateway_time_per_output_token_seconds", TPOC_UTF8),
     ):
         if sample_name.startswith(ours):
             sample_name = theirs + sample_name[len(ours) :]
@@ -134,17 +140,37 @@ def test_each_negotiated_text_format_carries_our_values_under_the_gen_ai_names(
         translated(name, dict(labels), utf8): value
         for (name, labels), value in samples(our_text, parser).items()
     }
-    # Besides ours, the conventions' token usage histogram, which only they keep.
-    usage = "gen_ai.client.token.usage" if utf8 else "gen_ai_client_token_usage"
+    # Besides ours, the conventions' histograms, which only they keep.
+    spell = (lambda name: name) if utf8 else legacy
+    only = tuple(spell(name) for name in CONVENTIONS_ONLY)
     found = samples(text, parser)
-    assert {name for name, _ in found if name.startswith(usage)} == {
-        f"{usage}_bucket",
-        f"{usage}_count",
-        f"{usage}_sum",
-    }
-    assert {key: value for key, value in found.items() if not key[0].startswith(usage)} == (
+    for name in only:
+        assert {sample for sample, _ in found if sample.startswith(name)} == {
+            f"{name}_bucket",
+            f"{name}_count",
+            f"{name}_sum",
+        }
+    assert {key: value for key, value in found.items() if not key[0].startswith(only)} == (
         expected
     )
+    # The duration by error type: ours per model, its failure with error.type.
+    counts = {
+        (labels[spell("gen_ai.request.model")], labels[spell("error.type")]): value
+        for (name, frozen), value in found.items()
+        for labels in [dict(frozen)]
+        if name == spell(DURATION_UTF8) + "_count"
+    }
+    assert counts == {("gpt-4o", ""): 4.0, ("o3", "rate_limit"): 1.0}
+    by_model = {
+        dict(frozen)["model"]: value
+        for (name, frozen), value in samples(our_text, parser).items()
+        if name == DURATION + "_sum"
+    }
+    assert {
+        dict(frozen)[spell("gen_ai.request.model")]: value
+        for (name, frozen), value in found.items()
+        if name == spell(DURATION_UTF8) + "_sum"
+    } == by_model
     # The same as prometheus_client's own rendering of the collector, negotiated alike.
     encoder, _ = choose_encoder(accept or "")
     assert samples(encoder(theirs._registry).decode(), parser) == found
@@ -179,12 +205,17 @@ def test_protobuf_names_follow_the_escaping_asked_for(utf8):
         if {label.name: label.value for label in metric.label}.get(spell("gen_ai.request.model"))
         == "gpt-4o"
     ]
-    assert {label.name for label in metric.label} == {
-        spell("gen_ai.request.model"),
-        spell("gen_ai.operation.name"),
-        spell("gen_ai.provider.name"),
+    assert {label.name: label.value for label in metric.label} == {
+        spell("gen_ai.request.model"): "gpt-4o",
+        spell("gen_ai.operation.name"): "chat",
+        spell("gen_ai.provider.name"): "openai",
+        spell("error.type"): "",
     }
     assert metric.histogram.sample_count == 4
+    [failed] = [m for m in duration.metric if m.histogram.sample_count == 1]
+    assert {label.name: label.value for label in failed.label}[spell("error.type")] == (
+        "rate_limit"
+    )
     assert spell("app.jobs_total") in families
     assert "ractogateway_requests_total" in families
 
@@ -194,7 +225,7 @@ def test_describe_names_the_families_as_collect_does():
     described = {family.name for family in theirs._collector.describe()}
     collected = {family.name for family in theirs._collector.collect()}
     assert collected <= described
-    assert DURATION_UTF8 in described and DURATION not in described
+    assert DURATION_UTF8 in described and DURATION in described
 
 
 def test_files_and_snapshots_keep_our_names_so_conventions_merge():
@@ -202,8 +233,8 @@ def test_files_and_snapshots_keep_our_names_so_conventions_merge():
     ours = GatewayMetricsMiddleware(registry=CollectorRegistry())
     ours.merge(theirs.snapshot())
     merged = samples(ours.generate_latest(), parse_text)
-    # The token usage histogram they kept comes along, under our name here.
-    usage = {key: value for key, value in merged.items() if "request_tokens" in key[0]}
+    # The histograms they kept come along, under our names here.
+    usage = {key: value for key, value in merged.items() if key[0].startswith(KEPT_BY_CONVENTIONS)}
     assert (
         usage[
             (
@@ -220,6 +251,13 @@ def test_files_and_snapshots_keep_our_names_so_conventions_merge():
         ]
         == 4
     )
+    failed = {
+        "error_type": "rate_limit",
+        "model": "o3",
+        "operation": "chat",
+        "provider": "openai",
+    }
+    assert usage[("ractogateway_operation_duration_seconds_sum", frozenset(failed.items()))] == 2.5
     rest = {key: value for key, value in merged.items() if key not in usage}
     assert rest == samples(recorded(None).generate_latest(), parse_text)
 
@@ -257,10 +295,11 @@ def test_a_push_follows_the_middlewares_names_unless_told():
         [resource] = decoded.resource_metrics
         [scope] = resource.scope_metrics
         names.append({metric.name for metric in scope.metrics})
-    assert "gen_ai.client.operation.duration" in names[0]
+    assert {"gen_ai.client.operation.duration", DURATION} <= names[0]
     assert DURATION in names[1] and "gen_ai.client.operation.duration" not in names[1]
-    # Pushed under their names, ours lacks only the token usage only they keep.
-    assert names[2] == names[0] - {"gen_ai.client.token.usage"}
+    # Pushed under their names, ours lacks the histograms only they keep: our
+    # duration histogram stands in for theirs, without error.type.
+    assert names[2] == names[0] - {"gen_ai.client.token.usage", DURATION}
     assert "gen_ai.client.token.usage" in names[0]
 
 
@@ -274,7 +313,8 @@ def test_bad_semconv_is_refused_by_name():
 def test_the_mapping_is_the_pinned_tables():
     metrics, attributes = GEN_AI_SEMCONV_NAMES
     assert dict(attributes) == RENAMED_LABELS
-    assert dict(metrics)[DURATION] + "_seconds" == DURATION_UTF8
+    assert dict(metrics)[KEPT_BY_CONVENTIONS[1]] + "_seconds" == DURATION_UTF8
+    assert dict(metrics)["ractogateway_time_per_output_token_seconds"] + "_seconds" == TPOC_UTF8
 
 
 @pytest.mark.integration

@@ -46,6 +46,7 @@ otlp_metrics = pytest.importorskip("opentelemetry.proto.collector.metrics.v1.met
 CALL = {"provider": "openai", "model": "gpt-4o", "operation": "chat", "status": "ok"}
 DURATION = "ractogateway_request_duration_seconds"
 TOKEN_USAGE = "ractogateway_request_tokens"
+OPERATION_DURATION = "ractogateway_operation_duration_seconds"
 #: The GenAI conventions' advised buckets for gen_ai.client.token.usage (v1.41.0).
 TOKEN_USAGE_BOUNDS = [float(4**power) for power in range(14)]
 TRACE = {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"}
@@ -134,7 +135,9 @@ def recorded(semconv: str | None = None) -> GatewayMetricsMiddleware:
             output_tokens=200 + index,
             tool_calls=[ToolCall("search")],
         )
-    metrics.record_request(**{**CALL, "status": "error", "model": "mystery"}, latency_s=12.0)
+    metrics.record_request(
+        **{**CALL, "status": "error", "model": "mystery"}, latency_s=12.0, error_type="server_error"
+    )
     metrics.record_cache_hit("exact")
     return metrics
 
@@ -413,9 +416,12 @@ def sdk_request(metrics: GatewayMetricsMiddleware, semconv: str | None) -> Any:
     provider = sdk_metrics.MeterProvider(
         metric_readers=[reader],
         views=[
-            view.View(
-                instrument_name=named(DURATION),
-                aggregation=view.ExplicitBucketHistogramAggregation(metrics.latency_buckets),
+            *(
+                view.View(
+                    instrument_name=named(name),
+                    aggregation=view.ExplicitBucketHistogramAggregation(metrics.latency_buckets),
+                )
+                for name in (DURATION, OPERATION_DURATION)
             ),
             view.View(
                 instrument_name=named(TOKEN_USAGE),
@@ -427,19 +433,35 @@ def sdk_request(metrics: GatewayMetricsMiddleware, semconv: str | None) -> Any:
     requests = meter.create_counter(named("ractogateway_requests_total"))
     duration = meter.create_histogram(named(DURATION), unit="s")
     tokens = meter.create_counter(named("ractogateway_tokens_total"))
-    # Kept by a middleware named as the conventions: their gen_ai.client.token.usage.
+    errors = meter.create_counter(named("ractogateway_request_errors_total"))
+    # Kept by a middleware named as the conventions: their gen_ai.client.token.usage,
+    # and their gen_ai.client.operation.duration, with error.type on failures.
     usage = meter.create_histogram(named(TOKEN_USAGE), unit="{token}") if semconv else None
-    rows = [(0.2 * (index + 1), 1000, 200 + index) for index in range(5)]
-    for latency, input_tokens, output_tokens in rows:
+    by_outcome = meter.create_histogram(named(OPERATION_DURATION), unit="s") if semconv else None
+    rows = [(0.2 * (index + 1), 1000, 200 + index, None) for index in range(5)]
+    rows.append((3.5, 0, 0, "timeout"))
+    for latency, input_tokens, output_tokens, error_type in rows:
+        call = {**CALL, "status": "error"} if error_type else CALL
         metrics.record_request(
-            **CALL, latency_s=latency, input_tokens=input_tokens, output_tokens=output_tokens
+            **call,
+            latency_s=latency,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            error_type=error_type,
         )
-        requests.add(1, labelled(CALL))
-        duration.record(latency, labelled({k: CALL[k] for k in ("model", "operation", "provider")}))
+        requests.add(1, labelled(call))
+        request_labels = {k: CALL[k] for k in ("model", "operation", "provider")}
+        duration.record(latency, labelled(request_labels))
+        if by_outcome is not None:
+            # error.type only on a failure: a success has no such attribute.
+            outcome = {"error_type": error_type} if error_type else {}
+            by_outcome.record(latency, labelled({**request_labels, **outcome}))
+        if error_type:
+            errors.add(1, labelled({**request_labels, "error_type": error_type}))
         for token_type, count in (("input", input_tokens), ("output", output_tokens)):
             token_labels = {"model": "gpt-4o", "provider": "openai", "token_type": token_type}
             tokens.add(count, labelled(token_labels))
-            if usage is not None:
+            if usage is not None and count:  # a count of zero is not observed
                 usage.record(count, labelled({**token_labels, "operation": CALL["operation"]}))
     return encoder.encode_metrics(reader.get_metrics_data())
 
@@ -452,10 +474,9 @@ def test_the_points_equal_the_opentelemetry_sdks_for_the_same_requests(receiver,
     theirs = metrics_by_name(sdk_request(metrics, semconv))
     metrics.otlp_push(receiver.url)
     ours = metrics_by_name(receiver.last())
-    duration = "gen_ai.client.operation.duration" if semconv else DURATION
-    names = {"ractogateway_requests", duration, "ractogateway_tokens"}
+    names = {"ractogateway_requests", DURATION, "ractogateway_tokens", "ractogateway_request_errors"}
     if semconv:
-        names.add("gen_ai.client.token.usage")
+        names |= {"gen_ai.client.token.usage", "gen_ai.client.operation.duration"}
     assert set(theirs) == names
     for name, their_metric in theirs.items():
         our_metric = ours[name]
@@ -528,7 +549,22 @@ PUBLISHED_GEN_AI_METRICS = {
             "server.address",
         },
     ),
+    "gen_ai.client.operation.time_per_output_chunk": (
+        "histogram",
+        "s",
+        {"gen_ai.operation.name", "gen_ai.provider.name"},
+        {
+            "gen_ai.operation.name",
+            "gen_ai.provider.name",
+            "gen_ai.request.model",
+            "server.port",
+            "gen_ai.response.model",
+            "server.address",
+        },
+    ),
 }
+#: Conditionally required (when the operation ended in an error) on the duration.
+ERROR_TYPE_REQUIRED = {"gen_ai.client.operation.duration": "error.type"}
 
 
 def test_gen_ai_names_follow_the_pinned_conventions(receiver):
@@ -544,6 +580,12 @@ def test_gen_ai_names_follow_the_pinned_conventions(receiver):
         output_tokens=4,
         labels={"tenant": "t1"},
     )
+    metrics.record_request(
+        **{**CALL, "status": "error"},
+        latency_s=31.0,
+        error_type="timeout",
+        labels={"tenant": "t1"},
+    )
     metrics.otlp_push(receiver.url)
     [resource] = receiver.last().resource_metrics
     [scope] = resource.scope_metrics
@@ -557,6 +599,18 @@ def test_gen_ai_names_follow_the_pinned_conventions(receiver):
             keys = set(attributes(point))
             assert required <= keys
             assert keys - defined == {"tenant"}  # the user's own labels stay
+            if name in ERROR_TYPE_REQUIRED:
+                # Failed: error.type with its value; succeeded: no error.type.
+                failed = point.count == 1 and point.sum == 31.0
+                assert (ERROR_TYPE_REQUIRED[name] in keys) == failed
+    errors = {
+        attributes(point).get("error.type"): (point.count, point.sum)
+        for point in found["gen_ai.client.operation.duration"].histogram.data_points
+    }
+    assert errors == {None: (1, 0.8), "timeout": (1, 31.0)}
+    # Time per output chunk: our time per output token, (0.8 - 0.1) / (4 - 1).
+    [chunk] = found["gen_ai.client.operation.time_per_output_chunk"].histogram.data_points
+    assert math.isclose(chunk.sum, 0.7 / 3, rel_tol=1e-12)
     # The conventions' advised buckets, and their token types.
     usage = found["gen_ai.client.token.usage"].histogram.data_points
     assert {attributes(point)["gen_ai.token.type"]: point.sum for point in usage} == {
@@ -567,7 +621,8 @@ def test_gen_ai_names_follow_the_pinned_conventions(receiver):
     # Families the conventions do not define keep our names, with their attributes.
     [tokens] = [p for p in found["ractogateway_tokens"].sum.data_points if p.as_int == 4]
     assert attributes(tokens)["gen_ai.token.type"] == "output"
-    assert not any(name.startswith("ractogateway_request_duration") for name in found)
+    # Our duration histogram keeps our name beside theirs.
+    assert {p.count for p in found[DURATION].histogram.data_points} == {2}
     with pytest.raises(ValueError, match="semconv must be None or 'gen_ai'"):
         metrics.otlp_push(receiver.url, semconv="genai")
 
@@ -635,8 +690,22 @@ def test_victoria_metrics_ingests_a_push_with_exact_values(tmp_path):
         counts = wait_for_values(
             server, f'{{__name__="gen_ai.client.operation.duration_count",{semconv}}}'
         )
-        by_model = {dict(labels)["gen_ai.request.model"]: value for labels, value in counts.items()}
-        assert by_model == {"gpt-4o": 5.0, "mystery": 1.0}
+        by_model = {
+            (dict(labels)["gen_ai.request.model"], dict(labels).get("error.type")): value
+            for labels, value in counts.items()
+        }
+        # The failure carries error.type; the successes have none.
+        assert by_model == {("gpt-4o", None): 5.0, ("mystery", "server_error"): 1.0}
+        failed = wait_for_values(
+            server,
+            f'{{__name__="gen_ai.client.operation.duration_sum","error.type"!="",{semconv}}}',
+        )
+        assert list(failed.values()) == [12.0]
+        chunks = wait_for_values(
+            server,
+            f'{{__name__="gen_ai.client.operation.time_per_output_chunk_count",{semconv}}}',
+        )
+        assert list(chunks.values()) == [5.0]
         usage = {}
         for suffix in ("count", "sum"):
             found = wait_for_values(
