@@ -150,9 +150,7 @@ def test_each_negotiated_text_format_carries_our_values_under_the_gen_ai_names(
             f"{name}_count",
             f"{name}_sum",
         }
-    assert {key: value for key, value in found.items() if not key[0].startswith(only)} == (
-        expected
-    )
+    assert {key: value for key, value in found.items() if not key[0].startswith(only)} == (expected)
     # The duration by error type: ours per model, its failure with error.type.
     counts = {
         (labels[spell("gen_ai.request.model")], labels[spell("error.type")]): value
@@ -340,6 +338,11 @@ def test_prometheus_stores_the_names_it_negotiated(tmp_path, prometheus):
             [labels] = [dict(labels) for labels in found if "o3" in dict(labels).values()]
             provider = "gen_ai.provider.name" if utf8 else "gen_ai_provider_name"
             assert labels[provider] == "openai"
+            # The failure carries error.type; the empty value of the successes is no label.
+            error_type = "error.type" if utf8 else "error_type"
+            assert labels[error_type] == "rate_limit"
+            [succeeded] = [dict(labels) for labels in found if "gpt-4o" in dict(labels).values()]
+            assert error_type not in succeeded
     finally:
         exporter.stop()
 

@@ -474,7 +474,12 @@ def test_the_points_equal_the_opentelemetry_sdks_for_the_same_requests(receiver,
     theirs = metrics_by_name(sdk_request(metrics, semconv))
     metrics.otlp_push(receiver.url)
     ours = metrics_by_name(receiver.last())
-    names = {"ractogateway_requests", DURATION, "ractogateway_tokens", "ractogateway_request_errors"}
+    names = {
+        "ractogateway_requests",
+        DURATION,
+        "ractogateway_tokens",
+        "ractogateway_request_errors",
+    }
     if semconv:
         names |= {"gen_ai.client.token.usage", "gen_ai.client.operation.duration"}
     assert set(theirs) == names

@@ -234,8 +234,10 @@ class GatewayMetricsMiddleware(MetricsStore):
     (Prometheus 3) gets ``gen_ai.client.operation.duration_seconds`` and
     ``gen_ai.provider.name``, any other ``gen_ai_client_operation_duration_seconds``
     and ``gen_ai_provider_name``; other families keep our names. Such a
-    middleware also keeps the conventions' ``gen_ai.client.token.usage``, a
-    histogram of each request's input and output tokens. Files and snapshots
+    middleware also keeps two histograms only the conventions show:
+    ``gen_ai.client.token.usage`` (each request's input and output tokens) and
+    ``gen_ai.client.operation.duration`` (the latency by error type, a failed
+    request's with ``error.type``). Files and snapshots
     keep our names, so such processes still share a directory and merge.
 
     ``namespace`` names every family ``<namespace>_...`` instead of

@@ -195,10 +195,13 @@ class OtlpExporter(PeriodicSender):
 
     ``semconv="gen_ai"`` names the series as the OpenTelemetry GenAI semantic
     conventions do (version ``GEN_AI_SEMCONV_VERSION``): the request duration as
-    ``gen_ai.client.operation.duration``, time to first token as
-    ``gen_ai.client.operation.time_to_first_chunk``, and the labels provider,
-    model, operation and token type as ``gen_ai.provider.name``,
-    ``gen_ai.request.model``, ``gen_ai.operation.name`` and ``gen_ai.token.type``;
+    ``gen_ai.client.operation.duration`` (by ``error.type`` where the middleware
+    keeps it so, as one made with ``semconv="gen_ai"`` does), time to first token
+    as ``gen_ai.client.operation.time_to_first_chunk``, time per output token as
+    ``gen_ai.client.operation.time_per_output_chunk``, and the labels provider,
+    model, operation, token type and error type as ``gen_ai.provider.name``,
+    ``gen_ai.request.model``, ``gen_ai.operation.name``, ``gen_ai.token.type`` and
+    ``error.type``;
     families the conventions do not define keep our names. The default, None,
     names them as the middleware does (its own ``semconv``).
 

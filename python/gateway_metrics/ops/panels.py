@@ -74,7 +74,7 @@ SHOWN_BY_HAND = frozenset(
 #: Histograms only a middleware of the OpenTelemetry GenAI names keeps
 #: (``semconv="gen_ai"``), whose series go by those names, not the ones this
 #: kit queries.
-GEN_AI_ONLY = frozenset({"ractogateway_request_tokens"})
+GEN_AI_ONLY = frozenset({"ractogateway_request_tokens", "ractogateway_operation_duration_seconds"})
 
 PANELS: tuple[Panel, ...] = (
     Panel(
