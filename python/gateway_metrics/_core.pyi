@@ -314,12 +314,29 @@ class MetricsStore:
                                  output_tokens=numpy_completion_tokens)
         """
 
-    def record_cache_hit(self, cache_type: str) -> None:
+    def record_cache_hit(
+        self,
+        cache_type: str,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> None:
         """Adds one to ``ractogateway_cache_hits_total{cache_type}``.
+
+        With ``provider`` and ``model`` (together), the hit avoided a call of
+        that model: ``input_tokens`` and ``output_tokens`` are added to
+        ``ractogateway_cache_saved_tokens_total{model,provider,token_type}`` and
+        their cost, priced as a request of that model would be, to
+        ``ractogateway_cache_saved_usd_total{model,provider}``.
 
         Example::
 
             metrics.record_cache_hit("exact")
+            metrics.record_cache_hit(
+                "semantic", provider="openai", model="gpt-4o", input_tokens=1200, output_tokens=300
+            )
         """
 
     def record_cache_miss(self, cache_type: str) -> None:

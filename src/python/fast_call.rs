@@ -63,10 +63,15 @@ fn request_method_doc(method: &str, doc: &str) -> PyResult<&'static CStr> {
     Ok(Box::leak(text.into_boxed_c_str()))
 }
 
-const RECORD_CACHE_HIT_DOC: &CStr = c"record_cache_hit($self, /, cache_type)
+const RECORD_CACHE_HIT_DOC: &CStr = c"record_cache_hit($self, /, cache_type, *, provider=None, model=None, input_tokens=0, output_tokens=0)
 --
 
-Adds one to ractogateway_cache_hits_total{cache_type} (\"exact\" or \"semantic\").";
+Adds one to ractogateway_cache_hits_total{cache_type} (\"exact\" or \"semantic\").
+
+With provider and model, the hit avoided a call of that model: its input and
+output tokens are added to ractogateway_cache_saved_tokens_total and their
+cost, priced as a request of that model would be, to
+ractogateway_cache_saved_usd_total.";
 const RECORD_CACHE_MISS_DOC: &CStr = c"record_cache_miss($self, /, cache_type)
 --
 
@@ -156,6 +161,61 @@ fn cache_type_argument<'a, 'py>(
     Ok(value)
 }
 
+/// The keywords of `record_cache_hit` besides `cache_type`: what the hit saved.
+const SAVING_KEYWORDS: [&str; 4] = ["provider", "model", "input_tokens", "output_tokens"];
+
+/// `record_cache_hit`'s cache type, and the provider, model, input and output
+/// tokens of its saving (each absent: None).
+type CacheHitArguments<'a, 'py> = (
+    Borrowed<'a, 'py, PyAny>,
+    [Option<Borrowed<'a, 'py, PyAny>>; 4],
+);
+
+/// `record_cache_hit`'s arguments past the fast path's one: the cache type
+/// and the saving's provider, model, input and output tokens (absent: None).
+fn cache_hit_arguments<'a, 'py>(
+    arguments: &FastcallArgs<'a, 'py>,
+) -> PyResult<CacheHitArguments<'a, 'py>> {
+    let method = "record_cache_hit";
+    if arguments.positional_count() > 1 {
+        return Err(PyTypeError::new_err(format!(
+            "{method}() takes 1 positional argument (cache_type), {} given",
+            arguments.positional_count()
+        )));
+    }
+    let mut cache_type = (arguments.positional_count() == 1).then(|| arguments.positional(0));
+    let mut saving = [None; 4];
+    for index in 0..arguments.keyword_count() {
+        let (name, value) = arguments.keyword(index);
+        let name = name.cast::<PyString>()?;
+        let name = name.to_cow()?;
+        let slot = if name == "cache_type" {
+            if cache_type.is_some() {
+                return Err(PyTypeError::new_err(format!(
+                    "{method}() got multiple values for argument 'cache_type'"
+                )));
+            }
+            &mut cache_type
+        } else {
+            match SAVING_KEYWORDS.iter().position(|known| *known == name) {
+                Some(at) => &mut saving[at],
+                None => {
+                    return Err(PyTypeError::new_err(format!(
+                        "{method}() got an unexpected keyword argument '{name}'"
+                    )))
+                }
+            }
+        };
+        *slot = Some(value);
+    }
+    let cache_type = cache_type.ok_or_else(|| {
+        PyTypeError::new_err(format!(
+            "{method}() missing 1 required argument: 'cache_type'"
+        ))
+    })?;
+    Ok((cache_type, saving))
+}
+
 /// `record_cache_hit` (`HIT`) or `record_cache_miss`.
 unsafe extern "C" fn record_cache_fastcall<const HIT: bool>(
     slf: *mut ffi::PyObject,
@@ -177,6 +237,19 @@ unsafe extern "C" fn record_cache_fastcall<const HIT: bool>(
             nargs,
             kwnames,
             |store: &PyMetricsStore, arguments| {
+                // One argument is the reference's call, `record_cache_hit("exact")`.
+                if HIT && arguments.positional_count() + arguments.keyword_count() > 1 {
+                    let (cache_type, saving) = cache_hit_arguments(arguments)?;
+                    store.record_cache_hit_saving(
+                        &cache_type,
+                        saving.map(|given| {
+                            given
+                                .map(Borrowed::to_owned)
+                                .filter(|value| !value.is_none())
+                        }),
+                    )?;
+                    return Ok(none(arguments.py()));
+                }
                 let cache_type = cache_type_argument(method, arguments)?;
                 store.record_cache(outcome, &cache_type)?;
                 Ok(none(arguments.py()))

@@ -2,6 +2,7 @@
 //! each validates every argument before it records anything, then records
 //! into the store through the label resolver's cached series.
 
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 use smallvec::SmallVec;
@@ -47,6 +48,60 @@ impl PyMetricsStore {
         self.follow_fork(py)?;
         let store = self.store();
         store.count(self.labels.cache_series(store, outcome, cache_type)?);
+        self.report_overflows_of(py, store);
+        Ok(())
+    }
+
+    /// Adds one cache hit of `cache_type` and what it saved (`saving`: the
+    /// provider, model, input and output tokens, absent when None): the
+    /// tokens and their cost a call of that model would have spent. Every
+    /// argument is validated before anything is recorded.
+    pub(super) fn record_cache_hit_saving(
+        &self,
+        cache_type: &Bound<'_, PyAny>,
+        saving: [Option<Bound<'_, PyAny>>; 4],
+    ) -> PyResult<()> {
+        let py = cache_type.py();
+        let [provider, model, input_tokens, output_tokens] = saving;
+        let input_tokens = token_count(input_tokens.as_ref(), "input_tokens")?;
+        let output_tokens = token_count(output_tokens.as_ref(), "output_tokens")?;
+        let labels = match (provider, model) {
+            (Some(provider), Some(model)) => {
+                Some((label(&provider, "provider")?, label(&model, "model")?))
+            }
+            (None, None) => None,
+            (provider, _) => {
+                let missing = if provider.is_some() {
+                    "model"
+                } else {
+                    "provider"
+                };
+                return Err(PyTypeError::new_err(format!(
+                    "record_cache_hit() needs provider and model together: {missing} is \
+                     missing (the saving is counted and priced by model)"
+                )));
+            }
+        };
+        if labels.is_none() && input_tokens | output_tokens != 0 {
+            return Err(PyValueError::new_err(
+                "record_cache_hit(): input_tokens and output_tokens need provider and model \
+                 (the saving is counted and priced by model)",
+            ));
+        }
+        self.follow_fork(py)?;
+        let store = self.store();
+        let hits = self
+            .labels
+            .cache_series(store, CacheOutcome::Hit, cache_type)?;
+        store.count(hits);
+        if let Some((provider, model)) = labels {
+            store.record_cache_savings(
+                provider.to_str()?,
+                model.to_str()?,
+                input_tokens,
+                output_tokens,
+            );
+        }
         self.report_overflows_of(py, store);
         Ok(())
     }

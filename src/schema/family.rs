@@ -50,6 +50,10 @@ pub const IN_FLIGHT: FamilyId = 16;
 /// the GenAI conventions' `gen_ai.client.operation.duration`, which tells
 /// failed operations apart by `error.type`.
 pub const OPERATION_DURATION: FamilyId = 17;
+/// `ractogateway_cache_saved_tokens_total{model,provider,token_type}`.
+pub const CACHE_SAVED_TOKENS: FamilyId = 18;
+/// `ractogateway_cache_saved_usd_total{model,provider}`.
+pub const CACHE_SAVED_USD: FamilyId = 19;
 
 /// The prefix of every family name unless a middleware is given its own: the
 /// reference middleware's.
@@ -341,7 +345,7 @@ const fn request_histogram(
 
 /// Every family, by [`FamilyId`], in the order the reference registers (and
 /// prints) its own; the others follow, shown from their first series.
-const FAMILY_ROWS: [FamilyRow; 18] = [
+const FAMILY_ROWS: [FamilyRow; 20] = [
     counter_row(
         "ractogateway_requests",
         "Total LLM requests by provider / model / operation / status.",
@@ -484,6 +488,25 @@ const FAMILY_ROWS: [FamilyRow; 18] = [
             Observed::Outcomes,
         )
     },
+    counter_row(
+        "ractogateway_cache_saved_tokens",
+        "Tokens that responses served from the gateway's cache did not spend, by model / \
+         provider / token_type.",
+        &["model", "provider", "token_type"],
+        false,
+        false,
+    ),
+    FamilyRow {
+        value: ValueKind::Sum,
+        ..counter_row(
+            "ractogateway_cache_saved_usd",
+            "Estimated USD that responses served from the gateway's cache did not cost, at \
+             the model's price.",
+            &["model", "provider"],
+            false,
+            false,
+        )
+    },
 ];
 /// How many families a schema has.
 pub const FAMILY_COUNT: usize = FAMILY_ROWS.len();
@@ -507,7 +530,7 @@ const fn same_name(a: &str, b: &str) -> bool {
 // Each named id is the position of its family's row: a row moved or added in
 // the wrong place fails the build, not a scrape.
 const _: () = {
-    let ids: [(FamilyId, &str); 15] = [
+    let ids: [(FamilyId, &str); 17] = [
         (REQUESTS, "ractogateway_requests"),
         (DURATION, "ractogateway_request_duration_seconds"),
         (TOKENS, "ractogateway_tokens"),
@@ -532,6 +555,8 @@ const _: () = {
             OPERATION_DURATION,
             "ractogateway_operation_duration_seconds",
         ),
+        (CACHE_SAVED_TOKENS, "ractogateway_cache_saved_tokens"),
+        (CACHE_SAVED_USD, "ractogateway_cache_saved_usd"),
     ];
     let mut at = 0;
     while at < ids.len() {

@@ -33,6 +33,7 @@ pub mod visit;
 pub use notices::NAMED_UNPRICED_MODELS;
 pub use read::ReadMode;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use smallvec::SmallVec;
@@ -143,7 +144,14 @@ pub struct Store {
     /// Families that folded label sets, and models found without a price,
     /// not yet told.
     notices: Notices,
+    /// The prices of the models cache hits saved calls of, by provider and
+    /// model, found once each (the resolver may run other code); at most
+    /// `max_series` of them, as their series are.
+    saved_prices: Mutex<SavedPrices>,
 }
+
+/// The prices of the models cache hits saved calls of, by provider and model.
+type SavedPrices = HashMap<(Box<str>, Box<str>), Option<Price>, foldhash::fast::RandomState>;
 
 impl Store {
     /// An empty store of the reference's families that prices requests with
@@ -184,6 +192,7 @@ impl Store {
             max_series: usize::MAX,
             first_use: Mutex::new(()),
             notices: Notices::default(),
+            saved_prices: Mutex::default(),
         }
     }
 
@@ -278,11 +287,7 @@ impl Store {
         // Priced before the map's lock is taken: a resolver may run other code.
         // A label set past the cap is not priced: it will be folded.
         let price = if requests.len() < self.max_series {
-            self.prices.get(labels.model).or_else(|| {
-                self.resolver
-                    .as_ref()
-                    .and_then(|resolve| resolve(labels.provider, labels.model))
-            })
+            self.price_of(labels.provider, labels.model)
         } else {
             None
         };
@@ -313,6 +318,41 @@ impl Store {
                 unpriced: OnceLock::new(),
             }
         })
+    }
+
+    /// The price of `model` of `provider`, as a request's label set of that
+    /// model would be priced: from the table, else the resolver.
+    fn price_of(&self, provider: &str, model: &str) -> Option<Price> {
+        self.prices.get(model).or_else(|| {
+            self.resolver
+                .as_ref()
+                .and_then(|resolve| resolve(provider, model))
+        })
+    }
+
+    /// The price of `model` of `provider` for a cache hit's saving, found
+    /// once per model while fewer than `max_series` are known.
+    pub(crate) fn saved_price(&self, provider: &str, model: &str) -> Option<Price> {
+        let known = |prices: &SavedPrices| {
+            prices
+                .get(&(Box::from(provider), Box::from(model)))
+                .cloned()
+        };
+        let lock = || {
+            self.saved_prices
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(price) = known(&lock()) {
+            return price;
+        }
+        // Found without the lock: a resolver may run other code.
+        let price = self.price_of(provider, model);
+        let mut prices = lock();
+        if prices.len() < self.max_series {
+            prices.insert((Box::from(provider), Box::from(model)), price.clone());
+        }
+        price
     }
 
     /// Sets the resolver that prices models the table lacks (genai-prices, say).
@@ -525,6 +565,50 @@ mod tests {
         assert_eq!(
             find("ractogateway_tool_calls_total", None, &["search"]),
             Some(1.0)
+        );
+    }
+
+    #[test]
+    fn a_cache_hit_saves_what_a_request_of_its_model_would_have_cost() {
+        let store = gpt_4o_store();
+        store.record_cache(CacheOutcome::Hit, "exact");
+        store.record_cache_savings("openai", "gpt-4o", 1000, 200);
+        store.record_cache_savings("openai", "gpt-4o", 0, 50);
+        store.record_cache_savings("acme", "mystery", 7, 0);
+        let request = gpt_4o_store();
+        for (input, output) in [(1000, 200), (0, 50)] {
+            request.record_request(&OPENAI_CHAT, &RequestValues::new(0.1, input, output));
+        }
+        let samples = |store: &Store, name: &str| {
+            let mut recorder = Recorder::default();
+            store.visit(false, &mut recorder);
+            recorder
+                .0
+                .into_iter()
+                .filter(|sample| sample.0 == name)
+                .map(|sample| (sample.2, sample.3))
+                .collect::<Vec<_>>()
+        };
+        let label_set = |values: &[&str]| values.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            samples(&store, "ractogateway_cache_saved_tokens_total"),
+            [
+                (label_set(&["gpt-4o", "openai", "input"]), 1000.0),
+                (label_set(&["gpt-4o", "openai", "output"]), 250.0),
+                (label_set(&["mystery", "acme", "input"]), 7.0),
+            ]
+        );
+        // Priced as the requests of that model are, to the bit; an unpriced
+        // model saves tokens and no cost, and is noted.
+        let saved = samples(&store, "ractogateway_cache_saved_usd_total");
+        assert_eq!(saved, samples(&request, "ractogateway_cost_usd_total"));
+        assert_eq!(saved.len(), 1);
+        let (unpriced, _) = store.take_unpriced_models();
+        assert_eq!(unpriced, [("acme".to_owned(), "mystery".to_owned())]);
+        // The hit itself is counted apart, as before.
+        assert_eq!(
+            samples(&store, "ractogateway_cache_hits_total"),
+            [(label_set(&["exact"]), 1.0)]
         );
     }
 

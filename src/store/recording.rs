@@ -6,12 +6,13 @@
 use crate::cells::histogram::Histogram;
 use crate::schema::buckets::Buckets;
 use crate::schema::family::{
-    FamilyId, CACHE_HITS, CACHE_MISSES, COST, ERRORS, OPTIONAL_OBSERVED, OVERFLOW, OVERFLOW_VALUE,
-    TOKENS, TOOL_CALLS, UNPRICED,
+    FamilyId, CACHE_HITS, CACHE_MISSES, CACHE_SAVED_TOKENS, CACHE_SAVED_USD, COST, ERRORS,
+    OPTIONAL_OBSERVED, OVERFLOW, OVERFLOW_VALUE, TOKENS, TOOL_CALLS, UNPRICED,
 };
 use crate::schema::native::NativeConfig;
 use crate::schema::request::{
-    ErrorType, Observed, RequestValues, ERROR_TYPES, REFERENCE_TOKEN_TYPES, TOKEN_TYPES,
+    ErrorType, Observed, RequestValues, ERROR_TYPES, INPUT, OUTPUT, REFERENCE_TOKEN_TYPES,
+    TOKEN_TYPES, TOKEN_TYPE_COUNT,
 };
 use crate::store::rules::{self, Sink};
 use crate::store::series::{CostSeries, CounterSeries, HistogramSeries, SeriesRef};
@@ -328,5 +329,53 @@ impl Store {
     #[inline]
     pub fn record_cache(&self, outcome: CacheOutcome, cache_type: &str) {
         self.count(self.cache_series(outcome, cache_type));
+    }
+
+    /// Records what a response served from the gateway's cache saved: the
+    /// `input_tokens` and `output_tokens` a call of `model` of `provider`
+    /// would have spent, and their cost, priced as a request of that model
+    /// with those tokens would have been (a per-request fee included). A
+    /// model without a price saves tokens and no cost, and is noted as a
+    /// request's would be.
+    pub fn record_cache_savings(
+        &self,
+        provider: &str,
+        model: &str,
+        input_tokens: u64,
+        output_tokens: u64,
+    ) {
+        let mut tokens = [0; TOKEN_TYPE_COUNT];
+        tokens[INPUT] = input_tokens;
+        tokens[OUTPUT] = output_tokens;
+        for (token_type, count) in tokens.iter().enumerate() {
+            if *count > 0 {
+                let key = [model, provider, TOKEN_TYPES[token_type].name];
+                let (series, _) = self.capped(
+                    self.counters(CACHE_SAVED_TOKENS),
+                    CACHE_SAVED_TOKENS,
+                    &key,
+                    |key| CounterSeries::new(&self.arena, CACHE_SAVED_TOKENS, key),
+                );
+                series.value.value.add(*count, self.recording);
+            }
+        }
+        match self.saved_price(provider, model) {
+            Some(price) => {
+                let usd = price.cost(&tokens);
+                if usd > 0.0 {
+                    let (series, _) = self.capped(
+                        self.sums(CACHE_SAVED_USD),
+                        CACHE_SAVED_USD,
+                        &[model, provider],
+                        |key| CostSeries::new(&self.arena, CACHE_SAVED_USD, key),
+                    );
+                    series.value.value.add(usd, self.recording);
+                }
+            }
+            None if input_tokens | output_tokens != 0 && model != OVERFLOW_VALUE => {
+                self.notices.model_unpriced(provider, model);
+            }
+            None => {}
+        }
     }
 }
