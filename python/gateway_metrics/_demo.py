@@ -44,7 +44,18 @@ def simulate_request(metrics: GatewayMetricsMiddleware, rng: random.Random) -> N
     # The exact cache is asked first, then the semantic one.
     for cache_type, hit_rate in (("exact", 0.08), ("semantic", 0.1)):
         if rng.random() < hit_rate:
-            metrics.record_cache_hit(cache_type)
+            if cache_type == "semantic":
+                # The call it avoided: the model's typical answer, from a
+                # prompt of the model's size, without a draw of its own.
+                metrics.record_cache_hit(
+                    cache_type,
+                    provider=provider,
+                    model=model,
+                    input_tokens=output * 4,
+                    output_tokens=output,
+                )
+            else:
+                metrics.record_cache_hit(cache_type)
             return
         metrics.record_cache_miss(cache_type)
     operation = rng.choices(["chat", "stream", "embed"], weights=[6, 3, 1])[0]

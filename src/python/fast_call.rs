@@ -136,17 +136,12 @@ unsafe extern "C" fn record_batch_fastcall(
     }
 }
 
-/// The `cache_type` argument of a cache method, given by position or keyword.
+/// The `cache_type` argument of a cache method called with one argument,
+/// given by position or keyword.
 fn cache_type_argument<'a, 'py>(
     method: &str,
     arguments: &FastcallArgs<'a, 'py>,
 ) -> PyResult<Borrowed<'a, 'py, PyAny>> {
-    let given = arguments.positional_count() + arguments.keyword_count();
-    if given != 1 {
-        return Err(PyTypeError::new_err(format!(
-            "{method}() takes exactly one argument (cache_type), {given} given"
-        )));
-    }
     if arguments.keyword_count() == 0 {
         return Ok(arguments.positional(0));
     }
@@ -216,6 +211,25 @@ fn cache_hit_arguments<'a, 'py>(
     Ok((cache_type, saving))
 }
 
+/// `record_cache_hit` with what the hit saved: apart from the reference's
+/// one-argument call, whose path it leaves as it was.
+#[cold]
+#[inline(never)]
+fn record_cache_hit_saving(
+    store: &PyMetricsStore,
+    arguments: &FastcallArgs<'_, '_>,
+) -> PyResult<()> {
+    let (cache_type, saving) = cache_hit_arguments(arguments)?;
+    store.record_cache_hit_saving(
+        &cache_type,
+        saving.map(|given| {
+            given
+                .map(Borrowed::to_owned)
+                .filter(|value| !value.is_none())
+        }),
+    )
+}
+
 /// `record_cache_hit` (`HIT`) or `record_cache_miss`.
 unsafe extern "C" fn record_cache_fastcall<const HIT: bool>(
     slf: *mut ffi::PyObject,
@@ -238,20 +252,17 @@ unsafe extern "C" fn record_cache_fastcall<const HIT: bool>(
             kwnames,
             |store: &PyMetricsStore, arguments| {
                 // One argument is the reference's call, `record_cache_hit("exact")`.
-                if HIT && arguments.positional_count() + arguments.keyword_count() > 1 {
-                    let (cache_type, saving) = cache_hit_arguments(arguments)?;
-                    store.record_cache_hit_saving(
-                        &cache_type,
-                        saving.map(|given| {
-                            given
-                                .map(Borrowed::to_owned)
-                                .filter(|value| !value.is_none())
-                        }),
-                    )?;
-                    return Ok(none(arguments.py()));
+                let given = arguments.positional_count() + arguments.keyword_count();
+                if given == 1 {
+                    let cache_type = cache_type_argument(method, arguments)?;
+                    store.record_cache(outcome, &cache_type)?;
+                } else if HIT {
+                    record_cache_hit_saving(store, arguments)?;
+                } else {
+                    return Err(PyTypeError::new_err(format!(
+                        "{method}() takes exactly one argument (cache_type), {given} given"
+                    )));
                 }
-                let cache_type = cache_type_argument(method, arguments)?;
-                store.record_cache(outcome, &cache_type)?;
                 Ok(none(arguments.py()))
             },
         )

@@ -190,6 +190,23 @@ PANELS: tuple[Panel, ...] = (
         (Query(hit_ratio("[$__rate_interval]", "{{{job}}}"), "{{cache_type}}"),),
     ),
     Panel(
+        "Saved by the cache per hour by model",
+        "Estimated USD per hour that responses served from the gateway's cache did not "
+        "cost (record_cache_hit with a model), beside the cost per hour spent.",
+        "currencyUSD",
+        (
+            Query(
+                "sum by (model) (rate(ractogateway_cache_saved_usd_total{{{job}}}"
+                "[$__rate_interval])) * 3600",
+                "saved {{model}}",
+            ),
+            Query(
+                "sum(rate(ractogateway_cost_usd_total{{{filter}}}[$__rate_interval])) * 3600",
+                "spent",
+            ),
+        ),
+    ),
+    Panel(
         "Top 10 tool calls",
         "Tool calls over the dashboard's time range.",
         "short",
