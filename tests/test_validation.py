@@ -169,7 +169,10 @@ def test_signatures_are_introspectable(metrics):
         "reasoning_tokens=0, queue_s=None, upstream_latency_s=None, audio_input_tokens=0, "
         "audio_output_tokens=0, labels=None, exemplar=None, error_type=None)"
     )
-    assert str(inspect.signature(metrics.record_cache_hit)) == "(cache_type)"
+    assert str(inspect.signature(metrics.record_cache_hit)) == (
+        "(cache_type, *, provider=None, model=None, input_tokens=0, output_tokens=0)"
+    )
+    assert str(inspect.signature(metrics.record_cache_miss)) == "(cache_type)"
 
 
 @pytest.mark.parametrize(
