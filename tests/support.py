@@ -442,3 +442,21 @@ def native_buckets(histogram: Any) -> list[tuple[int, int]]:
             buckets.append((index, count))
             index += 1
     return buckets
+
+
+def otlp_metrics(metrics: Any) -> list[Any]:
+    """Every metric of the OTLP export body ``metrics`` would push, decoded by
+    the protobuf runtime from the wire schemas (not by our encoder)."""
+    import gzip
+
+    from gateway_metrics._otlp import OtlpTarget
+
+    request = wire_message("opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest")()
+    target = OtlpTarget("http://127.0.0.1:9/v1/metrics", None, None, None, None)
+    request.ParseFromString(gzip.decompress(target.body(metrics)))
+    return [
+        metric
+        for resource in request.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    ]

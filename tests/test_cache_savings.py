@@ -4,22 +4,20 @@ request of that model, in every path a request's cost takes."""
 
 from __future__ import annotations
 
-import gzip
 import subprocess
 import sys
 import textwrap
 
 import pytest
 from gateway_metrics import GatewayMetricsMiddleware
-from gateway_metrics._otlp import OtlpTarget
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from support import (
+    otlp_metrics,
     prometheus_multiprocess_run,
     prometheus_server,
     sample_value,
     wait_for_values,
-    wire_message,
 )
 
 SAVED_TOKENS = "ractogateway_cache_saved_tokens_total"
@@ -219,19 +217,14 @@ def test_prometheus_clients_multiprocess_mode_sums_the_workers(tmp_path):
 def test_the_otlp_push_carries_the_savings_as_monotonic_sums():
     metrics = GatewayMetricsMiddleware(registry=CollectorRegistry())
     record_hits(metrics)
-    request = wire_message("opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest")()
-    target = OtlpTarget("http://127.0.0.1:9/v1/metrics", None, None, None, None)
-    request.ParseFromString(gzip.decompress(target.body(metrics)))
     points = {}
-    for resource in request.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name.startswith("ractogateway_cache_saved"):
-                    assert metric.sum.is_monotonic
-                    for point in metric.sum.data_points:
-                        labels = frozenset((a.key, a.value.string_value) for a in point.attributes)
-                        value = point.as_int if metric.name.endswith("tokens") else point.as_double
-                        points[(metric.name + "_total", labels)] = value
+    for metric in otlp_metrics(metrics):
+        if metric.name.startswith("ractogateway_cache_saved"):
+            assert metric.sum.is_monotonic
+            for point in metric.sum.data_points:
+                labels = frozenset((a.key, a.value.string_value) for a in point.attributes)
+                value = point.as_int if metric.name.endswith("tokens") else point.as_double
+                points[(metric.name + "_total", labels)] = value
     assert points == expected_savings(metrics)
 
 

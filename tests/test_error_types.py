@@ -6,24 +6,22 @@ collector, protobuf, OTLP, remote write)."""
 from __future__ import annotations
 
 import asyncio
-import gzip
 import subprocess
 import sys
 import textwrap
 
 import pytest
 from gateway_metrics import ERROR_TYPES, GatewayMetricsMiddleware, _core
-from gateway_metrics._otlp import OtlpTarget
 from prometheus_client import CollectorRegistry, generate_latest
 from support import (
     decode_delimited_families,
+    otlp_metrics,
     prometheus_multiprocess_run,
     prometheus_server,
     promtool_check,
     sample_value,
     samples_by_series,
     wait_for_values,
-    wire_message,
 )
 
 ERRORS = "ractogateway_request_errors_total"
@@ -179,18 +177,13 @@ def test_protobuf_and_otlp_carry_them():
         for metric in families[ERRORS].metric
     }
     assert found == EXPECTED
-    request = wire_message("opentelemetry.proto.collector.metrics.v1.ExportMetricsServiceRequest")()
-    target = OtlpTarget("http://127.0.0.1:9/v1/metrics", None, None, None, None)
-    request.ParseFromString(gzip.decompress(target.body(metrics)))
     points = {}
-    for resource in request.resource_metrics:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                if metric.name == "ractogateway_request_errors":
-                    assert metric.sum.is_monotonic
-                    for point in metric.sum.data_points:
-                        attributes = {a.key: a.value.string_value for a in point.attributes}
-                        points[attributes["error_type"]] = point.as_int
+    for metric in otlp_metrics(metrics):
+        if metric.name == "ractogateway_request_errors":
+            assert metric.sum.is_monotonic
+            for point in metric.sum.data_points:
+                attributes = {a.key: a.value.string_value for a in point.attributes}
+                points[attributes["error_type"]] = point.as_int
     assert points == EXPECTED
 
 

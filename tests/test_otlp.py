@@ -541,32 +541,26 @@ PUBLISHED_GEN_AI_METRICS = {
             "server.address",
         },
     ),
-    "gen_ai.client.operation.time_to_first_chunk": (
-        "histogram",
-        "s",
-        {"gen_ai.operation.name", "gen_ai.provider.name"},
-        {
-            "gen_ai.operation.name",
-            "gen_ai.provider.name",
-            "gen_ai.request.model",
-            "server.port",
-            "gen_ai.response.model",
-            "server.address",
-        },
-    ),
-    "gen_ai.client.operation.time_per_output_chunk": (
-        "histogram",
-        "s",
-        {"gen_ai.operation.name", "gen_ai.provider.name"},
-        {
-            "gen_ai.operation.name",
-            "gen_ai.provider.name",
-            "gen_ai.request.model",
-            "server.port",
-            "gen_ai.response.model",
-            "server.address",
-        },
-    ),
+    # The streaming metrics: the common attributes only.
+    **{
+        name: (
+            "histogram",
+            "s",
+            {"gen_ai.operation.name", "gen_ai.provider.name"},
+            {
+                "gen_ai.operation.name",
+                "gen_ai.provider.name",
+                "gen_ai.request.model",
+                "server.port",
+                "gen_ai.response.model",
+                "server.address",
+            },
+        )
+        for name in (
+            "gen_ai.client.operation.time_to_first_chunk",
+            "gen_ai.client.operation.time_per_output_chunk",
+        )
+    },
 }
 #: Conditionally required (when the operation ended in an error) on the duration.
 ERROR_TYPE_REQUIRED = {"gen_ai.client.operation.duration": "error.type"}
