@@ -15,7 +15,7 @@ PYTHON := $(VENV)/bin/python
 CARGO_BIN := $(if $(CARGO_HOME),$(CARGO_HOME),$(HOME)/.cargo)/bin
 export PATH := $(abspath $(VENV))/bin:$(CURDIR)/target/debian/$(shell . /etc/os-release && echo $$VERSION_CODENAME)/root/usr/bin:$(PATH):$(CARGO_BIN)
 
-.PHONY: build deps test test-suite wheel test-wheels bench bench-load bench-table instructions lint nightly miri loom golang-native fuzz demo ops-image clean
+.PHONY: build deps test test-suite wheel test-wheels bench bench-load bench-table instructions lint targets nightly miri loom golang-native fuzz demo ops-image clean
 
 ## the project environment, with a current pip
 $(PYTHON):
@@ -85,14 +85,19 @@ bench-table: deps
 instructions: deps
 	$(PYTHON) benches/instructions.py --check
 
-## lint: rustfmt, clippy (pedantic, warnings are errors), rustdoc (no broken or
+## lint: rustfmt, clippy (pedantic, warnings are errors) here and for aarch64 Linux
+## and macOS (PORTABLE_TARGETS, checked, not linked), rustdoc (no broken or
 ## private links), ruff, mypy --strict,
 ## stubtest of the stub against the built module, and the module graph (no cycles,
 ## the core's layers in order: tools/module_graph.py)
-lint: deps
+lint: deps targets
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
+	for target in $(PORTABLE_TARGETS); do \
+		PYO3_CROSS_PYTHON_VERSION=3.9 cargo clippy --all-targets --features python \
+			--target $$target -- -D warnings || exit 1; \
+	done
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items --features python
 	RUSTFLAGS="--cfg loom" cargo clippy --all-targets --target-dir target/loom-lint -- -D warnings
 	cd fuzz && cargo fmt --check && \
@@ -102,6 +107,14 @@ lint: deps
 	$(PYTHON) -m mypy --strict python/gateway_metrics tools
 	$(PYTHON) -m mypy.stubtest gateway_metrics._core --allowlist tools/stubtest-allowlist.txt
 	$(PYTHON) tools/module_graph.py
+
+## targets: the standard libraries of the platforms whose code paths `make lint`
+## compiles besides this one's: aarch64 Linux (the portable twins of the SSE2
+## routines) and macOS on both processors (where the source distribution must
+## build: no posix_fallocate there), installed by rustup (at once when they are there)
+PORTABLE_TARGETS := aarch64-unknown-linux-gnu aarch64-apple-darwin x86_64-apple-darwin
+targets:
+	rustup target add $(PORTABLE_TARGETS)
 
 ## nightly: the pinned nightly toolchain Miri and the fuzz targets build with,
 ## installed by rustup (at once when it is there)

@@ -39,6 +39,7 @@ use std::sync::Arc;
 
 use crate::cells::arena::{SeriesDescription, SharedCells};
 use crate::multiprocess::files::{open_regular, random_identity, FileSeries, ReadError};
+use crate::multiprocess::own_file::reserve_blocks;
 use crate::schema::family::{FamilyDesc, FamilyKind, Schema, ValueKind};
 
 /// What the names of this layout's files contain after the type word.
@@ -205,18 +206,7 @@ impl DictFile {
         if capacity > RESERVED_LEN {
             return Err(io::Error::other("prometheus_client file full"));
         }
-        // Reserving the blocks turns a full disk into an error here, not a SIGBUS later.
-        // SAFETY: a valid descriptor; the result is checked.
-        let result = unsafe {
-            libc::posix_fallocate(
-                self.file.as_raw_fd(),
-                self.capacity as libc::off_t,
-                (capacity - self.capacity) as libc::off_t,
-            )
-        };
-        if result != 0 {
-            return Err(io::Error::from_raw_os_error(result));
-        }
+        reserve_blocks(&self.file, self.capacity, capacity - self.capacity)?;
         self.capacity = capacity;
         Ok(())
     }

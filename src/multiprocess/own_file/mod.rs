@@ -47,6 +47,7 @@ mod reader;
 mod writer;
 
 pub use reader::{declared_schema, read_file, FileContents, FileExemplar};
+pub(crate) use writer::reserve_blocks;
 pub use writer::SharedFile;
 
 /// The first bytes of every metrics file.

@@ -205,15 +205,7 @@ impl SharedFile {
     /// Reserves `len` more bytes on disk and maps them as a new chunk.
     fn grow(&mut self, len: usize) -> io::Result<()> {
         let new_capacity = self.capacity + len;
-        let fd = self.file.as_raw_fd();
-        // Reserving the blocks now turns a full disk into an error here instead
-        // of a SIGBUS when a cell is written later.
-        // SAFETY: a valid descriptor; the result is checked.
-        let result =
-            unsafe { libc::posix_fallocate(fd, self.capacity as libc::off_t, len as libc::off_t) };
-        if result != 0 {
-            return Err(io::Error::from_raw_os_error(result));
-        }
+        reserve_blocks(&self.file, self.capacity, len)?;
         let mapping = Mapping::new(&self.file, self.capacity, len)?;
         self.chunks.push((self.capacity, mapping));
         self.capacity = new_capacity;
@@ -394,3 +386,48 @@ impl SharedFile {
 
 /// How long a process creating its file waits for a compaction to finish.
 const CREATE_WAIT: Duration = Duration::from_secs(5);
+
+/// Extends `file` to `offset + len` bytes with their blocks reserved on disk:
+/// a full disk is then an error here instead of a `SIGBUS` when a mapped cell
+/// is written later. Every metrics file grows through this.
+pub(crate) fn reserve_blocks(file: &File, offset: usize, len: usize) -> io::Result<()> {
+    let (start, length) = (
+        libc::off_t::try_from(offset).map_err(io::Error::other)?,
+        libc::off_t::try_from(len).map_err(io::Error::other)?,
+    );
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        // SAFETY: a valid descriptor; the result is checked.
+        let result = unsafe { libc::posix_fallocate(file.as_raw_fd(), start, length) };
+        if result != 0 {
+            return Err(io::Error::from_raw_os_error(result));
+        }
+        Ok(())
+    }
+    #[cfg(target_vendor = "apple")]
+    {
+        // macOS has no posix_fallocate: F_PREALLOCATE reserves blocks past the
+        // physical end of the file, and the new size then covers them.
+        let mut store = libc::fstore_t {
+            fst_flags: libc::F_ALLOCATEALL,
+            fst_posmode: libc::F_PEOFPOSMODE,
+            fst_offset: 0,
+            fst_length: length,
+            fst_bytesalloc: 0,
+        };
+        // SAFETY: a valid descriptor and a `fstore_t` the call reads and fills
+        // in, alive for the call; the result is checked.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_PREALLOCATE, &mut store) } == -1 {
+            let error = io::Error::last_os_error();
+            // A file system that cannot preallocate still gets its size.
+            if error.raw_os_error() != Some(libc::ENOTSUP) {
+                return Err(error);
+            }
+        }
+        let end = u64::try_from(start + length).map_err(io::Error::other)?;
+        if file.metadata()?.len() < end {
+            file.set_len(end)?;
+        }
+        Ok(())
+    }
+}
