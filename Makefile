@@ -86,7 +86,8 @@ instructions: deps
 	$(PYTHON) benches/instructions.py --check
 
 ## lint: rustfmt, clippy (pedantic, warnings are errors) here and for aarch64 Linux
-## and macOS (PORTABLE_TARGETS, checked, not linked), rustdoc (no broken or
+## and macOS (PORTABLE_TARGETS, checked, not linked), the build with the declared
+## rust-version's toolchain, rustdoc (no broken or
 ## private links), ruff, mypy --strict,
 ## stubtest of the stub against the built module, and the module graph (no cycles,
 ## the core's layers in order: tools/module_graph.py)
@@ -98,6 +99,7 @@ lint: deps targets
 		PYO3_CROSS_PYTHON_VERSION=3.9 cargo clippy --all-targets --features python \
 			--target $$target -- -D warnings || exit 1; \
 	done
+	cargo +$(RUST_VERSION) check --features python --lib --target-dir target/rust-version
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items --features python
 	RUSTFLAGS="--cfg loom" cargo clippy --all-targets --target-dir target/loom-lint -- -D warnings
 	cd fuzz && cargo fmt --check && \
@@ -113,8 +115,11 @@ lint: deps targets
 ## routines) and macOS on both processors (where the source distribution must
 ## build: no posix_fallocate there), installed by rustup (at once when they are there)
 PORTABLE_TARGETS := aarch64-unknown-linux-gnu aarch64-apple-darwin x86_64-apple-darwin
+## and the oldest toolchain the crate declares it builds with (Cargo.toml's rust-version)
+RUST_VERSION := $(shell sed -n 's/^rust-version = "\(.*\)"$$/\1/p' Cargo.toml)
 targets:
 	rustup target add $(PORTABLE_TARGETS)
+	rustup toolchain install $(RUST_VERSION) --profile minimal --no-self-update
 
 ## nightly: the pinned nightly toolchain Miri and the fuzz targets build with,
 ## installed by rustup (at once when it is there)
