@@ -402,15 +402,24 @@ def test_a_batch_keeps_the_token_usage_as_one_call_per_row():
     calls = GatewayMetricsMiddleware(registry=CollectorRegistry(), semconv="gen_ai")
     batch = GatewayMetricsMiddleware(registry=CollectorRegistry(), semconv="gen_ai")
     inputs, outputs = [5, 0, 70_000, 3], [1, 9, 0, 2_000_000]
-    for input_tokens, output_tokens in zip(inputs, outputs):
+    # Two failures: the duration by error type tells them apart, as single calls do.
+    statuses, error_types = ["ok", "error", "ok", "error"], [None, "timeout", None, "auth"]
+    latencies = [0.5, 7.0, 0.25, 0.04]
+    for row in zip(inputs, outputs, statuses, error_types, latencies):
+        input_tokens, output_tokens, status, error_type, latency = row
         calls.record_request(
-            **CALL, latency_s=0.5, input_tokens=input_tokens, output_tokens=output_tokens
+            **{**CALL, "status": status},
+            latency_s=latency,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            error_type=error_type,
         )
     batch.record_batch(
-        **CALL,
-        latency_s=np.full(4, 0.5),
+        **{**CALL, "status": statuses},
+        latency_s=np.array(latencies),
         input_tokens=np.array(inputs),
         output_tokens=np.array(outputs),
+        error_type=error_types,
     )
     assert samples(batch.generate_latest(), parse_text) == samples(
         calls.generate_latest(), parse_text
@@ -425,3 +434,9 @@ def test_a_batch_keeps_the_token_usage_as_one_call_per_row():
         }.items()
     )
     assert usage[("gen_ai_client_token_usage_count", key)] == 3
+    durations = {
+        dict(labels)["error_type"]: value
+        for (name, labels), value in usage.items()
+        if name == "gen_ai_client_operation_duration_seconds_sum"
+    }
+    assert durations == {"": 0.75, "timeout": 7.0, "auth": 0.04}
